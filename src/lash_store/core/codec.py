@@ -1,0 +1,139 @@
+"""Encoding of everything the store persists: msgpack records and blobs.
+
+All encoding happens before a write lock is taken; all decoding is typed and
+turns malformed bytes into :class:`CorruptData` (never ``pickle``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from typing import Any, TypeVar
+
+import msgspec
+import zstandard
+
+from lash_store.errors import CorruptData, InvalidInput
+from lash_store.model import ArtifactKind, BlobArtifactDescriptor
+from lash_store.options import BlobProfile
+
+T = TypeVar("T")
+
+ENCODING_RAW = "raw"
+ENCODING_ZSTD = "zstd"
+ZSTD_LEVEL = 3
+MAX_DECOMPRESSED = 1 << 31  # refuse zstd frames claiming more than 2 GiB
+
+_encoder = msgspec.msgpack.Encoder()
+_decoders: dict[Any, msgspec.msgpack.Decoder[Any]] = {}
+_local = threading.local()
+
+
+def encode(what: str, value: Any) -> bytes:
+    """msgpack-encode a caller value, naming the field when it cannot be encoded."""
+    try:
+        return _encoder.encode(value)
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        raise InvalidInput(what, f"cannot be encoded as msgpack: {exc}") from exc
+
+
+def decode(what: str, data: bytes, type_: type[T] | Any = Any) -> T:
+    """Typed msgpack decoding; malformed bytes raise :class:`CorruptData` naming ``what``."""
+    decoder = _decoders.get(type_)
+    if decoder is None:
+        decoder = _decoders[type_] = msgspec.msgpack.Decoder(type_)
+    try:
+        return decoder.decode(data)  # type: ignore[no-any-return]
+    except (msgspec.DecodeError, TypeError, ValueError, RecursionError) as exc:
+        raise CorruptData(what, str(exc)) from exc
+
+
+def sha256_hex(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+class EncodedBlob(msgspec.Struct, frozen=True):
+    """A blob ready to insert: ``content`` is stored as ``encoding`` says."""
+
+    hash: str
+    encoding: str
+    kind: str | None
+    content: bytes
+    raw_size: int
+
+
+def _compressor() -> zstandard.ZstdCompressor:
+    # zstd contexts are not thread-safe; reuse one per thread (creation is costly).
+    compressor: zstandard.ZstdCompressor | None = getattr(_local, "compressor", None)
+    if compressor is None:
+        compressor = _local.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    return compressor
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    decompressor: zstandard.ZstdDecompressor | None = getattr(_local, "decompressor", None)
+    if decompressor is None:
+        decompressor = _local.decompressor = zstandard.ZstdDecompressor()
+    return decompressor
+
+
+def encode_blob(
+    content: bytes, descriptor: BlobArtifactDescriptor | None, profile: BlobProfile
+) -> EncodedBlob:
+    """Hash the raw content and compress it when the profile and descriptor allow and it pays."""
+    if not isinstance(content, (bytes, bytearray, memoryview)):
+        raise InvalidInput("content", f"must be bytes, got {type(content).__name__}")
+    raw = bytes(content)
+    kind = descriptor.kind.value if descriptor is not None else None
+    threshold = profile.compression_threshold
+    if descriptor is not None and descriptor.compressible and threshold is not None and len(raw) >= threshold:
+        packed = _compressor().compress(raw)
+        if len(packed) < len(raw):
+            return EncodedBlob(sha256_hex(raw), ENCODING_ZSTD, kind, packed, len(raw))
+    return EncodedBlob(sha256_hex(raw), ENCODING_RAW, kind, raw, len(raw))
+
+
+def decode_blob(ref: str, encoding: str, stored: bytes, *, verify: bool = True) -> bytes:
+    """Return a blob's raw content; undecodable or tampered bytes raise :class:`CorruptData`."""
+    what = f"blob {ref}"
+    if encoding == ENCODING_RAW:
+        raw = bytes(stored)
+    elif encoding == ENCODING_ZSTD:
+        try:
+            raw = _decompressor().decompress(stored, max_output_size=MAX_DECOMPRESSED)
+        except zstandard.ZstdError as exc:
+            raise CorruptData(what, f"zstd frame does not decompress: {exc}") from exc
+    else:
+        raise CorruptData(what, f"unknown encoding {encoding!r}")
+    if verify and sha256_hex(raw) != ref:
+        raise CorruptData(what, "content does not match its SHA-256 address")
+    return raw
+
+
+def check_descriptor(descriptor: Any) -> BlobArtifactDescriptor:
+    if not isinstance(descriptor, BlobArtifactDescriptor) or not isinstance(descriptor.kind, ArtifactKind):
+        raise InvalidInput("descriptor", "must be a BlobArtifactDescriptor with a known ArtifactKind")
+    return descriptor
+
+
+# ---------------------------------------------------------------------------
+# Persisted records (private formats of this project)
+
+
+class HeadBody(msgspec.Struct, kw_only=True, frozen=True):
+    """The opaque part of the head row; revision, session, leaf and checkpoint are columns."""
+
+    config: Any = None
+    agent_frames: list[Any] = msgspec.field(default_factory=list)
+    current_agent_frame_id: str = ""
+
+
+def frame_execution_refs(agent_frames: list[Any]) -> list[str]:
+    """Execution-state refs named by agent frames (GC roots)."""
+    refs = []
+    for frame in agent_frames:
+        if isinstance(frame, dict):
+            ref = frame.get("execution_state_ref")
+            if isinstance(ref, str) and ref:
+                refs.append(ref)
+    return refs

@@ -1,0 +1,215 @@
+"""Work-queue rules shared by every backend: validation, ids, row decoding, claim grouping."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import msgspec
+
+from lash_store.core import codec
+from lash_store.core.validate import check_id, check_instance, check_ms, check_optional_id
+from lash_store.errors import CorruptData, InvalidInput
+from lash_store.model import (
+    DeliveryPolicy,
+    MergeKey,
+    QueuedWorkBatch,
+    QueuedWorkBatchDraft,
+    QueuedWorkClaim,
+    QueuedWorkClaimBoundary,
+    QueuedWorkItem,
+    QueuedWorkPayload,
+    SlotPolicy,
+    TurnInput,
+)
+
+log = logging.getLogger("lash_store")
+
+
+def new_batch_id() -> str:
+    return "qwb:" + uuid.uuid4().hex
+
+
+def new_claim_id() -> str:
+    return "qwc:" + uuid.uuid4().hex
+
+
+def new_lease_token() -> str:
+    return secrets.token_hex(32)
+
+
+# ---------------------------------------------------------------------------
+# Validation and encoding of inputs
+
+
+def check_draft(draft: Any) -> bytes:
+    """Validate a draft and return its encoded payload list."""
+    check_instance("draft", draft, QueuedWorkBatchDraft)
+    check_id("draft.session_id", draft.session_id)
+    check_optional_id("draft.source_key", draft.source_key)
+    check_instance("draft.delivery_policy", draft.delivery_policy, DeliveryPolicy)
+    check_instance("draft.slot_policy", draft.slot_policy, SlotPolicy)
+    check_instance("draft.merge_key", draft.merge_key, MergeKey)
+    merge_key_text(draft.merge_key)
+    check_ms("draft.available_at_ms", draft.available_at_ms)
+    if not isinstance(draft.payloads, list):
+        raise InvalidInput("draft.payloads", "must be a list of QueuedWorkPayload")
+    for index, payload in enumerate(draft.payloads):
+        _check_payload(f"draft.payloads[{index}]", payload)
+    return codec.encode("draft.payloads", draft.payloads)
+
+
+def _check_payload(what: str, payload: Any) -> None:
+    check_instance(what, payload, QueuedWorkPayload)
+    if payload.kind == "turn_input":
+        check_instance(f"{what}.input", payload.input, TurnInput)
+    elif payload.kind == "session_command":
+        if payload.command is None:
+            raise InvalidInput(f"{what}.command", "a session_command payload needs a command")
+    elif payload.kind == "process_wake":
+        if payload.wake is None:
+            raise InvalidInput(f"{what}.wake", "a process_wake payload needs a wake")
+    else:
+        raise InvalidInput(f"{what}.kind", f"unknown payload kind {payload.kind!r}")
+
+
+def check_boundary(boundary: Any) -> QueuedWorkClaimBoundary:
+    return check_instance("boundary", boundary, QueuedWorkClaimBoundary)  # type: ignore[no-any-return]
+
+
+def check_claim(claim: Any) -> QueuedWorkClaim:
+    check_instance("claim", claim, QueuedWorkClaim)
+    check_id("claim.session_id", claim.session_id)
+    check_id("claim.claim_id", claim.claim_id)
+    check_id("claim.lease_token", claim.lease_token)
+    if not claim.batches:
+        raise InvalidInput("claim.batches", "a claim holds at least one batch")
+    for index, batch in enumerate(claim.batches):
+        check_instance(f"claim.batches[{index}]", batch, QueuedWorkBatch)
+        check_id(f"claim.batches[{index}].batch_id", batch.batch_id)
+    return claim  # type: ignore[no-any-return]
+
+
+# ---------------------------------------------------------------------------
+# Stored form
+
+
+def merge_key_text(key: MergeKey) -> str:
+    if key.kind == "group":
+        if not isinstance(key.name, str):
+            raise InvalidInput("draft.merge_key.name", "a group merge key needs a name")
+        return "group:" + key.name
+    if key.kind in ("never", "payload_default") and key.name is None:
+        return key.kind
+    raise InvalidInput("draft.merge_key", f"unknown merge key {key.kind!r}")
+
+
+def parse_merge_key(text: str) -> MergeKey:
+    if text == "never":
+        return MergeKey.never()
+    if text == "payload_default":
+        return MergeKey.payload_default()
+    if text.startswith("group:"):
+        return MergeKey.group(text[len("group:") :])
+    raise ValueError(f"unknown merge key {text!r}")
+
+
+class BatchRow(msgspec.Struct, frozen=True):
+    """A batch row as the backends select it (claim state excluded)."""
+
+    enqueue_seq: int
+    batch_id: str
+    session_id: str
+    source_key: str | None
+    delivery_policy: str
+    slot_policy: str
+    merge_key: str
+    available_at_ms: int
+    enqueued_at_ms: int
+    payloads: bytes
+
+
+BATCH_COLUMNS = (
+    "enqueue_seq, batch_id, session_id, source_key, delivery_policy, slot_policy, "
+    "merge_key, available_at_ms, enqueued_at_ms, payloads"
+)
+
+
+def decode_batch(row: tuple[Any, ...]) -> QueuedWorkBatch:
+    """Decode a stored row; anything malformed raises :class:`CorruptData` naming the batch."""
+    stored = BatchRow(*row)
+    try:
+        delivery = DeliveryPolicy(stored.delivery_policy)
+        slot = SlotPolicy(stored.slot_policy)
+        merge_key = parse_merge_key(stored.merge_key)
+    except ValueError as exc:
+        raise CorruptData(f"queued-work batch {stored.batch_id}", str(exc)) from exc
+    payloads = codec.decode(f"queued-work batch {stored.batch_id}", stored.payloads, list[QueuedWorkPayload])
+    return QueuedWorkBatch(
+        batch_id=stored.batch_id,
+        session_id=stored.session_id,
+        enqueue_seq=stored.enqueue_seq,
+        source_key=stored.source_key,
+        delivery_policy=delivery,
+        slot_policy=slot,
+        merge_key=merge_key,
+        available_at_ms=stored.available_at_ms,
+        enqueued_at_ms=stored.enqueued_at_ms,
+        items=[
+            QueuedWorkItem(item_id=f"{stored.batch_id}:item:{index}", payload=payload)
+            for index, payload in enumerate(payloads)
+        ],
+    )
+
+
+def decode_batches(rows: Iterable[tuple[Any, ...]]) -> Iterator[QueuedWorkBatch]:
+    """Decode rows, logging and skipping undecodable ones so one bad row blocks nobody."""
+    for row in rows:
+        try:
+            yield decode_batch(row)
+        except CorruptData as exc:
+            log.error("skipping undecodable queued-work row: %s", exc)
+
+
+# ---------------------------------------------------------------------------
+# Claim selection
+
+
+def select_group(
+    candidates: Iterable[QueuedWorkBatch], boundary: QueuedWorkClaimBoundary, max_batches: int
+) -> list[QueuedWorkBatch]:
+    """Pick the next claimable group from ready, free batches in FIFO order.
+
+    The head decides: a checkpoint claim only takes an earliest-safe-boundary
+    head; an exclusive head goes alone; a join head takes the following join
+    batches with equal delivery policy and merge key, up to ``max_batches``,
+    stopping at the first that does not match.
+    """
+    if max_batches <= 0:
+        return []
+    iterator = iter(candidates)
+    head = next(iterator, None)
+    if head is None:
+        return []
+    if (
+        boundary is QueuedWorkClaimBoundary.ACTIVE_TURN_CHECKPOINT
+        and head.delivery_policy is not DeliveryPolicy.EARLIEST_SAFE_BOUNDARY
+    ):
+        return []
+    group = [head]
+    if head.slot_policy is SlotPolicy.EXCLUSIVE:
+        return group
+    for batch in iterator:
+        if len(group) >= max_batches:
+            break
+        if (
+            batch.slot_policy is not SlotPolicy.JOIN
+            or batch.delivery_policy is not head.delivery_policy
+            or batch.merge_key != head.merge_key
+        ):
+            break
+        group.append(batch)
+    return group

@@ -1,0 +1,130 @@
+"""Typed errors.  Every error the store raises derives from :class:`StoreError`."""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendError",
+    "CorruptData",
+    "HeadRevisionConflict",
+    "InvalidInput",
+    "NotAStoreDatabase",
+    "QueuedWorkClaimExpired",
+    "RuntimeTurnCommitConflict",
+    "SessionBindingMismatch",
+    "StoreBusy",
+    "StoreClosed",
+    "StoreError",
+    "StoreNotFound",
+    "UnsupportedSchemaVersion",
+]
+
+
+class StoreError(Exception):
+    """Base class of every lash-store error."""
+
+
+class SessionBindingMismatch(StoreError):
+    """The store already holds another session's head."""
+
+    def __init__(self, bound_session_id: str, attempted_session_id: str) -> None:
+        self.bound_session_id = bound_session_id
+        self.attempted_session_id = attempted_session_id
+        super().__init__(
+            f"store is bound to session {bound_session_id!r}; "
+            f"refusing a commit for session {attempted_session_id!r}"
+        )
+
+
+class HeadRevisionConflict(StoreError):
+    """Compare-and-set failed: the head moved since the caller read it."""
+
+    def __init__(self, expected: int | None, actual: int) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"head revision conflict: expected {expected}, stored head is at {actual}")
+
+
+class RuntimeTurnCommitConflict(StoreError):
+    """The turn was already committed with a different commit hash."""
+
+    def __init__(self, session_id: str, turn_id: str) -> None:
+        self.session_id = session_id
+        self.turn_id = turn_id
+        super().__init__(
+            f"turn {turn_id!r} of session {session_id!r} was already committed with a different hash"
+        )
+
+
+class QueuedWorkClaimExpired(StoreError):
+    """The claim no longer owns exactly its batches (expired, reclaimed, cancelled or stale fence)."""
+
+    def __init__(self, session_id: str, claim_id: str) -> None:
+        self.session_id = session_id
+        self.claim_id = claim_id
+        super().__init__(
+            f"queued-work claim {claim_id!r} of session {session_id!r} is missing, expired or stale"
+        )
+
+
+class UnsupportedSchemaVersion(StoreError):
+    """The database file carries a schema version this release cannot open."""
+
+    def __init__(self, kind: str, expected: int, found: int) -> None:
+        self.kind = kind
+        self.expected = expected
+        self.found = found
+        super().__init__(
+            f"this lash-store release supports {kind} schema version {expected}, but the database "
+            f"reports version {found}; no migration exists, so delete the file to start over"
+        )
+
+
+class NotAStoreDatabase(StoreError):
+    """The file is not a lash-store database; it was left untouched."""
+
+    def __init__(self, path: str, detail: str = "") -> None:
+        self.path = path
+        self.detail = detail
+        suffix = f": {detail}" if detail else ""
+        super().__init__(f"{path} is not a lash-store session database{suffix}")
+
+
+class StoreNotFound(StoreError, FileNotFoundError):
+    """A read-only open named a file that does not exist."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        StoreError.__init__(self, f"no lash-store database at {path}")
+
+
+class CorruptData(StoreError):
+    """Stored bytes do not decode; raised, never skipped silently."""
+
+    def __init__(self, what: str, detail: str) -> None:
+        self.what = what
+        self.detail = detail
+        super().__init__(f"corrupt stored data in {what}: {detail}")
+
+
+class InvalidInput(StoreError, ValueError):
+    """A caller-supplied value is invalid; nothing was written."""
+
+    def __init__(self, what: str, detail: str) -> None:
+        self.what = what
+        self.detail = detail
+        super().__init__(f"invalid {what}: {detail}")
+
+
+class StoreClosed(StoreError):
+    """The store was closed."""
+
+    def __init__(self) -> None:
+        super().__init__("the store is closed")
+
+
+class BackendError(StoreError):
+    """A database driver error; the original is chained as ``__cause__``."""
+
+
+class StoreBusy(BackendError):
+    """The write lock could not be taken within the busy timeout."""

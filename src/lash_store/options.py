@@ -1,0 +1,67 @@
+"""Store options."""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable
+
+from msgspec import Struct, field
+
+__all__ = ["BlobProfile", "Clock", "Durability", "GcPolicy", "StoreOptions", "system_clock"]
+
+Clock = Callable[[], int]
+"""A zero-argument callable returning epoch milliseconds."""
+
+
+def system_clock() -> int:
+    """The wall clock in epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+class BlobProfile(enum.Enum):
+    """When compressible blobs are zstd-compressed (kept only when smaller)."""
+
+    LOW_LATENCY = "low_latency"  # never
+    BALANCED = "balanced"  # from 4 KiB
+    COMPACT = "compact"  # from 1 KiB
+
+    @property
+    def compression_threshold(self) -> int | None:
+        return _THRESHOLDS[self]
+
+
+_THRESHOLDS = {BlobProfile.LOW_LATENCY: None, BlobProfile.BALANCED: 4096, BlobProfile.COMPACT: 1024}
+
+
+class Durability(enum.Enum):
+    """SQLite ``synchronous`` level: NORMAL survives process crashes, FULL also power loss."""
+
+    NORMAL = "NORMAL"
+    FULL = "FULL"
+
+
+DEFAULT_FILE_GRACE_MS = 600_000
+
+
+class GcPolicy(Struct, kw_only=True, frozen=True):
+    """Automatic GC cadence and the grace period protecting fresh blobs.
+
+    ``grace_ms=None`` means 600,000 ms for file stores and 0 for ``Store.memory()``.
+    """
+
+    auto_run_every_commits: int | None = None
+    grace_ms: int | None = None
+
+
+class StoreOptions(Struct, kw_only=True, frozen=True):
+    """Options of a store (``Store.memory()`` without options uses ``LOW_LATENCY``)."""
+
+    blob_profile: BlobProfile = BlobProfile.BALANCED
+    gc_policy: GcPolicy = GcPolicy()
+    durability: Durability = Durability.NORMAL
+    busy_timeout_ms: int = 15_000
+    clock: Clock | None = field(default=None)
+
+    def now_ms(self) -> int:
+        return (self.clock or system_clock)()

@@ -1,0 +1,97 @@
+"""One database file per session under a root directory."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+from pathlib import Path
+
+from lash_store.core.validate import check_id, check_instance, check_text
+from lash_store.errors import StoreError
+from lash_store.model import DurabilityTier, SessionMeta, SessionPickerInfo, SessionRelation
+from lash_store.options import StoreOptions
+from lash_store.sqlite.store import Store
+
+_MAX_STEM = 80
+
+
+def safe_file_name(session_id: str) -> str:
+    """A deterministic, separator-free file name: sanitised id + 16 hex chars of its SHA-256 + ``.db``."""
+    kept = "".join(c if (c.isascii() and c.isalnum()) or c in "-_" else "_" for c in session_id)
+    stem = kept.strip("_") or "session"
+    digest = hashlib.sha256(session_id.encode("utf-8")).hexdigest()[:16]
+    return f"{stem[:_MAX_STEM]}-{digest}.db"
+
+
+class SqliteSessionStoreFactory:
+    """Creates, lists and deletes per-session stores below ``root``."""
+
+    def __init__(self, root: str | os.PathLike[str], options: StoreOptions | None = None) -> None:
+        self.root = Path(root)
+        self.options = options
+
+    @property
+    def durability_tier(self) -> DurabilityTier:
+        return DurabilityTier.DURABLE
+
+    def path_for_session(self, session_id: str) -> Path:
+        check_text("session_id", session_id)
+        return self.root / safe_file_name(session_id)
+
+    def create_store(
+        self, session_id: str, *, model: str = "", relation: SessionRelation | None = None
+    ) -> Store:
+        """Open (creating if needed) the session's store; metadata is written once, never overwritten."""
+        check_id("session_id", session_id)
+        check_text("model", model)
+        relation = check_instance("relation", relation or SessionRelation.root(), SessionRelation)
+        self.root.mkdir(parents=True, exist_ok=True)
+        store = Store.open(self.path_for_session(session_id), self.options)
+        try:
+            if store.load_session_meta() is None:
+                store.save_session_meta(
+                    SessionMeta(
+                        session_id=session_id,
+                        session_name=session_id,
+                        created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                        model=model,
+                        cwd=_cwd(),
+                        relation=relation,
+                    )
+                )
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def delete_session(self, session_id: str) -> None:
+        """Remove the database and its sidecars; deleting a missing session is not an error."""
+        path = self.path_for_session(session_id)
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            try:
+                os.remove(f"{path}{suffix}")
+            except FileNotFoundError:
+                pass
+
+    def list_sessions(self) -> list[SessionPickerInfo]:
+        """Picker info of every session database under the root, by session id."""
+        sessions = []
+        if not self.root.is_dir():
+            return sessions
+        for path in sorted(self.root.glob("*.db")):
+            try:
+                with Store.open_readonly(path) as store:
+                    info = store.load_picker_info()
+            except StoreError:
+                continue  # not one of ours, or unreadable: the picker skips it
+            if info is not None:
+                sessions.append(info)
+        return sorted(sessions, key=lambda info: info.session_id)
+
+
+def _cwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:
+        return None
