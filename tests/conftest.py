@@ -1,0 +1,35 @@
+"""Shared fixtures: temporary database paths and an injectable clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lash_store import Store, StoreOptions
+from tests.helpers import ManualClock
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    """A path for a new session database file (not yet created)."""
+    return tmp_path / "session.db"
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(1_700_000_000_000)
+
+
+@pytest.fixture
+def memory_store() -> Iterator[Store]:
+    with Store.memory() as store:
+        yield store
+
+
+@pytest.fixture
+def clocked_store(db_path: Path, clock: ManualClock) -> Iterator[Store]:
+    """A file store whose time is driven by ``clock``."""
+    with Store.open(db_path, StoreOptions(clock=clock)) as store:
+        yield store

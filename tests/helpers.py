@@ -1,0 +1,61 @@
+"""Small builders shared by the tests."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import msgspec
+
+from lash_store.model import (
+    DeliveryPolicy,
+    QueuedWorkBatchDraft,
+    QueuedWorkPayload,
+    RuntimeCommit,
+    RuntimeSessionState,
+    SessionNode,
+    SlotPolicy,
+    TurnInput,
+)
+
+
+class ManualClock:
+    """An injectable clock (epoch ms) that only moves when told to; thread-safe."""
+
+    def __init__(self, start_ms: int) -> None:
+        self._now = start_ms
+        self._lock = threading.Lock()
+
+    def __call__(self) -> int:
+        with self._lock:
+            return self._now
+
+    def advance(self, ms: int) -> int:
+        with self._lock:
+            self._now += ms
+            return self._now
+
+    def set(self, ms: int) -> None:
+        with self._lock:
+            self._now = ms
+
+
+def commit_at(session_id: str = "root", expected_head_revision: int | None = None, **state: Any) -> RuntimeCommit:
+    """The commit lash-core's ``persisted_state`` builds for a default state, with a chosen CAS revision."""
+    commit = RuntimeCommit.persisted_state(RuntimeSessionState(session_id=session_id, **state))
+    return msgspec.structs.replace(commit, expected_head_revision=expected_head_revision)
+
+
+def message(node_id: str, role: str, text: str, parent: str | None = None) -> SessionNode:
+    return SessionNode(
+        node_id=node_id, parent_node_id=parent, payload={"role": role, "parts": [{"type": "text", "text": text}]}
+    )
+
+
+def draft(
+    session_id: str,
+    text: str,
+    delivery: DeliveryPolicy = DeliveryPolicy.EARLIEST_SAFE_BOUNDARY,
+    slot: SlotPolicy = SlotPolicy.EXCLUSIVE,
+) -> QueuedWorkBatchDraft:
+    return QueuedWorkBatchDraft.new(session_id, delivery, slot, [QueuedWorkPayload.turn_input(TurnInput.text(text))])
