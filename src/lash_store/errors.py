@@ -30,8 +30,7 @@ class SessionBindingMismatch(StoreError):
         self.bound_session_id = bound_session_id
         self.attempted_session_id = attempted_session_id
         super().__init__(
-            f"store is bound to session {bound_session_id!r}; "
-            f"refusing a commit for session {attempted_session_id!r}"
+            f"store is bound to session {bound_session_id!r}; refusing a commit for session {attempted_session_id!r}"
         )
 
 
@@ -50,9 +49,7 @@ class RuntimeTurnCommitConflict(StoreError):
     def __init__(self, session_id: str, turn_id: str) -> None:
         self.session_id = session_id
         self.turn_id = turn_id
-        super().__init__(
-            f"turn {turn_id!r} of session {session_id!r} was already committed with a different hash"
-        )
+        super().__init__(f"turn {turn_id!r} of session {session_id!r} was already committed with a different hash")
 
 
 class QueuedWorkClaimExpired(StoreError):
@@ -61,9 +58,7 @@ class QueuedWorkClaimExpired(StoreError):
     def __init__(self, session_id: str, claim_id: str) -> None:
         self.session_id = session_id
         self.claim_id = claim_id
-        super().__init__(
-            f"queued-work claim {claim_id!r} of session {session_id!r} is missing, expired or stale"
-        )
+        super().__init__(f"queued-work claim {claim_id!r} of session {session_id!r} is missing, expired or stale")
 
 
 class UnsupportedSchemaVersion(StoreError):

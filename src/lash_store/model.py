@@ -85,9 +85,7 @@ class TokenUsage(Struct, kw_only=True, frozen=True):
 
     def is_zero(self) -> bool:
         """True when all four counters are zero (such entries are dropped)."""
-        return not (
-            self.input_tokens or self.output_tokens or self.cached_input_tokens or self.reasoning_tokens
-        )
+        return not (self.input_tokens or self.output_tokens or self.cached_input_tokens or self.reasoning_tokens)
 
     def __add__(self, other: TokenUsage) -> TokenUsage:
         return TokenUsage(
@@ -614,19 +612,13 @@ class RuntimeCommit(Struct, kw_only=True, frozen=True):
         return msgspec.structs.replace(self, turn_commit=stamp)
 
     def completing_queue_claim(self, completion: QueuedWorkCompletion) -> RuntimeCommit:
-        return msgspec.structs.replace(
-            self, completed_queue_claims=[*self.completed_queue_claims, completion]
-        )
+        return msgspec.structs.replace(self, completed_queue_claims=[*self.completed_queue_claims, completion])
 
     def completing_queue_claims(self, completions: Iterable[QueuedWorkCompletion]) -> RuntimeCommit:
-        return msgspec.structs.replace(
-            self, completed_queue_claims=[*self.completed_queue_claims, *completions]
-        )
+        return msgspec.structs.replace(self, completed_queue_claims=[*self.completed_queue_claims, *completions])
 
     def with_committed_attachments(self, attachment_ids: Iterable[str]) -> RuntimeCommit:
-        return msgspec.structs.replace(
-            self, committed_attachment_ids=[*self.committed_attachment_ids, *attachment_ids]
-        )
+        return msgspec.structs.replace(self, committed_attachment_ids=[*self.committed_attachment_ids, *attachment_ids])
 
 
 class PersistedSessionRead(Struct, kw_only=True, frozen=True):

@@ -45,7 +45,9 @@ def encode_checkpoint(
     manifest = SessionCheckpoint(
         turn_state=hydrated.turn_state,
         tool_state_ref=snapshot("tool_state", hydrated.tool_state, hydrated.tool_state_ref, _TOOL),
-        plugin_snapshot_ref=snapshot("plugin_snapshot", hydrated.plugin_snapshot, hydrated.plugin_snapshot_ref, _PLUGIN),
+        plugin_snapshot_ref=snapshot(
+            "plugin_snapshot", hydrated.plugin_snapshot, hydrated.plugin_snapshot_ref, _PLUGIN
+        ),
         plugin_snapshot_revision=revision,
         execution_state_ref=snapshot(
             "execution_state", hydrated.execution_state, hydrated.execution_state_ref, _EXECUTION
@@ -67,7 +69,7 @@ def hydrate(manifest: SessionCheckpoint, get_blob: Callable[[str], bytes | None]
         if ref is None:
             return None
         content = get_blob(ref)
-        return None if content is None else codec.decode(f"snapshot blob {ref}", content)
+        return None if content is None else codec.decode_any(f"snapshot blob {ref}", content)
 
     execution = get_blob(manifest.execution_state_ref) if manifest.execution_state_ref else None
     return HydratedCheckpoint(

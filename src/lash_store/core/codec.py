@@ -37,13 +37,22 @@ def encode(what: str, value: Any) -> bytes:
         raise InvalidInput(what, f"cannot be encoded as msgpack: {exc}") from exc
 
 
-def decode(what: str, data: bytes, type_: type[T] | Any = Any) -> T:
+def decode(what: str, data: bytes, type_: type[T]) -> T:
     """Typed msgpack decoding; malformed bytes raise :class:`CorruptData` naming ``what``."""
+    return _decode(what, data, type_)  # type: ignore[no-any-return]
+
+
+def decode_any(what: str, data: bytes) -> Any:
+    """Decode an opaque caller value."""
+    return _decode(what, data, Any)
+
+
+def _decode(what: str, data: bytes, type_: Any) -> Any:
     decoder = _decoders.get(type_)
     if decoder is None:
         decoder = _decoders[type_] = msgspec.msgpack.Decoder(type_)
     try:
-        return decoder.decode(data)  # type: ignore[no-any-return]
+        return decoder.decode(data)
     except (msgspec.DecodeError, TypeError, ValueError, RecursionError) as exc:
         raise CorruptData(what, str(exc)) from exc
 
@@ -77,9 +86,7 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return decompressor
 
 
-def encode_blob(
-    content: bytes, descriptor: BlobArtifactDescriptor | None, profile: BlobProfile
-) -> EncodedBlob:
+def encode_blob(content: bytes, descriptor: BlobArtifactDescriptor | None, profile: BlobProfile) -> EncodedBlob:
     """Hash the raw content and compress it when the profile and descriptor allow and it pays."""
     if not isinstance(content, (bytes, bytearray, memoryview)):
         raise InvalidInput("content", f"must be bytes, got {type(content).__name__}")

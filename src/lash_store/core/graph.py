@@ -35,7 +35,9 @@ def encode_nodes(what: str, nodes: Sequence[Any]) -> list[EncodedNode]:
         check_optional_id(f"{item}.parent_node_id", node.parent_node_id)
         check_text(f"{item}.kind", node.kind)
         check_optional_id(f"{item}.agent_frame_id", node.agent_frame_id)
-        if node.timestamp_ms is not None and (isinstance(node.timestamp_ms, bool) or not isinstance(node.timestamp_ms, int)):
+        if node.timestamp_ms is not None and (
+            isinstance(node.timestamp_ms, bool) or not isinstance(node.timestamp_ms, int)
+        ):
             raise InvalidInput(f"{item}.timestamp_ms", "must be None or an integer")
         if node.node_id in seen:
             raise InvalidInput(f"{item}.node_id", f"node id {node.node_id!r} appears twice in one delta")
@@ -78,9 +80,7 @@ def user_message_text(node: SessionNode) -> str | None:
     return "\n\n".join(pieces).strip()
 
 
-def walk_active_path(
-    leaf_node_id: str, rows: Iterable[tuple[str, str | None, bytes]]
-) -> list[SessionNode]:
+def walk_active_path(leaf_node_id: str, rows: Iterable[tuple[str, str | None, bytes]]) -> list[SessionNode]:
     """Order the rows of an upward walk root-first, stopping at the first repeated id (a cycle)."""
     path: list[SessionNode] = []
     seen: set[str] = set()
@@ -91,4 +91,3 @@ def walk_active_path(
         path.append(decode_node(node_id, body))
     path.reverse()
     return path
-

@@ -14,9 +14,7 @@ _INSERT = (
 
 
 def put(conn: sqlite3.Connection, blobs: Iterable[codec.EncodedBlob], now_ms: int) -> None:
-    conn.executemany(
-        _INSERT, [(b.hash, b.encoding, b.kind, b.raw_size, now_ms, b.content) for b in blobs]
-    )
+    conn.executemany(_INSERT, [(b.hash, b.encoding, b.kind, b.raw_size, now_ms, b.content) for b in blobs])
 
 
 def get(conn: sqlite3.Connection, ref: str) -> bytes | None:

@@ -70,9 +70,7 @@ class SqliteCommitTx:
             )
             for e in entries
         ]
-        first_seq = self.conn.execute(
-            "SELECT coalesce(max(seq), 0) + 1 FROM usage_deltas"
-        ).fetchone()[0]
+        first_seq = self.conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM usage_deltas").fetchone()[0]
         self.conn.executemany(
             "INSERT INTO usage_deltas (source, model, input_tokens, output_tokens, cached_input_tokens, "
             "reasoning_tokens) VALUES (?, ?, ?, ?, ?, ?)",
@@ -85,9 +83,7 @@ class SqliteCommitTx:
         self.upsert_nodes(nodes)
 
     def upsert_nodes(self, nodes: list[EncodedNode]) -> None:
-        self.conn.executemany(
-            _UPSERT_NODE, [(n.node_id, n.parent_node_id, n.user_text, n.body) for n in nodes]
-        )
+        self.conn.executemany(_UPSERT_NODE, [(n.node_id, n.parent_node_id, n.user_text, n.body) for n in nodes])
 
     def write_head(self, head: HeadRow) -> None:
         self.conn.execute(

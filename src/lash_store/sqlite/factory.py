@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
+import logging
 import os
 from pathlib import Path
 
@@ -12,6 +14,8 @@ from lash_store.errors import StoreError
 from lash_store.model import DurabilityTier, SessionMeta, SessionPickerInfo, SessionRelation
 from lash_store.options import StoreOptions
 from lash_store.sqlite.store import Store
+
+log = logging.getLogger("lash_store")
 
 _MAX_STEM = 80
 
@@ -39,9 +43,7 @@ class SqliteSessionStoreFactory:
         check_text("session_id", session_id)
         return self.root / safe_file_name(session_id)
 
-    def create_store(
-        self, session_id: str, *, model: str = "", relation: SessionRelation | None = None
-    ) -> Store:
+    def create_store(self, session_id: str, *, model: str = "", relation: SessionRelation | None = None) -> Store:
         """Open (creating if needed) the session's store; metadata is written once, never overwritten."""
         check_id("session_id", session_id)
         check_text("model", model)
@@ -54,7 +56,7 @@ class SqliteSessionStoreFactory:
                     SessionMeta(
                         session_id=session_id,
                         session_name=session_id,
-                        created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                        created_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                         model=model,
                         cwd=_cwd(),
                         relation=relation,
@@ -69,22 +71,21 @@ class SqliteSessionStoreFactory:
         """Remove the database and its sidecars; deleting a missing session is not an error."""
         path = self.path_for_session(session_id)
         for suffix in ("", "-wal", "-shm", "-journal"):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.remove(f"{path}{suffix}")
-            except FileNotFoundError:
-                pass
 
     def list_sessions(self) -> list[SessionPickerInfo]:
         """Picker info of every session database under the root, by session id."""
-        sessions = []
+        sessions: list[SessionPickerInfo] = []
         if not self.root.is_dir():
             return sessions
         for path in sorted(self.root.glob("*.db")):
             try:
                 with Store.open_readonly(path) as store:
                     info = store.load_picker_info()
-            except StoreError:
-                continue  # not one of ours, or unreadable: the picker skips it
+            except StoreError as exc:
+                log.warning("list_sessions: skipping %s: %s", path, exc)
+                continue
             if info is not None:
                 sessions.append(info)
         return sorted(sessions, key=lambda info: info.session_id)

@@ -174,9 +174,7 @@ class Identity:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.user_version: int = conn.execute("PRAGMA user_version").fetchone()[0]
         self.application_id: int = conn.execute("PRAGMA application_id").fetchone()[0]
-        self.objects = {
-            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")
-        }
+        self.objects = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")}
 
     @classmethod
     def read(cls, conn: sqlite3.Connection) -> Identity:
@@ -193,7 +191,7 @@ class Identity:
 
     @property
     def is_complete(self) -> bool:
-        return EXPECTED_TABLES <= self.objects
+        return self.objects >= EXPECTED_TABLES
 
     def check(self, path: str) -> None:
         """Raise unless this is an empty file or one of our version-3 databases."""

@@ -17,7 +17,15 @@ from lash_store.core.checkpoint import decode_manifest, encode_checkpoint, hydra
 from lash_store.core.commit import HeadRow, apply_commit, prepare_commit
 from lash_store.core.gc import mark_live
 from lash_store.core.graph import decode_node, walk_active_path
-from lash_store.core.validate import check_count, check_id, check_ids, check_instance, check_ms, check_optional_id, check_text
+from lash_store.core.validate import (
+    check_count,
+    check_id,
+    check_ids,
+    check_instance,
+    check_ms,
+    check_optional_id,
+    check_text,
+)
 from lash_store.errors import CorruptData, InvalidInput
 from lash_store.model import (
     AttachmentIntent,
@@ -246,8 +254,7 @@ class Store:
             if meta is None:
                 return None
             first = conn.execute(
-                "SELECT user_text FROM graph_nodes WHERE user_text IS NOT NULL AND tombstoned = 0 "
-                "ORDER BY seq LIMIT 1"
+                "SELECT user_text FROM graph_nodes WHERE user_text IS NOT NULL AND tombstoned = 0 ORDER BY seq LIMIT 1"
             ).fetchone()
             count = conn.execute("SELECT user_message_count FROM graph_stats").fetchone()[0]
         return SessionPickerInfo(
