@@ -16,7 +16,8 @@ _UPSERT_NODE = (
     "user_text = excluded.user_text, body = excluded.body, tombstoned = 0"
 )
 _ADD_TOTAL = (
-    "INSERT INTO usage_totals VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, model) DO UPDATE SET "
+    "INSERT INTO usage_totals (source, model, input_tokens, output_tokens, cached_input_tokens, reasoning_tokens) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source, model) DO UPDATE SET "
     "input_tokens = input_tokens + excluded.input_tokens, "
     "output_tokens = output_tokens + excluded.output_tokens, "
     "cached_input_tokens = cached_input_tokens + excluded.cached_input_tokens, "
@@ -70,13 +71,7 @@ class SqliteCommitTx:
             )
             for e in entries
         ]
-        first_seq = self.conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM usage_deltas").fetchone()[0]
-        self.conn.executemany(
-            "INSERT INTO usage_deltas (source, model, input_tokens, output_tokens, cached_input_tokens, "
-            "reasoning_tokens) VALUES (?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-        self.conn.executemany(_ADD_TOTAL, [(r[0], r[1], first_seq + i, *r[2:]) for i, r in enumerate(rows)])
+        self.conn.executemany(_ADD_TOTAL, rows)
 
     def replace_graph(self, nodes: list[EncodedNode]) -> None:
         self.conn.execute("DELETE FROM graph_nodes")

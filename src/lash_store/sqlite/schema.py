@@ -19,7 +19,6 @@ CREATE TABLE IF NOT EXISTS blobs (
     created_at_ms INTEGER NOT NULL,
     content BLOB NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS idx_blobs_created ON blobs(created_at_ms);
 
 CREATE TABLE IF NOT EXISTS session_head (
     singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
@@ -67,24 +66,16 @@ CREATE TRIGGER IF NOT EXISTS graph_nodes_count_delete AFTER DELETE ON graph_node
         user_message_count = user_message_count - (OLD.tombstoned = 0 AND OLD.user_text IS NOT NULL);
 END;
 
-CREATE TABLE IF NOT EXISTS usage_deltas (
+-- The usage ledger: one row per (source, model), in order of first appearance (rowid).
+CREATE TABLE IF NOT EXISTS usage_totals (
     seq INTEGER PRIMARY KEY,
     source TEXT NOT NULL,
     model TEXT NOT NULL,
     input_tokens INTEGER NOT NULL,
     output_tokens INTEGER NOT NULL,
     cached_input_tokens INTEGER NOT NULL,
-    reasoning_tokens INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS usage_totals (
-    source TEXT NOT NULL,
-    model TEXT NOT NULL,
-    first_seq INTEGER NOT NULL,
-    input_tokens INTEGER NOT NULL,
-    output_tokens INTEGER NOT NULL,
-    cached_input_tokens INTEGER NOT NULL,
     reasoning_tokens INTEGER NOT NULL,
-    PRIMARY KEY (source, model)
+    UNIQUE (source, model)
 );
 
 CREATE TABLE IF NOT EXISTS session_meta (
@@ -156,7 +147,6 @@ EXPECTED_TABLES = frozenset(
         "session_head",
         "graph_nodes",
         "graph_stats",
-        "usage_deltas",
         "usage_totals",
         "session_meta",
         "runtime_turn_commits",

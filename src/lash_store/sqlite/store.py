@@ -451,7 +451,7 @@ class Store:
             ).fetchall()
             usage = conn.execute(
                 "SELECT source, model, input_tokens, output_tokens, cached_input_tokens, reasoning_tokens "
-                "FROM usage_deltas ORDER BY seq"
+                "FROM usage_totals ORDER BY seq"
             ).fetchall()
         bound = session_id or head.session_id
         with target._db.write() as conn:
@@ -642,7 +642,7 @@ def _live_leaf(conn: sqlite3.Connection, leaf: str | None) -> str | None:
 def _token_ledger(conn: sqlite3.Connection) -> list[TokenLedgerEntry]:
     rows = conn.execute(
         "SELECT source, model, input_tokens, output_tokens, cached_input_tokens, reasoning_tokens "
-        "FROM usage_totals ORDER BY first_seq"
+        "FROM usage_totals ORDER BY seq"
     )
     return [
         TokenLedgerEntry(
