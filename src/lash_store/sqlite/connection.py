@@ -163,18 +163,22 @@ class Connection:
     def _current(self) -> sqlite3.Connection:
         if self._conn is None:
             raise StoreClosed()
-        if self.path is not None and os.getpid() != self._pid:
-            # A forked child must not share the parent's file handles and locks.
-            _ABANDONED_AFTER_FORK.append(self._conn)
-            self._pid = os.getpid()
-            self._lock = threading.RLock()
-            self._conn = None
-            self._conn = self._connect()
         return self._conn
+
+    def _follow_fork(self) -> None:
+        """In a forked child, reconnect instead of sharing the parent's file handles and locks."""
+        if self.path is None or self._conn is None or os.getpid() == self._pid:
+            return  # a private in-memory database is simply copied into the child
+        _ABANDONED_AFTER_FORK.append(self._conn)  # never closed: the parent still owns it
+        self._pid = os.getpid()
+        self._lock = threading.RLock()  # the parent's lock may have been held at fork time
+        self._conn = None
+        self._conn = self._connect()
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """A ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on any exception."""
+        self._follow_fork()
         with self._lock, self._guard():
             conn = self._current()
             conn.execute("BEGIN IMMEDIATE")
@@ -188,6 +192,7 @@ class Connection:
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """A deferred read transaction: every statement inside sees one snapshot."""
+        self._follow_fork()
         with self._lock, self._guard():
             conn = self._current()
             conn.execute("BEGIN")

@@ -1,0 +1,1 @@
+"""Proof kit for lash-store backends: reference store, conformance suite, crash harness."""
