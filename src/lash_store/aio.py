@@ -119,7 +119,7 @@ class AsyncStore:
         return await self._call("load_node", node_id)  # type: ignore[no-any-return]
 
     async def tombstone_nodes(self, node_ids: Iterable[str]) -> int:
-        return await self._call("tombstone_nodes", list(node_ids))  # type: ignore[no-any-return]
+        return await self._call("tombstone_nodes", node_ids)  # type: ignore[no-any-return]
 
     async def vacuum(self) -> VacuumReport:
         return await self._call("vacuum")  # type: ignore[no-any-return]
@@ -158,7 +158,7 @@ class AsyncStore:
         await self._call("record_intent", intent)
 
     async def commit_refs(self, session_id: str, attachment_ids: Iterable[str]) -> int:
-        return await self._call("commit_refs", session_id, list(attachment_ids))  # type: ignore[no-any-return]
+        return await self._call("commit_refs", session_id, attachment_ids)  # type: ignore[no-any-return]
 
     async def list_uncommitted(self, older_than_epoch_ms: int) -> list[AttachmentManifestEntry]:
         return await self._call("list_uncommitted", older_than_epoch_ms)  # type: ignore[no-any-return]
@@ -203,7 +203,7 @@ class AsyncStore:
         batch_ids: Sequence[str],
     ) -> QueuedWorkClaim | None:
         return await self._call(  # type: ignore[no-any-return]
-            "claim_ready_queued_work_by_batch_ids", session_id, owner_id, boundary, lease_ttl_ms, list(batch_ids)
+            "claim_ready_queued_work_by_batch_ids", session_id, owner_id, boundary, lease_ttl_ms, batch_ids
         )
 
     async def renew_queued_work_claim(self, claim: QueuedWorkClaim, lease_ttl_ms: int) -> QueuedWorkClaim:

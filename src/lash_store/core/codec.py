@@ -29,12 +29,36 @@ _decoders: dict[Any, msgspec.msgpack.Decoder[Any]] = {}
 _local = threading.local()
 
 
+MAX_DEPTH = 200
+"""Deepest nesting accepted in a payload, so whatever is written can always be read back."""
+
+
 def encode(what: str, value: Any) -> bytes:
     """msgpack-encode a caller value, naming the field when it cannot be encoded."""
+    if _too_deep(value):
+        raise InvalidInput(what, f"is nested deeper than {MAX_DEPTH} levels")
     try:
         return _encoder.encode(value)
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise InvalidInput(what, f"cannot be encoded as msgpack: {exc}") from exc
+
+
+def _too_deep(value: Any) -> bool:
+    """Breadth-first, level by level, looking only at containers (cheap for flat payloads)."""
+    level = [value]
+    for _ in range(MAX_DEPTH):
+        children: list[Any] = []
+        for item in level:
+            if isinstance(item, dict):
+                children.extend(item.values())
+            elif isinstance(item, (list, tuple)):
+                children.extend(item)
+            elif isinstance(item, msgspec.Struct):
+                children.extend(getattr(item, name) for name in item.__struct_fields__)
+        level = [c for c in children if isinstance(c, (dict, list, tuple, msgspec.Struct))]
+        if not level:
+            return False
+    return True
 
 
 def decode(what: str, data: bytes, type_: type[T]) -> T:

@@ -84,6 +84,7 @@ class Connection:
 
     def _connect_file(self, path: Path) -> sqlite3.Connection:
         _create_private(path)
+        _check_header(path)
         conn = self._raw_connect(str(path))
         try:
             with self._guard(opening=True):
@@ -114,6 +115,7 @@ class Connection:
     def _connect_readonly(self, path: Path) -> sqlite3.Connection:
         if not path.is_file():
             raise StoreNotFound(str(path))
+        _check_header(path)
         conn = self._raw_connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
             with self._guard(opening=True):
@@ -218,6 +220,20 @@ def _rollback(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
         except sqlite3.Error:  # the original exception matters more
             log.warning("rollback failed", exc_info=True)
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_header(path: Path) -> None:
+    """Reject a non-empty file without the SQLite header (SQLite itself treats a 1-byte file as empty)."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(len(_SQLITE_HEADER))
+    except OSError as exc:
+        raise BackendError(f"cannot read {path}: {exc}") from exc
+    if header and header != _SQLITE_HEADER:
+        raise NotAStoreDatabase(str(path), "it is not an SQLite database")
 
 
 def _create_private(path: Path) -> None:
