@@ -215,6 +215,11 @@ class Store:
     def vacuum(self) -> VacuumReport:
         """Physically remove tombstoned nodes."""
         with self._db.write() as conn:
+            # A tombstoned leaf already reads as no leaf; keep it that way once its row is gone.
+            conn.execute(
+                "UPDATE session_head SET leaf_node_id = NULL "
+                "WHERE leaf_node_id IN (SELECT node_id FROM graph_nodes WHERE tombstoned = 1)"
+            )
             removed = conn.execute("DELETE FROM graph_nodes WHERE tombstoned = 1").rowcount
         return VacuumReport(removed_node_count=removed)
 
