@@ -18,7 +18,7 @@ def put(conn: sqlite3.Connection, blobs: Iterable[codec.EncodedBlob], now_ms: in
 
 
 def get(conn: sqlite3.Connection, ref: str) -> bytes | None:
-    row = conn.execute("SELECT encoding, content FROM blobs WHERE hash = ?", (ref,)).fetchone()
+    row = conn.execute("SELECT encoding, content, raw_size FROM blobs WHERE hash = ?", (ref,)).fetchone()
     if row is None:
         return None
-    return codec.decode_blob(ref, row[0], row[1])
+    return codec.decode_blob(ref, row[0], row[1], row[2])

@@ -7,6 +7,7 @@ import sqlite3
 from lash_store.core import codec
 from lash_store.core.commit import HeadRow
 from lash_store.core.graph import EncodedNode
+from lash_store.errors import CorruptData
 from lash_store.model import QueuedWorkCompletion, TokenLedgerEntry, TurnCommitStamp
 from lash_store.sqlite import blobs
 
@@ -25,11 +26,18 @@ _ADD_TOTAL = (
 )
 
 
+_HEAD_TYPES = (str, int, (str, type(None)), (str, type(None)), bytes)
+
+
 def read_head(conn: sqlite3.Connection) -> HeadRow | None:
     row = conn.execute(
         "SELECT session_id, head_revision, checkpoint_ref, leaf_node_id, body FROM session_head"
     ).fetchone()
-    return None if row is None else HeadRow(*row)
+    if row is None:
+        return None
+    if not all(isinstance(value, kind) for value, kind in zip(row, _HEAD_TYPES, strict=True)):
+        raise CorruptData("session head", "stored row has the wrong column types")
+    return HeadRow(*row)
 
 
 class SqliteCommitTx:
@@ -46,7 +54,11 @@ class SqliteCommitTx:
             "SELECT record FROM runtime_turn_commits WHERE session_id = ? AND turn_id = ?",
             (session_id, turn_id),
         ).fetchone()
-        return None if row is None else bytes(row[0])
+        if row is None:
+            return None
+        if not isinstance(row[0], bytes):
+            raise CorruptData(f"turn commit {turn_id!r}", "stored record is not a blob")
+        return row[0]
 
     def claimed_batches(self, session_id: str, claim_id: str, lease_token: str) -> dict[str, int]:
         rows = self.conn.execute(

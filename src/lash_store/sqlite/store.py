@@ -319,7 +319,7 @@ class Store:
         its rooted manifest is present but undecodable.
         """
         with self._db.write() as conn:
-            marking = mark_live(read_head(conn), lambda ref: _get_blob_or_corrupt(conn, ref))
+            marking = mark_live(lambda: read_head(conn), lambda ref: _get_blob_or_corrupt(conn, ref))
             modules = conn.execute("SELECT count(*) FROM artifact_refs").fetchone()[0]
             if marking.skipped_reason is not None:
                 log.warning("GC skipped: %s", marking.skipped_reason)
@@ -649,11 +649,10 @@ def _token_ledger(conn: sqlite3.Connection) -> list[TokenLedgerEntry]:
         "SELECT source, model, input_tokens, output_tokens, cached_input_tokens, reasoning_tokens "
         "FROM usage_totals ORDER BY seq"
     )
-    return [
-        TokenLedgerEntry(
-            source=r[0],
-            model=r[1],
-            usage=TokenUsage(input_tokens=r[2], output_tokens=r[3], cached_input_tokens=r[4], reasoning_tokens=r[5]),
-        )
-        for r in rows
-    ]
+    entries = []
+    for r in rows:
+        if not (isinstance(r[0], str) and isinstance(r[1], str) and all(isinstance(v, int) for v in r[2:])):
+            raise CorruptData("usage ledger", f"row for {r[0]!r}/{r[1]!r} has the wrong column types")
+        usage = TokenUsage(input_tokens=r[2], output_tokens=r[3], cached_input_tokens=r[4], reasoning_tokens=r[5])
+        entries.append(TokenLedgerEntry(source=r[0], model=r[1], usage=usage))
+    return entries
