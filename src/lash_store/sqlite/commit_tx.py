@@ -26,7 +26,7 @@ _ADD_TOTAL = (
 )
 
 
-_HEAD_TYPES = (str, int, (str, type(None)), (str, type(None)), bytes)
+_HEAD_TYPES: tuple[type | tuple[type, ...], ...] = (str, int, (str, type(None)), (str, type(None)), bytes)
 
 
 def read_head(conn: sqlite3.Connection) -> HeadRow | None:
