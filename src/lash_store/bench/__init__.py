@@ -1,0 +1,104 @@
+"""Benchmarks of lash-store, each measured against plain ``sqlite3`` doing the same work in the same run.
+
+Run ``python -m lash_store.bench {commit,queue} [--quick] [--json] [--dir DIR]``
+(see :mod:`lash_store.bench.__main__`).  The sub-modules hold the workloads:
+
+- :mod:`lash_store.bench.commit` -- per-turn commit latency as a session grows,
+  against a hand-written WAL ``sqlite3`` "floor" writing the same bytes;
+- :mod:`lash_store.bench.queue` -- claim throughput and latency with several
+  worker processes sharing one session file, with exactly-once verification.
+
+This module holds the small helpers both share: statistics, formatting and
+the working directory.  Benchmarks are measurements, never pass/fail tests of
+speed; targets are printed next to the figures as PASS/MISS.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import statistics
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["format_us", "percentile", "progress", "render_table", "summarise_ns", "verdict", "workdir"]
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile of ``values`` (``fraction`` in 0..1); NaN for an empty sequence."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return float(ordered[min(rank, len(ordered)) - 1])
+
+
+def summarise_ns(samples_ns: Sequence[int]) -> dict[str, float]:
+    """p50 / p90 / p99 / max / mean of nanosecond samples, in microseconds (NaN when empty)."""
+    if not samples_ns:
+        return {"count": 0, "p50": math.nan, "p90": math.nan, "p99": math.nan, "max": math.nan, "mean": math.nan}
+    return {
+        "count": len(samples_ns),
+        "p50": percentile(samples_ns, 0.50) / 1000,
+        "p90": percentile(samples_ns, 0.90) / 1000,
+        "p99": percentile(samples_ns, 0.99) / 1000,
+        "max": max(samples_ns) / 1000,
+        "mean": statistics.fmean(samples_ns) / 1000,
+    }
+
+
+def format_us(microseconds: float) -> str:
+    """A latency for a table: ``412 us``, ``1.84 ms``."""
+    if math.isnan(microseconds):
+        return "-"
+    if microseconds >= 1000:
+        return f"{microseconds / 1000:,.2f} ms"
+    return f"{microseconds:,.0f} us"
+
+
+def verdict(ok: bool) -> str:
+    """The word printed next to a target."""
+    return "PASS" if ok else "MISS"
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain-text table: first column left-aligned, the others right-aligned."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for index, cell in enumerate(row):
+            widths[index] = max(widths[index], len(cell))
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(cells)]
+        return "  ".join(parts).rstrip()
+
+    rule = "  ".join("-" * width for width in widths)
+    return "\n".join([line(headers), rule, *(line(row) for row in rows)])
+
+
+def progress(enabled: bool, message: str) -> None:
+    """A progress line on stderr (stdout stays clean for tables and JSON)."""
+    if enabled:
+        print(message, file=sys.stderr, flush=True)
+
+
+@contextmanager
+def workdir(base: str | None, prefix: str) -> Iterator[Path]:
+    """A fresh directory for one benchmark run.
+
+    Without ``base`` it is a temporary directory removed afterwards; with
+    ``base`` it is a new sub-directory of ``base`` that is kept for inspection.
+    """
+    if base is None:
+        path = Path(tempfile.mkdtemp(prefix=f"lash-bench-{prefix}-"))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+    else:
+        root = Path(base)
+        root.mkdir(parents=True, exist_ok=True)
+        yield Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=root))

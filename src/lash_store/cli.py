@@ -1,0 +1,751 @@
+"""The ``lash-store`` command line: the chaos demo, inspection and maintenance of session files.
+
+Every command prints human output (tables via ``rich``) or, with ``--json``,
+one JSON document on stdout.  Exit codes: 0 success; 1 a check failed
+(``verify`` found problems, the demo's verification failed); 2 bad usage;
+3 the command could not run (missing or foreign path, refused import, ...),
+reported as one line on stderr (and as ``{"error": ...}`` on stdout with
+``--json``); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from lash_store import __version__, tools
+from lash_store.demo import DemoConfig, DemoProgress, DemoResult, run_demo
+from lash_store.errors import StoreError
+
+__all__ = ["EXIT_ERROR", "EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_ERROR = 3
+EXIT_INTERRUPTED = 130
+
+
+_POLICY = {"earliest_safe_boundary": "safe-boundary", "after_current_turn_commit": "after-turn"}
+
+
+class CommandError(Exception):
+    """A one-line failure of a command (exit code 3)."""
+
+
+# ---------------------------------------------------------------------------
+# Output helpers
+
+
+def _console() -> Console:
+    return Console(highlight=False, soft_wrap=False)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(msgspec.json.format(msgspec.json.encode(data), indent=2).decode() + "\n")
+
+
+def _size(value: int | None) -> str:
+    if value is None:
+        return "-"
+    amount = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if amount < 1024 or unit == "GiB":
+            return f"{int(amount)} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    return f"{value} B"
+
+
+def _short(ref: str | None, width: int = 12) -> str:
+    return "-" if not ref else (ref if len(ref) <= width else ref[:width] + "…")
+
+
+def _clip(text: str, width: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    try:
+        stamp = datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC)
+    except (OverflowError, OSError, ValueError):
+        return str(ms)
+    return stamp.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _relative(ms: int, now_ms: int) -> str:
+    delta = (ms - now_ms) / 1000
+    return f"in {delta:.1f} s" if delta >= 0 else f"expired {-delta:.1f} s ago"
+
+
+def _json_value(value: Any, width: int = 100) -> str:
+    try:
+        text = msgspec.json.encode(value).decode()
+    except (TypeError, ValueError):
+        text = repr(value)
+    return _clip(text, width)
+
+
+def _kv_table(title: str, rows: Sequence[tuple[str, Any]]) -> Table:
+    table = Table(title=title, show_header=False, title_justify="left", title_style="bold")
+    table.add_column("key", style="cyan", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for key, value in rows:
+        table.add_row(key, escape(str(value)))
+    return table
+
+
+# ---------------------------------------------------------------------------
+# Commands
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    data = tools.inspect_store(args.path)
+    if args.json:
+        _print_json(data)
+        return EXIT_OK
+    console = _console()
+    meta = data["session"] or {}
+    head = data["head"] or {}
+    graph = data["graph"]
+    relation = meta.get("relation") or {}
+    rows: list[tuple[str, Any]] = [
+        ("path", data["path"]),
+        ("schema", f"version {data['schema']['user_version']} (application id {data['schema']['application_id']:#x})"),
+        ("file", f"{_size(data['file']['size_bytes'])} ({data['file']['page_count']} pages)"),
+        ("session", meta.get("session_id") or head.get("session_id") or "-"),
+        ("name", meta.get("session_name", "-")),
+        ("model", meta.get("model") or "-"),
+        ("created", meta.get("created_at", "-")),
+        ("cwd", meta.get("cwd") or "-"),
+        (
+            "relation",
+            relation.get("kind", "-")
+            + (f" of {relation['parent_session_id']}" if relation.get("parent_session_id") else ""),
+        ),
+        ("head revision", head.get("head_revision", 0)),
+        ("leaf", head.get("leaf_node_id") or "-"),
+        ("agent frames", f"{head.get('agent_frame_count', 0)} (current {head.get('current_agent_frame_id') or '-'})"),
+        ("nodes", f"{graph['node_count']} live, {graph['tombstoned_rows']} tombstoned"),
+        ("user messages", graph["user_message_count"]),
+        ("turn commits", data["turn_commits"]),
+    ]
+    if head.get("error"):
+        rows.append(("head error", head["error"]))
+    console.print(_kv_table("Session", rows))
+
+    checkpoint = data["checkpoint"]
+    if checkpoint is not None:
+        table = Table(title="Checkpoint", title_justify="left", title_style="bold")
+        for column in ("blob", "ref", "kind", "encoding", "raw", "stored"):
+            table.add_column(column, justify="right" if column in ("raw", "stored") else "left")
+        for role, info in [("manifest", checkpoint["manifest"]), *[(c["role"], c) for c in checkpoint["children"]]]:
+            missing = "" if info.get("present") else " [red](missing)[/red]"
+            table.add_row(
+                role + missing,
+                _short(info.get("ref")),
+                info.get("kind") or "-",
+                info.get("encoding") or "-",
+                _size(info.get("raw_bytes")),
+                _size(info.get("stored_bytes")),
+            )
+        console.print(table)
+        console.print(f"  turn state: {escape(_json_value(checkpoint.get('turn_state')))}")
+        if checkpoint.get("error"):
+            console.print(f"  [red]{escape(checkpoint['error'])}[/red]")
+
+    table = Table(title="Usage", title_justify="left", title_style="bold")
+    for column in ("source", "model", "input", "output", "cached input", "reasoning"):
+        table.add_column(column, justify="left" if column in ("source", "model") else "right")
+    fields = ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens")
+    for entry in data["usage"]:
+        table.add_row(escape(entry["source"]), escape(entry["model"]), *(f"{entry[f]:,}" for f in fields))
+    if len(data["usage"]) != 1:
+        table.add_row("[bold]total[/bold]", "", *(f"{data['usage_total'][f]:,}" for f in fields))
+    console.print(table)
+
+    queue = data["queue"]
+    table = Table(title=f"Queue ({len(queue['batches'])} batches)", title_justify="left", title_style="bold")
+    for column in ("seq", "batch", "source key", "policy", "items", "claim owner", "fence", "lease"):
+        table.add_column(column)
+    for batch in queue["batches"]:
+        claim = batch["claim"]
+        policy = f"{_POLICY.get(batch['delivery_policy'], batch['delivery_policy'])}/{batch['slot_policy']}"
+        items = "corrupt" if batch["items"] is None else str(batch["items"])
+        lease = (
+            _relative(claim["expires_at_ms"], queue["now_ms"]) if claim else ("ready" if batch["ready"] else "delayed")
+        )
+        table.add_row(
+            str(batch["enqueue_seq"]),
+            _short(batch["batch_id"], 16),
+            escape(batch["source_key"] or "-"),
+            policy,
+            items,
+            escape(claim["owner_id"]) if claim else "-",
+            str(claim["fencing_token"]) if claim else "-",
+            lease,
+        )
+    console.print(table)
+
+    if data["attachments"]:
+        table = Table(title="Attachment manifest", title_justify="left", title_style="bold")
+        for column in ("attachment", "uri", "intent", "committed"):
+            table.add_column(column)
+        for entry in data["attachments"]:
+            table.add_row(
+                escape(entry["attachment_id"]),
+                escape(entry["canonical_uri"]),
+                _when(entry["intent_at_ms"]),
+                _when(entry["committed_at_ms"]) if entry["committed_at_ms"] is not None else "[yellow]uncommitted[/]",
+            )
+        console.print(table)
+    if data["module_artifacts"]:
+        table = Table(title="Module artifacts", title_justify="left", title_style="bold")
+        for column in ("module", "blob", "size"):
+            table.add_column(column)
+        for entry in data["module_artifacts"]:
+            size = _size(entry["raw_bytes"]) if entry["present"] else "[red]missing[/red]"
+            table.add_row(escape(entry["module_ref"]), _short(entry["blob_ref"]), size)
+        console.print(table)
+
+    blobs = data["blobs"]
+    table = Table(title=f"Blobs ({blobs['count']})", title_justify="left", title_style="bold")
+    for column in ("kind", "count", "raw", "stored", "zstd"):
+        table.add_column(column, justify="left" if column == "kind" else "right")
+    for kind, entry in blobs["by_kind"].items():
+        table.add_row(
+            kind, str(entry["count"]), _size(entry["raw_bytes"]), _size(entry["stored_bytes"]), str(entry["zstd"])
+        )
+    table.add_row(
+        "[bold]total[/bold]", str(blobs["count"]), _size(blobs["raw_bytes"]), _size(blobs["stored_bytes"]), ""
+    )
+    console.print(table)
+    return EXIT_OK
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    data = tools.history(args.path, active_path=args.active_path, limit=args.limit)
+    if args.json:
+        _print_json(data)
+        return EXIT_OK
+    console = _console()
+    scope = "active path" if args.active_path else "full graph"
+    console.print(
+        f"[bold]{escape(str(data['session_id'] or '-'))}[/bold]  revision {data['head_revision']}  "
+        f"{scope}: showing {data['shown']} of {data['total']} nodes"
+    )
+    table = Table(show_lines=False)
+    table.add_column("#", justify="right", style="dim")
+    table.add_column("role", no_wrap=True)
+    table.add_column("text", overflow="fold")
+    table.add_column("node", style="dim", overflow="fold")
+    styles = {"user": "bold cyan", "assistant": "green", "system": "magenta", "tool": "yellow"}
+    for node in data["nodes"]:
+        role = node["role"]
+        table.add_row(
+            str(node["index"]),
+            f"[{styles.get(role, 'white')}]{escape(role)}[/]",
+            escape(node["text"]),
+            escape(node["node_id"]),
+        )
+    console.print(table)
+    return EXIT_OK
+
+
+def _cmd_sessions(args: argparse.Namespace) -> int:
+    data = tools.list_sessions(args.dir)
+    if args.json:
+        _print_json(data)
+        return EXIT_OK
+    console = _console()
+    table = Table(title=f"{len(data['sessions'])} sessions in {escape(data['root'])}", title_justify="left")
+    for column in ("session", "model", "created", "rev", "nodes/user", "first user message", "size"):
+        table.add_column(
+            column,
+            justify="right" if column in ("rev", "nodes/user", "size") else "left",
+            no_wrap=column in ("created", "size"),
+        )
+    for row in data["sessions"]:
+        name = row["session_id"] or "-"
+        if row["session_name"] and row["session_name"] != row["session_id"]:
+            name = f"{name} ({row['session_name']})"
+        created = str(row["created_at"] or "-").replace("T", " ")[:16]
+        table.add_row(
+            escape(str(name)),
+            escape(str(row["model"] or "-")),
+            escape(created),
+            str(row["head_revision"]),
+            f"{row['messages']}/{row['user_messages']}",
+            escape(_clip(row["first_user_message"], 48)),
+            _size(row["size_bytes"]),
+        )
+    console.print(table)
+    for error in data["errors"]:
+        print(f"lash-store: warning: skipped {error['path']}: {error['error']}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_gc(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        data = tools.gc_dry_run(args.path, grace_ms=args.grace_ms)
+    else:
+        data = tools.gc(args.path, grace_ms=args.grace_ms)
+    if args.json:
+        _print_json(data)
+        return EXIT_OK
+    console = _console()
+    verb = "would delete" if args.dry_run else "deleted"
+    console.print(
+        f"GC{' (dry run)' if args.dry_run else ''}: {verb} {data['deleted_blob_count']} blobs "
+        f"({_size(data['deleted_bytes'])}); {data['retained_blob_count']} retained; "
+        f"{data['root_count']} roots; grace {data['grace_ms']:,} ms"
+    )
+    if data["skipped_reason"]:
+        console.print(f"[yellow]skipped: {escape(data['skipped_reason'])}[/yellow]")
+    if args.dry_run and data["candidates"]:
+        table = Table(title="Collectable blobs", title_justify="left")
+        for column in ("blob", "kind", "stored", "age"):
+            table.add_column(column, justify="right" if column in ("stored", "age") else "left")
+        for candidate in data["candidates"][:50]:
+            table.add_row(
+                _short(candidate["ref"]),
+                candidate["kind"] or "raw",
+                _size(candidate["stored_bytes"]),
+                f"{candidate['age_ms'] / 1000:,.0f} s",
+            )
+        console.print(table)
+    return EXIT_OK
+
+
+def _cmd_vacuum(args: argparse.Namespace) -> int:
+    data = tools.vacuum(args.path, compact=not args.no_compact)
+    if args.json:
+        _print_json(data)
+        return EXIT_OK
+    compacted = " (file compacted)" if data["compacted"] else ""
+    _console().print(
+        f"vacuum: removed {data['removed_node_count']} tombstoned nodes; "
+        f"{_size(data['size_before_bytes'])} -> {_size(data['size_after_bytes'])}{compacted}"
+    )
+    return EXIT_OK
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    data = tools.verify(args.path)
+    if args.json:
+        _print_json(data)
+    else:
+        console = _console()
+        table = Table(title=f"verify {escape(data['path'])}", title_justify="left")
+        table.add_column("check")
+        table.add_column("result")
+        table.add_column("detail", overflow="fold")
+        for check in data["checks"]:
+            status = "[green]ok[/green]" if check["ok"] else f"[red]{len(check['problems'])} problem(s)[/red]"
+            table.add_row(check["name"], status, escape(check["detail"]))
+        console.print(table)
+        for problem in data["problems"]:
+            console.print(f"[red]problem:[/red] {escape(problem)}")
+        count = len(data["problems"])
+        console.print("[green]OK[/green]" if data["ok"] else f"[red]{count} problem{'s' * (count != 1)}[/red]")
+    return EXIT_OK if data["ok"] else EXIT_FAILED
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    document = tools.export_store(args.path)
+    encoded = msgspec.json.encode(document)
+    if args.output is None or args.output == "-":
+        sys.stdout.buffer.write(encoded + b"\n")
+        sys.stdout.flush()
+        return EXIT_OK
+    target = Path(args.output)
+    if target.exists() and not args.force:
+        raise CommandError(f"{target} exists; pass --force to overwrite it")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    fd = os.open(target, flags, 0o600)  # it holds a conversation: owner-only, like the session files
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(encoded + b"\n")
+    source = document["source"]
+    summary = {
+        "path": str(target),
+        "bytes": len(encoded) + 1,
+        "source": source["path"],
+        "session_id": source["session_id"],
+        "head_revision": source["head_revision"],
+        "node_count": source["node_count"],
+        "blob_count": source["blob_count"],
+    }
+    if args.json:
+        _print_json(summary)
+    else:
+        _console().print(
+            f"exported session {escape(str(summary['session_id']))} (revision {summary['head_revision']}, "
+            f"{summary['node_count']} nodes, {summary['blob_count']} blobs) to {escape(str(target))} "
+            f"({_size(summary['bytes'])})"
+        )
+    return EXIT_OK
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    data = tools.import_store(args.file, args.path)
+    if args.json:
+        _print_json(data)
+    else:
+        rows = data["rows"]
+        _console().print(
+            f"imported session {escape(str(data['session_id']))} into {escape(data['path'])} "
+            f"({rows.get('graph_nodes', 0)} nodes, {rows.get('blobs', 0)} blobs, "
+            f"{rows.get('queued_work_batches', 0)} queued batches); verified"
+        )
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------
+# The demo
+
+
+class _DemoDisplay:
+    """Live progress: a rich bar on a terminal, a plain line every two seconds otherwise, nothing with --json."""
+
+    def __init__(self, console: Console, enabled: bool) -> None:
+        self.console = console
+        self.enabled = enabled
+        self.progress: Progress | None = None
+        self.task: TaskID | None = None
+        self.last_line = 0.0
+
+    def __enter__(self) -> _DemoDisplay:
+        if self.enabled and self.console.is_terminal:
+            self.progress = Progress(
+                TextColumn("[bold]answered"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[stats]}"),
+                console=self.console,
+            )
+            self.progress.__enter__()
+            self.task = self.progress.add_task("demo", total=None, stats="starting workers…")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(None, None, None)
+
+    def update(self, snapshot: DemoProgress) -> None:
+        stats = (
+            f"kills {snapshot.kills} · reclaims {snapshot.reclaims} · CAS conflicts {snapshot.cas_conflicts} · "
+            f"{snapshot.commits_per_s:.1f} commits/s · queued {snapshot.queued}"
+        )
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, completed=snapshot.answered, total=snapshot.total, stats=stats)
+        elif self.enabled and time.monotonic() - self.last_line >= 2.0:
+            self.last_line = time.monotonic()
+            print(
+                f"[{snapshot.elapsed_s:5.1f} s] answered {snapshot.answered}/{snapshot.total} · {stats}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.think_ms[0] > args.think_ms[1]:
+        raise CommandError("--think-ms MIN MAX needs MIN <= MAX")
+    config = DemoConfig(
+        sessions=args.sessions,
+        messages=args.messages,
+        workers=args.workers,
+        seed=args.seed,
+        chaos=not args.no_chaos,
+        kill_every_s=args.kill_every,
+        lease_ms=args.lease_ms,
+        think_ms=(args.think_ms[0], args.think_ms[1]),
+        duplicate_rate=args.duplicate_rate,
+        stall_rate=args.stall_rate,
+        produce_interval_s=args.produce_interval,
+        timeout_s=args.timeout,
+        directory=Path(args.dir) if args.dir else None,
+        keep=args.keep,
+    )
+    console = _console()
+    if not args.json:
+        chaos = f"chaos on (SIGKILL a worker every ~{config.kill_every_s:g} s)" if config.chaos else "chaos off"
+        console.print(
+            f"[bold]lash-store demo[/bold]: {config.sessions} sessions x {config.messages} messages, "
+            f"{config.workers} worker processes, lease {config.lease_ms} ms, {chaos}, seed {config.seed}"
+        )
+    try:
+        with _DemoDisplay(console, enabled=not args.json) as display:
+            result = run_demo(config, display.update)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    if args.json:
+        _print_json(result.to_json())
+    else:
+        _render_demo(console, result)
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _render_demo(console: Console, result: DemoResult) -> None:
+    counters = result.counters
+    table = Table(title="Run", title_justify="left", title_style="bold", show_header=False)
+    table.add_column("metric", style="cyan")
+    table.add_column("value", justify="right")
+    rows = [
+        ("sessions", counters["sessions"]),
+        ("user messages", counters["messages"]),
+        ("sent twice (same source key)", counters["duplicates_sent"]),
+        ("  merged at enqueue", counters["deduplicated_at_enqueue"]),
+        ("  re-queued, cancelled by a worker", counters["duplicates_requeued"]),
+        ("turns committed", counters["turns_committed"]),
+        ("claims", counters["claims"]),
+        ("workers SIGKILLed", counters["kills"]),
+        ("work reclaimed after a kill (higher fence)", counters["reclaims"]),
+        ("worker stalls past the lease (simulated pause)", counters["stalls"]),
+        ("stale owners fenced off (renew/commit rejected)", counters["lost_claims"]),
+        ("CAS conflicts (head moved, reloaded)", counters["cas_conflicts"]),
+        ("turn-stamp replays", counters["stamp_replays"]),
+        ("wall time", f"{result.wall_s:.1f} s"),
+        ("commits per second", f"{counters['commits_per_s']:.1f}"),
+    ]
+    for key, value in rows:
+        table.add_row(key, str(value))
+    console.print(table)
+    checks = Table(title="Verification", title_justify="left", title_style="bold")
+    checks.add_column("", no_wrap=True)
+    checks.add_column("check")
+    checks.add_column("detail", overflow="fold")
+    for check in result.checks:
+        mark = "[green]✓[/green]" if check["ok"] else "[red]✗[/red]"
+        checks.add_row(mark, check["name"], escape(check["detail"]))
+    console.print(checks)
+    if result.ok:
+        console.print(f"[bold green]PASS[/bold green]: all {len(result.checks)} checks passed in {result.wall_s:.1f} s")
+    else:
+        failed = sum(1 for check in result.checks if not check["ok"])
+        console.print(f"[bold red]FAIL[/bold red]: {failed} of {len(result.checks)} checks failed")
+    if result.kept:
+        where = escape(str(result.directory))
+        console.print(f"session files kept in {where} (try: lash-store sessions {where})")
+
+
+# ---------------------------------------------------------------------------
+# Parser and entry point
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``lash-store``."""
+    parser = argparse.ArgumentParser(
+        prog="lash-store",
+        description="lash-store: durable session store for LLM agent runtimes -- demo, inspection and maintenance.",
+        epilog="Exit codes: 0 ok, 1 a check failed, 2 usage error, 3 could not run (one line on stderr).",
+    )
+    parser.add_argument("--version", action="version", version=f"lash-store {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    json_flag = argparse.ArgumentParser(add_help=False)
+    json_flag.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
+
+    demo = commands.add_parser(
+        "demo",
+        parents=[json_flag],
+        help="run the chaos demo (worker processes, SIGKILLs, exactly-once verification)",
+        description="Worker processes answer queued messages of several sessions while a chaos monkey SIGKILLs "
+        "them; then every file is verified. Exit 0 only when every check passes.",
+    )
+    demo.add_argument("--dir", help="factory root to use and keep (default: a temporary directory, removed)")
+    demo.add_argument("--sessions", type=_positive, default=8, metavar="N", help="sessions (default 8)")
+    demo.add_argument(
+        "--messages", type=_positive, default=25, metavar="N", help="user messages per session (default 25)"
+    )
+    demo.add_argument("--workers", type=_positive, default=4, metavar="N", help="worker processes (default 4)")
+    demo.add_argument(
+        "--seed",
+        type=int,
+        default=7,
+        metavar="N",
+        help="seed of the fake model, the duplicates and the chaos (default 7)",
+    )
+    demo.add_argument("--no-chaos", action="store_true", help="no fault injection: no SIGKILLs, no stalls")
+    demo.add_argument(
+        "--kill-every", type=_positive_float, default=1.5, metavar="SECONDS", help="mean kill interval (default 1.5)"
+    )
+    demo.add_argument("--lease-ms", type=_positive, default=1000, metavar="MS", help="claim lease (default 1000)")
+    demo.add_argument(
+        "--think-ms",
+        type=_non_negative,
+        nargs=2,
+        default=[40, 240],
+        metavar=("MIN", "MAX"),
+        help="fake model latency in ms (default 40 240)",
+    )
+    demo.add_argument(
+        "--duplicate-rate",
+        type=_fraction,
+        default=0.2,
+        metavar="P",
+        help="share of messages delivered twice (default 0.2)",
+    )
+    demo.add_argument(
+        "--stall-rate",
+        type=_fraction,
+        default=0.05,
+        metavar="P",
+        help="share of turns where a worker pauses past its lease without renewing (default 0.05)",
+    )
+    demo.add_argument(
+        "--produce-interval",
+        type=float,
+        default=0.15,
+        metavar="SECONDS",
+        help="pause between producer rounds (default 0.15)",
+    )
+    demo.add_argument(
+        "--timeout", type=_positive_float, default=120.0, metavar="SECONDS", help="give up after this (default 120)"
+    )
+    demo.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    demo.set_defaults(handler=_cmd_demo)
+
+    inspect = commands.add_parser(
+        "inspect",
+        parents=[json_flag],
+        help="show a session file: head, checkpoint, usage, queue, attachments, blobs",
+    )
+    inspect.add_argument("path", help="session database file")
+    inspect.set_defaults(handler=_cmd_inspect)
+
+    history = commands.add_parser("history", parents=[json_flag], help="print the conversation")
+    history.add_argument("path", help="session database file")
+    history.add_argument("--active-path", action="store_true", help="only the path from the root to the leaf")
+    history.add_argument("--limit", type=_positive, default=None, metavar="N", help="only the last N nodes")
+    history.set_defaults(handler=_cmd_history)
+
+    sessions = commands.add_parser("sessions", parents=[json_flag], help="list every session of a factory root")
+    sessions.add_argument("dir", help="factory root directory")
+    sessions.set_defaults(handler=_cmd_sessions)
+
+    gc = commands.add_parser("gc", parents=[json_flag], help="delete unreachable blobs (older than the grace period)")
+    gc.add_argument("path", help="session database file")
+    gc.add_argument("--dry-run", action="store_true", help="report what would be deleted; change nothing")
+    gc.add_argument(
+        "--grace-ms",
+        type=_non_negative,
+        default=None,
+        metavar="MS",
+        help="protect blobs younger than this (default 600000)",
+    )
+    gc.set_defaults(handler=_cmd_gc)
+
+    vacuum = commands.add_parser("vacuum", parents=[json_flag], help="remove tombstoned nodes and compact the file")
+    vacuum.add_argument("path", help="session database file")
+    vacuum.add_argument("--no-compact", action="store_true", help="skip SQLite's VACUUM (file size unchanged)")
+    vacuum.set_defaults(handler=_cmd_vacuum)
+
+    verify = commands.add_parser(
+        "verify", parents=[json_flag], help="check a session file thoroughly; exit 1 on any problem"
+    )
+    verify.add_argument("path", help="session database file")
+    verify.set_defaults(handler=_cmd_verify)
+
+    export = commands.add_parser(
+        "export", parents=[json_flag], help="write a portable JSON copy (blobs included) to stdout or a file"
+    )
+    export.add_argument("path", help="session database file")
+    export.add_argument("-o", "--output", default=None, help="write to this file (mode 0600) instead of stdout")
+    export.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    export.set_defaults(handler=_cmd_export)
+
+    import_ = commands.add_parser(
+        "import", parents=[json_flag], help="recreate an exported session in a new file (never overwrites)"
+    )
+    import_.add_argument("file", help="export file ('-' for stdin)")
+    import_.add_argument("path", help="new session database file, or a factory root directory")
+    import_.set_defaults(handler=_cmd_import)
+
+    commands.add_parser("bench", add_help=False, help="benchmarks (python -m lash_store.bench; see bench --help)")
+    return parser
+
+
+def _bench(argv: Sequence[str]) -> int:
+    """Delegate to the benchmark package's own command line."""
+    try:
+        module = importlib.import_module("lash_store.bench.__main__")
+    except ImportError as exc:
+        raise CommandError(f"the benchmarks are not available: {exc}") from exc
+    bench_main: Callable[[Sequence[str]], int] = module.main
+    return bench_main(list(argv))
+
+
+def _report_error(message: str, kind: str, as_json: bool) -> None:
+    line = " ".join(message.split()) or kind
+    print(f"lash-store: error: {line}", file=sys.stderr)
+    if as_json:
+        _print_json({"error": {"type": kind, "message": line}})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``lash-store``; returns the exit code."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in arguments
+    try:
+        if arguments and arguments[0] == "bench":
+            return _bench(arguments[1:])
+        args = build_parser().parse_args(arguments)
+        handler: Callable[[argparse.Namespace], int] = args.handler
+        return handler(args)
+    except KeyboardInterrupt:
+        print("lash-store: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`); silence the flush at exit too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except (CommandError, StoreError, OSError, ValueError) as exc:
+        _report_error(str(exc), type(exc).__name__, as_json)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
