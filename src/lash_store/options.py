@@ -30,8 +30,14 @@ class BlobProfile(enum.Enum):
     def compression_threshold(self) -> int | None:
         return _THRESHOLDS[self]
 
+    @property
+    def compression_level(self) -> int:
+        return _LEVELS[self]
+
 
 _THRESHOLDS = {BlobProfile.LOW_LATENCY: None, BlobProfile.BALANCED: 4096, BlobProfile.COMPACT: 1024}
+# BALANCED favours commit latency (level 1 is ~25% faster than 3 for nearly the same size); COMPACT favours size.
+_LEVELS = {BlobProfile.LOW_LATENCY: 0, BlobProfile.BALANCED: 1, BlobProfile.COMPACT: 6}
 
 
 class Durability(enum.Enum):

@@ -21,7 +21,6 @@ T = TypeVar("T")
 
 ENCODING_RAW = "raw"
 ENCODING_ZSTD = "zstd"
-ZSTD_LEVEL = 3
 MAX_DECOMPRESSED = 1 << 31  # refuse zstd frames claiming more than 2 GiB
 
 _encoder = msgspec.msgpack.Encoder()
@@ -29,36 +28,12 @@ _decoders: dict[Any, msgspec.msgpack.Decoder[Any]] = {}
 _local = threading.local()
 
 
-MAX_DEPTH = 200
-"""Deepest nesting accepted in a payload, so whatever is written can always be read back."""
-
-
 def encode(what: str, value: Any) -> bytes:
     """msgpack-encode a caller value, naming the field when it cannot be encoded."""
-    if _too_deep(value):
-        raise InvalidInput(what, f"is nested deeper than {MAX_DEPTH} levels")
     try:
         return _encoder.encode(value)
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise InvalidInput(what, f"cannot be encoded as msgpack: {exc}") from exc
-
-
-def _too_deep(value: Any) -> bool:
-    """Breadth-first, level by level, looking only at containers (cheap for flat payloads)."""
-    level = [value]
-    for _ in range(MAX_DEPTH):
-        children: list[Any] = []
-        for item in level:
-            if isinstance(item, dict):
-                children.extend(item.values())
-            elif isinstance(item, (list, tuple)):
-                children.extend(item)
-            elif isinstance(item, msgspec.Struct):
-                children.extend(getattr(item, name) for name in item.__struct_fields__)
-        level = [c for c in children if isinstance(c, (dict, list, tuple, msgspec.Struct))]
-        if not level:
-            return False
-    return True
 
 
 def decode(what: str, data: bytes, type_: type[T]) -> T:
@@ -77,8 +52,33 @@ def _decode(what: str, data: bytes, type_: Any) -> Any:
         decoder = _decoders[type_] = msgspec.msgpack.Decoder(type_)
     try:
         return decoder.decode(data)
-    except (msgspec.DecodeError, TypeError, ValueError, RecursionError) as exc:
+    except RecursionError:
+        return _decode_on_fresh_stack(what, decoder, data)
+    except (msgspec.DecodeError, TypeError, ValueError) as exc:
         raise CorruptData(what, str(exc)) from exc
+
+
+def _decode_on_fresh_stack(what: str, decoder: msgspec.msgpack.Decoder[Any], data: bytes) -> Any:
+    """Decode deeply nested data on a new thread's empty stack.
+
+    Encoding accepts nesting up to the recursion limit minus the writer's own
+    stack depth; a reader deeper in its stack than the writer was would fail on
+    data the store accepted.  A fresh stack always has room for what was written.
+    """
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = decoder.decode(data)
+        except (msgspec.DecodeError, TypeError, ValueError, RecursionError) as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="lash-store-deep-decode")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise CorruptData(what, str(outcome["error"])) from outcome["error"]
+    return outcome["value"]
 
 
 def sha256_hex(content: bytes) -> str:
@@ -95,11 +95,14 @@ class EncodedBlob(msgspec.Struct, frozen=True):
     raw_size: int
 
 
-def _compressor() -> zstandard.ZstdCompressor:
-    # zstd contexts are not thread-safe; reuse one per thread (creation is costly).
-    compressor: zstandard.ZstdCompressor | None = getattr(_local, "compressor", None)
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    # zstd contexts are not thread-safe; reuse one per thread and level (creation is costly).
+    compressors: dict[int, zstandard.ZstdCompressor] | None = getattr(_local, "compressors", None)
+    if compressors is None:
+        compressors = _local.compressors = {}
+    compressor = compressors.get(level)
     if compressor is None:
-        compressor = _local.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+        compressor = compressors[level] = zstandard.ZstdCompressor(level=level)
     return compressor
 
 
@@ -118,7 +121,7 @@ def encode_blob(content: bytes, descriptor: BlobArtifactDescriptor | None, profi
     kind = descriptor.kind.value if descriptor is not None else None
     threshold = profile.compression_threshold
     if descriptor is not None and descriptor.compressible and threshold is not None and len(raw) >= threshold:
-        packed = _compressor().compress(raw)
+        packed = _compressor(profile.compression_level).compress(raw)
         if len(packed) < len(raw):
             return EncodedBlob(sha256_hex(raw), ENCODING_ZSTD, kind, packed, len(raw))
     return EncodedBlob(sha256_hex(raw), ENCODING_RAW, kind, raw, len(raw))

@@ -121,7 +121,8 @@ def renew(conn: sqlite3.Connection, held: QueuedWorkClaim, lease_ttl_ms: int, no
             for batch_id in held.batch_ids
         ],
     ).rowcount
-    if owned != len(held.batches) or updated != len(held.batches):
+    listed = len(held.batches)
+    if len(set(held.batch_ids)) != listed or owned != listed or updated != listed:
         raise QueuedWorkClaimExpired(held.session_id, held.claim_id)
     return expires
 

@@ -11,14 +11,16 @@ APPLICATION_ID = 0x4C415348  # "LASH": marks a file as a lash-store session data
 SCHEMA_KIND = "session"
 
 DDL = """
+-- A rowid table: new blobs append at the end; only the small hash index takes random inserts.
 CREATE TABLE IF NOT EXISTS blobs (
-    hash TEXT PRIMARY KEY,
+    id INTEGER PRIMARY KEY,
+    hash TEXT NOT NULL UNIQUE,
     encoding TEXT NOT NULL,
     kind TEXT,
     raw_size INTEGER NOT NULL,
     created_at_ms INTEGER NOT NULL,
     content BLOB NOT NULL
-) WITHOUT ROWID;
+);
 
 CREATE TABLE IF NOT EXISTS session_head (
     singleton INTEGER PRIMARY KEY CHECK (singleton = 1),

@@ -464,7 +464,8 @@ class Store:
                 raise InvalidInput("target", "already holds a session head; fork into an empty store")
             now = target._now()
             conn.executemany(
-                "INSERT INTO blobs VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (hash) DO UPDATE SET created_at_ms = ?",
+                "INSERT INTO blobs (hash, encoding, kind, raw_size, created_at_ms, content) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (hash) DO UPDATE SET created_at_ms = ?",
                 [(*row[:4], now, row[5], now) for row in blob_rows],
             )
             conn.executemany("INSERT OR REPLACE INTO artifact_refs VALUES (?, ?)", modules)
