@@ -1,8 +1,7 @@
-"""Small builders shared by the tests."""
+"""Small builders shared by the tests (``ManualClock`` comes from the testing kit)."""
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import msgspec
@@ -17,27 +16,9 @@ from lash_store.model import (
     SlotPolicy,
     TurnInput,
 )
+from lash_store.testing.clock import ManualClock
 
-
-class ManualClock:
-    """An injectable clock (epoch ms) that only moves when told to; thread-safe."""
-
-    def __init__(self, start_ms: int) -> None:
-        self._now = start_ms
-        self._lock = threading.Lock()
-
-    def __call__(self) -> int:
-        with self._lock:
-            return self._now
-
-    def advance(self, ms: int) -> int:
-        with self._lock:
-            self._now += ms
-            return self._now
-
-    def set(self, ms: int) -> None:
-        with self._lock:
-            self._now = ms
+__all__ = ["ManualClock", "commit_at", "draft", "message"]
 
 
 def commit_at(session_id: str = "root", expected_head_revision: int | None = None, **state: Any) -> RuntimeCommit:

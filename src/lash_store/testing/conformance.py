@@ -1,0 +1,2031 @@
+"""The backend-agnostic conformance suite of lash-store.
+
+Every backend (SQLite file and memory, PostgreSQL, the pure-Python reference
+store, third-party stores) must pass these tests.  They exercise only the
+public store API and the contract in ``SPEC.md`` / ``README.md``: commit
+ordering and typed errors, compare-and-set, exactly-once turn commits, graph
+deltas and read scopes, tombstones, checkpoints, garbage collection,
+attachments, module artifacts, metadata and picker info, the usage ledger,
+every work-queue rule, input validation and (for durable backends) that data
+survives a reopen.
+
+How a backend runs the suite -- in one of its test modules::
+
+    import pytest
+
+    pytest.register_assert_rewrite("lash_store.testing.conformance")  # detailed assert messages
+
+    from lash_store.testing.conformance import *  # noqa: E402, F403  (collects the suite)
+    from lash_store.testing.conformance import BackendHarness, Clock, SessionStore  # noqa: E402
+
+
+    class MyHarness(BackendHarness):
+        name = "my-backend"
+        durable = True
+
+        def open(self, clock: Clock) -> SessionStore:
+            ...  # a fresh, empty store using ``clock`` and GC grace 0
+
+        def reopen(self, store: SessionStore) -> SessionStore:
+            ...  # a new handle on the same durable data
+
+        def corrupt_head(self, store: SessionStore) -> None:
+            ...  # make the stored session head undecodable
+
+
+    @pytest.fixture
+    def harness() -> BackendHarness:
+        return MyHarness()
+
+The ``harness`` fixture may also live in ``conftest.py`` or be parametrized
+(``@pytest.fixture(params=[...])``) to run the suite against several
+configurations.  ``register_assert_rewrite`` only improves failure messages;
+it must run before anything imports this module, so when ``conftest.py``
+imports from it, call it at the top of ``conftest.py`` instead.  Only tests
+that need :meth:`BackendHarness.reopen` are skipped, and only when the harness
+declares ``durable = False``.  A store must also offer ``close()``; closing
+twice must be harmless.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, ClassVar, Protocol
+
+import msgspec
+import pytest
+
+from lash_store.errors import (
+    CorruptData,
+    HeadRevisionConflict,
+    InvalidInput,
+    QueuedWorkClaimExpired,
+    RuntimeTurnCommitConflict,
+    SessionBindingMismatch,
+    StoreClosed,
+)
+from lash_store.model import (
+    AttachmentIntent,
+    AttachmentManifestEntry,
+    BlobArtifactDescriptor,
+    BlobRef,
+    DeliveryPolicy,
+    DurabilityTier,
+    GcReport,
+    GraphDelta,
+    HydratedCheckpoint,
+    MergeKey,
+    PersistedSessionRead,
+    QueuedWorkBatch,
+    QueuedWorkBatchDraft,
+    QueuedWorkClaim,
+    QueuedWorkClaimBoundary,
+    QueuedWorkPayload,
+    RuntimeCommit,
+    RuntimeCommitResult,
+    RuntimeSessionState,
+    SessionCheckpoint,
+    SessionGraph,
+    SessionMeta,
+    SessionNode,
+    SessionPickerInfo,
+    SessionReadScope,
+    SessionRelation,
+    SlotPolicy,
+    TextItem,
+    TokenLedgerEntry,
+    TokenUsage,
+    TurnCommitStamp,
+    TurnInput,
+    VacuumReport,
+)
+from lash_store.testing.clock import ManualClock
+
+Clock = Callable[[], int]
+"""A zero-argument callable returning epoch milliseconds."""
+
+MAX_MS = 2**63 - 1
+START_MS = 1_700_000_000_000
+TTL = 60_000
+
+ESB = DeliveryPolicy.EARLIEST_SAFE_BOUNDARY
+ACTC = DeliveryPolicy.AFTER_CURRENT_TURN_COMMIT
+JOIN = SlotPolicy.JOIN
+EXCL = SlotPolicy.EXCLUSIVE
+IDLE = QueuedWorkClaimBoundary.IDLE
+CHECKPOINT = QueuedWorkClaimBoundary.ACTIVE_TURN_CHECKPOINT
+
+
+# ===========================================================================
+# What a backend provides
+
+
+class SessionStore(Protocol):
+    """The store surface the suite exercises (the synchronous store API of ``SPEC.md`` §5 and §6)."""
+
+    @property
+    def durability_tier(self) -> DurabilityTier: ...
+
+    def close(self) -> None: ...
+
+    def load_session(self, scope: SessionReadScope = ...) -> PersistedSessionRead | None: ...
+    def load_node(self, node_id: str) -> SessionNode | None: ...
+    def commit_runtime_state(self, commit: RuntimeCommit) -> RuntimeCommitResult: ...
+    def tombstone_nodes(self, node_ids: Iterable[str]) -> int: ...
+    def vacuum(self) -> VacuumReport: ...
+    def save_session_meta(self, meta: SessionMeta) -> None: ...
+    def load_session_meta(self) -> SessionMeta | None: ...
+    def load_picker_info(self) -> SessionPickerInfo | None: ...
+    def put_blob(self, content: bytes) -> BlobRef: ...
+    def put_artifact_blob(self, descriptor: BlobArtifactDescriptor, content: bytes) -> BlobRef: ...
+    def get_blob(self, ref: str) -> bytes | None: ...
+    def put_checkpoint(self, hydrated: HydratedCheckpoint) -> tuple[BlobRef, SessionCheckpoint]: ...
+    def get_checkpoint(self, ref: str) -> HydratedCheckpoint | None: ...
+    def gc_unreachable(self) -> GcReport: ...
+    def record_intent(self, intent: AttachmentIntent) -> None: ...
+    def commit_refs(self, session_id: str, attachment_ids: Iterable[str]) -> int: ...
+    def list_uncommitted(self, older_than_epoch_ms: int) -> list[AttachmentManifestEntry]: ...
+    def forget(self, attachment_id: str) -> None: ...
+    def put_module_artifact(self, module_ref: str, data: bytes) -> BlobRef: ...
+    def get_module_artifact(self, module_ref: str) -> bytes | None: ...
+    def copy_session_into(self, target: Any) -> None: ...
+    def enqueue_queued_work(self, draft: QueuedWorkBatchDraft) -> QueuedWorkBatch: ...
+    def claim_ready_queued_work(
+        self,
+        session_id: str,
+        owner_id: str,
+        boundary: QueuedWorkClaimBoundary,
+        lease_ttl_ms: int,
+        max_batches: int,
+    ) -> QueuedWorkClaim | None: ...
+    def claim_ready_queued_work_by_batch_ids(
+        self,
+        session_id: str,
+        owner_id: str,
+        boundary: QueuedWorkClaimBoundary,
+        lease_ttl_ms: int,
+        batch_ids: Sequence[str],
+    ) -> QueuedWorkClaim | None: ...
+    def renew_queued_work_claim(self, claim: QueuedWorkClaim, lease_ttl_ms: int) -> QueuedWorkClaim: ...
+    def abandon_queued_work_claim(self, claim: QueuedWorkClaim) -> object: ...
+    def cancel_queued_work_batch(self, session_id: str, batch_id: str) -> QueuedWorkBatch | None: ...
+    def list_queued_work(self, session_id: str) -> list[QueuedWorkBatch]: ...
+    def list_pending_queued_work(self, session_id: str) -> list[QueuedWorkBatch]: ...
+
+
+class BackendHarness:
+    """How the suite obtains stores of one backend.  Subclass it and provide a ``harness`` fixture.
+
+    ``open`` and ``corrupt_head`` are required.  A durable backend sets
+    ``durable = True`` and implements ``reopen``; for a non-durable one the
+    few reopen tests are skipped (the only skip in the suite).
+    """
+
+    name: ClassVar[str] = "backend"
+    durable: ClassVar[bool] = False
+
+    def open(self, clock: Clock) -> SessionStore:
+        """A fresh, empty store bound to no session, reading time from ``clock`` and with GC grace 0."""
+        raise NotImplementedError(f"{type(self).__name__} must implement open(clock)")
+
+    def reopen(self, store: SessionStore) -> SessionStore | None:
+        """A NEW handle (connection) on the same durable data as ``store`` (same clock), or None if not durable."""
+        return None
+
+    def corrupt_head(self, store: SessionStore) -> None:
+        """Make the stored session head of ``store`` undecodable (GC must then refuse to delete anything)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement corrupt_head(store)")
+
+    def close(self, store: SessionStore) -> None:
+        """Release a store handle at the end of a test (closing twice must be harmless)."""
+        store.close()
+
+
+class Backend:
+    """Per-test access to a harness: opens and reopens handles and closes them all at teardown."""
+
+    def __init__(self, harness: BackendHarness, clock: ManualClock) -> None:
+        self.harness = harness
+        self.clock = clock
+        self._handles: list[SessionStore] = []
+
+    def open(self) -> SessionStore:
+        """A fresh empty store on the test's clock."""
+        store = self.harness.open(self.clock)
+        self._handles.append(store)
+        return store
+
+    def reopen(self, store: SessionStore) -> SessionStore:
+        """A second handle on ``store``'s data; skips the test only for harnesses declaring ``durable = False``."""
+        if not self.harness.durable:
+            pytest.skip(f"{self.harness.name} is not durable (durable = False): nothing to reopen")
+        handle = self.harness.reopen(store)
+        assert handle is not None, f"{self.harness.name} declares durable = True but reopen() returned None"
+        assert handle is not store, "reopen() must return a new handle"
+        self._handles.append(handle)
+        return handle
+
+    def close_all(self) -> None:
+        errors: list[BaseException] = []
+        for handle in reversed(self._handles):
+            try:
+                self.harness.close(handle)
+            except Exception as exc:  # close every handle, then report
+                errors.append(exc)
+        self._handles.clear()
+        if errors:
+            raise errors[0]
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """The test's clock; every store of the test reads time from it."""
+    return ManualClock()
+
+
+@pytest.fixture
+def backend(harness: BackendHarness, clock: ManualClock) -> Iterator[Backend]:
+    """Opens stores of the backend under test; closes them after the test."""
+    access = Backend(harness, clock)
+    try:
+        yield access
+    finally:
+        access.close_all()
+
+
+@pytest.fixture
+def store(backend: Backend) -> SessionStore:
+    """A fresh, empty store of the backend under test."""
+    return backend.open()
+
+
+# ===========================================================================
+# Builders
+
+
+def sha256(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def message(node_id: str, role: str, text: str, parent: str | None = None) -> SessionNode:
+    """A message node with one text part."""
+    return SessionNode(
+        node_id=node_id, parent_node_id=parent, payload={"role": role, "parts": [{"type": "text", "text": text}]}
+    )
+
+
+def commit(
+    session_id: str = "root",
+    expected: int | None = None,
+    graph: GraphDelta | None = None,
+    **fields: Any,
+) -> RuntimeCommit:
+    """A commit with a small config, CAS against ``expected``, and an unchanged graph unless given."""
+    return RuntimeCommit(
+        session_id=session_id,
+        expected_head_revision=expected,
+        config=fields.pop("config", {"provider_id": "test", "model": {"id": "m-1"}}),
+        graph=graph if graph is not None else GraphDelta.unchanged(None),
+        **fields,
+    )
+
+
+def stamp(turn_id: str, turn_hash: str = "h-1", session_id: str = "root") -> TurnCommitStamp:
+    return TurnCommitStamp(session_id=session_id, turn_id=turn_id, turn_commit_hash=turn_hash)
+
+
+def draft(
+    session_id: str = "root",
+    text: str = "hi",
+    delivery: DeliveryPolicy = ESB,
+    slot: SlotPolicy = EXCL,
+    *,
+    merge: MergeKey | None = None,
+    key: str | None = None,
+    available_at_ms: int | None = None,
+) -> QueuedWorkBatchDraft:
+    """A one-item turn-input draft."""
+    built = QueuedWorkBatchDraft.new(session_id, delivery, slot, [QueuedWorkPayload.turn_input(TurnInput.text(text))])
+    if merge is not None:
+        built = built.with_merge_key(merge)
+    if key is not None:
+        built = built.with_source_key(key)
+    if available_at_ms is not None:
+        built = built.with_available_at_ms(available_at_ms)
+    return built
+
+
+def claim(
+    store: SessionStore,
+    session_id: str = "root",
+    owner: str = "owner",
+    boundary: QueuedWorkClaimBoundary = IDLE,
+    ttl: int = TTL,
+    max_batches: int = 10,
+) -> QueuedWorkClaim | None:
+    return store.claim_ready_queued_work(session_id, owner, boundary, ttl, max_batches)
+
+
+def must_claim(store: SessionStore, session_id: str = "root", **kwargs: Any) -> QueuedWorkClaim:
+    got = claim(store, session_id, **kwargs)
+    assert got is not None, "expected a claim, got None"
+    return got
+
+
+def ids(batches: Iterable[QueuedWorkBatch]) -> list[str]:
+    return [batch.batch_id for batch in batches]
+
+
+def text_of(batch: QueuedWorkBatch) -> str:
+    payload = batch.items[0].payload
+    assert payload.input is not None
+    item = payload.input.items[0]
+    assert isinstance(item, TextItem)
+    return item.text
+
+
+def node_ids(read: PersistedSessionRead | None) -> list[str]:
+    assert read is not None, "expected a session, got None"
+    return [node.node_id for node in read.graph.nodes]
+
+
+def loaded(store: SessionStore, scope: SessionReadScope | None = None) -> PersistedSessionRead:
+    read = store.load_session(scope) if scope is not None else store.load_session()
+    assert read is not None, "expected a session head, got None"
+    return read
+
+
+def revision(store: SessionStore) -> int:
+    read = store.load_session()
+    return 0 if read is None else read.head_revision
+
+
+def snapshot(store: SessionStore, sessions: Sequence[str] = ("root",)) -> tuple[Any, ...]:
+    """Everything a failed call must leave unchanged."""
+    return (
+        store.load_session(),
+        [store.list_queued_work(session_id) for session_id in sessions],
+        [store.list_pending_queued_work(session_id) for session_id in sessions],
+        store.list_uncommitted(MAX_MS),
+    )
+
+
+def chain(*node_ids_: str) -> list[SessionNode]:
+    """Messages forming one path: each node's parent is the previous one."""
+    nodes, parent = [], None
+    for node_id in node_ids_:
+        nodes.append(message(node_id, "user", node_id, parent))
+        parent = node_id
+    return nodes
+
+
+def usage(source: str, model: str, i: int = 0, o: int = 0, c: int = 0, r: int = 0) -> TokenLedgerEntry:
+    return TokenLedgerEntry(
+        source=source,
+        model=model,
+        usage=TokenUsage(input_tokens=i, output_tokens=o, cached_input_tokens=c, reasoning_tokens=r),
+    )
+
+
+def intent(attachment_id: str, at_ms: int, session_id: str = "root") -> AttachmentIntent:
+    return AttachmentIntent(
+        attachment_id=attachment_id,
+        session_id=session_id,
+        canonical_uri=f"sha256:{attachment_id}",
+        intent_at_epoch_ms=at_ms,
+    )
+
+
+def uncommitted_ids(store: SessionStore, older_than: int = MAX_MS) -> list[str]:
+    return [entry.attachment_id for entry in store.list_uncommitted(older_than)]
+
+
+# ===========================================================================
+# Empty store, durability tier
+
+
+def test_empty_store_reads_nothing(store: SessionStore) -> None:
+    assert store.load_session() is None
+    assert store.load_session(SessionReadScope.active_path()) is None
+    assert store.load_node("n") is None
+    assert store.load_session_meta() is None
+    assert store.load_picker_info() is None
+    assert store.get_blob(sha256(b"absent")) is None
+    assert store.get_checkpoint(sha256(b"absent")) is None
+    assert store.get_module_artifact("mod") is None
+    assert store.list_uncommitted(MAX_MS) == []
+    assert store.list_queued_work("root") == []
+    assert store.list_pending_queued_work("root") == []
+    assert claim(store) is None
+
+
+def test_closed_store_raises_store_closed(backend: Backend) -> None:
+    closing = backend.open()
+    closing.commit_runtime_state(commit(expected=0))
+    closing.close()
+    with pytest.raises(StoreClosed):
+        closing.load_session()
+    with pytest.raises(StoreClosed):
+        closing.commit_runtime_state(commit(expected=1))
+    with pytest.raises(StoreClosed):
+        closing.enqueue_queued_work(draft())
+
+
+def test_durability_tier_matches_harness(store: SessionStore, harness: BackendHarness) -> None:
+    expected = DurabilityTier.DURABLE if harness.durable else DurabilityTier.INLINE
+    assert store.durability_tier is expected
+
+
+# ===========================================================================
+# Commits: revisions, round trip, check order, typed errors
+
+
+def test_first_commit_round_trips_every_field(store: SessionStore) -> None:
+    frames = [
+        {"frame_id": "frame-1", "status": "done"},
+        {"frame_id": "frame-2", "reason": {"custom": "plan_mode"}, "execution_state_snapshot": b"frame-vm"},
+    ]
+    nodes = [message("u1", "user", "hello"), message("a1", "assistant", "hi", parent="u1")]
+    checkpoint = HydratedCheckpoint(
+        turn_state={"turn_index": 3, "options": {"payload": [1, 2]}},
+        tool_state={"generation": 9, "tools": ["a", "b"]},
+        plugin_snapshot={"plugins": {}},
+        plugin_snapshot_revision=12,
+        execution_state=b"\xde\xad\xbe\xef",
+    )
+    result = store.commit_runtime_state(
+        commit(
+            "sess",
+            0,
+            GraphDelta.append(nodes, "a1"),
+            config={"provider_id": "openai", "model": {"id": "gpt", "context": 200_000}, "raw": b"\x00\x01"},
+            agent_frames=frames,
+            current_agent_frame_id="frame-2",
+            checkpoint=checkpoint,
+        )
+    )
+    assert result.head_revision == 1
+    read = loaded(store)
+    assert read.session_id == "sess"
+    assert read.head_revision == 1
+    assert read.config == {"provider_id": "openai", "model": {"id": "gpt", "context": 200_000}, "raw": b"\x00\x01"}
+    assert read.agent_frames == frames
+    assert read.current_agent_frame_id == "frame-2"
+    assert read.graph == SessionGraph(nodes=nodes, leaf_node_id="a1")
+    assert read.checkpoint_ref == result.checkpoint_ref
+    hydrated = read.checkpoint
+    assert hydrated is not None
+    assert hydrated.turn_state == checkpoint.turn_state
+    assert hydrated.tool_state == checkpoint.tool_state
+    assert hydrated.plugin_snapshot == checkpoint.plugin_snapshot
+    assert hydrated.plugin_snapshot_revision == 12
+    assert hydrated.execution_state == b"\xde\xad\xbe\xef"
+    assert hydrated.execution_state_ref == sha256(b"\xde\xad\xbe\xef")
+    assert result.manifest == SessionCheckpoint(
+        turn_state=checkpoint.turn_state,
+        tool_state_ref=hydrated.tool_state_ref,
+        plugin_snapshot_ref=hydrated.plugin_snapshot_ref,
+        plugin_snapshot_revision=12,
+        execution_state_ref=hydrated.execution_state_ref,
+    )
+    assert None not in (hydrated.tool_state_ref, hydrated.plugin_snapshot_ref)
+    assert read.token_ledger == []
+
+
+def test_revisions_increase_by_one_and_cas_accepts_the_current_revision(store: SessionStore) -> None:
+    for expected in range(4):
+        assert store.commit_runtime_state(commit(expected=expected)).head_revision == expected + 1
+    assert revision(store) == 4
+
+
+def test_runtime_session_state_round_trip(store: SessionStore) -> None:
+    state = RuntimeSessionState(
+        session_id="rt",
+        config={"provider_id": "p"},
+        session_graph=SessionGraph(nodes=chain("n1", "n2"), leaf_node_id="n2"),
+        turn_state={"turn_index": 1},
+        tool_state_snapshot={"generation": 1},
+        execution_state_snapshot=b"vm",
+    )
+    first = store.commit_runtime_state(RuntimeCommit.persisted_state(state))
+    rebuilt = RuntimeSessionState.from_read(loaded(store))
+    assert rebuilt.head_revision == 1
+    assert rebuilt.session_graph == state.session_graph
+    assert rebuilt.tool_state_snapshot == {"generation": 1}
+    assert rebuilt.execution_state_snapshot == b"vm"
+    second = store.commit_runtime_state(RuntimeCommit.persisted_state(rebuilt))
+    assert second.head_revision == 2
+    assert second.checkpoint_ref == first.checkpoint_ref  # identical content, identical address
+    assert node_ids(store.load_session()) == ["n1", "n2"]
+
+
+def test_session_binding_mismatch(store: SessionStore) -> None:
+    store.commit_runtime_state(commit("alpha", 0))
+    before = snapshot(store)
+    with pytest.raises(SessionBindingMismatch) as caught:
+        store.commit_runtime_state(commit("beta", 1))
+    assert (caught.value.bound_session_id, caught.value.attempted_session_id) == ("alpha", "beta")
+    with pytest.raises(SessionBindingMismatch):
+        store.commit_runtime_state(commit("beta", None))
+    assert snapshot(store) == before
+    assert loaded(store).session_id == "alpha"
+
+
+def test_head_revision_conflict_reports_expected_and_actual(store: SessionStore) -> None:
+    with pytest.raises(HeadRevisionConflict) as on_empty:
+        store.commit_runtime_state(commit(expected=5))
+    assert (on_empty.value.expected, on_empty.value.actual) == (5, 0)
+    assert store.load_session() is None
+    store.commit_runtime_state(commit(expected=0))
+    before = snapshot(store)
+    with pytest.raises(HeadRevisionConflict) as stale:
+        store.commit_runtime_state(commit(expected=0, graph=GraphDelta.append(chain("x"), "x")))
+    assert (stale.value.expected, stale.value.actual) == (0, 1)
+    assert snapshot(store) == before
+
+
+def test_expected_none_commits_unconditionally(store: SessionStore) -> None:
+    assert store.commit_runtime_state(commit(expected=None)).head_revision == 1
+    for expected in (1, 2, 3, 4):
+        store.commit_runtime_state(commit(expected=expected))
+    assert store.commit_runtime_state(commit(expected=None)).head_revision == 6
+
+
+def test_turn_commit_replay_returns_stored_result_and_writes_nothing(store: SessionStore) -> None:
+    stamped = commit(expected=0, graph=GraphDelta.append(chain("n1"), "n1"), usage_deltas=[usage("turn", "m", i=5)])
+    stamped = stamped.with_turn_commit(stamp("turn-1"))
+    first = store.commit_runtime_state(stamped)
+    before = snapshot(store)
+    assert store.commit_runtime_state(stamped) == first
+    assert snapshot(store) == before
+    assert loaded(store).token_ledger == [usage("turn", "m", i=5)]
+
+
+def test_turn_commit_replay_returns_stale_result_after_head_moved(store: SessionStore) -> None:
+    stamped = commit(expected=0, checkpoint=HydratedCheckpoint(turn_state={"turn_index": 1})).with_turn_commit(
+        stamp("turn-1")
+    )
+    first = store.commit_runtime_state(stamped)
+    store.commit_runtime_state(commit(expected=1, checkpoint=HydratedCheckpoint(turn_state={"turn_index": 2})))
+    replay = store.commit_runtime_state(stamped)  # expected 0 is stale now: the replay wins before CAS
+    assert replay == first
+    assert replay.head_revision == 1
+    assert revision(store) == 2
+
+
+def test_turn_commit_with_another_hash_conflicts(store: SessionStore) -> None:
+    store.commit_runtime_state(commit(expected=0).with_turn_commit(stamp("turn-1", "h-1")))
+    before = snapshot(store)
+    for expected in (1, 0, None):  # the stamp is checked before CAS
+        with pytest.raises(RuntimeTurnCommitConflict) as caught:
+            store.commit_runtime_state(commit(expected=expected).with_turn_commit(stamp("turn-1", "h-2")))
+        assert (caught.value.session_id, caught.value.turn_id) == ("root", "turn-1")
+    assert snapshot(store) == before
+
+
+def test_turn_commit_stamp_for_another_session_conflicts(store: SessionStore) -> None:
+    with pytest.raises(RuntimeTurnCommitConflict) as caught:
+        store.commit_runtime_state(commit("root", 0).with_turn_commit(stamp("turn-1", session_id="other")))
+    assert (caught.value.session_id, caught.value.turn_id) == ("other", "turn-1")
+    assert store.load_session() is None
+    store.commit_runtime_state(commit("root", 0))
+    with pytest.raises(RuntimeTurnCommitConflict):  # also before CAS
+        store.commit_runtime_state(commit("root", 7).with_turn_commit(stamp("turn-1", session_id="other")))
+    assert revision(store) == 1
+
+
+def test_failed_commit_records_no_turn_stamp(store: SessionStore) -> None:
+    with pytest.raises(HeadRevisionConflict):
+        store.commit_runtime_state(commit(expected=3).with_turn_commit(stamp("turn-1", "h-1")))
+    result = store.commit_runtime_state(commit(expected=0).with_turn_commit(stamp("turn-1", "h-2")))
+    assert result.head_revision == 1
+
+
+def test_turn_stamps_are_per_turn_id(store: SessionStore) -> None:
+    first = store.commit_runtime_state(commit(expected=0).with_turn_commit(stamp("turn-1", "same")))
+    second = store.commit_runtime_state(commit(expected=1).with_turn_commit(stamp("turn-2", "same")))
+    assert (first.head_revision, second.head_revision) == (1, 2)
+    assert store.commit_runtime_state(commit(expected=0).with_turn_commit(stamp("turn-1", "same"))) == first
+
+
+def test_session_binding_is_checked_before_the_turn_stamp_and_cas(store: SessionStore) -> None:
+    store.commit_runtime_state(commit("alpha", 0).with_turn_commit(stamp("turn-1", session_id="alpha")))
+    with pytest.raises(SessionBindingMismatch):
+        store.commit_runtime_state(commit("beta", 0).with_turn_commit(stamp("turn-1", session_id="beta")))
+    with pytest.raises(SessionBindingMismatch):  # even the exact replay of alpha's stamp under another session
+        store.commit_runtime_state(commit("beta", 0).with_turn_commit(stamp("turn-1", session_id="alpha")))
+    with pytest.raises(SessionBindingMismatch):
+        store.commit_runtime_state(commit("beta", 9))
+
+
+def test_cas_is_checked_before_queue_completions(store: SessionStore) -> None:
+    store.enqueue_queued_work(draft())
+    held = must_claim(store)
+    store.commit_runtime_state(commit(expected=0))
+    stale = msgspec.structs.replace(held.completion(), lease_token=held.lease_token + ":stale")
+    with pytest.raises(HeadRevisionConflict):
+        store.commit_runtime_state(commit(expected=0).completing_queue_claim(stale))
+
+
+def test_failed_commit_leaves_no_partial_write_and_store_stays_usable(store: SessionStore) -> None:
+    store.commit_runtime_state(commit(expected=0, graph=GraphDelta.append(chain("a"), "a")))
+    store.record_intent(intent("att", 100))
+    before = snapshot(store)
+    broken = commit(
+        expected=1,
+        graph=GraphDelta.append([message("b", "user", "b"), message("b", "user", "again")], "b"),
+        usage_deltas=[usage("turn", "m", i=1)],
+        committed_attachment_ids=["att"],
+    )
+    with pytest.raises(InvalidInput):  # one delta names the same node twice
+        store.commit_runtime_state(broken)
+    assert snapshot(store) == before
+    assert store.load_node("b") is None
+    result = store.commit_runtime_state(commit(expected=1, graph=GraphDelta.append(chain("b"), "b")))
+    assert result.head_revision == 2
+    assert node_ids(store.load_session()) == ["a", "b"]
+
+
+# ===========================================================================
+# Graph deltas
+
+
+def test_append_adds_nodes_and_moves_the_leaf(store: SessionStore) -> None:
+    store.commit_runtime_state(commit(expected=0, graph=GraphDelta.append(chain("a", "b"), "b")))
+    store.commit_runtime_state(commit(expected=1, graph=GraphDelta.append([message("c", "assistant", "c", "b")], "c")))
+    read = loaded(store)
+    assert node_ids(read) == ["a", "b", "c"]
+    assert read.graph.leaf_node_id == "c"
+    assert store.load_node("c") == message("c", "assistant", "c", "b")
+
+
+def test_unchanged_delta_keeps_nodes_and_sets_the_leaf(store: SessionStore) -> None:
+    store.commit_runtime_state(commit(expected=0, graph=GraphDelta.append(chain("a", "b"), "b")))
+    store.commit_runtime_state(commit(expected=1, graph=GraphDelta.unchanged("a")))
+    assert loaded(store).graph == SessionGraph(nodes=chain("a", "b"), leaf_node_id="a")
+    store.commit_runtime_state(commit(expected=2, graph=GraphDelta.unchanged(None)))
+    assert loaded(store).graph == SessionGraph(nodes=chain("a", "b"), leaf_node_id=None)
+    store.commit_runtime_state(commit(expected=3, graph=GraphDelta.unchanged("ghost")))  # leaves are not validated
+    read = loaded(store)
+    assert read.graph.leaf_node_id == "ghost"
+    assert node_ids(read) == ["a", "b"]
+
+
+def test_replace_full_replaces_every_node_including_tombstoned(store: SessionStore) -> None:
+    store.commit_runtime_state(commit(expected=0, graph=GraphDelta.append(chain("a", "b", "c"), "c")))
+    assert store.tombstone_nodes(["b"]) == 1
+    replacement = SessionGraph(nodes=chain("x", "y"), leaf_node_id="y")
+    store.commit_runtime_state(commit(expected=1, graph=GraphDelta.replace_full(replacement)))
+    assert loaded(store).graph == replacement
+    assert store.load_node("a") is None
+    assert store.vacuum() == VacuumReport(removed_node_count=0)  # the tombstoned row went with the replace
+
+
+def test_reappend_replaces_payload_and_keeps_position(store: SessionStore) -> None:
+    store.commit_runtime_state(commit(expected=0, graph=GraphDelta.append(chain("a", "b", "c"), "c")))
+    updated = message("a", "user", "edited")
+    store.commit_runtime_state(commit(expected=1, graph=GraphDelta.append([updated], "c")))
+    read = loaded(store)
+    assert node_ids(read) == ["a", "b", "c"]
+    assert read.graph.nodes[0] == updated
+    assert store.load_node("a") == updated
+
+
+def test_reappend_clears_tombstone_and_keeps_position(store: SessionStore) -> None:
+    store.commit_runtime_state(commit(expected=0, graph=GraphDelta.append(chain("a", "b", "c"), "c")))
+    store.tombstone_nodes(["b"])
+    assert node_ids(store.load_session()) == ["a", "c"]
+    revived = message("b", "user", "revived", "a")
+    store.commit_runtime_state(commit(expected=1, graph=GraphDelta.append([revived], "c")))
+    assert node_ids(store.load_session()) == ["a", "b", "c"]
+    assert store.load_node("b") == revived
+    assert store.vacuum().removed_node_count == 0
+
+
+def test_node_fields_round_trip(store: SessionStore) -> None:
+    nodes = [
+        SessionNode(
+            node_id="p1",
+            kind="plugin",
+            payload={"plugin_type": "memo", "body": {"bytes": b"\x00\xff", "list": [1, 2.5, None, True]}},
+            timestamp_ms=1_700_000_000_123,
+            agent_frame_id="frame-1",
+            caused_by={"process": "proc-1", "sequence": 7},
+        ),
+        SessionNode(node_id="p2", parent_node_id="p1", kind="event", payload=["opaque", {"k": "v"}]),
+    ]
+    store.commit_runtime_state(commit(expected=0, graph=GraphDelta.append(nodes, "p2")))
+    assert loaded(store).graph.nodes == nodes
+    assert store.load_node("p1") == nodes[0]
+
+
+# ===========================================================================
+# Read scopes
+
+
+def _branching(store: SessionStore) -> None:
+    """``root-node <- left-node <- left-leaf`` and ``root-node <- right-leaf``, leaf ``left-leaf`` (E-5)."""
+    graph = SessionGraph(
+        nodes=[
+            message("root-node", "user", "root"),
+            message("left-node", "assistant", "left", "root-node"),
+            message("left-leaf", "user", "left leaf", "left-node"),
+            message("right-leaf", "user", "right leaf", "root-node"),
+        ],
+        leaf_node_id="left-leaf",
+    )
+    store.commit_runtime_state(commit(expected=0, graph=GraphDelta.replace_full(graph)))
+
+
+def test_full_graph_scope_is_the_default_and_keeps_insertion_order(store: SessionStore) -> None:
+    _branching(store)
+    read = loaded(store, SessionReadScope.full_graph())
+    assert node_ids(read) == ["root-node", "left-node", "left-leaf", "right-leaf"]
+    assert read.graph.leaf_node_id == "left-leaf"
+    assert store.load_session() == read
+
+
+def test_active_path_defaults_to_the_head_leaf(store: SessionStore) -> None:
+    _branching(store)
+    read = loaded(store, SessionReadScope.active_path())
+    assert node_ids(read) == ["root-node", "left-node", "left-leaf"]
+    assert read.graph.leaf_node_id == "left-leaf"
+    assert read.head_revision == 1
+
+
+def test_active_path_with_an_explicit_leaf(store: SessionStore) -> None:
+    _branching(store)
+    read = loaded(store, SessionReadScope.active_path("right-leaf"))
+    assert node_ids(read) == ["root-node", "right-leaf"]
+    assert read.graph.leaf_node_id == "right-leaf"
+    middle = loaded(store, SessionReadScope.active_path("left-node"))
+    assert node_ids(middle) == ["root-node", "left-node"]
+
+
+def test_active_path_to_an_unknown_leaf_is_empty(store: SessionStore) -> None:
+    _branching(store)
+    read = loaded(store, SessionReadScope.active_path("ghost"))
+    assert read.graph.nodes == []
+    assert read.graph.leaf_node_id == "ghost"
+
+
+def test_active_path_on_a_session_without_leaf_is_empty(store: SessionStore) -> None:
+    store.commit_runtime_state(commit(expected=0, graph=GraphDelta.append(chain("a"), None)))
+    read = loaded(store, SessionReadScope.active_path())
+    assert read.graph == SessionGraph(nodes=[], leaf_node_id=None)
+
+
+def test_tombstoned_leaf_reads_as_none(store: SessionStore) -> None:
+    _branching(store)
+    store.tombstone_nodes(["left-leaf"])
+    full = loaded(store)
+    assert full.graph.leaf_node_id is None
+    assert node_ids(full) == ["root-node", "left-node", "right-leaf"]
+    active = loaded(store, SessionReadScope.active_path())
+    assert active.graph == SessionGraph(nodes=[], leaf_node_id=None)
+    explicit = loaded(store, SessionReadScope.active_path("left-leaf"))
+    assert explicit.graph == SessionGraph(nodes=[], leaf_node_id=None)
+
+
+def test_active_path_stops_at_a_tombstoned_ancestor(store: SessionStore) -> None:
+    store.commit_runtime_state(commit(expected=0, graph=GraphDelta.append(chain("a", "b", "c"), "c")))
+    store.tombstone_nodes(["b"])
+    assert node_ids(store.load_session(SessionReadScope.active_path())) == ["c"]
+
+
+def test_active_path_terminates_on_a_parent_cycle(store: SessionStore) -> None:
+    nodes = [message("a", "user", "a", parent="c"), message("b", "user", "b", "a"), message("c", "user", "c", "b")]
+    store.commit_runtime_state(commit(expected=0, graph=GraphDelta.append(nodes, "c")))
+    read = loaded(store, SessionReadScope.active_path())
+    assert node_ids(read) == ["a", "b", "c"]
+    assert read.graph.leaf_node_id == "c"
+    self_loop = message("s", "user", "s", parent="s")
+    store.commit_runtime_state(commit(expected=1, graph=GraphDelta.append([self_loop], "s")))
+    assert node_ids(store.load_session(SessionReadScope.active_path())) == ["s"]
+
+
+# ===========================================================================
+# Tombstones and vacuum
+
+
+def test_tombstone_hides_nodes_from_every_read(store: SessionStore) -> None:
+    store.commit_runtime_state(commit(expected=0, graph=GraphDelta.append(chain("node-live", "node-delete"), None)))
+    assert store.load_node("node-delete") is not None
+    assert store.tombstone_nodes(["node-delete"]) == 1
+    assert store.load_node("node-delete") is None
+    assert node_ids(store.load_session()) == ["node-live"]
+    assert revision(store) == 1  # tombstoning does not move the head
+
+
+def test_tombstone_counts_only_newly_hidden_known_nodes(store: SessionStore) -> None:
+    store.commit_runtime_state(commit(expected=0, graph=GraphDelta.append(chain("a", "b", "c"), "c")))
+    assert store.tombstone_nodes([]) == 0
+    assert store.tombstone_nodes(["a", "ghost"]) == 1
+    assert store.tombstone_nodes(["a", "b"]) == 1
+    assert node_ids(store.load_session()) == ["c"]
+
+
+def test_vacuum_removes_exactly_the_tombstoned_nodes(store: SessionStore) -> None:
+    assert store.vacuum() == VacuumReport(removed_node_count=0)
+    store.commit_runtime_state(commit(expected=0, graph=GraphDelta.append(chain("a", "b", "c", "d"), "d")))
+    store.tombstone_nodes(["b", "c"])
+    assert store.vacuum() == VacuumReport(removed_node_count=2)
+    assert store.vacuum() == VacuumReport(removed_node_count=0)
+    assert node_ids(store.load_session()) == ["a", "d"]
+    assert revision(store) == 1
+
+
+def test_vacuum_never_changes_what_reads_return(store: SessionStore) -> None:
+    _branching(store)
+    store.tombstone_nodes(["left-leaf", "left-node"])
+    full, active = store.load_session(), store.load_session(SessionReadScope.active_path())
+    assert full is not None and full.graph.leaf_node_id is None  # a tombstoned leaf reads as no leaf
+    assert store.vacuum() == VacuumReport(removed_node_count=2)
+    after = loaded(store)
+    assert after.graph.leaf_node_id is None, "vacuum turned a tombstoned leaf back into a (ghost) leaf"
+    assert after == full
+    assert store.load_session(SessionReadScope.active_path()) == active
+    assert store.load_node("left-leaf") is None
+
+
+# ===========================================================================
+# Blobs and checkpoints
+
+
+def test_blobs_are_content_addressed(store: SessionStore) -> None:
+    ref = store.put_blob(b"payload")
+    assert ref == sha256(b"payload")
+    assert store.put_blob(b"payload") == ref
+    assert store.get_blob(ref) == b"payload"
+    big = bytes(range(256)) * 64
+    for descriptor in (
+        BlobArtifactDescriptor.plugin_session_snapshot(),
+        BlobArtifactDescriptor.tool_state_snapshot(),
+        BlobArtifactDescriptor.checkpoint_manifest(),
+    ):
+        assert store.put_artifact_blob(descriptor, big) == sha256(big)
+    assert store.get_blob(sha256(big)) == big
+    assert store.put_artifact_blob(BlobArtifactDescriptor.execution_state_snapshot(), b"payload") == ref
+    assert store.get_blob(ref) == b"payload"
+    assert store.put_blob(b"") == sha256(b"")
+    assert store.get_blob(sha256(b"")) == b""
+
+
+def test_put_checkpoint_round_trips_and_does_not_touch_the_head(store: SessionStore) -> None:
+    hydrated = HydratedCheckpoint(
+        turn_state={"turn_index": 1},
+        tool_state={"generation": 7},
+        plugin_snapshot={"plugins": {"p": {"meta": 1}}},
+        plugin_snapshot_revision=11,
+        execution_state=b"vm-state",
+    )
+    ref, manifest = store.put_checkpoint(hydrated)
+    assert store.load_session() is None
+    got = store.get_checkpoint(ref)
+    assert got is not None
+    assert got.turn_state == {"turn_index": 1}
+    assert got.tool_state == {"generation": 7}
+    assert got.plugin_snapshot == {"plugins": {"p": {"meta": 1}}}
+    assert got.plugin_snapshot_revision == 11
+    assert got.execution_state == b"vm-state"
+    assert (got.tool_state_ref, got.plugin_snapshot_ref, got.execution_state_ref) == (
+        manifest.tool_state_ref,
+        manifest.plugin_snapshot_ref,
+        manifest.execution_state_ref,
+    )
+    assert manifest.execution_state_ref == sha256(b"vm-state")
+    assert store.get_blob(manifest.execution_state_ref) == b"vm-state"
+    assert store.put_checkpoint(hydrated) == (ref, manifest)  # deterministic
+
+
+def test_checkpoint_reports_child_refs_even_when_missing(store: SessionStore) -> None:
+    missing_tool, missing_plugin, missing_exec = sha256(b"no-tool"), sha256(b"no-plugin"), sha256(b"no-exec")
+    ref, manifest = store.put_checkpoint(
+        HydratedCheckpoint(
+            turn_state={"turn_index": 2},
+            tool_state_ref=missing_tool,
+            plugin_snapshot_ref=missing_plugin,
+            plugin_snapshot_revision=3,
+            execution_state_ref=missing_exec,
+        )
+    )
+    assert (manifest.tool_state_ref, manifest.plugin_snapshot_ref, manifest.execution_state_ref) == (
+        missing_tool,
+        missing_plugin,
+        missing_exec,
+    )
+    assert store.get_checkpoint(ref) == HydratedCheckpoint(
+        turn_state={"turn_index": 2},
+        tool_state=None,
+        tool_state_ref=missing_tool,
+        plugin_snapshot=None,
+        plugin_snapshot_ref=missing_plugin,
+        plugin_snapshot_revision=3,
+        execution_state=None,
+        execution_state_ref=missing_exec,
+    )
+
+
+def test_commit_keeps_ref_only_snapshots(store: SessionStore) -> None:
+    _, stored = store.put_checkpoint(HydratedCheckpoint(tool_state={"g": 5}))
+    tool_ref = stored.tool_state_ref
+    assert tool_ref is not None
+    store.commit_runtime_state(commit(expected=0, checkpoint=HydratedCheckpoint(tool_state_ref=tool_ref)))
+    hydrated = loaded(store).checkpoint
+    assert hydrated is not None
+    assert hydrated.tool_state_ref == tool_ref
+    assert hydrated.tool_state == {"g": 5}
+
+
+# ===========================================================================
+# Garbage collection
+
+
+def test_gc_keeps_the_live_checkpoint_and_its_children(store: SessionStore, clock: ManualClock) -> None:
+    orphan = store.put_artifact_blob(BlobArtifactDescriptor.plugin_session_snapshot(), b"orphan-blob")
+    result = store.commit_runtime_state(
+        commit(
+            expected=0,
+            checkpoint=HydratedCheckpoint(
+                turn_state={"turn_index": 1},
+                tool_state={"generation": 3},
+                plugin_snapshot={"plugins": {}},
+                plugin_snapshot_revision=5,
+                execution_state=b"\xde\xad\xbe\xef",
+            ),
+        )
+    )
+    clock.advance(1)
+    report = store.gc_unreachable()
+    assert report.skipped_reason is None
+    assert report.deleted_blob_count == 1
+    assert report.retained_blob_count == 4
+    assert store.get_blob(orphan) is None
+    manifest = result.manifest
+    for ref in (result.checkpoint_ref, manifest.tool_state_ref, manifest.plugin_snapshot_ref):
+        assert ref is not None and store.get_blob(ref) is not None
+    assert manifest.execution_state_ref is not None
+    assert store.get_blob(manifest.execution_state_ref) == b"\xde\xad\xbe\xef"
+    assert loaded(store).checkpoint is not None
+    assert store.gc_unreachable().deleted_blob_count == 0
+
+
+def test_gc_deletes_superseded_checkpoints(store: SessionStore, clock: ManualClock) -> None:
+    first = store.commit_runtime_state(
+        commit(expected=0, checkpoint=HydratedCheckpoint(turn_state={"turn_index": 1}, tool_state={"generation": 1}))
+    )
+    second = store.commit_runtime_state(
+        commit(expected=1, checkpoint=HydratedCheckpoint(turn_state={"turn_index": 2}, tool_state={"generation": 2}))
+    )
+    clock.advance(1)
+    assert store.gc_unreachable().deleted_blob_count == 2
+    assert store.get_blob(first.checkpoint_ref) is None
+    assert first.manifest.tool_state_ref is not None and store.get_blob(first.manifest.tool_state_ref) is None
+    hydrated = loaded(store).checkpoint
+    assert hydrated is not None and hydrated.tool_state == {"generation": 2}
+    assert store.get_checkpoint(second.checkpoint_ref) == hydrated
+
+
+def test_gc_keeps_execution_state_named_by_agent_frames(store: SessionStore, clock: ManualClock) -> None:
+    descriptor = BlobArtifactDescriptor.execution_state_snapshot()
+    live = store.put_artifact_blob(descriptor, b"frame-1-vm")
+    dead = store.put_artifact_blob(descriptor, b"superseded-vm")
+    frames = [{"frame_id": "frame-1", "execution_state_ref": live}, {"frame_id": "frame-2"}]
+    store.commit_runtime_state(commit(expected=0, agent_frames=frames, current_agent_frame_id="frame-2"))
+    clock.advance(1)
+    report = store.gc_unreachable()
+    assert report.skipped_reason is None
+    assert store.get_blob(live) == b"frame-1-vm"
+    assert store.get_blob(dead) is None
+
+
+def test_gc_keeps_module_artifacts_and_deletes_unrooted_blobs(store: SessionStore, clock: ManualClock) -> None:
+    store.put_module_artifact("mod:scan", b"module-bytes")
+    raw = store.put_blob(b"raw-orphan")
+    typed = store.put_artifact_blob(BlobArtifactDescriptor.tool_state_snapshot(), b"typed-orphan")
+    unrooted_ref, _ = store.put_checkpoint(HydratedCheckpoint(turn_state={"turn_index": 9}))
+    clock.advance(1)
+    report = store.gc_unreachable()  # no head at all: only pinned modules are roots
+    assert report.skipped_reason is None
+    assert report.deleted_blob_count == 3
+    assert store.get_module_artifact("mod:scan") == b"module-bytes"
+    for ref in (raw, typed, unrooted_ref):
+        assert store.get_blob(ref) is None
+
+
+def test_gc_tolerates_missing_rooted_children(store: SessionStore, clock: ManualClock) -> None:
+    ghost = sha256(b"never stored")
+    result = store.commit_runtime_state(commit(expected=0, checkpoint=HydratedCheckpoint(tool_state_ref=ghost)))
+    orphan = store.put_blob(b"orphan")
+    clock.advance(1)
+    report = store.gc_unreachable()
+    assert report.skipped_reason is None
+    assert report.deleted_blob_count == 1
+    assert store.get_blob(orphan) is None
+    assert store.get_blob(result.checkpoint_ref) is not None
+
+
+def test_gc_refuses_to_delete_when_the_head_does_not_decode(
+    store: SessionStore, clock: ManualClock, harness: BackendHarness
+) -> None:
+    result = store.commit_runtime_state(
+        commit(expected=0, checkpoint=HydratedCheckpoint(turn_state={"turn_index": 1}, tool_state={"generation": 1}))
+    )
+    orphan = store.put_blob(b"orphan")
+    harness.corrupt_head(store)
+    clock.advance(1)
+    report = store.gc_unreachable()
+    assert report.skipped_reason
+    assert report.deleted_blob_count == 0
+    assert store.get_blob(orphan) == b"orphan"
+    assert store.get_blob(result.checkpoint_ref) is not None
+    with pytest.raises(CorruptData):
+        store.load_session()
+
+
+# ===========================================================================
+# Attachments
+
+
+def test_attachment_manifest_lifecycle(store: SessionStore) -> None:
+    for attachment_id in ("manual", "runtime", "orphan"):
+        store.record_intent(intent(attachment_id, 100))
+    assert sorted(uncommitted_ids(store, 200)) == ["manual", "orphan", "runtime"]
+    assert store.commit_refs("root", ["manual"]) == 1
+    store.commit_runtime_state(commit(expected=0).with_committed_attachments(["runtime"]))
+    assert store.list_uncommitted(200) == [
+        AttachmentManifestEntry(
+            attachment_id="orphan",
+            session_id="root",
+            canonical_uri="sha256:orphan",
+            intent_at_epoch_ms=100,
+            committed_at_epoch_ms=None,
+        )
+    ]
+    store.forget("orphan")
+    assert store.list_uncommitted(200) == []
+
+
+def test_list_uncommitted_is_inclusive_ordered_and_across_sessions(store: SessionStore) -> None:
+    store.record_intent(intent("late", 300))
+    store.record_intent(intent("early", 100, session_id="other"))
+    store.record_intent(intent("middle", 200))
+    assert uncommitted_ids(store, 99) == []
+    assert uncommitted_ids(store, 200) == ["early", "middle"]
+    assert uncommitted_ids(store, MAX_MS) == ["early", "middle", "late"]
+    assert store.list_uncommitted(100)[0].session_id == "other"
+
+
+def test_commit_stamping_is_first_wins(store: SessionStore, clock: ManualClock) -> None:
+    store.record_intent(intent("att", 100))
+    assert store.commit_refs("root", ["att"]) == 1
+    clock.advance(1_000)
+    assert store.commit_refs("root", ["att"]) == 0
+    store.commit_runtime_state(commit(expected=0).with_committed_attachments(["att"]))
+    store.record_intent(intent("att", 5_000))  # a committed row never goes back to uncommitted
+    assert uncommitted_ids(store) == []
+
+
+def test_stamping_ignores_other_sessions_and_unknown_ids(store: SessionStore) -> None:
+    store.record_intent(intent("theirs", 100, session_id="other"))
+    assert store.commit_refs("root", ["theirs", "unknown"]) == 0
+    store.commit_runtime_state(commit("root", 0).with_committed_attachments(["theirs", "unknown"]))
+    assert uncommitted_ids(store) == ["theirs"]
+    assert store.commit_refs("root", []) == 0
+    assert store.commit_refs("other", ["theirs"]) == 1
+    assert uncommitted_ids(store) == []
+
+
+def test_failed_commit_does_not_stamp_attachments(store: SessionStore) -> None:
+    store.record_intent(intent("att", 100))
+    with pytest.raises(HeadRevisionConflict):
+        store.commit_runtime_state(commit(expected=4).with_committed_attachments(["att"]))
+    assert uncommitted_ids(store) == ["att"]
+
+
+def test_re_recording_an_uncommitted_intent_refreshes_it(store: SessionStore) -> None:
+    store.record_intent(intent("att", 100))
+    store.record_intent(intent("att", 500))
+    assert uncommitted_ids(store, 200) == []
+    assert [entry.intent_at_epoch_ms for entry in store.list_uncommitted(500)] == [500]
+
+
+def test_forget_drops_any_row_and_tolerates_missing_ones(store: SessionStore) -> None:
+    store.record_intent(intent("committed", 100))
+    store.commit_refs("root", ["committed"])
+    store.forget("committed")
+    store.forget("never-recorded")
+    store.record_intent(intent("committed", 700))  # forgotten: recorded afresh, uncommitted
+    assert uncommitted_ids(store) == ["committed"]
+
+
+# ===========================================================================
+# Module artifacts, metadata, picker info
+
+
+def test_module_artifacts_round_trip_and_repin(store: SessionStore) -> None:
+    store.put_module_artifact("mod:a", b"\x00version-1")
+    store.put_module_artifact("mod:b", b"other")
+    assert store.get_module_artifact("mod:a") == b"\x00version-1"
+    store.put_module_artifact("mod:a", b"\x00version-2")
+    assert store.get_module_artifact("mod:a") == b"\x00version-2"
+    assert store.get_module_artifact("mod:b") == b"other"
+    assert store.get_module_artifact("mod:c") is None
+
+
+def test_session_meta_round_trips_and_is_replaced(store: SessionStore) -> None:
+    meta = SessionMeta(
+        session_id="chat/alpha",
+        session_name="Alpha",
+        created_at="2026-01-01T00:00:00Z",
+        model="gpt-5.4-mini",
+        cwd="/tmp/project",
+        relation=SessionRelation.child("parent", caused_by={"tool_call": "call-1"}),
+    )
+    store.save_session_meta(meta)
+    assert store.load_session_meta() == meta
+    assert store.load_session() is None  # metadata alone is not a session head
+    renamed = msgspec.structs.replace(meta, session_name="Renamed", cwd=None, relation=SessionRelation.root())
+    store.save_session_meta(renamed)
+    assert store.load_session_meta() == renamed
+
+
+def _meta(session_id: str = "root") -> SessionMeta:
+    return SessionMeta(session_id=session_id, session_name=session_id, created_at="2026-01-01T00:00:00Z", model="m")
+
+
+def test_picker_info_needs_metadata(store: SessionStore) -> None:
+    store.commit_runtime_state(commit(expected=0, graph=GraphDelta.append([message("u", "user", "hi")], "u")))
+    assert store.load_picker_info() is None
+    store.save_session_meta(_meta())
+    assert store.load_picker_info() == SessionPickerInfo(
+        session_id="root", cwd=None, relation=SessionRelation.root(), first_user_message="hi", user_message_count=1
+    )
+
+
+def test_picker_first_user_message_rules(store: SessionStore) -> None:
+    store.save_session_meta(msgspec.structs.replace(_meta(), cwd="/w", relation=SessionRelation.child("p")))
+    user_parts = [
+        {"type": "text", "text": "  look at this  "},
+        {"type": "tool_call", "text": "hidden call"},
+        {"type": "image", "id": "img-1"},
+        {"type": "text", "text": "   "},
+        {"type": "tool_result", "text": "hidden result"},
+        {"type": "code", "text": "print(1)"},
+    ]
+    nodes = [
+        message("s", "system", "you are helpful"),
+        message("a0", "assistant", "welcome", "s"),
+        SessionNode(node_id="event", parent_node_id="a0", kind="event", payload={"role": "user", "parts": []}),
+        SessionNode(node_id="u1", parent_node_id="a0", payload={"role": "user", "parts": user_parts}),
+        message("u2", "user", "second", "u1"),
+        message("branch", "user", "other branch", "a0"),
+    ]
+    store.commit_runtime_state(commit(expected=0, graph=GraphDelta.append(nodes, "u2")))
+    info = store.load_picker_info()
+    assert info is not None
+    # parts keep their own whitespace; only the joined text is trimmed
+    assert info.first_user_message == "look at this  \n\n[Image attached]\n\nprint(1)"
+    assert info.user_message_count == 3  # every branch counts; system, assistant and non-message nodes do not
+    assert (info.session_id, info.cwd, info.relation) == ("root", "/w", SessionRelation.child("p"))
+
+
+def test_picker_info_follows_tombstones_appends_and_replaces(store: SessionStore) -> None:
+    store.save_session_meta(_meta())
+    assert store.load_picker_info() == SessionPickerInfo(
+        session_id="root", cwd=None, relation=SessionRelation.root(), first_user_message="", user_message_count=0
+    )
+    first = [message("u1", "user", "first"), message("a1", "assistant", "ok", "u1")]
+    store.commit_runtime_state(commit(expected=0, graph=GraphDelta.append(first, "a1")))
+    store.commit_runtime_state(commit(expected=1, graph=GraphDelta.append([message("u2", "user", "next", "a1")], "u2")))
+    info = store.load_picker_info()
+    assert info is not None and (info.first_user_message, info.user_message_count) == ("first", 2)
+    store.tombstone_nodes(["u1"])
+    info = store.load_picker_info()
+    assert info is not None and (info.first_user_message, info.user_message_count) == ("next", 1)
+    replaced = SessionGraph(nodes=[message("r", "user", "fresh start")], leaf_node_id="r")
+    store.commit_runtime_state(commit(expected=2, graph=GraphDelta.replace_full(replaced)))
+    info = store.load_picker_info()
+    assert info is not None and (info.first_user_message, info.user_message_count) == ("fresh start", 1)
+
+
+# ===========================================================================
+# Usage ledger
+
+
+def test_usage_merges_per_source_and_model_in_first_seen_order(store: SessionStore) -> None:
+    store.commit_runtime_state(
+        commit(
+            expected=0,
+            usage_deltas=[usage("turn", "m1", 11, 7, 3, 5), usage("subagent", "m2", i=1), usage("turn", "m1", i=1)],
+        )
+    )
+    store.commit_runtime_state(
+        commit(expected=1, usage_deltas=[usage("turn", "m2", o=4), usage("subagent", "m2", r=2)])
+    )
+    assert loaded(store).token_ledger == [
+        usage("turn", "m1", 12, 7, 3, 5),
+        usage("subagent", "m2", i=1, r=2),
+        usage("turn", "m2", o=4),
+    ]
+
+
+def test_usage_drops_only_all_zero_entries(store: SessionStore) -> None:
+    store.commit_runtime_state(
+        commit(expected=0, usage_deltas=[usage("zero", "m"), usage("cached", "m", c=9), usage("later", "m", i=1)])
+    )
+    store.commit_runtime_state(commit(expected=1, usage_deltas=[usage("zero", "m", o=2)]))
+    assert loaded(store).token_ledger == [usage("cached", "m", c=9), usage("later", "m", i=1), usage("zero", "m", o=2)]
+
+
+def test_failed_commit_adds_no_usage(store: SessionStore) -> None:
+    store.commit_runtime_state(commit(expected=0, usage_deltas=[usage("turn", "m", i=1)]))
+    with pytest.raises(HeadRevisionConflict):
+        store.commit_runtime_state(commit(expected=0, usage_deltas=[usage("turn", "m", i=100)]))
+    assert loaded(store).token_ledger == [usage("turn", "m", i=1)]
+
+
+# ===========================================================================
+# Fork
+
+
+def test_copy_session_into_an_empty_store(store: SessionStore, backend: Backend) -> None:
+    store.put_module_artifact("mod:x", b"module")
+    store.commit_runtime_state(
+        commit(
+            "forked",
+            0,
+            GraphDelta.append(chain("a", "b"), "b"),
+            checkpoint=HydratedCheckpoint(turn_state={"turn_index": 4}, tool_state={"g": 1}, execution_state=b"vm"),
+            usage_deltas=[usage("turn", "m", i=3)],
+        )
+    )
+    target = backend.open()
+    store.copy_session_into(target)
+    assert target.load_session() == store.load_session()
+    assert target.load_session(SessionReadScope.active_path()) == store.load_session(SessionReadScope.active_path())
+    assert target.get_module_artifact("mod:x") == b"module"
+    with pytest.raises(SessionBindingMismatch):
+        target.commit_runtime_state(commit("someone-else", 1))
+    assert target.commit_runtime_state(commit("forked", 1)).head_revision == 2
+    assert revision(store) == 1
+
+
+def test_copy_session_into_a_non_empty_store_is_refused(store: SessionStore, backend: Backend) -> None:
+    store.commit_runtime_state(commit(expected=0))
+    target = backend.open()
+    target.commit_runtime_state(commit("theirs", 0, GraphDelta.append(chain("t"), "t")))
+    before = snapshot(target, ("theirs",))
+    with pytest.raises(InvalidInput):
+        store.copy_session_into(target)
+    assert snapshot(target, ("theirs",)) == before
+
+
+# ===========================================================================
+# Work queue: enqueue
+
+
+def test_enqueue_returns_the_stored_batch(store: SessionStore, clock: ManualClock) -> None:
+    payloads = [
+        QueuedWorkPayload.turn_input(TurnInput.text("look").with_image_ref("img-1", b"\x89PNG")),
+        QueuedWorkPayload.session_command({"kind": "refresh_tool_surface", "expected_generation": 3}),
+        QueuedWorkPayload.process_wake({"process_id": "process-1", "sequence": 7}),
+    ]
+    built = (
+        QueuedWorkBatchDraft.new("root", ACTC, JOIN, payloads)
+        .with_source_key("host:abc")
+        .with_merge_key(MergeKey.group("inbox"))
+        .with_available_at_ms(START_MS - 5)
+    )
+    batch = store.enqueue_queued_work(built)
+    assert batch.batch_id
+    assert (batch.session_id, batch.source_key) == ("root", "host:abc")
+    assert (batch.delivery_policy, batch.slot_policy, batch.merge_key) == (ACTC, JOIN, MergeKey.group("inbox"))
+    assert (batch.available_at_ms, batch.enqueued_at_ms) == (START_MS - 5, clock())
+    assert [item.payload for item in batch.items] == payloads
+    assert len({item.item_id for item in batch.items}) == 3
+    assert store.list_queued_work("root") == [batch]
+
+
+def test_enqueue_is_idempotent_by_source_key_while_the_batch_exists(store: SessionStore, clock: ManualClock) -> None:
+    first = store.enqueue_queued_work(draft(text="first", slot=JOIN, key="source:first"))
+    clock.advance(10)
+    replay = store.enqueue_queued_work(draft(text="different replay payload", delivery=ACTC, key="source:first"))
+    assert replay == first
+    assert text_of(replay) == "first"
+    second = store.enqueue_queued_work(draft(text="second"))
+    store.enqueue_queued_work(draft("other", "other session", key="source:first"))  # keys are per session
+    assert store.list_queued_work("root") == [first, second]
+    assert first.enqueue_seq < second.enqueue_seq
+    assert len(store.list_queued_work("other")) == 1
+    held = must_claim(store, max_batches=1)
+    assert store.enqueue_queued_work(draft(text="while claimed", key="source:first")) == first
+    store.commit_runtime_state(commit(expected=0).completing_queue_claim(held.completion()))
+    again = store.enqueue_queued_work(draft(text="after completion", key="source:first"))
+    assert again.batch_id != first.batch_id
+    assert again.enqueue_seq > second.enqueue_seq
+    assert text_of(again) == "after completion"
+
+
+def test_batches_without_source_key_never_dedupe(store: SessionStore) -> None:
+    one = store.enqueue_queued_work(draft())
+    two = store.enqueue_queued_work(draft())
+    assert one.batch_id != two.batch_id
+    assert len(store.list_queued_work("root")) == 2
+
+
+def test_enqueue_seq_is_never_reused(store: SessionStore) -> None:
+    a = store.enqueue_queued_work(draft(text="a"))
+    b = store.enqueue_queued_work(draft(text="b"))
+    assert store.cancel_queued_work_batch("root", b.batch_id) is not None
+    c = store.enqueue_queued_work(draft(text="c"))
+    assert a.enqueue_seq < b.enqueue_seq < c.enqueue_seq
+    held = must_claim(store)
+    store.commit_runtime_state(commit(expected=0).completing_queue_claim(held.completion()))
+    held = must_claim(store)
+    store.commit_runtime_state(commit(expected=1).completing_queue_claim(held.completion()))
+    assert store.list_queued_work("root") == []
+    d = store.enqueue_queued_work(draft(text="d"))
+    assert d.enqueue_seq > c.enqueue_seq
+
+
+def test_empty_batch_is_stored_and_claimable(store: SessionStore) -> None:
+    empty = store.enqueue_queued_work(QueuedWorkBatchDraft.new("root", ESB, EXCL, []))
+    assert empty.items == []
+    held = must_claim(store)
+    assert held.batches == [empty]
+    assert held.is_empty()
+
+
+# ===========================================================================
+# Work queue: claim selection
+
+
+def test_claims_are_fifo_and_per_session(store: SessionStore, clock: ManualClock) -> None:
+    first = store.enqueue_queued_work(draft(text="1"))
+    other = store.enqueue_queued_work(draft("other", "o"))
+    second = store.enqueue_queued_work(draft(text="2"))
+    held = must_claim(store, owner="worker")
+    assert held.batches == [first]
+    assert (held.session_id, held.owner_id) == ("root", "worker")
+    assert (held.claimed_at_epoch_ms, held.expires_at_epoch_ms) == (clock(), clock() + TTL)
+    assert held.claim_id and held.lease_token
+    assert must_claim(store).batches == [second]
+    assert claim(store) is None
+    assert must_claim(store, "other").batches == [other]
+    assert claim(store, "nobody") is None
+
+
+def test_delayed_batches_become_ready_inclusively_without_blocking(store: SessionStore, clock: ManualClock) -> None:
+    delayed = store.enqueue_queued_work(draft(text="later", available_at_ms=clock() + 500))
+    ready = store.enqueue_queued_work(draft(text="now"))
+    assert must_claim(store).batches == [ready]  # a delayed head does not block
+    assert claim(store) is None
+    assert ids(store.list_queued_work("root")) == [delayed.batch_id, ready.batch_id]
+    assert ids(store.list_pending_queued_work("root")) == [delayed.batch_id]
+    clock.advance(499)
+    assert claim(store) is None
+    clock.advance(1)
+    assert must_claim(store).batches == [delayed]
+
+
+def test_far_future_availability_is_never_ready(store: SessionStore, clock: ManualClock) -> None:
+    store.enqueue_queued_work(draft(available_at_ms=4_102_444_800_000))
+    store.enqueue_queued_work(draft(available_at_ms=MAX_MS))
+    clock.advance(10**9)
+    assert claim(store) is None
+    assert len(store.list_pending_queued_work("root")) == 2
+
+
+def test_exclusive_head_is_claimed_alone(store: SessionStore) -> None:
+    exclusive = store.enqueue_queued_work(draft(text="x", slot=EXCL))
+    join = store.enqueue_queued_work(draft(text="j", slot=JOIN))
+    assert must_claim(store).batches == [exclusive]
+    assert must_claim(store).batches == [join]
+
+
+def test_join_groups_by_delivery_policy_and_merge_key(store: SessionStore) -> None:
+    a1 = store.enqueue_queued_work(draft(text="a1", slot=JOIN, merge=MergeKey.group("a")))
+    a2 = store.enqueue_queued_work(draft(text="a2", slot=JOIN, merge=MergeKey.group("a")))
+    g = store.enqueue_queued_work(draft(text="g", slot=JOIN, merge=MergeKey.group("b")))
+    c = store.enqueue_queued_work(draft(text="c", delivery=ACTC, slot=JOIN, merge=MergeKey.group("a")))
+    assert ids(must_claim(store).batches) == ids([a1, a2])
+    assert ids(must_claim(store).batches) == ids([g])
+    assert ids(must_claim(store).batches) == ids([c])
+
+
+def test_join_respects_max_batches_and_never_merges_with_never(store: SessionStore) -> None:
+    batches = [store.enqueue_queued_work(draft(text=str(i), slot=JOIN)) for i in range(3)]
+    assert ids(must_claim(store, max_batches=2).batches) == ids(batches[:2])
+    assert ids(must_claim(store, max_batches=10).batches) == ids(batches[2:])
+    more = [store.enqueue_queued_work(draft(text=str(i), slot=JOIN)) for i in range(3)]
+    assert ids(must_claim(store).batches) == ids(more)
+    keyed = [
+        store.enqueue_queued_work(draft(text="n", slot=JOIN, merge=MergeKey.never())),
+        store.enqueue_queued_work(draft(text="p", slot=JOIN, merge=MergeKey.payload_default())),
+    ]
+    assert ids(must_claim(store).batches) == ids(keyed[:1])  # never != payload_default
+    assert ids(must_claim(store).batches) == ids(keyed[1:])
+
+
+def test_exclusive_or_first_mismatch_ends_a_group(store: SessionStore) -> None:
+    g = MergeKey.group("g")
+    j1 = store.enqueue_queued_work(draft(text="j1", slot=JOIN, merge=g))
+    e = store.enqueue_queued_work(draft(text="e", slot=EXCL, merge=g))
+    j2 = store.enqueue_queued_work(draft(text="j2", slot=JOIN, merge=g))
+    h = store.enqueue_queued_work(draft(text="h", slot=JOIN, merge=MergeKey.group("h")))
+    j3 = store.enqueue_queued_work(draft(text="j3", slot=JOIN, merge=g))
+    for expected in (j1, e, j2, h, j3):
+        assert ids(must_claim(store).batches) == [expected.batch_id]
+
+
+def test_join_walks_past_delayed_and_claimed_rows(store: SessionStore, clock: ManualClock) -> None:
+    g = MergeKey.group("g")
+    blocker = store.enqueue_queued_work(draft("root", "x", slot=EXCL))
+    held = must_claim(store)  # live-claimed row at the front
+    assert held.batches == [blocker]
+    j1 = store.enqueue_queued_work(draft(text="j1", slot=JOIN, merge=g))
+    store.enqueue_queued_work(draft(text="delayed", slot=JOIN, merge=g, available_at_ms=clock() + 1_000))
+    j3 = store.enqueue_queued_work(draft(text="j3", slot=JOIN, merge=g))
+    assert ids(must_claim(store).batches) == ids([j1, j3])
+
+
+def test_claim_boundary_table(store: SessionStore) -> None:
+    cases = [
+        (IDLE, ESB, True),
+        (IDLE, ACTC, True),
+        (CHECKPOINT, ESB, True),
+        (CHECKPOINT, ACTC, False),
+    ]
+    for index, (boundary, delivery, claimable) in enumerate(cases):
+        session_id = f"boundary-{index}"
+        batch = store.enqueue_queued_work(draft(session_id, delivery=delivery))
+        got = claim(store, session_id, boundary=boundary)
+        assert (got is not None) is claimable, (boundary, delivery)
+        if got is not None:
+            assert got.batches == [batch]
+        else:
+            assert store.list_pending_queued_work(session_id) == [batch]
+
+
+def test_checkpoint_claims_are_blocked_by_an_after_commit_head(store: SessionStore) -> None:
+    after = store.enqueue_queued_work(draft(text="after current commit", delivery=ACTC))
+    early = store.enqueue_queued_work(draft(text="earliest", delivery=ESB))
+    assert claim(store, owner="owner-a", boundary=CHECKPOINT) is None  # no look-ahead past the head
+    idle = must_claim(store, owner="owner-a", boundary=IDLE)
+    assert idle.batches == [after]
+    checkpoint = must_claim(store, owner="owner-b", boundary=CHECKPOINT)
+    assert checkpoint.batches == [early]
+    g = MergeKey.group("g")
+    esb = store.enqueue_queued_work(draft("mixed", "esb", ESB, JOIN, merge=g))
+    store.enqueue_queued_work(draft("mixed", "actc", ACTC, JOIN, merge=g))
+    assert must_claim(store, "mixed", boundary=CHECKPOINT).batches == [esb]
+    assert claim(store, "mixed", boundary=CHECKPOINT) is None
+
+
+def test_max_batches_zero_claims_nothing(store: SessionStore) -> None:
+    batch = store.enqueue_queued_work(draft())
+    assert claim(store, max_batches=0) is None
+    assert store.list_pending_queued_work("root") == [batch]
+    assert must_claim(store).batches == [batch]
+
+
+def test_ttl_zero_claim_is_already_expired(store: SessionStore, clock: ManualClock) -> None:
+    batch = store.enqueue_queued_work(draft())
+    expired = must_claim(store, owner="owner-a", ttl=0)
+    assert expired.expires_at_epoch_ms == clock()
+    assert store.list_pending_queued_work("root") == [batch]
+    again = must_claim(store, owner="owner-b")  # same millisecond
+    assert again.batches == [batch]
+    assert again.fencing_token > expired.fencing_token
+
+
+def test_huge_ttl_saturates_and_never_expires(store: SessionStore, clock: ManualClock) -> None:
+    store.enqueue_queued_work(draft())
+    held = must_claim(store, ttl=MAX_MS)
+    assert held.expires_at_epoch_ms == MAX_MS
+    clock.advance(10**12)
+    assert store.list_pending_queued_work("root") == []
+    assert claim(store, owner="thief") is None
+    assert store.renew_queued_work_claim(held, MAX_MS).expires_at_epoch_ms == MAX_MS
+
+
+def test_fencing_tokens_grow_per_session(store: SessionStore, clock: ManualClock) -> None:
+    store.enqueue_queued_work(draft(text="b1"))
+    store.enqueue_queued_work(draft(text="b2"))
+    f1 = must_claim(store, ttl=100, max_batches=1)
+    f_other = must_claim(store, max_batches=1)
+    assert f_other.fencing_token > f1.fencing_token  # another batch, same session
+    clock.advance(100)
+    f2 = must_claim(store, owner="owner-b")  # reclaims the expired batch
+    assert f2.batches == f1.batches
+    store.abandon_queued_work_claim(f2)
+    f3 = must_claim(store, owner="owner-c")
+    assert f1.fencing_token < f2.fencing_token < f3.fencing_token
+    assert len({f1.claim_id, f2.claim_id, f3.claim_id}) == 3
+    assert len({f1.lease_token, f2.lease_token, f3.lease_token}) == 3
+
+
+# ===========================================================================
+# Work queue: renew, abandon, cancel
+
+
+def test_renew_extends_only_the_expiry(store: SessionStore, clock: ManualClock) -> None:
+    store.enqueue_queued_work(draft())
+    held = must_claim(store, ttl=100)
+    clock.advance(50)
+    renewed = store.renew_queued_work_claim(held, 1_000)
+    assert renewed == msgspec.structs.replace(held, expires_at_epoch_ms=clock() + 1_000)
+    clock.advance(500)  # past the original lease, within the renewed one
+    assert store.list_pending_queued_work("root") == []
+    assert claim(store, owner="thief") is None
+
+
+def test_expired_but_not_reclaimed_claim_can_be_renewed_and_completed(store: SessionStore, clock: ManualClock) -> None:
+    batch = store.enqueue_queued_work(draft())
+    held = must_claim(store, ttl=100)
+    clock.advance(200)
+    assert store.list_pending_queued_work("root") == [batch]
+    renewed = store.renew_queued_work_claim(held, TTL)
+    assert store.list_pending_queued_work("root") == []
+    store.commit_runtime_state(commit(expected=0).completing_queue_claim(renewed.completion()))
+    assert store.list_queued_work("root") == []
+    other = store.enqueue_queued_work(draft())
+    lapsed = must_claim(store, ttl=100)
+    clock.advance(200)
+    store.commit_runtime_state(commit(expected=1).completing_queue_claim(lapsed.completion()))  # no renew needed
+    assert other.batch_id not in ids(store.list_queued_work("root"))
+
+
+def test_stale_owner_after_reclaim_is_rejected_everywhere(store: SessionStore, clock: ManualClock) -> None:
+    batch = store.enqueue_queued_work(draft())
+    stale = must_claim(store, owner="owner-a", ttl=100)
+    clock.advance(100)
+    current = must_claim(store, owner="owner-b")
+    assert current.batches == [batch]
+    with pytest.raises(QueuedWorkClaimExpired) as caught:
+        store.renew_queued_work_claim(stale, TTL)
+    assert (caught.value.session_id, caught.value.claim_id) == ("root", stale.claim_id)
+    before = snapshot(store)
+    with pytest.raises(QueuedWorkClaimExpired):
+        store.commit_runtime_state(commit(expected=0).completing_queue_claim(stale.completion()))
+    assert snapshot(store) == before
+    store.abandon_queued_work_claim(stale)  # a no-op: the batch stays with its current owner
+    assert store.list_pending_queued_work("root") == []
+    assert claim(store, owner="owner-c") is None
+    store.renew_queued_work_claim(current, TTL)
+    store.commit_runtime_state(commit(expected=0).completing_queue_claim(current.completion()))
+    assert store.list_queued_work("root") == []
+
+
+def test_renew_with_a_stale_fence_is_rejected(store: SessionStore, clock: ManualClock) -> None:
+    store.enqueue_queued_work(draft())
+    held = must_claim(store, ttl=100)
+    for fence in (held.fencing_token + 1, held.fencing_token - 1):
+        if fence < 0:
+            continue
+        with pytest.raises(QueuedWorkClaimExpired):
+            store.renew_queued_work_claim(msgspec.structs.replace(held, fencing_token=fence), TTL)
+    clock.advance(100)  # the failed renews did not extend the lease
+    assert ids(store.list_pending_queued_work("root")) == held.batch_ids
+
+
+def test_renew_is_all_or_nothing(store: SessionStore, clock: ManualClock) -> None:
+    g = MergeKey.group("g")
+    a = store.enqueue_queued_work(draft(text="a", slot=JOIN, merge=g))
+    b = store.enqueue_queued_work(draft(text="b", slot=JOIN, merge=g))
+    both = must_claim(store, owner="owner-a", ttl=100)
+    assert ids(both.batches) == ids([a, b])
+    clock.advance(100)
+    assert must_claim(store, owner="owner-b", max_batches=1).batches == [a]
+    with pytest.raises(QueuedWorkClaimExpired):
+        store.renew_queued_work_claim(both, TTL)
+    assert store.list_pending_queued_work("root") == [b]  # b's expiry was not extended
+    assert must_claim(store, owner="owner-c").batches == [b]
+
+
+def test_abandon_releases_the_claim(store: SessionStore) -> None:
+    g = MergeKey.group("g")
+    batches = [store.enqueue_queued_work(draft(text=t, slot=JOIN, merge=g)) for t in ("a", "b")]
+    held = must_claim(store)
+    assert store.list_pending_queued_work("root") == []
+    store.abandon_queued_work_claim(held)
+    assert store.list_pending_queued_work("root") == batches
+    store.abandon_queued_work_claim(held)  # a second abandon is a no-op
+    assert store.list_pending_queued_work("root") == batches
+    with pytest.raises(QueuedWorkClaimExpired):
+        store.renew_queued_work_claim(held, TTL)
+    with pytest.raises(QueuedWorkClaimExpired):
+        store.commit_runtime_state(commit(expected=0).completing_queue_claim(held.completion()))
+    again = must_claim(store)
+    assert again.batches == batches
+    assert again.fencing_token > held.fencing_token
+
+
+def test_cancel_removes_only_free_batches(store: SessionStore) -> None:
+    first = store.enqueue_queued_work(draft(text="cancel me", delivery=ACTC))
+    cancelled = store.cancel_queued_work_batch("root", first.batch_id)
+    assert cancelled == first
+    assert store.list_queued_work("root") == []
+    second = store.enqueue_queued_work(draft(text="claimed", delivery=ACTC))
+    held = must_claim(store, max_batches=1)
+    assert store.list_pending_queued_work("root") == []
+    assert store.list_queued_work("root") == [second]
+    assert store.cancel_queued_work_batch("root", second.batch_id) is None
+    assert store.list_queued_work("root") == [second]
+    store.abandon_queued_work_claim(held)
+    assert store.list_pending_queued_work("root") == [second]
+    assert store.cancel_queued_work_batch("root", second.batch_id) == second
+    assert store.cancel_queued_work_batch("root", second.batch_id) is None
+
+
+def test_cancel_edge_cases(store: SessionStore, clock: ManualClock) -> None:
+    theirs = store.enqueue_queued_work(draft("other"))
+    assert store.cancel_queued_work_batch("root", "qwb:missing") is None
+    assert store.cancel_queued_work_batch("root", theirs.batch_id) is None
+    assert store.list_queued_work("other") == [theirs]
+    delayed = store.enqueue_queued_work(draft(text="delayed", available_at_ms=clock() + 10_000))
+    assert store.cancel_queued_work_batch("root", delayed.batch_id) == delayed
+    lapsed = store.enqueue_queued_work(draft(text="lapsed"))
+    held = must_claim(store, ttl=100)
+    clock.advance(100)
+    assert store.cancel_queued_work_batch("root", lapsed.batch_id) == lapsed
+    with pytest.raises(QueuedWorkClaimExpired):
+        store.commit_runtime_state(commit(expected=0).completing_queue_claim(held.completion()))
+    assert store.load_session() is None
+
+
+# ===========================================================================
+# Work queue: claim by batch ids, list vs pending
+
+
+def test_claim_by_batch_ids_cannot_skip_earlier_work(store: SessionStore) -> None:
+    b1 = store.enqueue_queued_work(draft(text="first", delivery=ACTC))
+    b2 = store.enqueue_queued_work(draft(text="second", delivery=ACTC))
+    assert store.claim_ready_queued_work_by_batch_ids("root", "owner", IDLE, TTL, [b2.batch_id]) is None
+    assert store.list_pending_queued_work("root") == [b1, b2]
+    held = store.claim_ready_queued_work_by_batch_ids("root", "owner", IDLE, TTL, [b1.batch_id])
+    assert held is not None and held.batches == [b1]
+    assert store.list_pending_queued_work("root") == [b2]
+
+
+def test_claim_by_batch_ids_mismatch_leaves_no_trace(store: SessionStore) -> None:
+    g = MergeKey.group("g")
+    a = store.enqueue_queued_work(draft(text="a", slot=JOIN, merge=g))
+    b = store.enqueue_queued_work(draft(text="b", slot=JOIN, merge=g))
+    before = snapshot(store)
+    for wanted in ([b.batch_id], [b.batch_id, a.batch_id], [a.batch_id, b.batch_id, "qwb:ghost"], []):
+        assert store.claim_ready_queued_work_by_batch_ids("root", "owner", IDLE, TTL, wanted) is None
+        assert snapshot(store) == before
+    probe = must_claim(store, owner="probe")  # never observable as claimed
+    assert probe.batches == [a, b]
+    store.abandon_queued_work_claim(probe)
+    exact = store.claim_ready_queued_work_by_batch_ids("root", "owner", IDLE, TTL, [a.batch_id, b.batch_id])
+    assert exact is not None and exact.batches == [a, b]
+    assert exact.fencing_token > probe.fencing_token
+
+
+def test_list_includes_everything_and_pending_leaves_out_live_claims(store: SessionStore, clock: ManualClock) -> None:
+    live = store.enqueue_queued_work(draft(text="live"))
+    lapsing = store.enqueue_queued_work(draft(text="lapsing"))
+    delayed = store.enqueue_queued_work(draft(text="delayed", available_at_ms=clock() + 10_000))
+    free = store.enqueue_queued_work(draft(text="free"))
+    must_claim(store, max_batches=1)
+    must_claim(store, ttl=100, max_batches=1)
+    clock.advance(100)
+    assert store.list_queued_work("root") == [live, lapsing, delayed, free]
+    assert store.list_pending_queued_work("root") == [lapsing, delayed, free]
+
+
+# ===========================================================================
+# Work queue: completion inside the commit
+
+
+def test_completion_is_lease_guarded(store: SessionStore) -> None:
+    g = MergeKey.group("joined")
+    store.enqueue_queued_work(draft(text="a", slot=JOIN, merge=g))
+    store.enqueue_queued_work(draft(text="b", slot=JOIN, merge=g))
+    held = must_claim(store)
+    before = snapshot(store)
+    bad = [
+        msgspec.structs.replace(held.completion(), lease_token=held.lease_token + ":stale"),
+        msgspec.structs.replace(held.completion(), claim_id=held.claim_id + ":other"),
+        msgspec.structs.replace(held.completion(), fencing_token=held.fencing_token + 1),
+    ]
+    for completion in bad:
+        with pytest.raises(QueuedWorkClaimExpired) as caught:
+            store.commit_runtime_state(commit(expected=0).completing_queue_claim(completion))
+        assert caught.value.session_id == "root"
+        assert snapshot(store) == before
+    store.commit_runtime_state(commit(expected=0).completing_queue_claim(held.completion()))
+    assert store.list_queued_work("root") == []
+
+
+def test_completion_must_name_exactly_the_claimed_batches(store: SessionStore) -> None:
+    g = MergeKey.group("g")
+    a = store.enqueue_queued_work(draft(text="a", slot=JOIN, merge=g))
+    b = store.enqueue_queued_work(draft(text="b", slot=JOIN, merge=g))
+    held = must_claim(store, max_batches=2)
+    z = store.enqueue_queued_work(draft(text="z"))
+    before = snapshot(store)
+    for batch_ids in (
+        [a.batch_id],
+        [a.batch_id, z.batch_id],
+        [a.batch_id, a.batch_id],
+        [b.batch_id, a.batch_id, z.batch_id],
+    ):
+        completion = msgspec.structs.replace(held.completion(), batch_ids=batch_ids)
+        with pytest.raises(QueuedWorkClaimExpired):
+            store.commit_runtime_state(commit(expected=0).completing_queue_claim(completion))
+        assert snapshot(store) == before
+    reordered = msgspec.structs.replace(held.completion(), batch_ids=[b.batch_id, a.batch_id])
+    store.commit_runtime_state(commit(expected=0).completing_queue_claim(reordered))  # a set, not a sequence
+    assert store.list_queued_work("root") == [z]
+
+
+def test_completion_for_another_session_is_rejected(store: SessionStore) -> None:
+    store.enqueue_queued_work(draft("other"))
+    theirs = must_claim(store, "other")
+    before = snapshot(store, ("root", "other"))
+    with pytest.raises(QueuedWorkClaimExpired) as caught:
+        store.commit_runtime_state(commit("root", 0).completing_queue_claim(theirs.completion()))
+    assert caught.value.claim_id == theirs.claim_id
+    assert snapshot(store, ("root", "other")) == before
+
+
+def test_the_same_completion_twice_in_one_commit_is_rejected(store: SessionStore) -> None:
+    store.enqueue_queued_work(draft())
+    held = must_claim(store)
+    before = snapshot(store)
+    with pytest.raises(QueuedWorkClaimExpired):
+        store.commit_runtime_state(commit(expected=0).completing_queue_claims([held.completion(), held.completion()]))
+    assert snapshot(store) == before
+
+
+def test_several_completions_commit_together_or_not_at_all(store: SessionStore, clock: ManualClock) -> None:
+    store.enqueue_queued_work(draft(text="1"))
+    store.enqueue_queued_work(draft(text="2"))
+    first, second = must_claim(store), must_claim(store)
+    store.commit_runtime_state(commit(expected=0).completing_queue_claims([first.completion(), second.completion()]))
+    assert store.list_queued_work("root") == []
+    store.enqueue_queued_work(draft(text="3"))
+    store.enqueue_queued_work(draft(text="4"))
+    valid = must_claim(store)
+    lapsed = must_claim(store, ttl=100)
+    clock.advance(100)
+    must_claim(store, owner="thief")  # reclaims lapsed's batch
+    before = snapshot(store)
+    with pytest.raises(QueuedWorkClaimExpired):
+        store.commit_runtime_state(
+            commit(expected=1).completing_queue_claims([valid.completion(), lapsed.completion()])
+        )
+    assert snapshot(store) == before
+
+
+def test_queue_completion_and_turn_stamp_are_atomic_and_idempotent(store: SessionStore) -> None:
+    batch = store.enqueue_queued_work(draft())
+    held = must_claim(store, max_batches=1)
+    base = commit(expected=0, checkpoint=HydratedCheckpoint(turn_state={"turn_index": 41})).with_turn_commit(
+        stamp("turn-atomic", "hash")
+    )
+    stale = msgspec.structs.replace(held.completion(), lease_token=held.lease_token + ":stale")
+    with pytest.raises(QueuedWorkClaimExpired):
+        store.commit_runtime_state(base.completing_queue_claim(stale))
+    assert store.load_session() is None
+    assert store.list_queued_work("root") == [batch]
+    first = store.commit_runtime_state(base.completing_queue_claim(held.completion()))
+    assert store.list_queued_work("root") == []
+    replay = store.commit_runtime_state(base.completing_queue_claim(held.completion()))
+    assert replay == first
+    replay_with_stale = store.commit_runtime_state(base.completing_queue_claim(stale))
+    assert replay_with_stale == first
+    assert revision(store) == 1
+
+
+def test_process_wake_is_enqueued_once_and_completed(store: SessionStore) -> None:
+    wake = {"process_id": "process-1", "sequence": 7, "target_session_id": "root"}
+    built = QueuedWorkBatchDraft.new("root", ESB, EXCL, [QueuedWorkPayload.process_wake(wake)]).with_source_key(
+        "process:process-1:event:7:wake"
+    )
+    first = store.enqueue_queued_work(built)
+    assert store.enqueue_queued_work(built).batch_id == first.batch_id
+    held = must_claim(store)
+    assert [item.payload for batch in held.batches for item in batch.items] == [QueuedWorkPayload.process_wake(wake)]
+    store.commit_runtime_state(commit(expected=0).completing_queue_claim(held.completion()))
+    assert store.list_queued_work("root") == []
+
+
+# ===========================================================================
+# Input validation: typed errors naming the field, nothing written
+
+_BAD_MS: list[Any] = [-1, 2**63, 1.5, True, "10", None]
+
+
+def _bad_time_calls() -> list[tuple[str, str, Callable[[SessionStore, Any], object]]]:
+    return [
+        (
+            "available_at_ms",
+            "available_at_ms",
+            lambda s, v: s.enqueue_queued_work(msgspec.structs.replace(draft(), available_at_ms=v)),
+        ),
+        ("lease_ttl_ms", "lease_ttl_ms", lambda s, v: s.claim_ready_queued_work("root", "o", IDLE, v, 1)),
+        (
+            "by_ids_lease_ttl_ms",
+            "lease_ttl_ms",
+            lambda s, v: s.claim_ready_queued_work_by_batch_ids("root", "o", IDLE, v, ["qwb:x"]),
+        ),
+        ("max_batches", "max_batches", lambda s, v: s.claim_ready_queued_work("root", "o", IDLE, TTL, v)),
+        ("intent_at_epoch_ms", "intent_at_epoch_ms", lambda s, v: s.record_intent(intent("att", v))),
+        ("older_than_epoch_ms", "older_than_epoch_ms", lambda s, v: s.list_uncommitted(v)),
+    ]
+
+
+@pytest.mark.parametrize("call", _bad_time_calls(), ids=lambda call: call[0])
+def test_invalid_times_and_counts_raise_invalid_input(store: SessionStore, call: Any) -> None:
+    _, field_name, invoke = call
+    store.enqueue_queued_work(draft(key="keep"))
+    before = snapshot(store)
+    for value in _BAD_MS:
+        try:
+            invoke(store, value)
+        except InvalidInput as exc:
+            assert field_name in exc.what, (value, exc.what)
+            assert isinstance(exc, ValueError)
+        else:
+            pytest.fail(f"{field_name}={value!r} did not raise InvalidInput")
+    assert snapshot(store) == before
+
+
+def test_renew_rejects_an_invalid_ttl(store: SessionStore) -> None:
+    store.enqueue_queued_work(draft())
+    held = must_claim(store)
+    before = snapshot(store)
+    bad: list[Any] = [-1, 2**63, 2**64 - 1, 0.5]
+    for value in bad:
+        with pytest.raises(InvalidInput):
+            store.renew_queued_work_claim(held, value)
+    assert snapshot(store) == before
+
+
+def _bad_id_calls() -> list[tuple[str, Callable[[SessionStore], object]]]:
+    return [
+        ("commit.session_id", lambda s: s.commit_runtime_state(commit(""))),
+        (
+            "node_id",
+            lambda s: s.commit_runtime_state(commit(graph=GraphDelta.append([message("", "user", "x")], None))),
+        ),
+        (
+            "parent_node_id",
+            lambda s: s.commit_runtime_state(commit(graph=GraphDelta.append([message("n", "user", "x", "")], "n"))),
+        ),
+        ("turn_id", lambda s: s.commit_runtime_state(commit().with_turn_commit(stamp("")))),
+        ("committed_attachment_ids", lambda s: s.commit_runtime_state(commit().with_committed_attachments([""]))),
+        ("draft.session_id", lambda s: s.enqueue_queued_work(draft(""))),
+        ("source_key", lambda s: s.enqueue_queued_work(draft(key=""))),
+        ("owner_id", lambda s: s.claim_ready_queued_work("root", "", IDLE, TTL, 1)),
+        ("session_id", lambda s: s.claim_ready_queued_work("", "o", IDLE, TTL, 1)),
+        ("batch_ids", lambda s: s.claim_ready_queued_work_by_batch_ids("root", "o", IDLE, TTL, [""])),
+        ("batch_id", lambda s: s.cancel_queued_work_batch("root", "")),
+        ("session_id", lambda s: s.list_queued_work("")),
+        ("session_id", lambda s: s.list_pending_queued_work("")),
+        ("attachment_id", lambda s: s.record_intent(intent("", 1))),
+        ("session_id", lambda s: s.commit_refs("", ["a"])),
+        ("attachment_ids", lambda s: s.commit_refs("root", [""])),
+        ("attachment_id", lambda s: s.forget("")),
+        ("module_ref", lambda s: s.put_module_artifact("", b"x")),
+        ("module_ref", lambda s: s.get_module_artifact("")),
+        ("node_id", lambda s: s.load_node("")),
+        ("node_ids", lambda s: s.tombstone_nodes([""])),
+        ("leaf_node_id", lambda s: s.load_session(SessionReadScope.active_path(""))),
+        ("meta.session_id", lambda s: s.save_session_meta(msgspec.structs.replace(_meta(), session_id=""))),
+    ]
+
+
+@pytest.mark.parametrize("call", _bad_id_calls(), ids=lambda call: call[0])
+def test_empty_ids_raise_invalid_input(store: SessionStore, call: Any) -> None:
+    field_name, invoke = call
+    store.commit_runtime_state(commit(expected=0, graph=GraphDelta.append(chain("a"), "a")))
+    store.enqueue_queued_work(draft())
+    before = snapshot(store)
+    with pytest.raises(InvalidInput) as caught:
+        invoke(store)
+    assert field_name.split(".")[-1] in caught.value.what
+    assert snapshot(store) == before
+    assert store.load_session_meta() is None
+
+
+def test_invalid_commit_fields_raise_invalid_input(store: SessionStore) -> None:
+    store.commit_runtime_state(commit(expected=0))
+    before = snapshot(store)
+    invalid = [
+        ("expected_head_revision", commit(expected=-1)),
+        (
+            "node_id",
+            commit(expected=1, graph=GraphDelta.append([message("d", "user", "1"), message("d", "user", "2")], "d")),
+        ),
+        ("payload", commit(expected=1, graph=GraphDelta.append([SessionNode(node_id="n", payload={1j})], "n"))),
+        ("config", commit(expected=1, config={"bad": object()})),
+    ]
+    for field_name, bad in invalid:
+        with pytest.raises(InvalidInput) as caught:
+            store.commit_runtime_state(bad)
+        assert field_name in caught.value.what, caught.value.what
+        assert snapshot(store) == before
+
+
+# ===========================================================================
+# Durability: data survives a reopen (skipped only for harnesses with durable = False)
+
+
+def test_reopen_preserves_everything(store: SessionStore, backend: Backend) -> None:
+    meta = SessionMeta(session_id="root", session_name="kept", created_at="2026-01-01T00:00:00Z", model="m")
+    store.save_session_meta(meta)
+    store.put_module_artifact("mod:kept", b"module")
+    blob = store.put_blob(b"raw blob")
+    stamped = commit(
+        expected=0,
+        graph=GraphDelta.append(chain("a", "b", "c"), "c"),
+        checkpoint=HydratedCheckpoint(
+            turn_state={"turn_index": 1}, tool_state={"generation": 77}, execution_state=b"vm"
+        ),
+        usage_deltas=[usage("turn", "m", i=3, o=4)],
+        agent_frames=[{"frame_id": "f", "execution_state_snapshot": b"frame"}],
+    ).with_turn_commit(stamp("turn-1"))
+    first = store.commit_runtime_state(stamped)
+    store.tombstone_nodes(["b"])
+    batch = store.enqueue_queued_work(draft(text="survives reopen", key="reopen:queued"))
+    store.record_intent(intent("att", 100))
+
+    reopened = backend.reopen(store)
+    assert reopened.load_session() == store.load_session()
+    assert reopened.load_session(SessionReadScope.active_path("c")) == store.load_session(
+        SessionReadScope.active_path("c")
+    )
+    read = loaded(reopened)
+    assert node_ids(read) == ["a", "c"]
+    assert read.checkpoint is not None and read.checkpoint.tool_state == {"generation": 77}
+    assert read.token_ledger == [usage("turn", "m", i=3, o=4)]
+    assert reopened.load_node("b") is None
+    assert reopened.load_session_meta() == meta
+    assert reopened.load_picker_info() == store.load_picker_info()
+    assert reopened.get_module_artifact("mod:kept") == b"module"
+    assert reopened.get_blob(blob) == b"raw blob"
+    assert reopened.list_queued_work("root") == [batch]
+    assert text_of(reopened.list_queued_work("root")[0]) == "survives reopen"
+    assert uncommitted_ids(reopened) == ["att"]
+    assert reopened.commit_runtime_state(stamped) == first  # the turn stamp is durable too
+    with pytest.raises(RuntimeTurnCommitConflict):
+        reopened.commit_runtime_state(commit(expected=1).with_turn_commit(stamp("turn-1", "h-other")))
+    assert reopened.commit_runtime_state(commit(expected=1)).head_revision == 2
+    assert revision(store) == 2  # the first handle sees the second handle's commit
+
+
+def test_reopened_handles_share_compare_and_set(store: SessionStore, backend: Backend) -> None:
+    other = backend.reopen(store)
+    store.commit_runtime_state(commit(expected=0))
+    with pytest.raises(HeadRevisionConflict) as caught:
+        other.commit_runtime_state(commit(expected=0))
+    assert (caught.value.expected, caught.value.actual) == (0, 1)
+    with pytest.raises(SessionBindingMismatch):
+        other.commit_runtime_state(commit("someone-else", 1))
+    assert other.commit_runtime_state(commit(expected=1)).head_revision == 2
+    assert revision(store) == 2
+
+
+def test_claims_survive_reopen_and_work_across_handles(store: SessionStore, backend: Backend) -> None:
+    batch = store.enqueue_queued_work(draft())
+    held = must_claim(store)
+    other = backend.reopen(store)
+    assert claim(other, owner="thief") is None
+    assert other.list_pending_queued_work("root") == []
+    renewed = other.renew_queued_work_claim(held, TTL)
+    assert renewed.batches == [batch]
+    other.commit_runtime_state(commit(expected=0).completing_queue_claim(renewed.completion()))
+    assert store.list_queued_work("root") == []
+
+
+def test_fencing_and_enqueue_seq_keep_growing_across_reopen(store: SessionStore, backend: Backend) -> None:
+    first = store.enqueue_queued_work(draft(text="1"))
+    last = store.enqueue_queued_work(draft(text="2"))
+    held = must_claim(store, max_batches=1)
+    store.abandon_queued_work_claim(held)
+    store.cancel_queued_work_batch("root", last.batch_id)
+    other = backend.reopen(store)
+    later = other.enqueue_queued_work(draft(text="3"))
+    assert later.enqueue_seq > last.enqueue_seq
+    again = must_claim(other, max_batches=1)
+    assert again.batches == [first]
+    assert again.fencing_token > held.fencing_token
+
+
+__all__ = [name for name in list(globals()) if name.startswith("test_")] + [
+    "Backend",
+    "BackendHarness",
+    "Clock",
+    "ManualClock",
+    "SessionStore",
+    "backend",
+    "clock",
+    "store",
+]
