@@ -6,6 +6,7 @@ that the measurement runs, verifies and reports.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -16,10 +17,14 @@ from typing import Any
 import msgspec
 import pytest
 
-from lash_store.bench import percentile, render_table, summarise_ns
+from lash_store.bench import MissingExtra, percentile, render_table, summarise_ns
+from lash_store.bench import peers as peer_bench
+from lash_store.bench import plot as plot_bench
 from lash_store.bench import queue as queue_bench
+from lash_store.bench import resume as resume_bench
 from lash_store.bench.__main__ import main
 from lash_store.bench.commit import FloorStore, Workload
+from lash_store.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -208,3 +213,164 @@ def test_bad_arguments_are_rejected(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main([])
     capsys.readouterr()
+
+
+# --------------------------------------------------------------------------
+# resume
+
+
+def test_resume_json_reads_every_size_back(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["resume", "--json", "--turns", "12", "3", "--repeat", "2", "--dir", str(tmp_path)]
+    code, report = _run_json(capsys, argv)
+    assert code == 0
+    assert report["benchmark"] == "resume"
+    assert report["config"]["sizes"] == [3, 12] and report["config"]["repeat"] == 2
+    assert [row["turns"] for row in report["sizes"]] == [3, 12]
+    assert [row["nodes"] for row in report["sizes"]] == [6, 24]
+    for row in report["sizes"]:
+        for key in ("full_graph_us", "active_path_us", "floor_us", "floor_walk_us"):
+            assert row[key] > 0
+        assert row["full_graph_ratio"] == pytest.approx(row["full_graph_us"] / row["floor_us"])
+        assert row["active_path_ratio"] == pytest.approx(row["active_path_us"] / row["floor_us"])
+        assert row["samples"] == 2
+    assert report["verification"] == {"ok": True, "problems": []}
+    assert any(tmp_path.rglob("resume-store.db"))  # --dir keeps the files
+
+
+def test_resume_text_report_prints_ratios(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["resume", "--turns", "4", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "full/floor" in out and "active/floor" in out and "sqlite3 floor" in out
+    assert "verification" in out and "ok" in out
+
+
+def test_resume_floor_reads_the_same_rows(tmp_path: Path) -> None:
+    floor = FloorStore(tmp_path / "floor.db")
+    workload = Workload(3)
+    try:
+        for index in range(1, 6):
+            floor.commit(workload.turn(index))
+        revision, head, nodes, tool_state = resume_bench.floor_load(floor.conn)
+        walked = resume_bench.floor_walk(floor.conn)
+    finally:
+        floor.close()
+    assert revision == 5 and head["turn_state"]["turn_index"] == 5
+    assert [node.node_id for node in nodes][-2:] == ["t000005-user", "t000005-assistant"]
+    assert tool_state == workload.tool_state(5)
+    assert [node.node_id for node in walked[2]] == [node.node_id for node in nodes]
+
+
+# --------------------------------------------------------------------------
+# gc
+
+
+def test_gc_json_deletes_exactly_the_unreachable_blobs(capsys: pytest.CaptureFixture[str]) -> None:
+    code, report = _run_json(capsys, ["gc", "--json", "--blobs", "150", "--repeat", "2"])
+    assert code == 0
+    assert report["benchmark"] == "gc"
+    assert report["config"]["blobs"] == 150 and report["config"]["repeat"] == 2 and report["config"]["grace_ms"] == 0
+    assert report["config"]["live_blobs"] >= 1
+    assert len(report["store_us_per_run"]) == 2 and len(report["floor_us_per_run"]) == 2
+    assert report["store_us_per_10k"] == pytest.approx(report["store_us"] * 10_000 / 150)
+    assert report["floor_us_per_10k"] == pytest.approx(report["floor_us"] * 10_000 / 150)
+    assert report["ratio"] == pytest.approx(report["store_us"] / report["floor_us"])
+    assert report["verification"] == {"ok": True, "problems": []}
+
+
+def test_gc_through_the_lash_store_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["bench", "gc", "--quick", "--blobs", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "gc_unreachable()" in out and "per 10,000 blobs" in out and "sqlite3 floor" in out
+
+
+# --------------------------------------------------------------------------
+# --plot and --peers
+
+
+def test_commit_plot_writes_a_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "charts" / "commit.png"
+    argv = ["commit", "--turns", "5", "20", "--warmup", "0", "--window", "5", "--plot", str(target)]
+    assert main(argv) == 0
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"plot: {target}" in capsys.readouterr().out
+
+
+def test_rolling_median() -> None:
+    assert plot_bench.rolling_median([5, 1, 3, 100, 2], 3) == [5, 3, 3, 3, 3]
+    assert plot_bench.rolling_median([], 4) == []
+    with pytest.raises(ValueError):
+        plot_bench.rolling_median([1.0], 0)
+
+
+def test_commit_peers_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "peers.png"
+    argv = ["commit", "--json", "--turns", "4", "10", "--warmup", "2", "--window", "4"]
+    argv += ["--peers", "--peer-full-max-turns", "6", "--plot", str(target)]
+    code, report = _run_json(capsys, argv)
+    assert code == 0
+    assert report["plot"] == str(target) and target.exists()
+    peers = report["peers"]
+    assert peers["store_synchronous"] == "NORMAL"
+    sides = {side["key"]: side for side in peers["sides"]}
+    assert list(sides) == ["langgraph-full", "langgraph-new", "openai-agents"]
+    for side in sides.values():
+        assert side["verification"]["ok"] is True, side["verification"]
+        assert side["synchronous"] == "NORMAL"
+        assert {"library", "version", "per_turn", "tool_state", "label"} <= side.keys()
+        assert [point["turn"] for point in side["checkpoints"]] == [4, 10]
+    floor_us = {row["turn"]: row["floor_us"] for row in report["checkpoints"]}
+    for key in ("langgraph-new", "openai-agents"):
+        for point in sides[key]["checkpoints"]:
+            assert point["us"] > 0
+            assert point["ratio_vs_floor"] == pytest.approx(point["us"] / floor_us[point["turn"]])
+    full = sides["langgraph-full"]
+    assert full["pass"] == "own" and sides["langgraph-new"]["pass"] == sides["openai-agents"]["pass"] == "shared"
+    point = full["checkpoints"][0]
+    assert point["ratio_vs_floor"] == pytest.approx(point["us"] / point["pass_floor_us"])
+    assert full["max_turns"] == 6
+    assert full["checkpoints"][0]["us"] > 0
+    assert full["checkpoints"][1]["us"] is None  # stopped after 6 turns
+    assert full["verification"]["checkpoints"] == 6 and full["verification"]["latest_messages"] == 12
+    assert sides["langgraph-new"]["verification"]["latest_messages"] == 2
+    assert sides["openai-agents"]["verification"]["items"] == 30  # user, assistant and tool-state items
+    assert sides["langgraph-full"]["verification"]["synchronous_seen"] == "NORMAL"
+
+
+def test_commit_peers_text_and_library_durability(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["commit", "--turns", "3", "--warmup", "0", "--window", "3", "--peers", "--peer-sync", "default"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    for label in ("LangGraph full state", "LangGraph new msgs", "OpenAI SQLiteSession"):
+        assert label in out
+    assert "synchronous=library default" in out
+    assert "lash_bench_tool_state" in out  # how the tool state is stored in SQLiteSession is stated
+
+
+def _hide_modules(monkeypatch: pytest.MonkeyPatch, *prefixes: str) -> None:
+    real_import = importlib.import_module
+
+    def fake_import(name: str, package: str | None = None) -> Any:
+        if name.startswith(prefixes):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return real_import(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", fake_import)
+
+
+def test_missing_extra_exits_2_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _hide_modules(monkeypatch, "agents", "matplotlib")
+    assert main(["commit", "--turns", "3", "--peers"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    line = captured.err.strip()
+    assert "\n" not in line and "openai-agents" in line and "lash-store[bench]" in line
+    assert "langgraph" not in line  # only what is missing is named
+
+    assert main(["commit", "--turns", "3", "--plot", "never.png"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and "matplotlib" in line and "lash-store[bench]" in line
+    assert not Path("never.png").exists()
+    with pytest.raises(MissingExtra):
+        peer_bench.check_available()

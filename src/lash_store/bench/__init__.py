@@ -1,14 +1,24 @@
 """Benchmarks of lash-store, each measured against plain ``sqlite3`` doing the same work in the same run.
 
-Run ``python -m lash_store.bench {commit,queue} [--quick] [--json] [--dir DIR]``
+Run ``python -m lash_store.bench {commit,resume,queue,gc} [--quick] [--json] [--dir DIR]``
 (see :mod:`lash_store.bench.__main__`).  The sub-modules hold the workloads:
 
 - :mod:`lash_store.bench.commit` -- per-turn commit latency as a session grows,
   against a hand-written WAL ``sqlite3`` "floor" writing the same bytes;
+- :mod:`lash_store.bench.resume` -- ``load_session`` (full graph and active
+  path) of sessions of growing length, against a ``sqlite3`` read of the same rows;
 - :mod:`lash_store.bench.queue` -- claim throughput and latency with several
-  worker processes sharing one session file, with exactly-once verification.
+  worker processes sharing one session file, with exactly-once verification;
+- :mod:`lash_store.bench.gc` -- ``gc_unreachable`` over 10,000 unreachable
+  blobs, against a plain ``DELETE ... NOT IN (live set)``;
+- :mod:`lash_store.bench.peers` -- LangGraph's ``SqliteSaver`` and the OpenAI
+  Agents SDK's ``SQLiteSession`` on the commit workload (``commit --peers``);
+- :mod:`lash_store.bench.plot` -- the per-turn latency chart (``commit --plot``).
 
-This module holds the small helpers both share: statistics, formatting and
+The peers and the chart need the optional extra ``lash-store[bench]``; without
+it those options fail with :class:`MissingExtra` and nothing else is affected.
+
+This module holds the small helpers all share: statistics, formatting and
 the working directory.  Benchmarks are measurements, never pass/fail tests of
 speed; targets are printed next to the figures as PASS/MISS.
 """
@@ -24,7 +34,34 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["format_us", "percentile", "progress", "render_table", "summarise_ns", "verdict", "workdir"]
+__all__ = [
+    "EXTRA_INSTALL_HINT",
+    "FLOOR_CACHE_SIZE_KIB",
+    "MissingExtra",
+    "format_us",
+    "percentile",
+    "progress",
+    "render_table",
+    "summarise_ns",
+    "verdict",
+    "workdir",
+]
+
+EXTRA_INSTALL_HINT = "pip install 'lash-store[bench]'"
+
+FLOOR_CACHE_SIZE_KIB = 8_000
+"""The SQLite page cache (``PRAGMA cache_size = -8000``) lash-store's connections use; the floors of
+``resume`` and ``gc`` get the same, so that their ratios compare implementations, not cache settings."""
+
+
+class MissingExtra(RuntimeError):
+    """An option needs a package of the optional extra ``lash-store[bench]`` that is not installed."""
+
+    def __init__(self, option: str, packages: Sequence[str]) -> None:
+        self.option = option
+        self.packages = tuple(packages)
+        missing = ", ".join(self.packages)
+        super().__init__(f"{option} needs {missing} (not installed); install the extra: {EXTRA_INSTALL_HINT}")
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:

@@ -1,15 +1,23 @@
-"""Command line of the benchmarks: ``python -m lash_store.bench {commit,queue} [options]``.
+"""Command line of the benchmarks: ``python -m lash_store.bench {commit,resume,queue,gc} [options]``.
 
 Examples::
 
     python -m lash_store.bench commit            # 10 / 100 / 1,000 / 10,000 turns, 3 runs
     python -m lash_store.bench commit --quick    # 10 / 100 / 1,000 turns, 1 run
+    python -m lash_store.bench commit --peers --plot commit.png   # + LangGraph / OpenAI Agents, and a chart
+    python -m lash_store.bench resume            # load_session at 10 / 100 / 1,000 / 10,000 turns
     python -m lash_store.bench queue --json      # 2,000 batches, 4 worker processes, JSON report
+    python -m lash_store.bench gc                # gc_unreachable over 10,000 unreachable blobs
     python -m lash_store.bench queue --quick --dir /tmp/bench   # keep the database files
 
+Every benchmark measures plain ``sqlite3`` doing the same work in the same
+run and prints the ratio.  ``--peers`` and ``--plot`` need the optional extra
+``lash-store[bench]``; without it they print a one-line error and exit 2
+before anything runs.
+
 Targets are printed next to the figures as PASS/MISS; ``commit`` exits 0
-whatever the figures (it is a measurement), ``queue`` exits 1 when its
-exactly-once verification fails.
+whatever the figures (it is a measurement); ``resume``, ``queue`` and ``gc``
+exit 1 when their verification (what was read, claimed or deleted) fails.
 """
 
 from __future__ import annotations
@@ -21,9 +29,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from lash_store.bench import MissingExtra
 from lash_store.bench import commit as commit_bench
+from lash_store.bench import gc as gc_bench
 from lash_store.bench import queue as queue_bench
-from lash_store.options import BlobProfile
+from lash_store.bench import resume as resume_bench
+from lash_store.options import BlobProfile, StoreOptions
 
 __all__ = ["build_parser", "main"]
 
@@ -48,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m lash_store.bench",
         description="lash-store benchmarks, each against plain sqlite3 doing the same work in the same run.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{commit,queue}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{commit,resume,queue,gc}")
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--quick", action="store_true", help="smaller sizes and fewer repetitions")
@@ -79,6 +90,51 @@ def build_parser() -> argparse.ArgumentParser:
         default=BlobProfile.BALANCED.value,
         help="blob profile of the store (default balanced, the StoreOptions default)",
     )
+    commit.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        default=None,
+        help="draw per-turn latency against session length to FILE.png (needs lash-store[bench])",
+    )
+    commit.add_argument(
+        "--peers",
+        action="store_true",
+        help="add LangGraph SqliteSaver and OpenAI Agents SQLiteSession on the same workload (needs lash-store[bench])",
+    )
+    commit.add_argument(
+        "--peer-sync",
+        choices=("match", "default"),
+        default="match",
+        help="peers' SQLite synchronous level: match lash-store's (default) or keep each library's own (FULL)",
+    )
+    commit.add_argument(
+        "--peer-full-max-turns",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="turns after which the full-state LangGraph peer stops; its write grows with the session (default 1000)",
+    )
+
+    resume = commands.add_parser(
+        "resume", parents=[common], help="load_session latency (full graph, active path) vs a sqlite3 read"
+    )
+    resume.add_argument(
+        "--turns",
+        type=_positive,
+        nargs="+",
+        metavar="N",
+        default=None,
+        help="session sizes in turns (default 10 100 1000 10000, --quick: 10 100 1000)",
+    )
+    resume.add_argument(
+        "--repeat", type=_positive, default=None, help="loads per reader and size (default 11, --quick 5)"
+    )
+    resume.add_argument(
+        "--profile",
+        choices=[profile.value for profile in BlobProfile],
+        default=BlobProfile.BALANCED.value,
+        help="blob profile of the store (default balanced)",
+    )
 
     queue = commands.add_parser(
         "queue", parents=[common], help="claim throughput with several worker processes on one session file"
@@ -90,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--start-method", choices=("spawn", "fork", "forkserver"), default="spawn", help="multiprocessing start method"
     )
     queue.add_argument("--no-floor", action="store_true", help="skip the plain sqlite3 comparison run")
+
+    gc = commands.add_parser("gc", parents=[common], help="gc_unreachable time over unreachable blobs vs a DELETE")
+    gc.add_argument(
+        "--blobs", type=_positive, default=None, help=f"unreachable blobs (default {gc_bench.DEFAULT_BLOBS:,})"
+    )
+    gc.add_argument("--repeat", type=_positive, default=None, help="runs on fresh files (default 3, --quick 1)")
     return parser
 
 
@@ -104,39 +166,96 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def _commit(args: argparse.Namespace, verbose: bool) -> tuple[dict[str, Any], str, int]:
+    peers: list[commit_bench.PeerSpec] = []
+    if args.plot:
+        from lash_store.bench import plot
+
+        plot.check_available()
+    if args.peers:
+        from lash_store.bench import peers as peer_bench
+
+        options = StoreOptions()
+        peers = peer_bench.default_peers(
+            synchronous=options.durability.value if args.peer_sync == "match" else None,
+            langgraph_full_max_turns=args.peer_full_max_turns or peer_bench.LANGGRAPH_FULL_MAX_TURNS,
+        )
+    checkpoints = args.turns or list(commit_bench.QUICK_CHECKPOINTS if args.quick else commit_bench.FULL_CHECKPOINTS)
+    series: dict[str, list[float]] | None = {} if args.plot else None
+    report = commit_bench.run(
+        checkpoints=checkpoints,
+        repeat=args.repeat or (1 if args.quick else 3),
+        window=args.window,
+        warmup_turns=args.warmup,
+        base_dir=args.dir,
+        verbose=verbose,
+        blob_profile=BlobProfile(args.profile),
+        peers=peers,
+        series=series,
+    )
+    text = commit_bench.format_report(report)
+    if series is not None:
+        from lash_store.bench import plot
+
+        config = report["config"]
+        path = plot.plot_commit_latency(
+            series,
+            args.plot,
+            window=min(args.window, config["turns"]),
+            checkpoints=config["checkpoints"],
+            subtitle=(
+                f"per turn: user ~500 B + assistant ~1,500 B + tool state ~8 KB; "
+                f"median of {config['repeat']} run(s) per turn; synchronous={config['durability']}"
+            ),
+        )
+        report["plot"] = str(path)
+        text += f"\nplot: {path}"
+    return report, text, 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one benchmark; returns the process exit code."""
     args = build_parser().parse_args(argv)
     verbose = not args.json
-    if args.command == "commit":
-        checkpoints = args.turns or list(
-            commit_bench.QUICK_CHECKPOINTS if args.quick else commit_bench.FULL_CHECKPOINTS
-        )
-        repeat = args.repeat or (1 if args.quick else 3)
-        report = commit_bench.run(
-            checkpoints=checkpoints,
-            repeat=repeat,
-            window=args.window,
-            warmup_turns=args.warmup,
-            base_dir=args.dir,
-            verbose=verbose,
-            blob_profile=BlobProfile(args.profile),
-        )
-        text = commit_bench.format_report(report)
-        exit_code = 0
-    else:
-        batches = args.batches or (400 if args.quick else 2_000)
-        report = queue_bench.run(
-            batches=batches,
-            workers=args.workers,
-            repeat=args.repeat or (1 if args.quick else 3),
-            start_method=args.start_method,
-            floor=not args.no_floor,
-            base_dir=args.dir,
-            verbose=verbose,
-        )
-        text = queue_bench.format_report(report)
-        exit_code = 0 if report["verification"]["ok"] else 1
+    try:
+        if args.command == "commit":
+            report, text, exit_code = _commit(args, verbose)
+        elif args.command == "resume":
+            sizes = args.turns or list(resume_bench.QUICK_SIZES if args.quick else resume_bench.FULL_SIZES)
+            report = resume_bench.run(
+                sizes=sizes,
+                repeat=args.repeat or (5 if args.quick else 11),
+                base_dir=args.dir,
+                verbose=verbose,
+                blob_profile=BlobProfile(args.profile),
+            )
+            text = resume_bench.format_report(report)
+            exit_code = 0 if report["verification"]["ok"] else 1
+        elif args.command == "gc":
+            report = gc_bench.run(
+                blobs=args.blobs or gc_bench.DEFAULT_BLOBS,
+                repeat=args.repeat or (1 if args.quick else 3),
+                base_dir=args.dir,
+                verbose=verbose,
+            )
+            text = gc_bench.format_report(report)
+            exit_code = 0 if report["verification"]["ok"] else 1
+        else:
+            batches = args.batches or (400 if args.quick else 2_000)
+            report = queue_bench.run(
+                batches=batches,
+                workers=args.workers,
+                repeat=args.repeat or (1 if args.quick else 3),
+                start_method=args.start_method,
+                floor=not args.no_floor,
+                base_dir=args.dir,
+                verbose=verbose,
+            )
+            text = queue_bench.format_report(report)
+            exit_code = 0 if report["verification"]["ok"] else 1
+    except MissingExtra as exc:
+        print(f"python -m lash_store.bench {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(_json_safe(report), indent=2, allow_nan=False))
     else:

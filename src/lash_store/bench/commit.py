@@ -11,11 +11,17 @@ state and a usage row, and updating one head row.  Both sides encode their
 values inside the timed region (the floor with the same msgpack encoder);
 building the Python values of a turn is not timed.
 
-The store and the floor run interleaved, turn by turn (alternating which goes
+The store and the floor run interleaved, turn by turn (rotating which goes
 first), in separate files of one directory, so both see the same machine
 conditions.  Each run is preceded by a short warm-up on throw-away files.
 Reported figures are, per checkpoint turn, the median latency over the window
 of turns ending at that turn, then the median of those medians over runs.
+
+With ``peers`` (``--peers``, see :mod:`lash_store.bench.peers`) other
+libraries join the same interleaved loop on the same turn content, each in its
+own file; a peer marked ``isolated`` gets a pass of its own per run, with a
+lash-store and a floor of that pass.  With ``series`` the per-turn latencies
+are handed back for ``--plot`` (see :mod:`lash_store.bench.plot`).
 """
 
 from __future__ import annotations
@@ -26,9 +32,10 @@ import sqlite3
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -48,11 +55,15 @@ from lash_store.options import BlobProfile, StoreOptions
 from lash_store.sqlite import Store
 
 __all__ = [
+    "FLOOR_LABEL",
     "FULL_CHECKPOINTS",
     "GROWTH_TARGET",
     "QUICK_CHECKPOINTS",
     "RATIO_TARGET",
+    "STORE_LABEL",
     "FloorStore",
+    "PeerSpec",
+    "PeerWriter",
     "TurnContent",
     "Workload",
     "format_report",
@@ -66,6 +77,8 @@ QUICK_CHECKPOINTS = (10, 100, 1_000)
 RATIO_TARGET = 2.0
 GROWTH_TARGET = 1.3
 GROWTH_FROM, GROWTH_TO = 10, 1_000
+STORE_LABEL = "lash-store"
+FLOOR_LABEL = "sqlite3 floor"
 
 _ENCODER = msgspec.msgpack.Encoder()
 
@@ -330,6 +343,52 @@ class FloorStore:
 
 
 # --------------------------------------------------------------------------
+# Peers: other libraries joining the interleaved loop (implemented in lash_store.bench.peers)
+
+
+class PeerWriter(Protocol):
+    """One open peer: it makes each turn durable the way an application using that library would."""
+
+    def prepare(self, content: TurnContent) -> Any:
+        """Build the library's Python values of one turn (not timed, like :meth:`Workload.turn`)."""
+
+    def commit(self, prepared: Any) -> None:
+        """Serialise and write one prepared turn (timed)."""
+
+    def verify(self, turns: int) -> dict[str, Any]:
+        """After the last turn, read back what was written; ``ok`` says whether all ``turns`` turns are there."""
+
+    def close(self) -> None:
+        """Release connections, threads and event loops."""
+
+
+class PeerSpec(Protocol):
+    """How to open one peer, and how it is reported."""
+
+    @property
+    def key(self) -> str:
+        """A short identifier (JSON key, file name)."""
+
+    @property
+    def label(self) -> str:
+        """The column heading of the report."""
+
+    @property
+    def max_turns(self) -> int | None:
+        """The peer stops after this many turns (``None``: runs to the end)."""
+
+    @property
+    def isolated(self) -> bool:
+        """Run in a pass of its own with lash-store and the floor (its I/O would disturb the shared pass)."""
+
+    def open(self, directory: Path, name: str) -> PeerWriter:
+        """A fresh peer on a new database file in ``directory``."""
+
+    def describe(self) -> dict[str, Any]:
+        """What the peer writes per turn, its version and its settings (for the report)."""
+
+
+# --------------------------------------------------------------------------
 # Running
 
 
@@ -337,36 +396,70 @@ class FloorStore:
 class _RunSamples:
     store_ns: list[int]
     floor_ns: list[int]
+    peer_ns: dict[str, list[int]] = field(default_factory=dict)
+    peer_checks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def _run_pair(directory: Path, turns: int, workload: Workload, options: StoreOptions, *, warmup: bool) -> _RunSamples:
-    """Commit ``turns`` turns to a fresh store and a fresh floor, interleaved; per-turn latencies in ns."""
-    name = "warmup" if warmup else "session"
-    store = Store.open(directory / f"{name}-store.db", options)
-    floor = FloorStore(directory / f"{name}-floor.db")
+def _run_pair(
+    directory: Path,
+    turns: int,
+    workload: Workload,
+    options: StoreOptions,
+    *,
+    warmup: bool,
+    peers: Sequence[PeerSpec] = (),
+    prefix: str = "",
+) -> _RunSamples:
+    """Commit ``turns`` turns to a fresh store, a fresh floor and fresh peers, interleaved; latencies in ns.
+
+    The side going first rotates every turn.  A peer with ``max_turns`` drops
+    out of the rotation after that many turns.  Files are named
+    ``{prefix}{warmup|session}-{side}.db``.
+    """
+    name = prefix + ("warmup" if warmup else "session")
     store_ns: list[int] = []
     floor_ns: list[int] = []
+    peer_ns: list[list[int]] = [[] for _ in peers]
+    checks: dict[str, dict[str, Any]] = {}
     clock = time.perf_counter_ns
     revision = 0
-    try:
+    with ExitStack() as stack:
+        store = Store.open(directory / f"{name}-store.db", options)
+        stack.callback(store.close)
+        floor = FloorStore(directory / f"{name}-floor.db")
+        stack.callback(floor.close)
+        writers: list[PeerWriter] = []
+        for spec in peers:
+            writer = spec.open(directory, name)
+            stack.callback(writer.close)
+            writers.append(writer)
+        limits = [min(turns, spec.max_turns or turns) for spec in peers]
+        sides = 2 + len(writers)
         gc.collect()
         for index in range(1, turns + 1):
             content = workload.turn(index)
             commit = workload.commit(content, revision)
-            for side in (0, 1) if index % 2 else (1, 0):
+            shift = (index - 1) % sides
+            for side in (*range(shift, sides), *range(shift)):
                 if side == 0:
                     started = clock()
                     result = store.commit_runtime_state(commit)
                     store_ns.append(clock() - started)
                     revision = result.head_revision
-                else:
+                elif side == 1:
                     started = clock()
                     floor.commit(content)
                     floor_ns.append(clock() - started)
-    finally:
-        store.close()
-        floor.close()
-    return _RunSamples(store_ns, floor_ns)
+                elif index <= limits[side - 2]:
+                    writer = writers[side - 2]
+                    prepared = writer.prepare(content)
+                    started = clock()
+                    writer.commit(prepared)
+                    peer_ns[side - 2].append(clock() - started)
+        if not warmup:
+            for spec, writer, limit in zip(peers, writers, limits, strict=True):
+                checks[spec.key] = writer.verify(limit)
+    return _RunSamples(store_ns, floor_ns, {spec.key: ns for spec, ns in zip(peers, peer_ns, strict=True)}, checks)
 
 
 def _window_median(samples: Sequence[int], turn: int, window: int) -> float:
@@ -421,8 +514,16 @@ def run(
     verbose: bool = True,
     seed: int = 1,
     blob_profile: BlobProfile = BlobProfile.BALANCED,
+    peers: Sequence[PeerSpec] = (),
+    series: dict[str, list[float]] | None = None,
 ) -> dict[str, Any]:
-    """Run the commit benchmark and return its JSON-ready report."""
+    """Run the commit benchmark and return its JSON-ready report.
+
+    ``peers`` join the interleaved loop (``report["peers"]`` is ``None``
+    without them).  When ``series`` is given it is filled with the per-turn
+    latency in microseconds of every side (the median over runs of each turn),
+    keyed by the side's label, for :func:`lash_store.bench.plot.plot_commit_latency`.
+    """
     checkpoints = sorted(set(checkpoints))
     if not checkpoints or checkpoints[0] < 1 or repeat < 1 or window < 1:
         raise ValueError("checkpoints must be positive and repeat/window at least 1")
@@ -430,6 +531,8 @@ def run(
     workload = Workload(seed)
     options = StoreOptions(blob_profile=blob_profile)
     runs: list[_RunSamples] = []
+    shared = [spec for spec in peers if not spec.isolated]
+    own_pass: dict[str, list[_RunSamples]] = {spec.key: [] for spec in peers if spec.isolated}
     started = time.perf_counter()
     verification: dict[str, Any] = {}
     with workdir(base_dir, "commit") as directory:
@@ -437,13 +540,25 @@ def run(
             run_dir = directory / f"run-{number}"
             run_dir.mkdir()
             progress(verbose, f"commit: run {number}/{repeat}: warm-up {warmup_turns} turns, then {turns:,} turns")
+            warmup_workload = Workload(seed + 1000 + number)
             if warmup_turns:
-                _run_pair(run_dir, warmup_turns, Workload(seed + 1000 + number), options, warmup=True)
-            samples = _run_pair(run_dir, turns, workload, options, warmup=False)
+                _run_pair(run_dir, warmup_turns, warmup_workload, options, warmup=True, peers=shared)
+            samples = _run_pair(run_dir, turns, workload, options, warmup=False, peers=shared)
             runs.append(samples)
             check = _verify(run_dir / "session-store.db", turns)
             if verification.get("ok", True):  # keep the first failure, else the latest run
                 verification = check
+            for spec in peers:
+                if not spec.isolated:
+                    continue
+                limit = min(turns, spec.max_turns or turns)
+                progress(verbose, f"commit: run {number}/{repeat}: {spec.label} in its own pass, {limit:,} turns")
+                prefix = f"{spec.key}-pass-"
+                if warmup_turns:
+                    _run_pair(run_dir, warmup_turns, warmup_workload, options, warmup=True, peers=[spec], prefix=prefix)
+                own_pass[spec.key].append(
+                    _run_pair(run_dir, limit, workload, options, warmup=False, peers=[spec], prefix=prefix)
+                )
             if base_dir is None:
                 for file in run_dir.iterdir():
                     file.unlink()
@@ -474,6 +589,8 @@ def run(
     high = GROWTH_TO if GROWTH_TO in by_turn else checkpoints[-1]
     growth = by_turn[high]["store_us"] / by_turn[low]["store_us"]
     floor_growth = by_turn[high]["floor_us"] / by_turn[low]["floor_us"]
+    if series is not None:
+        series.update(_per_turn_series(runs, peers, own_pass))
     totals = {
         "store_mean_us": statistics.median(statistics.fmean(r.store_ns) for r in runs) / 1000,
         "floor_mean_us": statistics.median(statistics.fmean(r.floor_ns) for r in runs) / 1000,
@@ -505,8 +622,80 @@ def run(
         "all_turns": totals,
         "targets_met": all(row["pass"] for row in rows) and growth <= GROWTH_TARGET,
         "verification": verification,
+        "peers": _peer_report(runs, own_pass, peers, checkpoints, window, options) if peers else None,
         "elapsed_s": elapsed,
     }
+
+
+def _per_turn_series(
+    runs: Sequence[_RunSamples], peers: Sequence[PeerSpec], own_pass: dict[str, list[_RunSamples]]
+) -> dict[str, list[float]]:
+    """Per-turn latency (us) of every side: for each turn, the median over runs."""
+
+    def per_turn(samples: Sequence[Sequence[int]]) -> list[float]:
+        length = min(len(s) for s in samples)
+        return [statistics.median(s[i] for s in samples) / 1000 for i in range(length)]
+
+    result = {
+        STORE_LABEL: per_turn([r.store_ns for r in runs]),
+        FLOOR_LABEL: per_turn([r.floor_ns for r in runs]),
+    }
+    for spec in peers:
+        label = f"{spec.label} (own pass)" if spec.key in own_pass else spec.label
+        result[label] = per_turn([r.peer_ns[spec.key] for r in own_pass.get(spec.key) or runs])
+    return result
+
+
+def _peer_report(
+    runs: Sequence[_RunSamples],
+    own_pass: dict[str, list[_RunSamples]],
+    peers: Sequence[PeerSpec],
+    checkpoints: Sequence[int],
+    window: int,
+    options: StoreOptions,
+) -> dict[str, Any]:
+    """Per peer and checkpoint: the window median, and its ratio to the floor and to lash-store of the same pass.
+
+    A shared-pass peer is compared with the figures of the main table; an
+    isolated peer with the floor and lash-store of its own pass.
+    """
+    sides = []
+    for spec in peers:
+        source = own_pass.get(spec.key) or runs
+        points: list[dict[str, Any]] = []
+        for turn in checkpoints:
+            if spec.max_turns is not None and turn > spec.max_turns:
+                points.append({"turn": turn, "us": None, "ratio_vs_floor": None, "ratio_vs_store": None})
+                continue
+            medians = [_window_median(r.peer_ns[spec.key], turn, window) for r in source]
+            peer_us = statistics.median(medians)
+            floor_us = statistics.median(_window_median(r.floor_ns, turn, window) for r in source)
+            store_us = statistics.median(_window_median(r.store_ns, turn, window) for r in source)
+            points.append(
+                {
+                    "turn": turn,
+                    "us": peer_us,
+                    "ratio_vs_floor": peer_us / floor_us,
+                    "ratio_vs_store": peer_us / store_us,
+                    "pass_floor_us": floor_us,
+                    "pass_store_us": store_us,
+                    "us_per_run": medians,
+                }
+            )
+        checks = [r.peer_checks[spec.key] for r in source if spec.key in r.peer_checks]
+        shown = next((check for check in checks if not check.get("ok")), checks[-1] if checks else {"ok": False})
+        sides.append(
+            {
+                "key": spec.key,
+                "label": spec.label,
+                "max_turns": spec.max_turns,
+                "pass": "own" if spec.key in own_pass else "shared",
+                **spec.describe(),
+                "checkpoints": points,
+                "verification": {**shown, "ok": bool(checks) and all(check.get("ok") for check in checks)},
+            }
+        )
+    return {"store_synchronous": options.durability.value, "sides": sides}
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -549,7 +738,52 @@ def format_report(report: dict[str, Any]) -> str:
         f"resume (load_session active path, {check['active_path_nodes']:,} nodes) "
         f"{format_us(check['resume_active_path_us'])}  {'ok' if check['ok'] else 'FAILED'}"
     )
+    if report.get("peers"):
+        lines += ["", *_format_peers(report)]
     lines.append(
         f"targets: {'all met' if report['targets_met'] else 'some missed'}; elapsed {report['elapsed_s']:.1f} s"
     )
     return "\n".join(lines)
+
+
+def _with_ratio(microseconds: float | None, ratio: float | None) -> str:
+    if microseconds is None or ratio is None:
+        return "-"
+    return f"{format_us(microseconds)} ({ratio:.1f}x)"
+
+
+def _format_peers(report: dict[str, Any]) -> list[str]:
+    """The peers table: per checkpoint, each side's window median and (in brackets) its ratio to the floor."""
+    peers = report["peers"]
+    sides = peers["sides"]
+    lines = [
+        "peers on the same workload, interleaved turn by turn with lash-store and the floor: "
+        "per-turn latency (x sqlite3 floor)",
+    ]
+    table = []
+    for index, row in enumerate(report["checkpoints"]):
+        cells = [f"{row['turn']:,}", _with_ratio(row["store_us"], row["ratio"]), format_us(row["floor_us"])]
+        for side in sides:
+            point = side["checkpoints"][index]
+            mark = "*" if side["pass"] == "own" and point["us"] is not None else ""
+            cells.append(_with_ratio(point["us"], point["ratio_vs_floor"]) + mark)
+        table.append(cells)
+    headers = ["turn", STORE_LABEL, FLOOR_LABEL, *(side["label"] for side in sides)]
+    lines.append(render_table(headers, table))
+    if any(side["pass"] == "own" for side in sides):
+        lines.append("* measured in a pass of its own (with its own lash-store and floor); ratio to that floor")
+    lines.append("")
+    for side in sides:
+        check = side["verification"]
+        limit = f"; stops after {side['max_turns']:,} turns" if side["max_turns"] is not None else ""
+        if side["pass"] == "own":
+            limit += "; own pass"
+        lines.append(
+            f"{side['label']}: {side['library']} {side['version']}, synchronous={side['synchronous']}{limit}; "
+            f"read back: {check.get('detail', '?')}  {'ok' if check['ok'] else 'FAILED'}"
+        )
+        lines.append(f"  per turn: {side['per_turn']}")
+        if side.get("tool_state"):
+            lines.append(f"  tool state: {side['tool_state']}")
+    lines.append(f"lash-store and the floor: synchronous={peers['store_synchronous']}")
+    return lines
