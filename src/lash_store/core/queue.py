@@ -80,6 +80,14 @@ def check_boundary(boundary: Any) -> QueuedWorkClaimBoundary:
     return check_instance("boundary", boundary, QueuedWorkClaimBoundary)  # type: ignore[no-any-return]
 
 
+def check_claim_request(session_id: Any, owner_id: Any, boundary: Any, lease_ttl_ms: Any) -> None:
+    """Validate the arguments every claim call shares."""
+    check_id("session_id", session_id)
+    check_id("owner_id", owner_id)
+    check_boundary(boundary)
+    check_ms("lease_ttl_ms", lease_ttl_ms)
+
+
 def check_claim(claim: Any) -> QueuedWorkClaim:
     check_instance("claim", claim, QueuedWorkClaim)
     check_id("claim.session_id", claim.session_id)

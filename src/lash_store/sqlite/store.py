@@ -507,10 +507,7 @@ class Store:
         max_batches: int,
     ) -> QueuedWorkClaim | None:
         """Lease the next ready group of batches, or ``None`` when nothing is ready (or a race was lost)."""
-        check_id("session_id", session_id)
-        check_id("owner_id", owner_id)
-        rules.check_boundary(boundary)
-        check_ms("lease_ttl_ms", lease_ttl_ms)
+        rules.check_claim_request(session_id, owner_id, boundary, lease_ttl_ms)
         check_count("max_batches", max_batches)
         if max_batches == 0:
             return None
@@ -525,10 +522,7 @@ class Store:
         batch_ids: Sequence[str],
     ) -> QueuedWorkClaim | None:
         """Claim exactly ``batch_ids`` if they are the group the normal rule picks next; else ``None``, no trace."""
-        check_id("session_id", session_id)
-        check_id("owner_id", owner_id)
-        rules.check_boundary(boundary)
-        check_ms("lease_ttl_ms", lease_ttl_ms)
+        rules.check_claim_request(session_id, owner_id, boundary, lease_ttl_ms)
         wanted = check_ids("batch_ids", batch_ids)
         if not wanted:
             return None
