@@ -7,7 +7,7 @@ import sqlite3
 from lash_store.core import codec
 from lash_store.core.commit import HeadRow
 from lash_store.core.graph import EncodedNode
-from lash_store.errors import CorruptData
+from lash_store.errors import CorruptData, InvalidInput
 from lash_store.model import QueuedWorkCompletion, TokenLedgerEntry, TurnCommitStamp
 from lash_store.sqlite import blobs
 
@@ -22,7 +22,8 @@ _ADD_TOTAL = (
     "input_tokens = input_tokens + excluded.input_tokens, "
     "output_tokens = output_tokens + excluded.output_tokens, "
     "cached_input_tokens = cached_input_tokens + excluded.cached_input_tokens, "
-    "reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens"
+    "reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens "
+    "RETURNING input_tokens, output_tokens, cached_input_tokens, reasoning_tokens"
 )
 
 
@@ -72,18 +73,24 @@ class SqliteCommitTx:
         blobs.put(self.conn, encoded, now_ms)
 
     def add_usage(self, entries: list[TokenLedgerEntry]) -> None:
-        rows = [
-            (
-                e.source,
-                e.model,
-                e.usage.input_tokens,
-                e.usage.output_tokens,
-                e.usage.cached_input_tokens,
-                e.usage.reasoning_tokens,
-            )
-            for e in entries
-        ]
-        self.conn.executemany(_ADD_TOTAL, rows)
+        for entry in entries:
+            usage = entry.usage
+            totals = self.conn.execute(
+                _ADD_TOTAL,
+                (
+                    entry.source,
+                    entry.model,
+                    usage.input_tokens,
+                    usage.output_tokens,
+                    usage.cached_input_tokens,
+                    usage.reasoning_tokens,
+                ),
+            ).fetchone()
+            # SQLite turns an overflowing integer sum into a float; refuse it (the transaction rolls back).
+            if not all(isinstance(total, int) for total in totals):
+                raise InvalidInput(
+                    "commit.usage_deltas", f"the {entry.source!r}/{entry.model!r} total overflows 64 bits"
+                )
 
     def replace_graph(self, nodes: list[EncodedNode]) -> None:
         self.conn.execute("DELETE FROM graph_nodes")
