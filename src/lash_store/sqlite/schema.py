@@ -39,8 +39,6 @@ CREATE TABLE IF NOT EXISTS graph_nodes (
     user_text TEXT,
     body BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS idx_graph_first_user ON graph_nodes(seq)
-    WHERE user_text IS NOT NULL AND tombstoned = 0;
 
 CREATE TABLE IF NOT EXISTS graph_stats (
     singleton INTEGER PRIMARY KEY CHECK (singleton = 1),

@@ -253,7 +253,11 @@ class Store:
         )
 
     def load_picker_info(self) -> SessionPickerInfo | None:
-        """Picker info from maintained counters and an index; the graph is not decoded."""
+        """Picker info from a maintained counter and the first user node's stored text; no node is decoded.
+
+        The first live user message is found by walking rows in insertion
+        order, which stops within the first few rows of any real session.
+        """
         with self._db.read() as conn:
             meta = conn.execute("SELECT session_id, cwd, relation FROM session_meta").fetchone()
             if meta is None:
