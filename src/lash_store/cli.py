@@ -27,6 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from lash_store import __version__, tools
+from lash_store.bench import non_negative, positive
 from lash_store.demo import DemoConfig, DemoProgress, DemoResult, run_demo
 from lash_store.errors import StoreError
 
@@ -548,20 +549,6 @@ def _render_demo(console: Console, result: DemoResult) -> None:
 # Parser and entry point
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
-    return value
-
-
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -596,11 +583,11 @@ def build_parser() -> argparse.ArgumentParser:
         "them; then every file is verified. Exit 0 only when every check passes.",
     )
     demo.add_argument("--dir", help="factory root to use and keep (default: a temporary directory, removed)")
-    demo.add_argument("--sessions", type=_positive, default=8, metavar="N", help="sessions (default 8)")
+    demo.add_argument("--sessions", type=positive, default=8, metavar="N", help="sessions (default 8)")
     demo.add_argument(
-        "--messages", type=_positive, default=25, metavar="N", help="user messages per session (default 25)"
+        "--messages", type=positive, default=25, metavar="N", help="user messages per session (default 25)"
     )
-    demo.add_argument("--workers", type=_positive, default=4, metavar="N", help="worker processes (default 4)")
+    demo.add_argument("--workers", type=positive, default=4, metavar="N", help="worker processes (default 4)")
     demo.add_argument(
         "--seed",
         type=int,
@@ -612,10 +599,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--kill-every", type=_positive_float, default=1.5, metavar="SECONDS", help="mean kill interval (default 1.5)"
     )
-    demo.add_argument("--lease-ms", type=_positive, default=1000, metavar="MS", help="claim lease (default 1000)")
+    demo.add_argument("--lease-ms", type=positive, default=1000, metavar="MS", help="claim lease (default 1000)")
     demo.add_argument(
         "--think-ms",
-        type=_non_negative,
+        type=non_negative,
         nargs=2,
         default=[40, 240],
         metavar=("MIN", "MAX"),
@@ -659,7 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
     history = commands.add_parser("history", parents=[json_flag], help="print the conversation")
     history.add_argument("path", help="session database file")
     history.add_argument("--active-path", action="store_true", help="only the path from the root to the leaf")
-    history.add_argument("--limit", type=_positive, default=None, metavar="N", help="only the last N nodes")
+    history.add_argument("--limit", type=positive, default=None, metavar="N", help="only the last N nodes")
     history.set_defaults(handler=_cmd_history)
 
     sessions = commands.add_parser("sessions", parents=[json_flag], help="list every session of a factory root")
@@ -671,7 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--dry-run", action="store_true", help="report what would be deleted; change nothing")
     gc.add_argument(
         "--grace-ms",
-        type=_non_negative,
+        type=non_negative,
         default=None,
         metavar="MS",
         help="protect blobs younger than this (default 600000)",

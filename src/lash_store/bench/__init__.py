@@ -25,6 +25,7 @@ speed; targets are printed next to the figures as PASS/MISS.
 
 from __future__ import annotations
 
+import argparse
 import math
 import shutil
 import statistics
@@ -139,3 +140,20 @@ def workdir(base: str | None, prefix: str) -> Iterator[Path]:
         root = Path(base)
         root.mkdir(parents=True, exist_ok=True)
         yield Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=root))
+
+
+# Argument types shared by the benchmark and the lash-store command lines.
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
+    return value

@@ -29,7 +29,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from lash_store.bench import MissingExtra
+from lash_store.bench import MissingExtra, non_negative, positive
 from lash_store.bench import commit as commit_bench
 from lash_store.bench import gc as gc_bench
 from lash_store.bench import queue as queue_bench
@@ -37,20 +37,6 @@ from lash_store.bench import resume as resume_bench
 from lash_store.options import BlobProfile, StoreOptions
 
 __all__ = ["build_parser", "main"]
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,17 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commit.add_argument(
         "--turns",
-        type=_positive,
+        type=positive,
         nargs="+",
         metavar="N",
         default=None,
         help="checkpoint turns; the run lasts until the largest (default 10 100 1000 10000, --quick: 10 100 1000)",
     )
-    commit.add_argument("--repeat", type=_positive, default=None, help="runs per measurement (default 3, --quick 1)")
+    commit.add_argument("--repeat", type=positive, default=None, help="runs per measurement (default 3, --quick 1)")
     commit.add_argument(
-        "--window", type=_positive, default=50, help="turns ending at a checkpoint whose median is reported"
+        "--window", type=positive, default=50, help="turns ending at a checkpoint whose median is reported"
     )
-    commit.add_argument("--warmup", type=_non_negative, default=30, help="warm-up turns on throw-away files per run")
+    commit.add_argument("--warmup", type=non_negative, default=30, help="warm-up turns on throw-away files per run")
     commit.add_argument(
         "--profile",
         choices=[profile.value for profile in BlobProfile],
@@ -109,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commit.add_argument(
         "--peer-full-max-turns",
-        type=_positive,
+        type=positive,
         default=None,
         metavar="N",
         help="turns after which the full-state LangGraph peer stops; its write grows with the session (default 1000)",
@@ -120,14 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     resume.add_argument(
         "--turns",
-        type=_positive,
+        type=positive,
         nargs="+",
         metavar="N",
         default=None,
         help="session sizes in turns (default 10 100 1000 10000, --quick: 10 100 1000)",
     )
     resume.add_argument(
-        "--repeat", type=_positive, default=None, help="loads per reader and size (default 11, --quick 5)"
+        "--repeat", type=positive, default=None, help="loads per reader and size (default 11, --quick 5)"
     )
     resume.add_argument(
         "--profile",
@@ -139,9 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     queue = commands.add_parser(
         "queue", parents=[common], help="claim throughput with several worker processes on one session file"
     )
-    queue.add_argument("--batches", type=_positive, default=None, help="batches to enqueue (default 2000, --quick 400)")
-    queue.add_argument("--workers", type=_positive, default=4, help="worker processes (default 4)")
-    queue.add_argument("--repeat", type=_positive, default=None, help="runs per side (default 3, --quick 1)")
+    queue.add_argument("--batches", type=positive, default=None, help="batches to enqueue (default 2000, --quick 400)")
+    queue.add_argument("--workers", type=positive, default=4, help="worker processes (default 4)")
+    queue.add_argument("--repeat", type=positive, default=None, help="runs per side (default 3, --quick 1)")
     queue.add_argument(
         "--start-method", choices=("spawn", "fork", "forkserver"), default="spawn", help="multiprocessing start method"
     )
@@ -149,9 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     gc = commands.add_parser("gc", parents=[common], help="gc_unreachable time over unreachable blobs vs a DELETE")
     gc.add_argument(
-        "--blobs", type=_positive, default=None, help=f"unreachable blobs (default {gc_bench.DEFAULT_BLOBS:,})"
+        "--blobs", type=positive, default=None, help=f"unreachable blobs (default {gc_bench.DEFAULT_BLOBS:,})"
     )
-    gc.add_argument("--repeat", type=_positive, default=None, help="runs on fresh files (default 3, --quick 1)")
+    gc.add_argument("--repeat", type=positive, default=None, help="runs on fresh files (default 3, --quick 1)")
     return parser
 
 
