@@ -41,9 +41,9 @@ The ``harness`` fixture may also live in ``conftest.py`` or be parametrized
 (``@pytest.fixture(params=[...])``) to run the suite against several
 configurations.  ``register_assert_rewrite`` only improves failure messages;
 it must run before anything imports this module, so when ``conftest.py``
-imports from it, call it at the top of ``conftest.py`` instead.  Only tests
-that need :meth:`BackendHarness.reopen` are skipped, and only when the harness
-declares ``durable = False``.  A store must also offer ``close()``; closing
+imports from it, call it at the top of ``conftest.py`` instead.  Nothing is
+skipped: for a harness declaring ``durable = False`` the reopen tests run
+through the one handle it has.  A store must also offer ``close()``; closing
 twice must be harmless.
 """
 
@@ -179,7 +179,7 @@ class BackendHarness:
 
     ``open`` and ``corrupt_head`` are required.  A durable backend sets
     ``durable = True`` and implements ``reopen``; for a non-durable one the
-    few reopen tests are skipped (the only skip in the suite).
+    reopen tests run their checks through the single handle.
     """
 
     name: ClassVar[str] = "backend"
@@ -217,9 +217,13 @@ class Backend:
         return store
 
     def reopen(self, store: SessionStore) -> SessionStore:
-        """A second handle on ``store``'s data; skips the test only for harnesses declaring ``durable = False``."""
+        """A second handle on ``store``'s data.
+
+        A backend declaring ``durable = False`` has no second handle: its data
+        lives in the one it has, so the reopen tests run their checks through it.
+        """
         if not self.harness.durable:
-            pytest.skip(f"{self.harness.name} is not durable (durable = False): nothing to reopen")
+            return store
         handle = self.harness.reopen(store)
         assert handle is not None, f"{self.harness.name} declares durable = True but reopen() returned None"
         assert handle is not store, "reopen() must return a new handle"
@@ -1935,7 +1939,7 @@ def test_invalid_commit_fields_raise_invalid_input(store: SessionStore) -> None:
 
 
 # ===========================================================================
-# Durability: data survives a reopen (skipped only for harnesses with durable = False)
+# Durability: data survives a reopen (through the one handle for harnesses with durable = False)
 
 
 def test_reopen_preserves_everything(store: SessionStore, backend: Backend) -> None:
