@@ -569,7 +569,7 @@ def _session_row(file: Path) -> dict[str, Any]:
 
 
 def _gc_plan(conn: sqlite3.Connection, now: int, grace_ms: int) -> dict[str, Any]:
-    marking = mark_live(read_head(conn), lambda ref: sql_blobs.get(conn, ref))
+    marking = mark_live(lambda: read_head(conn), lambda ref: sql_blobs.get(conn, ref))
     pinned = {r[0] for r in conn.execute("SELECT blob_ref FROM artifact_refs")}
     rows = conn.execute("SELECT hash, kind, created_at_ms, length(content) FROM blobs ORDER BY created_at_ms, hash")
     candidates, total, total_bytes = [], 0, 0
@@ -793,12 +793,9 @@ def _check_blobs(conn: sqlite3.Connection, problems: _Problems) -> str:
         if kind is not None and kind not in _KNOWN_KINDS:
             problems.add(f"blob {ref}: unknown kind {kind!r}")
         try:
-            raw = codec.decode_blob(ref, encoding, content)
+            codec.decode_blob(ref, encoding, content, raw_size)  # checks hash and recorded size
         except Exception as exc:  # damaged stored data of any shape is reported, not raised
             problems.add(f"blob {ref}: {_detail(exc)}")
-            continue
-        if len(raw) != raw_size:
-            problems.add(f"blob {ref}: raw_size says {raw_size} bytes, content has {len(raw)}")
     return f"{count} blobs, every SHA-256 recomputed"
 
 
@@ -1113,9 +1110,7 @@ def import_store(file: str | os.PathLike[str], target: str | os.PathLike[str]) -
         raise ToolError(f"{source} is not JSON ({exc})") from exc
     parsed = _parse_export(document)
     for ref, encoding, _kind, raw_size, _created, content in _blob_rows(parsed):
-        raw = codec.decode_blob(ref, encoding, content)  # CorruptData names the blob
-        if len(raw) != raw_size:
-            raise CorruptData(f"blob {ref}", f"raw_size says {raw_size} bytes, content has {len(raw)}")
+        codec.decode_blob(ref, encoding, content, raw_size)  # CorruptData names the blob
 
     destination = Path(target)
     if destination.is_dir():

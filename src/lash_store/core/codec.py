@@ -127,15 +127,13 @@ def encode_blob(content: bytes, descriptor: BlobArtifactDescriptor | None, profi
     return EncodedBlob(sha256_hex(raw), ENCODING_RAW, kind, raw, len(raw))
 
 
-def decode_blob(ref: str, encoding: Any, stored: Any, raw_size: Any = None) -> bytes:
+def decode_blob(ref: str, encoding: Any, stored: Any, raw_size: Any) -> bytes:
     """Return a blob's raw content; undecodable or tampered bytes raise :class:`CorruptData`.
 
-    Decompression is bounded by the recorded raw size (or 2 GiB when none is
-    given), so a damaged frame cannot make the reader allocate what its header claims.
+    Decompression is bounded by the recorded raw size, so a damaged frame
+    cannot make the reader allocate what its header claims.
     """
     what = f"blob {ref}"
-    if raw_size is None:
-        raw_size = len(stored) if encoding == ENCODING_RAW else -1
     if not isinstance(stored, bytes) or not isinstance(raw_size, int):
         raise CorruptData(what, "stored row has the wrong column types")
     if encoding == ENCODING_RAW:
@@ -145,8 +143,6 @@ def decode_blob(ref: str, encoding: Any, stored: Any, raw_size: Any = None) -> b
             declared = zstandard.frame_content_size(stored)
         except zstandard.ZstdError as exc:
             raise CorruptData(what, f"not a zstd frame: {exc}") from exc
-        if raw_size == -1:  # no recorded size: trust the frame up to the hard cap
-            raw_size = declared
         if declared not in (raw_size, -1) or not 0 <= raw_size <= MAX_DECOMPRESSED:
             raise CorruptData(what, f"zstd frame declares {declared} bytes, the row records {raw_size}")
         try:

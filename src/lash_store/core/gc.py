@@ -26,17 +26,16 @@ class Marking(msgspec.Struct, frozen=True):
     skipped_reason: str | None = None
 
 
-def mark_live(head: HeadRow | Callable[[], HeadRow | None] | None, load_blob: Callable[[str], bytes | None]) -> Marking:
+def mark_live(read_head: Callable[[], HeadRow | None], load_blob: Callable[[str], bytes | None]) -> Marking:
     """Collect the head's live refs; ``load_blob`` returns a blob's raw content or ``None``.
 
-    ``head`` may be a function reading the head, so that a head row that cannot
-    even be read counts as undecodable too.
+    The head is read through ``read_head`` so that a head row that cannot even
+    be read counts as undecodable, like one whose body does not decode.
     """
-    if callable(head):
-        try:
-            head = head()
-        except CorruptData as exc:
-            return Marking(skipped_reason=f"head does not decode ({exc.detail}); nothing deleted")
+    try:
+        head = read_head()
+    except CorruptData as exc:
+        return Marking(skipped_reason=f"head does not decode ({exc.detail}); nothing deleted")
     if head is None:
         return Marking()
     try:

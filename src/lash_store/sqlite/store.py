@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -334,16 +335,12 @@ class Store:
                     deleted_blob_count=0,
                     skipped_reason=marking.skipped_reason,
                 )
-            conn.execute("CREATE TEMP TABLE IF NOT EXISTS gc_live (hash TEXT PRIMARY KEY) WITHOUT ROWID")
-            conn.execute("DELETE FROM temp.gc_live")
-            conn.executemany("INSERT INTO temp.gc_live VALUES (?)", [(ref,) for ref in marking.live])
             deleted = conn.execute(
                 "DELETE FROM blobs WHERE created_at_ms <= ? "
-                "AND hash NOT IN (SELECT hash FROM temp.gc_live) "
+                "AND hash NOT IN (SELECT value FROM json_each(?)) "
                 "AND hash NOT IN (SELECT blob_ref FROM artifact_refs)",
-                (self._now() - self._grace_ms,),
+                (self._now() - self._grace_ms, _json_list(marking.live)),
             ).rowcount
-            conn.execute("DELETE FROM temp.gc_live")
             retained = conn.execute("SELECT count(*) FROM blobs").fetchone()[0]
         return GcReport(
             root_count=len(marking.live) + modules, retained_blob_count=retained, deleted_blob_count=deleted
@@ -439,29 +436,19 @@ class Store:
             head = read_head(conn)
             if head is None:
                 raise InvalidInput("source", "has no session head to copy")
-            marking = mark_live(head, lambda ref: _get_blob_or_corrupt(conn, ref))
+            marking = mark_live(lambda: head, lambda ref: _get_blob_or_corrupt(conn, ref))
             if marking.skipped_reason is not None:
                 raise CorruptData("session head", marking.skipped_reason)
-            live = sorted(marking.live)
-            blob_rows = [
-                row
-                for ref in live
-                for row in conn.execute(
-                    "SELECT hash, encoding, kind, raw_size, created_at_ms, content FROM blobs WHERE hash = ?", (ref,)
-                )
-            ]
-            blob_rows += conn.execute(
-                "SELECT hash, encoding, kind, raw_size, created_at_ms, content FROM blobs "
-                "WHERE hash IN (SELECT blob_ref FROM artifact_refs)"
+            blob_rows = conn.execute(
+                "SELECT hash, encoding, kind, raw_size, content FROM blobs "
+                "WHERE hash IN (SELECT value FROM json_each(?)) OR hash IN (SELECT blob_ref FROM artifact_refs)",
+                (_json_list(marking.live),),
             ).fetchall()
             modules = conn.execute("SELECT artifact_ref, blob_ref FROM artifact_refs").fetchall()
             nodes = conn.execute(
                 "SELECT node_id, parent_node_id, tombstoned, user_text, body FROM graph_nodes ORDER BY seq"
             ).fetchall()
-            usage = conn.execute(
-                "SELECT source, model, input_tokens, output_tokens, cached_input_tokens, reasoning_tokens "
-                "FROM usage_totals ORDER BY seq"
-            ).fetchall()
+            ledger = _token_ledger(conn)
         bound = session_id or head.session_id
         with target._db.write() as conn:
             if read_head(conn) is not None:
@@ -470,7 +457,7 @@ class Store:
             conn.executemany(
                 "INSERT INTO blobs (hash, encoding, kind, raw_size, created_at_ms, content) VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (hash) DO UPDATE SET created_at_ms = ?",
-                [(*row[:4], now, row[5], now) for row in blob_rows],
+                [(*row[:4], now, row[4], now) for row in blob_rows],
             )
             conn.executemany("INSERT OR REPLACE INTO artifact_refs VALUES (?, ?)", modules)
             conn.execute("DELETE FROM graph_nodes")
@@ -479,19 +466,7 @@ class Store:
                 nodes,
             )
             tx = SqliteCommitTx(conn)
-            if usage:
-                tx.add_usage(
-                    [
-                        TokenLedgerEntry(
-                            source=r[0],
-                            model=r[1],
-                            usage=TokenUsage(
-                                input_tokens=r[2], output_tokens=r[3], cached_input_tokens=r[4], reasoning_tokens=r[5]
-                            ),
-                        )
-                        for r in usage
-                    ]
-                )
+            tx.add_usage(ledger)
             tx.write_head(HeadRow(bound, head.head_revision, head.checkpoint_ref, head.leaf_node_id, head.body))
 
     # -- work queue ------------------------------------------------------
@@ -600,6 +575,11 @@ def _check_options(options: StoreOptions) -> StoreOptions:
     if options.gc_policy.grace_ms is not None:
         check_ms("options.gc_policy.grace_ms", options.gc_policy.grace_ms)
     return options
+
+
+def _json_list(refs: Iterable[str]) -> str:
+    """A set of refs as one JSON parameter, so SQL can treat it as a table (``json_each``)."""
+    return json.dumps(sorted(refs))
 
 
 def _replace_expiry(claim: QueuedWorkClaim, expires: int) -> QueuedWorkClaim:

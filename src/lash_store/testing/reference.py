@@ -212,7 +212,7 @@ class _State:
             existing.created_at_ms = max(existing.created_at_ms, now_ms)
 
     def put_encoded(self, blob: codec.EncodedBlob, now_ms: int) -> None:
-        self.put_blob(blob.hash, codec.decode_blob(blob.hash, blob.encoding, blob.content), now_ms)
+        self.put_blob(blob.hash, codec.decode_blob(blob.hash, blob.encoding, blob.content, blob.raw_size), now_ms)
 
     def live_nodes(self) -> list[_Node]:
         return [node for node in self.nodes.values() if not node.tombstoned]
@@ -569,7 +569,7 @@ class ReferenceStore:
         is present but does not decode.
         """
         with self._write() as state:
-            marking = mark_live(state.head, lambda ref: _blob_content(state, ref))
+            marking = mark_live(lambda: state.head, lambda ref: _blob_content(state, ref))
             root_count = len(marking.live) + len(state.modules)
             if marking.skipped_reason is not None:
                 log.warning("GC skipped: %s", marking.skipped_reason)
@@ -688,7 +688,7 @@ class ReferenceStore:
             head = state.head
             if head is None:
                 raise InvalidInput("source", "has no session head to copy")
-            marking = mark_live(head, lambda ref: _blob_content(state, ref))
+            marking = mark_live(lambda: head, lambda ref: _blob_content(state, ref))
             if marking.skipped_reason is not None:
                 raise CorruptData("session head", marking.skipped_reason)
             wanted = set(marking.live) | set(state.modules.values())
