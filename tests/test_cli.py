@@ -439,7 +439,7 @@ def test_verify_lists_every_problem(capsys: pytest.CaptureFixture[str], session_
         orphan = hashlib.sha256(b"an orphan snapshot").hexdigest()
         conn.execute("UPDATE blobs SET content = CAST('tampered' AS BLOB) WHERE hash = ?", (orphan,))
         conn.execute("DELETE FROM blobs WHERE hash = ?", (module_ref,))
-        conn.execute("UPDATE graph_stats SET node_count = 99")
+        conn.execute("UPDATE session_head SET node_count = 99")
         conn.execute("UPDATE graph_nodes SET parent_node_id = 'ghost' WHERE node_id = 'b1'")
         conn.execute("UPDATE session_head SET leaf_node_id = 'nowhere'")
         conn.execute("DROP TRIGGER graph_nodes_count_delete")
@@ -508,8 +508,6 @@ def test_export_import_round_trip_is_exact(
         "blobs",
         "session_head",
         "graph_nodes",
-        "graph_stats",
-        "usage_totals",
         "session_meta",
         "runtime_turn_commits",
         "queued_work_batches",
@@ -636,8 +634,8 @@ def test_import_rejects_an_export_that_does_not_verify(
 ) -> None:
     _code, out, _err = run(capsys, "export", str(session_file))
     document = json.loads(out)
-    stats = document["tables"]["graph_stats"]
-    stats["rows"][0][stats["columns"].index("node_count")] = 42
+    head = document["tables"]["session_head"]
+    head["rows"][0][head["columns"].index("node_count")] = 42
     bad = tmp_path / "inconsistent.json"
     bad.write_text(json.dumps(document))
     target = tmp_path / "target.db"

@@ -13,8 +13,11 @@ import random
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pytest
 
 from lash_store import Store
@@ -147,9 +150,17 @@ def copy_of(source: Path, target_dir: Path) -> Path:
     return target
 
 
-DAMAGE = [
+def _count_usage_twice(conn: sqlite3.Connection) -> None:
+    """Add one turn's input tokens to the stored ledger, as a replayed delta would."""
+    (stored,) = conn.execute("SELECT usage_ledger FROM session_head").fetchone()
+    entries = msgspec.msgpack.decode(stored)
+    entries[0]["usage"]["input_tokens"] += 1
+    conn.execute("UPDATE session_head SET usage_ledger = ?", (msgspec.msgpack.encode(entries),))
+
+
+DAMAGE: list[Any] = [
     pytest.param("DELETE FROM runtime_turn_commits WHERE turn_id = 'turn-3'", "turn stamps", id="lost-turn-stamp"),
-    pytest.param("UPDATE usage_totals SET input_tokens = input_tokens + 1", "per-turn delta", id="usage-counted-twice"),
+    pytest.param(_count_usage_twice, "per-turn delta", id="usage-counted-twice"),
     pytest.param("DELETE FROM graph_nodes WHERE node_id = 'u2'", "graph nodes", id="half-written-graph"),
     pytest.param(
         "UPDATE attachment_manifest SET committed_at_ms = NULL WHERE attachment_id = 'att-2-1'",
@@ -169,12 +180,17 @@ DAMAGE = [
 
 
 @pytest.mark.parametrize(("damage", "complaint"), DAMAGE)
-def test_verifier_flags_damage(campaign_file: Path, tmp_path: Path, damage: str, complaint: str) -> None:
+def test_verifier_flags_damage(
+    campaign_file: Path, tmp_path: Path, damage: str | Callable[[sqlite3.Connection], None], complaint: str
+) -> None:
     db_path = copy_of(campaign_file, tmp_path)
     verify_store(db_path, 5)  # the undamaged copy passes
     conn = sqlite3.connect(db_path)
     with conn:
-        conn.execute(damage)
+        if callable(damage):
+            damage(conn)
+        else:
+            conn.execute(damage)
     conn.close()
     with pytest.raises(HarnessError, match=complaint):
         verify_store(db_path, 5)

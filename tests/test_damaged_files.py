@@ -661,8 +661,9 @@ def test_torn_wal_tail_recovers_a_prefix_of_whole_commits(tmp_path: Path, fracti
 TYPE_CONFUSION = [
     pytest.param("UPDATE session_head SET head_revision = 'two'", id="head-revision-as-text"),
     pytest.param("UPDATE session_head SET head_revision = 2.5", id="head-revision-as-real"),
-    pytest.param("UPDATE usage_totals SET input_tokens = 'lots'", id="usage-counter-as-text"),
-    pytest.param("UPDATE usage_totals SET output_tokens = x'00'", id="usage-counter-as-blob"),
+    pytest.param("UPDATE session_head SET usage_ledger = 'lots'", id="usage-ledger-as-text"),
+    pytest.param("UPDATE session_head SET usage_ledger = x'00'", id="usage-ledger-not-a-list"),
+    pytest.param("UPDATE session_head SET usage_ledger = 7", id="usage-ledger-as-integer"),
 ]
 
 
@@ -672,3 +673,41 @@ def test_type_confused_integer_columns_raise_corrupt_data(populated: Populated, 
     execute(populated.path, damage)
     with Store.open(populated.path, OPTIONS) as store, pytest.raises(CorruptData):
         store.load_session()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param("UPDATE session_head SET node_count = 'many'", id="node-count-as-text"),
+        pytest.param("UPDATE session_head SET user_message_count = 1.5", id="user-count-as-real"),
+    ],
+)
+def test_type_confused_graph_counters_raise_corrupt_data(populated: Populated, damage: str) -> None:
+    """The maintained counters feed the picker, the node count and the active-path depth cap."""
+    execute(populated.path, damage)
+    with Store.open(populated.path, OPTIONS) as store:
+        for read in (store.graph_node_count, store.load_picker_info):
+            with pytest.raises(CorruptData, match="graph counters"):
+                read()
+        with pytest.raises(CorruptData, match="graph counters"):
+            store.load_session(SessionReadScope.active_path())
+
+
+def test_a_missing_head_row_is_corrupt_data_and_blocks_commits(populated: Populated) -> None:
+    """The head row exists from creation on: losing it is damage, never an empty session to commit into."""
+    execute(populated.path, "DELETE FROM session_head")
+    before = query(populated.path, "SELECT count(*) FROM graph_nodes UNION ALL SELECT count(*) FROM blobs")
+    with Store.open(populated.path, OPTIONS) as store:
+        for read in (store.load_session, store.graph_node_count, store.load_picker_info):
+            with pytest.raises(CorruptData, match="head row is missing"):
+                read()
+        commit = RuntimeCommit(
+            session_id=SESSION,
+            expected_head_revision=None,
+            graph=GraphDelta.append([_node("u9", "user", "late", None)], "u9"),
+            usage_deltas=[TokenLedgerEntry(source="turn", model="m", usage=TokenUsage(input_tokens=1))],
+        )
+        with pytest.raises(CorruptData, match="head row is missing"):
+            store.commit_runtime_state(commit)
+    assert query(populated.path, "SELECT count(*) FROM graph_nodes UNION ALL SELECT count(*) FROM blobs") == before
+    assert query(populated.path, "SELECT count(*) FROM session_head") == [(0,)]

@@ -469,9 +469,9 @@ def _state_snapshot(store: Store, path: Path) -> tuple[Any, ...]:
     with raw_ro(path) as conn:
         tables = tuple(
             conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            for table in ("blobs", "graph_nodes", "usage_totals", "runtime_turn_commits", "attachment_manifest")
+            for table in ("blobs", "graph_nodes", "runtime_turn_commits", "attachment_manifest")
         )
-        stats = conn.execute("SELECT node_count, user_message_count FROM graph_stats").fetchone()
+        stats = conn.execute("SELECT * FROM session_head").fetchone()
     return (read, tables, tuple(stats))
 
 
@@ -521,7 +521,7 @@ def test_d3_failure_inside_the_transaction_rolls_everything_back(db_path: Path) 
                 """
                 CREATE TABLE fail_switch (armed INTEGER);
                 INSERT INTO fail_switch VALUES (1);
-                CREATE TRIGGER fail_head_write BEFORE INSERT ON session_head
+                CREATE TRIGGER fail_head_write BEFORE UPDATE OF head_revision ON session_head
                 WHEN EXISTS (SELECT 1 FROM fail_switch)
                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END;
                 """

@@ -45,7 +45,7 @@ from lash_store.model import ArtifactKind, SessionNode, SessionRelation
 from lash_store.options import DEFAULT_FILE_GRACE_MS, GcPolicy, StoreOptions, system_clock
 from lash_store.sqlite import blobs as sql_blobs
 from lash_store.sqlite import schema
-from lash_store.sqlite.commit_tx import read_head
+from lash_store.sqlite.commit_tx import read_graph_counts, read_head, read_usage
 from lash_store.sqlite.connection import translate
 from lash_store.sqlite.factory import SqliteSessionStoreFactory
 from lash_store.sqlite.store import Store
@@ -80,8 +80,6 @@ _TABLE_ORDER = {
     "blobs": "hash",
     "session_meta": "singleton",
     "graph_nodes": "seq",
-    "graph_stats": "singleton",
-    "usage_totals": "seq",
     "runtime_turn_commits": "session_id, turn_id",
     "queued_work_batches": "enqueue_seq",
     "queued_work_sessions": "session_id",
@@ -256,8 +254,7 @@ def _meta(conn: sqlite3.Connection) -> dict[str, Any] | None:
 
 
 def _stats(conn: sqlite3.Connection) -> tuple[int, int]:
-    row = conn.execute("SELECT node_count, user_message_count FROM graph_stats").fetchone()
-    return (int(row[0]), int(row[1])) if row else (0, 0)
+    return read_graph_counts(conn)
 
 
 # ---------------------------------------------------------------------------
@@ -297,18 +294,8 @@ def inspect_store(path: str | os.PathLike[str], now_ms: int | None = None) -> di
         ).fetchone()
         checkpoint = _inspect_checkpoint(conn, head.checkpoint_ref if head else None)
         usage = [
-            {
-                "source": r[0],
-                "model": r[1],
-                "input_tokens": r[2],
-                "output_tokens": r[3],
-                "cached_input_tokens": r[4],
-                "reasoning_tokens": r[5],
-            }
-            for r in conn.execute(
-                "SELECT source, model, input_tokens, output_tokens, cached_input_tokens, reasoning_tokens "
-                "FROM usage_totals ORDER BY seq"
-            )
+            {"source": source, "model": model, **msgspec.structs.asdict(totals)}
+            for (source, model), totals in read_usage(conn).items()
         ]
         turn_commits = conn.execute("SELECT count(*) FROM runtime_turn_commits").fetchone()[0]
         queue = _inspect_queue(conn, now)
@@ -747,15 +734,15 @@ def _check_schema(conn: sqlite3.Connection, problems: _Problems) -> str:
 # Columns whose SQLite storage class the store relies on (NULL allowed where the schema allows it).
 _COLUMN_TYPES: dict[str, dict[str, str]] = {
     "blobs": {"hash": "text", "encoding": "text", "raw_size": "integer", "created_at_ms": "integer", "content": "blob"},
-    "session_head": {"session_id": "text", "head_revision": "integer", "body": "blob"},
-    "graph_nodes": {"seq": "integer", "node_id": "text", "tombstoned": "integer", "body": "blob"},
-    "graph_stats": {"node_count": "integer", "user_message_count": "integer"},
-    "usage_totals": {
-        "input_tokens": "integer",
-        "output_tokens": "integer",
-        "cached_input_tokens": "integer",
-        "reasoning_tokens": "integer",
+    "session_head": {
+        "session_id": "text",
+        "head_revision": "integer",
+        "body": "blob",
+        "node_count": "integer",
+        "user_message_count": "integer",
+        "usage_ledger": "blob",
     },
+    "graph_nodes": {"seq": "integer", "node_id": "text", "tombstoned": "integer", "body": "blob"},
     "runtime_turn_commits": {"turn_id": "text", "record": "blob", "committed_at_ms": "integer"},
     "queued_work_batches": {
         "batch_id": "text",
@@ -887,19 +874,20 @@ def _check_graph(conn: sqlite3.Connection, problems: _Problems) -> str:
 
 
 def _check_counters(conn: sqlite3.Connection, problems: _Problems) -> str:
-    stats = conn.execute("SELECT node_count, user_message_count FROM graph_stats").fetchall()
     live, users = conn.execute(
         "SELECT count(*), count(user_text) FROM graph_nodes WHERE tombstoned = 0",
     ).fetchone()
-    if len(stats) != 1:
-        problems.add(f"graph_stats has {len(stats)} rows, expected 1")
-        return f"{live} live nodes, {users} user messages"
-    node_count, user_count = stats[0]
+    node_count, user_count = read_graph_counts(conn)
     if node_count != live:
         problems.add(f"maintained node count {node_count} != {live} live nodes")
     if user_count != users:
         problems.add(f"maintained user-message count {user_count} != {users} live user messages")
-    return f"node count {node_count}, user messages {user_count}"
+    try:
+        totals = len(read_usage(conn))
+    except Exception as exc:  # damaged stored data of any shape is reported, not raised
+        problems.add(f"usage ledger does not decode: {_detail(exc)}")
+        totals = 0
+    return f"node count {node_count}, user messages {user_count}, usage totals for {totals} source/model pair(s)"
 
 
 def _check_turn_commits(conn: sqlite3.Connection, problems: _Problems) -> str:
@@ -1082,12 +1070,12 @@ def _occupied(conn: sqlite3.Connection) -> str | None:
     if head is not None:
         return f"it already holds session {head.session_id!r} at head revision {head.head_revision}"
     for table in _TABLE_ORDER:
-        if table == "graph_stats":
-            continue
+        if table == "session_head":
+            continue  # its one row exists from creation on; the head was checked above
         if conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None:
             return f"it already holds data (table {table})"
-    if _stats(conn) != (0, 0):
-        return "it already holds graph counters"
+    if _stats(conn) != (0, 0) or read_usage(conn):
+        return "it already holds graph counters or usage"
     return None
 
 
@@ -1176,17 +1164,17 @@ def _write_import(destination: Path, parsed: _ParsedExport, busy_timeout_s: floa
             reason = _occupied(conn)  # re-checked under the write lock
             if reason is not None:
                 raise ToolError(f"refusing to import into {destination}: {reason}")
-            for table in _TABLE_ORDER:  # graph_stats after graph_nodes: its triggers count the inserts
+            for table in _TABLE_ORDER:
                 if table not in parsed.tables:
                     continue
                 columns, rows = parsed.tables[table]
                 actual = _columns(conn, table)
                 if sorted(columns) != sorted(actual):
                     raise ToolError(f"export file: table {table} has columns {columns}, this schema has {actual}")
-                if table == "graph_stats":
-                    conn.execute("DELETE FROM graph_stats")
                 marks = ", ".join("?" for _ in columns)
-                conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+                # The head row exists from creation on: the exported one replaces it (verified below).
+                verb = "INSERT OR REPLACE" if table == "session_head" else "INSERT"
+                conn.executemany(f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
             for name, seq in parsed.sequences.items():
                 if name not in _TABLE_ORDER:
                     raise ToolError(f"export file: sequence of unknown table {name}")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 from lash_store.core import codec
 from lash_store.core.commit import HeadRow
 from lash_store.core.graph import EncodedNode
-from lash_store.errors import CorruptData, InvalidInput
+from lash_store.core.usage import Totals, add_usage, decode_totals, encode_totals
+from lash_store.errors import CorruptData
 from lash_store.model import QueuedWorkCompletion, TokenLedgerEntry, TurnCommitStamp
 from lash_store.sqlite import blobs
 
@@ -16,29 +18,52 @@ _UPSERT_NODE = (
     "ON CONFLICT (node_id) DO UPDATE SET parent_node_id = excluded.parent_node_id, "
     "user_text = excluded.user_text, body = excluded.body, tombstoned = 0"
 )
-_ADD_TOTAL = (
-    "INSERT INTO usage_totals (source, model, input_tokens, output_tokens, cached_input_tokens, reasoning_tokens) "
-    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source, model) DO UPDATE SET "
-    "input_tokens = input_tokens + excluded.input_tokens, "
-    "output_tokens = output_tokens + excluded.output_tokens, "
-    "cached_input_tokens = cached_input_tokens + excluded.cached_input_tokens, "
-    "reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens "
-    "RETURNING input_tokens, output_tokens, cached_input_tokens, reasoning_tokens"
+_SELECT_HEAD = "SELECT session_id, head_revision, checkpoint_ref, leaf_node_id, body, usage_ledger FROM session_head"
+_WRITE_HEAD = (
+    "UPDATE session_head SET session_id = ?, head_revision = ?, checkpoint_ref = ?, leaf_node_id = ?, body = ?, "
+    "usage_ledger = coalesce(?, usage_ledger)"
 )
-
-
-_HEAD_TYPES: tuple[type | tuple[type, ...], ...] = (str, int, (str, type(None)), (str, type(None)), bytes)
+_NO_HEAD_ROW = "the head row is missing"
 
 
 def read_head(conn: sqlite3.Connection) -> HeadRow | None:
-    row = conn.execute(
-        "SELECT session_id, head_revision, checkpoint_ref, leaf_node_id, body FROM session_head"
-    ).fetchone()
+    """The committed head, or ``None`` before the first commit."""
+    return _head(conn.execute(_SELECT_HEAD).fetchone())
+
+
+def read_usage(conn: sqlite3.Connection) -> Totals:
+    """The usage totals stored on the head row."""
+    row = conn.execute("SELECT usage_ledger FROM session_head").fetchone()
     if row is None:
-        return None
-    if not all(isinstance(value, kind) for value, kind in zip(row, _HEAD_TYPES, strict=True)):
+        raise CorruptData("session head", _NO_HEAD_ROW)
+    return decode_totals(row[0])
+
+
+def read_graph_counts(conn: sqlite3.Connection) -> tuple[int, int]:
+    """The maintained (live node count, live user-message count)."""
+    row = conn.execute("SELECT node_count, user_message_count FROM session_head").fetchone()
+    if row is None:
+        raise CorruptData("session head", _NO_HEAD_ROW)
+    if type(row[0]) is not int or type(row[1]) is not int:
+        raise CorruptData("session head", "stored graph counters are not integers")
+    return row[0], row[1]
+
+
+def _head(row: tuple[Any, ...] | None) -> HeadRow | None:
+    if row is None:
+        raise CorruptData("session head", _NO_HEAD_ROW)
+    session_id, revision, checkpoint_ref, leaf, body = row[:5]
+    if session_id is None and revision == 0:
+        return None  # no commit has bound this file to a session yet
+    if not (
+        type(session_id) is str
+        and type(revision) is int
+        and type(body) is bytes
+        and (checkpoint_ref is None or type(checkpoint_ref) is str)
+        and (leaf is None or type(leaf) is str)
+    ):
         raise CorruptData("session head", "stored row has the wrong column types")
-    return HeadRow(*row)
+    return HeadRow(session_id, revision, checkpoint_ref, leaf, body)
 
 
 class SqliteCommitTx:
@@ -46,9 +71,12 @@ class SqliteCommitTx:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        self._head_row: tuple[Any, ...] | None = None
+        self._totals: Totals | None = None  # set once this commit adds usage; written with the head
 
     def read_head(self) -> HeadRow | None:
-        return read_head(self.conn)
+        self._head_row = self.conn.execute(_SELECT_HEAD).fetchone()
+        return _head(self._head_row)
 
     def find_turn_commit(self, session_id: str, turn_id: str) -> bytes | None:
         row = self.conn.execute(
@@ -73,24 +101,12 @@ class SqliteCommitTx:
         blobs.put(self.conn, encoded, now_ms)
 
     def add_usage(self, entries: list[TokenLedgerEntry]) -> None:
-        for entry in entries:
-            usage = entry.usage
-            totals = self.conn.execute(
-                _ADD_TOTAL,
-                (
-                    entry.source,
-                    entry.model,
-                    usage.input_tokens,
-                    usage.output_tokens,
-                    usage.cached_input_tokens,
-                    usage.reasoning_tokens,
-                ),
-            ).fetchone()
-            # SQLite turns an overflowing integer sum into a float; refuse it (the transaction rolls back).
-            if not all(isinstance(total, int) for total in totals):
-                raise InvalidInput(
-                    "commit.usage_deltas", f"the {entry.source!r}/{entry.model!r} total overflows 64 bits"
-                )
+        if self._totals is None:
+            row = self._head_row or self.conn.execute(_SELECT_HEAD).fetchone()
+            if row is None:
+                raise CorruptData("session head", _NO_HEAD_ROW)
+            self._totals = decode_totals(row[5])
+        add_usage(self._totals, entries)
 
     def replace_graph(self, nodes: list[EncodedNode]) -> None:
         self.conn.execute("DELETE FROM graph_nodes")
@@ -100,11 +116,10 @@ class SqliteCommitTx:
         self.conn.executemany(_UPSERT_NODE, [(n.node_id, n.parent_node_id, n.user_text, n.body) for n in nodes])
 
     def write_head(self, head: HeadRow) -> None:
-        self.conn.execute(
-            "INSERT OR REPLACE INTO session_head (singleton, session_id, head_revision, checkpoint_ref, "
-            "leaf_node_id, body) VALUES (1, ?, ?, ?, ?, ?)",
-            (head.session_id, head.head_revision, head.checkpoint_ref, head.leaf_node_id, head.body),
-        )
+        ledger = None if self._totals is None else encode_totals(self._totals)
+        values = (head.session_id, head.head_revision, head.checkpoint_ref, head.leaf_node_id, head.body, ledger)
+        if self.conn.execute(_WRITE_HEAD, values).rowcount != 1:
+            raise CorruptData("session head", _NO_HEAD_ROW)
 
     def delete_claimed_batches(self, completion: QueuedWorkCompletion) -> int:
         cursor = self.conn.executemany(

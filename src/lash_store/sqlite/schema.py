@@ -22,14 +22,20 @@ CREATE TABLE IF NOT EXISTS blobs (
     content BLOB NOT NULL
 );
 
+-- One head row exists from creation on; ``session_id`` stays NULL until the first commit binds the file.
+-- The graph counters and the usage ledger live on it, so a commit rewrites one small row, not three.
 CREATE TABLE IF NOT EXISTS session_head (
     singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
-    session_id TEXT NOT NULL,
-    head_revision INTEGER NOT NULL,
+    session_id TEXT,
+    head_revision INTEGER NOT NULL DEFAULT 0,
     checkpoint_ref TEXT,
     leaf_node_id TEXT,
-    body BLOB NOT NULL
+    body BLOB,
+    node_count INTEGER NOT NULL DEFAULT 0,
+    user_message_count INTEGER NOT NULL DEFAULT 0,
+    usage_ledger BLOB -- msgpack list of TokenLedgerEntry totals, in order of first appearance
 );
+INSERT OR IGNORE INTO session_head (singleton) VALUES (1);
 
 CREATE TABLE IF NOT EXISTS graph_nodes (
     seq INTEGER PRIMARY KEY,
@@ -40,43 +46,24 @@ CREATE TABLE IF NOT EXISTS graph_nodes (
     body BLOB NOT NULL
 );
 
-CREATE TABLE IF NOT EXISTS graph_stats (
-    singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
-    node_count INTEGER NOT NULL,
-    user_message_count INTEGER NOT NULL
-);
-INSERT OR IGNORE INTO graph_stats VALUES (1, 0, 0);
-
 -- Counters follow every graph change, whichever statement makes it.
 CREATE TRIGGER IF NOT EXISTS graph_nodes_count_insert AFTER INSERT ON graph_nodes BEGIN
-    UPDATE graph_stats SET
+    UPDATE session_head SET
         node_count = node_count + (NEW.tombstoned = 0),
         user_message_count = user_message_count + (NEW.tombstoned = 0 AND NEW.user_text IS NOT NULL);
 END;
 CREATE TRIGGER IF NOT EXISTS graph_nodes_count_update AFTER UPDATE ON graph_nodes BEGIN
-    UPDATE graph_stats SET
+    UPDATE session_head SET
         node_count = node_count - (OLD.tombstoned = 0) + (NEW.tombstoned = 0),
         user_message_count = user_message_count
             - (OLD.tombstoned = 0 AND OLD.user_text IS NOT NULL)
             + (NEW.tombstoned = 0 AND NEW.user_text IS NOT NULL);
 END;
 CREATE TRIGGER IF NOT EXISTS graph_nodes_count_delete AFTER DELETE ON graph_nodes BEGIN
-    UPDATE graph_stats SET
+    UPDATE session_head SET
         node_count = node_count - (OLD.tombstoned = 0),
         user_message_count = user_message_count - (OLD.tombstoned = 0 AND OLD.user_text IS NOT NULL);
 END;
-
--- The usage ledger: one row per (source, model), in order of first appearance (rowid).
-CREATE TABLE IF NOT EXISTS usage_totals (
-    seq INTEGER PRIMARY KEY,
-    source TEXT NOT NULL,
-    model TEXT NOT NULL,
-    input_tokens INTEGER NOT NULL,
-    output_tokens INTEGER NOT NULL,
-    cached_input_tokens INTEGER NOT NULL,
-    reasoning_tokens INTEGER NOT NULL,
-    UNIQUE (source, model)
-);
 
 CREATE TABLE IF NOT EXISTS session_meta (
     singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
@@ -146,8 +133,6 @@ EXPECTED_TABLES = frozenset(
         "blobs",
         "session_head",
         "graph_nodes",
-        "graph_stats",
-        "usage_totals",
         "session_meta",
         "runtime_turn_commits",
         "queued_work_batches",

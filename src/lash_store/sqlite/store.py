@@ -18,6 +18,7 @@ from lash_store.core.checkpoint import decode_manifest, encode_checkpoint, hydra
 from lash_store.core.commit import HeadRow, apply_commit, prepare_commit
 from lash_store.core.gc import mark_live
 from lash_store.core.graph import decode_node, walk_active_path
+from lash_store.core.usage import ledger
 from lash_store.core.validate import (
     check_count,
     check_id,
@@ -51,13 +52,18 @@ from lash_store.model import (
     SessionReadScope,
     SessionRelation,
     TokenLedgerEntry,
-    TokenUsage,
     VacuumReport,
 )
 from lash_store.options import DEFAULT_FILE_GRACE_MS, BlobProfile, StoreOptions
 from lash_store.sqlite import blobs
 from lash_store.sqlite import queue as sql_queue
-from lash_store.sqlite.commit_tx import SqliteCommitTx, read_head, stamp_attachments
+from lash_store.sqlite.commit_tx import (
+    SqliteCommitTx,
+    read_graph_counts,
+    read_head,
+    read_usage,
+    stamp_attachments,
+)
 from lash_store.sqlite.connection import Connection
 
 log = logging.getLogger("lash_store")
@@ -266,7 +272,7 @@ class Store:
             first = conn.execute(
                 "SELECT user_text FROM graph_nodes WHERE user_text IS NOT NULL AND tombstoned = 0 ORDER BY seq LIMIT 1"
             ).fetchone()
-            count = conn.execute("SELECT user_message_count FROM graph_stats").fetchone()[0]
+            _nodes, count = read_graph_counts(conn)
         return SessionPickerInfo(
             session_id=meta[0],
             cwd=meta[1],
@@ -278,7 +284,7 @@ class Store:
     def graph_node_count(self) -> int:
         """Live (not tombstoned) nodes, from the maintained counter."""
         with self._db.read() as conn:
-            return int(conn.execute("SELECT node_count FROM graph_stats").fetchone()[0])
+            return read_graph_counts(conn)[0]
 
     # -- blobs and checkpoints -------------------------------------------
 
@@ -610,7 +616,7 @@ def _active_path(conn: sqlite3.Connection, leaf: str | None) -> SessionGraph:
     leaf = _live_leaf(conn, leaf)
     if leaf is None:
         return SessionGraph()
-    depth_cap = conn.execute("SELECT node_count FROM graph_stats").fetchone()[0]
+    depth_cap = read_graph_counts(conn)[0]
     rows = conn.execute(_ACTIVE_PATH, (leaf, depth_cap))
     return SessionGraph(nodes=walk_active_path(leaf, rows), leaf_node_id=leaf)
 
@@ -624,14 +630,4 @@ def _live_leaf(conn: sqlite3.Connection, leaf: str | None) -> str | None:
 
 
 def _token_ledger(conn: sqlite3.Connection) -> list[TokenLedgerEntry]:
-    rows = conn.execute(
-        "SELECT source, model, input_tokens, output_tokens, cached_input_tokens, reasoning_tokens "
-        "FROM usage_totals ORDER BY seq"
-    )
-    entries = []
-    for r in rows:
-        if not (isinstance(r[0], str) and isinstance(r[1], str) and all(isinstance(v, int) for v in r[2:])):
-            raise CorruptData("usage ledger", f"row for {r[0]!r}/{r[1]!r} has the wrong column types")
-        usage = TokenUsage(input_tokens=r[2], output_tokens=r[3], cached_input_tokens=r[4], reasoning_tokens=r[5])
-        entries.append(TokenLedgerEntry(source=r[0], model=r[1], usage=usage))
-    return entries
+    return ledger(read_usage(conn))

@@ -41,6 +41,7 @@ from lash_store.core.checkpoint import decode_manifest, encode_checkpoint, hydra
 from lash_store.core.commit import HeadRow, apply_commit, prepare_commit
 from lash_store.core.gc import mark_live
 from lash_store.core.graph import EncodedNode, decode_node
+from lash_store.core.usage import Totals, add_usage, ledger
 from lash_store.core.validate import (
     check_count,
     check_id,
@@ -76,7 +77,6 @@ from lash_store.model import (
     SessionReadScope,
     SessionRelation,
     TokenLedgerEntry,
-    TokenUsage,
     TurnCommitStamp,
     VacuumReport,
 )
@@ -90,9 +90,6 @@ _MODULE_DESCRIPTOR = BlobArtifactDescriptor.module_artifact()
 
 # Blobs are kept raw; this profile never compresses, so encoded content is the raw content.
 _RAW_PROFILE = BlobProfile.LOW_LATENCY
-
-_USAGE_COUNTERS = ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens")
-_MIN_I64, _MAX_I64 = -(2**63), 2**63 - 1
 
 
 # ---------------------------------------------------------------------------
@@ -194,7 +191,7 @@ class _State:
     blobs: dict[str, _Blob] = field(default_factory=dict)
     head: HeadRow | None = None
     nodes: dict[str, _Node] = field(default_factory=dict)
-    usage: dict[tuple[str, str], TokenUsage] = field(default_factory=dict)
+    usage: Totals = field(default_factory=dict)
     meta: _Meta | None = None
     turn_commits: dict[tuple[str, str], bytes] = field(default_factory=dict)
     batches: dict[str, _Batch] = field(default_factory=dict)
@@ -218,22 +215,7 @@ class _State:
         return [node for node in self.nodes.values() if not node.tombstoned]
 
     def add_usage(self, entries: Iterable[TokenLedgerEntry]) -> None:
-        """One total per ``(source, model)``, in order of first appearance.
-
-        A total that would leave the signed 64-bit range (what SQL backends can
-        store as an integer) is refused, so whatever is accepted reads back.
-        """
-        for entry in entries:
-            key = (entry.source, entry.model)
-            previous = self.usage.get(key)
-            total = entry.usage if previous is None else previous + entry.usage
-            for counter in _USAGE_COUNTERS:
-                if not _MIN_I64 <= getattr(total, counter) <= _MAX_I64:
-                    raise InvalidInput(
-                        "commit.usage_deltas",
-                        f"the {counter} total of {entry.source!r}/{entry.model!r} would leave the signed 64-bit range",
-                    )
-            self.usage[key] = total
+        add_usage(self.usage, entries)
 
     def upsert_nodes(self, nodes: Iterable[EncodedNode]) -> None:
         """New ids go to the end; an existing id is replaced in place and un-tombstoned."""
@@ -421,10 +403,7 @@ class ReferenceStore:
                 nodes = [decode_node(node.node_id, node.body) for node in state.live_nodes()]
                 graph = SessionGraph(nodes=nodes, leaf_node_id=_live_leaf(state, head.leaf_node_id))
             checkpoint = _load_checkpoint(state, head.checkpoint_ref) if head.checkpoint_ref else None
-            ledger = [
-                TokenLedgerEntry(source=source, model=model, usage=usage)
-                for (source, model), usage in state.usage.items()
-            ]
+            token_ledger = ledger(state.usage)
         return PersistedSessionRead(
             session_id=head.session_id,
             head_revision=head.head_revision,
@@ -434,7 +413,7 @@ class ReferenceStore:
             graph=graph,
             checkpoint_ref=head.checkpoint_ref,
             checkpoint=checkpoint,
-            token_ledger=ledger,
+            token_ledger=token_ledger,
         )
 
     def load_node(self, node_id: str) -> SessionNode | None:
@@ -695,10 +674,7 @@ class ReferenceStore:
             blobs = {ref: blob.content for ref, blob in state.blobs.items() if ref in wanted}
             modules = dict(state.modules)
             nodes = [copy.deepcopy(node) for node in state.nodes.values()]
-            usage = [
-                TokenLedgerEntry(source=source, model=model, usage=totals)
-                for (source, model), totals in state.usage.items()
-            ]
+            usage = ledger(state.usage)
         bound = session_id or head.session_id
         with target._write() as target_state:
             if target_state.head is not None:
