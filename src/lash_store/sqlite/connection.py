@@ -33,6 +33,17 @@ log = logging.getLogger("lash_store")
 # Connections inherited through fork() are parked here, never closed or used by the child.
 _ABANDONED_AFTER_FORK: list[sqlite3.Connection] = []
 
+# Bumped in every forked child: comparing it costs nothing, unlike a getpid() system call per operation.
+_fork_generation = 0
+
+
+def _after_fork_in_child() -> None:
+    global _fork_generation
+    _fork_generation += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
 
 def translate(exc: sqlite3.Error) -> Exception:
     """Map a driver error to the store's typed errors (the original stays chained)."""
@@ -54,7 +65,7 @@ class Connection:
         self.readonly = readonly
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
-        self._pid = os.getpid()
+        self._generation = _fork_generation
         self._conn = self._connect()
 
     # -- opening ---------------------------------------------------------
@@ -169,11 +180,13 @@ class Connection:
 
     def _follow_fork(self) -> None:
         """In a forked child, reconnect instead of sharing the parent's file handles and locks."""
-        if self.path is None or self._conn is None or os.getpid() == self._pid:
+        if self._generation == _fork_generation:
+            return
+        self._generation = _fork_generation
+        self._lock = threading.RLock()  # the parent's lock may have been held at fork time
+        if self.path is None or self._conn is None:
             return  # a private in-memory database is simply copied into the child
         _ABANDONED_AFTER_FORK.append(self._conn)  # never closed: the parent still owns it
-        self._pid = os.getpid()
-        self._lock = threading.RLock()  # the parent's lock may have been held at fork time
         self._conn = None
         self._conn = self._connect()
 
@@ -206,7 +219,7 @@ class Connection:
     def close(self) -> None:
         with self._lock:
             conn, self._conn = self._conn, None
-            if conn is not None and os.getpid() == self._pid:
+            if conn is not None and self._generation == _fork_generation:
                 conn.close()
 
     @property
