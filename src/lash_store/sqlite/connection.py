@@ -194,27 +194,33 @@ class Connection:
     def write(self) -> Iterator[sqlite3.Connection]:
         """A ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on any exception."""
         self._follow_fork()
-        with self._lock, self._guard():
+        with self._lock:
             conn = self._current()
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                _rollback(conn)
-                raise
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    _rollback(conn)
+                    raise
+            except sqlite3.Error as exc:  # one handler here: this runs on every commit
+                raise translate(exc) from exc
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """A deferred read transaction: every statement inside sees one snapshot."""
         self._follow_fork()
-        with self._lock, self._guard():
+        with self._lock:
             conn = self._current()
-            conn.execute("BEGIN")
             try:
-                yield conn
-            finally:
-                _rollback(conn)
+                conn.execute("BEGIN")
+                try:
+                    yield conn
+                finally:
+                    _rollback(conn)
+            except sqlite3.Error as exc:
+                raise translate(exc) from exc
 
     def close(self) -> None:
         with self._lock:
