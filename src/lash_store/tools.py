@@ -253,10 +253,6 @@ def _meta(conn: sqlite3.Connection) -> dict[str, Any] | None:
     }
 
 
-def _stats(conn: sqlite3.Connection) -> tuple[int, int]:
-    return read_graph_counts(conn)
-
-
 # ---------------------------------------------------------------------------
 # inspect
 
@@ -288,7 +284,7 @@ def inspect_store(path: str | os.PathLike[str], now_ms: int | None = None) -> di
                 )
             except Exception as exc:  # damaged stored data of any shape is reported, not raised
                 head_info["error"] = str(exc)
-        node_count, user_count = _stats(conn)
+        node_count, user_count = read_graph_counts(conn)
         live, tombstoned = conn.execute(
             "SELECT count(*) FILTER (WHERE tombstoned = 0), count(*) FILTER (WHERE tombstoned != 0) FROM graph_nodes"
         ).fetchone()
@@ -530,7 +526,7 @@ def _session_row(file: Path) -> dict[str, Any]:
     with read_snapshot(file) as conn:
         meta = _meta(conn) or {}
         head = read_head(conn)
-        nodes, users = _stats(conn)
+        nodes, users = read_graph_counts(conn)
         first = conn.execute(
             "SELECT user_text FROM graph_nodes WHERE user_text IS NOT NULL AND tombstoned = 0 ORDER BY seq LIMIT 1"
         ).fetchone()
@@ -994,7 +990,7 @@ def export_store(path: str | os.PathLike[str]) -> dict[str, Any]:
         sequences = dict(conn.execute("SELECT name, seq FROM sqlite_sequence ORDER BY name"))
         head = read_head(conn)
         meta = _meta(conn)
-        node_count, _users = _stats(conn)
+        node_count, _users = read_graph_counts(conn)
     return {
         "format": EXPORT_FORMAT,
         "format_version": EXPORT_FORMAT_VERSION,
@@ -1074,7 +1070,7 @@ def _occupied(conn: sqlite3.Connection) -> str | None:
             continue  # its one row exists from creation on; the head was checked above
         if conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None:
             return f"it already holds data (table {table})"
-    if _stats(conn) != (0, 0) or read_usage(conn):
+    if read_graph_counts(conn) != (0, 0) or read_usage(conn):
         return "it already holds graph counters or usage"
     return None
 

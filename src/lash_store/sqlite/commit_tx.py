@@ -23,35 +23,35 @@ _WRITE_HEAD = (
     "UPDATE session_head SET session_id = ?, head_revision = ?, checkpoint_ref = ?, leaf_node_id = ?, body = ?, "
     "usage_ledger = coalesce(?, usage_ledger)"
 )
-_NO_HEAD_ROW = "the head row is missing"
 
 
 def read_head(conn: sqlite3.Connection) -> HeadRow | None:
     """The committed head, or ``None`` before the first commit."""
-    return _head(conn.execute(_SELECT_HEAD).fetchone())
+    return _head(_fetch_head(conn, _SELECT_HEAD))
 
 
 def read_usage(conn: sqlite3.Connection) -> Totals:
     """The usage totals stored on the head row."""
-    row = conn.execute("SELECT usage_ledger FROM session_head").fetchone()
-    if row is None:
-        raise CorruptData("session head", _NO_HEAD_ROW)
-    return decode_totals(row[0])
+    return decode_totals(_fetch_head(conn, "SELECT usage_ledger FROM session_head")[0])
 
 
 def read_graph_counts(conn: sqlite3.Connection) -> tuple[int, int]:
     """The maintained (live node count, live user-message count)."""
-    row = conn.execute("SELECT node_count, user_message_count FROM session_head").fetchone()
-    if row is None:
-        raise CorruptData("session head", _NO_HEAD_ROW)
-    if type(row[0]) is not int or type(row[1]) is not int:
+    nodes, users = _fetch_head(conn, "SELECT node_count, user_message_count FROM session_head")
+    if type(nodes) is not int or type(users) is not int:
         raise CorruptData("session head", "stored graph counters are not integers")
-    return row[0], row[1]
+    return nodes, users
 
 
-def _head(row: tuple[Any, ...] | None) -> HeadRow | None:
+def _fetch_head(conn: sqlite3.Connection, select: str) -> tuple[Any, ...]:
+    """Columns of the one head row, which exists from creation on: its absence is damage."""
+    row: tuple[Any, ...] | None = conn.execute(select).fetchone()
     if row is None:
-        raise CorruptData("session head", _NO_HEAD_ROW)
+        raise CorruptData("session head", "the head row is missing")
+    return row
+
+
+def _head(row: tuple[Any, ...]) -> HeadRow | None:
     session_id, revision, checkpoint_ref, leaf, body = row[:5]
     if session_id is None and revision == 0:
         return None  # no commit has bound this file to a session yet
@@ -75,7 +75,7 @@ class SqliteCommitTx:
         self._totals: Totals | None = None  # set once this commit adds usage; written with the head
 
     def read_head(self) -> HeadRow | None:
-        self._head_row = self.conn.execute(_SELECT_HEAD).fetchone()
+        self._head_row = _fetch_head(self.conn, _SELECT_HEAD)  # add_usage takes the ledger from this row
         return _head(self._head_row)
 
     def find_turn_commit(self, session_id: str, turn_id: str) -> bytes | None:
@@ -102,9 +102,7 @@ class SqliteCommitTx:
 
     def add_usage(self, entries: list[TokenLedgerEntry]) -> None:
         if self._totals is None:
-            row = self._head_row or self.conn.execute(_SELECT_HEAD).fetchone()
-            if row is None:
-                raise CorruptData("session head", _NO_HEAD_ROW)
+            row = self._head_row or _fetch_head(self.conn, _SELECT_HEAD)
             self._totals = decode_totals(row[5])
         add_usage(self._totals, entries)
 
@@ -119,7 +117,7 @@ class SqliteCommitTx:
         ledger = None if self._totals is None else encode_totals(self._totals)
         values = (head.session_id, head.head_revision, head.checkpoint_ref, head.leaf_node_id, head.body, ledger)
         if self.conn.execute(_WRITE_HEAD, values).rowcount != 1:
-            raise CorruptData("session head", _NO_HEAD_ROW)
+            raise CorruptData("session head", "the head row is missing")
 
     def delete_claimed_batches(self, completion: QueuedWorkCompletion) -> int:
         cursor = self.conn.executemany(

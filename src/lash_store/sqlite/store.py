@@ -18,7 +18,7 @@ from lash_store.core.checkpoint import decode_manifest, encode_checkpoint, hydra
 from lash_store.core.commit import HeadRow, apply_commit, prepare_commit
 from lash_store.core.gc import mark_live
 from lash_store.core.graph import decode_node, walk_active_path
-from lash_store.core.usage import ledger
+from lash_store.core.usage import ledger as token_ledger
 from lash_store.core.validate import (
     check_count,
     check_id,
@@ -51,7 +51,6 @@ from lash_store.model import (
     SessionPickerInfo,
     SessionReadScope,
     SessionRelation,
-    TokenLedgerEntry,
     VacuumReport,
 )
 from lash_store.options import DEFAULT_FILE_GRACE_MS, BlobProfile, StoreOptions
@@ -186,7 +185,7 @@ class Store:
             else:
                 graph = _full_graph(conn, head.leaf_node_id)
             checkpoint = _load_checkpoint(conn, head.checkpoint_ref) if head.checkpoint_ref else None
-            ledger = _token_ledger(conn)
+            ledger = token_ledger(read_usage(conn))
         return PersistedSessionRead(
             session_id=head.session_id,
             head_revision=head.head_revision,
@@ -454,10 +453,11 @@ class Store:
             nodes = conn.execute(
                 "SELECT node_id, parent_node_id, tombstoned, user_text, body FROM graph_nodes ORDER BY seq"
             ).fetchall()
-            ledger = _token_ledger(conn)
+            ledger = token_ledger(read_usage(conn))
         bound = session_id or head.session_id
         with target._db.write() as conn:
-            if read_head(conn) is not None:
+            tx = SqliteCommitTx(conn)
+            if tx.read_head() is not None:
                 raise InvalidInput("target", "already holds a session head; fork into an empty store")
             now = target._now()
             conn.executemany(
@@ -471,7 +471,6 @@ class Store:
                 "INSERT INTO graph_nodes (node_id, parent_node_id, tombstoned, user_text, body) VALUES (?, ?, ?, ?, ?)",
                 nodes,
             )
-            tx = SqliteCommitTx(conn)
             tx.add_usage(ledger)
             tx.write_head(HeadRow(bound, head.head_revision, head.checkpoint_ref, head.leaf_node_id, head.body))
 
@@ -627,7 +626,3 @@ def _live_leaf(conn: sqlite3.Connection, leaf: str | None) -> str | None:
         return None
     row = conn.execute("SELECT tombstoned FROM graph_nodes WHERE node_id = ?", (leaf,)).fetchone()
     return None if row is not None and row[0] else leaf
-
-
-def _token_ledger(conn: sqlite3.Connection) -> list[TokenLedgerEntry]:
-    return ledger(read_usage(conn))
