@@ -25,8 +25,8 @@ demo: $(RUNTIME)
 	$(VENV)/bin/lash-store demo
 
 lint: $(DEV)
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests scripts
+	$(VENV)/bin/ruff format --check src tests scripts
 	$(VENV)/bin/mypy
 
 ## The test command: lint, types, then the whole suite except long soak runs.

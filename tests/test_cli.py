@@ -442,14 +442,14 @@ def test_verify_lists_every_problem(capsys: pytest.CaptureFixture[str], session_
         conn.execute("UPDATE session_head SET node_count = 99")
         conn.execute("UPDATE graph_nodes SET parent_node_id = 'ghost' WHERE node_id = 'b1'")
         conn.execute("UPDATE session_head SET leaf_node_id = 'nowhere'")
-        conn.execute("DROP TRIGGER graph_nodes_count_delete")
+        conn.execute("DROP INDEX idx_queued_work_ready")
     data = run_json(capsys, "verify", str(session_file), expect=EXIT_FAILED)
     assert data["ok"] is False
     failed = {c["name"] for c in data["checks"] if not c["ok"]}
     assert failed == {"schema", "blobs", "head", "graph", "counters", "module artifacts"}
     problems = "\n".join(data["problems"])
     for expected in (
-        "schema object graph_nodes_count_delete is missing",
+        "schema object idx_queued_work_ready is missing",
         f"blob {orphan}: content does not match its SHA-256 address",
         f"blob {module_ref} is missing",
         "leaf node 'nowhere' does not exist",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-import msgspec
 import pytest
 
 pytest.register_assert_rewrite("lash_store.testing.conformance")
@@ -44,8 +43,10 @@ class MemoryHarness(BackendHarness):
 
     def corrupt_head(self, store: SessionStore) -> None:
         # A memory database has no second connection; go through the store's own (test-only access).
-        with _sqlite(store)._db.write() as conn:
-            assert conn.execute("UPDATE session_head SET body = ?", (_UNDECODABLE,)).rowcount == 1
+        _sqlite(store)._db.write(lambda conn: conn.execute("UPDATE session_head SET body = ?", (_UNDECODABLE,)))
+
+    def delete_blob(self, store: SessionStore, ref: str) -> None:
+        _sqlite(store)._db.write(lambda conn: conn.execute("DELETE FROM blobs WHERE hash = ?", (ref,)))
 
 
 class FileHarness(BackendHarness):
@@ -76,6 +77,15 @@ class FileHarness(BackendHarness):
         finally:
             conn.close()
 
+    def delete_blob(self, store: SessionStore, ref: str) -> None:
+        path = _sqlite(store).path
+        assert path is not None
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            assert conn.execute("DELETE FROM blobs WHERE hash = ?", (ref,)).rowcount == 1
+        finally:
+            conn.close()
+
 
 class ReferenceHarness(BackendHarness):
     """The pure-Python oracle ``ReferenceStore`` (in memory, so not durable)."""
@@ -88,9 +98,13 @@ class ReferenceHarness(BackendHarness):
 
     def corrupt_head(self, store: SessionStore) -> None:
         assert isinstance(store, ReferenceStore)
-        state = store._state  # test-only access: the oracle has no second handle to go through
-        assert state is not None and state.head is not None
-        state.head = msgspec.structs.replace(state.head, body=_UNDECODABLE)
+        state = store._backend._state  # type: ignore[attr-defined]  # test-only access: no second handle exists
+        assert state is not None
+        state.head["body"] = _UNDECODABLE
+
+    def delete_blob(self, store: SessionStore, ref: str) -> None:
+        assert isinstance(store, ReferenceStore)
+        del store._backend._state.blobs[ref]  # type: ignore[attr-defined]
 
 
 @pytest.fixture(params=["sqlite-memory", "sqlite-file", "reference"])

@@ -26,6 +26,7 @@ from lash_store.model import (
     TokenUsage,
     TurnCommitStamp,
 )
+from lash_store.service import commit as service_commit
 from tests.helpers import commit_at, draft, message
 
 START_MS = 1_700_000_000_000
@@ -171,33 +172,18 @@ def test_keyboard_interrupt_inside_other_writes_rolls_back(
 # exceptions after rows were written, before COMMIT
 
 
-class InterruptingList(list[str]):
-    """A caller-supplied list that raises on its n-th iteration (used to interrupt a commit after its writes)."""
-
-    def __init__(self, items: list[str], fail_on: int, exc: BaseException, probe: Callable[[], None]) -> None:
-        super().__init__(items)
-        self.calls = 0
-        self.fail_on = fail_on
-        self.exc = exc
-        self.probe = probe
-
-    def __iter__(self) -> Iterator[str]:
-        self.calls += 1
-        if self.calls == self.fail_on:
-            self.probe()
-            raise self.exc
-        return super().__iter__()
-
-
 @pytest.mark.parametrize("exc_type", [KeyboardInterrupt, RuntimeError])
 def test_exception_after_the_head_write_rolls_everything_back(
-    armed: tuple[Store, ArmedClock], db_path: Path, exc_type: type[BaseException]
+    armed: tuple[Store, ArmedClock], db_path: Path, exc_type: type[BaseException], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """An exception raised inside the transaction after the head row was written (attachment stamping is the
+    last step but one) leaves no trace.  Caller-supplied collections are consumed before the lock, so the
+    interruption is injected at the stamping step itself."""
     store, _clock = armed
     before = snapshot(db_path)
     seen: dict[str, Any] = {}
 
-    def probe() -> None:
+    def interrupted_stamp(tx: Any, *args: Any) -> int:
         conn = store._db._conn
         assert conn is not None
         seen["in_transaction"] = conn.in_transaction
@@ -205,16 +191,24 @@ def test_exception_after_the_head_write_rolls_everything_back(
         seen["uncommitted_node"] = conn.execute(
             "SELECT count(*) FROM graph_nodes WHERE node_id = 'node-second'"
         ).fetchone()[0]
+        raise exc_type("after the head write")
 
-    commit = rich_commit(1, "second")
-    hostile = InterruptingList(["att-second"], fail_on=2, exc=exc_type("after the head write"), probe=probe)
-    commit = msgspec.structs.replace(commit, committed_attachment_ids=hostile)
+    monkeypatch.setattr(service_commit, "stamp_attachments", interrupted_stamp)
     with pytest.raises(exc_type, match="after the head write"):
-        store.commit_runtime_state(commit)
+        store.commit_runtime_state(rich_commit(1, "second"))
+    monkeypatch.undo()
     assert seen == {"in_transaction": True, "uncommitted_revision": 2, "uncommitted_node": 1}, (
         "the exception was meant to fire after the head write, inside the transaction"
     )
     assert_usable_after_failure(store, db_path, before)
+
+
+def test_a_generator_of_attachment_ids_is_consumed_once_and_applied(armed: tuple[Store, ArmedClock]) -> None:
+    """A one-shot iterable must not be used up by validation and then seen empty by the write."""
+    store, _clock = armed
+    commit = msgspec.structs.replace(rich_commit(1, "second"), committed_attachment_ids=iter(["att-second"]))
+    store.commit_runtime_state(commit)
+    assert store.list_uncommitted(START_MS * 2) == []
 
 
 def test_sqlite_failure_at_the_last_statement_rolls_back(armed: tuple[Store, ArmedClock], db_path: Path) -> None:

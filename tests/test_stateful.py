@@ -481,10 +481,10 @@ class StoreMachine(RuleBasedStateMachine):
     def still_owns(self, logical: int) -> bool:
         """Whether the claim still holds all its rows, read from the oracle's state (only to aim rules well)."""
         claim = self.claims[logical][REF]
-        state = self.ref._state
+        state = self.ref._backend._state  # type: ignore[attr-defined]
         assert state is not None
         rows = [state.batches.get(batch_id) for batch_id in claim.batch_ids]
-        return all(row is not None and row.claim_id == claim.claim_id for row in rows)
+        return all(row is not None and row["claim_id"] == claim.claim_id for row in rows)
 
     def forged_claim(self, logical: int, forgery: str, side: int) -> QueuedWorkClaim:
         """Held claim ``logical`` as seen by ``side``, possibly altered the same way on both sides."""

@@ -1,8 +1,15 @@
 """``AsyncStore``: every store method as a coroutine, never blocking the event loop.
 
-Calls run on one shared, bounded thread pool (so a process can hold thousands
-of stores open without thousands of threads); a per-store FIFO lock keeps each
-store's calls in submission order.
+Calls run on one shared, bounded thread pool, so a process can hold thousands
+of stores open without thousands of threads.  Each store has a *lane*: its
+calls run one at a time, in submission order, and the next one is handed to
+the pool only when the previous one has finished.  Cancelling an awaiting task
+therefore never lets a later call overtake an earlier one: a call that has not
+started yet is dropped (it never applies), and one that is already running
+finishes before anything after it starts, while its awaiter is released at once.
+
+The methods below the generated marker are written by ``scripts/generate_async.py``
+from :class:`lash_store.api.SessionStoreAPI`; do not edit them by hand.
 """
 
 from __future__ import annotations
@@ -11,12 +18,14 @@ import asyncio
 import functools
 import os
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from lash_store.api import AsyncSessionStoreAPI, SessionStoreAPI
 from lash_store.model import (
     AttachmentIntent,
     AttachmentManifestEntry,
@@ -40,58 +49,108 @@ from lash_store.model import (
     VacuumReport,
 )
 from lash_store.options import StoreOptions
+from lash_store.service.transfer import SessionDump
 from lash_store.sqlite.store import Store
 
-__all__ = ["AsyncStore"]
+__all__ = ["AsyncStore", "run_in_lane"]
 
 T = TypeVar("T")
 
-_executor: ThreadPoolExecutor | None = None
-_executor_pid = 0
-_executor_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
 
 
-def _shared_executor() -> ThreadPoolExecutor:
-    global _executor, _executor_pid
-    with _executor_lock:
-        if _executor is None or _executor_pid != os.getpid():  # a forked child gets a fresh pool
-            _executor = ThreadPoolExecutor(
-                max_workers=min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="lash-store"
-            )
-            _executor_pid = os.getpid()
-        return _executor
+def _after_fork_in_child() -> None:
+    # The parent's pool threads do not exist in the child, and its lock may have been held at fork time.
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
 
 
-async def _run(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_shared_executor(), functools.partial(func, *args, **kwargs))
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _shared_pool() -> ThreadPoolExecutor:
+    global _pool
+    pool = _pool
+    if pool is None:
+        with _pool_lock:
+            if _pool is None:
+                _pool = ThreadPoolExecutor(
+                    max_workers=min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="lash-store"
+                )
+            pool = _pool
+    return pool
+
+
+class Lane:
+    """One store's calls: run one at a time on the shared pool, in submission order."""
+
+    __slots__ = ("_busy", "_lock", "_pending")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: deque[tuple[Future[Any], Callable[[], Any]]] = deque()
+        self._busy = False
+
+    def submit(self, job: Callable[[], T]) -> Future[T]:
+        future: Future[T] = Future()
+        with self._lock:
+            self._pending.append((future, job))
+            if self._busy:
+                return future  # the running call hands the lane on when it finishes
+            self._busy = True
+        _shared_pool().submit(self._run_one)
+        return future
+
+    def _run_one(self) -> None:
+        with self._lock:
+            future, job = self._pending.popleft()
+        if future.set_running_or_notify_cancel():  # False: cancelled before it started, so it never applies
+            try:
+                result = job()
+            except BaseException as exc:  # delivered to the awaiter, whatever it is
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+        with self._lock:
+            if not self._pending:
+                self._busy = False
+                return
+        _shared_pool().submit(self._run_one)  # one call per pool task, so busy stores share the pool fairly
+
+
+async def run_in_lane(lane: Lane, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Await ``func(*args, **kwargs)`` run in ``lane`` without blocking the event loop."""
+    return await asyncio.wrap_future(lane.submit(functools.partial(func, *args, **kwargs)))
+
+
+def _unwrap(store: SessionStoreAPI | AsyncSessionStoreAPI) -> SessionStoreAPI:
+    return store.sync if isinstance(store, AsyncStore) else store  # type: ignore[return-value]
 
 
 class AsyncStore:
-    """An asyncio facade over any store with the :class:`Store` interface."""
+    """An asyncio facade over any synchronous store (SQLite, PostgreSQL, the reference)."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: SessionStoreAPI) -> None:
         self.sync = store
-        self._order = asyncio.Lock()
+        self._lane = Lane()
 
     @classmethod
-    async def open(cls, path: str | os.PathLike[str], options: StoreOptions | None = None) -> AsyncStore:
-        return cls(await _run(Store.open, path, options))
+    async def open(
+        cls, path: str | os.PathLike[str], options: StoreOptions | None = None, *, migrate: bool = False
+    ) -> AsyncStore:
+        return cls(await run_in_lane(Lane(), Store.open, path, options, migrate=migrate))
 
     @classmethod
     async def memory(cls, options: StoreOptions | None = None) -> AsyncStore:
-        return cls(await _run(Store.memory, options))
+        return cls(await run_in_lane(Lane(), Store.memory, options))
 
     @classmethod
     async def open_readonly(cls, path: str | os.PathLike[str]) -> AsyncStore:
-        return cls(await _run(Store.open_readonly, path))
+        return cls(await run_in_lane(Lane(), Store.open_readonly, path))
 
-    async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        async with self._order:
-            return await _run(getattr(self.sync, name), *args, **kwargs)
-
-    async def close(self) -> None:
-        await self._call("close")
+    async def _call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await run_in_lane(self._lane, func, *args, **kwargs)
 
     async def __aenter__(self) -> AsyncStore:
         return self
@@ -102,96 +161,130 @@ class AsyncStore:
         await self.close()
 
     @property
-    def durability_tier(self) -> DurabilityTier:
-        return self.sync.durability_tier  # type: ignore[no-any-return]
+    def path(self) -> Path | None:
+        return self.sync.path
 
     @property
-    def path(self) -> Path | None:
-        return self.sync.path  # type: ignore[no-any-return]
+    def durability_tier(self) -> DurabilityTier:
+        return self.sync.durability_tier
+
+    # --- generated by scripts/generate_async.py: do not edit ---
+    async def close(self) -> None:
+        """Close the store; later calls raise ``StoreClosed``.  Closing twice is harmless."""
+        return await self._call(self.sync.close)
 
     async def commit_runtime_state(self, commit: RuntimeCommit) -> RuntimeCommitResult:
-        return await self._call("commit_runtime_state", commit)  # type: ignore[no-any-return]
+        """Persist one runtime turn atomically."""
+        return await self._call(self.sync.commit_runtime_state, commit)
 
     async def load_session(self, scope: SessionReadScope | None = None) -> PersistedSessionRead | None:
-        return await self._call("load_session", scope)  # type: ignore[no-any-return]
+        """Head, graph (full or active path), hydrated checkpoint and usage, from one snapshot."""
+        return await self._call(self.sync.load_session, scope)
 
     async def load_node(self, node_id: str) -> SessionNode | None:
-        return await self._call("load_node", node_id)  # type: ignore[no-any-return]
+        """One live (not tombstoned) node, or ``None``."""
+        return await self._call(self.sync.load_node, node_id)
 
     async def tombstone_nodes(self, node_ids: Iterable[str]) -> int:
-        return await self._call("tombstone_nodes", node_ids)  # type: ignore[no-any-return]
+        """Hide nodes from every read; returns how many were hidden."""
+        return await self._call(self.sync.tombstone_nodes, node_ids)
 
     async def vacuum(self) -> VacuumReport:
-        return await self._call("vacuum")  # type: ignore[no-any-return]
-
-    async def save_session_meta(self, meta: SessionMeta) -> None:
-        await self._call("save_session_meta", meta)
-
-    async def load_session_meta(self) -> SessionMeta | None:
-        return await self._call("load_session_meta")  # type: ignore[no-any-return]
-
-    async def load_picker_info(self) -> SessionPickerInfo | None:
-        return await self._call("load_picker_info")  # type: ignore[no-any-return]
+        """Physically remove tombstoned nodes."""
+        return await self._call(self.sync.vacuum)
 
     async def graph_node_count(self) -> int:
-        return await self._call("graph_node_count")  # type: ignore[no-any-return]
+        """Live (not tombstoned) nodes."""
+        return await self._call(self.sync.graph_node_count)
+
+    async def save_session_meta(self, meta: SessionMeta) -> None:
+        """Write (replace) the session's descriptive metadata."""
+        return await self._call(self.sync.save_session_meta, meta)
+
+    async def load_session_meta(self) -> SessionMeta | None:
+        """The session's metadata, or ``None``."""
+        return await self._call(self.sync.load_session_meta)
+
+    async def load_picker_info(self) -> SessionPickerInfo | None:
+        """What a session picker shows, or ``None`` without metadata."""
+        return await self._call(self.sync.load_picker_info)
 
     async def put_blob(self, content: bytes) -> BlobRef:
-        return await self._call("put_blob", content)  # type: ignore[no-any-return]
+        """Store raw bytes; returns their SHA-256 ref."""
+        return await self._call(self.sync.put_blob, content)
 
     async def put_artifact_blob(self, descriptor: BlobArtifactDescriptor, content: bytes) -> BlobRef:
-        return await self._call("put_artifact_blob", descriptor, content)  # type: ignore[no-any-return]
+        """Store a typed blob (compressed when it pays)."""
+        return await self._call(self.sync.put_artifact_blob, descriptor, content)
 
     async def get_blob(self, ref: str) -> bytes | None:
-        return await self._call("get_blob", ref)  # type: ignore[no-any-return]
+        """A blob's raw content, or ``None``."""
+        return await self._call(self.sync.get_blob, ref)
 
     async def put_checkpoint(self, hydrated: HydratedCheckpoint) -> tuple[BlobRef, SessionCheckpoint]:
-        return await self._call("put_checkpoint", hydrated)  # type: ignore[no-any-return]
+        """Store a checkpoint's snapshots and manifest."""
+        return await self._call(self.sync.put_checkpoint, hydrated)
 
     async def get_checkpoint(self, ref: str) -> HydratedCheckpoint | None:
-        return await self._call("get_checkpoint", ref)  # type: ignore[no-any-return]
+        """A hydrated checkpoint, or ``None``."""
+        return await self._call(self.sync.get_checkpoint, ref)
 
-    async def gc_unreachable(self) -> GcReport:
-        return await self._call("gc_unreachable")  # type: ignore[no-any-return]
+    async def gc_unreachable(self, *, dry_run: bool = False) -> GcReport:
+        """Delete (or with ``dry_run`` only count) blobs no root reaches, past the grace period."""
+        return await self._call(self.sync.gc_unreachable, dry_run=dry_run)
 
     async def record_intent(self, intent: AttachmentIntent) -> None:
-        await self._call("record_intent", intent)
+        """Record that attachment bytes are about to be written."""
+        return await self._call(self.sync.record_intent, intent)
 
     async def commit_refs(self, session_id: str, attachment_ids: Iterable[str]) -> int:
-        return await self._call("commit_refs", session_id, attachment_ids)  # type: ignore[no-any-return]
+        """Mark intents committed (first stamp wins); returns how many changed."""
+        return await self._call(self.sync.commit_refs, session_id, attachment_ids)
 
     async def list_uncommitted(self, older_than_epoch_ms: int) -> list[AttachmentManifestEntry]:
-        return await self._call("list_uncommitted", older_than_epoch_ms)  # type: ignore[no-any-return]
+        """Uncommitted intents recorded at or before the instant, oldest first."""
+        return await self._call(self.sync.list_uncommitted, older_than_epoch_ms)
 
     async def forget(self, attachment_id: str) -> None:
-        await self._call("forget", attachment_id)
+        """Drop a manifest row."""
+        return await self._call(self.sync.forget, attachment_id)
 
     async def put_module_artifact(self, module_ref: str, data: bytes) -> BlobRef:
-        return await self._call("put_module_artifact", module_ref, data)  # type: ignore[no-any-return]
+        """Pin a module's bytes (a GC root until forgotten)."""
+        return await self._call(self.sync.put_module_artifact, module_ref, data)
 
     async def get_module_artifact(self, module_ref: str) -> bytes | None:
-        return await self._call("get_module_artifact", module_ref)  # type: ignore[no-any-return]
+        """A pinned module's bytes, or ``None``."""
+        return await self._call(self.sync.get_module_artifact, module_ref)
 
     async def forget_module_artifact(self, module_ref: str) -> None:
-        await self._call("forget_module_artifact", module_ref)
+        """Unpin a module."""
+        return await self._call(self.sync.forget_module_artifact, module_ref)
 
-    async def copy_session_into(self, target: AsyncStore | Store, *, session_id: str | None = None) -> None:
-        sync_target = target.sync if isinstance(target, AsyncStore) else target
-        await self._call("copy_session_into", sync_target, session_id=session_id)
+    async def copy_session_into(
+        self, target: SessionStoreAPI | AsyncSessionStoreAPI, *, session_id: str | None = None
+    ) -> None:
+        """Fork this session into an empty store of any backend."""
+        return await self._call(self.sync.copy_session_into, _unwrap(target), session_id=session_id)
+
+    async def export_session(self) -> SessionDump:
+        """Everything the store holds, in the backend-neutral dump format."""
+        return await self._call(self.sync.export_session)
+
+    async def import_session(self, dump: SessionDump) -> None:
+        """Load a dump into this empty store in one transaction."""
+        return await self._call(self.sync.import_session, dump)
 
     async def enqueue_queued_work(self, draft: QueuedWorkBatchDraft) -> QueuedWorkBatch:
-        return await self._call("enqueue_queued_work", draft)  # type: ignore[no-any-return]
+        """Add a batch (idempotent by source key while it exists)."""
+        return await self._call(self.sync.enqueue_queued_work, draft)
 
     async def claim_ready_queued_work(
-        self,
-        session_id: str,
-        owner_id: str,
-        boundary: QueuedWorkClaimBoundary,
-        lease_ttl_ms: int,
-        max_batches: int,
+        self, session_id: str, owner_id: str, boundary: QueuedWorkClaimBoundary, lease_ttl_ms: int, max_batches: int
     ) -> QueuedWorkClaim | None:
-        return await self._call(  # type: ignore[no-any-return]
-            "claim_ready_queued_work", session_id, owner_id, boundary, lease_ttl_ms, max_batches
+        """Lease the next ready group of batches, or ``None``."""
+        return await self._call(
+            self.sync.claim_ready_queued_work, session_id, owner_id, boundary, lease_ttl_ms, max_batches
         )
 
     async def claim_ready_queued_work_by_batch_ids(
@@ -202,21 +295,29 @@ class AsyncStore:
         lease_ttl_ms: int,
         batch_ids: Sequence[str],
     ) -> QueuedWorkClaim | None:
-        return await self._call(  # type: ignore[no-any-return]
-            "claim_ready_queued_work_by_batch_ids", session_id, owner_id, boundary, lease_ttl_ms, batch_ids
+        """Claim exactly these batches if they are the group the rule picks next, or ``None``."""
+        return await self._call(
+            self.sync.claim_ready_queued_work_by_batch_ids, session_id, owner_id, boundary, lease_ttl_ms, batch_ids
         )
 
     async def renew_queued_work_claim(self, claim: QueuedWorkClaim, lease_ttl_ms: int) -> QueuedWorkClaim:
-        return await self._call("renew_queued_work_claim", claim, lease_ttl_ms)  # type: ignore[no-any-return]
+        """Extend every batch's lease, or raise ``QueuedWorkClaimExpired``."""
+        return await self._call(self.sync.renew_queued_work_claim, claim, lease_ttl_ms)
 
     async def abandon_queued_work_claim(self, claim: QueuedWorkClaim) -> int:
-        return await self._call("abandon_queued_work_claim", claim)  # type: ignore[no-any-return]
+        """Release a claim; returns rows released."""
+        return await self._call(self.sync.abandon_queued_work_claim, claim)
 
     async def cancel_queued_work_batch(self, session_id: str, batch_id: str) -> QueuedWorkBatch | None:
-        return await self._call("cancel_queued_work_batch", session_id, batch_id)  # type: ignore[no-any-return]
+        """Remove a batch that is not live-claimed."""
+        return await self._call(self.sync.cancel_queued_work_batch, session_id, batch_id)
 
     async def list_queued_work(self, session_id: str) -> list[QueuedWorkBatch]:
-        return await self._call("list_queued_work", session_id)  # type: ignore[no-any-return]
+        """Every batch of the session, FIFO."""
+        return await self._call(self.sync.list_queued_work, session_id)
 
     async def list_pending_queued_work(self, session_id: str) -> list[QueuedWorkBatch]:
-        return await self._call("list_pending_queued_work", session_id)  # type: ignore[no-any-return]
+        """Batches not live-claimed now, FIFO."""
+        return await self._call(self.sync.list_pending_queued_work, session_id)
+
+    # --- end of generated code ---

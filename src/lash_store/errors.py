@@ -10,6 +10,7 @@ __all__ = [
     "NotAStoreDatabase",
     "QueuedWorkClaimExpired",
     "RuntimeTurnCommitConflict",
+    "SchemaMigrationRequired",
     "SessionBindingMismatch",
     "StoreBusy",
     "StoreClosed",
@@ -71,6 +72,24 @@ class UnsupportedSchemaVersion(StoreError):
         super().__init__(
             f"this lash-store release supports {kind} schema version {expected}, but the database "
             f"reports version {found}; no migration exists, so delete the file to start over"
+        )
+
+
+class SchemaMigrationRequired(StoreError):
+    """The database was written by an earlier release (an older layout); it opens after an explicit migration.
+
+    Nothing was modified.  Migrate with ``lash-store migrate PATH`` or open with ``migrate=True``.
+    """
+
+    def __init__(self, kind: str, expected_revision: int, found_revision: int, path: str = "") -> None:
+        self.kind = kind
+        self.expected_revision = expected_revision
+        self.found_revision = found_revision
+        self.path = path
+        super().__init__(
+            f"{path or 'the database'} has {kind} layout revision {found_revision}, written by an earlier release; "
+            f"this release uses revision {expected_revision}. Migrate it first: `lash-store migrate {path or 'PATH'}` "
+            "(or open with migrate=True); nothing was modified"
         )
 
 

@@ -8,7 +8,9 @@ from collections.abc import Callable
 
 from msgspec import Struct, field
 
-__all__ = ["BlobProfile", "Clock", "Durability", "GcPolicy", "StoreOptions", "system_clock"]
+from lash_store.core.validate import check_callable, check_count, check_instance, check_int, check_ms
+
+__all__ = ["BlobProfile", "Clock", "Durability", "GcPolicy", "StoreOptions", "check_options", "system_clock"]
 
 Clock = Callable[[], int]
 """A zero-argument callable returning epoch milliseconds."""
@@ -70,4 +72,32 @@ class StoreOptions(Struct, kw_only=True, frozen=True):
     clock: Clock | None = field(default=None)
 
     def now_ms(self) -> int:
-        return (self.clock or system_clock)()
+        """The clock's reading, checked: a clock that returns a non-instant is an invalid option.
+
+        An exception the clock raises is its own and propagates unchanged.
+        """
+        if self.clock is None:
+            return system_clock()
+        return check_ms("options.clock()", self.clock())
+
+
+# SQLite keeps its busy timeout as a C int of milliseconds; larger values would silently mean "never wait".
+MAX_BUSY_TIMEOUT_MS = 2**31 - 1
+
+
+def check_options(options: object) -> StoreOptions:
+    """Every option checked once, when a store opens, before any file is touched."""
+    check_instance("options", options, StoreOptions)
+    assert isinstance(options, StoreOptions)
+    check_instance("options.blob_profile", options.blob_profile, BlobProfile)
+    check_instance("options.durability", options.durability, Durability)
+    check_instance("options.gc_policy", options.gc_policy, GcPolicy)
+    every = options.gc_policy.auto_run_every_commits
+    if every is not None:
+        check_count("options.gc_policy.auto_run_every_commits", every)
+    if options.gc_policy.grace_ms is not None:
+        check_ms("options.gc_policy.grace_ms", options.gc_policy.grace_ms)
+    check_int("options.busy_timeout_ms", options.busy_timeout_ms, 0, MAX_BUSY_TIMEOUT_MS)
+    if options.clock is not None:
+        check_callable("options.clock", options.clock)
+    return options

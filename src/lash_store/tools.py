@@ -40,12 +40,14 @@ from lash_store.core.checkpoint import decode_manifest
 from lash_store.core.commit import TurnCommitRecord
 from lash_store.core.gc import mark_live
 from lash_store.core.graph import decode_node, user_message_text
+from lash_store.core.head import HeadRow
+from lash_store.core.usage import Totals, decode_totals
 from lash_store.errors import CorruptData, NotAStoreDatabase, StoreError, StoreNotFound
 from lash_store.model import ArtifactKind, SessionNode, SessionRelation
 from lash_store.options import DEFAULT_FILE_GRACE_MS, GcPolicy, StoreOptions, system_clock
-from lash_store.sqlite import blobs as sql_blobs
+from lash_store.service import head as service_head
 from lash_store.sqlite import schema
-from lash_store.sqlite.commit_tx import read_graph_counts, read_head, read_usage
+from lash_store.sqlite.backend import SqliteTx
 from lash_store.sqlite.connection import translate
 from lash_store.sqlite.factory import SqliteSessionStoreFactory
 from lash_store.sqlite.store import Store
@@ -87,6 +89,29 @@ _TABLE_ORDER = {
     "artifact_refs": "artifact_ref",
     "session_head": "singleton",
 }
+
+
+def _raw_head(conn: sqlite3.Connection) -> HeadRow:
+    return service_head.read_head(SqliteTx(conn, StoreOptions()))
+
+
+def read_head(conn: sqlite3.Connection) -> HeadRow | None:
+    head = _raw_head(conn)
+    return head if head.bound else None
+
+
+def read_graph_counts(conn: sqlite3.Connection) -> tuple[int, int]:
+    head = _raw_head(conn)
+    return head.node_count, head.user_message_count
+
+
+def read_usage(conn: sqlite3.Connection) -> Totals:
+    return decode_totals(_raw_head(conn).usage_ledger)
+
+
+def _get_blob(conn: sqlite3.Connection, ref: str) -> bytes | None:
+    row = conn.execute("SELECT encoding, content, raw_size FROM blobs WHERE hash = ?", (ref,)).fetchone()
+    return None if row is None else codec.decode_blob(ref, *row)
 
 
 def _detail(exc: BaseException) -> str:
@@ -276,7 +301,7 @@ def inspect_store(path: str | os.PathLike[str], now_ms: int | None = None) -> di
                 "checkpoint_ref": head.checkpoint_ref,
             }
             try:
-                body = codec.decode("session head", head.body, codec.HeadBody)
+                body = codec.decode("session head", head.body or b"", codec.HeadBody)
                 head_info.update(
                     config=body.config,
                     agent_frame_count=len(body.agent_frames),
@@ -377,7 +402,7 @@ def _inspect_checkpoint(conn: sqlite3.Connection, ref: str | None) -> dict[str, 
         result["error"] = f"checkpoint manifest {ref} is missing"
         return result
     try:
-        content = sql_blobs.get(conn, ref)
+        content = _get_blob(conn, ref)
         manifest = decode_manifest(ref, content or b"")
     except Exception as exc:  # damaged stored data of any shape is reported, not raised
         result["error"] = str(exc)
@@ -552,7 +577,7 @@ def _session_row(file: Path) -> dict[str, Any]:
 
 
 def _gc_plan(conn: sqlite3.Connection, now: int, grace_ms: int) -> dict[str, Any]:
-    marking = mark_live(lambda: read_head(conn), lambda ref: sql_blobs.get(conn, ref))
+    marking = mark_live(lambda: _raw_head(conn), lambda ref: _get_blob(conn, ref))
     pinned = {r[0] for r in conn.execute("SELECT blob_ref FROM artifact_refs")}
     rows = conn.execute("SELECT hash, kind, created_at_ms, length(content) FROM blobs ORDER BY created_at_ms, hash")
     candidates, total, total_bytes = [], 0, 0
@@ -784,7 +809,7 @@ def _check_blobs(conn: sqlite3.Connection, problems: _Problems) -> str:
 
 def _blob_or_problem(conn: sqlite3.Connection, ref: str, what: str, problems: _Problems) -> bytes | None:
     try:
-        content = sql_blobs.get(conn, ref)
+        content = _get_blob(conn, ref)
     except Exception as exc:  # damaged stored data of any shape is reported, not raised
         problems.add(f"{what} {ref} does not decode: {_detail(exc)}")
         return None
@@ -798,7 +823,7 @@ def _check_head(conn: sqlite3.Connection, problems: _Problems) -> str:
     if head is None:
         return "no head (nothing committed yet)"
     try:
-        body = codec.decode("session head", head.body, codec.HeadBody)
+        body = codec.decode("session head", head.body or b"", codec.HeadBody)
     except Exception as exc:  # damaged stored data of any shape is reported, not raised
         problems.add(f"head does not decode: {_detail(exc)}")
         return f"revision {head.head_revision}"

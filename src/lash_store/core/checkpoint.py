@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
 from lash_store.core import codec
 from lash_store.core.validate import check_optional_id
 from lash_store.errors import InvalidInput
@@ -17,17 +19,35 @@ _EXECUTION = BlobArtifactDescriptor.execution_state_snapshot()
 _MANIFEST = BlobArtifactDescriptor.checkpoint_manifest()
 
 
+class BoundRef(msgspec.Struct, frozen=True):
+    """A snapshot given by ref only: under the lock its blob must exist and decode as ``kind``."""
+
+    what: str
+    ref: str
+    kind: str  # "msgpack" (tool state, plugin snapshot) or "bytes" (execution state)
+
+
+class EncodedCheckpoint(msgspec.Struct, frozen=True):
+    blobs: list[codec.EncodedBlob]
+    checkpoint_ref: str
+    manifest: SessionCheckpoint
+    bound_refs: list[BoundRef]
+
+
 def encode_checkpoint(
     hydrated: HydratedCheckpoint, profile: BlobProfile, what: str = "checkpoint"
-) -> tuple[list[codec.EncodedBlob], str, SessionCheckpoint]:
-    """Encode snapshot blobs and the manifest; returns (blobs, checkpoint_ref, manifest)."""
+) -> EncodedCheckpoint:
+    """Encode snapshot blobs and the manifest, and list the refs given without a value."""
     if not isinstance(hydrated, HydratedCheckpoint):
         raise InvalidInput(what, f"must be a HydratedCheckpoint, got {type(hydrated).__name__}")
     blobs: list[codec.EncodedBlob] = []
+    bound: list[BoundRef] = []
 
     def snapshot(field: str, value: Any, ref: str | None, descriptor: BlobArtifactDescriptor) -> str | None:
         check_optional_id(f"{what}.{field}_ref", ref)
         if value is None:
+            if ref is not None:
+                bound.append(BoundRef(f"{what}.{field}_ref", ref, "bytes" if field == "execution_state" else "msgpack"))
             return ref
         if field == "execution_state":
             if not isinstance(value, (bytes, bytearray, memoryview)):
@@ -55,7 +75,7 @@ def encode_checkpoint(
     )
     manifest_blob = codec.encode_blob(codec.encode(f"{what}.turn_state", manifest), _MANIFEST, profile)
     blobs.append(manifest_blob)
-    return blobs, manifest_blob.hash, manifest
+    return EncodedCheckpoint(blobs, manifest_blob.hash, manifest, bound)
 
 
 def decode_manifest(ref: str, content: bytes) -> SessionCheckpoint:

@@ -28,12 +28,56 @@ _decoders: dict[Any, msgspec.msgpack.Decoder[Any]] = {}
 _local = threading.local()
 
 
+_ENCODE_ERRORS = (TypeError, ValueError, OverflowError, RecursionError)
+
+
 def encode(what: str, value: Any) -> bytes:
     """msgpack-encode a caller value, naming the field when it cannot be encoded."""
     try:
         return _encoder.encode(value)
-    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
-        raise InvalidInput(what, f"cannot be encoded as msgpack: {exc}") from exc
+    except _ENCODE_ERRORS as exc:
+        raise InvalidInput(_failing_path(what, value), f"cannot be encoded as msgpack: {exc}") from exc
+
+
+def _failing_path(what: str, value: Any, depth: int = 0) -> str:
+    """The path of the first part of ``value`` that does not encode (only walked when encoding failed)."""
+    if depth > 32:
+        return what
+    if isinstance(value, msgspec.Struct):
+        parts: Any = ((f".{name}", getattr(value, name)) for name in value.__struct_fields__)
+    elif isinstance(value, dict):
+        parts = ((f"[{key!r}]", item) for key, item in value.items())
+    elif isinstance(value, (list, tuple)):
+        parts = ((f"[{index}]", item) for index, item in enumerate(value))
+    else:
+        return what
+    for suffix, part in parts:
+        try:
+            _encoder.encode(part)
+        except _ENCODE_ERRORS:
+            return _failing_path(what + suffix, part, depth + 1)
+    return what
+
+
+def encode_checked(what: str, value: Any, type_: Any) -> bytes:
+    """Encode ``value`` and prove it reads back as ``type_``; a field that would not is :class:`InvalidInput`.
+
+    Value types are plain structs that accept anything at construction; this
+    is the one check that whatever the store accepts, it can also read (a
+    wrong type at any depth names its path, e.g. ``draft.payloads[0].input.items[0].text``).
+    """
+    data = encode(what, value)
+    decoder = _decoders.get(type_)
+    if decoder is None:
+        decoder = _decoders[type_] = msgspec.msgpack.Decoder(type_)
+    try:
+        decoder.decode(data)
+    except RecursionError:
+        pass  # deep opaque payloads: they decode on a fresh stack (see _decode_on_fresh_stack)
+    except msgspec.ValidationError as exc:
+        message, _, path = str(exc).partition(" - at `$")
+        raise InvalidInput(what + path.rstrip("`"), message) from exc
+    return data
 
 
 def decode(what: str, data: bytes, type_: type[T]) -> T:

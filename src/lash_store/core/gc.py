@@ -2,8 +2,8 @@
 
 Roots are the head checkpoint manifest and its snapshot children, the
 execution-state refs named by agent frames, and pinned module artifacts
-(the backend adds those with a sub-select).  If the head or the rooted
-manifest exists but does not decode, marking refuses: the GC must then
+(the backend's sweep adds those with a sub-select).  If the head or the
+rooted manifest exists but does not decode, marking refuses: the GC must then
 delete nothing, because it can no longer prove what is live.
 """
 
@@ -15,7 +15,7 @@ import msgspec
 
 from lash_store.core import codec
 from lash_store.core.checkpoint import decode_manifest
-from lash_store.core.commit import HeadRow
+from lash_store.core.head import HeadRow
 from lash_store.errors import CorruptData
 
 
@@ -26,7 +26,7 @@ class Marking(msgspec.Struct, frozen=True):
     skipped_reason: str | None = None
 
 
-def mark_live(read_head: Callable[[], HeadRow | None], load_blob: Callable[[str], bytes | None]) -> Marking:
+def mark_live(read_head: Callable[[], HeadRow], load_blob: Callable[[str], bytes | None]) -> Marking:
     """Collect the head's live refs; ``load_blob`` returns a blob's raw content or ``None``.
 
     The head is read through ``read_head`` so that a head row that cannot even
@@ -36,7 +36,7 @@ def mark_live(read_head: Callable[[], HeadRow | None], load_blob: Callable[[str]
         head = read_head()
     except CorruptData as exc:
         return Marking(skipped_reason=f"head does not decode ({exc.detail}); nothing deleted")
-    if head is None:
+    if not head.bound or head.body is None:
         return Marking()
     try:
         body = codec.decode("session head", head.body, codec.HeadBody)

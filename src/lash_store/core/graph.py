@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
 
 from lash_store.core import codec
-from lash_store.core.validate import check_id, check_instance, check_optional_id, check_text
+from lash_store.core.validate import check_id, check_instance, check_list, check_optional_id, check_text
 from lash_store.errors import InvalidInput
 from lash_store.model import SessionNode
 
@@ -22,13 +22,11 @@ class EncodedNode(msgspec.Struct, frozen=True):
     user_text: str | None
 
 
-def encode_nodes(what: str, nodes: Sequence[Any]) -> list[EncodedNode]:
+def encode_nodes(what: str, nodes: Any) -> list[EncodedNode]:
     """Validate and encode the nodes of one delta; an id may appear only once."""
-    if not isinstance(nodes, (list, tuple)):
-        raise InvalidInput(what, "must be a list of SessionNode")
     seen: set[str] = set()
     encoded = []
-    for index, node in enumerate(nodes):
+    for index, node in enumerate(check_list(what, nodes)):
         item = f"{what}[{index}]"
         check_instance(item, node, SessionNode)
         check_id(f"{item}.node_id", node.node_id)
@@ -42,7 +40,7 @@ def encode_nodes(what: str, nodes: Sequence[Any]) -> list[EncodedNode]:
         if node.node_id in seen:
             raise InvalidInput(f"{item}.node_id", f"node id {node.node_id!r} appears twice in one delta")
         seen.add(node.node_id)
-        body = codec.encode(f"{item}.payload", node)
+        body = codec.encode_checked(item, node, SessionNode)
         encoded.append(EncodedNode(node.node_id, node.parent_node_id, body, user_message_text(node)))
     return encoded
 

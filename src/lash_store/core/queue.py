@@ -11,7 +11,15 @@ from typing import Any
 import msgspec
 
 from lash_store.core import codec
-from lash_store.core.validate import check_id, check_instance, check_ms, check_optional_id
+from lash_store.core.validate import (
+    check_count,
+    check_id,
+    check_instance,
+    check_list,
+    check_ms,
+    check_optional_id,
+    check_text,
+)
 from lash_store.errors import CorruptData, InvalidInput
 from lash_store.model import (
     DeliveryPolicy,
@@ -55,11 +63,10 @@ def check_draft(draft: Any) -> bytes:
     check_instance("draft.merge_key", draft.merge_key, MergeKey)
     merge_key_text(draft.merge_key)
     check_ms("draft.available_at_ms", draft.available_at_ms)
-    if not isinstance(draft.payloads, list):
-        raise InvalidInput("draft.payloads", "must be a list of QueuedWorkPayload")
-    for index, payload in enumerate(draft.payloads):
+    payloads = check_list("draft.payloads", draft.payloads)
+    for index, payload in enumerate(payloads):
         _check_payload(f"draft.payloads[{index}]", payload)
-    return codec.encode("draft.payloads", draft.payloads)
+    return codec.encode_checked("draft.payloads", payloads, list[QueuedWorkPayload])
 
 
 def _check_payload(what: str, payload: Any) -> None:
@@ -93,12 +100,15 @@ def check_claim(claim: Any) -> QueuedWorkClaim:
     check_id("claim.session_id", claim.session_id)
     check_id("claim.claim_id", claim.claim_id)
     check_id("claim.lease_token", claim.lease_token)
-    if not claim.batches:
+    batches = check_list("claim.batches", claim.batches)
+    if not batches:
         raise InvalidInput("claim.batches", "a claim holds at least one batch")
-    for index, batch in enumerate(claim.batches):
+    check_count("claim.fencing_token", claim.fencing_token)
+    for index, batch in enumerate(batches):
         check_instance(f"claim.batches[{index}]", batch, QueuedWorkBatch)
         check_id(f"claim.batches[{index}].batch_id", batch.batch_id)
-    return claim  # type: ignore[no-any-return]
+    checked: QueuedWorkClaim = msgspec.structs.replace(claim, batches=batches)  # batches as a list, consumed once
+    return checked
 
 
 # ---------------------------------------------------------------------------
@@ -109,7 +119,7 @@ def merge_key_text(key: MergeKey) -> str:
     if key.kind == "group":
         if not isinstance(key.name, str):
             raise InvalidInput("draft.merge_key.name", "a group merge key needs a name")
-        return "group:" + key.name
+        return "group:" + check_text("draft.merge_key.name", key.name)
     if key.kind in ("never", "payload_default") and key.name is None:
         return key.kind
     raise InvalidInput("draft.merge_key", f"unknown merge key {key.kind!r}")

@@ -1,34 +1,53 @@
-"""One SQLite connection with explicit transactions, error translation and fork safety.
+"""One SQLite connection with interrupt-safe transactions, bounded waits and fork safety.
 
-Every write runs under ``BEGIN IMMEDIATE`` (the write lock is taken up
-front, so a read-then-write can never be overtaken); every multi-statement
-read runs in one deferred transaction (one snapshot).  Any exception,
-``KeyboardInterrupt`` included, rolls back and leaves the connection usable.
+Every write runs under ``BEGIN IMMEDIATE`` (the write lock is taken up front,
+so a read-then-write can never be overtaken); every multi-statement read runs
+in one deferred transaction (one snapshot).
+
+Interrupts.  A ``KeyboardInterrupt`` (or any exception raised by a signal
+handler) can arrive between any two bytecodes.  A transaction left open by one
+would keep the file's write lock and break every later call, so:
+
+* the statements, the commit and the rollback run in one function whose
+  ``finally`` rolls back until the connection is out of its transaction; the
+  rollback loop is written inline, because entering a function is itself a
+  point where CPython delivers a pending interrupt, and an interrupt that lands
+  during a rollback is held back and re-raised once the rollback is done;
+* a rollback that fails (an I/O error) closes the connection, which releases
+  every lock, and the next call reconnects;
+* waiting for another process's lock happens in short slices inside SQLite and
+  between them in Python, where an interrupt is delivered at once (SQLite's own
+  busy wait cannot be interrupted), and the whole transaction is retried.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import sqlite3
+import stat
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from lash_store.errors import (
     BackendError,
     CorruptData,
+    InvalidInput,
     NotAStoreDatabase,
     StoreBusy,
     StoreClosed,
     StoreNotFound,
 )
 from lash_store.options import StoreOptions
-from lash_store.sqlite import schema
+from lash_store.sqlite import migrations, schema
 
 log = logging.getLogger("lash_store")
+
+T = TypeVar("T")
 
 # Connections inherited through fork() are parked here, never closed or used by the child.
 _ABANDONED_AFTER_FORK: list[sqlite3.Connection] = []
@@ -44,28 +63,41 @@ def _after_fork_in_child() -> None:
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
+# How long SQLite itself may wait for a lock before control returns to Python (where interrupts land).
+_BUSY_SLICE_S = 0.025
+
 
 def translate(exc: sqlite3.Error) -> Exception:
     """Map a driver error to the store's typed errors (the original stays chained)."""
+    if _is_busy(exc):
+        return StoreBusy(f"database is busy: the lock was not free within the busy timeout ({exc})")
     code = getattr(exc, "sqlite_errorcode", None)
     primary = code & 0xFF if isinstance(code, int) else None
-    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-        return StoreBusy(f"database is busy: the write lock was not free within the busy timeout ({exc})")
     if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
         return CorruptData("database file", str(exc))
     return BackendError(str(exc))
 
 
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
 class Connection:
     """A lock-guarded sqlite3 connection to a file (reconnecting after fork) or to memory."""
 
-    def __init__(self, path: Path | None, options: StoreOptions, *, readonly: bool = False) -> None:
+    def __init__(
+        self, path: Path | None, options: StoreOptions, *, readonly: bool = False, migrate: bool = False
+    ) -> None:
         self.path = path
         self.options = options
         self.readonly = readonly
+        self.migrate = migrate
         self._lock = threading.RLock()
-        self._conn: sqlite3.Connection | None = None
         self._generation = _fork_generation
+        self._conn: sqlite3.Connection | None = None
+        self._reconnect = False
+        self._closed = False
         self._conn = self._connect()
 
     # -- opening ---------------------------------------------------------
@@ -73,194 +105,212 @@ class Connection:
     def _connect(self) -> sqlite3.Connection:
         if self.path is None:
             conn = self._raw_connect(":memory:")
-            with self._guard():
-                conn.execute("BEGIN IMMEDIATE")
-                schema.initialise(conn)
-                conn.execute("COMMIT")
-                self._apply_pragmas(conn)
+            try:
+                self._in_transaction(conn, "BEGIN IMMEDIATE", schema.initialise)
+                _apply_pragmas(conn, self.options)
+            except BaseException:
+                conn.close()
+                raise
             return conn
         if self.readonly:
             return self._connect_readonly(self.path)
         return self._connect_file(self.path)
 
     def _raw_connect(self, target: str, *, uri: bool = False) -> sqlite3.Connection:
-        return sqlite3.connect(
-            target,
-            timeout=self.options.busy_timeout_ms / 1000,
-            isolation_level=None,
-            check_same_thread=False,
-            cached_statements=256,
-            uri=uri,
-        )
+        try:
+            return sqlite3.connect(
+                target,
+                timeout=min(_BUSY_SLICE_S, self.options.busy_timeout_ms / 1000),
+                isolation_level=None,
+                check_same_thread=False,
+                cached_statements=256,
+                uri=uri,
+            )
+        except sqlite3.Error as exc:
+            raise BackendError(f"cannot open {target}: {exc}") from exc
 
     def _connect_file(self, path: Path) -> sqlite3.Connection:
-        _create_private(path)
-        _check_header(path)
+        check_database_path(path, create=True)
         conn = self._raw_connect(str(path))
         try:
-            with self._guard(opening=True):
-                identity = schema.Identity.read(conn)
-                identity.check(str(path))  # before anything could modify the file
-                self._switch_to_wal(conn)
-                if not (identity.user_version == schema.SCHEMA_VERSION and identity.is_complete):
-                    self._initialise_file(conn, str(path))
-                self._apply_pragmas(conn)
+            identity = self._with_retry(lambda: schema.Identity.read(conn), opening=True)
+            identity.check(str(path), migrate=self.migrate)  # before anything could modify the file
+            self._with_retry(lambda: _switch_to_wal(conn), opening=True)
+            if identity.needs_migration:
+                self._with_retry(
+                    lambda: self._in_transaction(conn, "BEGIN IMMEDIATE", lambda c: migrations.migrate(c, str(path)))
+                )
+            elif identity.needs_initialising:
+                self._with_retry(
+                    lambda: self._in_transaction(
+                        conn, "BEGIN IMMEDIATE", lambda c: schema.initialise_checked(c, str(path))
+                    )
+                )
+            _apply_pragmas(conn, self.options)
         except BaseException:
             conn.close()
             raise
         return conn
-
-    def _initialise_file(self, conn: sqlite3.Connection, path: str) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            identity = schema.Identity(conn)
-            identity.check(path)  # another opener may have won the race; re-check under the lock
-            if identity.is_empty or not identity.is_complete:
-                schema.initialise(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
     def _connect_readonly(self, path: Path) -> sqlite3.Connection:
-        if not path.is_file():
-            raise StoreNotFound(str(path))
-        _check_header(path)
+        check_database_path(path, create=False)
         conn = self._raw_connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
-            with self._guard(opening=True):
-                identity = schema.Identity.read(conn)
-                identity.check(str(path))
-                if identity.is_empty or not identity.is_complete:
-                    raise NotAStoreDatabase(str(path), "it holds no lash-store schema")
+            identity = self._with_retry(lambda: schema.Identity.read(conn), opening=True)
+            identity.check(str(path))
+            if identity.is_empty or not identity.is_complete:
+                raise NotAStoreDatabase(str(path), "it holds no lash-store schema")
         except BaseException:
             conn.close()
             raise
         return conn
 
-    def _switch_to_wal(self, conn: sqlite3.Connection) -> None:
-        # SQLite does not consult the busy handler for this switch, so retry by hand.
+    # -- transactions ----------------------------------------------------
+
+    def write(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``body`` under ``BEGIN IMMEDIATE``: committed if it returns, rolled back if anything raises."""
+        return self._transaction("BEGIN IMMEDIATE", body)
+
+    def read(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``body`` in one deferred transaction (one snapshot); it is always rolled back."""
+        return self._transaction("BEGIN", body, commit=False)
+
+    def _transaction(self, begin: str, body: Callable[[sqlite3.Connection], T], *, commit: bool = True) -> T:
+        if self._generation != _fork_generation:
+            self._follow_fork()
+        with self._lock:
+            return self._with_retry(lambda: self._in_transaction(self._current(), begin, body, commit=commit))
+
+    def _with_retry(self, attempt: Callable[[], T], *, opening: bool = False) -> T:
+        """Retry ``attempt`` while the database is busy, up to the busy timeout, sleeping in Python."""
         deadline = time.monotonic() + self.options.busy_timeout_ms / 1000
-        delay = 0.001
         while True:
             try:
-                conn.execute("PRAGMA journal_mode=WAL").fetchone()
-                return
-            except sqlite3.OperationalError as exc:
-                code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-                if code not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or time.monotonic() > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 0.05)
+                return attempt()
+            except sqlite3.Error as exc:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    if opening and "not a database" in str(exc):
+                        raise NotAStoreDatabase(str(self.path), str(exc)) from exc
+                    raise translate(exc) from exc
+            time.sleep(random.uniform(0.0005, 0.002))  # no transaction is open here: an interrupt is harmless
 
-    def _apply_pragmas(self, conn: sqlite3.Connection) -> None:
-        conn.execute(f"PRAGMA synchronous = {self.options.durability.value}")
-        conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("PRAGMA cache_size = -8000")
-
-    # -- using -----------------------------------------------------------
-
-    @contextmanager
-    def _guard(self, *, opening: bool = False) -> Iterator[None]:
-        """Translate driver errors into typed store errors."""
+    def _in_transaction(
+        self,
+        conn: sqlite3.Connection,
+        begin: str,
+        body: Callable[[sqlite3.Connection], T],
+        *,
+        commit: bool = True,
+    ) -> T:
+        interrupted: BaseException | None = None
         try:
-            yield
-        except sqlite3.DatabaseError as exc:
-            if opening and "not a database" in str(exc):
-                raise NotAStoreDatabase(str(self.path), str(exc)) from exc
-            raise translate(exc) from exc
-        except sqlite3.Error as exc:
-            raise translate(exc) from exc
+            conn.execute(begin)
+            result = body(conn)
+            if commit:
+                conn.execute("COMMIT")
+            return result
+        finally:
+            # Inline, not a helper call: see the module docstring.
+            while conn.in_transaction:
+                try:
+                    conn.rollback()
+                except sqlite3.Error:
+                    log.warning("rollback failed; closing the connection to release its locks", exc_info=True)
+                    conn.close()
+                    self._reconnect = True
+                    break
+                except BaseException as exc:  # an interrupt during the rollback: finish it first
+                    interrupted = exc
+            if interrupted is not None:
+                raise interrupted
 
     def _current(self) -> sqlite3.Connection:
-        if self._conn is None:
+        if self._closed:
             raise StoreClosed()
+        if self._reconnect or self._conn is None:
+            if self.path is None:
+                raise BackendError("the in-memory database was lost when its connection had to be closed")
+            self._conn = self._connect()
+            self._reconnect = False
         return self._conn
 
     def _follow_fork(self) -> None:
         """In a forked child, reconnect instead of sharing the parent's file handles and locks."""
-        if self._generation == _fork_generation:
-            return
         self._generation = _fork_generation
         self._lock = threading.RLock()  # the parent's lock may have been held at fork time
-        if self.path is None or self._conn is None:
+        if self.path is None or self._conn is None or self._closed:
             return  # a private in-memory database is simply copied into the child
         _ABANDONED_AFTER_FORK.append(self._conn)  # never closed: the parent still owns it
         self._conn = None
-        self._conn = self._connect()
-
-    @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """A ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on any exception."""
-        self._follow_fork()
-        with self._lock:
-            conn = self._current()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                    conn.execute("COMMIT")
-                except BaseException:
-                    _rollback(conn)
-                    raise
-            except sqlite3.Error as exc:  # one handler here: this runs on every commit
-                raise translate(exc) from exc
-
-    @contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
-        """A deferred read transaction: every statement inside sees one snapshot."""
-        self._follow_fork()
-        with self._lock:
-            conn = self._current()
-            try:
-                conn.execute("BEGIN")
-                try:
-                    yield conn
-                finally:
-                    _rollback(conn)
-            except sqlite3.Error as exc:
-                raise translate(exc) from exc
+        self._reconnect = True
 
     def close(self) -> None:
         with self._lock:
             conn, self._conn = self._conn, None
+            self._closed = True
             if conn is not None and self._generation == _fork_generation:
                 conn.close()
 
     @property
     def closed(self) -> bool:
-        return self._conn is None
+        return self._closed
 
 
-def _rollback(conn: sqlite3.Connection) -> None:
-    if conn.in_transaction:
-        try:
-            conn.execute("ROLLBACK")
-        except sqlite3.Error:  # the original exception matters more
-            log.warning("rollback failed", exc_info=True)
+def _switch_to_wal(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA journal_mode=WAL").fetchone()
+
+
+def _apply_pragmas(conn: sqlite3.Connection, options: StoreOptions) -> None:
+    conn.execute(f"PRAGMA synchronous = {options.durability.value}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA cache_size = -8000")
+
+
+# ---------------------------------------------------------------------------
+# Paths
 
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
 
-def _check_header(path: Path) -> None:
-    """Reject a non-empty file without the SQLite header (SQLite itself treats a 1-byte file as empty)."""
+def check_database_path(path: Path, *, create: bool) -> None:
+    """Refuse paths that cannot hold a database before SQLite touches them; create a new file 0600.
+
+    The file is opened non-blocking and checked with ``fstat``: a FIFO where the
+    database should be would otherwise block the open forever.  A non-empty file
+    without the SQLite header is foreign (SQLite would treat a 1-byte file as empty).
+    """
+    text = os.fspath(path)
+    if "\x00" in text:
+        raise InvalidInput("path", "must not contain NUL characters")
+    if create:
+        _create_private(path)
     try:
-        with open(path, "rb") as handle:
-            header = handle.read(len(_SQLITE_HEADER))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError as exc:
+        raise StoreNotFound(text) from exc
+    except IsADirectoryError as exc:
+        raise InvalidInput("path", f"{text} is a directory") from exc
     except OSError as exc:
-        raise BackendError(f"cannot read {path}: {exc}") from exc
+        raise InvalidInput("path", f"cannot open {text}: {exc.strerror}") from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InvalidInput("path", f"{text} is not a regular file")
+        header = os.read(fd, len(_SQLITE_HEADER))
+    finally:
+        os.close(fd)
     if header and header != _SQLITE_HEADER:
-        raise NotAStoreDatabase(str(path), "it is not an SQLite database")
+        raise NotAStoreDatabase(text, "it is not an SQLite database")
 
 
 def _create_private(path: Path) -> None:
     """Create a new database file readable by its owner only (its -wal/-shm inherit the mode)."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NONBLOCK, 0o600)
     except FileExistsError:
         return
+    except IsADirectoryError as exc:
+        raise InvalidInput("path", f"{path} is a directory") from exc
     except OSError as exc:
-        raise BackendError(f"cannot create {path}: {exc}") from exc
+        raise InvalidInput("path", f"cannot create {path}: {exc.strerror}") from exc
     os.close(fd)

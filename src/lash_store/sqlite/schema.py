@@ -1,17 +1,32 @@
-"""The session database schema (version 3) and the open-time identity check."""
+"""The session database schema and the open-time identity check (SPEC decision 4).
+
+``PRAGMA user_version`` is 3, the file format SPEC decision 4 names.  The
+layout inside version 3 has changed twice, so it carries its own revision in
+the one-row ``lash_schema`` table; files written before that table existed are
+recognised by their tables (revision 1 kept ``graph_stats``/``usage_totals``,
+revision 2 kept graph counters on the head row, maintained by triggers).  An
+older revision opens only after an explicit migration
+(:mod:`lash_store.sqlite.migrations`).
+"""
 
 from __future__ import annotations
 
 import sqlite3
 
-from lash_store.errors import NotAStoreDatabase, UnsupportedSchemaVersion
+from lash_store.errors import NotAStoreDatabase, SchemaMigrationRequired, UnsupportedSchemaVersion
 
 SCHEMA_VERSION = 3
+LAYOUT_REVISION = 3  # 1: graph_stats + usage_totals tables; 2: counters on the head row, kept by triggers
 APPLICATION_ID = 0x4C415348  # "LASH": marks a file as a lash-store session database
 SCHEMA_KIND = "session"
 
 DDL = """
 -- A rowid table: new blobs append at the end; only the small hash index takes random inserts.
+CREATE TABLE IF NOT EXISTS lash_schema (
+    singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+    revision INTEGER NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS blobs (
     id INTEGER PRIMARY KEY,
     hash TEXT NOT NULL UNIQUE,
@@ -45,25 +60,6 @@ CREATE TABLE IF NOT EXISTS graph_nodes (
     user_text TEXT,
     body BLOB NOT NULL
 );
-
--- Counters follow every graph change, whichever statement makes it.
-CREATE TRIGGER IF NOT EXISTS graph_nodes_count_insert AFTER INSERT ON graph_nodes BEGIN
-    UPDATE session_head SET
-        node_count = node_count + (NEW.tombstoned = 0),
-        user_message_count = user_message_count + (NEW.tombstoned = 0 AND NEW.user_text IS NOT NULL);
-END;
-CREATE TRIGGER IF NOT EXISTS graph_nodes_count_update AFTER UPDATE ON graph_nodes BEGIN
-    UPDATE session_head SET
-        node_count = node_count - (OLD.tombstoned = 0) + (NEW.tombstoned = 0),
-        user_message_count = user_message_count
-            - (OLD.tombstoned = 0 AND OLD.user_text IS NOT NULL)
-            + (NEW.tombstoned = 0 AND NEW.user_text IS NOT NULL);
-END;
-CREATE TRIGGER IF NOT EXISTS graph_nodes_count_delete AFTER DELETE ON graph_nodes BEGIN
-    UPDATE session_head SET
-        node_count = node_count - (OLD.tombstoned = 0),
-        user_message_count = user_message_count - (OLD.tombstoned = 0 AND OLD.user_text IS NOT NULL);
-END;
 
 CREATE TABLE IF NOT EXISTS session_meta (
     singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
@@ -130,6 +126,7 @@ CREATE TABLE IF NOT EXISTS artifact_refs (
 
 EXPECTED_TABLES = frozenset(
     {
+        "lash_schema",
         "blobs",
         "session_head",
         "graph_nodes",
@@ -150,6 +147,16 @@ class Identity:
         self.user_version: int = conn.execute("PRAGMA user_version").fetchone()[0]
         self.application_id: int = conn.execute("PRAGMA application_id").fetchone()[0]
         self.objects = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")}
+        self.revision = self._revision(conn)
+
+    def _revision(self, conn: sqlite3.Connection) -> int | None:
+        """The layout revision: recorded, or recognised in files written before it was recorded."""
+        if "lash_schema" in self.objects:
+            row = conn.execute("SELECT revision FROM lash_schema").fetchone()
+            return row[0] if row is not None and type(row[0]) is int else None
+        if self.user_version != SCHEMA_VERSION or not self.objects:
+            return None
+        return 1 if "graph_stats" in self.objects else 2
 
     @classmethod
     def read(cls, conn: sqlite3.Connection) -> Identity:
@@ -158,7 +165,7 @@ class Identity:
         try:
             return cls(conn)
         finally:
-            conn.execute("COMMIT")
+            conn.rollback()
 
     @property
     def is_empty(self) -> bool:
@@ -168,26 +175,51 @@ class Identity:
     def is_complete(self) -> bool:
         return self.objects >= EXPECTED_TABLES
 
-    def check(self, path: str) -> None:
-        """Raise unless this is an empty file or one of our version-3 databases."""
+    @property
+    def needs_migration(self) -> bool:
+        return self.user_version == SCHEMA_VERSION and self.revision is not None and self.revision < LAYOUT_REVISION
+
+    @property
+    def needs_initialising(self) -> bool:
+        return not self.needs_migration and (self.user_version == 0 or not self.is_complete)
+
+    def check(self, path: str, *, migrate: bool = False) -> None:
+        """Raise unless this is an empty file or one of our databases (SPEC decision 4, in order).
+
+        Then, inside version 3: a newer layout revision is refused, an older one
+        needs ``migrate`` (nothing is modified before the caller agrees).
+        """
         if self.user_version not in (0, SCHEMA_VERSION):
             raise UnsupportedSchemaVersion(SCHEMA_KIND, SCHEMA_VERSION, self.user_version)
         if self.user_version == 0 and self.objects:
             raise NotAStoreDatabase(path, "it has tables but no lash-store schema version")
         if self.user_version == SCHEMA_VERSION and self.application_id != APPLICATION_ID:
             raise NotAStoreDatabase(path, f"it belongs to another application (id {self.application_id})")
+        if self.revision is not None and self.revision > LAYOUT_REVISION:
+            raise UnsupportedSchemaVersion(f"{SCHEMA_KIND} layout", LAYOUT_REVISION, self.revision)
+        if self.needs_migration and not migrate:
+            raise SchemaMigrationRequired(SCHEMA_KIND, LAYOUT_REVISION, self.revision or 0, path)
 
 
 def initialise(conn: sqlite3.Connection) -> None:
-    """Create the schema and stamp version and identity (caller holds the write transaction)."""
-    for statement in _statements(DDL):
+    """Create the schema and stamp version, identity and layout revision (caller holds the write transaction)."""
+    for statement in statements(DDL):
         conn.execute(statement)
+    conn.execute("INSERT OR REPLACE INTO lash_schema (singleton, revision) VALUES (1, ?)", (LAYOUT_REVISION,))
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
 
 
-def _statements(script: str) -> list[str]:
-    """Split the DDL into statements, keeping trigger bodies whole."""
+def initialise_checked(conn: sqlite3.Connection, path: str) -> None:
+    """Initialise under the write lock, after re-checking: another opener may have won the race."""
+    identity = Identity(conn)
+    identity.check(path)
+    if identity.needs_initialising:
+        initialise(conn)
+
+
+def statements(script: str) -> list[str]:
+    """Split a DDL script into statements (trigger bodies stay whole)."""
     statements, current = [], []
     for line in script.splitlines():
         if not line.strip() or line.lstrip().startswith("--"):

@@ -177,7 +177,7 @@ class SessionStore(Protocol):
 class BackendHarness:
     """How the suite obtains stores of one backend.  Subclass it and provide a ``harness`` fixture.
 
-    ``open`` and ``corrupt_head`` are required.  A durable backend sets
+    ``open``, ``corrupt_head`` and ``delete_blob`` are required.  A durable backend sets
     ``durable = True`` and implements ``reopen``; for a non-durable one the
     reopen tests run their checks through the single handle.
     """
@@ -196,6 +196,10 @@ class BackendHarness:
     def corrupt_head(self, store: SessionStore) -> None:
         """Make the stored session head of ``store`` undecodable (GC must then refuse to delete anything)."""
         raise NotImplementedError(f"{type(self).__name__} must implement corrupt_head(store)")
+
+    def delete_blob(self, store: SessionStore, ref: str) -> None:
+        """Remove one stored blob behind the store's back (damage: a child a manifest still names)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement delete_blob(store, ref)")
 
     def close(self, store: SessionStore) -> None:
         """Release a store handle at the end of a test (closing twice must be harmless)."""
@@ -903,32 +907,77 @@ def test_put_checkpoint_round_trips_and_does_not_touch_the_head(store: SessionSt
     assert store.put_checkpoint(hydrated) == (ref, manifest)  # deterministic
 
 
-def test_checkpoint_reports_child_refs_even_when_missing(store: SessionStore) -> None:
-    missing_tool, missing_plugin, missing_exec = sha256(b"no-tool"), sha256(b"no-plugin"), sha256(b"no-exec")
+def test_checkpoint_reports_child_refs_even_when_missing(store: SessionStore, harness: BackendHarness) -> None:
     ref, manifest = store.put_checkpoint(
         HydratedCheckpoint(
             turn_state={"turn_index": 2},
-            tool_state_ref=missing_tool,
-            plugin_snapshot_ref=missing_plugin,
+            tool_state={"t": 1},
+            plugin_snapshot={"p": 1},
             plugin_snapshot_revision=3,
-            execution_state_ref=missing_exec,
+            execution_state=b"exec",
         )
     )
-    assert (manifest.tool_state_ref, manifest.plugin_snapshot_ref, manifest.execution_state_ref) == (
-        missing_tool,
-        missing_plugin,
-        missing_exec,
-    )
+    children = (manifest.tool_state_ref, manifest.plugin_snapshot_ref, manifest.execution_state_ref)
+    for child in children:
+        assert child is not None
+        harness.delete_blob(store, child)
     assert store.get_checkpoint(ref) == HydratedCheckpoint(
         turn_state={"turn_index": 2},
         tool_state=None,
-        tool_state_ref=missing_tool,
+        tool_state_ref=children[0],
         plugin_snapshot=None,
-        plugin_snapshot_ref=missing_plugin,
+        plugin_snapshot_ref=children[1],
         plugin_snapshot_revision=3,
         execution_state=None,
-        execution_state_ref=missing_exec,
+        execution_state_ref=children[2],
     )
+
+
+def _ref_only_checkpoints(ref: str) -> list[tuple[str, HydratedCheckpoint]]:
+    return [
+        ("tool_state_ref", HydratedCheckpoint(tool_state_ref=ref)),
+        ("plugin_snapshot_ref", HydratedCheckpoint(plugin_snapshot_ref=ref)),
+        ("execution_state_ref", HydratedCheckpoint(execution_state_ref=ref)),
+    ]
+
+
+def test_refs_without_a_value_must_name_a_stored_blob(store: SessionStore) -> None:
+    store.commit_runtime_state(commit(expected=0))
+    before = snapshot(store)
+    ghost = sha256(b"never stored")
+    for field, checkpoint in _ref_only_checkpoints(ghost):
+        with pytest.raises(InvalidInput) as commit_error:
+            store.commit_runtime_state(commit(expected=1, checkpoint=checkpoint))
+        assert commit_error.value.what == f"commit.checkpoint.{field}"
+        with pytest.raises(InvalidInput) as put_error:
+            store.put_checkpoint(checkpoint)
+        assert put_error.value.what == f"hydrated.{field}"
+    assert snapshot(store) == before
+    assert store.get_blob(ghost) is None
+    assert store.load_session() is not None  # nothing bricked
+
+
+def test_snapshot_refs_must_name_blobs_of_their_kind(store: SessionStore) -> None:
+    store.commit_runtime_state(commit(expected=0))
+    not_msgpack = store.put_blob(b"\xc1 not msgpack")
+    before = snapshot(store)
+    checkpoints = {
+        "tool_state_ref": HydratedCheckpoint(tool_state_ref=not_msgpack),
+        "plugin_snapshot_ref": HydratedCheckpoint(plugin_snapshot_ref=not_msgpack),
+    }
+    for field, checkpoint in checkpoints.items():
+        with pytest.raises(InvalidInput) as error:
+            store.commit_runtime_state(commit(expected=1, checkpoint=checkpoint))
+        assert error.value.what == f"commit.checkpoint.{field}"
+    assert snapshot(store) == before
+    # Execution state is opaque bytes: any stored blob will do.
+    result = store.commit_runtime_state(
+        commit(expected=1, checkpoint=HydratedCheckpoint(execution_state_ref=not_msgpack))
+    )
+    assert loaded(store).checkpoint == HydratedCheckpoint(
+        execution_state=b"\xc1 not msgpack", execution_state_ref=not_msgpack
+    )
+    assert result.manifest.execution_state_ref == not_msgpack
 
 
 def test_commit_keeps_ref_only_snapshots(store: SessionStore) -> None:
@@ -1018,9 +1067,10 @@ def test_gc_keeps_module_artifacts_and_deletes_unrooted_blobs(store: SessionStor
         assert store.get_blob(ref) is None
 
 
-def test_gc_tolerates_missing_rooted_children(store: SessionStore, clock: ManualClock) -> None:
-    ghost = sha256(b"never stored")
-    result = store.commit_runtime_state(commit(expected=0, checkpoint=HydratedCheckpoint(tool_state_ref=ghost)))
+def test_gc_tolerates_missing_rooted_children(store: SessionStore, clock: ManualClock, harness: BackendHarness) -> None:
+    result = store.commit_runtime_state(commit(expected=0, checkpoint=HydratedCheckpoint(tool_state={"t": 1})))
+    assert result.manifest.tool_state_ref is not None
+    harness.delete_blob(store, result.manifest.tool_state_ref)
     orphan = store.put_blob(b"orphan")
     clock.advance(1)
     report = store.gc_unreachable()

@@ -1,0 +1,20 @@
+"""Static proof (for mypy) that every store satisfies the public protocols; never imported at run time."""
+
+from __future__ import annotations
+
+from lash_store.aio import AsyncStore
+from lash_store.api import AsyncSessionStoreAPI, SessionStoreAPI
+from lash_store.sqlite.store import Store
+from lash_store.testing.reference import ReferenceStore
+
+
+def _sqlite(store: Store) -> SessionStoreAPI:
+    return store
+
+
+def _reference(store: ReferenceStore) -> SessionStoreAPI:
+    return store
+
+
+def _async(store: AsyncStore) -> AsyncSessionStoreAPI:
+    return store

@@ -1,0 +1,371 @@
+"""The public interface of a session store, as Protocols.
+
+:class:`SessionStoreAPI` is what every synchronous store offers (``Store`` on
+SQLite, ``PostgresStore``, the in-memory ``ReferenceStore``) and what the
+conformance suite exercises; :class:`AsyncSessionStoreAPI` is the same
+interface as coroutines (``AsyncStore``).  The async protocol and
+``AsyncStore``'s methods are generated from this file by
+``scripts/generate_async.py`` (a test checks they are current), so the two
+never drift apart.  mypy checks that every store satisfies its protocol
+(``lash_store/_typecheck.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from lash_store.model import (
+    AttachmentIntent,
+    AttachmentManifestEntry,
+    BlobArtifactDescriptor,
+    BlobRef,
+    DurabilityTier,
+    GcReport,
+    HydratedCheckpoint,
+    PersistedSessionRead,
+    QueuedWorkBatch,
+    QueuedWorkBatchDraft,
+    QueuedWorkClaim,
+    QueuedWorkClaimBoundary,
+    RuntimeCommit,
+    RuntimeCommitResult,
+    SessionCheckpoint,
+    SessionMeta,
+    SessionNode,
+    SessionPickerInfo,
+    SessionReadScope,
+    VacuumReport,
+)
+
+if TYPE_CHECKING:
+    from lash_store.service.transfer import SessionDump
+
+__all__ = ["AsyncSessionStoreAPI", "SessionStoreAPI"]
+
+
+class SessionStoreAPI(Protocol):
+    """A session store (SPEC §5 and §6)."""
+
+    @property
+    def path(self) -> Path | None:
+        """The database file, or ``None`` for stores that have none."""
+        ...
+
+    @property
+    def durability_tier(self) -> DurabilityTier: ...
+
+    # @generate-async-start
+    def close(self) -> None:
+        """Close the store; later calls raise ``StoreClosed``.  Closing twice is harmless."""
+        ...
+
+    def commit_runtime_state(self, commit: RuntimeCommit) -> RuntimeCommitResult:
+        """Persist one runtime turn atomically."""
+        ...
+
+    def load_session(self, scope: SessionReadScope | None = None) -> PersistedSessionRead | None:
+        """Head, graph (full or active path), hydrated checkpoint and usage, from one snapshot."""
+        ...
+
+    def load_node(self, node_id: str) -> SessionNode | None:
+        """One live (not tombstoned) node, or ``None``."""
+        ...
+
+    def tombstone_nodes(self, node_ids: Iterable[str]) -> int:
+        """Hide nodes from every read; returns how many were hidden."""
+        ...
+
+    def vacuum(self) -> VacuumReport:
+        """Physically remove tombstoned nodes."""
+        ...
+
+    def graph_node_count(self) -> int:
+        """Live (not tombstoned) nodes."""
+        ...
+
+    def save_session_meta(self, meta: SessionMeta) -> None:
+        """Write (replace) the session's descriptive metadata."""
+        ...
+
+    def load_session_meta(self) -> SessionMeta | None:
+        """The session's metadata, or ``None``."""
+        ...
+
+    def load_picker_info(self) -> SessionPickerInfo | None:
+        """What a session picker shows, or ``None`` without metadata."""
+        ...
+
+    def put_blob(self, content: bytes) -> BlobRef:
+        """Store raw bytes; returns their SHA-256 ref."""
+        ...
+
+    def put_artifact_blob(self, descriptor: BlobArtifactDescriptor, content: bytes) -> BlobRef:
+        """Store a typed blob (compressed when it pays)."""
+        ...
+
+    def get_blob(self, ref: str) -> bytes | None:
+        """A blob's raw content, or ``None``."""
+        ...
+
+    def put_checkpoint(self, hydrated: HydratedCheckpoint) -> tuple[BlobRef, SessionCheckpoint]:
+        """Store a checkpoint's snapshots and manifest."""
+        ...
+
+    def get_checkpoint(self, ref: str) -> HydratedCheckpoint | None:
+        """A hydrated checkpoint, or ``None``."""
+        ...
+
+    def gc_unreachable(self, *, dry_run: bool = False) -> GcReport:
+        """Delete (or with ``dry_run`` only count) blobs no root reaches, past the grace period."""
+        ...
+
+    def record_intent(self, intent: AttachmentIntent) -> None:
+        """Record that attachment bytes are about to be written."""
+        ...
+
+    def commit_refs(self, session_id: str, attachment_ids: Iterable[str]) -> int:
+        """Mark intents committed (first stamp wins); returns how many changed."""
+        ...
+
+    def list_uncommitted(self, older_than_epoch_ms: int) -> list[AttachmentManifestEntry]:
+        """Uncommitted intents recorded at or before the instant, oldest first."""
+        ...
+
+    def forget(self, attachment_id: str) -> None:
+        """Drop a manifest row."""
+        ...
+
+    def put_module_artifact(self, module_ref: str, data: bytes) -> BlobRef:
+        """Pin a module's bytes (a GC root until forgotten)."""
+        ...
+
+    def get_module_artifact(self, module_ref: str) -> bytes | None:
+        """A pinned module's bytes, or ``None``."""
+        ...
+
+    def forget_module_artifact(self, module_ref: str) -> None:
+        """Unpin a module."""
+        ...
+
+    def copy_session_into(self, target: SessionStoreAPI, *, session_id: str | None = None) -> None:
+        """Fork this session into an empty store of any backend."""
+        ...
+
+    def export_session(self) -> SessionDump:
+        """Everything the store holds, in the backend-neutral dump format."""
+        ...
+
+    def import_session(self, dump: SessionDump) -> None:
+        """Load a dump into this empty store in one transaction."""
+        ...
+
+    def enqueue_queued_work(self, draft: QueuedWorkBatchDraft) -> QueuedWorkBatch:
+        """Add a batch (idempotent by source key while it exists)."""
+        ...
+
+    def claim_ready_queued_work(
+        self,
+        session_id: str,
+        owner_id: str,
+        boundary: QueuedWorkClaimBoundary,
+        lease_ttl_ms: int,
+        max_batches: int,
+    ) -> QueuedWorkClaim | None:
+        """Lease the next ready group of batches, or ``None``."""
+        ...
+
+    def claim_ready_queued_work_by_batch_ids(
+        self,
+        session_id: str,
+        owner_id: str,
+        boundary: QueuedWorkClaimBoundary,
+        lease_ttl_ms: int,
+        batch_ids: Sequence[str],
+    ) -> QueuedWorkClaim | None:
+        """Claim exactly these batches if they are the group the rule picks next, or ``None``."""
+        ...
+
+    def renew_queued_work_claim(self, claim: QueuedWorkClaim, lease_ttl_ms: int) -> QueuedWorkClaim:
+        """Extend every batch's lease, or raise ``QueuedWorkClaimExpired``."""
+        ...
+
+    def abandon_queued_work_claim(self, claim: QueuedWorkClaim) -> int:
+        """Release a claim; returns rows released."""
+        ...
+
+    def cancel_queued_work_batch(self, session_id: str, batch_id: str) -> QueuedWorkBatch | None:
+        """Remove a batch that is not live-claimed."""
+        ...
+
+    def list_queued_work(self, session_id: str) -> list[QueuedWorkBatch]:
+        """Every batch of the session, FIFO."""
+        ...
+
+    def list_pending_queued_work(self, session_id: str) -> list[QueuedWorkBatch]:
+        """Batches not live-claimed now, FIFO."""
+        ...
+
+    # @generate-async-end
+
+
+# --- generated by scripts/generate_async.py: do not edit ---
+class AsyncSessionStoreAPI(Protocol):
+    """:class:`SessionStoreAPI` as coroutines."""
+
+    @property
+    def path(self) -> Path | None: ...
+
+    @property
+    def durability_tier(self) -> DurabilityTier: ...
+
+    async def close(self) -> None:
+        """Close the store; later calls raise ``StoreClosed``.  Closing twice is harmless."""
+        ...
+
+    async def commit_runtime_state(self, commit: RuntimeCommit) -> RuntimeCommitResult:
+        """Persist one runtime turn atomically."""
+        ...
+
+    async def load_session(self, scope: SessionReadScope | None = None) -> PersistedSessionRead | None:
+        """Head, graph (full or active path), hydrated checkpoint and usage, from one snapshot."""
+        ...
+
+    async def load_node(self, node_id: str) -> SessionNode | None:
+        """One live (not tombstoned) node, or ``None``."""
+        ...
+
+    async def tombstone_nodes(self, node_ids: Iterable[str]) -> int:
+        """Hide nodes from every read; returns how many were hidden."""
+        ...
+
+    async def vacuum(self) -> VacuumReport:
+        """Physically remove tombstoned nodes."""
+        ...
+
+    async def graph_node_count(self) -> int:
+        """Live (not tombstoned) nodes."""
+        ...
+
+    async def save_session_meta(self, meta: SessionMeta) -> None:
+        """Write (replace) the session's descriptive metadata."""
+        ...
+
+    async def load_session_meta(self) -> SessionMeta | None:
+        """The session's metadata, or ``None``."""
+        ...
+
+    async def load_picker_info(self) -> SessionPickerInfo | None:
+        """What a session picker shows, or ``None`` without metadata."""
+        ...
+
+    async def put_blob(self, content: bytes) -> BlobRef:
+        """Store raw bytes; returns their SHA-256 ref."""
+        ...
+
+    async def put_artifact_blob(self, descriptor: BlobArtifactDescriptor, content: bytes) -> BlobRef:
+        """Store a typed blob (compressed when it pays)."""
+        ...
+
+    async def get_blob(self, ref: str) -> bytes | None:
+        """A blob's raw content, or ``None``."""
+        ...
+
+    async def put_checkpoint(self, hydrated: HydratedCheckpoint) -> tuple[BlobRef, SessionCheckpoint]:
+        """Store a checkpoint's snapshots and manifest."""
+        ...
+
+    async def get_checkpoint(self, ref: str) -> HydratedCheckpoint | None:
+        """A hydrated checkpoint, or ``None``."""
+        ...
+
+    async def gc_unreachable(self, *, dry_run: bool = False) -> GcReport:
+        """Delete (or with ``dry_run`` only count) blobs no root reaches, past the grace period."""
+        ...
+
+    async def record_intent(self, intent: AttachmentIntent) -> None:
+        """Record that attachment bytes are about to be written."""
+        ...
+
+    async def commit_refs(self, session_id: str, attachment_ids: Iterable[str]) -> int:
+        """Mark intents committed (first stamp wins); returns how many changed."""
+        ...
+
+    async def list_uncommitted(self, older_than_epoch_ms: int) -> list[AttachmentManifestEntry]:
+        """Uncommitted intents recorded at or before the instant, oldest first."""
+        ...
+
+    async def forget(self, attachment_id: str) -> None:
+        """Drop a manifest row."""
+        ...
+
+    async def put_module_artifact(self, module_ref: str, data: bytes) -> BlobRef:
+        """Pin a module's bytes (a GC root until forgotten)."""
+        ...
+
+    async def get_module_artifact(self, module_ref: str) -> bytes | None:
+        """A pinned module's bytes, or ``None``."""
+        ...
+
+    async def forget_module_artifact(self, module_ref: str) -> None:
+        """Unpin a module."""
+        ...
+
+    async def copy_session_into(
+        self, target: SessionStoreAPI | AsyncSessionStoreAPI, *, session_id: str | None = None
+    ) -> None:
+        """Fork this session into an empty store of any backend."""
+        ...
+
+    async def export_session(self) -> SessionDump:
+        """Everything the store holds, in the backend-neutral dump format."""
+        ...
+
+    async def import_session(self, dump: SessionDump) -> None:
+        """Load a dump into this empty store in one transaction."""
+        ...
+
+    async def enqueue_queued_work(self, draft: QueuedWorkBatchDraft) -> QueuedWorkBatch:
+        """Add a batch (idempotent by source key while it exists)."""
+        ...
+
+    async def claim_ready_queued_work(
+        self, session_id: str, owner_id: str, boundary: QueuedWorkClaimBoundary, lease_ttl_ms: int, max_batches: int
+    ) -> QueuedWorkClaim | None:
+        """Lease the next ready group of batches, or ``None``."""
+        ...
+
+    async def claim_ready_queued_work_by_batch_ids(
+        self,
+        session_id: str,
+        owner_id: str,
+        boundary: QueuedWorkClaimBoundary,
+        lease_ttl_ms: int,
+        batch_ids: Sequence[str],
+    ) -> QueuedWorkClaim | None:
+        """Claim exactly these batches if they are the group the rule picks next, or ``None``."""
+        ...
+
+    async def renew_queued_work_claim(self, claim: QueuedWorkClaim, lease_ttl_ms: int) -> QueuedWorkClaim:
+        """Extend every batch's lease, or raise ``QueuedWorkClaimExpired``."""
+        ...
+
+    async def abandon_queued_work_claim(self, claim: QueuedWorkClaim) -> int:
+        """Release a claim; returns rows released."""
+        ...
+
+    async def cancel_queued_work_batch(self, session_id: str, batch_id: str) -> QueuedWorkBatch | None:
+        """Remove a batch that is not live-claimed."""
+        ...
+
+    async def list_queued_work(self, session_id: str) -> list[QueuedWorkBatch]:
+        """Every batch of the session, FIFO."""
+        ...
+
+    async def list_pending_queued_work(self, session_id: str) -> list[QueuedWorkBatch]:
+        """Batches not live-claimed now, FIFO."""
+        ...
+
+
+# --- end of generated code ---

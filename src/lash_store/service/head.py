@@ -1,0 +1,30 @@
+"""Reading the head row inside a transaction, type-checked."""
+
+from __future__ import annotations
+
+from lash_store.core.head import HeadRow
+from lash_store.errors import CorruptData
+from lash_store.service.ports import Tx
+
+
+def read_head(tx: Tx) -> HeadRow:
+    """The head row, type-checked: anything else is :class:`CorruptData`."""
+    row = tx.one("read_head")
+    if row is None:
+        raise CorruptData("session head", "the head row is missing")
+    session_id, revision, checkpoint_ref, leaf, body, ledger, nodes, users = row
+    if session_id is None and revision == 0:
+        body = None  # unbound: whatever else the row holds is not a head
+    elif not (
+        type(session_id) is str
+        and type(revision) is int
+        and type(body) is bytes
+        and (checkpoint_ref is None or type(checkpoint_ref) is str)
+        and (leaf is None or type(leaf) is str)
+    ):
+        raise CorruptData("session head", "stored row has the wrong column types")
+    if type(nodes) is not int or type(users) is not int:
+        raise CorruptData("session head", "stored graph counters are not integers")
+    if ledger is not None and type(ledger) is not bytes:
+        raise CorruptData("usage ledger", "stored ledger is not a blob")
+    return HeadRow(session_id, revision, checkpoint_ref, leaf, body, ledger, nodes, users)

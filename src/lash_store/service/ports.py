@@ -1,0 +1,76 @@
+"""The ports a backend implements for the services.
+
+A backend runs a callable inside a transaction and hands it a :class:`Tx`,
+through which the service executes *named* queries.  Every query name has one
+statement list per backend (``queries.sql``; the in-memory reference
+implements the same names in Python).  Parameters are passed by name; a list
+parameter is bound the way the backend binds a set of values (SQLite: one
+JSON array for ``json_each``; PostgreSQL: an array for ``= ANY``).  Rows are
+plain tuples with the columns the query's comment lists, identical on every
+backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
+
+Row = tuple[Any, ...]
+Params = Mapping[str, Any]
+
+
+class Tx(Protocol):
+    """One open transaction of a backend."""
+
+    def now_ms(self) -> int:
+        """The current instant, read inside the transaction (after its locks are held)."""
+        ...
+
+    def one(self, query: str, params: Params | None = None) -> Row | None:
+        """The first row of a query, or ``None``."""
+        ...
+
+    def all(self, query: str, params: Params | None = None) -> list[Row]:
+        """Every row of a query."""
+        ...
+
+    def iter(self, query: str, params: Params | None = None) -> Iterator[Row]:
+        """Rows of a query, fetched lazily (the caller may stop early)."""
+        ...
+
+    def run(self, query: str, params: Params | None = None) -> int:
+        """Execute a statement; returns how many rows it changed."""
+        ...
+
+    def run_many(self, query: str, rows: Sequence[Params]) -> int:
+        """Execute a statement once per parameter set; returns the total rows changed."""
+        ...
+
+
+class Backend(Protocol):
+    """Transactions over one store's data (one session file, one PostgreSQL partition, or memory)."""
+
+    @property
+    def in_memory(self) -> bool:
+        """``True`` when the data lives only in this process (durability tier INLINE)."""
+        ...
+
+    def read(self, body: Callable[[Tx], T]) -> T:
+        """Run ``body`` in a read-only transaction: every query in it sees one snapshot."""
+        ...
+
+    def write(self, body: Callable[[Tx], T]) -> T:
+        """Run ``body`` in a write transaction: committed if it returns, rolled back if it raises.
+
+        The transaction serialises with every other writer of the same data
+        (SQLite ``BEGIN IMMEDIATE``; PostgreSQL takes row locks through the
+        ``lock_*`` queries the service runs first).
+        """
+        ...
+
+    def close(self) -> None: ...
+
+    @property
+    def closed(self) -> bool: ...

@@ -1,0 +1,577 @@
+"""The session store's behaviour, once: every public method of every backend's store.
+
+:class:`SessionService` validates arguments, decides ordering, assembles
+results and applies policies (GC grace and auto-GC, fork rules, the rule that
+a tombstoned leaf reads as no leaf).  It reaches its data only through a
+:class:`~lash_store.service.ports.Backend`: a transaction runner whose
+transactions execute named queries.  ``Store`` (SQLite), ``PostgresStore``
+and the in-memory ``ReferenceStore`` are this class over their backends.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import msgspec
+
+from lash_store.api import SessionStoreAPI
+from lash_store.core import codec
+from lash_store.core import queue as rules
+from lash_store.core.checkpoint import decode_manifest, encode_checkpoint, hydrate
+from lash_store.core.commit import prepare_commit
+from lash_store.core.gc import Marking, mark_live
+from lash_store.core.graph import decode_node, walk_active_path
+from lash_store.core.usage import decode_totals
+from lash_store.core.usage import ledger as token_ledger
+from lash_store.core.validate import (
+    check_count,
+    check_id,
+    check_ids,
+    check_instance,
+    check_ms,
+    check_optional_id,
+    check_text,
+)
+from lash_store.errors import CorruptData, InvalidInput
+from lash_store.model import (
+    AttachmentIntent,
+    AttachmentManifestEntry,
+    BlobArtifactDescriptor,
+    BlobRef,
+    DurabilityTier,
+    GcReport,
+    HydratedCheckpoint,
+    PersistedSessionRead,
+    QueuedWorkBatch,
+    QueuedWorkBatchDraft,
+    QueuedWorkClaim,
+    QueuedWorkClaimBoundary,
+    RuntimeCommit,
+    RuntimeCommitResult,
+    SessionCheckpoint,
+    SessionGraph,
+    SessionMeta,
+    SessionNode,
+    SessionPickerInfo,
+    SessionReadScope,
+    SessionRelation,
+    VacuumReport,
+)
+from lash_store.options import DEFAULT_FILE_GRACE_MS, StoreOptions, check_options
+from lash_store.service import queue as queue_ops
+from lash_store.service import transfer
+from lash_store.service.commit import apply_commit, blob_params, check_bound_ref, stamp_attachments
+from lash_store.service.head import read_head
+from lash_store.service.ports import Backend, Tx
+
+log = logging.getLogger("lash_store")
+
+_MODULE_DESCRIPTOR = BlobArtifactDescriptor.module_artifact()
+
+S = TypeVar("S", bound="SessionService")
+
+
+class SessionService:
+    """A session store over any backend (see the module docstring).
+
+    A store is safe to share between threads; its backend serialises calls.
+    Several stores (threads, processes, machines) may hold the same session:
+    writes serialise on the backend's lock and compare-and-set keeps them honest.
+    """
+
+    def __init__(self, backend: Backend, options: StoreOptions) -> None:
+        self._backend = backend
+        self.options = check_options(options)
+        grace = self.options.gc_policy.grace_ms
+        self._grace_ms = grace if grace is not None else (0 if backend.in_memory else DEFAULT_FILE_GRACE_MS)
+        self._profile = self.options.blob_profile
+        self._commits_since_gc = 0
+
+    # -- lifecycle -------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the store; later calls raise :class:`~lash_store.errors.StoreClosed`.  Closing twice is harmless."""
+        self._backend.close()
+
+    def __enter__(self: S) -> S:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def path(self) -> Path | None:
+        """The database file, or ``None`` for stores that have none."""
+        return None
+
+    @property
+    def durability_tier(self) -> DurabilityTier:
+        return DurabilityTier.INLINE if self._backend.in_memory else DurabilityTier.DURABLE
+
+    # -- commits ---------------------------------------------------------
+
+    def commit_runtime_state(self, commit: RuntimeCommit) -> RuntimeCommitResult:
+        """Persist one runtime turn atomically (see the README for the exact order of checks)."""
+        plan = prepare_commit(commit, self._profile)  # all encoding happens before the lock
+        result = self._backend.write(lambda tx: apply_commit(tx, plan))
+        self._maybe_auto_gc()
+        return result
+
+    def _maybe_auto_gc(self) -> None:
+        every = self.options.gc_policy.auto_run_every_commits
+        if not every:
+            return
+        self._commits_since_gc += 1
+        if self._commits_since_gc % every == 0:
+            try:
+                self.gc_unreachable()
+            except Exception:  # the commit already succeeded; never change its outcome
+                log.warning("automatic GC after commit failed", exc_info=True)
+
+    # -- reads -----------------------------------------------------------
+
+    def load_session(self, scope: SessionReadScope | None = None) -> PersistedSessionRead | None:
+        """Head, graph (full or active path), hydrated checkpoint and usage, from one snapshot."""
+        scope = check_instance("scope", scope or SessionReadScope.full_graph(), SessionReadScope)
+        if scope.kind not in ("full_graph", "active_path"):
+            raise InvalidInput("scope.kind", f"unknown read scope {scope.kind!r}")
+        check_optional_id("scope.leaf_node_id", scope.leaf_node_id)
+        return self._backend.read(lambda tx: _load_session(tx, scope))
+
+    def load_node(self, node_id: str) -> SessionNode | None:
+        """One live (not tombstoned) node, or ``None``."""
+        check_id("node_id", node_id)
+        row = self._backend.read(lambda tx: tx.one("load_node", {"node_id": node_id}))
+        return None if row is None else decode_node(node_id, row[0])
+
+    def tombstone_nodes(self, node_ids: Iterable[str]) -> int:
+        """Hide nodes from every read (unknown ids are ignored); returns how many were hidden."""
+        ids = check_ids("node_ids", node_ids)
+        if not ids:
+            return 0
+        return self._backend.write(lambda tx: _tombstone(tx, ids))
+
+    def vacuum(self) -> VacuumReport:
+        """Physically remove tombstoned nodes (reads do not change)."""
+        return self._backend.write(_vacuum)
+
+    def graph_node_count(self) -> int:
+        """Live (not tombstoned) nodes, from the maintained counter."""
+        return self._backend.read(lambda tx: read_head(tx).node_count)
+
+    # -- metadata --------------------------------------------------------
+
+    def save_session_meta(self, meta: SessionMeta) -> None:
+        """Write (replace) the session's descriptive metadata."""
+        params = _meta_params(meta)
+        self._backend.write(lambda tx: tx.run("save_meta", params))
+
+    def load_session_meta(self) -> SessionMeta | None:
+        row = self._backend.read(lambda tx: tx.one("load_meta"))
+        return None if row is None else _decode_meta(row)
+
+    def load_picker_info(self) -> SessionPickerInfo | None:
+        """Picker info from the maintained counter and the first live user message's stored text."""
+        return self._backend.read(_picker_info)
+
+    # -- blobs and checkpoints -------------------------------------------
+
+    def put_blob(self, content: bytes) -> BlobRef:
+        """Store raw bytes (never compressed); returns their SHA-256 ref."""
+        return self._put_blobs([codec.encode_blob(content, None, self._profile)])
+
+    def put_artifact_blob(self, descriptor: BlobArtifactDescriptor, content: bytes) -> BlobRef:
+        """Store a typed blob, compressed when the profile and descriptor allow and it shrinks."""
+        descriptor = codec.check_descriptor(descriptor)
+        return self._put_blobs([codec.encode_blob(content, descriptor, self._profile)])
+
+    def _put_blobs(self, encoded: list[codec.EncodedBlob]) -> BlobRef:
+        self._backend.write(lambda tx: _put_blobs(tx, encoded))
+        return BlobRef(encoded[-1].hash)
+
+    def get_blob(self, ref: str) -> bytes | None:
+        """A blob's raw content, ``None`` if absent; bytes that fail their hash raise :class:`CorruptData`."""
+        check_id("ref", ref)
+        return self._backend.read(lambda tx: _get_blob(tx, ref))
+
+    def put_checkpoint(self, hydrated: HydratedCheckpoint) -> tuple[BlobRef, SessionCheckpoint]:
+        """Store a checkpoint's snapshots and manifest; returns ``(checkpoint_ref, manifest)``.
+
+        Refs given without a value must name stored blobs of their kind.
+        """
+        encoded = encode_checkpoint(hydrated, self._profile, "hydrated")
+
+        def body(tx: Tx) -> None:
+            for bound in encoded.bound_refs:
+                check_bound_ref(tx, bound)
+            _put_blobs(tx, encoded.blobs)
+
+        self._backend.write(body)
+        return BlobRef(encoded.checkpoint_ref), encoded.manifest
+
+    def get_checkpoint(self, ref: str) -> HydratedCheckpoint | None:
+        """A hydrated checkpoint; refs of missing children are still reported."""
+        check_id("ref", ref)
+        return self._backend.read(lambda tx: _load_checkpoint(tx, ref))
+
+    # -- garbage collection ----------------------------------------------
+
+    def gc_unreachable(self, *, dry_run: bool = False) -> GcReport:
+        """Delete blobs no root reaches and older than the grace period.
+
+        Refuses (deletes nothing, sets ``skipped_reason``) when the head or its
+        rooted manifest is present but undecodable.  With ``dry_run`` it
+        reports what it would delete and changes nothing.
+        """
+        if not isinstance(dry_run, bool):
+            raise InvalidInput("dry_run", f"must be a bool, got {type(dry_run).__name__}")
+        if dry_run:
+            return self._backend.read(lambda tx: _gc(tx, self._grace_ms, dry_run=True))
+        return self._backend.write(lambda tx: _gc(tx, self._grace_ms, dry_run=False))
+
+    # -- attachment write-ahead manifest ---------------------------------
+
+    def record_intent(self, intent: AttachmentIntent) -> None:
+        """Record that attachment bytes are about to be written.
+
+        Re-recording an uncommitted id refreshes it (so a sweep cannot delete
+        bytes that were just re-uploaded); a committed row never changes.
+        """
+        check_instance("intent", intent, AttachmentIntent)
+        params = {
+            "attachment_id": check_id("intent.attachment_id", intent.attachment_id),
+            "session_id": check_id("intent.session_id", intent.session_id),
+            "canonical_uri": check_text("intent.canonical_uri", intent.canonical_uri),
+            "intent_at_ms": check_ms("intent.intent_at_epoch_ms", intent.intent_at_epoch_ms),
+        }
+        self._backend.write(lambda tx: tx.run("record_intent", params))
+
+    def commit_refs(self, session_id: str, attachment_ids: Iterable[str]) -> int:
+        """Mark intents of ``session_id`` committed (first stamp wins); returns how many changed."""
+        check_id("session_id", session_id)
+        ids = check_ids("attachment_ids", attachment_ids)
+        if not ids:
+            return 0
+        return self._backend.write(lambda tx: stamp_attachments(tx, session_id, ids, tx.now_ms()))
+
+    def list_uncommitted(self, older_than_epoch_ms: int) -> list[AttachmentManifestEntry]:
+        """Uncommitted intents recorded at or before ``older_than_epoch_ms``, oldest first."""
+        check_ms("older_than_epoch_ms", older_than_epoch_ms)
+        rows = self._backend.read(lambda tx: tx.all("list_uncommitted", {"older_than_ms": older_than_epoch_ms}))
+        return [
+            AttachmentManifestEntry(attachment_id=r[0], session_id=r[1], canonical_uri=r[2], intent_at_epoch_ms=r[3])
+            for r in rows
+        ]
+
+    def forget(self, attachment_id: str) -> None:
+        """Drop a manifest row (after the host deleted an orphan's bytes)."""
+        check_id("attachment_id", attachment_id)
+        self._backend.write(lambda tx: tx.run("forget_attachment", {"attachment_id": attachment_id}))
+
+    # -- module artifacts ------------------------------------------------
+
+    def put_module_artifact(self, module_ref: str, data: bytes) -> BlobRef:
+        """Pin a module's bytes under ``module_ref`` (a GC root until forgotten)."""
+        check_id("module_ref", module_ref)
+        encoded = codec.encode_blob(data, _MODULE_DESCRIPTOR, self._profile)
+
+        def body(tx: Tx) -> None:
+            _put_blobs(tx, [encoded])
+            tx.run("pin_module", {"module_ref": module_ref, "blob_ref": encoded.hash})
+
+        self._backend.write(body)
+        return BlobRef(encoded.hash)
+
+    def get_module_artifact(self, module_ref: str) -> bytes | None:
+        """A pinned module's bytes; ``None`` if never pinned, :class:`CorruptData` if its blob is gone."""
+        check_id("module_ref", module_ref)
+
+        def body(tx: Tx) -> bytes | None:
+            row = tx.one("module_blob_ref", {"module_ref": module_ref})
+            if row is None:
+                return None
+            content = _get_blob(tx, row[0])
+            if content is None:
+                raise CorruptData(f"module artifact {module_ref!r}", f"blob {row[0]} is missing")
+            return content
+
+        return self._backend.read(body)
+
+    def forget_module_artifact(self, module_ref: str) -> None:
+        """Unpin a module; its blob becomes collectable."""
+        check_id("module_ref", module_ref)
+        self._backend.write(lambda tx: tx.run("unpin_module", {"module_ref": module_ref}))
+
+    # -- fork, export and import -----------------------------------------
+
+    def copy_session_into(self, target: SessionStoreAPI, *, session_id: str | None = None) -> None:
+        """Fork this session into an empty ``target`` (any backend): head, graph, usage and every live blob.
+
+        The target is written in one transaction.  ``session_id`` rebinds the
+        copy to another session id (default: keep this session's id).
+        """
+        if not isinstance(target, SessionService):
+            raise InvalidInput("target", f"must be a store, got {type(target).__name__}")
+        check_optional_id("session_id", session_id)
+        if target is self:
+            raise InvalidInput("target", "a store cannot be forked into itself")
+        dump = self._backend.read(lambda tx: transfer.read_dump(tx, live_only=True))
+        if dump.head is None:
+            raise InvalidInput("source", "has no session head to copy")
+        target._backend.write(lambda tx: transfer.write_dump(tx, dump, rebind=session_id, fork=True))
+
+    def export_session(self) -> transfer.SessionDump:
+        """Everything this store holds, from one snapshot, in the backend-neutral dump format."""
+        return self._backend.read(lambda tx: transfer.read_dump(tx, live_only=False))
+
+    def import_session(self, dump: transfer.SessionDump) -> None:
+        """Load a dump into this empty store in one transaction; it is verified before it commits."""
+        check_instance("dump", dump, transfer.SessionDump)
+        self._backend.write(lambda tx: transfer.write_dump(tx, dump, rebind=None, fork=False))
+
+    # -- work queue ------------------------------------------------------
+
+    def enqueue_queued_work(self, draft: QueuedWorkBatchDraft) -> QueuedWorkBatch:
+        """Add a batch; with a source key this is idempotent while that batch exists."""
+        payloads = rules.check_draft(draft)
+        return self._backend.write(lambda tx: queue_ops.enqueue(tx, draft, payloads))
+
+    def claim_ready_queued_work(
+        self,
+        session_id: str,
+        owner_id: str,
+        boundary: QueuedWorkClaimBoundary,
+        lease_ttl_ms: int,
+        max_batches: int,
+    ) -> QueuedWorkClaim | None:
+        """Lease the next ready group of batches, or ``None`` when nothing is ready."""
+        rules.check_claim_request(session_id, owner_id, boundary, lease_ttl_ms)
+        check_count("max_batches", max_batches)
+        if max_batches == 0:
+            return None
+        return self._claim(session_id, owner_id, boundary, lease_ttl_ms, max_batches, None)
+
+    def claim_ready_queued_work_by_batch_ids(
+        self,
+        session_id: str,
+        owner_id: str,
+        boundary: QueuedWorkClaimBoundary,
+        lease_ttl_ms: int,
+        batch_ids: Sequence[str],
+    ) -> QueuedWorkClaim | None:
+        """Claim exactly ``batch_ids`` if they are the group the normal rule picks next; else ``None``, no trace."""
+        rules.check_claim_request(session_id, owner_id, boundary, lease_ttl_ms)
+        wanted = check_ids("batch_ids", batch_ids)
+        if not wanted:
+            return None
+        return self._claim(session_id, owner_id, boundary, lease_ttl_ms, len(wanted), wanted)
+
+    def _claim(
+        self,
+        session_id: str,
+        owner_id: str,
+        boundary: QueuedWorkClaimBoundary,
+        lease_ttl_ms: int,
+        max_batches: int,
+        wanted: list[str] | None,
+    ) -> QueuedWorkClaim | None:
+        try:
+            return self._backend.write(
+                lambda tx: queue_ops.claim(tx, session_id, owner_id, boundary, lease_ttl_ms, max_batches, wanted)
+            )
+        except queue_ops.LostRace:
+            return None
+
+    def renew_queued_work_claim(self, claim: QueuedWorkClaim, lease_ttl_ms: int) -> QueuedWorkClaim:
+        """Extend the lease of every batch of the claim, or raise :class:`QueuedWorkClaimExpired` and change nothing."""
+        held = rules.check_claim(claim)
+        check_ms("lease_ttl_ms", lease_ttl_ms)
+        expires = self._backend.write(lambda tx: queue_ops.renew(tx, held, lease_ttl_ms))
+        return msgspec.structs.replace(held, expires_at_epoch_ms=expires)
+
+    def abandon_queued_work_claim(self, claim: QueuedWorkClaim) -> int:
+        """Release a claim so its batches are claimable again; stale claims are a no-op. Returns rows released."""
+        held = rules.check_claim(claim)
+        return self._backend.write(lambda tx: queue_ops.abandon(tx, held))
+
+    def cancel_queued_work_batch(self, session_id: str, batch_id: str) -> QueuedWorkBatch | None:
+        """Remove a batch that is not live-claimed; ``None`` if claimed or gone."""
+        check_id("session_id", session_id)
+        check_id("batch_id", batch_id)
+        return self._backend.write(lambda tx: queue_ops.cancel(tx, session_id, batch_id))
+
+    def list_queued_work(self, session_id: str) -> list[QueuedWorkBatch]:
+        """Every batch of the session in FIFO order (undecodable rows are logged and left out)."""
+        check_id("session_id", session_id)
+        return self._backend.read(lambda tx: queue_ops.list_batches(tx, session_id, pending=False))
+
+    def list_pending_queued_work(self, session_id: str) -> list[QueuedWorkBatch]:
+        """Batches not live-claimed now (delayed ones included), in FIFO order."""
+        check_id("session_id", session_id)
+        return self._backend.read(lambda tx: queue_ops.list_batches(tx, session_id, pending=True))
+
+
+# ---------------------------------------------------------------------------
+# Transaction bodies
+
+
+def _load_session(tx: Tx, scope: SessionReadScope) -> PersistedSessionRead | None:
+    head = read_head(tx)
+    if not head.bound or head.body is None or head.session_id is None:
+        return None
+    body = codec.decode("session head", head.body, codec.HeadBody)
+    if scope.kind == "active_path":
+        leaf = _live_leaf(tx, scope.leaf_node_id or head.leaf_node_id)
+        nodes = [] if leaf is None else _active_path(tx, leaf, head.node_count)
+        graph = SessionGraph(nodes=nodes, leaf_node_id=leaf)
+    else:
+        nodes = [decode_node(node_id, node_body) for node_id, node_body in tx.iter("full_graph")]
+        graph = SessionGraph(nodes=nodes, leaf_node_id=_live_leaf(tx, head.leaf_node_id))
+    checkpoint = _load_checkpoint(tx, head.checkpoint_ref) if head.checkpoint_ref else None
+    return PersistedSessionRead(
+        session_id=head.session_id,
+        head_revision=head.head_revision,
+        config=body.config,
+        agent_frames=body.agent_frames,
+        current_agent_frame_id=body.current_agent_frame_id,
+        graph=graph,
+        checkpoint_ref=head.checkpoint_ref,
+        checkpoint=checkpoint,
+        token_ledger=token_ledger(decode_totals(head.usage_ledger)),
+    )
+
+
+def _active_path(tx: Tx, leaf: str, node_count: int) -> list[SessionNode]:
+    rows = tx.iter("active_path", {"leaf_node_id": leaf, "depth_cap": node_count})
+    return walk_active_path(leaf, rows)
+
+
+def _live_leaf(tx: Tx, leaf: str | None) -> str | None:
+    """A tombstoned leaf reads as no leaf; a leaf naming an unknown node is reported as stored."""
+    if leaf is None:
+        return None
+    row = tx.one("node_tombstoned", {"node_id": leaf})
+    return None if row is not None and row[0] else leaf
+
+
+def _tombstone(tx: Tx, ids: list[str]) -> int:
+    tx.run("lock_session")
+    head = read_head(tx)
+    live = [row for row in tx.all("nodes_state", {"node_ids": ids}) if not row[1]]
+    if not live:
+        return 0
+    hidden = tx.run_many("tombstone_node", [{"node_id": row[0]} for row in live])
+    users = sum(bool(row[2]) for row in live)
+    tx.run(
+        "write_counts",
+        {"node_count": head.node_count - hidden, "user_message_count": head.user_message_count - users},
+    )
+    return hidden
+
+
+def _vacuum(tx: Tx) -> VacuumReport:
+    tx.run("lock_session")
+    head = read_head(tx)
+    # A tombstoned leaf already reads as no leaf; keep it that way once its row is gone.
+    if head.leaf_node_id is not None and _live_leaf(tx, head.leaf_node_id) is None:
+        tx.run("clear_leaf")
+    return VacuumReport(removed_node_count=tx.run("delete_tombstoned"))
+
+
+def _picker_info(tx: Tx) -> SessionPickerInfo | None:
+    meta = tx.one("load_meta")
+    if meta is None:
+        return None
+    first = tx.one("first_user_text")
+    decoded = _decode_meta(meta)
+    return SessionPickerInfo(
+        session_id=decoded.session_id,
+        cwd=decoded.cwd,
+        relation=decoded.relation,
+        first_user_message=first[0] if first else "",
+        user_message_count=read_head(tx).user_message_count,
+    )
+
+
+def _meta_params(meta: Any) -> dict[str, Any]:
+    check_instance("meta", meta, SessionMeta)
+    params: dict[str, Any] = {
+        "session_id": check_id("meta.session_id", meta.session_id),
+        "session_name": check_text("meta.session_name", meta.session_name),
+        "created_at": check_text("meta.created_at", meta.created_at),
+        "model": check_text("meta.model", meta.model),
+        "cwd": None if meta.cwd is None else check_text("meta.cwd", meta.cwd),
+    }
+    relation = check_instance("meta.relation", meta.relation, SessionRelation)
+    params["relation"] = codec.encode_checked("meta.relation", relation, SessionRelation)
+    return params
+
+
+def _decode_meta(row: tuple[Any, ...]) -> SessionMeta:
+    session_id, name, created_at, model, cwd, relation = row
+    if not all(type(text) is str for text in (session_id, name, created_at, model)) or not (
+        cwd is None or type(cwd) is str
+    ):
+        raise CorruptData("session meta", "stored row has the wrong column types")
+    if type(relation) is not bytes:
+        raise CorruptData("session meta relation", "stored relation is not a blob")
+    return SessionMeta(
+        session_id=session_id,
+        session_name=name,
+        created_at=created_at,
+        model=model,
+        cwd=cwd,
+        relation=codec.decode("session meta relation", relation, SessionRelation),
+    )
+
+
+def _put_blobs(tx: Tx, encoded: list[codec.EncodedBlob]) -> None:
+    tx.run_many("put_blob", [blob_params(blob, tx.now_ms()) for blob in encoded])
+
+
+def _get_blob(tx: Tx, ref: str) -> bytes | None:
+    row = tx.one("get_blob", {"hash": ref})
+    return None if row is None else codec.decode_blob(ref, *row)
+
+
+def _load_checkpoint(tx: Tx, ref: str) -> HydratedCheckpoint | None:
+    content = _get_blob(tx, ref)
+    if content is None:
+        return None
+    return hydrate(decode_manifest(ref, content), lambda child: _get_blob(tx, child))
+
+
+def _marking(tx: Tx) -> Marking:
+    return mark_live(lambda: read_head(tx), lambda ref: _get_blob(tx, ref))
+
+
+def _gc(tx: Tx, grace_ms: int, *, dry_run: bool) -> GcReport:
+    if not dry_run:
+        tx.run("lock_session")
+    marking = _marking(tx)
+    modules = _count(tx, "count_modules")
+    total = _count(tx, "count_blobs")
+    if marking.skipped_reason is not None:
+        log.warning("GC skipped: %s", marking.skipped_reason)
+        return GcReport(
+            root_count=len(marking.live) + modules,
+            retained_blob_count=total,
+            deleted_blob_count=0,
+            skipped_reason=marking.skipped_reason,
+        )
+    params = {"cutoff_ms": max(tx.now_ms() - grace_ms, -1), "live": sorted(marking.live)}
+    doomed = _count(tx, "sweep_candidates", params) if dry_run else tx.run("sweep_blobs", params)
+    return GcReport(
+        root_count=len(marking.live) + modules, retained_blob_count=total - doomed, deleted_blob_count=doomed
+    )
+
+
+def _count(tx: Tx, query: str, params: dict[str, Any] | None = None) -> int:
+    row = tx.one(query, params)
+    return 0 if row is None else int(row[0])

@@ -1,0 +1,97 @@
+"""The SQLite backend of the services: named queries (``queries.sql``) run on one connection."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from lash_store.core.queries import load
+from lash_store.options import StoreOptions
+from lash_store.service.ports import Params, Row
+from lash_store.sqlite.connection import Connection
+
+T = TypeVar("T")
+
+QUERIES = load("lash_store.sqlite")
+
+
+def _bind(params: Params | None) -> Params:
+    """Lists become one JSON array (``json_each`` reads it); everything else binds as is."""
+    if not params:
+        return {}
+    if not any(isinstance(value, list) for value in params.values()):
+        return params
+    return {key: json.dumps(value) if isinstance(value, list) else value for key, value in params.items()}
+
+
+class SqliteTx:
+    """A transaction on a connection that already holds ``BEGIN`` or ``BEGIN IMMEDIATE``."""
+
+    __slots__ = ("_conn", "_now", "_options")
+
+    def __init__(self, conn: sqlite3.Connection, options: StoreOptions) -> None:
+        self._conn = conn
+        self._options = options
+        self._now: int | None = None
+
+    def now_ms(self) -> int:
+        # One reading per transaction: every instant a transaction stamps is the same instant.
+        if self._now is None:
+            self._now = self._options.now_ms()
+        return self._now
+
+    def one(self, query: str, params: Params | None = None) -> Row | None:
+        row: Row | None = None
+        for statement in QUERIES[query]:
+            row = self._conn.execute(statement, _bind(params)).fetchone()
+        return row
+
+    def all(self, query: str, params: Params | None = None) -> list[Row]:
+        return list(self.iter(query, params))
+
+    def iter(self, query: str, params: Params | None = None) -> Iterator[Row]:
+        (statement,) = QUERIES[query]
+        return iter(self._conn.execute(statement, _bind(params)))
+
+    def run(self, query: str, params: Params | None = None) -> int:
+        changed = 0
+        for statement in QUERIES[query]:
+            changed += self._conn.execute(statement, _bind(params)).rowcount
+        return changed
+
+    def run_many(self, query: str, rows: Sequence[Params]) -> int:
+        if not rows:
+            return 0
+        (statement,) = QUERIES[query]
+        return self._conn.executemany(statement, [_bind(row) for row in rows]).rowcount
+
+
+class SqliteBackend:
+    """Transactions of one session file (or a private in-memory database)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self._options = connection.options
+
+    @property
+    def in_memory(self) -> bool:
+        return self.connection.path is None
+
+    def read(self, body: Callable[[SqliteTx], T]) -> T:
+        return self.connection.read(lambda conn: body(SqliteTx(conn, self._options)))
+
+    def write(self, body: Callable[[SqliteTx], T]) -> T:
+        return self.connection.write(lambda conn: body(SqliteTx(conn, self._options)))
+
+    def close(self) -> None:
+        self.connection.close()
+
+    @property
+    def closed(self) -> bool:
+        return self.connection.closed
+
+    def raw(self, body: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``body`` on the raw connection in a read transaction (tools that inspect the file itself)."""
+        return self.connection.read(body)

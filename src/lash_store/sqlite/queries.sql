@@ -1,0 +1,306 @@
+-- Every SQL statement of the SQLite backend, by name (see lash_store.core.queries).
+-- The services in lash_store.service run these; rows have the columns listed in each SELECT.
+-- A list parameter arrives as one JSON array, read with json_each.
+-- Blocks left empty are steps SQLite needs no statement for: BEGIN IMMEDIATE already
+-- holds the file's one write lock, so there are no rows to lock.
+
+-- ===== locks ==============================================================
+
+-- name: lock_session
+
+-- name: lock_queue
+
+-- ===== head ===============================================================
+
+-- name: read_head
+SELECT session_id, head_revision, checkpoint_ref, leaf_node_id, body, usage_ledger, node_count, user_message_count
+FROM session_head
+
+-- name: write_head
+UPDATE session_head
+SET session_id = :session_id, head_revision = :head_revision, checkpoint_ref = :checkpoint_ref,
+    leaf_node_id = :leaf_node_id, body = :body, usage_ledger = :usage_ledger,
+    node_count = :node_count, user_message_count = :user_message_count
+
+-- name: write_counts
+UPDATE session_head SET node_count = :node_count, user_message_count = :user_message_count
+
+-- name: clear_leaf
+UPDATE session_head SET leaf_node_id = NULL
+
+-- ===== graph ==============================================================
+
+-- name: full_graph
+SELECT node_id, body FROM graph_nodes WHERE tombstoned = 0 ORDER BY seq
+
+-- Walk from a leaf to the root; the depth cap (live node count) turns a parent cycle into a finite walk.
+-- name: active_path
+WITH RECURSIVE path(node_id, parent_node_id, body, depth) AS (
+    SELECT node_id, parent_node_id, body, 0 FROM graph_nodes WHERE node_id = :leaf_node_id AND tombstoned = 0
+    UNION ALL
+    SELECT g.node_id, g.parent_node_id, g.body, p.depth + 1
+    FROM path p JOIN graph_nodes g ON g.node_id = p.parent_node_id
+    WHERE g.tombstoned = 0 AND p.depth < :depth_cap
+)
+SELECT node_id, parent_node_id, body FROM path ORDER BY depth
+
+-- name: node_tombstoned
+SELECT tombstoned FROM graph_nodes WHERE node_id = :node_id
+
+-- name: load_node
+SELECT body FROM graph_nodes WHERE node_id = :node_id AND tombstoned = 0
+
+-- name: nodes_state
+SELECT node_id, tombstoned, user_text IS NOT NULL FROM graph_nodes
+WHERE node_id IN (SELECT value FROM json_each(:node_ids))
+
+-- name: upsert_node
+INSERT INTO graph_nodes (node_id, parent_node_id, user_text, body) VALUES (:node_id, :parent_node_id, :user_text, :body)
+ON CONFLICT (node_id) DO UPDATE SET parent_node_id = excluded.parent_node_id, user_text = excluded.user_text,
+    body = excluded.body, tombstoned = 0
+
+-- name: delete_graph
+DELETE FROM graph_nodes
+
+-- name: tombstone_node
+UPDATE graph_nodes SET tombstoned = 1 WHERE node_id = :node_id AND tombstoned = 0
+
+-- name: delete_tombstoned
+DELETE FROM graph_nodes WHERE tombstoned = 1
+
+-- name: first_user_text
+SELECT user_text FROM graph_nodes WHERE user_text IS NOT NULL AND tombstoned = 0 ORDER BY seq LIMIT 1
+
+-- name: node_rows
+SELECT node_id, parent_node_id, tombstoned, user_text, body FROM graph_nodes ORDER BY seq
+
+-- name: insert_node_row
+INSERT INTO graph_nodes (node_id, parent_node_id, tombstoned, user_text, body)
+VALUES (:node_id, :parent_node_id, :tombstoned, :user_text, :body)
+
+-- ===== turn commits =======================================================
+
+-- name: find_turn_commit
+SELECT record FROM runtime_turn_commits WHERE session_id = :session_id AND turn_id = :turn_id
+
+-- name: record_turn_commit
+INSERT INTO runtime_turn_commits (session_id, turn_id, record, committed_at_ms)
+VALUES (:session_id, :turn_id, :record, :committed_at_ms)
+
+-- name: turn_commit_rows
+SELECT session_id, turn_id, record, committed_at_ms FROM runtime_turn_commits ORDER BY committed_at_ms, session_id, turn_id
+
+-- ===== blobs ==============================================================
+
+-- A re-put keeps the first writer's bytes and refreshes the GC grace clock.
+-- name: put_blob
+INSERT INTO blobs (hash, encoding, kind, raw_size, created_at_ms, content)
+VALUES (:hash, :encoding, :kind, :raw_size, :created_at_ms, :content)
+ON CONFLICT (hash) DO UPDATE SET created_at_ms = max(created_at_ms, excluded.created_at_ms)
+
+-- name: get_blob
+SELECT encoding, content, raw_size FROM blobs WHERE hash = :hash
+
+-- name: count_blobs
+SELECT count(*) FROM blobs
+
+-- name: sweep_blobs
+DELETE FROM blobs
+WHERE created_at_ms <= :cutoff_ms
+  AND hash NOT IN (SELECT value FROM json_each(:live))
+  AND hash NOT IN (SELECT blob_ref FROM artifact_refs)
+
+-- name: sweep_candidates
+SELECT count(*), coalesce(sum(length(content)), 0) FROM blobs
+WHERE created_at_ms <= :cutoff_ms
+  AND hash NOT IN (SELECT value FROM json_each(:live))
+  AND hash NOT IN (SELECT blob_ref FROM artifact_refs)
+
+-- name: blob_rows
+SELECT hash, encoding, kind, raw_size, created_at_ms, content FROM blobs
+WHERE hash IN (SELECT value FROM json_each(:refs)) OR hash IN (SELECT blob_ref FROM artifact_refs)
+ORDER BY id
+
+-- name: all_blob_rows
+SELECT hash, encoding, kind, raw_size, created_at_ms, content FROM blobs ORDER BY id
+
+-- name: insert_blob_row
+INSERT INTO blobs (hash, encoding, kind, raw_size, created_at_ms, content)
+VALUES (:hash, :encoding, :kind, :raw_size, :created_at_ms, :content)
+ON CONFLICT (hash) DO UPDATE SET created_at_ms = max(created_at_ms, excluded.created_at_ms)
+
+-- ===== metadata ===========================================================
+
+-- name: save_meta
+INSERT OR REPLACE INTO session_meta (singleton, session_id, session_name, created_at, model, cwd, relation)
+VALUES (1, :session_id, :session_name, :created_at, :model, :cwd, :relation)
+
+-- name: load_meta
+SELECT session_id, session_name, created_at, model, cwd, relation FROM session_meta
+
+-- ===== attachments ========================================================
+
+-- Re-recording an uncommitted intent refreshes it; a committed row never changes.
+-- name: record_intent
+INSERT INTO attachment_manifest (attachment_id, session_id, canonical_uri, intent_at_ms, committed_at_ms)
+VALUES (:attachment_id, :session_id, :canonical_uri, :intent_at_ms, NULL)
+ON CONFLICT (attachment_id) DO UPDATE SET session_id = excluded.session_id, canonical_uri = excluded.canonical_uri,
+    intent_at_ms = max(intent_at_ms, excluded.intent_at_ms)
+WHERE committed_at_ms IS NULL
+
+-- First commit wins: only rows of this session that are still uncommitted are stamped.
+-- name: stamp_attachment
+UPDATE attachment_manifest SET committed_at_ms = :committed_at_ms
+WHERE attachment_id = :attachment_id AND session_id = :session_id AND committed_at_ms IS NULL
+
+-- name: list_uncommitted
+SELECT attachment_id, session_id, canonical_uri, intent_at_ms FROM attachment_manifest
+WHERE committed_at_ms IS NULL AND intent_at_ms <= :older_than_ms ORDER BY intent_at_ms, attachment_id
+
+-- name: forget_attachment
+DELETE FROM attachment_manifest WHERE attachment_id = :attachment_id
+
+-- name: attachment_rows
+SELECT attachment_id, session_id, canonical_uri, intent_at_ms, committed_at_ms FROM attachment_manifest
+ORDER BY attachment_id
+
+-- name: insert_attachment_row
+INSERT INTO attachment_manifest (attachment_id, session_id, canonical_uri, intent_at_ms, committed_at_ms)
+VALUES (:attachment_id, :session_id, :canonical_uri, :intent_at_ms, :committed_at_ms)
+
+-- ===== module artifacts ===================================================
+
+-- name: pin_module
+INSERT OR REPLACE INTO artifact_refs (artifact_ref, blob_ref) VALUES (:module_ref, :blob_ref)
+
+-- name: module_blob_ref
+SELECT blob_ref FROM artifact_refs WHERE artifact_ref = :module_ref
+
+-- name: unpin_module
+DELETE FROM artifact_refs WHERE artifact_ref = :module_ref
+
+-- name: count_modules
+SELECT count(*) FROM artifact_refs
+
+-- name: module_rows
+SELECT artifact_ref, blob_ref FROM artifact_refs ORDER BY artifact_ref
+
+-- ===== work queue =========================================================
+-- Batch rows are selected as: enqueue_seq, batch_id, session_id, source_key, delivery_policy, slot_policy,
+-- merge_key, available_at_ms, enqueued_at_ms, payloads  (lash_store.core.queue.BatchRow)
+
+-- name: batch_by_source_key
+SELECT enqueue_seq, batch_id, session_id, source_key, delivery_policy, slot_policy, merge_key, available_at_ms,
+    enqueued_at_ms, payloads
+FROM queued_work_batches WHERE session_id = :session_id AND source_key = :source_key
+
+-- name: insert_batch
+INSERT INTO queued_work_batches (batch_id, session_id, source_key, delivery_policy, slot_policy, merge_key,
+    available_at_ms, enqueued_at_ms, payloads)
+VALUES (:batch_id, :session_id, :source_key, :delivery_policy, :slot_policy, :merge_key, :available_at_ms,
+    :enqueued_at_ms, :payloads)
+RETURNING enqueue_seq, batch_id, session_id, source_key, delivery_policy, slot_policy, merge_key, available_at_ms,
+    enqueued_at_ms, payloads
+
+-- Ready (available) and free (unclaimed, or the lease ran out) batches in FIFO order.  No LIMIT: the
+-- service reads lazily and stops at the end of the group, and an undecodable row it skips must not count.
+-- name: ready_batches
+SELECT enqueue_seq, batch_id, session_id, source_key, delivery_policy, slot_policy, merge_key, available_at_ms,
+    enqueued_at_ms, payloads
+FROM queued_work_batches
+WHERE session_id = :session_id AND available_at_ms <= :now_ms
+  AND (claim_token IS NULL OR claim_expires_at_ms <= :now_ms)
+ORDER BY enqueue_seq
+
+-- name: next_fence
+INSERT INTO queued_work_sessions (session_id, last_fencing_token) VALUES (:session_id, 1)
+ON CONFLICT (session_id) DO UPDATE SET last_fencing_token = last_fencing_token + 1
+RETURNING last_fencing_token
+
+-- name: mark_claimed
+UPDATE queued_work_batches SET claim_id = :claim_id, claim_owner_id = :owner_id, claim_token = :lease_token,
+    claim_fencing_token = :fencing_token, claim_claimed_at_ms = :now_ms, claim_expires_at_ms = :expires_at_ms
+WHERE session_id = :session_id AND batch_id = :batch_id AND (claim_token IS NULL OR claim_expires_at_ms <= :now_ms)
+
+-- name: claimed_batches
+SELECT batch_id, claim_fencing_token FROM queued_work_batches
+WHERE session_id = :session_id AND claim_id = :claim_id AND claim_token = :lease_token
+
+-- name: extend_claim
+UPDATE queued_work_batches SET claim_expires_at_ms = :expires_at_ms
+WHERE session_id = :session_id AND batch_id = :batch_id AND claim_id = :claim_id AND claim_token = :lease_token
+  AND claim_fencing_token = :fencing_token
+
+-- name: release_claim
+UPDATE queued_work_batches SET claim_id = NULL, claim_owner_id = NULL, claim_token = NULL,
+    claim_claimed_at_ms = 0, claim_expires_at_ms = 0
+WHERE session_id = :session_id AND claim_id = :claim_id AND claim_token = :lease_token
+
+-- name: free_batch
+SELECT enqueue_seq, batch_id, session_id, source_key, delivery_policy, slot_policy, merge_key, available_at_ms,
+    enqueued_at_ms, payloads
+FROM queued_work_batches
+WHERE session_id = :session_id AND batch_id = :batch_id AND (claim_token IS NULL OR claim_expires_at_ms <= :now_ms)
+
+-- name: batch_by_id
+SELECT enqueue_seq, batch_id, session_id, source_key, delivery_policy, slot_policy, merge_key, available_at_ms,
+    enqueued_at_ms, payloads
+FROM queued_work_batches WHERE session_id = :session_id AND batch_id = :batch_id
+
+-- name: delete_batch
+DELETE FROM queued_work_batches WHERE session_id = :session_id AND batch_id = :batch_id
+
+-- name: delete_claimed_batch
+DELETE FROM queued_work_batches
+WHERE session_id = :session_id AND batch_id = :batch_id AND claim_id = :claim_id AND claim_token = :lease_token
+  AND claim_fencing_token = :fencing_token
+
+-- name: list_batches
+SELECT enqueue_seq, batch_id, session_id, source_key, delivery_policy, slot_policy, merge_key, available_at_ms,
+    enqueued_at_ms, payloads
+FROM queued_work_batches WHERE session_id = :session_id ORDER BY enqueue_seq
+
+-- name: list_pending_batches
+SELECT enqueue_seq, batch_id, session_id, source_key, delivery_policy, slot_policy, merge_key, available_at_ms,
+    enqueued_at_ms, payloads
+FROM queued_work_batches
+WHERE session_id = :session_id AND (claim_token IS NULL OR claim_expires_at_ms <= :now_ms)
+ORDER BY enqueue_seq
+
+-- Whole rows, claim state included, for export and fork.
+-- name: batch_rows
+SELECT enqueue_seq, batch_id, session_id, source_key, delivery_policy, slot_policy, merge_key, available_at_ms,
+    enqueued_at_ms, payloads, claim_id, claim_owner_id, claim_token, claim_fencing_token, claim_claimed_at_ms,
+    claim_expires_at_ms
+FROM queued_work_batches ORDER BY enqueue_seq
+
+-- name: insert_batch_row
+INSERT INTO queued_work_batches (enqueue_seq, batch_id, session_id, source_key, delivery_policy, slot_policy,
+    merge_key, available_at_ms, enqueued_at_ms, payloads, claim_id, claim_owner_id, claim_token,
+    claim_fencing_token, claim_claimed_at_ms, claim_expires_at_ms)
+VALUES (:enqueue_seq, :batch_id, :session_id, :source_key, :delivery_policy, :slot_policy, :merge_key,
+    :available_at_ms, :enqueued_at_ms, :payloads, :claim_id, :claim_owner_id, :claim_token, :claim_fencing_token,
+    :claim_claimed_at_ms, :claim_expires_at_ms)
+
+-- name: fence_rows
+SELECT session_id, last_fencing_token FROM queued_work_sessions ORDER BY session_id
+
+-- name: insert_fence_row
+INSERT INTO queued_work_sessions (session_id, last_fencing_token) VALUES (:session_id, :last_fencing_token)
+
+-- The highest enqueue_seq ever handed out (sequence numbers are never reused, even after deletes).
+-- name: last_enqueue_seq
+SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'queued_work_batches'), 0)
+
+-- name: raise_enqueue_seq
+UPDATE sqlite_sequence SET seq = max(seq, :seq) WHERE name = 'queued_work_batches';
+INSERT INTO sqlite_sequence (name, seq)
+SELECT 'queued_work_batches', :seq WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'queued_work_batches')
+
+-- ===== emptiness (imports go into empty stores only) ======================
+
+-- name: holds_data
+SELECT (SELECT count(*) FROM graph_nodes) + (SELECT count(*) FROM blobs) + (SELECT count(*) FROM session_meta)
+    + (SELECT count(*) FROM runtime_turn_commits) + (SELECT count(*) FROM queued_work_batches)
+    + (SELECT count(*) FROM queued_work_sessions) + (SELECT count(*) FROM attachment_manifest)
+    + (SELECT count(*) FROM artifact_refs)
