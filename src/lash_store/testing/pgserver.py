@@ -1,7 +1,7 @@
 """A throwaway PostgreSQL server for tests and benchmarks (no Docker, no system cluster).
 
 ``PostgresServer`` runs ``initdb`` and ``pg_ctl start`` in a fresh directory
-under ``<tmp>/lash-pg``.  By default the server has no TCP listener at all: it
+under ``<tmp>/lash-pg-<uid>``.  By default the server has no TCP listener at all: it
 accepts connections only on a unix socket in that directory, so parallel runs
 cannot collide on a port and nothing is reachable from outside the machine.  A
 test that needs TCP passes a ``host`` in 127.0.0.0/8 (nothing else is
@@ -87,12 +87,13 @@ class PostgresServerError(RuntimeError):
 
 
 def default_temp_root() -> Path:
-    """Where run directories go: ``<tempdir>/lash-pg``.
+    """Where run directories go: ``<tempdir>/lash-pg-<uid>``.
 
-    Not pytest's ``tmp_path``: that lives under a 0700 directory owned by root,
-    which the unprivileged server user cannot traverse.
+    Per user, so that runs of different users neither collide nor sweep each
+    other.  Not pytest's ``tmp_path``: that lives under a 0700 directory which
+    the unprivileged server user (when running as root) cannot traverse.
     """
-    return Path(tempfile.gettempdir()) / "lash-pg"
+    return Path(tempfile.gettempdir()) / f"lash-pg-{os.geteuid()}"
 
 
 def _has_server_binaries(bindir: Path) -> bool:
@@ -420,6 +421,9 @@ class PostgresServer:
         self._user = _server_user()
         sweep_stale_servers(self.temp_root)
         self.temp_root.mkdir(parents=True, exist_ok=True)
+        if self.temp_root.stat().st_uid != os.geteuid():
+            # Someone else's directory in a shared /tmp: do not put a server (or trust auth) there.
+            raise PostgresServerError(f"{self.temp_root} belongs to another user; pass temp_root=")
         if self._user is not None:
             # mkdir's mode is cut by the umask; the server user must be able to traverse the root.
             self.temp_root.chmod(0o755)
