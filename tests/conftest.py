@@ -1,4 +1,4 @@
-"""Shared fixtures: temporary database paths and an injectable clock."""
+"""Shared fixtures: temporary database paths, an injectable clock, and (from tests.pg) PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import pytest
 
 from lash_store import Store, StoreOptions
 from tests.helpers import ManualClock
+
+# PostgreSQL fixtures live in their own module; importing them here makes pytest see them everywhere.
+from tests.pg import pg_dsn, pg_server  # noqa: F401
 
 
 @pytest.fixture
