@@ -44,6 +44,7 @@ from lash_store.errors import (
 )
 from lash_store.options import StoreOptions
 from lash_store.sqlite import migrations, schema
+from lash_store.sqlite.reader import ReadOnlyFile
 
 log = logging.getLogger("lash_store")
 
@@ -62,6 +63,8 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+_READ_ONLY_ATTEMPTS = 20
 
 # How long SQLite itself may wait for a lock before control returns to Python (where interrupts land).
 _BUSY_SLICE_S = 0.025
@@ -98,6 +101,7 @@ class Connection:
         self._conn: sqlite3.Connection | None = None
         self._reconnect = False
         self._closed = False
+        self._source: ReadOnlyFile | None = None
         self._conn = self._connect()
 
     # -- opening ---------------------------------------------------------
@@ -154,16 +158,34 @@ class Connection:
 
     def _connect_readonly(self, path: Path) -> sqlite3.Connection:
         check_database_path(path, create=False)
-        conn = self._raw_connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        source = self._source = ReadOnlyFile(path, min(_BUSY_SLICE_S, self.options.busy_timeout_ms / 1000))
         try:
-            identity = self._with_retry(lambda: schema.Identity.read(conn), opening=True)
+            identity = self._read_only(lambda conn: schema.Identity(conn), opening=True)
             identity.check(str(path))
             if identity.is_empty or not identity.is_complete:
                 raise NotAStoreDatabase(str(path), "it holds no lash-store schema")
+            return source.connection()
         except BaseException:
-            conn.close()
+            source.close()
             raise
-        return conn
+
+    def _read_only(self, body: Callable[[sqlite3.Connection], T], *, opening: bool = False) -> T:
+        """A read transaction on a file this process must not write to (see :mod:`lash_store.sqlite.reader`)."""
+        source = self._source
+        assert source is not None
+        for _ in range(_READ_ONLY_ATTEMPTS):
+            try:
+                result = self._with_retry(
+                    lambda: self._in_transaction(source.connection(), "BEGIN", body, commit=False), opening=opening
+                )
+            except BackendError as exc:
+                if not isinstance(exc.__cause__, sqlite3.OperationalError):
+                    raise
+                source.close()  # the files changed under the connection (a writer closed): look again
+                continue
+            if source.unchanged():
+                return result
+        raise StoreBusy(f"{self.path} kept changing while it was read")
 
     # -- transactions ----------------------------------------------------
 
@@ -179,6 +201,12 @@ class Connection:
         if self._generation != _fork_generation:
             self._follow_fork()
         with self._lock:
+            if self.readonly:
+                if self._closed:
+                    raise StoreClosed()
+                if commit:
+                    raise BackendError(f"{self.path} was opened read-only; nothing was written")
+                return self._read_only(body)
             return self._with_retry(lambda: self._in_transaction(self._current(), begin, body, commit=commit))
 
     def _with_retry(self, attempt: Callable[[], T], *, opening: bool = False) -> T:
@@ -238,6 +266,12 @@ class Connection:
         """In a forked child, reconnect instead of sharing the parent's file handles and locks."""
         self._generation = _fork_generation
         self._lock = threading.RLock()  # the parent's lock may have been held at fork time
+        if self._source is not None:
+            inherited = self._source.detach()
+            if inherited is not None:
+                _ABANDONED_AFTER_FORK.append(inherited)
+            self._conn = None
+            return
         if self.path is None or self._conn is None or self._closed:
             return  # a private in-memory database is simply copied into the child
         _ABANDONED_AFTER_FORK.append(self._conn)  # never closed: the parent still owns it
@@ -248,7 +282,9 @@ class Connection:
         with self._lock:
             conn, self._conn = self._conn, None
             self._closed = True
-            if conn is not None and self._generation == _fork_generation:
+            if self._source is not None and self._generation == _fork_generation:
+                self._source.close()
+            elif conn is not None and self._generation == _fork_generation:
                 conn.close()
 
     @property
@@ -269,16 +305,17 @@ def _apply_pragmas(conn: sqlite3.Connection, options: StoreOptions) -> None:
 # ---------------------------------------------------------------------------
 # Paths
 
-
-_SQLITE_HEADER = b"SQLite format 3\x00"
+# The smallest SQLite database is one 512-byte page.  SQLite itself refuses a larger file without its
+# header, but treats a shorter one as empty and would initialise it: such a file is refused here.
+_MIN_DATABASE_BYTES = 512
 
 
 def check_database_path(path: Path, *, create: bool) -> None:
     """Refuse paths that cannot hold a database before SQLite touches them; create a new file 0600.
 
-    The file is opened non-blocking and checked with ``fstat``: a FIFO where the
-    database should be would otherwise block the open forever.  A non-empty file
-    without the SQLite header is foreign (SQLite would treat a 1-byte file as empty).
+    Only ``stat`` looks at an existing file, never ``open``: closing any descriptor of a file drops
+    every POSIX lock this process holds on it, SQLite's locks of other connections included, and
+    opening a FIFO where the database should be would block forever.
     """
     text = os.fspath(path)
     if "\x00" in text:
@@ -286,31 +323,27 @@ def check_database_path(path: Path, *, create: bool) -> None:
     if create:
         _create_private(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        st = os.stat(path)
     except FileNotFoundError as exc:
         raise StoreNotFound(text) from exc
-    except IsADirectoryError as exc:
-        raise InvalidInput("path", f"{text} is a directory") from exc
     except OSError as exc:
-        raise InvalidInput("path", f"cannot open {text}: {exc.strerror}") from exc
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise InvalidInput("path", f"{text} is not a regular file")
-        header = os.read(fd, len(_SQLITE_HEADER))
-    finally:
-        os.close(fd)
-    if header and header != _SQLITE_HEADER:
+        raise InvalidInput("path", f"cannot use {text}: {exc.strerror}") from exc
+    if stat.S_ISDIR(st.st_mode):
+        raise InvalidInput("path", f"{text} is a directory")
+    if not stat.S_ISREG(st.st_mode):
+        raise InvalidInput("path", f"{text} is not a regular file")
+    if 0 < st.st_size < _MIN_DATABASE_BYTES:
         raise NotAStoreDatabase(text, "it is not an SQLite database")
 
 
 def _create_private(path: Path) -> None:
     """Create a new database file readable by its owner only (its -wal/-shm inherit the mode)."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NONBLOCK, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
     except FileExistsError:
         return
     except IsADirectoryError as exc:
         raise InvalidInput("path", f"{path} is a directory") from exc
     except OSError as exc:
         raise InvalidInput("path", f"cannot create {path}: {exc.strerror}") from exc
-    os.close(fd)
+    os.close(fd)  # a brand-new file: no connection of this process can hold locks on it yet
