@@ -12,6 +12,7 @@ __all__ = [
     "RuntimeTurnCommitConflict",
     "SchemaMigrationRequired",
     "SessionBindingMismatch",
+    "SessionsUnreadable",
     "StoreBusy",
     "StoreClosed",
     "StoreError",
@@ -127,6 +128,21 @@ class InvalidInput(StoreError, ValueError):
         self.what = what
         self.detail = detail
         super().__init__(f"invalid {what}: {detail}")
+
+
+class SessionsUnreadable(StoreError):
+    """Listing sessions found some that cannot be read; they are reported, never silently left out.
+
+    ``sessions`` holds what could be read (a picker may still show it) and
+    ``failures`` one ``(where, error)`` pair per session that could not.
+    """
+
+    def __init__(self, sessions: list[object], failures: list[tuple[str, StoreError]]) -> None:
+        self.sessions = sessions
+        self.failures = failures
+        listed = "; ".join(f"{where}: {error}" for where, error in failures[:3])
+        more = f" (and {len(failures) - 3} more)" if len(failures) > 3 else ""
+        super().__init__(f"{len(failures)} session(s) could not be read: {listed}{more}")
 
 
 class StoreClosed(StoreError):

@@ -180,6 +180,19 @@ class SessionService:
         """Picker info from the maintained counter and the first live user message's stored text."""
         return self._backend.read(_picker_info)
 
+    def ensure_session_meta(self, meta: SessionMeta) -> bool:
+        """Write ``meta`` unless the session already has metadata (never overwritten); True if written."""
+        params = _meta_params(meta)
+
+        def body(tx: Tx) -> bool:
+            tx.run("lock_session")
+            if tx.one("load_meta") is not None:
+                return False
+            tx.run("save_meta", params)
+            return True
+
+        return self._backend.write(body)
+
     # -- blobs and checkpoints -------------------------------------------
 
     def put_blob(self, content: bytes) -> BlobRef:
@@ -489,13 +502,20 @@ def _picker_info(tx: Tx) -> SessionPickerInfo | None:
     if meta is None:
         return None
     first = tx.one("first_user_text")
-    decoded = _decode_meta(meta)
+    return picker_info(meta, first[0] if first else None, read_head(tx).user_message_count)
+
+
+def picker_info(meta_row: tuple[Any, ...], first_user_text: Any, user_message_count: Any) -> SessionPickerInfo:
+    """A picker entry from a metadata row, the first live user text and the maintained counter (typed)."""
+    meta = _decode_meta(meta_row)
+    if not (first_user_text is None or type(first_user_text) is str) or type(user_message_count) is not int:
+        raise CorruptData("session picker", "stored columns have the wrong types")
     return SessionPickerInfo(
-        session_id=decoded.session_id,
-        cwd=decoded.cwd,
-        relation=decoded.relation,
-        first_user_message=first[0] if first else "",
-        user_message_count=read_head(tx).user_message_count,
+        session_id=meta.session_id,
+        cwd=meta.cwd,
+        relation=meta.relation,
+        first_user_message=first_user_text or "",
+        user_message_count=user_message_count,
     )
 
 

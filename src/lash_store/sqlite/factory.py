@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import datetime
 import hashlib
-import logging
 import os
 from pathlib import Path
 
-from lash_store.core.validate import check_id, check_instance, check_text
-from lash_store.errors import StoreError
-from lash_store.model import DurabilityTier, SessionMeta, SessionPickerInfo, SessionRelation
-from lash_store.options import StoreOptions
+from lash_store.core.validate import check_text
+from lash_store.errors import InvalidInput, StoreError
+from lash_store.model import DurabilityTier, SessionPickerInfo, SessionRelation
+from lash_store.options import StoreOptions, check_options
+from lash_store.service.factory import check_page, new_session_meta, page
 from lash_store.sqlite.store import Store
-
-log = logging.getLogger("lash_store")
 
 _MAX_STEM = 80
 
@@ -32,8 +29,10 @@ class SqliteSessionStoreFactory:
     """Creates, lists and deletes per-session stores below ``root``."""
 
     def __init__(self, root: str | os.PathLike[str], options: StoreOptions | None = None) -> None:
+        if not isinstance(root, (str, os.PathLike)) or "\x00" in os.fspath(root):
+            raise InvalidInput("root", "must be a directory path (str or os.PathLike) without NUL characters")
         self.root = Path(root)
-        self.options = options
+        self.options = None if options is None else check_options(options)
 
     @property
     def durability_tier(self) -> DurabilityTier:
@@ -45,27 +44,25 @@ class SqliteSessionStoreFactory:
 
     def create_store(self, session_id: str, *, model: str = "", relation: SessionRelation | None = None) -> Store:
         """Open (creating if needed) the session's store; metadata is written once, never overwritten."""
-        check_id("session_id", session_id)
-        check_text("model", model)
-        relation = check_instance("relation", relation or SessionRelation.root(), SessionRelation)
-        self.root.mkdir(parents=True, exist_ok=True)
+        meta = new_session_meta(session_id, model, relation)
+        self._make_root()
         store = Store.open(self.path_for_session(session_id), self.options)
         try:
-            if store.load_session_meta() is None:
-                store.save_session_meta(
-                    SessionMeta(
-                        session_id=session_id,
-                        session_name=session_id,
-                        created_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                        model=model,
-                        cwd=_cwd(),
-                        relation=relation,
-                    )
-                )
+            store.ensure_session_meta(meta)
         except BaseException:
             store.close()
             raise
         return store
+
+    def _make_root(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except FileExistsError as exc:
+            raise InvalidInput("root", f"{self.root} is not a directory") from exc
+        except OSError as exc:
+            raise InvalidInput("root", f"cannot create {self.root}: {exc.strerror}") from exc
+        if not self.root.is_dir():
+            raise InvalidInput("root", f"{self.root} is not a directory")
 
     def delete_session(self, session_id: str) -> None:
         """Remove the database and its sidecars; deleting a missing session is not an error."""
@@ -74,25 +71,27 @@ class SqliteSessionStoreFactory:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(f"{path}{suffix}")
 
-    def list_sessions(self) -> list[SessionPickerInfo]:
-        """Picker info of every session database under the root, by session id."""
+    def list_sessions(self, *, limit: int | None = None, after: str | None = None) -> list[SessionPickerInfo]:
+        """Picker info of the session databases under the root, by session id (a page: ``after``, ``limit``).
+
+        Files are opened read-only and nothing is created next to them.  A file
+        that cannot be read raises :class:`SessionsUnreadable`, which carries the
+        sessions that could be read; nothing is silently left out.
+        """
+        limit, after = check_page(limit, after)
         sessions: list[SessionPickerInfo] = []
+        failures: list[tuple[str, StoreError]] = []
+        if not self.root.exists():
+            return []
         if not self.root.is_dir():
-            return sessions
+            raise InvalidInput("root", f"{self.root} is not a directory")
         for path in sorted(self.root.glob("*.db")):
             try:
                 with Store.open_readonly(path) as store:
                     info = store.load_picker_info()
             except StoreError as exc:
-                log.warning("list_sessions: skipping %s: %s", path, exc)
+                failures.append((str(path), exc))
                 continue
             if info is not None:
                 sessions.append(info)
-        return sorted(sessions, key=lambda info: info.session_id)
-
-
-def _cwd() -> str | None:
-    try:
-        return os.getcwd()
-    except OSError:
-        return None
+        return page(sessions, failures, limit, after)

@@ -1,0 +1,19 @@
+"""The PostgreSQL backend: many processes and machines share sessions in one database.
+
+Install with ``pip install 'lash-store[postgres]'`` (psycopg 3 and psycopg_pool).
+"""
+
+from lash_store.postgres.factory import PostgresSessionStoreFactory
+from lash_store.postgres.pool import close_shared_pools, shared_pool
+from lash_store.postgres.schema import SCHEMA_VERSION, migrate, setup
+from lash_store.postgres.store import PostgresStore
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "PostgresSessionStoreFactory",
+    "PostgresStore",
+    "close_shared_pools",
+    "migrate",
+    "setup",
+    "shared_pool",
+]

@@ -1,0 +1,395 @@
+-- Every SQL statement of the PostgreSQL backend, by name (see lash_store.core.queries).
+-- ``{schema}`` is the configured schema; ``%(sid)s`` is the session partition the store is bound to
+-- (added to every query's parameters by the backend).  Rows have the same columns, in the same
+-- order, as the SQLite backend's queries of the same name.  A list parameter arrives as a text[].
+-- Transactions run under READ COMMITTED and lock first: every statement after a lock_* query sees
+-- everything committed before the lock was granted.
+
+-- ===== locks ==============================================================
+
+-- name: lock_session
+SELECT 1 FROM {schema}.sessions WHERE session_id = %(sid)s FOR NO KEY UPDATE
+
+-- The queue's lock row is created on first use; inserting it never blocks on an existing row.
+-- name: lock_queue
+INSERT INTO {schema}.queue_state (session_id, queue_session_id) VALUES (%(sid)s, %(session_id)s)
+ON CONFLICT DO NOTHING;
+SELECT 1 FROM {schema}.queue_state WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s
+FOR NO KEY UPDATE
+
+-- The database clock, read after the locks were granted (never inside a statement that waits).
+-- name: now
+SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint
+
+-- ===== partitions (the factory) ===========================================
+
+-- name: ensure_session
+INSERT INTO {schema}.sessions (session_id, created_at_ms, updated_at_ms)
+VALUES (%(sid)s, floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint,
+        floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint)
+ON CONFLICT DO NOTHING
+
+-- name: session_exists
+SELECT 1 FROM {schema}.sessions WHERE session_id = %(sid)s
+
+-- name: delete_partition
+DELETE FROM {schema}.graph_nodes WHERE session_id = %(sid)s;
+DELETE FROM {schema}.blobs WHERE session_id = %(sid)s;
+DELETE FROM {schema}.turn_commits WHERE session_id = %(sid)s;
+DELETE FROM {schema}.queued_work_batches WHERE session_id = %(sid)s;
+DELETE FROM {schema}.queue_state WHERE session_id = %(sid)s;
+DELETE FROM {schema}.attachment_manifest WHERE session_id = %(sid)s;
+DELETE FROM {schema}.artifact_refs WHERE session_id = %(sid)s;
+DELETE FROM {schema}.session_meta WHERE session_id = %(sid)s;
+DELETE FROM {schema}.sessions WHERE session_id = %(sid)s
+
+-- Keyset pagination by session id: stable while sessions are created and deleted.
+-- name: list_sessions
+SELECT m.meta_session_id, m.cwd, m.relation,
+       (SELECT g.user_text FROM {schema}.graph_nodes g
+        WHERE g.session_id = m.session_id AND g.user_text IS NOT NULL AND NOT g.tombstoned
+        ORDER BY g.seq LIMIT 1),
+       s.user_message_count, m.session_id
+FROM {schema}.session_meta m JOIN {schema}.sessions s ON s.session_id = m.session_id
+WHERE m.session_id > %(after)s
+ORDER BY m.session_id
+LIMIT %(limit)s
+
+-- ===== head ===============================================================
+
+-- name: read_head
+SELECT bound_session_id, head_revision, checkpoint_ref, leaf_node_id, body, usage_ledger, node_count,
+       user_message_count
+FROM {schema}.sessions WHERE session_id = %(sid)s
+
+-- name: write_head
+UPDATE {schema}.sessions
+SET bound_session_id = %(session_id)s, head_revision = %(head_revision)s, checkpoint_ref = %(checkpoint_ref)s,
+    leaf_node_id = %(leaf_node_id)s, body = %(body)s, usage_ledger = %(usage_ledger)s,
+    node_count = %(node_count)s, user_message_count = %(user_message_count)s,
+    updated_at_ms = floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint
+WHERE session_id = %(sid)s
+
+-- name: write_counts
+UPDATE {schema}.sessions SET node_count = %(node_count)s, user_message_count = %(user_message_count)s
+WHERE session_id = %(sid)s
+
+-- name: clear_leaf
+UPDATE {schema}.sessions SET leaf_node_id = NULL WHERE session_id = %(sid)s
+
+-- ===== graph ==============================================================
+
+-- name: full_graph
+SELECT node_id, body FROM {schema}.graph_nodes WHERE session_id = %(sid)s AND NOT tombstoned ORDER BY seq
+
+-- Walk from a leaf to the root; the depth cap (live node count) turns a parent cycle into a finite walk.
+-- name: active_path
+WITH RECURSIVE path(node_id, parent_node_id, body, depth) AS (
+    SELECT node_id, parent_node_id, body, 0 FROM {schema}.graph_nodes
+    WHERE session_id = %(sid)s AND node_id = %(leaf_node_id)s AND NOT tombstoned
+    UNION ALL
+    SELECT g.node_id, g.parent_node_id, g.body, p.depth + 1
+    FROM path p JOIN {schema}.graph_nodes g ON g.session_id = %(sid)s AND g.node_id = p.parent_node_id
+    WHERE NOT g.tombstoned AND p.depth < %(depth_cap)s
+)
+SELECT node_id, parent_node_id, body FROM path ORDER BY depth
+
+-- name: node_tombstoned
+SELECT tombstoned FROM {schema}.graph_nodes WHERE session_id = %(sid)s AND node_id = %(node_id)s
+
+-- name: load_node
+SELECT body FROM {schema}.graph_nodes WHERE session_id = %(sid)s AND node_id = %(node_id)s AND NOT tombstoned
+
+-- name: nodes_state
+SELECT node_id, tombstoned, user_text IS NOT NULL FROM {schema}.graph_nodes
+WHERE session_id = %(sid)s AND node_id = ANY(%(node_ids)s::text[])
+
+-- name: upsert_node
+INSERT INTO {schema}.graph_nodes (session_id, node_id, parent_node_id, user_text, body)
+VALUES (%(sid)s, %(node_id)s, %(parent_node_id)s, %(user_text)s, %(body)s)
+ON CONFLICT (session_id, node_id) DO UPDATE SET parent_node_id = EXCLUDED.parent_node_id,
+    user_text = EXCLUDED.user_text, body = EXCLUDED.body, tombstoned = false
+
+-- name: delete_graph
+DELETE FROM {schema}.graph_nodes WHERE session_id = %(sid)s
+
+-- name: tombstone_node
+UPDATE {schema}.graph_nodes SET tombstoned = true
+WHERE session_id = %(sid)s AND node_id = %(node_id)s AND NOT tombstoned
+
+-- name: delete_tombstoned
+DELETE FROM {schema}.graph_nodes WHERE session_id = %(sid)s AND tombstoned
+
+-- name: first_user_text
+SELECT user_text FROM {schema}.graph_nodes
+WHERE session_id = %(sid)s AND user_text IS NOT NULL AND NOT tombstoned ORDER BY seq LIMIT 1
+
+-- name: node_rows
+SELECT node_id, parent_node_id, tombstoned, user_text, body FROM {schema}.graph_nodes
+WHERE session_id = %(sid)s ORDER BY seq
+
+-- name: insert_node_row
+INSERT INTO {schema}.graph_nodes (session_id, node_id, parent_node_id, tombstoned, user_text, body)
+VALUES (%(sid)s, %(node_id)s, %(parent_node_id)s, %(tombstoned)s, %(user_text)s, %(body)s)
+
+-- ===== turn commits =======================================================
+
+-- name: find_turn_commit
+SELECT record FROM {schema}.turn_commits
+WHERE session_id = %(sid)s AND stamp_session_id = %(session_id)s AND turn_id = %(turn_id)s
+
+-- name: record_turn_commit
+INSERT INTO {schema}.turn_commits (session_id, stamp_session_id, turn_id, record, committed_at_ms)
+VALUES (%(sid)s, %(session_id)s, %(turn_id)s, %(record)s, %(committed_at_ms)s)
+
+-- name: turn_commit_rows
+SELECT stamp_session_id, turn_id, record, committed_at_ms FROM {schema}.turn_commits
+WHERE session_id = %(sid)s ORDER BY committed_at_ms, stamp_session_id, turn_id
+
+-- ===== blobs ==============================================================
+
+-- A re-put keeps the first writer's bytes and refreshes the GC grace clock.  The row lock this
+-- takes makes a concurrent sweep re-check the refreshed row and keep it.
+-- name: put_blob
+INSERT INTO {schema}.blobs (session_id, hash, encoding, kind, raw_size, created_at_ms, content)
+VALUES (%(sid)s, %(hash)s, %(encoding)s, %(kind)s, %(raw_size)s, %(created_at_ms)s, %(content)s)
+ON CONFLICT (session_id, hash) DO UPDATE
+SET created_at_ms = GREATEST({schema}.blobs.created_at_ms, EXCLUDED.created_at_ms)
+
+-- name: get_blob
+SELECT encoding, content, raw_size FROM {schema}.blobs WHERE session_id = %(sid)s AND hash = %(hash)s
+
+-- name: count_blobs
+SELECT count(*) FROM {schema}.blobs WHERE session_id = %(sid)s
+
+-- name: sweep_blobs
+DELETE FROM {schema}.blobs b
+WHERE b.session_id = %(sid)s AND b.created_at_ms <= %(cutoff_ms)s AND b.hash <> ALL(%(live)s::text[])
+  AND NOT EXISTS (SELECT 1 FROM {schema}.artifact_refs a WHERE a.session_id = %(sid)s AND a.blob_ref = b.hash)
+
+-- name: sweep_candidates
+SELECT count(*), coalesce(sum(octet_length(b.content)), 0) FROM {schema}.blobs b
+WHERE b.session_id = %(sid)s AND b.created_at_ms <= %(cutoff_ms)s AND b.hash <> ALL(%(live)s::text[])
+  AND NOT EXISTS (SELECT 1 FROM {schema}.artifact_refs a WHERE a.session_id = %(sid)s AND a.blob_ref = b.hash)
+
+-- name: blob_rows
+SELECT hash, encoding, kind, raw_size, created_at_ms, content FROM {schema}.blobs b
+WHERE b.session_id = %(sid)s AND (b.hash = ANY(%(refs)s::text[])
+    OR EXISTS (SELECT 1 FROM {schema}.artifact_refs a WHERE a.session_id = %(sid)s AND a.blob_ref = b.hash))
+ORDER BY created_at_ms, hash
+
+-- name: all_blob_rows
+SELECT hash, encoding, kind, raw_size, created_at_ms, content FROM {schema}.blobs
+WHERE session_id = %(sid)s ORDER BY created_at_ms, hash
+
+-- name: insert_blob_row
+INSERT INTO {schema}.blobs (session_id, hash, encoding, kind, raw_size, created_at_ms, content)
+VALUES (%(sid)s, %(hash)s, %(encoding)s, %(kind)s, %(raw_size)s, %(created_at_ms)s, %(content)s)
+ON CONFLICT (session_id, hash) DO UPDATE
+SET created_at_ms = GREATEST({schema}.blobs.created_at_ms, EXCLUDED.created_at_ms)
+
+-- ===== metadata ===========================================================
+
+-- name: save_meta
+INSERT INTO {schema}.session_meta (session_id, meta_session_id, session_name, created_at, model, cwd, relation)
+VALUES (%(sid)s, %(session_id)s, %(session_name)s, %(created_at)s, %(model)s, %(cwd)s, %(relation)s)
+ON CONFLICT (session_id) DO UPDATE SET meta_session_id = EXCLUDED.meta_session_id,
+    session_name = EXCLUDED.session_name, created_at = EXCLUDED.created_at, model = EXCLUDED.model,
+    cwd = EXCLUDED.cwd, relation = EXCLUDED.relation
+
+-- name: load_meta
+SELECT meta_session_id, session_name, created_at, model, cwd, relation FROM {schema}.session_meta
+WHERE session_id = %(sid)s
+
+-- ===== attachments ========================================================
+
+-- Re-recording an uncommitted intent refreshes it; a committed row never changes.
+-- name: record_intent
+INSERT INTO {schema}.attachment_manifest
+    (session_id, attachment_id, intent_session_id, canonical_uri, intent_at_ms, committed_at_ms)
+VALUES (%(sid)s, %(attachment_id)s, %(session_id)s, %(canonical_uri)s, %(intent_at_ms)s, NULL)
+ON CONFLICT (session_id, attachment_id) DO UPDATE SET intent_session_id = EXCLUDED.intent_session_id,
+    canonical_uri = EXCLUDED.canonical_uri,
+    intent_at_ms = GREATEST({schema}.attachment_manifest.intent_at_ms, EXCLUDED.intent_at_ms)
+WHERE {schema}.attachment_manifest.committed_at_ms IS NULL
+
+-- First commit wins: only rows of this session that are still uncommitted are stamped.
+-- name: stamp_attachment
+UPDATE {schema}.attachment_manifest SET committed_at_ms = %(committed_at_ms)s
+WHERE session_id = %(sid)s AND attachment_id = %(attachment_id)s AND intent_session_id = %(session_id)s
+  AND committed_at_ms IS NULL
+
+-- name: list_uncommitted
+SELECT attachment_id, intent_session_id, canonical_uri, intent_at_ms FROM {schema}.attachment_manifest
+WHERE session_id = %(sid)s AND committed_at_ms IS NULL AND intent_at_ms <= %(older_than_ms)s
+ORDER BY intent_at_ms, attachment_id
+
+-- name: forget_attachment
+DELETE FROM {schema}.attachment_manifest WHERE session_id = %(sid)s AND attachment_id = %(attachment_id)s
+
+-- name: attachment_rows
+SELECT attachment_id, intent_session_id, canonical_uri, intent_at_ms, committed_at_ms
+FROM {schema}.attachment_manifest WHERE session_id = %(sid)s ORDER BY attachment_id
+
+-- name: insert_attachment_row
+INSERT INTO {schema}.attachment_manifest
+    (session_id, attachment_id, intent_session_id, canonical_uri, intent_at_ms, committed_at_ms)
+VALUES (%(sid)s, %(attachment_id)s, %(session_id)s, %(canonical_uri)s, %(intent_at_ms)s, %(committed_at_ms)s)
+
+-- ===== module artifacts ===================================================
+
+-- name: pin_module
+INSERT INTO {schema}.artifact_refs (session_id, artifact_ref, blob_ref) VALUES (%(sid)s, %(module_ref)s, %(blob_ref)s)
+ON CONFLICT (session_id, artifact_ref) DO UPDATE SET blob_ref = EXCLUDED.blob_ref
+
+-- name: module_blob_ref
+SELECT blob_ref FROM {schema}.artifact_refs WHERE session_id = %(sid)s AND artifact_ref = %(module_ref)s
+
+-- name: unpin_module
+DELETE FROM {schema}.artifact_refs WHERE session_id = %(sid)s AND artifact_ref = %(module_ref)s
+
+-- name: count_modules
+SELECT count(*) FROM {schema}.artifact_refs WHERE session_id = %(sid)s
+
+-- name: module_rows
+SELECT artifact_ref, blob_ref FROM {schema}.artifact_refs WHERE session_id = %(sid)s ORDER BY artifact_ref
+
+-- ===== work queue =========================================================
+-- Batch rows are selected as: enqueue_seq, batch_id, queue session id, source_key, delivery_policy,
+-- slot_policy, merge_key, available_at_ms, enqueued_at_ms, payloads  (lash_store.core.queue.BatchRow)
+
+-- name: batch_by_source_key
+SELECT enqueue_seq, batch_id, queue_session_id, source_key, delivery_policy, slot_policy, merge_key,
+       available_at_ms, enqueued_at_ms, payloads
+FROM {schema}.queued_work_batches
+WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND source_key = %(source_key)s
+
+-- name: insert_batch
+INSERT INTO {schema}.queued_work_batches (session_id, batch_id, queue_session_id, source_key, delivery_policy,
+    slot_policy, merge_key, available_at_ms, enqueued_at_ms, payloads)
+VALUES (%(sid)s, %(batch_id)s, %(session_id)s, %(source_key)s, %(delivery_policy)s, %(slot_policy)s, %(merge_key)s,
+    %(available_at_ms)s, %(enqueued_at_ms)s, %(payloads)s)
+RETURNING enqueue_seq, batch_id, queue_session_id, source_key, delivery_policy, slot_policy, merge_key,
+    available_at_ms, enqueued_at_ms, payloads
+
+-- Candidates never wait: SKIP LOCKED passes over a row some other transaction holds (the queue lock
+-- means nothing of ours can; a foreign writer's row is treated as taken, never waited for).
+-- name: ready_batches
+SELECT enqueue_seq, batch_id, queue_session_id, source_key, delivery_policy, slot_policy, merge_key,
+       available_at_ms, enqueued_at_ms, payloads
+FROM {schema}.queued_work_batches
+WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND available_at_ms <= %(now_ms)s
+  AND (claim_token IS NULL OR claim_expires_at_ms <= %(now_ms)s)
+ORDER BY enqueue_seq LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+
+-- name: next_fence
+INSERT INTO {schema}.queue_state (session_id, queue_session_id, last_fencing_token) VALUES (%(sid)s, %(session_id)s, 1)
+ON CONFLICT (session_id, queue_session_id)
+DO UPDATE SET last_fencing_token = {schema}.queue_state.last_fencing_token + 1
+RETURNING last_fencing_token
+
+-- name: mark_claimed
+UPDATE {schema}.queued_work_batches SET claim_id = %(claim_id)s, claim_owner_id = %(owner_id)s,
+    claim_token = %(lease_token)s, claim_fencing_token = %(fencing_token)s, claim_claimed_at_ms = %(now_ms)s,
+    claim_expires_at_ms = %(expires_at_ms)s
+WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND batch_id = %(batch_id)s
+  AND (claim_token IS NULL OR claim_expires_at_ms <= %(now_ms)s)
+
+-- name: claimed_batches
+SELECT batch_id, claim_fencing_token FROM {schema}.queued_work_batches
+WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND claim_id = %(claim_id)s
+  AND claim_token = %(lease_token)s
+
+-- name: extend_claim
+UPDATE {schema}.queued_work_batches SET claim_expires_at_ms = %(expires_at_ms)s
+WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND batch_id = %(batch_id)s
+  AND claim_id = %(claim_id)s AND claim_token = %(lease_token)s AND claim_fencing_token = %(fencing_token)s
+
+-- name: release_claim
+UPDATE {schema}.queued_work_batches SET claim_id = NULL, claim_owner_id = NULL, claim_token = NULL,
+    claim_claimed_at_ms = 0, claim_expires_at_ms = 0
+WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND claim_id = %(claim_id)s
+  AND claim_token = %(lease_token)s
+
+-- name: free_batch
+SELECT enqueue_seq, batch_id, queue_session_id, source_key, delivery_policy, slot_policy, merge_key,
+       available_at_ms, enqueued_at_ms, payloads
+FROM {schema}.queued_work_batches
+WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND batch_id = %(batch_id)s
+  AND (claim_token IS NULL OR claim_expires_at_ms <= %(now_ms)s)
+
+-- name: batch_by_id
+SELECT enqueue_seq, batch_id, queue_session_id, source_key, delivery_policy, slot_policy, merge_key,
+       available_at_ms, enqueued_at_ms, payloads
+FROM {schema}.queued_work_batches
+WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND batch_id = %(batch_id)s
+
+-- name: delete_batch
+DELETE FROM {schema}.queued_work_batches
+WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND batch_id = %(batch_id)s
+
+-- name: delete_claimed_batch
+DELETE FROM {schema}.queued_work_batches
+WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND batch_id = %(batch_id)s
+  AND claim_id = %(claim_id)s AND claim_token = %(lease_token)s AND claim_fencing_token = %(fencing_token)s
+
+-- name: list_batches
+SELECT enqueue_seq, batch_id, queue_session_id, source_key, delivery_policy, slot_policy, merge_key,
+       available_at_ms, enqueued_at_ms, payloads
+FROM {schema}.queued_work_batches
+WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s ORDER BY enqueue_seq
+
+-- name: list_pending_batches
+SELECT enqueue_seq, batch_id, queue_session_id, source_key, delivery_policy, slot_policy, merge_key,
+       available_at_ms, enqueued_at_ms, payloads
+FROM {schema}.queued_work_batches
+WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s
+  AND (claim_token IS NULL OR claim_expires_at_ms <= %(now_ms)s)
+ORDER BY enqueue_seq
+
+-- name: batch_rows
+SELECT enqueue_seq, batch_id, queue_session_id, source_key, delivery_policy, slot_policy, merge_key,
+       available_at_ms, enqueued_at_ms, payloads, claim_id, claim_owner_id, claim_token, claim_fencing_token,
+       claim_claimed_at_ms, claim_expires_at_ms
+FROM {schema}.queued_work_batches WHERE session_id = %(sid)s ORDER BY enqueue_seq
+
+-- name: insert_batch_row
+INSERT INTO {schema}.queued_work_batches (session_id, enqueue_seq, batch_id, queue_session_id, source_key,
+    delivery_policy, slot_policy, merge_key, available_at_ms, enqueued_at_ms, payloads, claim_id, claim_owner_id,
+    claim_token, claim_fencing_token, claim_claimed_at_ms, claim_expires_at_ms)
+VALUES (%(sid)s, %(enqueue_seq)s, %(batch_id)s, %(session_id)s, %(source_key)s, %(delivery_policy)s,
+    %(slot_policy)s, %(merge_key)s, %(available_at_ms)s, %(enqueued_at_ms)s, %(payloads)s, %(claim_id)s,
+    %(claim_owner_id)s, %(claim_token)s, %(claim_fencing_token)s, %(claim_claimed_at_ms)s, %(claim_expires_at_ms)s)
+
+-- Only queues that ever granted a claim have a fence (as in SQLite); lock rows alone are not data.
+-- name: fence_rows
+SELECT queue_session_id, last_fencing_token FROM {schema}.queue_state
+WHERE session_id = %(sid)s AND last_fencing_token > 0 ORDER BY queue_session_id
+
+-- name: insert_fence_row
+INSERT INTO {schema}.queue_state (session_id, queue_session_id, last_fencing_token)
+VALUES (%(sid)s, %(session_id)s, %(last_fencing_token)s)
+ON CONFLICT (session_id, queue_session_id) DO UPDATE
+SET last_fencing_token = GREATEST({schema}.queue_state.last_fencing_token, EXCLUDED.last_fencing_token)
+
+-- The identity behind enqueue_seq is shared by every session; a session's own highest number is what a
+-- dump needs (numbers are never reused within a store).
+-- name: last_enqueue_seq
+SELECT coalesce(max(enqueue_seq), 0) FROM {schema}.queued_work_batches WHERE session_id = %(sid)s
+
+-- name: raise_enqueue_seq
+SELECT setval(pg_get_serial_sequence('{schema}.queued_work_batches', 'enqueue_seq'),
+              GREATEST(%(seq)s, nextval(pg_get_serial_sequence('{schema}.queued_work_batches', 'enqueue_seq'))))
+
+-- ===== emptiness (imports go into empty stores only) ======================
+
+-- name: holds_data
+SELECT (SELECT count(*) FROM {schema}.graph_nodes WHERE session_id = %(sid)s)
+     + (SELECT count(*) FROM {schema}.blobs WHERE session_id = %(sid)s)
+     + (SELECT count(*) FROM {schema}.session_meta WHERE session_id = %(sid)s)
+     + (SELECT count(*) FROM {schema}.turn_commits WHERE session_id = %(sid)s)
+     + (SELECT count(*) FROM {schema}.queued_work_batches WHERE session_id = %(sid)s)
+     + (SELECT count(*) FROM {schema}.queue_state WHERE session_id = %(sid)s AND last_fencing_token > 0)
+     + (SELECT count(*) FROM {schema}.attachment_manifest WHERE session_id = %(sid)s)
+     + (SELECT count(*) FROM {schema}.artifact_refs WHERE session_id = %(sid)s)

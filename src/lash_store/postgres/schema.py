@@ -1,0 +1,118 @@
+"""Explicit, versioned schema management for PostgreSQL.
+
+:func:`setup` (also :func:`migrate`) runs in one transaction on a private
+connection, under a transaction-scoped advisory lock, so any number of
+processes may run it at once: the first creates the schema, the others wait
+and then find it current.  PostgreSQL's DDL is transactional, so a failed or
+interrupted setup leaves nothing behind.  The ``schema_version`` row records
+the application and the version; a schema that belongs to something else, or
+that a newer release wrote, is refused with the typed errors, unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from importlib import resources
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from lash_store.errors import InvalidInput, NotAStoreDatabase, SchemaMigrationRequired, UnsupportedSchemaVersion
+
+SCHEMA_VERSION = 1
+APPLICATION = "lash-store"
+SCHEMA_KIND = "postgres"
+DEFAULT_SCHEMA = "lash"
+
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+# Forward migrations: version -> the DDL that brings version-1 to version (none yet: 1 is the first).
+_MIGRATIONS: dict[int, str] = {}
+
+
+def check_schema_name(schema: object) -> str:
+    """Schema names are plain lowercase identifiers (they are spliced into SQL, so nothing else is allowed)."""
+    if not isinstance(schema, str) or not _IDENTIFIER.fullmatch(schema):
+        raise InvalidInput("schema", "must be a lowercase SQL identifier ([a-z_][a-z0-9_]*, at most 63 characters)")
+    return schema
+
+
+def _lock_key(schema: str) -> tuple[int, int]:
+    digest = hashlib.sha256(f"lash-store schema {schema}".encode()).digest()
+    return int.from_bytes(digest[:4], "big", signed=True), int.from_bytes(digest[4:8], "big", signed=True)
+
+
+def _ddl(schema: str) -> str:
+    text = resources.files(__package__ or "lash_store.postgres").joinpath("schema.sql").read_text(encoding="utf-8")
+    return text.replace("{schema}", schema)
+
+
+def read_version(conn: psycopg.Connection[Any], schema: str) -> int | None:
+    """The recorded version, ``None`` when the schema holds no lash-store tables; foreign content raises."""
+    marker = conn.execute("SELECT to_regclass(%s)", (f"{schema}.schema_version",)).fetchone()
+    if marker is None or marker[0] is None:
+        relations = conn.execute(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s",
+            (schema,),
+        ).fetchone()
+        if relations is not None and relations[0]:
+            raise NotAStoreDatabase(f"postgres schema {schema!r}", "it holds tables but no lash-store schema marker")
+        return None
+    row = conn.execute(f"SELECT application, version FROM {schema}.schema_version").fetchone()
+    if row is None or row[0] != APPLICATION:
+        raise NotAStoreDatabase(
+            f"postgres schema {schema!r}", f"it belongs to another application ({row and row[0]!r})"
+        )
+    version = int(row[1])
+    if version > SCHEMA_VERSION:
+        raise UnsupportedSchemaVersion(SCHEMA_KIND, SCHEMA_VERSION, version)
+    return version
+
+
+def setup(target: str | ConnectionPool, *, schema: str = DEFAULT_SCHEMA) -> int | None:
+    """Create or migrate the schema; returns the version it was at before (``None``: it was created).
+
+    Safe to run concurrently from many processes; never inside a caller's transaction.
+    """
+    schema = check_schema_name(schema)
+    if isinstance(target, str):
+        with psycopg.connect(target, autocommit=True) as conn:
+            return _setup(conn, schema)
+    with target.connection() as conn:
+        conn.autocommit = True
+        return _setup(conn, schema)
+
+
+migrate = setup
+
+
+def _setup(conn: psycopg.Connection[Any], schema: str) -> int | None:
+    with conn.transaction():
+        conn.execute("SET LOCAL lock_timeout = '60s'")
+        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", _lock_key(schema))
+        found = read_version(conn, schema)
+        if found is None:
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            conn.execute(_ddl(schema))
+            conn.execute(
+                f"INSERT INTO {schema}.schema_version (application, version) VALUES (%s, %s)",
+                (APPLICATION, SCHEMA_VERSION),
+            )
+            return None
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            conn.execute(_MIGRATIONS[version].replace("{schema}", schema))
+        if found < SCHEMA_VERSION:
+            conn.execute(
+                f"UPDATE {schema}.schema_version SET version = %s, upgraded_at = now()",
+                (SCHEMA_VERSION,),
+            )
+        return found
+
+
+def check(conn: psycopg.Connection[Any], schema: str) -> int | None:
+    """Read-only check at open: the current version opens, an older one needs :func:`migrate`."""
+    found = read_version(conn, schema)
+    if found is not None and found < SCHEMA_VERSION:
+        raise SchemaMigrationRequired(SCHEMA_KIND, SCHEMA_VERSION, found, f"postgres schema {schema!r}")
+    return found
