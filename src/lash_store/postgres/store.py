@@ -8,7 +8,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from lash_store.core.validate import check_id, check_instance
-from lash_store.errors import InvalidInput
+from lash_store.errors import InvalidInput, StoreNotFound
 from lash_store.options import StoreOptions, check_options
 from lash_store.postgres import pool as pools
 from lash_store.postgres import schema as schemas
@@ -71,21 +71,28 @@ class PostgresStore(SessionService):
         *,
         schema: str = schemas.DEFAULT_SCHEMA,
         auto_setup: bool = True,
+        create: bool = True,
     ) -> PostgresStore:
-        """Open (creating if new) the partition of ``session_id``.
+        """Open (creating if new, unless ``create`` is false) the partition of ``session_id``.
 
         The schema is created when absent (``auto_setup``); an older one raises
         :class:`SchemaMigrationRequired` (run :func:`lash_store.postgres.migrate`),
-        a newer or foreign one the typed errors of SPEC section 4.
+        a newer or foreign one the typed errors of SPEC section 4.  With
+        ``create=False`` nothing is written and a missing session raises
+        :class:`StoreNotFound`.
         """
         target = connect_target(dsn_or_pool)
         check_id("session_id", session_id)
         options = check_options(StoreOptions() if options is None else options)
         schema = schemas.check_schema_name(schema)
         check_instance("auto_setup", auto_setup, bool)
-        ensure_schema(target, schema, auto_setup=auto_setup)
+        check_instance("create", create, bool)
+        ensure_schema(target, schema, auto_setup=auto_setup and create)
         backend = PostgresBackend(target, session_id, schema, options)
-        backend.write(lambda tx: tx.run("ensure_session"))
+        if create:
+            backend.write(lambda tx: tx.run("ensure_session"))
+        elif backend.read(lambda tx: tx.one("session_exists")) is None:
+            raise StoreNotFound(f"session {session_id!r} in postgres schema {schema!r}")
         return cls(backend, options)
 
     @property

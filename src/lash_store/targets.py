@@ -1,0 +1,64 @@
+"""Naming a store on any backend with one string: a SQLite file (or factory root) or a PostgreSQL DSN.
+
+The command line, the chaos demo, the crash harness and the benchmarks all
+accept either, so everything they do runs on both backends:
+
+* a path: a session file (or, where a factory is meant, a factory root directory);
+* a PostgreSQL DSN, as a URI (``postgresql://...``) or a libpq ``key=value``
+  string; a store on PostgreSQL also needs the session id (the partition).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from lash_store.errors import InvalidInput
+from lash_store.options import StoreOptions
+from lash_store.service.session import SessionService
+
+_KEY_VALUE = re.compile(r"^\s*[a-z_]+\s*=")
+
+
+def is_dsn(target: str) -> bool:
+    """Whether ``target`` names a PostgreSQL database rather than a path."""
+    return target.startswith(("postgresql://", "postgres://")) or bool(_KEY_VALUE.match(target))
+
+
+def open_store(
+    target: str | os.PathLike[str],
+    session_id: str | None = None,
+    *,
+    options: StoreOptions | None = None,
+    readonly: bool = False,
+    migrate: bool = False,
+) -> SessionService:
+    """Open the store ``target`` names.  ``readonly`` never creates or writes anything."""
+    text = os.fspath(target)
+    if not isinstance(text, str):
+        raise InvalidInput("target", "must be a text path or DSN")
+    if is_dsn(text):
+        from lash_store.postgres import PostgresStore  # the postgres extra is needed only for a DSN
+
+        if session_id is None:
+            raise InvalidInput("session_id", "a PostgreSQL store needs the session id (--session)")
+        return PostgresStore.open(text, session_id, options, create=not readonly)
+    from lash_store.sqlite import Store
+
+    if readonly:
+        return Store.open_readonly(text)
+    return Store.open(text, options, migrate=migrate)
+
+
+def open_factory(target: str | os.PathLike[str], options: StoreOptions | None = None) -> Any:
+    """The session factory of a factory root directory or a PostgreSQL database."""
+    text = os.fspath(target)
+    if isinstance(text, str) and is_dsn(text):
+        from lash_store.postgres import PostgresSessionStoreFactory
+
+        return PostgresSessionStoreFactory(text, options)
+    from lash_store.sqlite import SqliteSessionStoreFactory
+
+    return SqliteSessionStoreFactory(Path(text), options)
