@@ -26,7 +26,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,7 @@ from lash_store.model import (
     TurnCommitStamp,
     TurnInput,
 )
+from lash_store.postgres import PostgresStore, close_shared_pools
 from lash_store.testing.reference import ReferenceStore
 from tests.helpers import ManualClock
 
@@ -349,6 +351,10 @@ class StoreMachine(RuleBasedStateMachine):
         if self.BACKEND == "memory":
             self.options = StoreOptions(clock=self.clock, gc_policy=GcPolicy(grace_ms=0))
             self.real = Store.memory(self.options)
+        elif self.BACKEND == "postgres":
+            assert PostgresStoreMachine.DSN, "the postgres machine runs under the stateful_dsn fixture"
+            self.options = StoreOptions(clock=self.clock, gc_policy=GcPolicy(grace_ms=5_000, auto_run_every_commits=3))
+            self.real = PostgresStore.open(PostgresStoreMachine.DSN, f"stateful-{uuid.uuid4().hex}", self.options)
         else:
             self.tmp = tempfile.mkdtemp(prefix="lash-stateful-")
             self.options = StoreOptions(clock=self.clock, gc_policy=GcPolicy(grace_ms=5_000, auto_run_every_commits=3))
@@ -1000,7 +1006,32 @@ class FileStoreMachine(StoreMachine):
     BACKEND = "file"
 
 
-MACHINES = {"memory": StoreMachine, "file": FileStoreMachine}
+class PostgresStoreMachine(StoreMachine):
+    """The same machine against PostgreSQL: each example works in a fresh session partition of one database."""
+
+    BACKEND = "postgres"
+    DSN = ""
+
+
+MACHINES = {"memory": StoreMachine, "file": FileStoreMachine, "postgres": PostgresStoreMachine}
+
+
+@pytest.fixture
+def stateful_dsn(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A database for the PostgreSQL machine (only started when that machine runs)."""
+    if request.node.callspec.params.get("backend") != "postgres" and "long" not in request.node.name:
+        yield
+        return
+    server = request.getfixturevalue("pg_server")
+    name = f"lash_stateful_{uuid.uuid4().hex[:8]}"
+    PostgresStoreMachine.DSN = server.create_database(name)
+    try:
+        yield
+    finally:
+        close_shared_pools()
+        server.drop_database(name)
+        PostgresStoreMachine.DSN = ""
+
 
 SHORT = settings(
     max_examples=50,
@@ -1019,6 +1050,7 @@ def _run(backend: str, profile: settings) -> int:
 
 
 @pytest.mark.parametrize("backend", sorted(MACHINES))
+@pytest.mark.usefixtures("stateful_dsn")
 def test_real_store_agrees_with_reference(backend: str, capsys: pytest.CaptureFixture[str]) -> None:
     steps = _run(backend, SHORT)
     with capsys.disabled():
@@ -1027,6 +1059,7 @@ def test_real_store_agrees_with_reference(backend: str, capsys: pytest.CaptureFi
 
 @pytest.mark.slow
 @pytest.mark.timeout(0)
+@pytest.mark.usefixtures("stateful_dsn")
 def test_real_store_agrees_with_reference_long(capsys: pytest.CaptureFixture[str]) -> None:
     """The long profile: ``LASH_STATEFUL_EXAMPLES`` x ``LASH_STATEFUL_STEPS`` per backend (default 700 x 80)."""
     examples = int(os.environ.get("LASH_STATEFUL_EXAMPLES", "700"))

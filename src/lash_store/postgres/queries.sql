@@ -38,6 +38,7 @@ DELETE FROM {schema}.blobs WHERE session_id = %(sid)s;
 DELETE FROM {schema}.turn_commits WHERE session_id = %(sid)s;
 DELETE FROM {schema}.queued_work_batches WHERE session_id = %(sid)s;
 DELETE FROM {schema}.queue_state WHERE session_id = %(sid)s;
+DELETE FROM {schema}.queue_counters WHERE session_id = %(sid)s;
 DELETE FROM {schema}.attachment_manifest WHERE session_id = %(sid)s;
 DELETE FROM {schema}.artifact_refs WHERE session_id = %(sid)s;
 DELETE FROM {schema}.session_meta WHERE session_id = %(sid)s;
@@ -265,10 +266,16 @@ FROM {schema}.queued_work_batches
 WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND source_key = %(source_key)s
 
 -- name: insert_batch
-INSERT INTO {schema}.queued_work_batches (session_id, batch_id, queue_session_id, source_key, delivery_policy,
-    slot_policy, merge_key, available_at_ms, enqueued_at_ms, payloads)
-VALUES (%(sid)s, %(batch_id)s, %(session_id)s, %(source_key)s, %(delivery_policy)s, %(slot_policy)s, %(merge_key)s,
-    %(available_at_ms)s, %(enqueued_at_ms)s, %(payloads)s)
+WITH seq AS (
+    INSERT INTO {schema}.queue_counters (session_id, last_enqueue_seq) VALUES (%(sid)s, 1)
+    ON CONFLICT (session_id) DO UPDATE SET last_enqueue_seq = {schema}.queue_counters.last_enqueue_seq + 1
+    RETURNING last_enqueue_seq
+)
+INSERT INTO {schema}.queued_work_batches (session_id, batch_id, enqueue_seq, queue_session_id, source_key,
+    delivery_policy, slot_policy, merge_key, available_at_ms, enqueued_at_ms, payloads)
+SELECT %(sid)s, %(batch_id)s, seq.last_enqueue_seq, %(session_id)s, %(source_key)s, %(delivery_policy)s,
+    %(slot_policy)s, %(merge_key)s, %(available_at_ms)s, %(enqueued_at_ms)s, %(payloads)s
+FROM seq
 RETURNING enqueue_seq, batch_id, queue_session_id, source_key, delivery_policy, slot_policy, merge_key,
     available_at_ms, enqueued_at_ms, payloads
 
@@ -373,14 +380,14 @@ VALUES (%(sid)s, %(session_id)s, %(last_fencing_token)s)
 ON CONFLICT (session_id, queue_session_id) DO UPDATE
 SET last_fencing_token = GREATEST({schema}.queue_state.last_fencing_token, EXCLUDED.last_fencing_token)
 
--- The identity behind enqueue_seq is shared by every session; a session's own highest number is what a
--- dump needs (numbers are never reused within a store).
+-- The highest enqueue_seq ever handed out in the session (numbers are never reused, even after deletes).
 -- name: last_enqueue_seq
-SELECT coalesce(max(enqueue_seq), 0) FROM {schema}.queued_work_batches WHERE session_id = %(sid)s
+SELECT coalesce((SELECT last_enqueue_seq FROM {schema}.queue_counters WHERE session_id = %(sid)s), 0)
 
 -- name: raise_enqueue_seq
-SELECT setval(pg_get_serial_sequence('{schema}.queued_work_batches', 'enqueue_seq'),
-              GREATEST(%(seq)s, nextval(pg_get_serial_sequence('{schema}.queued_work_batches', 'enqueue_seq'))))
+INSERT INTO {schema}.queue_counters (session_id, last_enqueue_seq) VALUES (%(sid)s, %(seq)s)
+ON CONFLICT (session_id) DO UPDATE
+SET last_enqueue_seq = GREATEST({schema}.queue_counters.last_enqueue_seq, EXCLUDED.last_enqueue_seq)
 
 -- ===== emptiness (imports go into empty stores only) ======================
 
