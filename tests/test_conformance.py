@@ -32,6 +32,23 @@ def _sqlite(store: SessionStore) -> Store:
     return store
 
 
+# How each damage target is done with SQL on a session file (the conformance suite's damage hook).
+SQLITE_DAMAGE = {
+    "head.body": "UPDATE session_head SET body = ?",
+    "head.usage_ledger": "UPDATE session_head SET usage_ledger = ?",
+    "node.body": "UPDATE graph_nodes SET body = ? WHERE node_id = ?",
+    "blob.content": "UPDATE blobs SET content = ? WHERE hash = ?",
+    "blob.delete": "DELETE FROM blobs WHERE hash = ?",
+    "meta.relation": "UPDATE session_meta SET relation = ?",
+    "turn.record": "UPDATE runtime_turn_commits SET record = ? WHERE turn_id = ?",
+    "batch.payloads": "UPDATE queued_work_batches SET payloads = ? WHERE batch_id = ?",
+}
+
+
+def _damage_params(key: str | None, value: object) -> tuple[object, ...]:
+    return tuple(item for item in (value, key) if item is not None)
+
+
 class MemoryHarness(BackendHarness):
     """``Store.memory()``: a private in-memory database per store."""
 
@@ -41,12 +58,12 @@ class MemoryHarness(BackendHarness):
     def open(self, clock: Clock) -> SessionStore:
         return Store.memory(_options(clock))
 
-    def corrupt_head(self, store: SessionStore) -> None:
+    def damage(self, store: SessionStore, target: str, key: str | None, value: object) -> None:
         # A memory database has no second connection; go through the store's own (test-only access).
-        _sqlite(store)._db.write(lambda conn: conn.execute("UPDATE session_head SET body = ?", (_UNDECODABLE,)))
-
-    def delete_blob(self, store: SessionStore, ref: str) -> None:
-        _sqlite(store)._db.write(lambda conn: conn.execute("DELETE FROM blobs WHERE hash = ?", (ref,)))
+        changed = _sqlite(store)._db.write(
+            lambda conn: conn.execute(SQLITE_DAMAGE[target], _damage_params(key, value)).rowcount
+        )
+        assert changed == 1, f"damage {target} {key} changed {changed} rows"
 
 
 class FileHarness(BackendHarness):
@@ -68,23 +85,15 @@ class FileHarness(BackendHarness):
         assert sqlite_store.path is not None
         return Store.open(sqlite_store.path, sqlite_store.options)
 
-    def corrupt_head(self, store: SessionStore) -> None:
+    def damage(self, store: SessionStore, target: str, key: str | None, value: object) -> None:
         path = _sqlite(store).path
         assert path is not None
         conn = sqlite3.connect(path, isolation_level=None)
         try:
-            assert conn.execute("UPDATE session_head SET body = ?", (_UNDECODABLE,)).rowcount == 1
+            changed = conn.execute(SQLITE_DAMAGE[target], _damage_params(key, value)).rowcount
         finally:
             conn.close()
-
-    def delete_blob(self, store: SessionStore, ref: str) -> None:
-        path = _sqlite(store).path
-        assert path is not None
-        conn = sqlite3.connect(path, isolation_level=None)
-        try:
-            assert conn.execute("DELETE FROM blobs WHERE hash = ?", (ref,)).rowcount == 1
-        finally:
-            conn.close()
+        assert changed == 1, f"damage {target} {key} changed {changed} rows"
 
 
 class ReferenceHarness(BackendHarness):
@@ -96,15 +105,25 @@ class ReferenceHarness(BackendHarness):
     def open(self, clock: Clock) -> SessionStore:
         return ReferenceStore(_options(clock))
 
-    def corrupt_head(self, store: SessionStore) -> None:
+    def damage(self, store: SessionStore, target: str, key: str | None, value: object) -> None:
         assert isinstance(store, ReferenceStore)
         state = store._backend._state  # type: ignore[attr-defined]  # test-only access: no second handle exists
         assert state is not None
-        state.head["body"] = _UNDECODABLE
-
-    def delete_blob(self, store: SessionStore, ref: str) -> None:
-        assert isinstance(store, ReferenceStore)
-        del store._backend._state.blobs[ref]  # type: ignore[attr-defined]
+        if target == "blob.delete":
+            del state.blobs[key]
+            return
+        rows = {
+            "head.body": (state.head, "body"),
+            "head.usage_ledger": (state.head, "usage_ledger"),
+            "node.body": (state.nodes.get(key or ""), "body"),
+            "blob.content": (state.blobs.get(key or ""), "content"),
+            "meta.relation": (state.meta, "relation"),
+            "turn.record": (next((r for r in state.turn_commits.values() if r["turn_id"] == key), None), "record"),
+            "batch.payloads": (state.batches.get(key or ""), "payloads"),
+        }
+        row, column = rows[target]
+        assert row is not None, f"damage {target}: no row {key}"
+        row[column] = value
 
 
 @pytest.fixture(params=["sqlite-memory", "sqlite-file", "reference"])

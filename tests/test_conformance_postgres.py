@@ -61,21 +61,34 @@ class PostgresHarness(BackendHarness):
         pg = _pg(store)
         return PostgresStore.open(self.dsn, pg.session_partition, pg.options)
 
-    def _execute(self, statement: str, *params: object) -> int:
+    def damage(self, store: SessionStore, target: str, key: str | None, value: object) -> None:
+        table, column, key_column = POSTGRES_DAMAGE[target]
+        where = f"session_id = %s AND {key_column} = %s" if key_column else "session_id = %s"
+        if column is None:
+            statement, params = f"DELETE FROM lash.{table} WHERE {where}", [_pg(store).session_partition]
+        else:
+            statement, params = (
+                f"UPDATE lash.{table} SET {column} = %s WHERE {where}",
+                [value, _pg(store).session_partition],
+            )
+        if key_column:
+            params.append(key)
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            return conn.execute(statement, params).rowcount  # type: ignore[arg-type]
+            changed = conn.execute(statement, params).rowcount  # type: ignore[arg-type]
+        assert changed == 1, f"damage {target} {key} changed {changed} rows"
 
-    def corrupt_head(self, store: SessionStore) -> None:
-        updated = self._execute(
-            "UPDATE lash.sessions SET body = %s WHERE session_id = %s", _UNDECODABLE, _pg(store).session_partition
-        )
-        assert updated == 1
 
-    def delete_blob(self, store: SessionStore, ref: str) -> None:
-        deleted = self._execute(
-            "DELETE FROM lash.blobs WHERE session_id = %s AND hash = %s", _pg(store).session_partition, ref
-        )
-        assert deleted == 1
+# target -> (table, damaged column or None to delete the row, key column or None for the partition's one row)
+POSTGRES_DAMAGE: dict[str, tuple[str, str | None, str | None]] = {
+    "head.body": ("sessions", "body", None),
+    "head.usage_ledger": ("sessions", "usage_ledger", None),
+    "node.body": ("graph_nodes", "body", "node_id"),
+    "blob.content": ("blobs", "content", "hash"),
+    "blob.delete": ("blobs", None, "hash"),
+    "meta.relation": ("session_meta", "relation", None),
+    "turn.record": ("turn_commits", "record", "turn_id"),
+    "batch.payloads": ("queued_work_batches", "payloads", "batch_id"),
+}
 
 
 @pytest.fixture

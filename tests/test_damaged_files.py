@@ -25,7 +25,13 @@ import pytest
 import zstandard
 
 from lash_store import GcPolicy, SqliteSessionStoreFactory, Store, StoreOptions
-from lash_store.errors import CorruptData, NotAStoreDatabase, StoreError, UnsupportedSchemaVersion
+from lash_store.errors import (
+    CorruptData,
+    NotAStoreDatabase,
+    SessionsUnreadable,
+    StoreError,
+    UnsupportedSchemaVersion,
+)
 from lash_store.model import (
     BlobArtifactDescriptor,
     DeliveryPolicy,
@@ -518,18 +524,17 @@ def test_undecodable_session_meta_relation(populated: Populated, damage: str) ->
         assert read is not None and read.head_revision == 2
 
 
-def test_session_list_skips_a_damaged_session_with_a_logged_warning(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Documented outcome (factory.list_sessions): one damaged file is logged, not raised, and blocks no other."""
+def test_session_list_reports_a_damaged_session_and_keeps_the_others(tmp_path: Path) -> None:
+    """factory.list_sessions: a damaged session is reported (never silently left out) and blocks no other."""
     factory = SqliteSessionStoreFactory(tmp_path)
     factory.create_store("good").close()
     factory.create_store("bad").close()
     execute(factory.path_for_session("bad"), "UPDATE session_meta SET relation = x'c1'")
-    with caplog.at_level(logging.WARNING, logger="lash_store"):
-        sessions = factory.list_sessions()
-    assert [info.session_id for info in sessions] == ["good"]
-    assert str(factory.path_for_session("bad")) in caplog.text
+    with pytest.raises(SessionsUnreadable) as raised:
+        factory.list_sessions()
+    assert [info.session_id for info in raised.value.sessions] == ["good"]  # type: ignore[attr-defined]
+    [(where, error)] = raised.value.failures
+    assert where == str(factory.path_for_session("bad")) and isinstance(error, CorruptData)
 
 
 TURN_RECORD_DAMAGE = {name: RECORD_DAMAGE[name] for name in RECORD_DAMAGE if name != "nested-a-million-deep"}

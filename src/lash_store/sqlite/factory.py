@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from lash_store.core.validate import check_text
-from lash_store.errors import InvalidInput, StoreError
+from lash_store.errors import InvalidInput, NotAStoreDatabase, StoreError
 from lash_store.model import DurabilityTier, SessionPickerInfo, SessionRelation
 from lash_store.options import StoreOptions, check_options
 from lash_store.service.factory import check_page, new_session_meta, page
@@ -74,9 +74,11 @@ class SqliteSessionStoreFactory:
     def list_sessions(self, *, limit: int | None = None, after: str | None = None) -> list[SessionPickerInfo]:
         """Picker info of the session databases under the root, by session id (a page: ``after``, ``limit``).
 
-        Files are opened read-only and nothing is created next to them.  A file
-        that cannot be read raises :class:`SessionsUnreadable`, which carries the
-        sessions that could be read; nothing is silently left out.
+        Files are opened read-only and nothing is created next to them.  Files of
+        other applications are not sessions and are passed over; a session file
+        that cannot be read (damaged, unreadable, written by a newer release)
+        raises :class:`SessionsUnreadable`, which carries the sessions that could
+        be read: nothing is silently left out.
         """
         limit, after = check_page(limit, after)
         sessions: list[SessionPickerInfo] = []
@@ -86,9 +88,13 @@ class SqliteSessionStoreFactory:
         if not self.root.is_dir():
             raise InvalidInput("root", f"{self.root} is not a directory")
         for path in sorted(self.root.glob("*.db")):
+            if not path.is_file():
+                continue
             try:
                 with Store.open_readonly(path) as store:
                     info = store.load_picker_info()
+            except NotAStoreDatabase:
+                continue  # another application's file is no session of ours
             except StoreError as exc:
                 failures.append((str(path), exc))
                 continue

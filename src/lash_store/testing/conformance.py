@@ -51,11 +51,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import msgspec
 import pytest
 
+from lash_store.api import SessionStoreAPI
 from lash_store.errors import (
     CorruptData,
     HeadRevisionConflict,
@@ -69,10 +70,8 @@ from lash_store.model import (
     AttachmentIntent,
     AttachmentManifestEntry,
     BlobArtifactDescriptor,
-    BlobRef,
     DeliveryPolicy,
     DurabilityTier,
-    GcReport,
     GraphDelta,
     HydratedCheckpoint,
     MergeKey,
@@ -121,63 +120,15 @@ CHECKPOINT = QueuedWorkClaimBoundary.ACTIVE_TURN_CHECKPOINT
 # What a backend provides
 
 
-class SessionStore(Protocol):
-    """The store surface the suite exercises (the synchronous store API of ``SPEC.md`` §5 and §6)."""
-
-    @property
-    def durability_tier(self) -> DurabilityTier: ...
-
-    def close(self) -> None: ...
-
-    def load_session(self, scope: SessionReadScope = ...) -> PersistedSessionRead | None: ...
-    def load_node(self, node_id: str) -> SessionNode | None: ...
-    def commit_runtime_state(self, commit: RuntimeCommit) -> RuntimeCommitResult: ...
-    def tombstone_nodes(self, node_ids: Iterable[str]) -> int: ...
-    def vacuum(self) -> VacuumReport: ...
-    def save_session_meta(self, meta: SessionMeta) -> None: ...
-    def load_session_meta(self) -> SessionMeta | None: ...
-    def load_picker_info(self) -> SessionPickerInfo | None: ...
-    def put_blob(self, content: bytes) -> BlobRef: ...
-    def put_artifact_blob(self, descriptor: BlobArtifactDescriptor, content: bytes) -> BlobRef: ...
-    def get_blob(self, ref: str) -> bytes | None: ...
-    def put_checkpoint(self, hydrated: HydratedCheckpoint) -> tuple[BlobRef, SessionCheckpoint]: ...
-    def get_checkpoint(self, ref: str) -> HydratedCheckpoint | None: ...
-    def gc_unreachable(self) -> GcReport: ...
-    def record_intent(self, intent: AttachmentIntent) -> None: ...
-    def commit_refs(self, session_id: str, attachment_ids: Iterable[str]) -> int: ...
-    def list_uncommitted(self, older_than_epoch_ms: int) -> list[AttachmentManifestEntry]: ...
-    def forget(self, attachment_id: str) -> None: ...
-    def put_module_artifact(self, module_ref: str, data: bytes) -> BlobRef: ...
-    def get_module_artifact(self, module_ref: str) -> bytes | None: ...
-    def copy_session_into(self, target: Any) -> None: ...
-    def enqueue_queued_work(self, draft: QueuedWorkBatchDraft) -> QueuedWorkBatch: ...
-    def claim_ready_queued_work(
-        self,
-        session_id: str,
-        owner_id: str,
-        boundary: QueuedWorkClaimBoundary,
-        lease_ttl_ms: int,
-        max_batches: int,
-    ) -> QueuedWorkClaim | None: ...
-    def claim_ready_queued_work_by_batch_ids(
-        self,
-        session_id: str,
-        owner_id: str,
-        boundary: QueuedWorkClaimBoundary,
-        lease_ttl_ms: int,
-        batch_ids: Sequence[str],
-    ) -> QueuedWorkClaim | None: ...
-    def renew_queued_work_claim(self, claim: QueuedWorkClaim, lease_ttl_ms: int) -> QueuedWorkClaim: ...
-    def abandon_queued_work_claim(self, claim: QueuedWorkClaim) -> object: ...
-    def cancel_queued_work_batch(self, session_id: str, batch_id: str) -> QueuedWorkBatch | None: ...
-    def list_queued_work(self, session_id: str) -> list[QueuedWorkBatch]: ...
-    def list_pending_queued_work(self, session_id: str) -> list[QueuedWorkBatch]: ...
+SessionStore = SessionStoreAPI
+"""The store surface the suite exercises: the package's public protocol (SPEC §5 and §6)."""
 
 
 class BackendHarness:
     """How the suite obtains stores of one backend.  Subclass it and provide a ``harness`` fixture.
 
-    ``open``, ``corrupt_head`` and ``delete_blob`` are required.  A durable backend sets
+    ``open`` and ``damage`` are required (``corrupt_head`` and ``delete_blob``
+    are damage too and default to it).  A durable backend sets
     ``durable = True`` and implements ``reopen``; for a non-durable one the
     reopen tests run their checks through the single handle.
     """
@@ -193,17 +144,38 @@ class BackendHarness:
         """A NEW handle (connection) on the same durable data as ``store`` (same clock), or None if not durable."""
         return None
 
+    def damage(self, store: SessionStore, target: str, key: str | None, value: object) -> None:
+        """Overwrite stored data behind the store's back, as bit rot or a foreign writer would.
+
+        ``target`` is one of :data:`DAMAGE_TARGETS`; ``key`` names the row where
+        there are several (a node id, blob hash, turn id or batch id); ``value``
+        replaces the stored column (``None`` for the ``*.delete`` targets).
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement damage(store, target, key, value)")
+
     def corrupt_head(self, store: SessionStore) -> None:
         """Make the stored session head of ``store`` undecodable (GC must then refuse to delete anything)."""
-        raise NotImplementedError(f"{type(self).__name__} must implement corrupt_head(store)")
+        self.damage(store, "head.body", None, b"\xc1")
 
     def delete_blob(self, store: SessionStore, ref: str) -> None:
         """Remove one stored blob behind the store's back (damage: a child a manifest still names)."""
-        raise NotImplementedError(f"{type(self).__name__} must implement delete_blob(store, ref)")
+        self.damage(store, "blob.delete", ref, None)
 
     def close(self, store: SessionStore) -> None:
         """Release a store handle at the end of a test (closing twice must be harmless)."""
         store.close()
+
+
+DAMAGE_TARGETS = (
+    "head.body",  # the head's msgpack body (config, agent frames)
+    "head.usage_ledger",  # the usage totals stored with the head
+    "node.body",  # key: node id
+    "blob.content",  # key: blob hash (the stored, possibly compressed, content)
+    "blob.delete",  # key: blob hash
+    "meta.relation",  # the session metadata's relation
+    "turn.record",  # key: turn id (the stored result of a turn stamp)
+    "batch.payloads",  # key: batch id
+)
 
 
 class Backend:
@@ -2083,3 +2055,144 @@ __all__ = [name for name in list(globals()) if name.startswith("test_")] + [
     "clock",
     "store",
 ]
+
+
+# ===========================================================================
+# Damaged stored data (through the harness's damage hook): CorruptData naming what is broken, never a
+# crash, a silent skip of live data, or a write; everything else keeps working.
+
+NOT_MSGPACK = b"\xc1"
+TRUNCATED = b"\x92\x01"  # an array announcing two items and holding one
+WRONG_SHAPE = msgspec.msgpack.encode({"unexpected": ["shape"]})
+RECORD_DAMAGE = {"not-msgpack": NOT_MSGPACK, "truncated": TRUNCATED, "wrong-shape": WRONG_SHAPE}
+
+
+def _populate(store: SessionStore) -> RuntimeCommitResult:
+    store.save_session_meta(_meta())
+    store.commit_runtime_state(
+        commit(expected=0, graph=GraphDelta.append(chain("u1", "a1"), "a1"), turn_commit=stamp("turn-1", "h1"))
+    )
+    return store.commit_runtime_state(
+        commit(
+            expected=1,
+            graph=GraphDelta.append([message("u2", "user", "two", "a1")], "u2"),
+            checkpoint=HydratedCheckpoint(turn_state={"t": 2}, tool_state={"log": ["x" * 50] * 200}),
+            usage_deltas=[usage("turn", "m", i=5)],
+            turn_commit=stamp("turn-2", "h2"),
+        )
+    )
+
+
+@pytest.mark.parametrize("damage", sorted(RECORD_DAMAGE))
+def test_damaged_head_body_is_corrupt_data_and_gc_deletes_nothing(
+    store: SessionStore, harness: BackendHarness, clock: ManualClock, damage: str
+) -> None:
+    _populate(store)
+    orphan = store.put_blob(b"orphan")
+    harness.damage(store, "head.body", None, RECORD_DAMAGE[damage])
+    with pytest.raises(CorruptData) as raised:
+        store.load_session()
+    assert "head" in raised.value.what
+    clock.advance(1)
+    report = store.gc_unreachable()
+    assert report.skipped_reason and report.deleted_blob_count == 0
+    assert store.get_blob(orphan) == b"orphan"
+    assert store.load_node("u1") is not None  # the graph itself is unaffected
+
+
+@pytest.mark.parametrize("damage", sorted(RECORD_DAMAGE))
+def test_damaged_usage_ledger_is_corrupt_data(store: SessionStore, harness: BackendHarness, damage: str) -> None:
+    _populate(store)
+    harness.damage(store, "head.usage_ledger", None, RECORD_DAMAGE[damage])
+    with pytest.raises(CorruptData) as raised:
+        store.load_session()
+    assert raised.value.what == "usage ledger"
+
+
+@pytest.mark.parametrize("damage", sorted(RECORD_DAMAGE))
+def test_damaged_node_names_the_node(store: SessionStore, harness: BackendHarness, damage: str) -> None:
+    _populate(store)
+    harness.damage(store, "node.body", "a1", RECORD_DAMAGE[damage])
+    with pytest.raises(CorruptData, match="a1"):
+        store.load_node("a1")
+    with pytest.raises(CorruptData, match="a1"):
+        store.load_session()
+    assert store.load_node("u2") is not None
+
+
+@pytest.mark.parametrize("damage", ["flipped", "empty", "wrong-bytes"])
+def test_damaged_blob_content_fails_its_hash(store: SessionStore, harness: BackendHarness, damage: str) -> None:
+    result = _populate(store)
+    tool_ref = result.manifest.tool_state_ref
+    plain = store.put_blob(b"plain bytes")
+    assert tool_ref is not None
+    value = {"flipped": b"\x00" * 16, "empty": b"", "wrong-bytes": b"plain bytes!"}[damage]
+    harness.damage(store, "blob.content", plain, value)
+    with pytest.raises(CorruptData, match=plain):
+        store.get_blob(plain)
+    harness.damage(store, "blob.content", tool_ref, value)
+    with pytest.raises(CorruptData, match=tool_ref):
+        store.load_session()
+    assert store.get_blob(result.checkpoint_ref) is not None
+
+
+def test_gc_refuses_when_the_rooted_manifest_is_damaged(
+    store: SessionStore, harness: BackendHarness, clock: ManualClock
+) -> None:
+    result = _populate(store)
+    orphan = store.put_blob(b"orphan")
+    harness.damage(store, "blob.content", result.checkpoint_ref, NOT_MSGPACK)
+    clock.advance(1)
+    report = store.gc_unreachable()
+    assert report.skipped_reason and report.deleted_blob_count == 0
+    assert store.get_blob(orphan) == b"orphan"
+
+
+@pytest.mark.parametrize("damage", sorted(RECORD_DAMAGE))
+def test_damaged_meta_relation_is_corrupt_data(store: SessionStore, harness: BackendHarness, damage: str) -> None:
+    _populate(store)
+    harness.damage(store, "meta.relation", None, RECORD_DAMAGE[damage])
+    with pytest.raises(CorruptData) as raised:
+        store.load_session_meta()
+    assert raised.value.what == "session meta relation"
+    with pytest.raises(CorruptData):
+        store.load_picker_info()
+    assert loaded(store).head_revision == 2  # the session itself is unaffected
+
+
+@pytest.mark.parametrize("damage", sorted(RECORD_DAMAGE))
+def test_damaged_turn_record_fails_its_replay_and_writes_nothing(
+    store: SessionStore, harness: BackendHarness, damage: str
+) -> None:
+    _populate(store)
+    harness.damage(store, "turn.record", "turn-2", RECORD_DAMAGE[damage])
+    before = snapshot(store)
+    replay = commit(expected=1, turn_commit=stamp("turn-2", "h2"))
+    with pytest.raises(CorruptData, match="turn-2"):
+        store.commit_runtime_state(replay)
+    assert snapshot(store) == before
+    assert store.commit_runtime_state(commit(expected=2, turn_commit=stamp("turn-3", "h3"))).head_revision == 3
+
+
+@pytest.mark.parametrize("damage", sorted(RECORD_DAMAGE))
+def test_damaged_queued_row_blocks_nobody_and_is_named(
+    store: SessionStore, harness: BackendHarness, damage: str
+) -> None:
+    bad = store.enqueue_queued_work(draft("root", "bad", slot=JOIN))
+    good = store.enqueue_queued_work(draft("root", "good"))
+    harness.damage(store, "batch.payloads", bad.batch_id, RECORD_DAMAGE[damage])
+    assert ids(store.list_queued_work("root")) == [good.batch_id]
+    assert ids(store.list_pending_queued_work("root")) == [good.batch_id]
+    taken = must_claim(store, max_batches=8)
+    assert taken.batch_ids == [good.batch_id], "a damaged row blocks nobody"
+    with pytest.raises(CorruptData, match=bad.batch_id):
+        store.cancel_queued_work_batch("root", bad.batch_id)
+    with pytest.raises(CorruptData, match=bad.batch_id):
+        store.claim_ready_queued_work_by_batch_ids("root", "w", IDLE, TTL, [bad.batch_id])
+
+
+def test_a_damaged_store_still_exports_nothing_silently(store: SessionStore, harness: BackendHarness) -> None:
+    result = _populate(store)
+    harness.damage(store, "blob.content", result.checkpoint_ref, b"tampered")
+    with pytest.raises(CorruptData):
+        store.export_session()
