@@ -209,6 +209,10 @@ class AsyncStore:
         """What a session picker shows, or ``None`` without metadata."""
         return await self._call(self.sync.load_picker_info)
 
+    async def ensure_session_meta(self, meta: SessionMeta) -> bool:
+        """Write the metadata unless the session has some (never overwritten); True if written."""
+        return await self._call(self.sync.ensure_session_meta, meta)
+
     async def put_blob(self, content: bytes) -> BlobRef:
         """Store raw bytes; returns their SHA-256 ref."""
         return await self._call(self.sync.put_blob, content)

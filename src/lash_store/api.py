@@ -97,6 +97,10 @@ class SessionStoreAPI(Protocol):
         """What a session picker shows, or ``None`` without metadata."""
         ...
 
+    def ensure_session_meta(self, meta: SessionMeta) -> bool:
+        """Write the metadata unless the session has some (never overwritten); True if written."""
+        ...
+
     def put_blob(self, content: bytes) -> BlobRef:
         """Store raw bytes; returns their SHA-256 ref."""
         ...
@@ -258,6 +262,10 @@ class AsyncSessionStoreAPI(Protocol):
 
     async def load_picker_info(self) -> SessionPickerInfo | None:
         """What a session picker shows, or ``None`` without metadata."""
+        ...
+
+    async def ensure_session_meta(self, meta: SessionMeta) -> bool:
+        """Write the metadata unless the session has some (never overwritten); True if written."""
         ...
 
     async def put_blob(self, content: bytes) -> BlobRef:
