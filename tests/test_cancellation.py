@@ -19,7 +19,7 @@ import random
 import sqlite3
 import statistics
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -237,7 +237,7 @@ class Pending:
     """A call that will be cancelled before it can start, and how to tell whether it applied."""
 
     name: str
-    call: Callable[[AsyncStore], Awaitable[Any]]
+    call: Callable[[AsyncStore], Coroutine[Any, Any, Any]]
     applied: Callable[[AsyncStore], Awaitable[bool]]
 
 
