@@ -74,18 +74,18 @@ def small_commit(tag: str, **config: Any) -> RuntimeCommit:
 SHAPES = ("hash-heavy", "hash-heavy", "nodes", "blob")
 
 
-def big_commit(tag: str, rng: random.Random, shape: str) -> RuntimeCommit:
+def big_commit(tag: str, rng: random.Random, shape: str, size: int = 16_000_000) -> RuntimeCommit:
     """An unconditional commit that takes a while in its worker thread.
 
     ``hash-heavy`` spends nearly all of its time before the write lock (encoding, hashing and compressing
-    16 MB that shrink to little); ``nodes`` validates and inserts thousands of nodes; ``blob`` hashes and
-    stores 3 MB that do not compress.
+    ``size`` bytes that shrink to little); ``nodes`` validates and inserts thousands of nodes; ``blob``
+    hashes and stores 3 MB that do not compress.
     """
     checkpoint = HydratedCheckpoint(turn_state={"who": tag})
     nodes = [node(f"node-{tag}")]
     if shape == "hash-heavy":
         text = " ".join(f"{tag}:{rng.randrange(10**6)}" for _ in range(2000))
-        checkpoint = HydratedCheckpoint(turn_state={"who": tag}, tool_state={"text": text * (16_000_000 // len(text))})
+        checkpoint = HydratedCheckpoint(turn_state={"who": tag}, tool_state={"text": text * (size // len(text))})
     elif shape == "nodes":  # ids are reused from commit to commit, so the graph stays bounded
         nodes = [node(f"bulk-{index}", f"{tag} {index} " * 8) for index in range(4000)] + nodes
     else:
@@ -350,11 +350,12 @@ def test_cancelled_call_that_had_not_started_never_applies(tmp_path: Path, pendi
 def test_calls_from_many_tasks_keep_submission_order_despite_cancellations(tmp_path: Path) -> None:
     seed = _seed()
     print(f"test_cancellation (order) seed={seed}")
+    big = 4_000_000  # bytes per big commit: dozens of them are alive at once
     rng = random.Random(seed)
 
     async def main() -> None:
         async with open_store(tmp_path / "order.db") as store:
-            duration = await measure(store, [big_commit(f"warm-{n}", rng, "hash-heavy") for n in range(3)])
+            duration = await measure(store, [big_commit(f"warm-{n}", rng, "hash-heavy", big) for n in range(3)])
             base = (await store.commit_runtime_state(small_commit("base", seq=-1))).head_revision
             kinds: list[str] = []
             expected_duration: list[float] = []
@@ -367,7 +368,7 @@ def test_calls_from_many_tasks_keep_submission_order_despite_cancellations(tmp_p
                     continue
                 kinds.append("commit")
                 if rng.random() < 0.3:
-                    commit = big_commit(f"seq-{seq:04d}", rng, "hash-heavy")
+                    commit = big_commit(f"seq-{seq:04d}", rng, "hash-heavy", big)
                     expected_duration.append(duration)
                 else:
                     commit = small_commit(f"seq-{seq:04d}")

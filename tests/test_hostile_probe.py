@@ -1597,7 +1597,7 @@ def test_huge_busy_timeout_is_honoured_or_rejected(tmp_path: Path, busy_timeout_
         assert listing(tmp_path) == []
         return
     with store:
-        holder = sqlite3.connect(path, isolation_level=None)
+        holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         holder.execute("BEGIN IMMEDIATE")
         release = threading.Timer(0.5, lambda: holder.execute("ROLLBACK"))
         release.start()
@@ -1635,7 +1635,7 @@ def _open_in_child(kind: str, target: str, conn: multiprocessing.connection.Conn
         conn.send((f"{type(exc).__module__}.{type(exc).__name__}", str(exc)))
 
 
-def run_in_child(kind: str, target: Path, timeout: float = 15.0) -> tuple[str, Any]:
+def run_in_child(kind: str, target: Path, timeout: float = 8.0) -> tuple[str, Any]:
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
     process = context.Process(target=_open_in_child, args=(kind, str(target), child), daemon=True)
@@ -1802,6 +1802,19 @@ def cli_db(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def cli_export(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The export of a small session (made once: every hostile import mutates a copy)."""
+    path = tmp_path_factory.mktemp("export") / "exported.db"
+    with Store.open(path) as store:
+        store.commit_runtime_state(first_commit())
+        store.put_blob(b"orphan")
+        store.enqueue_queued_work(draft("queued", "k-q"))
+        store.record_intent(intent())
+        store.put_module_artifact("mod:1", b"module bytes")
+    return _export(path)
+
+
 def assert_one_line_error(result: subprocess.CompletedProcess[str], codes: tuple[int, ...]) -> None:
     assert "Traceback" not in result.stderr, f"a traceback instead of a one-line error:\n{result.stderr}"
     assert result.returncode in codes, f"exit {result.returncode}, expected {codes}; stderr: {result.stderr}"
@@ -1896,12 +1909,12 @@ HOSTILE_EXPORTS: dict[str, Callable[[dict[str, Any]], Any]] = {
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("mutate", HOSTILE_EXPORTS.values(), ids=HOSTILE_EXPORTS.keys())
 def test_cli_import_of_a_hostile_export_is_refused_or_faithful(
-    cli_db: Path, tmp_path: Path, mutate: Callable[[dict[str, Any]], Any]
+    cli_export: dict[str, Any], tmp_path: Path, mutate: Callable[[dict[str, Any]], Any]
 ) -> None:
     """Refused with a one-line error and no file, or (when SQLite's column affinity makes it the same data)
     imported as an exact copy of the original that ``verify`` accepts: never garbage in the store."""
-    original = _export(cli_db)
-    document = mutate(_export(cli_db))
+    original = cli_export
+    document = mutate(json.loads(json.dumps(cli_export)))
     source = tmp_path / "hostile.json"
     source.write_text(json.dumps(document))
     target_dir = tmp_path / "target"
