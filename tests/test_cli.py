@@ -281,7 +281,7 @@ def test_history_rejects_a_bad_limit(capsys: pytest.CaptureFixture[str], session
     with pytest.raises(SystemExit) as exc:
         main(["history", str(session_file), "--limit", "0"])
     assert exc.value.code == EXIT_USAGE
-    assert "must be a positive integer" in capsys.readouterr().err
+    assert "must be an integer in 1..2**63-1" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import msgspec
 import pytest
 
 from lash_store import Store, StoreOptions
-from lash_store.errors import BackendError, HeadRevisionConflict, StoreBusy
+from lash_store.errors import BackendError, HeadRevisionConflict, InvalidInput, StoreBusy
 from lash_store.model import (
     AttachmentIntent,
     GraphDelta,
@@ -135,8 +135,12 @@ def test_clock_exception_inside_commit_rolls_back(
     store, clock = armed
     before = snapshot(db_path)
     clock.armed = exc_type("injected")
-    with pytest.raises(exc_type, match="injected"):
+    # A failing clock is an invalid option (its exception chained); interrupts and MemoryError pass unchanged.
+    expected = InvalidInput if exc_type is RuntimeError else exc_type
+    with pytest.raises(expected, match="injected") as raised:
         store.commit_runtime_state(rich_commit(1, "second"))
+    if expected is InvalidInput:
+        assert isinstance(raised.value.__cause__, RuntimeError)
     assert clock.lock_was_held is True, "the clock was expected to run inside the write transaction"
     assert_usable_after_failure(store, db_path, before)
 
@@ -429,7 +433,8 @@ def test_failures_in_one_thread_do_not_break_the_others(db_path: Path) -> None:
                 try:
                     store.put_blob(f"{index}-{n}".encode())
                     ok += 1
-                except RuntimeError:
+                except InvalidInput as exc:
+                    assert isinstance(exc.__cause__, RuntimeError)
                     failed += 1
             return ok, failed
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from msgspec import Struct, field
 
 from lash_store.core.validate import check_callable, check_count, check_instance, check_int, check_ms
+from lash_store.errors import InvalidInput
 
 __all__ = ["BlobProfile", "Clock", "Durability", "GcPolicy", "StoreOptions", "check_options", "system_clock"]
 
@@ -72,13 +73,20 @@ class StoreOptions(Struct, kw_only=True, frozen=True):
     clock: Clock | None = field(default=None)
 
     def now_ms(self) -> int:
-        """The clock's reading, checked: a clock that returns a non-instant is an invalid option.
+        """The clock's reading, checked: a clock that fails or returns a non-instant is an invalid option.
 
-        An exception the clock raises is its own and propagates unchanged.
+        A failing clock's exception is chained as the cause; interrupts
+        (``KeyboardInterrupt``, ``SystemExit``) and ``MemoryError`` propagate unchanged.
         """
         if self.clock is None:
             return system_clock()
-        return check_ms("options.clock()", self.clock())
+        try:
+            value = self.clock()
+        except MemoryError:
+            raise
+        except Exception as exc:
+            raise InvalidInput("options.clock", f"raised {type(exc).__name__}: {exc}") from exc
+        return check_ms("options.clock()", value)
 
 
 # SQLite keeps its busy timeout as a C int of milliseconds; larger values would silently mean "never wait".

@@ -145,15 +145,18 @@ def workdir(base: str | None, prefix: str) -> Iterator[Path]:
 # Argument types shared by the benchmark and the lash-store command lines.
 
 
+_MAX = 2**63 - 1  # what the stores accept for counts and milliseconds
+
+
 def positive(text: str) -> int:
     value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    if not 1 <= value <= _MAX:
+        raise argparse.ArgumentTypeError(f"must be an integer in 1..2**63-1, got {text}")
     return value
 
 
 def non_negative(text: str) -> int:
     value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
+    if not 0 <= value <= _MAX:
+        raise argparse.ArgumentTypeError(f"must be an integer in 0..2**63-1, got {text}")
     return value

@@ -7,6 +7,7 @@ turns malformed bytes into :class:`CorruptData` (never ``pickle``).
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from typing import Any, TypeVar
 
@@ -14,7 +15,7 @@ import msgspec
 import zstandard
 
 from lash_store.errors import CorruptData, InvalidInput
-from lash_store.model import ArtifactKind, BlobArtifactDescriptor
+from lash_store.model import ArtifactKind, BlobArtifactDescriptor, StorageHint
 from lash_store.options import BlobProfile
 
 T = TypeVar("T")
@@ -29,6 +30,7 @@ _local = threading.local()
 
 
 _ENCODE_ERRORS = (TypeError, ValueError, OverflowError, RecursionError)
+_VALIDATION_PATH = re.compile(r"`\$([^`]*)`")  # msgspec names the failing part as `$.a[0].b`
 
 
 def encode(what: str, value: Any) -> bytes:
@@ -75,8 +77,8 @@ def encode_checked(what: str, value: Any, type_: Any) -> bytes:
     except RecursionError:
         pass  # deep opaque payloads: they decode on a fresh stack (see _decode_on_fresh_stack)
     except msgspec.ValidationError as exc:
-        message, _, path = str(exc).partition(" - at `$")
-        raise InvalidInput(what + path.rstrip("`"), message) from exc
+        found = _VALIDATION_PATH.search(str(exc))
+        raise InvalidInput(what + (found.group(1) if found else ""), str(exc)) from exc
     return data
 
 
@@ -201,8 +203,13 @@ def decode_blob(ref: str, encoding: Any, stored: Any, raw_size: Any) -> bytes:
 
 
 def check_descriptor(descriptor: Any) -> BlobArtifactDescriptor:
-    if not isinstance(descriptor, BlobArtifactDescriptor) or not isinstance(descriptor.kind, ArtifactKind):
-        raise InvalidInput("descriptor", "must be a BlobArtifactDescriptor with a known ArtifactKind")
+    if not isinstance(descriptor, BlobArtifactDescriptor):
+        raise InvalidInput("descriptor", f"must be a BlobArtifactDescriptor, got {type(descriptor).__name__}")
+    if not isinstance(descriptor.kind, ArtifactKind):
+        raise InvalidInput("descriptor.kind", "must be an ArtifactKind")
+    hints = descriptor.hints
+    if not isinstance(hints, (set, frozenset)) or not all(isinstance(hint, StorageHint) for hint in hints):
+        raise InvalidInput("descriptor.hints", "must be a set of StorageHint")
     return descriptor
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from lash_store.core import codec
-from lash_store.core.validate import check_id, check_instance, check_list, check_optional_id, check_text
+from lash_store.core.validate import check_id, check_instance, check_list, check_ms, check_optional_id, check_text
 from lash_store.errors import InvalidInput
 from lash_store.model import SessionNode
 
@@ -33,10 +33,8 @@ def encode_nodes(what: str, nodes: Any) -> list[EncodedNode]:
         check_optional_id(f"{item}.parent_node_id", node.parent_node_id)
         check_text(f"{item}.kind", node.kind)
         check_optional_id(f"{item}.agent_frame_id", node.agent_frame_id)
-        if node.timestamp_ms is not None and (
-            isinstance(node.timestamp_ms, bool) or not isinstance(node.timestamp_ms, int)
-        ):
-            raise InvalidInput(f"{item}.timestamp_ms", "must be None or an integer")
+        if node.timestamp_ms is not None:
+            check_ms(f"{item}.timestamp_ms", node.timestamp_ms)
         if node.node_id in seen:
             raise InvalidInput(f"{item}.node_id", f"node id {node.node_id!r} appears twice in one delta")
         seen.add(node.node_id)

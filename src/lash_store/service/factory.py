@@ -6,21 +6,24 @@ import datetime
 import os
 from collections.abc import Iterable
 
-from lash_store.core.validate import check_count, check_id, check_instance, check_optional_id, check_text
+from lash_store.core.validate import check_count, check_id, check_optional_id, check_text
 from lash_store.errors import SessionsUnreadable, StoreError
 from lash_store.model import SessionMeta, SessionPickerInfo, SessionRelation
+from lash_store.service.session import meta_params
 
 
 def new_session_meta(session_id: object, model: object, relation: object) -> SessionMeta:
-    """The metadata ``create_store`` writes once for a new session (checked arguments)."""
-    return SessionMeta(
+    """The metadata ``create_store`` writes once for a new session, fully checked (nothing is created before)."""
+    meta = SessionMeta(
         session_id=check_id("session_id", session_id),
         session_name=session_id,  # type: ignore[arg-type]  # checked above
         created_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         model=check_text("model", model),
         cwd=_cwd(),
-        relation=check_instance("relation", relation or SessionRelation.root(), SessionRelation),
+        relation=SessionRelation.root() if relation is None else relation,  # type: ignore[arg-type]
     )
+    meta_params(meta, "relation")
+    return meta
 
 
 def check_page(limit: object, after: object) -> tuple[int | None, str | None]:

@@ -169,7 +169,7 @@ class SessionService:
 
     def save_session_meta(self, meta: SessionMeta) -> None:
         """Write (replace) the session's descriptive metadata."""
-        params = _meta_params(meta)
+        params = meta_params(meta)
         self._backend.write(lambda tx: tx.run("save_meta", params))
 
     def load_session_meta(self) -> SessionMeta | None:
@@ -182,7 +182,7 @@ class SessionService:
 
     def ensure_session_meta(self, meta: SessionMeta) -> bool:
         """Write ``meta`` unless the session already has metadata (never overwritten); True if written."""
-        params = _meta_params(meta)
+        params = meta_params(meta)
 
         def body(tx: Tx) -> bool:
             tx.run("lock_session")
@@ -519,7 +519,8 @@ def picker_info(meta_row: tuple[Any, ...], first_user_text: Any, user_message_co
     )
 
 
-def _meta_params(meta: Any) -> dict[str, Any]:
+def meta_params(meta: Any, relation_field: str = "meta.relation") -> dict[str, Any]:
+    """Metadata checked field by field, as the ``save_meta`` query's parameters."""
     check_instance("meta", meta, SessionMeta)
     params: dict[str, Any] = {
         "session_id": check_id("meta.session_id", meta.session_id),
@@ -528,8 +529,14 @@ def _meta_params(meta: Any) -> dict[str, Any]:
         "model": check_text("meta.model", meta.model),
         "cwd": None if meta.cwd is None else check_text("meta.cwd", meta.cwd),
     }
-    relation = check_instance("meta.relation", meta.relation, SessionRelation)
-    params["relation"] = codec.encode_checked("meta.relation", relation, SessionRelation)
+    relation = check_instance(relation_field, meta.relation, SessionRelation)
+    if relation.kind not in ("root", "child"):
+        raise InvalidInput(f"{relation_field}.kind", f"unknown relation {relation.kind!r}")
+    if relation.kind == "child":
+        check_id(f"{relation_field}.parent_session_id", relation.parent_session_id)
+    elif relation.parent_session_id is not None:
+        raise InvalidInput(f"{relation_field}.parent_session_id", "a root session has no parent")
+    params["relation"] = codec.encode_checked(relation_field, relation, SessionRelation)
     return params
 
 

@@ -7,12 +7,12 @@ import hashlib
 import os
 from pathlib import Path
 
-from lash_store.core.validate import check_text
+from lash_store.core.validate import check_id, check_text
 from lash_store.errors import InvalidInput, NotAStoreDatabase, StoreError
 from lash_store.model import DurabilityTier, SessionPickerInfo, SessionRelation
 from lash_store.options import StoreOptions, check_options
 from lash_store.service.factory import check_page, new_session_meta, page
-from lash_store.sqlite.store import Store
+from lash_store.sqlite.store import Store, check_directory_path
 
 _MAX_STEM = 80
 
@@ -29,9 +29,7 @@ class SqliteSessionStoreFactory:
     """Creates, lists and deletes per-session stores below ``root``."""
 
     def __init__(self, root: str | os.PathLike[str], options: StoreOptions | None = None) -> None:
-        if not isinstance(root, (str, os.PathLike)) or "\x00" in os.fspath(root):
-            raise InvalidInput("root", "must be a directory path (str or os.PathLike) without NUL characters")
-        self.root = Path(root)
+        self.root = check_directory_path("root", root)
         self.options = None if options is None else check_options(options)
 
     @property
@@ -39,12 +37,14 @@ class SqliteSessionStoreFactory:
         return DurabilityTier.DURABLE
 
     def path_for_session(self, session_id: str) -> Path:
-        check_text("session_id", session_id)
+        """Where ``session_id``'s database lives (the reference's file-name vectors, ``""`` included)."""
+        if check_text("session_id", session_id) and "\x00" in session_id:
+            raise InvalidInput("session_id", "must not contain NUL characters")
         return self.root / safe_file_name(session_id)
 
     def create_store(self, session_id: str, *, model: str = "", relation: SessionRelation | None = None) -> Store:
         """Open (creating if needed) the session's store; metadata is written once, never overwritten."""
-        meta = new_session_meta(session_id, model, relation)
+        meta = new_session_meta(session_id, model, relation)  # every argument checked before a file exists
         self._make_root()
         store = Store.open(self.path_for_session(session_id), self.options)
         try:
@@ -66,7 +66,9 @@ class SqliteSessionStoreFactory:
 
     def delete_session(self, session_id: str) -> None:
         """Remove the database and its sidecars; deleting a missing session is not an error."""
-        path = self.path_for_session(session_id)
+        path = self.path_for_session(check_id("session_id", session_id))
+        if self.root.exists() and not self.root.is_dir():
+            raise InvalidInput("root", f"{self.root} is not a directory")
         for suffix in ("", "-wal", "-shm", "-journal"):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(f"{path}{suffix}")

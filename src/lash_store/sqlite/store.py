@@ -60,13 +60,22 @@ class Store(SessionService):
 
 
 def _check_path(path: object) -> Path:
+    return check_directory_path("path", path)
+
+
+def check_directory_path(what: str, path: object) -> Path:
+    """A usable file-system path (file or directory): text, not empty, no NUL, encodable."""
     if not isinstance(path, (str, os.PathLike)):
-        raise InvalidInput("path", f"must be a str or os.PathLike, got {type(path).__name__}")
+        raise InvalidInput(what, f"must be a str or os.PathLike, got {type(path).__name__}")
     text = os.fspath(path)
     if not isinstance(text, str):
-        raise InvalidInput("path", "must be a text path, not bytes")
+        raise InvalidInput(what, "must be a text path, not bytes")
     if not text:
-        raise InvalidInput("path", "must not be empty")
+        raise InvalidInput(what, "must not be empty")
     if "\x00" in text:
-        raise InvalidInput("path", "must not contain NUL characters")
+        raise InvalidInput(what, "must not contain NUL characters")
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(what, "cannot be encoded for the file system (lone surrogates are not)") from exc
     return Path(text)
