@@ -31,9 +31,15 @@ def safe_file_name(session_id: str) -> str:
 class SqliteSessionStoreFactory:
     """Creates, lists and deletes per-session stores below ``root``."""
 
-    def __init__(self, root: str | os.PathLike[str], options: StoreOptions | None = None) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], options: StoreOptions | None = None, *, migrate: bool = False
+    ) -> None:
+        """``migrate``: :meth:`create_store` migrates a session file of an older layout revision when it
+        opens it (one transaction; ``Store.open(path, migrate=True)``); without it such a file raises
+        :class:`SchemaMigrationRequired`, untouched."""
         self.root = Path(root)
         self.options = options
+        self.migrate: bool = check_instance("migrate", migrate, bool)
 
     @property
     def durability_tier(self) -> DurabilityTier:
@@ -49,7 +55,7 @@ class SqliteSessionStoreFactory:
         check_text("model", model)
         relation = check_instance("relation", relation or SessionRelation.root(), SessionRelation)
         self.root.mkdir(parents=True, exist_ok=True)
-        store = Store.open(self.path_for_session(session_id), self.options)
+        store = Store.open(self.path_for_session(session_id), self.options, migrate=self.migrate)
         try:
             if store.load_session_meta() is None:
                 store.save_session_meta(
