@@ -513,7 +513,7 @@ def _next_turn(read: Any, turn: int, parent: str, *, usage: tuple[int, int]) -> 
 # A newer layout revision
 
 
-def test_a_newer_revision_is_refused_untouched(fx: Fixture) -> None:
+def test_a_newer_revision_is_refused_untouched(capsys: pytest.CaptureFixture[str], fx: Fixture) -> None:
     migrate_file(fx.session)
     conn = sqlite3.connect(fx.session)
     with conn:
@@ -532,6 +532,11 @@ def test_a_newer_revision_is_refused_untouched(fx: Fixture) -> None:
         assert (raised.value.kind, raised.value.expected, raised.value.found) == ("session layout", 3, 99)
         assert "newer release" in str(raised.value) and "delete" not in str(raised.value)
         assert snapshot(fx.root) == before
+    code, out, err = cli(capsys, "migrate", str(fx.session), "--check")
+    assert code == 1 and out.startswith("0 need migration") and "newer release" in err
+    code, _out, err = cli(capsys, "migrate", str(fx.session))
+    assert code == 1 and "newer release" in err and err.count("\n") == 1
+    assert snapshot(fx.root) == before
 
 
 # ---------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Every command prints human output (tables via ``rich``) or, with ``--json``,
 one JSON document on stdout.  Exit codes: 0 success; 1 a check failed
-(``verify`` found problems, the demo's verification failed); 2 bad usage;
+(``verify`` found problems, ``migrate`` could not migrate a file or, with
+``--check``, found one that needs it, the demo's verification failed); 2 bad usage;
 3 the command could not run (missing or foreign path, refused import, ...),
 reported as one line on stderr (and as ``{"error": ...}`` on stdout with
 ``--json``); 130 interrupted.
@@ -367,6 +368,36 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if data["ok"] else EXIT_FAILED
 
 
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    data = tools.migrate(args.paths, check=args.check)
+    if args.json:
+        _print_json(data)
+        return EXIT_OK if data["ok"] else EXIT_FAILED
+    for entry in data["files"]:
+        status = entry["status"]
+        if status == "error":
+            message = entry["error"]["message"]
+            where = "" if entry["path"] in message else f"{entry['path']}: "  # most errors name the file already
+            print(f"lash-store: error: {where}{message}", file=sys.stderr)
+        elif status == "migrated":
+            print(f"{entry['path']}: migrated from revision {entry['revision']}")
+        elif status == "needs_migration":
+            print(f"{entry['path']}: needs migration (revision {entry['revision']})")
+        else:
+            print(f"{entry['path']}: current")
+    summary = data["summary"]
+    if not data["files"]:
+        print("no session files found")
+    elif args.check:
+        print(
+            f"{summary['needs_migration']} need migration, {summary['current']} current, {summary['error']} failed "
+            f"(this release uses layout revision {data['layout_revision']}; nothing was changed)"
+        )
+    else:
+        print(f"{summary['migrated']} migrated, {summary['current']} current, {summary['error']} failed")
+    return EXIT_OK if data["ok"] else EXIT_FAILED
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     document = tools.export_store(args.path)
     encoded = msgspec.json.encode(document)
@@ -675,6 +706,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("path", help="session database file")
     verify.set_defaults(handler=_cmd_verify)
+
+    migrate = commands.add_parser(
+        "migrate",
+        parents=[json_flag],
+        help="bring session files of an earlier layout revision up to date (one transaction per file)",
+        description="Migrate each session file that was written by an earlier release, in one transaction per "
+        "file; a file that is current is left as it is, a file that is not a lash-store session file is reported "
+        "and left untouched. Exit 1 if any file failed. With --check nothing is changed, and the exit code is 1 "
+        "if any file needs a migration or cannot be read (for CI).",
+    )
+    migrate.add_argument("paths", nargs="+", metavar="PATH", help="session file, or factory root (every *.db in it)")
+    migrate.add_argument("--check", action="store_true", help="change nothing; exit 1 if any file needs migrating")
+    migrate.set_defaults(handler=_cmd_migrate)
 
     export = commands.add_parser(
         "export", parents=[json_flag], help="write a portable JSON copy (blobs included) to stdout or a file"
