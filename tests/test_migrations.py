@@ -29,6 +29,7 @@ import pytest
 from lash_store import GcPolicy, SqliteSessionStoreFactory, Store, StoreOptions
 from lash_store.cli import EXIT_ERROR, EXIT_OK, main
 from lash_store.errors import (
+    CorruptData,
     HeadRevisionConflict,
     InvalidInput,
     SchemaMigrationRequired,
@@ -537,6 +538,23 @@ def test_a_newer_revision_is_refused_untouched(capsys: pytest.CaptureFixture[str
     code, _out, err = cli(capsys, "migrate", str(fx.session))
     assert code == 1 and "newer release" in err and err.count("\n") == 1
     assert snapshot(fx.root) == before
+
+
+def test_a_layout_the_migration_does_not_know_is_rolled_back(fx: Fixture) -> None:
+    # A trigger of no known revision would outlive the tables it names and break every later graph write.
+    conn = sqlite3.connect(fx.session)
+    with conn:
+        conn.execute(
+            "CREATE TRIGGER graph_nodes_audit AFTER INSERT ON graph_nodes BEGIN "
+            "UPDATE session_head SET head_revision = head_revision; END"
+        )
+    conn.close()
+    before = snapshot(fx.root)
+    with pytest.raises(CorruptData) as raised:
+        migrate_file(fx.session)
+    assert "graph_nodes_audit" in str(raised.value) and "nothing was changed" in str(raised.value)
+    assert snapshot(fx.root) == before
+    assert inspect_revision(fx.session) == (fx.revision, True)
 
 
 # ---------------------------------------------------------------------------

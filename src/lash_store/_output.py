@@ -125,12 +125,6 @@ class Output:
         """The rich console, for live displays; ``None`` without rich."""
         return self._console
 
-    @property
-    def is_terminal(self) -> bool:
-        if self._console is not None:
-            return self._console.is_terminal
-        return sys.stdout.isatty()
-
     def text(self, value: object) -> str:
         """Literal text (a file's content, a path): escaped where rich would read it as markup."""
         if not self.rich:

@@ -43,7 +43,27 @@ def migrate(conn: sqlite3.Connection, path: str) -> int | None:
         _from_revision_1(conn, identity.objects)
     schema.initialise(conn)  # creates what is missing and stamps the current revision
     _recount(conn)
+    _check_result(conn, path)
     return found
+
+
+def _check_result(conn: sqlite3.Connection, path: str) -> None:
+    """Refuse to commit a layout that is not exactly the current one.
+
+    A trigger left behind would still name a dropped table, and every later
+    write to the graph would fail; raising here rolls the whole migration
+    back and leaves the file as it was.
+    """
+    identity = schema.Identity(conn)
+    leftovers = sorted(
+        name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+    ) + sorted(identity.objects & {"graph_stats", "usage_totals"})
+    if identity.revision != schema.LAYOUT_REVISION or not identity.is_complete or leftovers:
+        raise CorruptData(
+            path,
+            f"the migration to layout revision {schema.LAYOUT_REVISION} did not produce that layout "
+            f"(unexpected: {', '.join(leftovers) or 'missing tables'}); nothing was changed",
+        )
 
 
 def _from_revision_1(conn: sqlite3.Connection, objects: set[str]) -> None:
