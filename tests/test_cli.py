@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -493,6 +494,140 @@ def test_verify_and_readers_survive_type_confused_rows(capsys: pytest.CaptureFix
 
 
 # ---------------------------------------------------------------------------
+# migrate
+
+SCHEMA_FIXTURES = Path(__file__).parent / "fixtures" / "schema"
+
+
+def tree_snapshot(directory: Path) -> dict[str, tuple[str, int]]:
+    """Every file below a directory (subdirectories too): content hash and mtime."""
+    return {
+        str(path.relative_to(directory)): (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns)
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
+
+
+@pytest.fixture
+def old_files(tmp_path: Path) -> dict[str, Path]:
+    """Copies of the layout-revision-1 (v3a) and -2 (v3b) fixtures: a session file and a factory root each."""
+    copies: dict[str, Path] = {}
+    for layout in ("v3a", "v3b"):
+        target = tmp_path / "old" / layout
+        shutil.copytree(SCHEMA_FIXTURES / layout, target, ignore=shutil.ignore_patterns("expected.json"))
+        copies[f"{layout}/session"] = target / "session.db"
+        copies[f"{layout}/factory"] = target / "factory"
+    return copies
+
+
+def test_migrate_check_reports_old_files_and_changes_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, old_files: dict[str, Path], session_file: Path
+) -> None:
+    old = tmp_path / "old"
+    before = tree_snapshot(old), snapshot(session_file.parent)
+    paths = [str(old_files["v3a/session"]), str(old_files["v3b/factory"]), str(session_file)]
+    data = run_json(capsys, "migrate", "--check", *paths, expect=EXIT_FAILED)
+    assert data["check"] is True and data["ok"] is False and data["layout_revision"] == 3
+    statuses = {Path(entry["path"]).name: (entry["status"], entry["revision"]) for entry in data["files"]}
+    assert statuses == {
+        "session.db": ("needs_migration", 1),
+        "alpha-8ed3f6ad685b959e.db": ("needs_migration", 2),
+        "beta_with_odd_chars-7a90bf7a99f6966c.db": ("needs_migration", 2),
+        session_file.name: ("current", 3),
+    }
+    assert data["summary"] == {"migrated": 0, "needs_migration": 3, "current": 1, "error": 0}
+    code, out, err = run(capsys, "migrate", "--check", *paths)
+    assert code == EXIT_FAILED and err == ""
+    assert f"{old_files['v3a/session']}: needs migration (revision 1)" in out
+    assert f"{session_file}: current" in out and "nothing was changed" in out
+    assert (tree_snapshot(old), snapshot(session_file.parent)) == before  # no bytes, mtimes or sidecars changed
+    # Only current files: the check passes.
+    assert run(capsys, "migrate", "--check", str(session_file))[0] == EXIT_OK
+
+
+def test_migrate_brings_files_and_factory_roots_up_to_date(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, old_files: dict[str, Path]
+) -> None:
+    paths = [str(old_files[key]) for key in ("v3a/session", "v3a/factory", "v3b/session", "v3b/factory")]
+    code, out, err = run(capsys, "migrate", *paths)
+    assert code == EXIT_OK and err == ""
+    lines = out.splitlines()
+    assert lines[0] == f"{old_files['v3a/session']}: migrated from revision 1"
+    assert sum(line.endswith("migrated from revision 1") for line in lines) == 3
+    assert sum(line.endswith("migrated from revision 2") for line in lines) == 3
+    assert lines[-1] == "6 migrated, 0 current, 0 failed"
+    migrated = tree_snapshot(tmp_path / "old")
+    assert not any(name.endswith(("-wal", "-shm")) for name in migrated)
+
+    # Done: the check passes, a second run changes nothing, and every reader opens the files.
+    assert run_json(capsys, "migrate", "--check", *paths)["summary"]["current"] == 6
+    again = run_json(capsys, "migrate", *paths)
+    assert again["ok"] is True and {entry["status"] for entry in again["files"]} == {"current"}
+    assert tree_snapshot(tmp_path / "old") == migrated
+    for layout in ("v3a", "v3b"):
+        sessions = run_json(capsys, "sessions", str(old_files[f"{layout}/factory"]))
+        assert [row["session_id"] for row in sessions["sessions"]] == ["alpha", "beta/with:odd chars"]
+        assert sessions["errors"] == []
+        assert run_json(capsys, "verify", str(old_files[f"{layout}/session"]))["ok"] is True
+        assert run_json(capsys, "inspect", str(old_files[f"{layout}/session"]))["head"]["head_revision"] == 4
+
+
+def test_migrate_reports_files_it_cannot_migrate_and_leaves_them_untouched(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, old_files: dict[str, Path]
+) -> None:
+    root = tmp_path / "mixed"
+    shutil.copytree(old_files["v3a/factory"], root)
+    (root / "notes.db").write_text("not a database")
+    with sqlite3.connect(root / "other-app.db") as conn:
+        conn.execute("CREATE TABLE stuff (x)")
+    with sqlite3.connect(root / "future.db") as conn:
+        conn.execute("PRAGMA user_version = 99")
+    (root / "subdir.db").mkdir()
+    missing = tmp_path / "missing.db"
+    untouched = ("notes.db", "other-app.db", "future.db")
+    before = {name: (root / name).read_bytes() for name in untouched}
+
+    data = run_json(capsys, "migrate", str(root), str(missing), expect=EXIT_FAILED)
+    results = {Path(entry["path"]).name: entry for entry in data["files"]}
+    assert results["alpha-8ed3f6ad685b959e.db"]["status"] == "migrated"
+    assert results["beta_with_odd_chars-7a90bf7a99f6966c.db"]["status"] == "migrated"
+    assert {name: results[name]["error"]["type"] for name in (*untouched, "subdir.db", "missing.db")} == {
+        "notes.db": "NotAStoreDatabase",
+        "other-app.db": "NotAStoreDatabase",
+        "future.db": "UnsupportedSchemaVersion",
+        "subdir.db": "InvalidInput",
+        "missing.db": "StoreNotFound",
+    }
+    assert data["summary"] == {"migrated": 2, "needs_migration": 0, "current": 0, "error": 5}
+    assert {name: (root / name).read_bytes() for name in untouched} == before
+    assert not missing.exists()
+    assert sorted(p.name for p in root.iterdir()) == sorted(
+        [*untouched, "subdir.db", "alpha-8ed3f6ad685b959e.db", "beta_with_odd_chars-7a90bf7a99f6966c.db"]
+    )
+
+    # Human output: one line per file, the errors on stderr; a real process shows no traceback.
+    result = run_process("migrate", str(root), str(missing))
+    assert result.returncode == EXIT_FAILED
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 5
+    assert all(line.startswith("lash-store: error: ") for line in result.stderr.splitlines())
+    assert result.stdout.count(": current\n") == 2 and result.stdout.endswith("0 migrated, 2 current, 5 failed\n")
+    check = run_process("migrate", "--check", str(root))
+    assert check.returncode == EXIT_FAILED and "Traceback" not in check.stderr
+    assert not missing.exists()
+
+
+def test_migrate_an_empty_root_or_a_bad_command_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, out, _err = run(capsys, "migrate", str(empty))
+    assert code == EXIT_OK and out == "no session files found\n"
+    assert list(empty.iterdir()) == []
+    with pytest.raises(SystemExit) as exc:
+        main(["migrate"])
+    assert exc.value.code == EXIT_USAGE
+
+
+# ---------------------------------------------------------------------------
 # export and import
 
 
@@ -768,7 +903,19 @@ def test_console_script_help_and_usage_errors() -> None:
     assert script.exists(), "run `pip install -e .` so the console script exists"
     result = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == EXIT_OK
-    for command in ("demo", "inspect", "history", "sessions", "gc", "vacuum", "verify", "export", "import", "bench"):
+    for command in (
+        "demo",
+        "inspect",
+        "history",
+        "sessions",
+        "gc",
+        "vacuum",
+        "verify",
+        "migrate",
+        "export",
+        "import",
+        "bench",
+    ):
         assert command in result.stdout
     result = subprocess.run([script, "frobnicate"], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == EXIT_USAGE and "invalid choice" in result.stderr

@@ -173,6 +173,6 @@ def test_missing_binaries_give_a_one_line_reason(monkeypatch: pytest.MonkeyPatch
 def test_server_binaries_never_run_as_root(pg_server: PostgresServer) -> None:
     with psycopg.connect(pg_server.dsn) as conn:
         row = conn.execute("SELECT pg_backend_pid()").fetchone()
-    assert row is not None
-    uid = os.stat(f"/proc/{row[0]}").st_uid
+        assert row is not None
+        uid = os.stat(f"/proc/{row[0]}").st_uid  # while connected: the backend exits with its connection
     assert uid == os.geteuid() if os.geteuid() != 0 else uid != 0

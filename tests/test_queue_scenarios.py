@@ -811,6 +811,7 @@ def test_n18_head_is_never_observable_as_claimed_during_rejected_exact_claims(db
         b1 = store.enqueue_queued_work(draft("root", "first"))
         b2 = store.enqueue_queued_work(draft("root", "second"))
         stop = threading.Event()
+        reading = threading.Event()
         seen: list[list[str]] = []
         errors: list[BaseException] = []
 
@@ -819,11 +820,16 @@ def test_n18_head_is_never_observable_as_claimed_during_rejected_exact_claims(db
                 with Store.open(db_path) as watcher:
                     while not stop.is_set():
                         seen.append(ids(watcher.list_pending_queued_work("root")))
+                        reading.set()
             except BaseException as exc:
                 errors.append(exc)
+            finally:
+                reading.set()
 
         thread = threading.Thread(target=watch)
         thread.start()
+        # On a loaded machine the claims below could all finish before the watcher has opened its store.
+        reading.wait(timeout=30)
         try:
             for _ in range(200):
                 assert store.claim_ready_queued_work_by_batch_ids("root", "o", IDLE, TTL, [b2.batch_id]) is None

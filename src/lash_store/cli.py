@@ -1,8 +1,11 @@
 """The ``lash-store`` command line: the chaos demo, inspection and maintenance of session files.
 
-Every command prints human output (tables via ``rich``) or, with ``--json``,
-one JSON document on stdout.  Exit codes: 0 success; 1 a check failed
-(``verify`` found problems, the demo's verification failed); 2 bad usage;
+Every command prints human output or, with ``--json``, one JSON document on
+stdout.  Human output uses ``rich`` (the ``cli`` extra) when it is installed
+and plain aligned text otherwise, so a bare ``pip install lash-store`` gives a
+working command (:mod:`lash_store._output`).  Exit codes: 0 success; 1 a check failed
+(``verify`` found problems, ``migrate`` could not migrate a file or, with
+``--check``, found one that needs it, the demo's verification failed); 2 bad usage;
 3 the command could not run (missing or foreign path, refused import, ...),
 reported as one line on stderr (and as ``{"error": ...}`` on stdout with
 ``--json``); 130 interrupted.
@@ -18,18 +21,18 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from lash_store import __version__, tools
+from lash_store._output import Output, Table
 from lash_store.bench import non_negative, positive
 from lash_store.demo import DemoConfig, DemoProgress, DemoResult, run_demo
 from lash_store.errors import StoreError
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 __all__ = ["EXIT_ERROR", "EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
@@ -51,8 +54,8 @@ class CommandError(Exception):
 # Output helpers
 
 
-def _console() -> Console:
-    return Console(highlight=False, soft_wrap=False)
+def _output() -> Output:
+    return Output()
 
 
 def _print_json(data: Any) -> None:
@@ -102,12 +105,12 @@ def _json_value(value: Any, width: int = 100) -> str:
     return _clip(text, width)
 
 
-def _kv_table(title: str, rows: Sequence[tuple[str, Any]]) -> Table:
-    table = Table(title=title, show_header=False, title_justify="left", title_style="bold")
+def _kv_table(out: Output, title: str, rows: Sequence[tuple[str, Any]]) -> Table:
+    table = Table(title=title, show_header=False)
     table.add_column("key", style="cyan", no_wrap=True)
-    table.add_column("value", overflow="fold")
+    table.add_column("value", fold=True)
     for key, value in rows:
-        table.add_row(key, escape(str(value)))
+        table.add_row(key, out.text(value))
     return table
 
 
@@ -120,7 +123,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(data)
         return EXIT_OK
-    console = _console()
+    out = _output()
     meta = data["session"] or {}
     head = data["head"] or {}
     graph = data["graph"]
@@ -148,40 +151,40 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     ]
     if head.get("error"):
         rows.append(("head error", head["error"]))
-    console.print(_kv_table("Session", rows))
+    out.print(_kv_table(out, "Session", rows))
 
     checkpoint = data["checkpoint"]
     if checkpoint is not None:
-        table = Table(title="Checkpoint", title_justify="left", title_style="bold")
+        table = Table(title="Checkpoint")
         for column in ("blob", "ref", "kind", "encoding", "raw", "stored"):
             table.add_column(column, justify="right" if column in ("raw", "stored") else "left")
         for role, info in [("manifest", checkpoint["manifest"]), *[(c["role"], c) for c in checkpoint["children"]]]:
-            missing = "" if info.get("present") else " [red](missing)[/red]"
+            missing = "" if info.get("present") else " " + out.styled("(missing)", "red")
             table.add_row(
-                role + missing,
+                out.text(role) + missing,
                 _short(info.get("ref")),
-                info.get("kind") or "-",
-                info.get("encoding") or "-",
+                out.text(info.get("kind") or "-"),
+                out.text(info.get("encoding") or "-"),
                 _size(info.get("raw_bytes")),
                 _size(info.get("stored_bytes")),
             )
-        console.print(table)
-        console.print(f"  turn state: {escape(_json_value(checkpoint.get('turn_state')))}")
+        out.print(table)
+        out.print(f"  turn state: {out.text(_json_value(checkpoint.get('turn_state')))}")
         if checkpoint.get("error"):
-            console.print(f"  [red]{escape(checkpoint['error'])}[/red]")
+            out.print("  " + out.styled(checkpoint["error"], "red"))
 
-    table = Table(title="Usage", title_justify="left", title_style="bold")
+    table = Table(title="Usage")
     for column in ("source", "model", "input", "output", "cached input", "reasoning"):
         table.add_column(column, justify="left" if column in ("source", "model") else "right")
     fields = ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens")
     for entry in data["usage"]:
-        table.add_row(escape(entry["source"]), escape(entry["model"]), *(f"{entry[f]:,}" for f in fields))
+        table.add_row(out.text(entry["source"]), out.text(entry["model"]), *(f"{entry[f]:,}" for f in fields))
     if len(data["usage"]) != 1:
-        table.add_row("[bold]total[/bold]", "", *(f"{data['usage_total'][f]:,}" for f in fields))
-    console.print(table)
+        table.add_row(out.styled("total", "bold"), "", *(f"{data['usage_total'][f]:,}" for f in fields))
+    out.print(table)
 
     queue = data["queue"]
-    table = Table(title=f"Queue ({len(queue['batches'])} batches)", title_justify="left", title_style="bold")
+    table = Table(title=f"Queue ({len(queue['batches'])} batches)")
     for column in ("seq", "batch", "source key", "policy", "items", "claim owner", "fence", "lease"):
         table.add_column(column)
     for batch in queue["batches"]:
@@ -193,49 +196,54 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         )
         table.add_row(
             str(batch["enqueue_seq"]),
-            _short(batch["batch_id"], 16),
-            escape(batch["source_key"] or "-"),
-            policy,
+            out.text(_short(batch["batch_id"], 16)),
+            out.text(batch["source_key"] or "-"),
+            out.text(policy),
             items,
-            escape(claim["owner_id"]) if claim else "-",
+            out.text(claim["owner_id"]) if claim else "-",
             str(claim["fencing_token"]) if claim else "-",
             lease,
         )
-    console.print(table)
+    out.print(table)
 
     if data["attachments"]:
-        table = Table(title="Attachment manifest", title_justify="left", title_style="bold")
+        table = Table(title="Attachment manifest")
         for column in ("attachment", "uri", "intent", "committed"):
             table.add_column(column)
         for entry in data["attachments"]:
+            committed = entry["committed_at_ms"]
             table.add_row(
-                escape(entry["attachment_id"]),
-                escape(entry["canonical_uri"]),
+                out.text(entry["attachment_id"]),
+                out.text(entry["canonical_uri"]),
                 _when(entry["intent_at_ms"]),
-                _when(entry["committed_at_ms"]) if entry["committed_at_ms"] is not None else "[yellow]uncommitted[/]",
+                _when(committed) if committed is not None else out.styled("uncommitted", "yellow"),
             )
-        console.print(table)
+        out.print(table)
     if data["module_artifacts"]:
-        table = Table(title="Module artifacts", title_justify="left", title_style="bold")
+        table = Table(title="Module artifacts")
         for column in ("module", "blob", "size"):
             table.add_column(column)
         for entry in data["module_artifacts"]:
-            size = _size(entry["raw_bytes"]) if entry["present"] else "[red]missing[/red]"
-            table.add_row(escape(entry["module_ref"]), _short(entry["blob_ref"]), size)
-        console.print(table)
+            size = _size(entry["raw_bytes"]) if entry["present"] else out.styled("missing", "red")
+            table.add_row(out.text(entry["module_ref"]), _short(entry["blob_ref"]), size)
+        out.print(table)
 
     blobs = data["blobs"]
-    table = Table(title=f"Blobs ({blobs['count']})", title_justify="left", title_style="bold")
+    table = Table(title=f"Blobs ({blobs['count']})")
     for column in ("kind", "count", "raw", "stored", "zstd"):
         table.add_column(column, justify="left" if column == "kind" else "right")
     for kind, entry in blobs["by_kind"].items():
         table.add_row(
-            kind, str(entry["count"]), _size(entry["raw_bytes"]), _size(entry["stored_bytes"]), str(entry["zstd"])
+            out.text(kind),
+            str(entry["count"]),
+            _size(entry["raw_bytes"]),
+            _size(entry["stored_bytes"]),
+            str(entry["zstd"]),
         )
     table.add_row(
-        "[bold]total[/bold]", str(blobs["count"]), _size(blobs["raw_bytes"]), _size(blobs["stored_bytes"]), ""
+        out.styled("total", "bold"), str(blobs["count"]), _size(blobs["raw_bytes"]), _size(blobs["stored_bytes"]), ""
     )
-    console.print(table)
+    out.print(table)
     return EXIT_OK
 
 
@@ -244,27 +252,27 @@ def _cmd_history(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(data)
         return EXIT_OK
-    console = _console()
+    out = _output()
     scope = "active path" if args.active_path else "full graph"
-    console.print(
-        f"[bold]{escape(str(data['session_id'] or '-'))}[/bold]  revision {data['head_revision']}  "
+    out.print(
+        f"{out.styled(data['session_id'] or '-', 'bold')}  revision {data['head_revision']}  "
         f"{scope}: showing {data['shown']} of {data['total']} nodes"
     )
-    table = Table(show_lines=False)
+    table = Table()
     table.add_column("#", justify="right", style="dim")
     table.add_column("role", no_wrap=True)
-    table.add_column("text", overflow="fold")
-    table.add_column("node", style="dim", overflow="fold")
+    table.add_column("text", fold=True)
+    table.add_column("node", style="dim", fold=True)
     styles = {"user": "bold cyan", "assistant": "green", "system": "magenta", "tool": "yellow"}
     for node in data["nodes"]:
         role = node["role"]
         table.add_row(
             str(node["index"]),
-            f"[{styles.get(role, 'white')}]{escape(role)}[/]",
-            escape(node["text"]),
-            escape(node["node_id"]),
+            out.styled(role, styles.get(role, "white")),
+            out.text(node["text"]),
+            out.text(node["node_id"]),
         )
-    console.print(table)
+    out.print(table)
     return EXIT_OK
 
 
@@ -273,8 +281,8 @@ def _cmd_sessions(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(data)
         return EXIT_OK
-    console = _console()
-    table = Table(title=f"{len(data['sessions'])} sessions in {escape(data['root'])}", title_justify="left")
+    out = _output()
+    table = Table(title=f"{len(data['sessions'])} sessions in {out.text(data['root'])}")
     for column in ("session", "model", "created", "rev", "nodes/user", "first user message", "size"):
         table.add_column(
             column,
@@ -287,15 +295,15 @@ def _cmd_sessions(args: argparse.Namespace) -> int:
             name = f"{name} ({row['session_name']})"
         created = str(row["created_at"] or "-").replace("T", " ")[:16]
         table.add_row(
-            escape(str(name)),
-            escape(str(row["model"] or "-")),
-            escape(created),
+            out.text(name),
+            out.text(row["model"] or "-"),
+            out.text(created),
             str(row["head_revision"]),
             f"{row['messages']}/{row['user_messages']}",
-            escape(_clip(row["first_user_message"], 48)),
+            out.text(_clip(row["first_user_message"], 48)),
             _size(row["size_bytes"]),
         )
-    console.print(table)
+    out.print(table)
     for error in data["errors"]:
         print(f"lash-store: warning: skipped {error['path']}: {error['error']}", file=sys.stderr)
     return EXIT_OK
@@ -309,27 +317,27 @@ def _cmd_gc(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(data)
         return EXIT_OK
-    console = _console()
+    out = _output()
     verb = "would delete" if args.dry_run else "deleted"
-    console.print(
+    out.print(
         f"GC{' (dry run)' if args.dry_run else ''}: {verb} {data['deleted_blob_count']} blobs "
         f"({_size(data['deleted_bytes'])}); {data['retained_blob_count']} retained; "
         f"{data['root_count']} roots; grace {data['grace_ms']:,} ms"
     )
     if data["skipped_reason"]:
-        console.print(f"[yellow]skipped: {escape(data['skipped_reason'])}[/yellow]")
+        out.print(out.styled(f"skipped: {data['skipped_reason']}", "yellow"))
     if args.dry_run and data["candidates"]:
-        table = Table(title="Collectable blobs", title_justify="left")
+        table = Table(title="Collectable blobs")
         for column in ("blob", "kind", "stored", "age"):
             table.add_column(column, justify="right" if column in ("stored", "age") else "left")
         for candidate in data["candidates"][:50]:
             table.add_row(
                 _short(candidate["ref"]),
-                candidate["kind"] or "raw",
+                out.text(candidate["kind"] or "raw"),
                 _size(candidate["stored_bytes"]),
                 f"{candidate['age_ms'] / 1000:,.0f} s",
             )
-        console.print(table)
+        out.print(table)
     return EXIT_OK
 
 
@@ -339,7 +347,7 @@ def _cmd_vacuum(args: argparse.Namespace) -> int:
         _print_json(data)
         return EXIT_OK
     compacted = " (file compacted)" if data["compacted"] else ""
-    _console().print(
+    _output().print(
         f"vacuum: removed {data['removed_node_count']} tombstoned nodes; "
         f"{_size(data['size_before_bytes'])} -> {_size(data['size_after_bytes'])}{compacted}"
     )
@@ -351,19 +359,52 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(data)
     else:
-        console = _console()
-        table = Table(title=f"verify {escape(data['path'])}", title_justify="left")
+        out = _output()
+        table = Table(title=f"verify {out.text(data['path'])}")
         table.add_column("check")
         table.add_column("result")
-        table.add_column("detail", overflow="fold")
+        table.add_column("detail", fold=True)
         for check in data["checks"]:
-            status = "[green]ok[/green]" if check["ok"] else f"[red]{len(check['problems'])} problem(s)[/red]"
-            table.add_row(check["name"], status, escape(check["detail"]))
-        console.print(table)
+            problems = len(check["problems"])
+            status = out.styled("ok", "green") if check["ok"] else out.styled(f"{problems} problem(s)", "red")
+            table.add_row(out.text(check["name"]), status, out.text(check["detail"]))
+        out.print(table)
         for problem in data["problems"]:
-            console.print(f"[red]problem:[/red] {escape(problem)}")
+            out.print(f"{out.styled('problem:', 'red')} {out.text(problem)}")
         count = len(data["problems"])
-        console.print("[green]OK[/green]" if data["ok"] else f"[red]{count} problem{'s' * (count != 1)}[/red]")
+        out.print(
+            out.styled("OK", "green") if data["ok"] else out.styled(f"{count} problem{'s' * (count != 1)}", "red")
+        )
+    return EXIT_OK if data["ok"] else EXIT_FAILED
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    data = tools.migrate(args.paths, check=args.check)
+    if args.json:
+        _print_json(data)
+        return EXIT_OK if data["ok"] else EXIT_FAILED
+    for entry in data["files"]:
+        status = entry["status"]
+        if status == "error":
+            message = entry["error"]["message"]
+            where = "" if entry["path"] in message else f"{entry['path']}: "  # most errors name the file already
+            print(f"lash-store: error: {where}{message}", file=sys.stderr)
+        elif status == "migrated":
+            print(f"{entry['path']}: migrated from revision {entry['revision']}")
+        elif status == "needs_migration":
+            print(f"{entry['path']}: needs migration (revision {entry['revision']})")
+        else:
+            print(f"{entry['path']}: current")
+    summary = data["summary"]
+    if not data["files"]:
+        print("no session files found")
+    elif args.check:
+        print(
+            f"{summary['needs_migration']} need migration, {summary['current']} current, {summary['error']} failed "
+            f"(this release uses layout revision {data['layout_revision']}; nothing was changed)"
+        )
+    else:
+        print(f"{summary['migrated']} migrated, {summary['current']} current, {summary['error']} failed")
     return EXIT_OK if data["ok"] else EXIT_FAILED
 
 
@@ -394,9 +435,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(summary)
     else:
-        _console().print(
-            f"exported session {escape(str(summary['session_id']))} (revision {summary['head_revision']}, "
-            f"{summary['node_count']} nodes, {summary['blob_count']} blobs) to {escape(str(target))} "
+        out = _output()
+        out.print(
+            f"exported session {out.text(summary['session_id'])} (revision {summary['head_revision']}, "
+            f"{summary['node_count']} nodes, {summary['blob_count']} blobs) to {out.text(target)} "
             f"({_size(summary['bytes'])})"
         )
     return EXIT_OK
@@ -408,8 +450,9 @@ def _cmd_import(args: argparse.Namespace) -> int:
         _print_json(data)
     else:
         rows = data["rows"]
-        _console().print(
-            f"imported session {escape(str(data['session_id']))} into {escape(data['path'])} "
+        out = _output()
+        out.print(
+            f"imported session {out.text(data['session_id'])} into {out.text(data['path'])} "
             f"({rows.get('graph_nodes', 0)} nodes, {rows.get('blobs', 0)} blobs, "
             f"{rows.get('queued_work_batches', 0)} queued batches); verified"
         )
@@ -423,22 +466,25 @@ def _cmd_import(args: argparse.Namespace) -> int:
 class _DemoDisplay:
     """Live progress: a rich bar on a terminal, a plain line every two seconds otherwise, nothing with --json."""
 
-    def __init__(self, console: Console, enabled: bool) -> None:
-        self.console = console
+    def __init__(self, out: Output, enabled: bool) -> None:
+        self.out = out
         self.enabled = enabled
         self.progress: Progress | None = None
         self.task: TaskID | None = None
         self.last_line = 0.0
 
     def __enter__(self) -> _DemoDisplay:
-        if self.enabled and self.console.is_terminal:
+        console = self.out.console
+        if self.enabled and console is not None and console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
             self.progress = Progress(
                 TextColumn("[bold]answered"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
                 TextColumn("{task.fields[stats]}"),
-                console=self.console,
+                console=console,
             )
             self.progress.__enter__()
             self.task = self.progress.add_task("demo", total=None, stats="starting workers…")
@@ -483,28 +529,28 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         directory=Path(args.dir) if args.dir else None,
         keep=args.keep,
     )
-    console = _console()
+    out = _output()
     if not args.json:
         chaos = f"chaos on (SIGKILL a worker every ~{config.kill_every_s:g} s)" if config.chaos else "chaos off"
-        console.print(
-            f"[bold]lash-store demo[/bold]: {config.sessions} sessions x {config.messages} messages, "
+        out.print(
+            f"{out.styled('lash-store demo', 'bold')}: {config.sessions} sessions x {config.messages} messages, "
             f"{config.workers} worker processes, lease {config.lease_ms} ms, {chaos}, seed {config.seed}"
         )
     try:
-        with _DemoDisplay(console, enabled=not args.json) as display:
+        with _DemoDisplay(out, enabled=not args.json) as display:
             result = run_demo(config, display.update)
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
     if args.json:
         _print_json(result.to_json())
     else:
-        _render_demo(console, result)
+        _render_demo(out, result)
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
-def _render_demo(console: Console, result: DemoResult) -> None:
+def _render_demo(out: Output, result: DemoResult) -> None:
     counters = result.counters
-    table = Table(title="Run", title_justify="left", title_style="bold", show_header=False)
+    table = Table(title="Run", show_header=False)
     table.add_column("metric", style="cyan")
     table.add_column("value", justify="right")
     rows = [
@@ -526,23 +572,25 @@ def _render_demo(console: Console, result: DemoResult) -> None:
     ]
     for key, value in rows:
         table.add_row(key, str(value))
-    console.print(table)
-    checks = Table(title="Verification", title_justify="left", title_style="bold")
+    out.print(table)
+    checks = Table(title="Verification")
     checks.add_column("", no_wrap=True)
     checks.add_column("check")
-    checks.add_column("detail", overflow="fold")
+    checks.add_column("detail", fold=True)
     for check in result.checks:
-        mark = "[green]✓[/green]" if check["ok"] else "[red]✗[/red]"
-        checks.add_row(mark, check["name"], escape(check["detail"]))
-    console.print(checks)
+        mark = out.styled("✓", "green") if check["ok"] else out.styled("✗", "red")
+        checks.add_row(mark, out.text(check["name"]), out.text(check["detail"]))
+    out.print(checks)
     if result.ok:
-        console.print(f"[bold green]PASS[/bold green]: all {len(result.checks)} checks passed in {result.wall_s:.1f} s")
+        out.print(
+            f"{out.styled('PASS', 'bold green')}: all {len(result.checks)} checks passed in {result.wall_s:.1f} s"
+        )
     else:
         failed = sum(1 for check in result.checks if not check["ok"])
-        console.print(f"[bold red]FAIL[/bold red]: {failed} of {len(result.checks)} checks failed")
+        out.print(f"{out.styled('FAIL', 'bold red')}: {failed} of {len(result.checks)} checks failed")
     if result.kept:
-        where = escape(str(result.directory))
-        console.print(f"session files kept in {where} (try: lash-store sessions {where})")
+        where = out.text(result.directory)
+        out.print(f"session files kept in {where} (try: lash-store sessions {where})")
 
 
 # ---------------------------------------------------------------------------
@@ -675,6 +723,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("path", help="session database file")
     verify.set_defaults(handler=_cmd_verify)
+
+    migrate = commands.add_parser(
+        "migrate",
+        parents=[json_flag],
+        help="bring session files of an earlier layout revision up to date (one transaction per file)",
+        description="Migrate each session file that was written by an earlier release, in one transaction per "
+        "file; a file that is current is left as it is, a file that is not a lash-store session file is reported "
+        "and left untouched. Exit 1 if any file failed. With --check nothing is changed, and the exit code is 1 "
+        "if any file needs a migration or cannot be read (for CI).",
+    )
+    migrate.add_argument("paths", nargs="+", metavar="PATH", help="session file, or factory root (every *.db in it)")
+    migrate.add_argument("--check", action="store_true", help="change nothing; exit 1 if any file needs migrating")
+    migrate.set_defaults(handler=_cmd_migrate)
 
     export = commands.add_parser(
         "export", parents=[json_flag], help="write a portable JSON copy (blobs included) to stdout or a file"

@@ -70,9 +70,15 @@ class UnsupportedSchemaVersion(StoreError):
         self.kind = kind
         self.expected = expected
         self.found = found
+        # A newer file is not damaged: deleting it would lose data a newer release can still read.
+        advice = (
+            "it was written by a newer release: open it with that release (the file was not modified)"
+            if found > expected
+            else "no migration exists, so delete the file to start over"
+        )
         super().__init__(
             f"this lash-store release supports {kind} schema version {expected}, but the database "
-            f"reports version {found}; no migration exists, so delete the file to start over"
+            f"reports version {found}; {advice}"
         )
 
 

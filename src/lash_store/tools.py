@@ -13,9 +13,10 @@ connection when they are absent (that is, when no process has the file
 open), so in that case the file is opened ``immutable=1``: no other process
 has it open, so nothing can change under the reader, and nothing is created.
 
-Writing functions (:func:`gc`, :func:`vacuum`, :func:`import_store`) refuse to
-create a database at a path that does not exist (import excepted, which
-creates a fresh one) and never touch a file that is not a lash-store database.
+Writing functions (:func:`gc`, :func:`vacuum`, :func:`migrate`,
+:func:`import_store`) refuse to create a database at a path that does not
+exist (import excepted, which creates a fresh one) and never touch a file that
+is not a lash-store database.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import os
 import re
 import sqlite3
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ from lash_store.sqlite import schema
 from lash_store.sqlite.backend import SqliteTx
 from lash_store.sqlite.connection import translate
 from lash_store.sqlite.factory import SqliteSessionStoreFactory
+from lash_store.sqlite.migrations import inspect_revision, migrate_file
 from lash_store.sqlite.store import Store
 
 __all__ = [
@@ -64,6 +66,7 @@ __all__ = [
     "inspect_store",
     "list_sessions",
     "message_text",
+    "migrate",
     "read_snapshot",
     "vacuum",
     "verify",
@@ -671,6 +674,69 @@ def vacuum(path: str | os.PathLike[str], *, compact: bool = True) -> dict[str, A
         "size_before_bytes": size_before,
         "size_after_bytes": _file_bytes(file),
     }
+
+
+# ---------------------------------------------------------------------------
+# migrate
+
+
+def migrate(paths: Sequence[str | os.PathLike[str]], *, check: bool = False) -> dict[str, Any]:
+    """Bring session files to the current layout revision, one transaction per file.
+
+    Each path is a session file or a factory root directory (every ``*.db``
+    directly inside it).  Every file gets one entry: ``status`` is
+    ``migrated`` (``revision`` is the one it had), ``current``, or ``error``
+    (``error`` says why; the file was left untouched).  With ``check`` nothing
+    is changed and a file that needs a migration is ``needs_migration``.
+    ``ok`` is false when any file failed, or, with ``check``, needs migrating.
+    A path that does not exist is an error: no database is ever created.
+    """
+    files: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for path in paths:
+        for file, problem in _session_files(Path(path)):
+            key = os.path.realpath(file)
+            if key in seen:  # named twice (itself and its directory, say): migrate and report it once
+                continue
+            seen.add(key)
+            entry: dict[str, Any] = {"path": str(file), "status": "error", "revision": None, "error": None}
+            try:
+                if problem is not None:
+                    raise problem
+                if check:
+                    revision, needed = inspect_revision(file)
+                    entry.update(status="needs_migration" if needed else "current", revision=revision)
+                else:
+                    found = migrate_file(file)
+                    entry.update(
+                        status="current" if found is None else "migrated",
+                        revision=schema.LAYOUT_REVISION if found is None else found,
+                    )
+            except (StoreError, OSError) as exc:
+                entry["error"] = {"type": type(exc).__name__, "message": " ".join(str(exc).split())}
+            files.append(entry)
+    summary = {
+        status: sum(1 for entry in files if entry["status"] == status)
+        for status in ("migrated", "needs_migration", "current", "error")
+    }
+    ok = summary["error"] == 0 and summary["needs_migration"] == 0
+    return {"check": check, "layout_revision": schema.LAYOUT_REVISION, "files": files, "summary": summary, "ok": ok}
+
+
+def _session_files(path: Path) -> Iterator[tuple[Path, Exception | None]]:
+    """The files a migrate path names: the file itself, or the ``*.db`` files of a directory, sorted."""
+    if path.is_dir():
+        try:
+            found = sorted(path.glob("*.db"))
+        except OSError as exc:
+            yield path, exc
+            return
+        for file in found:
+            yield file, None
+    elif not os.path.lexists(path):
+        yield path, StoreNotFound(str(path))
+    else:
+        yield path, None
 
 
 # ---------------------------------------------------------------------------

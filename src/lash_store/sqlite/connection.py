@@ -90,12 +90,22 @@ class Connection:
     """A lock-guarded sqlite3 connection to a file (reconnecting after fork) or to memory."""
 
     def __init__(
-        self, path: Path | None, options: StoreOptions, *, readonly: bool = False, migrate: bool = False
+        self,
+        path: Path | None,
+        options: StoreOptions,
+        *,
+        readonly: bool = False,
+        migrate: bool = False,
+        create: bool = True,
     ) -> None:
         self.path = path
         self.options = options
         self.readonly = readonly
         self.migrate = migrate
+        # ``create=False``: open an existing lash-store file only; never create or initialise one
+        # (maintenance commands such as ``lash-store migrate`` must not leave a new database behind).
+        self.create = create
+        self.migrated_from: int | None = None  # the layout revision this connection migrated the file from
         self._lock = threading.RLock()
         self._generation = _fork_generation
         self._conn: sqlite3.Connection | None = None
@@ -134,16 +144,21 @@ class Connection:
             raise BackendError(f"cannot open {target}: {exc}") from exc
 
     def _connect_file(self, path: Path) -> sqlite3.Connection:
-        check_database_path(path, create=True)
-        conn = self._raw_connect(str(path))
+        check_database_path(path, create=self.create)
+        # mode=rw: should the file vanish after the check above, SQLite fails instead of creating it.
+        conn = self._raw_connect(str(path)) if self.create else self._raw_connect(_rw_uri(path), uri=True)
         try:
             identity = self._with_retry(lambda: schema.Identity.read(conn), opening=True)
             identity.check(str(path), migrate=self.migrate)  # before anything could modify the file
+            if not self.create and identity.needs_initialising:
+                raise NotAStoreDatabase(str(path), "it holds no lash-store schema")
             self._with_retry(lambda: _switch_to_wal(conn), opening=True)
             if identity.needs_migration:
-                self._with_retry(
+                found = self._with_retry(
                     lambda: self._in_transaction(conn, "BEGIN IMMEDIATE", lambda c: migrations.migrate(c, str(path)))
                 )
+                if found is not None:  # None: another process migrated the file first
+                    self.migrated_from = found
             elif identity.needs_initialising:
                 self._with_retry(
                     lambda: self._in_transaction(
@@ -290,6 +305,11 @@ class Connection:
     @property
     def closed(self) -> bool:
         return self._closed
+
+
+def _rw_uri(path: Path) -> str:
+    """A URI that opens an existing database read-write and never creates one."""
+    return f"{path.resolve().as_uri()}?mode=rw"
 
 
 def _switch_to_wal(conn: sqlite3.Connection) -> None:

@@ -7,7 +7,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from lash_store.core.validate import check_id, check_text
+from lash_store.core.validate import check_id, check_instance, check_text
 from lash_store.errors import InvalidInput, NotAStoreDatabase, StoreError
 from lash_store.model import DurabilityTier, SessionPickerInfo, SessionRelation
 from lash_store.options import StoreOptions, check_options
@@ -28,9 +28,15 @@ def safe_file_name(session_id: str) -> str:
 class SqliteSessionStoreFactory:
     """Creates, lists and deletes per-session stores below ``root``."""
 
-    def __init__(self, root: str | os.PathLike[str], options: StoreOptions | None = None) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], options: StoreOptions | None = None, *, migrate: bool = False
+    ) -> None:
+        """``migrate``: :meth:`create_store` migrates a session file of an older layout revision when it
+        opens it (one transaction; ``Store.open(path, migrate=True)``); without it such a file raises
+        :class:`SchemaMigrationRequired`, untouched."""
         self.root = check_directory_path("root", root)
         self.options = None if options is None else check_options(options)
+        self.migrate: bool = check_instance("migrate", migrate, bool)
 
     @property
     def durability_tier(self) -> DurabilityTier:
@@ -46,7 +52,7 @@ class SqliteSessionStoreFactory:
         """Open (creating if needed) the session's store; metadata is written once, never overwritten."""
         meta = new_session_meta(session_id, model, relation)  # every argument checked before a file exists
         self._make_root()
-        store = Store.open(self.path_for_session(session_id), self.options)
+        store = Store.open(self.path_for_session(session_id), self.options, migrate=self.migrate)
         try:
             store.ensure_session_meta(meta)
         except BaseException:

@@ -6,15 +6,26 @@ revision 1 kept graph counters in ``graph_stats`` and the usage ledger in
 the counters with triggers.  Revision 3 records its revision and has no
 triggers (the service keeps the counters, the same way on every backend).
 A migration recomputes the counters from the graph instead of trusting them.
+
+Migrating is always explicit: ``Store.open(path, migrate=True)``,
+:func:`migrate_file` (what ``lash-store migrate`` runs), and
+:func:`inspect_revision` to ask without changing anything.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+from pathlib import Path
 
 from lash_store.core.usage import Totals, encode_totals
+from lash_store.errors import CorruptData, InvalidInput, SchemaMigrationRequired
 from lash_store.model import TokenUsage
+from lash_store.options import StoreOptions, check_options
 from lash_store.sqlite import schema
+
+# How long a read-only look may wait for a lock (the same as ``Store.open_readonly``).
+_INSPECT_BUSY_TIMEOUT_MS = 1000
 
 _OLD_TRIGGERS = ("graph_nodes_count_insert", "graph_nodes_count_update", "graph_nodes_count_delete")
 
@@ -32,7 +43,27 @@ def migrate(conn: sqlite3.Connection, path: str) -> int | None:
         _from_revision_1(conn, identity.objects)
     schema.initialise(conn)  # creates what is missing and stamps the current revision
     _recount(conn)
+    _check_result(conn, path)
     return found
+
+
+def _check_result(conn: sqlite3.Connection, path: str) -> None:
+    """Refuse to commit a layout that is not exactly the current one.
+
+    A trigger left behind would still name a dropped table, and every later
+    write to the graph would fail; raising here rolls the whole migration
+    back and leaves the file as it was.
+    """
+    identity = schema.Identity(conn)
+    leftovers = sorted(
+        name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+    ) + sorted(identity.objects & {"graph_stats", "usage_totals"})
+    if identity.revision != schema.LAYOUT_REVISION or not identity.is_complete or leftovers:
+        raise CorruptData(
+            path,
+            f"the migration to layout revision {schema.LAYOUT_REVISION} did not produce that layout "
+            f"(unexpected: {', '.join(leftovers) or 'missing tables'}); nothing was changed",
+        )
 
 
 def _from_revision_1(conn: sqlite3.Connection, objects: set[str]) -> None:
@@ -67,3 +98,68 @@ def _recount(conn: sqlite3.Connection) -> None:
         "node_count = (SELECT count(*) FROM graph_nodes WHERE tombstoned = 0), "
         "user_message_count = (SELECT count(*) FROM graph_nodes WHERE tombstoned = 0 AND user_text IS NOT NULL)"
     )
+
+
+# ---------------------------------------------------------------------------
+# Whole files
+
+
+def inspect_revision(path: str | os.PathLike[str]) -> tuple[int, bool]:
+    """The layout revision of an existing session file, and whether it needs a migration.
+
+    Reads the way ``Store.open_readonly`` does: nothing is created (no database,
+    no ``-wal``/``-shm``) and nothing is modified.  Raises :class:`StoreNotFound`
+    for a missing path, :class:`NotAStoreDatabase` for anything that is not a
+    lash-store session file, :class:`UnsupportedSchemaVersion` for another
+    schema version or a layout revision newer than this release, and
+    :class:`CorruptData` when the recorded revision is unreadable.
+    """
+    # Imported here: the connection module runs migrations while it opens files, so it imports this one.
+    from lash_store.sqlite.connection import Connection
+
+    file = _file_path(path)
+    try:
+        conn = Connection(file, StoreOptions(busy_timeout_ms=_INSPECT_BUSY_TIMEOUT_MS), readonly=True)
+    except SchemaMigrationRequired as exc:  # the read-only open refuses exactly the files that need migrating
+        return exc.found_revision, True
+    try:
+        revision = conn.read(lambda c: schema.Identity(c).revision)
+    finally:
+        conn.close()
+    if revision is None:
+        raise CorruptData(str(file), "the lash_schema table holds no layout revision")
+    return revision, False
+
+
+def migrate_file(path: str | os.PathLike[str], options: StoreOptions | None = None) -> int | None:
+    """Migrate an existing session file to the current layout, in one ``BEGIN IMMEDIATE`` transaction.
+
+    Returns the revision the file was migrated from, or ``None`` when it was
+    already current (then nothing is written; neither when another process
+    migrated it first).  Never creates a database: a missing path raises
+    :class:`StoreNotFound`.  A file that is not ours, of another schema version
+    or of a newer layout is refused, untouched, with the errors of
+    :func:`inspect_revision`.  A crash during the migration leaves the file at
+    its old revision (SQLite rolls the transaction back).
+    """
+    from lash_store.sqlite.connection import Connection  # see inspect_revision
+
+    options = check_options(StoreOptions() if options is None else options)
+    file = _file_path(path)
+    _revision, needed = inspect_revision(file)  # refuses without opening the file for writing
+    if not needed:
+        return None
+    conn = Connection(file, options, migrate=True, create=False)
+    conn.close()
+    return conn.migrated_from
+
+
+def _file_path(path: object) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise InvalidInput("path", f"must be a str or os.PathLike, got {type(path).__name__}")
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        raise InvalidInput("path", "must be a text path, not bytes")
+    if not text:
+        raise InvalidInput("path", "must not be empty")
+    return Path(text)
