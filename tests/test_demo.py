@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import psycopg
 import pytest
 
 from lash_store import SqliteSessionStoreFactory, Store, tools
 from lash_store.cli import EXIT_ERROR, EXIT_OK
-from lash_store.demo import DemoConfig, fake_model, user_message, verify_run
+from lash_store.demo import DemoConfig, DemoTarget, fake_model, user_message, verify_run
 from lash_store.model import (
     DeliveryPolicy,
     GraphDelta,
@@ -25,6 +28,9 @@ from lash_store.model import (
     SlotPolicy,
     TurnInput,
 )
+from lash_store.postgres import PostgresSessionStoreFactory, close_shared_pools
+from lash_store.testing.pgserver import PostgresUnavailable, find_bindir
+from tests.pg import postgres_unavailable
 
 SMALL = ["--sessions", "2", "--messages", "5", "--workers", "2"]
 
@@ -42,14 +48,16 @@ EXPECTED_CHECKS = [
 ]
 
 
-def run_demo_process(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+def run_demo_process(
+    *args: str, timeout: float = 90, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``lash-store demo`` as a real process (it starts its own worker processes)."""
     return subprocess.run(
         [sys.executable, "-m", "lash_store.cli", "demo", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "COLUMNS": "160"},
+        env={**os.environ, "COLUMNS": "160", **(env or {})},
         check=False,
     )
 
@@ -136,7 +144,7 @@ def test_demo_human_output_and_progress(tmp_path: Path) -> None:
     result = run_demo_process("--sessions", "1", "--messages", "3", "--workers", "1", "--no-chaos")
     assert result.returncode == EXIT_OK, result.stdout + result.stderr
     out = result.stdout
-    assert out.startswith("lash-store demo: 1 sessions x 3 messages, 1 worker processes")
+    assert out.startswith("lash-store demo: 1 sessions x 3 messages, 1 worker processes") and "on SQLite" in out
     for text in ("Run", "Verification", "workers SIGKILLed", "CAS conflicts", "queues empty", "PASS: all 10 checks"):
         assert text in out
     assert "answered" in result.stderr  # progress lines go to stderr when stdout is not a terminal
@@ -220,3 +228,142 @@ def test_fake_model_and_messages_are_deterministic() -> None:
 def test_demo_rejects_bad_arguments(bad: list[str]) -> None:
     result = run_demo_process(*bad, timeout=30)
     assert result.returncode in (2, EXIT_ERROR) and "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------------------
+# The same demo on PostgreSQL
+
+# A short run with every fault on: kills every ~0.7 s, short leases, frequent stalls and duplicates.
+PG_CHAOS = [
+    *SMALL,
+    "--messages",
+    "8",
+    "--kill-every",
+    "0.7",
+    "--lease-ms",
+    "500",
+    "--think-ms",
+    "100",
+    "300",
+    "--duplicate-rate",
+    "0.5",
+    "--stall-rate",
+    "0.2",
+    "--timeout",
+    "60",
+]
+
+
+def demo_schemas(dsn: str) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'lash_demo_%' ORDER BY 1").fetchall()
+    return [row[0] for row in rows]
+
+
+def assert_chaos_run_verified(data: dict[str, Any]) -> None:
+    assert data["ok"] is True, data["checks"]
+    assert data["backend"] == "postgres" and data["directory"] is None
+    assert [check["name"] for check in data["checks"]] == EXPECTED_CHECKS
+    assert all(check["ok"] for check in data["checks"])
+    counters = data["counters"]
+    assert counters["turns_committed"] == 16 and counters["errors"] == []
+    assert counters["kills"] >= 1 and counters["restarts"] >= counters["kills"]
+    # Killed workers held claims: their work was reclaimed under a higher fence (and answered once).
+    assert counters["reclaims"] >= 1 and counters["claims"] >= counters["turns_committed"]
+    assert counters["duplicates_sent"] == counters["deduplicated_at_enqueue"] + counters["duplicates_requeued"]
+    assert data["wall_s"] < 60
+
+
+@pytest.mark.postgres
+def test_demo_on_postgres_with_chaos_verifies_and_drops_its_schema(pg_dsn: str) -> None:
+    data = demo_json(*PG_CHAOS, "--postgres", pg_dsn)
+    assert_chaos_run_verified(data)
+    postgres = data["postgres"]
+    assert postgres["server"] == "dsn" and re.fullmatch(r"lash_demo_[0-9a-f]{8}", postgres["schema"])
+    assert "password" not in postgres["database"]
+    assert data["kept"] is False and demo_schemas(pg_dsn) == []  # the run's schema was dropped
+
+
+@pytest.mark.postgres
+def test_demo_on_a_throwaway_postgres_server() -> None:
+    try:
+        find_bindir()
+    except PostgresUnavailable as exc:
+        postgres_unavailable(exc)
+    started = time.monotonic()
+    data = demo_json(*PG_CHAOS, "--postgres", "auto")
+    assert_chaos_run_verified(data)
+    assert data["postgres"]["server"] == "auto" and data["kept"] is False
+    # The server is gone with its run directory (the unix socket's directory is the DSN's host).
+    host = re.search(r"host=(\S+)", data["postgres"]["database"])
+    assert host is not None and not Path(host.group(1)).exists()
+    assert time.monotonic() - started < 90
+
+
+@pytest.mark.postgres
+def test_demo_on_postgres_keep_leaves_a_schema_that_verifies(pg_dsn: str) -> None:
+    result = run_demo_process(
+        "--sessions", "1", "--messages", "3", "--workers", "1", "--no-chaos", "--postgres", pg_dsn, "--keep"
+    )
+    assert result.returncode == EXIT_OK, result.stdout + result.stderr
+    out = result.stdout
+    assert out.startswith("lash-store demo: 1 sessions x 3 messages, 1 worker processes") and "on PostgreSQL" in out
+    assert "PASS: all 10 checks" in out and "lash-store verify clean" in out
+    found = re.search(r"backend +│ +PostgreSQL │\n│ +schema +│ +(lash_demo_[0-9a-f]{8}) │", out)
+    assert found is not None, out
+    schema = found.group(1)
+    assert f"sessions kept in schema {schema}" in out and demo_schemas(pg_dsn) == [schema]
+
+    # The kept schema is a factory's sessions, and the verification runs on it again from outside.
+    config = DemoConfig(sessions=1, messages=3, workers=1)
+    checks, rows = verify_run(config, DemoTarget(pg_dsn, schema))
+    assert all(check["ok"] for check in checks) and rows[0]["head_revision"] == 3 and rows[0]["verify_ok"]
+    factory = PostgresSessionStoreFactory(pg_dsn, schema=schema)
+    try:
+        assert [info.session_id for info in factory.list_sessions()] == ["demo-00"]
+        with factory.create_store("demo-00") as store:
+            store.enqueue_queued_work(
+                QueuedWorkBatchDraft.new(
+                    "demo-00",
+                    DeliveryPolicy.AFTER_CURRENT_TURN_COMMIT,
+                    SlotPolicy.EXCLUSIVE,
+                    [QueuedWorkPayload.turn_input(TurnInput.text("left behind"))],
+                )
+            )
+    finally:
+        close_shared_pools()
+    checks, _rows = verify_run(config, DemoTarget(pg_dsn, schema))
+    assert {check["name"] for check in checks if not check["ok"]} == {"queues empty"}
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://lash@127.0.0.1:1/nowhere",  # nothing listens there
+        "host=/nonexistent/lash port=5432 dbname=demo",  # no such socket
+        "dbname=demo no_such_option=1",  # libpq refuses the string itself
+        "not a dsn",
+    ],
+)
+@pytest.mark.parametrize("as_json", [False, True])
+def test_demo_with_a_bad_postgres_dsn_is_a_one_line_error(dsn: str, as_json: bool) -> None:
+    result = run_demo_process("--postgres", dsn, *(["--json"] if as_json else []), timeout=60)
+    assert result.returncode == EXIT_ERROR, result.stdout + result.stderr
+    assert result.stderr.startswith("lash-store: error: ") and result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr + result.stdout
+    if as_json:
+        assert json.loads(result.stdout)["error"]["message"] in result.stderr
+
+
+def test_demo_postgres_auto_without_server_binaries_is_a_one_line_error() -> None:
+    result = run_demo_process("--postgres", "auto", env={"LASH_PG_BINDIR": "/nonexistent/lash-pg-bin"}, timeout=60)
+    assert result.returncode == EXIT_ERROR, result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "PostgreSQL" in result.stderr and "/nonexistent/lash-pg-bin" in result.stderr
+
+
+@pytest.mark.parametrize(("extra", "message"), [(["--dir", "somewhere"], "--dir"), (["--keep"], "--keep")])
+def test_demo_postgres_refuses_options_that_mean_nothing_there(extra: list[str], message: str) -> None:
+    dsn = "auto" if "--keep" in extra else "dbname=demo"
+    result = run_demo_process("--postgres", dsn, *extra, timeout=30)
+    assert result.returncode == EXIT_ERROR and message in result.stderr and result.stderr.count("\n") == 1

@@ -28,8 +28,9 @@ import msgspec
 from lash_store import __version__, tools
 from lash_store._output import Output, Table
 from lash_store.bench import non_negative, positive
-from lash_store.demo import DemoConfig, DemoProgress, DemoResult, run_demo
+from lash_store.demo import DemoConfig, DemoProgress, DemoResult, DemoSetupError, run_demo
 from lash_store.errors import StoreError
+from lash_store.targets import is_dsn
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -513,6 +514,13 @@ class _DemoDisplay:
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.think_ms[0] > args.think_ms[1]:
         raise CommandError("--think-ms MIN MAX needs MIN <= MAX")
+    if args.postgres is not None:
+        if args.postgres != "auto" and not is_dsn(args.postgres):
+            raise CommandError("--postgres takes a postgresql:// URI, a libpq key=value string, or 'auto'")
+        if args.dir:
+            raise CommandError("--dir names a SQLite factory root; with --postgres the sessions live in a schema")
+        if args.postgres == "auto" and args.keep:
+            raise CommandError("--keep cannot keep anything from --postgres auto: the throwaway server is removed")
     config = DemoConfig(
         sessions=args.sessions,
         messages=args.messages,
@@ -528,18 +536,21 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         timeout_s=args.timeout,
         directory=Path(args.dir) if args.dir else None,
         keep=args.keep,
+        postgres=args.postgres,
     )
     out = _output()
     if not args.json:
         chaos = f"chaos on (SIGKILL a worker every ~{config.kill_every_s:g} s)" if config.chaos else "chaos off"
+        backend = {None: "SQLite", "auto": "PostgreSQL (a throwaway server)"}.get(config.postgres, "PostgreSQL")
         out.print(
             f"{out.styled('lash-store demo', 'bold')}: {config.sessions} sessions x {config.messages} messages, "
-            f"{config.workers} worker processes, lease {config.lease_ms} ms, {chaos}, seed {config.seed}"
+            f"{config.workers} worker processes, lease {config.lease_ms} ms, {chaos}, seed {config.seed}, "
+            f"on {backend}"
         )
     try:
         with _DemoDisplay(out, enabled=not args.json) as display:
             result = run_demo(config, display.update)
-    except ValueError as exc:
+    except (ValueError, DemoSetupError) as exc:
         raise CommandError(str(exc)) from exc
     if args.json:
         _print_json(result.to_json())
@@ -553,7 +564,12 @@ def _render_demo(out: Output, result: DemoResult) -> None:
     table = Table(title="Run", show_header=False)
     table.add_column("metric", style="cyan")
     table.add_column("value", justify="right")
+    postgres = result.postgres
+    backend = (
+        [("backend", "SQLite")] if postgres is None else [("backend", "PostgreSQL"), ("  schema", postgres["schema"])]
+    )
     rows = [
+        *backend,
         ("sessions", counters["sessions"]),
         ("user messages", counters["messages"]),
         ("sent twice (same source key)", counters["duplicates_sent"]),
@@ -588,9 +604,16 @@ def _render_demo(out: Output, result: DemoResult) -> None:
     else:
         failed = sum(1 for check in result.checks if not check["ok"])
         out.print(f"{out.styled('FAIL', 'bold red')}: {failed} of {len(result.checks)} checks failed")
-    if result.kept:
-        where = out.text(result.directory)
+    if result.kept and result.directory is not None:
+        where = out.text(str(result.directory))
         out.print(f"session files kept in {where} (try: lash-store sessions {where})")
+    elif result.kept and postgres is not None:
+        schema = postgres["schema"]
+        out.print(
+            f"sessions kept in schema {schema} of {out.text(postgres['database'])} (DROP SCHEMA {schema} CASCADE)"
+        )
+    if result.logs is not None and result.directory is None:
+        out.print(f"worker counters and claim logs kept in {out.text(str(result.logs))}")
 
 
 # ---------------------------------------------------------------------------
@@ -631,6 +654,12 @@ def build_parser() -> argparse.ArgumentParser:
         "them; then every file is verified. Exit 0 only when every check passes.",
     )
     demo.add_argument("--dir", help="factory root to use and keep (default: a temporary directory, removed)")
+    demo.add_argument(
+        "--postgres",
+        metavar="DSN",
+        help="run on PostgreSQL instead: a postgresql:// URI or libpq key=value DSN (sessions go in a new schema, "
+        "dropped afterwards), or 'auto' for a throwaway local server",
+    )
     demo.add_argument("--sessions", type=positive, default=8, metavar="N", help="sessions (default 8)")
     demo.add_argument(
         "--messages", type=positive, default=25, metavar="N", help="user messages per session (default 25)"
@@ -680,7 +709,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--timeout", type=_positive_float, default=120.0, metavar="SECONDS", help="give up after this (default 120)"
     )
-    demo.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    demo.add_argument(
+        "--keep", action="store_true", help="keep the temporary directory (with --postgres: the run's schema)"
+    )
     demo.set_defaults(handler=_cmd_demo)
 
     inspect = commands.add_parser(

@@ -31,6 +31,19 @@ usage ledger == the sum of the replies' usage, and ``lash-store verify`` clean.
 Workers report counters through small per-process JSON files (atomically
 replaced) and an append-only claim log; nothing shared in memory can be left
 locked by a SIGKILL.  Processes use the ``spawn`` start method.
+
+The same code runs on either backend; :class:`DemoTarget` names where the
+sessions live and ``_Sessions`` is the one place that differs by backend:
+
+- SQLite (the default): a factory root directory, one file per session;
+- PostgreSQL (``DemoConfig.postgres``, a DSN or ``"auto"`` for a throwaway
+  server): one partition per session in a schema created for the run
+  (``lash_demo_<hex>``), dropped at the end unless kept.  A fresh schema rather
+  than a fresh database: it needs only the CREATE privilege on the database the
+  DSN names (not CREATEDB), and every run is isolated from the others and from
+  the database's default ``lash`` schema.  Every process, the parent included,
+  builds its own small connection pool from the DSN, so no pool or connection
+  ever crosses a process boundary; lease instants come from the database clock.
 """
 
 from __future__ import annotations
@@ -41,6 +54,7 @@ import json
 import multiprocessing
 import os
 import random
+import secrets
 import shutil
 import signal
 import sqlite3
@@ -51,7 +65,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lash_store.errors import (
     HeadRevisionConflict,
@@ -78,10 +92,25 @@ from lash_store.model import (
     TurnCommitStamp,
     TurnInput,
 )
+from lash_store.service.session import SessionService
 from lash_store.sqlite.factory import SqliteSessionStoreFactory
 from lash_store.sqlite.store import Store
 
-__all__ = ["MODEL", "DemoConfig", "DemoProgress", "DemoResult", "fake_model", "run_demo", "user_message", "verify_run"]
+if TYPE_CHECKING:  # the postgres extra is optional: imported where a PostgreSQL run needs it
+    from psycopg_pool import ConnectionPool
+
+__all__ = [
+    "MODEL",
+    "DemoConfig",
+    "DemoProgress",
+    "DemoResult",
+    "DemoSetupError",
+    "DemoTarget",
+    "fake_model",
+    "run_demo",
+    "user_message",
+    "verify_run",
+]
 
 MODEL = "fake-model-1"
 RUN_DIR = ".demo"
@@ -104,8 +133,9 @@ class DemoConfig:
     stall_rate: float = 0.05  # share of turns where a worker pauses past its lease (only with chaos)
     produce_interval_s: float = 0.15
     timeout_s: float = 120.0
-    directory: Path | None = None
+    directory: Path | None = None  # SQLite only: the factory root to use (and keep)
     keep: bool = False
+    postgres: str | None = None  # a DSN (URI or key=value) or "auto" (a throwaway server); None: SQLite
 
 
 @dataclass
@@ -124,18 +154,31 @@ class DemoProgress:
     commits_per_s: float = 0.0
 
 
+class DemoSetupError(Exception):
+    """The demo could not start: PostgreSQL unreachable or refused, no server binaries, no driver (one line)."""
+
+
 @dataclass
 class DemoResult:
-    """Outcome of a demo run: counters, the verification checks, and whether everything passed."""
+    """Outcome of a demo run: counters, the verification checks, and whether everything passed.
+
+    ``directory`` is the SQLite factory root (``None`` on PostgreSQL, whose
+    sessions are described by ``postgres``: database, schema, server); ``kept``
+    says whether the sessions outlive the run; ``logs`` is the worker counters
+    and claim logs directory when a failed run kept it.
+    """
 
     config: DemoConfig
-    directory: Path
+    directory: Path | None
     kept: bool
     wall_s: float
     timed_out: bool
     counters: dict[str, Any] = field(default_factory=dict)
     checks: list[dict[str, Any]] = field(default_factory=list)
     sessions: list[dict[str, Any]] = field(default_factory=list)
+    backend: str = "sqlite"
+    postgres: dict[str, Any] | None = None
+    logs: Path | None = None
 
     @property
     def ok(self) -> bool:
@@ -145,7 +188,10 @@ class DemoResult:
         """A JSON-ready summary."""
         return {
             "ok": self.ok,
-            "directory": str(self.directory),
+            "backend": self.backend,
+            "directory": None if self.directory is None else str(self.directory),
+            "postgres": self.postgres,
+            "logs": None if self.logs is None else str(self.logs),
             "kept": self.kept,
             "wall_s": round(self.wall_s, 3),
             "timed_out": self.timed_out,
@@ -237,16 +283,153 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------
+# Where the sessions live: the one part of the demo that differs by backend
+
+
+@dataclass(frozen=True)
+class DemoTarget:
+    """Where a run's sessions live; picklable, so each worker process gets it and opens its own stores.
+
+    SQLite: ``location`` is a factory root directory (one file per session).
+    PostgreSQL: ``location`` is a DSN and ``schema`` the run's schema (one partition per session).
+    """
+
+    location: str
+    schema: str | None = None
+
+    @property
+    def backend(self) -> str:
+        return "sqlite" if self.schema is None else "postgres"
+
+
+def _postgres_pool(dsn: str) -> ConnectionPool:
+    """A small pool private to this process (demo processes are single-threaded: two connections suffice)."""
+    from psycopg_pool import ConnectionPool
+
+    # Autocommit connections, like the store's shared pools: the backend opens every transaction itself.
+    return ConnectionPool(dsn, min_size=1, max_size=2, kwargs={"autocommit": True}, name="lash-demo", open=True)
+
+
+class _Sessions:
+    """Opens, creates, polls and verifies the sessions of a target in this process.
+
+    On PostgreSQL the stores run on a pool this object builds from the DSN and
+    closes in :meth:`close`: it is never inherited across a process boundary,
+    and the parent does not touch the process-wide shared pool of the DSN (a
+    program calling :func:`run_demo` keeps its own pools as they were).
+    """
+
+    def __init__(self, target: DemoTarget) -> None:
+        self.target = target
+        self._pool: ConnectionPool | None = None if target.schema is None else _postgres_pool(target.location)
+
+    def _schema(self) -> str:
+        assert self.target.schema is not None
+        return self.target.schema
+
+    def path(self, session_id: str) -> Path:
+        """The file of a session (SQLite only)."""
+        return SqliteSessionStoreFactory(self.target.location).path_for_session(session_id)
+
+    def create(self, session_id: str) -> None:
+        if self._pool is None:
+            SqliteSessionStoreFactory(self.target.location).create_store(session_id, model=MODEL).close()
+            return
+        from lash_store.postgres import PostgresSessionStoreFactory
+
+        PostgresSessionStoreFactory(self._pool, schema=self._schema()).create_store(session_id, model=MODEL).close()
+
+    def open(self, session_id: str) -> SessionService:
+        """A store of a session the parent created (workers and the producer never create one)."""
+        if self._pool is None:
+            return Store.open(self.path(session_id))
+        from lash_store.postgres import PostgresStore
+
+        # Default options: no injected clock, so every lease instant (claim, renew, expiry) is the database's,
+        # one clock for all worker processes whatever their host clocks say.
+        return PostgresStore.open(self._pool, session_id, schema=self._schema(), create=False)
+
+    def open_readonly(self, session_id: str) -> SessionService:
+        if self._pool is None:
+            return Store.open_readonly(self.path(session_id))
+        return self.open(session_id)  # create=False writes nothing
+
+    def poller(self, session_ids: list[str]) -> _Poller | _PostgresPoller:
+        if self._pool is None:
+            return _Poller([self.path(sid) for sid in session_ids])
+        return _PostgresPoller(self._pool, self._schema())
+
+    def verify(self, session_id: str) -> list[str]:
+        """The problems ``lash-store verify`` finds in a session (empty: clean)."""
+        from lash_store import tools  # the verifier of `lash-store verify`
+
+        if self._pool is None:
+            problems: list[str] = tools.verify(self.path(session_id))["problems"]
+            return problems
+        # The verifier reads SQLite files, so a partition is checked as an exact copy: its rows, exported from
+        # one snapshot, are imported into a scratch file (the import decodes and checks every record before it
+        # commits) and verified there.  The import recomputes the maintained counters rather than copying them,
+        # so those are compared here against the partition's own rows.
+        problems = []
+        with self.open_readonly(session_id) as store:
+            dump = store.export_session()
+            node_count = store.graph_node_count()
+            info = store.load_picker_info()
+        live = [node for node in dump.nodes if not node.tombstoned]
+        users = sum(node.user_text is not None for node in live)
+        if node_count != len(live):
+            problems.append(f"counters: maintained node count {node_count} != {len(live)} live nodes")
+        if info is None or info.user_message_count != users:
+            counted = None if info is None else info.user_message_count
+            problems.append(f"counters: maintained user-message count {counted} != {users} live user messages")
+        with tempfile.TemporaryDirectory(prefix="lash-demo-verify-") as scratch:
+            copy = Path(scratch) / "copy.db"
+            try:
+                with Store.open(copy) as target:
+                    target.import_session(dump)
+            except StoreError as exc:
+                problems.append(f"import: {type(exc).__name__}: {exc}")
+            else:
+                problems.extend(tools.verify(copy)["problems"])
+        return problems
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+
+
+# ---------------------------------------------------------------------------
 # Producer process
 
 
 def _producer_main(
-    root: str, run_dir: str, session_ids: list[str], messages: int, seed: int, duplicate_rate: float, interval_s: float
+    target: DemoTarget,
+    run_dir: str,
+    session_ids: list[str],
+    messages: int,
+    seed: int,
+    duplicate_rate: float,
+    interval_s: float,
 ) -> None:
     """Enqueue every message once, some twice (at once, or a few rounds later), then write final counters."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
-    factory = SqliteSessionStoreFactory(root)
-    stores = {sid: Store.open(factory.path_for_session(sid)) for sid in session_ids}
+    sessions = _Sessions(target)
+    try:
+        _produce(sessions, run_dir, session_ids, messages, seed, duplicate_rate, interval_s)
+    finally:
+        sessions.close()
+
+
+def _produce(
+    sessions: _Sessions,
+    run_dir: str,
+    session_ids: list[str],
+    messages: int,
+    seed: int,
+    duplicate_rate: float,
+    interval_s: float,
+) -> None:
+    stores = {sid: sessions.open(sid) for sid in session_ids}
     stats_path = Path(run_dir) / "producer.json"
     rng = random.Random(f"{seed}|producer")
     counters = {"sent": 0, "duplicates_sent": 0, "deduplicated_at_enqueue": 0, "duplicates_requeued": 0, "done": 0}
@@ -304,7 +487,7 @@ class _Worker:
 
     def __init__(
         self,
-        root: str,
+        target: DemoTarget,
         run_dir: str,
         session_ids: list[str],
         slot: int,
@@ -314,7 +497,7 @@ class _Worker:
         think_ms: tuple[int, int],
         stall_rate: float,
     ) -> None:
-        self.factory = SqliteSessionStoreFactory(root)
+        self.sessions = _Sessions(target)
         self.run_dir = Path(run_dir)
         self.session_ids = session_ids
         self.owner = f"worker-{slot}.{incarnation}"
@@ -323,7 +506,7 @@ class _Worker:
         self.think_ms = think_ms
         self.stall_rate = stall_rate
         self.rng = random.Random(f"{seed}|worker|{slot}|{incarnation}")
-        self.stores: dict[str, Store] = {}
+        self.stores: dict[str, SessionService] = {}
         self.stats_path = self.run_dir / f"worker-{slot}-{incarnation}.json"
         self.claim_log = os.open(
             self.run_dir / f"claims-{slot}-{incarnation}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
@@ -341,10 +524,10 @@ class _Worker:
         }
         self.report()
 
-    def store(self, session_id: str) -> Store:
+    def store(self, session_id: str) -> SessionService:
         store = self.stores.get(session_id)
         if store is None:
-            store = self.stores[session_id] = Store.open(self.factory.path_for_session(session_id))
+            store = self.stores[session_id] = self.sessions.open(session_id)
         return store
 
     def report(self) -> None:
@@ -426,7 +609,7 @@ class _Worker:
             return
         raise StoreError(f"gave up on {key} of {session_id} after 100 head-revision conflicts")
 
-    def think(self, store: Store, claim: QueuedWorkClaim, seconds: float) -> QueuedWorkClaim | None:
+    def think(self, store: SessionService, claim: QueuedWorkClaim, seconds: float) -> QueuedWorkClaim | None:
         """Sleep like a model call, renewing the lease every third of its TTL; ``None`` if the claim was lost."""
         if self.rng.random() < self.stall_rate:
             # A long pause (GC, swapping, a stuck call) without renewing: the lease expires and another worker
@@ -442,7 +625,7 @@ class _Worker:
                 return None
         return claim
 
-    def drop_duplicate(self, store: Store, claim: QueuedWorkClaim) -> None:
+    def drop_duplicate(self, store: SessionService, claim: QueuedWorkClaim) -> None:
         """The message is already answered: release the claim and remove the redundant batch."""
         self.counters["deduplicated"] += 1
         store.abandon_queued_work_claim(claim)
@@ -510,6 +693,7 @@ class _Worker:
     def close(self) -> None:
         for store in self.stores.values():
             store.close()
+        self.sessions.close()
         os.close(self.claim_log)
 
 
@@ -525,7 +709,7 @@ def _answered_keys(read: PersistedSessionRead) -> set[str]:
 
 
 def _worker_main(
-    root: str,
+    target: DemoTarget,
     run_dir: str,
     session_ids: list[str],
     slot: int,
@@ -537,7 +721,7 @@ def _worker_main(
 ) -> None:
     """Entry point of a worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
-    worker = _Worker(root, run_dir, session_ids, slot, incarnation, seed, lease_ms, think_ms, stall_rate)
+    worker = _Worker(target, run_dir, session_ids, slot, incarnation, seed, lease_ms, think_ms, stall_rate)
     try:
         worker.run()
     finally:
@@ -551,9 +735,9 @@ def _worker_main(
 class _Supervisor:
     """Starts, kills and restarts worker processes (each is ours, addressed by its pid)."""
 
-    def __init__(self, config: DemoConfig, root: Path, run_dir: Path, session_ids: list[str]) -> None:
+    def __init__(self, config: DemoConfig, target: DemoTarget, run_dir: Path, session_ids: list[str]) -> None:
         self.config = config
-        self.root = root
+        self.target = target
         self.run_dir = run_dir
         self.session_ids = session_ids
         self.context = multiprocessing.get_context("spawn")
@@ -569,7 +753,7 @@ class _Supervisor:
         self.producer = self.context.Process(
             target=_producer_main,
             args=(
-                str(self.root),
+                self.target,
                 str(self.run_dir),
                 self.session_ids,
                 config.messages,
@@ -589,7 +773,7 @@ class _Supervisor:
         process = self.context.Process(
             target=_worker_main,
             args=(
-                str(self.root),
+                self.target,
                 str(self.run_dir),
                 self.session_ids,
                 slot,
@@ -660,6 +844,28 @@ class _Poller:
             conn.close()
 
 
+class _PostgresPoller:
+    """Progress of every partition of the run's schema, from one statement (one snapshot)."""
+
+    def __init__(self, pool: ConnectionPool, schema: str) -> None:
+        from psycopg import sql
+
+        self.pool = pool
+        self.query = sql.SQL(
+            "SELECT (SELECT coalesce(sum(head_revision), 0) FROM {schema}.sessions),"
+            " (SELECT count(*) FROM {schema}.queued_work_batches)"
+        ).format(schema=sql.Identifier(schema))
+
+    def poll(self) -> tuple[int, int]:
+        """(turns committed, batches queued) over every session."""
+        with self.pool.connection() as conn:
+            row = conn.execute(self.query).fetchone()
+        return (int(row[0]), int(row[1])) if row is not None else (0, 0)
+
+    def close(self) -> None:
+        """Nothing of its own to close: the pool belongs to the ``_Sessions`` that made this poller."""
+
+
 def _aggregate(run_dir: Path) -> dict[str, Any]:
     """Sum the counters every worker incarnation wrote, and count re-deliveries from the claim logs."""
     totals: dict[str, Any] = {
@@ -697,19 +903,27 @@ def _check(name: str, ok: bool, detail: str) -> dict[str, Any]:
 
 
 def verify_run(
-    config: DemoConfig, directory: str | os.PathLike[str]
+    config: DemoConfig, where: str | os.PathLike[str] | DemoTarget
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Check the durable state of every session of a demo run in ``directory``; returns (checks, per-session rows).
+    """Check the durable state of every session of a demo run; returns (checks, per-session rows).
 
-    Needs only the files (and the run's configuration): every message of every
-    session answered exactly once, in one linear conversation, nothing left
-    queued, head revision == turns, usage ledger == the replies' usage, the
-    checkpoint at the head, and ``lash-store verify`` clean.
+    ``where`` is the run's factory root directory, or a :class:`DemoTarget`
+    (a PostgreSQL run's DSN and schema).  Needs only the stored sessions (and
+    the run's configuration): every message of every session answered exactly
+    once, in one linear conversation, nothing left queued, head revision ==
+    turns, usage ledger == the replies' usage, the checkpoint at the head, and
+    ``lash-store verify`` clean.
     """
-    factory = SqliteSessionStoreFactory(directory)
-    session_ids = _session_ids(config.sessions)
-    from lash_store import tools  # the verifier of `lash-store verify`
+    target = where if isinstance(where, DemoTarget) else DemoTarget(os.fspath(where))
+    sessions = _Sessions(target)
+    try:
+        return _verify(config, sessions)
+    finally:
+        sessions.close()
 
+
+def _verify(config: DemoConfig, sessions: _Sessions) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    session_ids = _session_ids(config.sessions)
     expected_keys = {_source_key(index) for index in range(config.messages)}
     problems: dict[str, list[str]] = {
         name: []
@@ -717,8 +931,7 @@ def verify_run(
     }
     rows = []
     for session_id in session_ids:
-        path = factory.path_for_session(session_id)
-        with Store.open_readonly(path) as store:
+        with sessions.open_readonly(session_id) as store:
             read = store.load_session(SessionReadScope.full_graph())
             path_read = store.load_session(SessionReadScope.active_path())
             queued = store.list_queued_work(session_id)
@@ -768,8 +981,8 @@ def verify_run(
         turn_state = read.checkpoint.turn_state if read and read.checkpoint else None
         if not isinstance(turn_state, dict) or turn_state.get("turn") != revision:
             problems["checkpoint"].append(f"{session_id}: checkpoint turn {turn_state!r} != revision {revision}")
-        report = tools.verify(path)
-        problems["verify"].extend(f"{session_id}: {problem}" for problem in report["problems"])
+        verify_problems = sessions.verify(session_id)
+        problems["verify"].extend(f"{session_id}: {problem}" for problem in verify_problems)
         rows.append(
             {
                 "session_id": session_id,
@@ -778,10 +991,14 @@ def verify_run(
                 "replies": sum(reply_keys.values()),
                 "queued": len(queued),
                 "nodes": len(nodes),
-                "verify_ok": report["ok"],
+                "verify_ok": not verify_problems,
             }
         )
     total = config.sessions * config.messages
+    if sessions.target.schema is None:
+        verified = f"{len(session_ids)} session files"
+    else:
+        verified = f"{len(session_ids)} sessions, each exported to a SQLite copy and verified; counters match"
     labels = {
         "answered": ("every user message answered exactly once", f"{total} messages, one reply each"),
         "duplicates": ("duplicates deduplicated", "no message or reply stored twice"),
@@ -790,7 +1007,7 @@ def verify_run(
         "linear": ("one linear conversation per session", "every node on the active path"),
         "usage": ("usage ledger == sum of replies' usage", "exactly-once usage accounting"),
         "checkpoint": ("checkpoint matches the head", "turn_state.turn == head revision"),
-        "verify": ("lash-store verify clean", f"{len(session_ids)} session files"),
+        "verify": ("lash-store verify clean", verified),
     }
     checks = []
     for key, (name, detail) in labels.items():
@@ -799,10 +1016,23 @@ def verify_run(
     return checks, rows
 
 
-def run_demo(config: DemoConfig, on_progress: Callable[[DemoProgress], None] | None = None) -> DemoResult:
-    """Run the demo and verify it; ``on_progress`` is called a few times a second with a snapshot."""
-    if config.sessions < 1 or config.messages < 1 or config.workers < 1:
-        raise ValueError("sessions, messages and workers must each be at least 1")
+@dataclass
+class _Place:
+    """Where one run's sessions and worker logs live, and how to remove them."""
+
+    target: DemoTarget
+    run_dir: Path  # worker counters and claim logs
+    kept: bool  # the sessions outlive the run
+    directory: Path | None  # SQLite: the factory root
+    postgres: dict[str, Any] | None  # PostgreSQL: database (no password), schema, server
+    discard_sessions: Callable[[], None]
+    can_keep: bool = True  # False when the sessions die with a throwaway server whatever happens
+
+    def discard_logs(self) -> None:
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def _sqlite_place(config: DemoConfig) -> _Place:
     if config.directory is not None:
         directory = Path(config.directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -815,13 +1045,153 @@ def run_demo(config: DemoConfig, on_progress: Callable[[DemoProgress], None] | N
     run_dir = directory / RUN_DIR
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
+    return _Place(
+        target=DemoTarget(str(directory)),
+        run_dir=run_dir,
+        kept=kept,
+        directory=directory,
+        postgres=None,
+        discard_sessions=lambda: shutil.rmtree(directory, ignore_errors=True),
+    )
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _start_server(stack: contextlib.ExitStack) -> str:
+    """Start a throwaway PostgreSQL server, removed when ``stack`` closes; returns its DSN."""
+    from lash_store.testing.pgserver import PostgresServer, PostgresServerError, PostgresUnavailable
+
+    # fsync off, as in the tests: the chaos kills processes, not the machine, and the server is gone afterwards.
+    server = PostgresServer(fsync=False)
+    stack.callback(server.cleanup)
+    try:
+        server.start()
+    except PostgresUnavailable as exc:
+        raise DemoSetupError(f"postgres 'auto' needs a local PostgreSQL installation: {_one_line(exc)}") from None
+    except PostgresServerError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DemoSetupError(f"the throwaway PostgreSQL server did not start: {first}") from None
+    return server.dsn
+
+
+def _postgres_place(config: DemoConfig, stack: contextlib.ExitStack) -> _Place:
+    """A fresh schema for the run (and, for ``"auto"``, a throwaway server to hold it)."""
+    assert config.postgres is not None
+    try:
+        import psycopg
+        from psycopg import conninfo, sql
+
+        from lash_store.postgres import setup
+    except ImportError:
+        raise DemoSetupError("a PostgreSQL run needs the postgres extra: pip install 'lash-store[postgres]'") from None
+    server = "auto" if config.postgres == "auto" else "dsn"
+    dsn = _start_server(stack) if server == "auto" else config.postgres
+    schema = f"lash_demo_{secrets.token_hex(4)}"
+    identifier = sql.Identifier(schema)
+
+    def connect() -> psycopg.Connection[Any]:
+        # A bounded wait for an unreachable host, unless the DSN sets its own.
+        bounded = (
+            dsn
+            if "connect_timeout" in conninfo.conninfo_to_dict(dsn)
+            else conninfo.make_conninfo(dsn, connect_timeout=10)
+        )
+        return psycopg.connect(bounded, autocommit=True)
+
+    try:
+        with connect() as conn:
+            info = conn.info
+            database = f"dbname={info.dbname} user={info.user} host={info.host} port={info.port}"
+            # No IF NOT EXISTS: the schema must be the run's own, never an existing one reused.
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(identifier))
+    except psycopg.Error as exc:
+        raise DemoSetupError(f"cannot use PostgreSQL: {_one_line(exc)}") from exc
+
+    def drop() -> None:
+        try:
+            with connect() as conn:
+                conn.execute("SET lock_timeout = '30s'")
+                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(identifier))
+        except psycopg.Error as exc:
+            raise DemoSetupError(f"could not drop schema {schema} ({database}): {_one_line(exc)}") from exc
+
+    try:
+        setup(dsn, schema=schema)
+        run_dir = Path(tempfile.mkdtemp(prefix="lash-demo-pg-"))
+    except BaseException:
+        drop()
+        raise
+    keep = config.keep and server != "auto"
+    return _Place(
+        target=DemoTarget(dsn, schema),
+        run_dir=run_dir,
+        kept=keep,
+        directory=None,
+        postgres={"server": server, "database": database, "schema": schema},
+        # A throwaway server takes the schema with it; dropping it first would only cost time.
+        discard_sessions=drop if server != "auto" else lambda: None,
+        can_keep=server != "auto",
+    )
+
+
+def run_demo(config: DemoConfig, on_progress: Callable[[DemoProgress], None] | None = None) -> DemoResult:
+    """Run the demo and verify it; ``on_progress`` is called a few times a second with a snapshot.
+
+    Raises ``ValueError`` for a bad configuration and :class:`DemoSetupError`
+    when PostgreSQL cannot be used (both before any process starts).
+    """
+    if config.sessions < 1 or config.messages < 1 or config.workers < 1:
+        raise ValueError("sessions, messages and workers must each be at least 1")
+    if config.postgres is not None:
+        if config.directory is not None:
+            raise ValueError("a directory is a SQLite factory root; a PostgreSQL run keeps its sessions in a schema")
+        if config.postgres == "auto" and config.keep:
+            raise ValueError("nothing can be kept from a throwaway PostgreSQL server (it is removed afterwards)")
+    with contextlib.ExitStack() as stack:
+        place = _sqlite_place(config) if config.postgres is None else _postgres_place(config, stack)
+        try:
+            result = _run(config, place, on_progress)
+        except BaseException:
+            if not place.kept:
+                place.discard_sessions()
+                place.discard_logs()
+            raise
+        if not result.ok:
+            # Keep the evidence of a failed run: the sessions (where they can outlive it) and the worker logs.
+            result.kept = place.can_keep
+            result.logs = place.run_dir
+        elif not place.kept:
+            place.discard_sessions()
+            place.discard_logs()
+        else:
+            place.discard_logs()
+        return result
+
+
+def _run(config: DemoConfig, place: _Place, on_progress: Callable[[DemoProgress], None] | None) -> DemoResult:
     session_ids = _session_ids(config.sessions)
-    factory = SqliteSessionStoreFactory(directory)
-    for session_id in session_ids:
-        factory.create_store(session_id, model=MODEL).close()
+    sessions = _Sessions(place.target)
+    try:
+        for session_id in session_ids:
+            sessions.create(session_id)
+        return _supervise(config, place, sessions, session_ids, on_progress)
+    finally:
+        sessions.close()
+
+
+def _supervise(
+    config: DemoConfig,
+    place: _Place,
+    sessions: _Sessions,
+    session_ids: list[str],
+    on_progress: Callable[[DemoProgress], None] | None,
+) -> DemoResult:
+    run_dir = place.run_dir
     total = config.sessions * config.messages
-    supervisor = _Supervisor(config, directory, run_dir, session_ids)
-    poller = _Poller([factory.path_for_session(sid) for sid in session_ids])
+    supervisor = _Supervisor(config, place.target, run_dir, session_ids)
+    poller = sessions.poller(session_ids)
     chaos_rng = random.Random(f"{config.seed}|chaos")
     started = time.monotonic()
     timed_out = False
@@ -870,18 +1240,13 @@ def run_demo(config: DemoConfig, on_progress: Callable[[DemoProgress], None] | N
                 timed_out = True
                 break
             time.sleep(0.1)
-    except BaseException:
+    finally:
         supervisor.stop()
         poller.close()
-        if not kept:
-            shutil.rmtree(directory, ignore_errors=True)
-        raise
-    supervisor.stop()
-    poller.close()
     wall = time.monotonic() - started
     stats = _aggregate(run_dir)
     produced = _read_json(run_dir / "producer.json")
-    checks, rows = verify_run(config, directory)
+    checks, rows = _verify(config, sessions)
     producer_ok = supervisor.producer is not None and supervisor.producer.exitcode == 0 and produced.get("done") == 1
     duplicates_sent = int(produced.get("duplicates_sent", 0))
     checks.insert(
@@ -924,20 +1289,15 @@ def run_demo(config: DemoConfig, on_progress: Callable[[DemoProgress], None] | N
         "commits_per_s": round(turns / wall, 1) if wall > 0 else 0.0,
         "errors": errors,
     }
-    result = DemoResult(
+    return DemoResult(
         config=config,
-        directory=directory,
-        kept=kept,
+        directory=place.directory,
+        kept=place.kept,
         wall_s=wall,
         timed_out=timed_out,
         counters=counters,
         checks=checks,
         sessions=rows,
+        backend=place.target.backend,
+        postgres=place.postgres,
     )
-    if not result.ok:
-        result.kept = True  # keep the evidence of a failed run (worker counters and claim logs included)
-    elif not kept:
-        shutil.rmtree(directory, ignore_errors=True)
-    else:
-        shutil.rmtree(run_dir, ignore_errors=True)
-    return result
