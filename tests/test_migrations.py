@@ -33,6 +33,7 @@ from lash_store.errors import (
     HeadRevisionConflict,
     InvalidInput,
     SchemaMigrationRequired,
+    SessionsUnreadable,
     StoreNotFound,
     UnsupportedSchemaVersion,
 )
@@ -569,7 +570,11 @@ def test_factory_create_store_needs_migrate(fx: Fixture) -> None:
     with pytest.raises(SchemaMigrationRequired) as raised:
         plain_factory.create_store("alpha", model="model-a")
     assert raised.value.found_revision == fx.revision and raised.value.path == str(fx.factory_root / files["alpha"])
-    assert plain_factory.list_sessions() == []  # old files are skipped (and logged), never modified
+    with pytest.raises(SessionsUnreadable) as unreadable:  # old files are reported, never modified
+        plain_factory.list_sessions()
+    assert unreadable.value.sessions == []
+    assert all(isinstance(error, SchemaMigrationRequired) for _where, error in unreadable.value.failures)
+    assert len(unreadable.value.failures) == 2
     assert snapshot(fx.root) == before
 
     migrating = SqliteSessionStoreFactory(fx.factory_root, migrate=True)
@@ -584,7 +589,9 @@ def test_factory_create_store_needs_migrate(fx: Fixture) -> None:
     assert_current_layout(fx.factory_root / files["alpha"])
     beta = fx.factory_root / files["beta/with:odd chars"]
     assert inspect_revision(beta) == (fx.revision, True)  # only the opened session was migrated
-    assert [info.session_id for info in plain_factory.list_sessions()] == ["alpha"]
+    with pytest.raises(SessionsUnreadable) as unreadable:
+        plain_factory.list_sessions()
+    assert [info.session_id for info in unreadable.value.sessions] == ["alpha"]  # type: ignore[attr-defined]
 
     with migrating.create_store("beta/with:odd chars") as store:
         assert store.load_session_meta() is not None
