@@ -1862,47 +1862,40 @@ def _export(db: Path) -> dict[str, Any]:
     return document
 
 
-def _rows(document: dict[str, Any], table: str) -> tuple[list[str], list[list[Any]]]:
-    content = document["tables"][table]
-    return content["columns"], content["rows"]
-
-
-def _set(document: dict[str, Any], table: str, column: str, value: Any) -> dict[str, Any]:
-    columns, rows = _rows(document, table)
-    rows[0][columns.index(column)] = value
+def _set(document: dict[str, Any], record: str, field: str, value: Any) -> dict[str, Any]:
+    """Set ``field`` of the dump's ``record`` (the head, the metadata, or the first row of a list)."""
+    target = document[record]
+    (target[0] if isinstance(target, list) else target)[field] = value
     return document
 
 
-def _b64(data: bytes) -> dict[str, str]:
-    return {"base64": base64.b64encode(data).decode()}
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
 HOSTILE_EXPORTS: dict[str, Callable[[dict[str, Any]], Any]] = {
-    "head-revision-str": lambda d: _set(d, "session_head", "head_revision", "1"),
-    "head-revision-2**64": lambda d: _set(d, "session_head", "head_revision", 2**64),
-    "head-revision-negative": lambda d: _set(d, "session_head", "head_revision", -5),
-    "head-session-surrogate": lambda d: _set(d, "session_head", "session_id", "\ud800"),
-    "head-body-garbage": lambda d: _set(d, "session_head", "body", _b64(b"\xc1\xc1\xc1")),
-    "head-ledger-garbage": lambda d: _set(d, "session_head", "usage_ledger", _b64(b"\x91\xc1")),
-    "node-id-int": lambda d: _set(d, "graph_nodes", "node_id", 5),
-    "node-id-surrogate": lambda d: _set(d, "graph_nodes", "node_id", "\udfff"),
-    "node-body-garbage": lambda d: _set(d, "graph_nodes", "body", _b64(b"\xc1")),
-    "node-body-not-base64": lambda d: _set(d, "graph_nodes", "body", {"base64": "!!!not base64!!!"}),
+    "head-revision-str": lambda d: _set(d, "head", "head_revision", "1"),
+    "head-revision-2**64": lambda d: _set(d, "head", "head_revision", 2**64),
+    "head-revision-negative": lambda d: _set(d, "head", "head_revision", -5),
+    "head-session-surrogate": lambda d: _set(d, "head", "session_id", "\ud800"),
+    "head-body-garbage": lambda d: _set(d, "head", "body", _b64(b"\xc1\xc1\xc1")),
+    "head-ledger-garbage": lambda d: _set(d, "head", "usage_ledger", _b64(b"\x91\xc1")),
+    "node-id-int": lambda d: _set(d, "nodes", "node_id", 5),
+    "node-id-surrogate": lambda d: _set(d, "nodes", "node_id", "\udfff"),
+    "node-body-garbage": lambda d: _set(d, "nodes", "body", _b64(b"\xc1")),
+    "node-body-not-base64": lambda d: _set(d, "nodes", "body", "!!!not base64!!!"),
     "blob-content-tampered": lambda d: _set(d, "blobs", "content", _b64(b"tampered")),
     "blob-size-float": lambda d: _set(d, "blobs", "raw_size", 1.5),
-    "column-injection": lambda d: (
-        d["tables"]["graph_nodes"]["columns"].__setitem__(1, "node_id) VALUES (1); DROP TABLE blobs; --"),
-        d,
-    )[1],
-    "table-injection": lambda d: (
-        d["tables"].__setitem__("blobs; DROP TABLE graph_nodes; --", d["tables"]["blobs"]),
-        d,
-    )[1],
-    "unknown-table": lambda d: (d["tables"].__setitem__("evil", {"columns": ["x"], "rows": [[1]]}), d)[1],
-    "tables-list": lambda d: {**d, "tables": []},
-    "rows-not-lists": lambda d: (d["tables"]["graph_nodes"].__setitem__("rows", [{"node_id": "u1"}]), d)[1],
-    "format-version-99": lambda d: {**d, "format_version": 99},
+    "field-injection": lambda d: _set(d, "nodes", "node_id) VALUES (1); DROP TABLE blobs; --", "x"),
+    "record-injection": lambda d: {**d, "blobs; DROP TABLE graph_nodes; --": d["blobs"]},
+    "unknown-record": lambda d: {**d, "evil": [{"x": 1}]},
+    "nodes-not-a-list": lambda d: {**d, "nodes": {"u1": {}}},
+    "rows-not-objects": lambda d: {**d, "nodes": [["u1", None, False, None, ""]]},
+    "duplicate-node": lambda d: {**d, "nodes": [*d["nodes"], d["nodes"][0]]},
+    "format-version-99": lambda d: {**d, "version": 99},
     "not-an-object": lambda d: [d],
+    "nested-too-deep": lambda d: {**d, "nodes": [[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]},
+    "fence-2**63": lambda d: {**d, "fences": [{"session_id": "x", "last_fencing_token": 2**63}]},
 }
 
 
@@ -1927,4 +1920,4 @@ def test_cli_import_of_a_hostile_export_is_refused_or_faithful(
         return
     verified = lash_store("verify", str(target))
     assert verified.returncode == 0, f"the import was accepted but does not verify: {verified.stdout[-2000:]}"
-    assert _export(target)["tables"] == original["tables"], "the import was accepted but is not the original"
+    assert _export(target) == original, "the import was accepted but is not the original"

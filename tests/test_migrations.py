@@ -27,7 +27,7 @@ import msgspec
 import pytest
 
 from lash_store import GcPolicy, SqliteSessionStoreFactory, Store, StoreOptions
-from lash_store.cli import EXIT_ERROR, EXIT_OK, main
+from lash_store.cli import EXIT_ERROR, EXIT_FAILED, EXIT_OK, main
 from lash_store.errors import (
     CorruptData,
     HeadRevisionConflict,
@@ -289,10 +289,10 @@ def test_commands_on_an_old_file_name_the_migration(
     assert snapshot(fx.root) == before
 
 
-def test_sessions_skips_old_files_with_a_warning(capsys: pytest.CaptureFixture[str], fx: Fixture) -> None:
+def test_sessions_reports_old_files_as_needing_migration(capsys: pytest.CaptureFixture[str], fx: Fixture) -> None:
     before = snapshot(fx.root)
     code, out, _err = cli(capsys, "sessions", str(fx.factory_root), "--json")
-    assert code == EXIT_OK
+    assert code == EXIT_FAILED
     listing = json.loads(out)
     assert listing["sessions"] == [] and len(listing["errors"]) == 2
     assert all("lash-store migrate" in error["error"] for error in listing["errors"])

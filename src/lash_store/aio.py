@@ -49,6 +49,7 @@ from lash_store.model import (
     VacuumReport,
 )
 from lash_store.options import StoreOptions
+from lash_store.service.diagnostics import RawRows
 from lash_store.service.transfer import SessionDump
 from lash_store.sqlite.store import Store
 
@@ -264,6 +265,26 @@ class AsyncStore:
     async def forget_module_artifact(self, module_ref: str) -> None:
         """Unpin a module."""
         return await self._call(self.sync.forget_module_artifact, module_ref)
+
+    async def gc_plan(self, *, dry_run: bool = True, grace_ms: int | None = None) -> tuple[GcReport, int]:
+        """GC (or a dry run of it) with the stored bytes it deletes; ``grace_ms`` overrides the grace period."""
+        return await self._call(self.sync.gc_plan, dry_run=dry_run, grace_ms=grace_ms)
+
+    async def raw_rows(self, *, content: bool = False) -> RawRows:
+        """Every stored row, undecoded, from one snapshot (for tools that look at damage)."""
+        return await self._call(self.sync.raw_rows, content=content)
+
+    async def verify(self) -> list[dict[str, Any]]:
+        """Check everything the store holds; one entry per check, each listing its problems."""
+        return await self._call(self.sync.verify)
+
+    async def describe_backend(self) -> dict[str, Any]:
+        """What the backend is (file, server, schema) and its own figures."""
+        return await self._call(self.sync.describe_backend)
+
+    async def compact(self) -> dict[str, Any]:
+        """Give space back after deletions where the backend can (SQLite VACUUM)."""
+        return await self._call(self.sync.compact)
 
     async def copy_session_into(
         self, target: SessionStoreAPI | AsyncSessionStoreAPI, *, session_id: str | None = None

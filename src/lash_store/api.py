@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lash_store.model import (
     AttachmentIntent,
@@ -40,6 +40,7 @@ from lash_store.model import (
 )
 
 if TYPE_CHECKING:
+    from lash_store.service.diagnostics import RawRows
     from lash_store.service.transfer import SessionDump
 
 __all__ = ["AsyncSessionStoreAPI", "SessionStoreAPI"]
@@ -151,6 +152,26 @@ class SessionStoreAPI(Protocol):
 
     def forget_module_artifact(self, module_ref: str) -> None:
         """Unpin a module."""
+        ...
+
+    def gc_plan(self, *, dry_run: bool = True, grace_ms: int | None = None) -> tuple[GcReport, int]:
+        """GC (or a dry run of it) with the stored bytes it deletes; ``grace_ms`` overrides the grace period."""
+        ...
+
+    def raw_rows(self, *, content: bool = False) -> RawRows:
+        """Every stored row, undecoded, from one snapshot (for tools that look at damage)."""
+        ...
+
+    def verify(self) -> list[dict[str, Any]]:
+        """Check everything the store holds; one entry per check, each listing its problems."""
+        ...
+
+    def describe_backend(self) -> dict[str, Any]:
+        """What the backend is (file, server, schema) and its own figures."""
+        ...
+
+    def compact(self) -> dict[str, Any]:
+        """Give space back after deletions where the backend can (SQLite VACUUM)."""
         ...
 
     def copy_session_into(self, target: SessionStoreAPI, *, session_id: str | None = None) -> None:
@@ -318,6 +339,26 @@ class AsyncSessionStoreAPI(Protocol):
 
     async def forget_module_artifact(self, module_ref: str) -> None:
         """Unpin a module."""
+        ...
+
+    async def gc_plan(self, *, dry_run: bool = True, grace_ms: int | None = None) -> tuple[GcReport, int]:
+        """GC (or a dry run of it) with the stored bytes it deletes; ``grace_ms`` overrides the grace period."""
+        ...
+
+    async def raw_rows(self, *, content: bool = False) -> RawRows:
+        """Every stored row, undecoded, from one snapshot (for tools that look at damage)."""
+        ...
+
+    async def verify(self) -> list[dict[str, Any]]:
+        """Check everything the store holds; one entry per check, each listing its problems."""
+        ...
+
+    async def describe_backend(self) -> dict[str, Any]:
+        """What the backend is (file, server, schema) and its own figures."""
+        ...
+
+    async def compact(self) -> dict[str, Any]:
+        """Give space back after deletions where the backend can (SQLite VACUUM)."""
         ...
 
     async def copy_session_into(

@@ -93,7 +93,9 @@ def _when(ms: int | None) -> str:
     return stamp.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _relative(ms: int, now_ms: int) -> str:
+def _relative(ms: object, now_ms: int) -> str:
+    if not isinstance(ms, int):
+        return f"damaged ({ms!r})"
     delta = (ms - now_ms) / 1000
     return f"in {delta:.1f} s" if delta >= 0 else f"expired {-delta:.1f} s ago"
 
@@ -119,8 +121,28 @@ def _kv_table(out: Output, title: str, rows: Sequence[tuple[str, Any]]) -> Table
 # Commands
 
 
+def _backend_rows(data: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Where the store lives: the file (SQLite) or the database and partition (PostgreSQL)."""
+    schema = data["schema"]
+    if data["backend"] == "sqlite":
+        return [
+            ("path", data["path"]),
+            (
+                "schema",
+                f"version {schema['user_version']}, layout revision {schema['layout_revision']} "
+                f"(application id {schema['application_id']:#x})",
+            ),
+            ("file", f"{_size(data['file']['size_bytes'])} ({data['file']['page_count']} pages)"),
+        ]
+    return [
+        ("database", data["target"]),
+        ("schema", f"{schema['name']} version {schema['version']} (PostgreSQL {data['server_version']})"),
+        ("partition", data["session_partition"]),
+    ]
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    data = tools.inspect_store(args.path)
+    data = tools.inspect_store(args.path, args.session)
     if args.json:
         _print_json(data)
         return EXIT_OK
@@ -130,9 +152,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     graph = data["graph"]
     relation = meta.get("relation") or {}
     rows: list[tuple[str, Any]] = [
-        ("path", data["path"]),
-        ("schema", f"version {data['schema']['user_version']} (application id {data['schema']['application_id']:#x})"),
-        ("file", f"{_size(data['file']['size_bytes'])} ({data['file']['page_count']} pages)"),
+        *_backend_rows(data),
         ("session", meta.get("session_id") or head.get("session_id") or "-"),
         ("name", meta.get("session_name", "-")),
         ("model", meta.get("model") or "-"),
@@ -249,7 +269,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
-    data = tools.history(args.path, active_path=args.active_path, limit=args.limit)
+    data = tools.history(args.path, args.session, active_path=args.active_path, limit=args.limit)
     if args.json:
         _print_json(data)
         return EXIT_OK
@@ -278,10 +298,10 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
 
 def _cmd_sessions(args: argparse.Namespace) -> int:
-    data = tools.list_sessions(args.dir)
+    data = tools.list_sessions(args.dir, limit=args.limit, after=args.after)
     if args.json:
         _print_json(data)
-        return EXIT_OK
+        return EXIT_FAILED if data["errors"] else EXIT_OK
     out = _output()
     table = Table(title=f"{len(data['sessions'])} sessions in {out.text(data['root'])}")
     for column in ("session", "model", "created", "rev", "nodes/user", "first user message", "size"):
@@ -292,29 +312,26 @@ def _cmd_sessions(args: argparse.Namespace) -> int:
         )
     for row in data["sessions"]:
         name = row["session_id"] or "-"
-        if row["session_name"] and row["session_name"] != row["session_id"]:
+        if row.get("session_name") and row["session_name"] != row["session_id"]:
             name = f"{name} ({row['session_name']})"
-        created = str(row["created_at"] or "-").replace("T", " ")[:16]
+        created = str(row.get("created_at") or "-").replace("T", " ")[:16]
         table.add_row(
             out.text(name),
-            out.text(row["model"] or "-"),
+            out.text(row.get("model") or "-"),
             out.text(created),
-            str(row["head_revision"]),
-            f"{row['messages']}/{row['user_messages']}",
+            str(row.get("head_revision", "-")),
+            f"{row.get('messages', '-')}/{row['user_messages']}",
             out.text(_clip(row["first_user_message"], 48)),
-            _size(row["size_bytes"]),
+            _size(row.get("size_bytes")),
         )
     out.print(table)
     for error in data["errors"]:
-        print(f"lash-store: warning: skipped {error['path']}: {error['error']}", file=sys.stderr)
-    return EXIT_OK
+        print(f"lash-store: error: cannot read {error['path']}: {error['error']}", file=sys.stderr)
+    return EXIT_FAILED if data["errors"] else EXIT_OK
 
 
 def _cmd_gc(args: argparse.Namespace) -> int:
-    if args.dry_run:
-        data = tools.gc_dry_run(args.path, grace_ms=args.grace_ms)
-    else:
-        data = tools.gc(args.path, grace_ms=args.grace_ms)
+    data = tools.gc(args.path, args.session, grace_ms=args.grace_ms, dry_run=args.dry_run)
     if args.json:
         _print_json(data)
         return EXIT_OK
@@ -327,41 +344,29 @@ def _cmd_gc(args: argparse.Namespace) -> int:
     )
     if data["skipped_reason"]:
         out.print(out.styled(f"skipped: {data['skipped_reason']}", "yellow"))
-    if args.dry_run and data["candidates"]:
-        table = Table(title="Collectable blobs")
-        for column in ("blob", "kind", "stored", "age"):
-            table.add_column(column, justify="right" if column in ("stored", "age") else "left")
-        for candidate in data["candidates"][:50]:
-            table.add_row(
-                _short(candidate["ref"]),
-                out.text(candidate["kind"] or "raw"),
-                _size(candidate["stored_bytes"]),
-                f"{candidate['age_ms'] / 1000:,.0f} s",
-            )
-        out.print(table)
     return EXIT_OK
 
 
 def _cmd_vacuum(args: argparse.Namespace) -> int:
-    data = tools.vacuum(args.path, compact=not args.no_compact)
+    data = tools.vacuum(args.path, args.session, compact=not args.no_compact)
     if args.json:
         _print_json(data)
         return EXIT_OK
-    compacted = " (file compacted)" if data["compacted"] else ""
-    _output().print(
-        f"vacuum: removed {data['removed_node_count']} tombstoned nodes; "
-        f"{_size(data['size_before_bytes'])} -> {_size(data['size_after_bytes'])}{compacted}"
-    )
+    if data["compacted"]:
+        space = f"; {_size(data['size_before_bytes'])} -> {_size(data['size_after_bytes'])} (file compacted)"
+    else:
+        space = f"; {data['reason']}" if data.get("reason") else ""
+    _output().print(f"vacuum: removed {data['removed_node_count']} tombstoned nodes{space}")
     return EXIT_OK
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    data = tools.verify(args.path)
+    data = tools.verify(args.path, args.session)
     if args.json:
         _print_json(data)
     else:
         out = _output()
-        table = Table(title=f"verify {out.text(data['path'])}")
+        table = Table(title=f"verify {out.text(data['target'])}")
         table.add_column("check")
         table.add_column("result")
         table.add_column("detail", fold=True)
@@ -410,28 +415,28 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    document = tools.export_store(args.path)
-    encoded = msgspec.json.encode(document)
+    if args.output not in (None, "-"):
+        tools.check_export_destination(args.path, args.output)  # even --force never overwrites the source
+        if Path(args.output).exists() and not args.force:
+            raise CommandError(f"{args.output} exists; pass --force to overwrite it")
+    dump = tools.export_store(args.path, args.session)
+    encoded = tools.export_bytes(dump)
     if args.output is None or args.output == "-":
         sys.stdout.buffer.write(encoded + b"\n")
         sys.stdout.flush()
         return EXIT_OK
     target = Path(args.output)
-    if target.exists() and not args.force:
-        raise CommandError(f"{target} exists; pass --force to overwrite it")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    fd = os.open(target, flags, 0o600)  # it holds a conversation: owner-only, like the session files
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # a conversation: owner-only
     with os.fdopen(fd, "wb") as handle:
         handle.write(encoded + b"\n")
-    source = document["source"]
     summary = {
-        "path": str(target),
+        "output": str(target),
         "bytes": len(encoded) + 1,
-        "source": source["path"],
-        "session_id": source["session_id"],
-        "head_revision": source["head_revision"],
-        "node_count": source["node_count"],
-        "blob_count": source["blob_count"],
+        "source": args.path,
+        "session_id": tools.dump_session_id(dump),
+        "head_revision": dump.head.head_revision if dump.head else 0,
+        "node_count": sum(not node.tombstoned for node in dump.nodes),
+        "blob_count": len(dump.blobs),
     }
     if args.json:
         _print_json(summary)
@@ -446,18 +451,28 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    data = tools.import_store(args.file, args.path)
+    data = tools.import_store(args.file, args.path, args.session)
+    _report_transfer(args, data, "imported")
+    return EXIT_OK
+
+
+def _cmd_copy(args: argparse.Namespace) -> int:
+    data = tools.copy_store(args.source, args.destination, session_id=args.session, to_session=args.to_session)
+    _report_transfer(args, data, "copied")
+    return EXIT_OK
+
+
+def _report_transfer(args: argparse.Namespace, data: dict[str, Any], verb: str) -> None:
     if args.json:
         _print_json(data)
-    else:
-        rows = data["rows"]
-        out = _output()
-        out.print(
-            f"imported session {out.text(data['session_id'])} into {out.text(data['path'])} "
-            f"({rows.get('graph_nodes', 0)} nodes, {rows.get('blobs', 0)} blobs, "
-            f"{rows.get('queued_work_batches', 0)} queued batches); verified"
-        )
-    return EXIT_OK
+        return
+    rows = data["rows"]
+    out = _output()
+    out.print(
+        f"{verb} session {out.text(data['session_id'])} into {out.text(data['target'])} "
+        f"(revision {data['head_revision']}, {rows['nodes']} nodes, {rows['blobs']} blobs, "
+        f"{rows['batches']} queued batches); verified"
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -714,26 +729,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=_cmd_demo)
 
+    store_flags = argparse.ArgumentParser(add_help=False)
+    store_flags.add_argument(
+        "path", metavar="STORE", help="a session database file, or a PostgreSQL DSN (URI or key=value) with --session"
+    )
+    store_flags.add_argument("--session", default=None, metavar="ID", help="the session id (PostgreSQL)")
+
     inspect = commands.add_parser(
         "inspect",
-        parents=[json_flag],
-        help="show a session file: head, checkpoint, usage, queue, attachments, blobs",
+        parents=[json_flag, store_flags],
+        help="show a store: head, checkpoint, usage, queue, attachments, blobs",
     )
-    inspect.add_argument("path", help="session database file")
     inspect.set_defaults(handler=_cmd_inspect)
 
-    history = commands.add_parser("history", parents=[json_flag], help="print the conversation")
-    history.add_argument("path", help="session database file")
+    history = commands.add_parser("history", parents=[json_flag, store_flags], help="print the conversation")
     history.add_argument("--active-path", action="store_true", help="only the path from the root to the leaf")
     history.add_argument("--limit", type=positive, default=None, metavar="N", help="only the last N nodes")
     history.set_defaults(handler=_cmd_history)
 
-    sessions = commands.add_parser("sessions", parents=[json_flag], help="list every session of a factory root")
-    sessions.add_argument("dir", help="factory root directory")
+    sessions = commands.add_parser(
+        "sessions", parents=[json_flag], help="list the sessions of a factory root or a PostgreSQL database"
+    )
+    sessions.add_argument("dir", metavar="ROOT", help="factory root directory, or a PostgreSQL DSN")
+    sessions.add_argument("--limit", type=positive, default=None, metavar="N", help="at most N sessions")
+    sessions.add_argument("--after", default=None, metavar="ID", help="start after this session id (next page)")
     sessions.set_defaults(handler=_cmd_sessions)
 
-    gc = commands.add_parser("gc", parents=[json_flag], help="delete unreachable blobs (older than the grace period)")
-    gc.add_argument("path", help="session database file")
+    gc = commands.add_parser(
+        "gc", parents=[json_flag, store_flags], help="delete unreachable blobs (older than the grace period)"
+    )
     gc.add_argument("--dry-run", action="store_true", help="report what would be deleted; change nothing")
     gc.add_argument(
         "--grace-ms",
@@ -744,15 +768,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gc.set_defaults(handler=_cmd_gc)
 
-    vacuum = commands.add_parser("vacuum", parents=[json_flag], help="remove tombstoned nodes and compact the file")
-    vacuum.add_argument("path", help="session database file")
+    vacuum = commands.add_parser(
+        "vacuum", parents=[json_flag, store_flags], help="remove tombstoned nodes and compact the file"
+    )
     vacuum.add_argument("--no-compact", action="store_true", help="skip SQLite's VACUUM (file size unchanged)")
     vacuum.set_defaults(handler=_cmd_vacuum)
 
     verify = commands.add_parser(
-        "verify", parents=[json_flag], help="check a session file thoroughly; exit 1 on any problem"
+        "verify", parents=[json_flag, store_flags], help="check a store thoroughly; exit 1 on any problem"
     )
-    verify.add_argument("path", help="session database file")
     verify.set_defaults(handler=_cmd_verify)
 
     migrate = commands.add_parser(
@@ -769,19 +793,34 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(handler=_cmd_migrate)
 
     export = commands.add_parser(
-        "export", parents=[json_flag], help="write a portable JSON copy (blobs included) to stdout or a file"
+        "export",
+        parents=[json_flag, store_flags],
+        help="write a portable JSON copy (blobs included, any backend) to stdout or a file",
     )
-    export.add_argument("path", help="session database file")
     export.add_argument("-o", "--output", default=None, help="write to this file (mode 0600) instead of stdout")
-    export.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    export.add_argument("--force", action="store_true", help="overwrite an existing output file (never the source)")
     export.set_defaults(handler=_cmd_export)
 
     import_ = commands.add_parser(
-        "import", parents=[json_flag], help="recreate an exported session in a new file (never overwrites)"
+        "import", parents=[json_flag], help="recreate an exported session in a new or empty store (never overwrites)"
     )
     import_.add_argument("file", help="export file ('-' for stdin)")
-    import_.add_argument("path", help="new session database file, or a factory root directory")
+    import_.add_argument("path", metavar="STORE", help="new session file, factory root directory, or PostgreSQL DSN")
+    import_.add_argument(
+        "--session", default=None, metavar="ID", help="the session id (PostgreSQL; default: the export's)"
+    )
     import_.set_defaults(handler=_cmd_import)
+
+    copy = commands.add_parser(
+        "copy",
+        parents=[json_flag],
+        help="copy a session between stores of any backend (SQLite <-> PostgreSQL), verified",
+    )
+    copy.add_argument("source", metavar="SOURCE", help="session file or PostgreSQL DSN (with --session)")
+    copy.add_argument("destination", metavar="DEST", help="new session file, factory root, or PostgreSQL DSN")
+    copy.add_argument("--session", default=None, metavar="ID", help="the source's session id (PostgreSQL)")
+    copy.add_argument("--to-session", default=None, metavar="ID", help="the destination's session id (default: same)")
+    copy.set_defaults(handler=_cmd_copy)
 
     commands.add_parser("bench", add_help=False, help="benchmarks (python -m lash_store.bench; see bench --help)")
     return parser

@@ -190,6 +190,36 @@ class PostgresBackend:
             conn.execute(f"SET lock_timeout = {int(wanted)}")
             _lock_timeouts[conn] = wanted
 
+    def describe(self) -> dict[str, Any]:
+        def body(tx: PostgresTx) -> dict[str, Any]:
+            server = tx.one("server_version")
+            version = tx.one("schema_version")
+            return {
+                "backend": "postgres",
+                "server_version": None if server is None else server[0],
+                "schema": {"name": self.schema, "version": None if version is None else version[0]},
+                "session_partition": self.sid,
+            }
+
+        return self.read(body)
+
+    def integrity_checks(self) -> list[dict[str, Any]]:
+        def body(tx: PostgresTx) -> list[dict[str, Any]]:
+            problems = [] if tx.one("session_exists") is not None else [f"session row {self.sid!r} is missing"]
+            return [
+                {
+                    "name": "postgres partition",
+                    "ok": not problems,
+                    "detail": f"schema {self.schema}",
+                    "problems": problems,
+                }
+            ]
+
+        return self.read(body)
+
+    def compact(self) -> dict[str, Any]:
+        return {"compacted": False, "reason": "PostgreSQL's autovacuum gives space back; run VACUUM FULL yourself"}
+
     def close(self) -> None:
         self._closed = True
 

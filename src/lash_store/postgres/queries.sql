@@ -29,6 +29,12 @@ VALUES (%(sid)s, floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint,
         floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint)
 ON CONFLICT DO NOTHING
 
+-- name: server_version
+SELECT current_setting('server_version')
+
+-- name: schema_version
+SELECT version FROM {schema}.schema_version
+
 -- name: session_exists
 SELECT 1 FROM {schema}.sessions WHERE session_id = %(sid)s
 
@@ -178,6 +184,10 @@ SELECT hash, encoding, kind, raw_size, created_at_ms, content FROM {schema}.blob
 WHERE b.session_id = %(sid)s AND (b.hash = ANY(%(refs)s::text[])
     OR EXISTS (SELECT 1 FROM {schema}.artifact_refs a WHERE a.session_id = %(sid)s AND a.blob_ref = b.hash))
 ORDER BY created_at_ms, hash
+
+-- name: blob_sizes
+SELECT hash, encoding, kind, raw_size, created_at_ms, octet_length(content) FROM {schema}.blobs
+WHERE session_id = %(sid)s ORDER BY created_at_ms, hash
 
 -- name: all_blob_rows
 SELECT hash, encoding, kind, raw_size, created_at_ms, content FROM {schema}.blobs

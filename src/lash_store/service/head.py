@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from lash_store.core.head import HeadRow
 from lash_store.errors import CorruptData
-from lash_store.service.ports import Tx
+from lash_store.service.ports import Row, Tx
 
 
 def read_head(tx: Tx) -> HeadRow:
     """The head row, type-checked: anything else is :class:`CorruptData`."""
-    row = tx.one("read_head")
+    return head_from_row(tx.one("read_head"))
+
+
+def head_from_row(row: Row | None) -> HeadRow:
+    """A ``read_head`` row, type-checked."""
     if row is None:
         raise CorruptData("session head", "the head row is missing")
     session_id, revision, checkpoint_ref, leaf, body, ledger, nodes, users = row

@@ -70,6 +70,18 @@ class Backend(Protocol):
         """
         ...
 
+    def describe(self) -> dict[str, Any]:
+        """What the backend is and holds (file, server, schema), for people and tools."""
+        ...
+
+    def integrity_checks(self) -> list[dict[str, Any]]:
+        """The checks only this backend can make, already run (see ``diagnostics.run_checks``)."""
+        ...
+
+    def compact(self) -> dict[str, Any]:
+        """Give space back after deletions, where the backend can (SQLite ``VACUUM``)."""
+        ...
+
     def close(self) -> None: ...
 
     @property

@@ -62,8 +62,8 @@ from lash_store.model import (
     VacuumReport,
 )
 from lash_store.options import DEFAULT_FILE_GRACE_MS, StoreOptions, check_options
+from lash_store.service import diagnostics, transfer
 from lash_store.service import queue as queue_ops
-from lash_store.service import transfer
 from lash_store.service.commit import apply_commit, blob_params, check_bound_ref, stamp_attachments
 from lash_store.service.head import read_head
 from lash_store.service.ports import Backend, Tx
@@ -244,9 +244,17 @@ class SessionService:
         """
         if not isinstance(dry_run, bool):
             raise InvalidInput("dry_run", f"must be a bool, got {type(dry_run).__name__}")
+        return self.gc_plan(dry_run=dry_run)[0]
+
+    def gc_plan(self, *, dry_run: bool = True, grace_ms: int | None = None) -> tuple[GcReport, int]:
+        """:meth:`gc_unreachable` with the stored bytes it deletes (or, in a dry run, would delete).
+
+        ``grace_ms`` overrides the store's grace period for this call (the command line's ``--grace-ms``).
+        """
+        grace = self._grace_ms if grace_ms is None else check_ms("grace_ms", grace_ms)
         if dry_run:
-            return self._backend.read(lambda tx: _gc(tx, self._grace_ms, dry_run=True))
-        return self._backend.write(lambda tx: _gc(tx, self._grace_ms, dry_run=False))
+            return self._backend.read(lambda tx: _gc(tx, grace, dry_run=True))
+        return self._backend.write(lambda tx: _gc(tx, grace, dry_run=False))
 
     # -- attachment write-ahead manifest ---------------------------------
 
@@ -347,6 +355,26 @@ class SessionService:
         """Load a dump into this empty store in one transaction; it is verified before it commits."""
         check_instance("dump", dump, transfer.SessionDump)
         self._backend.write(lambda tx: transfer.write_dump(tx, dump, rebind=None, fork=False))
+
+    # -- diagnostics -----------------------------------------------------
+
+    def raw_rows(self, *, content: bool = False) -> diagnostics.RawRows:
+        """Every stored row, undecoded, from one snapshot (tools look at damage with this)."""
+        return self._backend.read(lambda tx: diagnostics.read_raw(tx, content=content))
+
+    def verify(self) -> list[dict[str, Any]]:
+        """Check everything the store holds; one entry per check, each listing its problems (never raises
+        for damaged data)."""
+        backend = self._backend.integrity_checks()
+        return [*backend, *diagnostics.verify_rows(self.raw_rows(content=True))]
+
+    def describe_backend(self) -> dict[str, Any]:
+        """What the backend is (file, server, schema) and its own figures."""
+        return self._backend.describe()
+
+    def compact(self) -> dict[str, Any]:
+        """Give space back after deletions where the backend can (SQLite ``VACUUM``); changes no content."""
+        return self._backend.compact()
 
     # -- work queue ------------------------------------------------------
 
@@ -578,7 +606,7 @@ def _marking(tx: Tx) -> Marking:
     return mark_live(lambda: read_head(tx), lambda ref: _get_blob(tx, ref))
 
 
-def _gc(tx: Tx, grace_ms: int, *, dry_run: bool) -> GcReport:
+def _gc(tx: Tx, grace_ms: int, *, dry_run: bool) -> tuple[GcReport, int]:
     if not dry_run:
         tx.run("lock_session")
     marking = _marking(tx)
@@ -586,17 +614,22 @@ def _gc(tx: Tx, grace_ms: int, *, dry_run: bool) -> GcReport:
     total = _count(tx, "count_blobs")
     if marking.skipped_reason is not None:
         log.warning("GC skipped: %s", marking.skipped_reason)
-        return GcReport(
+        report = GcReport(
             root_count=len(marking.live) + modules,
             retained_blob_count=total,
             deleted_blob_count=0,
             skipped_reason=marking.skipped_reason,
         )
-    params = {"cutoff_ms": max(tx.now_ms() - grace_ms, -1), "live": sorted(marking.live)}
-    doomed = _count(tx, "sweep_candidates", params) if dry_run else tx.run("sweep_blobs", params)
-    return GcReport(
+        return report, 0
+    params = {"cutoff_ms": tx.now_ms() - grace_ms, "live": sorted(marking.live)}
+    candidates = tx.one("sweep_candidates", params)
+    doomed, doomed_bytes = (0, 0) if candidates is None else (int(candidates[0]), int(candidates[1]))
+    if not dry_run:
+        doomed = tx.run("sweep_blobs", params)  # the same rows: the sweep runs under the session's lock
+    report = GcReport(
         root_count=len(marking.live) + modules, retained_blob_count=total - doomed, deleted_blob_count=doomed
     )
+    return report, doomed_bytes
 
 
 def _count(tx: Tx, query: str, params: dict[str, Any] | None = None) -> int:

@@ -274,6 +274,27 @@ def write_dump(tx: Tx, dump: SessionDump, *, rebind: str | None, fork: bool) -> 
     if highest:
         tx.run("raise_enqueue_seq", {"seq": highest})
     tx.run_many("insert_attachment_row", [msgspec.structs.asdict(row) for row in dump.attachments])
+    if not same_content(read_dump(tx, live_only=False), dump):  # verified before the import commits
+        raise InvalidInput("dump", "the imported store does not read back equal to the dump")
+
+
+def same_content(a: SessionDump, b: SessionDump) -> bool:
+    """Whether two dumps hold the same session, whatever order each backend lists its rows in."""
+    return _normalised(a) == _normalised(b)
+
+
+def _normalised(dump: SessionDump) -> SessionDump:
+    highest = max([dump.last_enqueue_seq, *(batch.enqueue_seq for batch in dump.batches)])
+    return msgspec.structs.replace(
+        dump,
+        blobs=sorted(dump.blobs, key=lambda blob: blob.hash),
+        turn_commits=sorted(dump.turn_commits, key=lambda row: (row.session_id, row.turn_id)),
+        batches=sorted(dump.batches, key=lambda batch: batch.enqueue_seq),
+        fences=sorted(dump.fences, key=lambda row: row.session_id),
+        attachments=sorted(dump.attachments, key=lambda row: row.attachment_id),
+        modules=sorted(dump.modules, key=lambda row: row.module_ref),
+        last_enqueue_seq=highest,
+    )
 
 
 def check_dump(dump: SessionDump) -> None:

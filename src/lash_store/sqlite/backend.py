@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from lash_store.core.queries import load
 from lash_store.options import StoreOptions
 from lash_store.service.ports import Params, Row
+from lash_store.sqlite import inspection
 from lash_store.sqlite.connection import Connection
 
 T = TypeVar("T")
@@ -92,6 +93,13 @@ class SqliteBackend:
     def closed(self) -> bool:
         return self.connection.closed
 
-    def raw(self, body: Callable[[sqlite3.Connection], Any]) -> Any:
-        """Run ``body`` on the raw connection in a read transaction (tools that inspect the file itself)."""
-        return self.connection.read(body)
+    def describe(self) -> dict[str, Any]:
+        return inspection.describe(self.connection)
+
+    def integrity_checks(self) -> list[dict[str, Any]]:
+        return inspection.integrity_checks(self.connection)
+
+    def compact(self) -> dict[str, Any]:
+        if self.in_memory:
+            return {"compacted": False, "reason": "an in-memory database has no file to compact"}
+        return inspection.compact(self.connection)

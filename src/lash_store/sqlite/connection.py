@@ -224,6 +224,15 @@ class Connection:
                 return self._read_only(body)
             return self._with_retry(lambda: self._in_transaction(self._current(), begin, body, commit=commit))
 
+    def outside_transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``body`` on the connection with no transaction open (``VACUUM`` cannot run inside one)."""
+        if self._generation != _fork_generation:
+            self._follow_fork()
+        with self._lock:
+            if self.readonly:
+                raise BackendError(f"{self.path} was opened read-only; nothing was written")
+            return self._with_retry(lambda: body(self._current()))
+
     def _with_retry(self, attempt: Callable[[], T], *, opening: bool = False) -> T:
         """Retry ``attempt`` while the database is busy, up to the busy timeout, sleeping in Python."""
         deadline = time.monotonic() + self.options.busy_timeout_ms / 1000

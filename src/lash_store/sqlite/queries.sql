@@ -121,6 +121,9 @@ SELECT hash, encoding, kind, raw_size, created_at_ms, content FROM blobs
 WHERE hash IN (SELECT value FROM json_each(:refs)) OR hash IN (SELECT blob_ref FROM artifact_refs)
 ORDER BY id
 
+-- name: blob_sizes
+SELECT hash, encoding, kind, raw_size, created_at_ms, length(content) FROM blobs ORDER BY id
+
 -- name: all_blob_rows
 SELECT hash, encoding, kind, raw_size, created_at_ms, content FROM blobs ORDER BY id
 

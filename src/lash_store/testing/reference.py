@@ -260,6 +260,9 @@ class _Queries:
         wanted = set(p["refs"]) | set(self.s.modules.values())
         return [tuple(b[name] for name in _BLOB) for ref, b in self.s.blobs.items() if ref in wanted]
 
+    def blob_sizes(self, p: Params) -> list[Row]:
+        return [(*(b[name] for name in _BLOB[:5]), len(b["content"])) for b in self.s.blobs.values()]
+
     def all_blob_rows(self, p: Params) -> list[Row]:
         return [tuple(b[name] for name in _BLOB) for b in self.s.blobs.values()]
 
@@ -530,6 +533,15 @@ class MemoryBackend:
             except BaseException:
                 self._state = saved
                 raise
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "reference"}
+
+    def integrity_checks(self) -> list[dict[str, Any]]:
+        return []  # plain Python data: nothing below the rows can be damaged
+
+    def compact(self) -> dict[str, Any]:
+        return {"compacted": False, "reason": "in-memory data takes no space back"}
 
     def close(self) -> None:
         self._state = None
