@@ -258,3 +258,30 @@ def test_many_open_stores_do_not_grow_the_thread_count(tmp_path: Path) -> None:
     peak = asyncio.run(main())
     assert peak < 50, f"{peak} threads for 360 open stores"
     assert peak <= baseline + 33, (baseline, peak)
+
+
+@pytest.mark.postgres
+def test_async_store_over_postgres_keeps_order_and_a_bounded_pool(pg_dsn: str) -> None:
+    """AsyncStore wraps a PostgresStore: hundreds of sessions on the shared executor and a bounded pool."""
+    from lash_store.postgres import PostgresStore, close_shared_pools
+
+    async def scenario() -> None:
+        stores = [AsyncStore(PostgresStore.open(pg_dsn, f"async-{n}")) for n in range(200)]
+        try:
+            results = await asyncio.gather(
+                *(store.commit_runtime_state(commit_at(f"async-{n}", 0)) for n, store in enumerate(stores))
+            )
+            assert {result.head_revision for result in results} == {1}
+            one = stores[0]
+            ordered = [one.commit_runtime_state(commit_at("async-0", revision)) for revision in range(1, 21)]
+            assert [result.head_revision for result in await asyncio.gather(*ordered)] == list(range(2, 22))
+        finally:
+            for store in stores:
+                await store.close()
+
+    threads_before = threading.active_count()
+    try:
+        asyncio.run(scenario())
+        assert threading.active_count() - threads_before <= 32 + 12  # the executor and the pool, not a thread each
+    finally:
+        close_shared_pools()

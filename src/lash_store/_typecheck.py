@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from lash_store.aio import AsyncStore
 from lash_store.api import AsyncSessionStoreAPI, SessionStoreAPI
+from lash_store.postgres import PostgresStore
 from lash_store.sqlite.store import Store
 from lash_store.testing.reference import ReferenceStore
 
@@ -17,4 +18,8 @@ def _reference(store: ReferenceStore) -> SessionStoreAPI:
 
 
 def _async(store: AsyncStore) -> AsyncSessionStoreAPI:
+    return store
+
+
+def _postgres(store: PostgresStore) -> SessionStoreAPI:
     return store

@@ -80,6 +80,7 @@ from lash_store.model import (
     QueuedWorkBatchDraft,
     QueuedWorkClaim,
     QueuedWorkClaimBoundary,
+    QueuedWorkCompletion,
     QueuedWorkPayload,
     RuntimeCommit,
     RuntimeCommitResult,
@@ -2045,25 +2046,13 @@ def test_fencing_and_enqueue_seq_keep_growing_across_reopen(store: SessionStore,
     assert again.fencing_token > held.fencing_token
 
 
-__all__ = [name for name in list(globals()) if name.startswith("test_")] + [
-    "Backend",
-    "BackendHarness",
-    "Clock",
-    "ManualClock",
-    "SessionStore",
-    "backend",
-    "clock",
-    "store",
-]
-
-
 # ===========================================================================
 # Damaged stored data (through the harness's damage hook): CorruptData naming what is broken, never a
 # crash, a silent skip of live data, or a write; everything else keeps working.
 
 NOT_MSGPACK = b"\xc1"
 TRUNCATED = b"\x92\x01"  # an array announcing two items and holding one
-WRONG_SHAPE = msgspec.msgpack.encode({"unexpected": ["shape"]})
+WRONG_SHAPE = msgspec.msgpack.encode(["an", "array", "where", "a", "map", "belongs"])
 RECORD_DAMAGE = {"not-msgpack": NOT_MSGPACK, "truncated": TRUNCATED, "wrong-shape": WRONG_SHAPE}
 
 
@@ -2196,3 +2185,159 @@ def test_a_damaged_store_still_exports_nothing_silently(store: SessionStore, har
     harness.damage(store, "blob.content", result.checkpoint_ref, b"tampered")
     with pytest.raises(CorruptData):
         store.export_session()
+
+
+# ===========================================================================
+# Hostile values at every nesting level: InvalidInput naming the field, and nothing written.
+
+
+# Typed as Any so that the table can hand the store what a careless caller would.
+_HOSTILE_NONE: Any = None
+_HOSTILE_INT: Any = 5
+
+
+def _with_usage(usage: Any) -> RuntimeCommit:
+    return commit(expected=1, usage_deltas=[TokenLedgerEntry(source="s", model="m", usage=usage)])
+
+
+def _enqueue_input(**fields: Any) -> Callable[[SessionStore], object]:
+    payload = QueuedWorkPayload.turn_input(TurnInput(**fields))
+    return lambda store: store.enqueue_queued_work(QueuedWorkBatchDraft.new("root", ESB, EXCL, [payload]))
+
+
+HOSTILE_VALUES: list[tuple[str, Callable[[SessionStore], object], str]] = [
+    ("usage-not-a-struct", lambda s: s.commit_runtime_state(_with_usage({"input_tokens": 1})), "usage"),
+    ("usage-none", lambda s: s.commit_runtime_state(_with_usage(None)), "usage"),
+    ("usage-counter-text", lambda s: s.commit_runtime_state(_with_usage(TokenUsage(input_tokens="1"))), "input_tokens"),  # type: ignore[arg-type]
+    (
+        "usage-counter-2**63",
+        lambda s: s.commit_runtime_state(_with_usage(TokenUsage(output_tokens=2**63))),
+        "output_tokens",
+    ),
+    (
+        "usage-counter-bool",
+        lambda s: s.commit_runtime_state(_with_usage(TokenUsage(reasoning_tokens=True))),
+        "reasoning_tokens",
+    ),
+    ("turn-input-item-int", _enqueue_input(items=[42]), "items"),
+    ("turn-input-text-int", _enqueue_input(items=[TextItem(text=5)]), "text"),  # type: ignore[arg-type]
+    ("turn-input-image-not-bytes", _enqueue_input(image_blobs={"i": "x"}), "image_blobs"),
+    ("turn-input-trace-int", _enqueue_input(trace_turn_id=5), "trace_turn_id"),
+    (
+        "merge-key-surrogate",
+        lambda s: s.enqueue_queued_work(draft(merge=MergeKey.group("\ud800"), slot=JOIN)),
+        "merge_key",
+    ),
+    (
+        "node-timestamp-negative",
+        lambda s: s.commit_runtime_state(
+            commit(expected=1, graph=GraphDelta.append([SessionNode(node_id="n", timestamp_ms=-1)], "n"))
+        ),
+        "timestamp_ms",
+    ),
+    (
+        "node-kind-int",
+        lambda s: s.commit_runtime_state(
+            commit(expected=1, graph=GraphDelta.append([SessionNode(node_id="n", kind=5)], "n"))  # type: ignore[arg-type]
+        ),
+        "kind",
+    ),
+    (
+        "node-caused-by-unencodable",
+        lambda s: s.commit_runtime_state(
+            commit(expected=1, graph=GraphDelta.append([SessionNode(node_id="n", caused_by={1j})], "n"))
+        ),
+        "caused_by",
+    ),
+    (
+        "completion-batch-ids-none",
+        lambda s: s.commit_runtime_state(
+            msgspec.structs.replace(
+                commit(expected=1),
+                completed_queue_claims=[
+                    QueuedWorkCompletion(
+                        session_id="root", claim_id="c", lease_token="t", batch_ids=_HOSTILE_NONE, fencing_token=1
+                    )
+                ],
+            )
+        ),
+        "batch_ids",
+    ),
+    (
+        "attachment-id-int",
+        lambda s: s.commit_runtime_state(commit(expected=1, committed_attachment_ids=[_HOSTILE_INT])),
+        "committed_attachment_ids",
+    ),
+    (
+        "plugin-revision-negative",
+        lambda s: s.commit_runtime_state(
+            commit(expected=1, checkpoint=HydratedCheckpoint(plugin_snapshot_revision=-1))
+        ),
+        "plugin_snapshot_revision",
+    ),
+    (
+        "relation-kind-unknown",
+        lambda s: s.save_session_meta(
+            msgspec.structs.replace(_meta(), relation=SessionRelation(kind="grandchild"))  # type: ignore[arg-type]
+        ),
+        "relation",
+    ),
+    (
+        "descriptor-hints-text",
+        lambda s: s.put_artifact_blob(
+            BlobArtifactDescriptor(kind=BlobArtifactDescriptor.tool_state_snapshot().kind, hints={"compressible"}),  # type: ignore[arg-type]
+            b"x",
+        ),
+        "hints",
+    ),
+    ("scope-kind-unknown", lambda s: s.load_session(SessionReadScope(kind="weird")), "scope"),  # type: ignore[arg-type]
+    ("config-unencodable", lambda s: s.commit_runtime_state(commit(expected=1, config={"x": object()})), "config"),
+]
+
+
+@pytest.mark.parametrize(
+    ("call", "field"), [(c, f) for _, c, f in HOSTILE_VALUES], ids=[n for n, _, _ in HOSTILE_VALUES]
+)
+def test_hostile_values_are_invalid_input_naming_the_field_and_write_nothing(
+    store: SessionStore, call: Callable[[SessionStore], object], field: str
+) -> None:
+    store.save_session_meta(_meta())
+    store.commit_runtime_state(commit(expected=0))
+    before = (snapshot(store), store.load_session_meta())
+    with pytest.raises(InvalidInput) as raised:
+        call(store)
+    assert field in raised.value.what, f"{raised.value.what!r} does not name {field!r}"
+    assert (snapshot(store), store.load_session_meta()) == before
+
+
+def test_one_shot_iterables_in_a_commit_are_applied_in_full(store: SessionStore) -> None:
+    """A generator given for a commit's collections is consumed once and every item applies (exactly-once)."""
+    store.record_intent(intent("att-1", 1))
+    store.enqueue_queued_work(draft())
+    held = must_claim(store)
+    result = store.commit_runtime_state(
+        msgspec.structs.replace(
+            commit(expected=0),
+            completed_queue_claims=(completion for completion in [held.completion()]),
+            committed_attachment_ids=(attachment for attachment in ["att-1"]),
+            usage_deltas=(entry for entry in [usage("s", "m", i=3)]),
+        )
+    )
+    assert result.head_revision == 1
+    assert store.list_queued_work("root") == [], "the completed batch is consumed"
+    assert uncommitted_ids(store) == [], "the attachment is committed"
+    assert loaded(store).token_ledger == [usage("s", "m", i=3)]
+
+
+# Every test above, and what a backend's test module needs (kept last: it lists the tests defined above).
+__all__ = [name for name in list(globals()) if name.startswith("test_")] + [
+    "DAMAGE_TARGETS",
+    "Backend",
+    "BackendHarness",
+    "Clock",
+    "ManualClock",
+    "SessionStore",
+    "backend",
+    "clock",
+    "store",
+]
