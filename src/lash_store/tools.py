@@ -306,23 +306,7 @@ def _inspect_queue(rows: RawRows, now: int) -> dict[str, Any]:
     batches = []
     for row in rows.batches:
         stored, claim = row[:10], row[10:]
-        entry: dict[str, Any] = dict(
-            zip(
-                (
-                    "enqueue_seq",
-                    "batch_id",
-                    "session_id",
-                    "source_key",
-                    "delivery_policy",
-                    "slot_policy",
-                    "merge_key",
-                    "available_at_ms",
-                    "enqueued_at_ms",
-                ),
-                stored[:9],
-                strict=True,
-            )
-        )
+        entry: dict[str, Any] = dict(zip(queue_rules.BatchRow.__struct_fields__[:9], stored[:9], strict=True))
         entry["ready"] = isinstance(stored[7], int) and stored[7] <= now
         try:
             batch = queue_rules.decode_batch(tuple(stored))

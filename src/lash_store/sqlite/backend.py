@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from lash_store.core.queries import load
 from lash_store.options import StoreOptions
+from lash_store.service.clock import TransactionClock
 from lash_store.service.ports import Params, Row
 from lash_store.sqlite import inspection
 from lash_store.sqlite.connection import Connection
@@ -30,18 +31,14 @@ def _bind(params: Params | None) -> Params:
 class SqliteTx:
     """A transaction on a connection that already holds ``BEGIN`` or ``BEGIN IMMEDIATE``."""
 
-    __slots__ = ("_conn", "_now", "_options")
+    __slots__ = ("_clock", "_conn")
 
     def __init__(self, conn: sqlite3.Connection, options: StoreOptions) -> None:
         self._conn = conn
-        self._options = options
-        self._now: int | None = None
+        self._clock = TransactionClock(options.now_ms)
 
     def now_ms(self) -> int:
-        # One reading per transaction: every instant a transaction stamps is the same instant.
-        if self._now is None:
-            self._now = self._options.now_ms()
-        return self._now
+        return self._clock.now_ms()
 
     def one(self, query: str, params: Params | None = None) -> Row | None:
         row: Row | None = None

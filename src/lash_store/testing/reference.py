@@ -22,8 +22,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from lash_store.core.queue import BatchRow
 from lash_store.errors import StoreClosed
 from lash_store.options import BlobProfile, StoreOptions, check_options
+from lash_store.service.clock import TransactionClock
 from lash_store.service.ports import Params, Row
 from lash_store.service.session import SessionService
 
@@ -62,18 +64,7 @@ class _State:
 
 _HEAD = ("session_id", "head_revision", "checkpoint_ref", "leaf_node_id", "body", "usage_ledger")
 _COUNTS = ("node_count", "user_message_count")
-_BATCH = (
-    "enqueue_seq",
-    "batch_id",
-    "session_id",
-    "source_key",
-    "delivery_policy",
-    "slot_policy",
-    "merge_key",
-    "available_at_ms",
-    "enqueued_at_ms",
-    "payloads",
-)
+_BATCH = BatchRow.__struct_fields__
 _CLAIM = (
     "claim_id",
     "claim_owner_id",
@@ -474,13 +465,10 @@ class _Queries:
 class _MemoryTx:
     def __init__(self, state: _State, options: StoreOptions) -> None:
         self._queries = _Queries(state)
-        self._options = options
-        self._now: int | None = None
+        self._clock = TransactionClock(options.now_ms)
 
     def now_ms(self) -> int:
-        if self._now is None:
-            self._now = self._options.now_ms()
-        return self._now
+        return self._clock.now_ms()
 
     def _call(self, query: str, params: Params | None) -> Any:
         return getattr(self._queries, query)(params or {})
