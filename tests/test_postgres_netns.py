@@ -222,13 +222,15 @@ def test_partition_during_a_lease_fences_out_the_cut_off_host(
 
     h = make_hosts(tcp)
     try:
+        h.start(2, "reclaim", sid)  # started first: connected and waiting before w1's lease starts to run
+        h.wait_for(2, "ready", 20)
         h.start(1, "hold", sid, "--lease-ms", "3000")
         claim_w1 = decode_claim(h.wait_for(1, "claimed", 20)["claim"])
         assert claim_w1.batch_ids == [batch]
 
         net.partition(1)
         h.signal("renew")  # w1 tries to keep its lease while cut off
-        h.start(2, "reclaim", sid)
+        h.signal("reclaim")  # w2 claims until w1's lease has run out
         claimed_w2 = h.wait_for(2, "claimed", 25)
         claim_w2 = decode_claim(claimed_w2["claim"])
         h.finish(2, 20)

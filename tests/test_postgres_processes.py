@@ -332,7 +332,8 @@ def test_sixteen_concurrent_setups_create_one_schema(pg_dsn: str, schema: str) -
 # (e) A stale owner after reclaim is fenced out across processes
 
 
-STALE_TTL_MS = 400
+# Long enough that B, already waiting when A claims, surely tries (and fails) once while A's lease runs.
+STALE_TTL_MS = 1500
 
 
 def _head_snapshot(store: PostgresStore) -> tuple[Any, ...]:

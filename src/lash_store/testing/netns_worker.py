@@ -23,8 +23,10 @@ Modes:
     claim's completion, and report what happened and whether the session
     changed.
 ``reclaim``
-    Claim until a batch is granted (it is free once the holder's lease has
-    run out on the database clock), then complete it in a stamped commit.
+    Open the store, wait for the control file ``reclaim`` (so that the
+    process's start-up is over before the clock that matters runs), then claim
+    until a batch is granted (it is free once the holder's lease has run out
+    on the database clock), and complete it in a stamped commit.
 """
 
 from __future__ import annotations
@@ -200,6 +202,8 @@ class Worker:
         self.report("commit", outcome=outcome, claim_id=claim_id, before=before, after=self.snapshot())
 
     def reclaim(self, lease_ms: int) -> None:
+        self.report("ready", session_revision=self.snapshot()["revision"])  # connected: the store is open
+        self.wait_for("reclaim")
         attempts = 0
         while (
             claim := self.retrying(
