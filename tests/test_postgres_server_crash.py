@@ -12,7 +12,10 @@ is answered from its stamp instead of being applied twice.  At the end every
 acknowledged commit is present (and replays to its acknowledged result
 without writing), none is torn, none applied twice.
 
-The test runs its own server: restarting the session-wide one would disturb
+A second test restarts the server under a pool full of idle connections:
+the first operation afterwards must get a live connection, not a dead one.
+
+The tests run their own server: restarting the session-wide one would disturb
 other tests.
 """
 
@@ -29,7 +32,7 @@ import pytest
 from lash_store.errors import BackendError
 from lash_store.model import AttachmentIntent
 from lash_store.options import StoreOptions
-from lash_store.postgres import PostgresStore, close_shared_pools
+from lash_store.postgres import PostgresStore, close_shared_pools, shared_pool
 from lash_store.testing.crash import CrashTarget, attachment_ids, turn_commit, verify_store
 from lash_store.testing.pgserver import PostgresServer, PostgresUnavailable
 from tests.pg import postgres_unavailable
@@ -187,3 +190,21 @@ def test_writer_survives_immediate_server_stops(own_server: PostgresServer, tmp_
     print("\n".join(" ".join(w) for w in retries))
     print(f"{len(acks)} acknowledged commits, {len(retries)} retried operations, {elapsed:.1f} s")
     assert elapsed < 90
+
+
+def test_after_a_restart_the_first_operation_gets_a_live_connection(own_server: PostgresServer) -> None:
+    """A pool full of connections the crashed server left dead must not fail an operation once the server is
+    back: the store retries a connection that died before its transaction began, and the pool's other idle
+    connections are checked then, instead of being handed out, dead, one after another."""
+    dsn = own_server.create_database("stale_pool")
+    with PostgresStore.open(dsn, PARTITION) as store:
+        store.commit_runtime_state(turn_commit(SEED, 1, ()))
+        pool = shared_pool(dsn)
+        held = [pool.getconn() for _ in range(8)]  # eight connections at once, as eight busy threads would
+        for conn in held:
+            pool.putconn(conn)
+        own_server.stop("immediate")
+        own_server.start()
+        read = store.load_session()  # every idle connection of the pool is dead here
+        assert read is not None and read.head_revision == 1
+        assert store.commit_runtime_state(turn_commit(SEED, 2, ())).head_revision == 2
