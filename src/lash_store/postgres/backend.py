@@ -156,6 +156,12 @@ class PostgresBackend:
             except _Retry as retry:
                 if attempt == _MAX_ATTEMPTS - 1:
                     raise translate(retry.cause) from retry.cause
+                if not isinstance(retry.cause, _RETRYABLE):
+                    # The connection was dead before the transaction began (the server restarted, or the
+                    # link dropped): its idle siblings in the pool most likely are too, and handing them out
+                    # one per attempt would use up the attempts on corpses.  Test them now; the pool replaces
+                    # the dead ones, so the next attempt gets a live connection once the server answers.
+                    pool.check()
             finally:
                 pool.putconn(conn)
         raise AssertionError("unreachable")

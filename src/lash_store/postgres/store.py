@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -15,8 +16,10 @@ from lash_store.postgres import schema as schemas
 from lash_store.postgres.backend import PostgresBackend, translate
 from lash_store.service.session import SessionService
 
-# (pool identity, schema) pairs whose version was checked: a store open does not re-read it.
-_checked: set[tuple[int, str]] = set()
+# The schemas whose version was checked, per pool: a store open does not re-read it.  Keyed by the pool
+# object itself, weakly: a closed pool's entry goes with it, whereas its id() may be handed to a new pool
+# (for another database), which must not inherit "already checked".
+_checked: weakref.WeakKeyDictionary[ConnectionPool, set[str]] = weakref.WeakKeyDictionary()
 _checked_lock = threading.Lock()
 
 
@@ -34,9 +37,9 @@ def connect_target(dsn_or_pool: object) -> str | ConnectionPool:
 def ensure_schema(target: str | ConnectionPool, schema: str, *, auto_setup: bool) -> None:
     """Check the schema once per pool: create it when absent (``auto_setup``), refuse anything else."""
     pool = pools.shared_pool(target) if isinstance(target, str) else target
-    key = (id(pool), schema)
-    if key in _checked:
-        return
+    with _checked_lock:
+        if schema in _checked.get(pool, ()):
+            return
     try:
         with pool.connection() as conn:
             found = schemas.check(conn, schema)
@@ -47,7 +50,7 @@ def ensure_schema(target: str | ConnectionPool, schema: str, *, auto_setup: bool
             raise InvalidInput("schema", f"postgres schema {schema!r} is not set up; run lash_store.postgres.setup()")
         schemas.setup(target, schema=schema)
     with _checked_lock:
-        _checked.add(key)
+        _checked.setdefault(pool, set()).add(schema)
 
 
 class PostgresStore(SessionService):

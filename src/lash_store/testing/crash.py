@@ -1,8 +1,12 @@
 """Crash harness: SIGKILL a writer in the middle of its commits, then prove the recovery.
 
-A *child* process (``python -m lash_store.testing.crash child <db> <seed>``)
-runs an endless stream of turns against one session file.  Turn ``n`` is
-fully determined by ``(seed, n)``:
+A campaign runs against a *target*: a SQLite session file, or a PostgreSQL
+database (a DSN) plus the session partition to write (default
+``crash-session``) - one string, as everywhere else (:mod:`lash_store.targets`).
+
+A *child* process (``python -m lash_store.testing.crash child <target> <seed>
+[--session <id>]``) runs an endless stream of turns against the target.  Turn
+``n`` is fully determined by ``(seed, n)``:
 
 1. two attachment intents are recorded (``att-<n>-0``, ``att-<n>-1``);
 2. a work batch with source key ``msg-<n>`` is enqueued and claimed;
@@ -18,13 +22,20 @@ its ``ack`` line reached the parent.
 
 The parent (:func:`run_crash_campaign`) starts a child, lets it run for a
 random 5-80 ms after it reported ``ready`` (a few rounds are killed while the
-child is still opening the file), SIGKILLs it, then verifies the file:
+child is still opening the store), SIGKILLs it, then verifies the target:
 
-- ``PRAGMA integrity_check`` is ``ok`` on the crashed file;
+- the stored data is intact: on SQLite ``PRAGMA integrity_check`` is ``ok``;
+  on PostgreSQL (where a dead client cannot damage pages) the server has
+  first finished whatever the dead client's connection had under way, and
+  the store's own reads work: the whole session exports, every blob matches
+  its SHA-256 address and every node decodes (SQLite runs this check too, on
+  the full-history rounds);
 - every acknowledged commit is present: the head revision is at least the
   last acknowledged one, and re-committing each acknowledged turn with its
-  stamp returns the acknowledged result and writes nothing (``PRAGMA
-  data_version`` of an observer connection does not move);
+  stamp returns the acknowledged result and writes nothing (SQLite: ``PRAGMA
+  data_version`` of an observer connection does not move; PostgreSQL: no row
+  of the partition is inserted, updated or deleted - the row count and the
+  row versions, ``xmin`` and ``ctid``, of every table are unchanged);
 - nothing is half-applied: head revision == stamped turns == node pairs in
   the graph; the usage total is the per-turn delta times the revision; no
   batch of a committed turn is left in the queue; every attachment of a
@@ -35,16 +46,18 @@ child is still opening the file), SIGKILLs it, then verifies the file:
   When the child died before committing it, the parent finishes the turn
   itself - re-recording the intents, re-enqueueing by source key, and
   re-claiming the batch with a clock moved past the dead child's lease (so
-  the claim gets a new fencing token) - which leaves the file ready for the
+  the claim gets a new fencing token) - which leaves the target ready for the
   next round.
 
 The next child resumes from the recovered head.  To keep a kill cheap, the
 children are forked by a *zygote* (``python -m lash_store.testing.crash zygote
-<db> <seed>``) that imported the package once, so a round costs a fork rather
+<target> <seed>``) that imported the package once, so a round costs a fork rather
 than a Python start-up; ``launcher="subprocess"`` starts every child as a
-fresh ``python -m lash_store.testing.crash child ...`` instead.
+fresh ``python -m lash_store.testing.crash child ...`` instead.  Each child
+opens its own store (on PostgreSQL: its own connection pool, never the zygote's).
 
-Run ``python -m lash_store.testing.crash --kills 2000 --seed 1 [--dir DIR]``.
+Run ``python -m lash_store.testing.crash --kills 2000 --seed 1 [--dir DIR]``, or
+``... --target 'host=... dbname=...' [--session ID]`` for PostgreSQL.
 """
 
 from __future__ import annotations
@@ -64,7 +77,11 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
+from lash_store.core.codec import decode_blob
+from lash_store.core.graph import decode_node
+from lash_store.errors import StoreError
 from lash_store.model import (
     AttachmentIntent,
     DeliveryPolicy,
@@ -86,7 +103,11 @@ from lash_store.model import (
     TurnInput,
 )
 from lash_store.options import StoreOptions, system_clock
-from lash_store.sqlite.store import Store
+from lash_store.service.session import SessionService
+from lash_store.targets import is_dsn, open_store
+
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = [
     "ATTACHMENTS_PER_TURN",
@@ -95,6 +116,7 @@ __all__ = [
     "USAGE_DELTA",
     "Ack",
     "CampaignReport",
+    "CrashTarget",
     "LAUNCHERS",
     "HarnessError",
     "RoundOutcome",
@@ -124,6 +146,65 @@ _EXIT_TIMEOUT_S = 30.0
 
 class HarnessError(Exception):
     """The store broke one of the harness's invariants (or the child misbehaved)."""
+
+
+@dataclass(frozen=True)
+class CrashTarget:
+    """What a campaign writes to: a SQLite session file, or a PostgreSQL database and a session partition.
+
+    ``location`` is a path or a DSN, told apart as everywhere else
+    (:func:`lash_store.targets.is_dsn`); ``partition`` is the PostgreSQL
+    session id the turns go to (a SQLite file is one session, so there it is
+    always :data:`SESSION_ID`).  The turns themselves always carry
+    :data:`SESSION_ID`, whatever the partition.
+    """
+
+    location: str
+    partition: str = SESSION_ID
+
+    @classmethod
+    def of(cls, target: str | os.PathLike[str] | CrashTarget, session_id: str | None = None) -> CrashTarget:
+        """``target`` as a :class:`CrashTarget`; ``session_id`` picks the PostgreSQL partition."""
+        if isinstance(target, CrashTarget):
+            if session_id is not None and session_id != target.partition:
+                raise ValueError(f"session_id {session_id!r} contradicts the target's partition {target.partition!r}")
+            return target
+        location = os.fspath(target)
+        if not is_dsn(location):
+            if session_id not in (None, SESSION_ID):
+                raise ValueError("a SQLite target is one session file: session_id applies to PostgreSQL targets only")
+            return cls(location)
+        return cls(location, SESSION_ID if session_id is None else session_id)
+
+    @property
+    def postgres(self) -> bool:
+        return is_dsn(self.location)
+
+    @property
+    def path(self) -> Path:
+        """The SQLite file (only for SQLite targets)."""
+        if self.postgres:
+            raise ValueError("a PostgreSQL target has no file")
+        return Path(self.location)
+
+    def open(self, options: StoreOptions | None = None) -> SessionService:
+        """A read-write store (creating the file or partition if needed)."""
+        return open_store(self.location, self.partition, options=options)
+
+    def open_readonly(self) -> SessionService:
+        """A store that never creates or writes anything."""
+        return open_store(self.location, self.partition, readonly=True)
+
+    def observer(self) -> _Observer:
+        """A raw connection that sees the stored rows without going through the store."""
+        return _PostgresObserver(self.location, self.partition) if self.postgres else _SqliteObserver(self.path)
+
+    def cli_options(self) -> list[str]:
+        """The options that go with ``location`` on the command line of ``child`` and ``zygote``."""
+        return ["--session", self.partition] if self.postgres else []
+
+    def __str__(self) -> str:
+        return f"{self.location} (session {self.partition})" if self.postgres else self.location
 
 
 # ---------------------------------------------------------------------------
@@ -196,7 +277,7 @@ def turn_commit(seed: int, n: int, completions: Sequence[QueuedWorkCompletion] =
     )
 
 
-def prepare_turn(store: Store, seed: int, n: int, owner_id: str, now_ms: int) -> RuntimeCommit:
+def prepare_turn(store: SessionService, seed: int, n: int, owner_id: str, now_ms: int) -> RuntimeCommit:
     """Record turn ``n``'s intents, enqueue and claim its batch, and return its commit.
 
     Every step is idempotent, so a process may redo it after another one died
@@ -238,7 +319,7 @@ def _expected_usage(revision: int) -> TokenUsage:
     )
 
 
-def _read_head(store: Store) -> PersistedSessionRead | None:
+def _read_head(store: SessionService) -> PersistedSessionRead | None:
     # A one-node scope (the first user node) keeps the read's cost flat as the session grows;
     # head revision, config, checkpoint and ledger are read in full all the same.
     return store.load_session(SessionReadScope.active_path("u1"))
@@ -261,7 +342,14 @@ def _pause(rng: random.Random) -> None:
     time.sleep(rng.uniform(0.0, 0.002) if draw < 0.9 else rng.uniform(0.002, 0.008))
 
 
-def run_child(db_path: Path, seed: int, round_seed: int, out_fd: int = 1) -> None:
+def run_child(
+    target: str | os.PathLike[str] | CrashTarget,
+    seed: int,
+    round_seed: int,
+    out_fd: int = 1,
+    *,
+    session_id: str | None = None,
+) -> None:
     """The child: resume from the head, then commit turn after turn until killed.
 
     Writes ``ready <head>``, then ``commit <n>`` before and ``ack <n> <revision>
@@ -270,7 +358,7 @@ def run_child(db_path: Path, seed: int, round_seed: int, out_fd: int = 1) -> Non
     """
     rng = random.Random(round_seed)
     owner_id = f"crash-child-{os.getpid()}"
-    store = Store.open(db_path)
+    store = CrashTarget.of(target, session_id).open()
     read = _read_head(store)
     head = read.head_revision if read is not None else 0
     _emit(out_fd, f"ready {head}")
@@ -369,10 +457,10 @@ child (a few ms per kill); ``subprocess``: every child is a fresh ``python -m
 lash_store.testing.crash child ...`` (~200 ms per kill).  Both are real processes killed with SIGKILL."""
 
 
-def _child_main(db_path: Path, seed: int, round_seed: int, out_fd: int) -> None:
+def _child_main(target: CrashTarget, seed: int, round_seed: int, out_fd: int) -> None:
     """Run the child; any error becomes an ``error`` line (and a traceback on stderr), then exit code 3."""
     try:
-        run_child(db_path, seed, round_seed, out_fd)
+        run_child(target, seed, round_seed, out_fd)
     except BaseException as exc:
         message = " ".join(f"{type(exc).__name__}: {exc}".split())
         os.write(out_fd, f"error {message}\n".encode())
@@ -380,7 +468,7 @@ def _child_main(db_path: Path, seed: int, round_seed: int, out_fd: int) -> None:
     os._exit(3)
 
 
-def run_zygote(db_path: Path, seed: int) -> int:
+def run_zygote(target: str | os.PathLike[str] | CrashTarget, seed: int, *, session_id: str | None = None) -> int:
     """Fork children on request: ``spawn <round_seed>`` forks one, ``reap`` waits for it.
 
     The zygote answers ``spawned <pid>`` and, after ``reap``, ``exit <pid> <code>``
@@ -388,13 +476,17 @@ def run_zygote(db_path: Path, seed: int) -> int:
     parent may SIGKILL it by pid at any moment until then.  Children share the
     zygote's stdout; only one runs at a time.
     """
+    where = CrashTarget.of(target, session_id)
+    if where.postgres:
+        # Imported once here, so that a forked child only opens its connection pool (of its own).
+        import lash_store.postgres  # noqa: F401
     pid: int | None = None
     for line in sys.stdin:
         word, *rest = line.split()
         if word == "spawn" and pid is None:
             pid = os.fork()
             if pid == 0:
-                _child_main(db_path, seed, int(rest[0]), 1)  # never returns
+                _child_main(where, seed, int(rest[0]), 1)  # never returns
             _emit(1, f"spawned {pid}")
         elif word == "reap" and pid is not None:
             _, status = os.waitpid(pid, 0)
@@ -438,11 +530,11 @@ class _LineReader:
 class _Children:
     """Starts, kills and reaps the children of one campaign, one at a time."""
 
-    def __init__(self, launcher: str, db_path: Path, seed: int) -> None:
+    def __init__(self, launcher: str, target: CrashTarget, seed: int) -> None:
         if launcher not in LAUNCHERS:
             raise ValueError(f"launcher must be one of {LAUNCHERS}, got {launcher!r}")
         self.launcher = launcher
-        self.db_path = db_path
+        self.target = target
         self.seed = seed
         self._zygote: subprocess.Popen[bytes] | None = None
         self._popen: subprocess.Popen[bytes] | None = None
@@ -451,7 +543,7 @@ class _Children:
         self.pid = 0
         if launcher == "zygote":
             self._zygote = subprocess.Popen(
-                [sys.executable, "-m", _MODULE, "zygote", str(db_path), str(seed)],
+                [sys.executable, "-m", _MODULE, "zygote", target.location, str(seed), *target.cli_options()],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 bufsize=0,
@@ -481,7 +573,10 @@ class _Children:
             self.pid = int(line.split()[1])
             self._live = True
         else:
-            command = [sys.executable, "-m", _MODULE, "child", str(self.db_path), str(self.seed), str(round_seed)]
+            command = [
+                *(sys.executable, "-m", _MODULE, "child", self.target.location, str(self.seed), str(round_seed)),
+                *self.target.cli_options(),
+            ]
             self._popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, bufsize=0)
             assert self._popen.stdout is not None
             self._reader = _LineReader(self._popen.stdout.fileno())
@@ -552,7 +647,39 @@ def _parse(lines: list[str], returncode: int | None) -> RoundOutcome:
     return outcome
 
 
-class _Observer:
+class _Observer(Protocol):
+    """Reads the stored rows directly (a raw connection, not the store), for checks the store cannot make."""
+
+    def version(self) -> object:
+        """A value that changes whenever a write to the session's data is committed."""
+        ...
+
+    def check_integrity(self) -> None:
+        """The backend's own integrity check (and, on PostgreSQL, wait out the dead client's last work)."""
+        ...
+
+    def stamp_count(self) -> int: ...
+
+    def stamp_turn_bounds(self) -> tuple[int | None, int | None]:
+        """The smallest and largest ``n`` of the stored ``turn-<n>`` stamps of :data:`SESSION_ID`."""
+        ...
+
+    def stamp_ids(self) -> list[str]: ...
+
+    def node_count(self) -> int:
+        """Graph rows, tombstoned or not."""
+        ...
+
+    def committed_attachment_count(self) -> int: ...
+
+    def committed_attachments(self, ids: list[str]) -> list[str]:
+        """Which of ``ids`` are stamped committed, sorted."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class _SqliteObserver:
     """A raw connection whose ``PRAGMA data_version`` moves only when another connection commits."""
 
     def __init__(self, db_path: Path) -> None:
@@ -561,11 +688,151 @@ class _Observer:
     def version(self) -> int:
         return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
 
-    def scalar(self, sql: str, *args: object) -> object:
+    def check_integrity(self) -> None:
+        rows = self._column("PRAGMA integrity_check")
+        _check(rows == ["ok"], f"PRAGMA integrity_check reports {rows[:5]}")
+
+    def _scalar(self, sql: str, *args: object) -> Any:
         return self.conn.execute(sql, args).fetchone()[0]
 
-    def column(self, sql: str, *args: object) -> list[object]:
+    def _column(self, sql: str, *args: object) -> list[Any]:
         return [row[0] for row in self.conn.execute(sql, args)]
+
+    def stamp_count(self) -> int:
+        return int(self._scalar("SELECT count(*) FROM runtime_turn_commits"))
+
+    def stamp_turn_bounds(self) -> tuple[int | None, int | None]:
+        low, high = self.conn.execute(
+            "SELECT min(CAST(substr(turn_id, 6) AS INTEGER)), max(CAST(substr(turn_id, 6) AS INTEGER)) "
+            "FROM runtime_turn_commits WHERE session_id = ? AND turn_id LIKE 'turn-%'",
+            (SESSION_ID,),
+        ).fetchone()
+        return low, high
+
+    def stamp_ids(self) -> list[str]:
+        return [str(t) for t in self._column("SELECT turn_id FROM runtime_turn_commits")]
+
+    def node_count(self) -> int:
+        return int(self._scalar("SELECT count(*) FROM graph_nodes"))
+
+    def committed_attachment_count(self) -> int:
+        return int(self._scalar("SELECT count(*) FROM attachment_manifest WHERE committed_at_ms IS NOT NULL"))
+
+    def committed_attachments(self, ids: list[str]) -> list[str]:
+        marks = ", ".join("?" for _ in ids)
+        return self._column(
+            f"SELECT attachment_id FROM attachment_manifest WHERE attachment_id IN ({marks}) "
+            "AND committed_at_ms IS NOT NULL ORDER BY attachment_id",
+            *ids,
+        )
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+# Every table of the PostgreSQL schema; each one's rows of a partition carry its session_id.
+_PG_TABLES = (
+    "sessions",
+    "session_meta",
+    "graph_nodes",
+    "blobs",
+    "turn_commits",
+    "queue_state",
+    "queued_work_batches",
+    "attachment_manifest",
+    "artifact_refs",
+)
+_SETTLE_TIMEOUT_S = 30.0
+
+
+class _PostgresObserver:
+    """A raw autocommit connection to the partition's rows (every statement sees the latest commits).
+
+    "Writes nothing" is checked on the row versions themselves: any insert,
+    update or delete of a partition's row changes the row count or the set
+    of ``(xmin, ctid)`` pairs of its table (an update writes a new row
+    version), while the row locks a replay takes do not.
+    """
+
+    def __init__(self, dsn: str, partition: str) -> None:
+        import psycopg  # the postgres extra is needed only for a PostgreSQL target
+
+        from lash_store.postgres.schema import DEFAULT_SCHEMA
+
+        self.partition = partition
+        self.schema = DEFAULT_SCHEMA
+        self.conn: psycopg.Connection[Any] = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+        self._version_sql = " UNION ALL ".join(
+            f"(SELECT '{table}', count(*), md5(coalesce(string_agg(xmin::text || '/' || ctid::text, ',' "
+            f"ORDER BY ctid), '')) FROM {self.schema}.{table} WHERE session_id = %(sid)s)"
+            for table in _PG_TABLES
+        )
+
+    def _one(self, sql: str, **params: object) -> tuple[Any, ...]:
+        row = self.conn.execute(sql, {"sid": self.partition, **params}).fetchone()
+        assert row is not None
+        return tuple(row)
+
+    def _column(self, sql: str, **params: object) -> list[Any]:
+        return [row[0] for row in self.conn.execute(sql, {"sid": self.partition, **params}).fetchall()]
+
+    def version(self) -> tuple[tuple[Any, ...], ...]:
+        return tuple(tuple(row) for row in self.conn.execute(self._version_sql, {"sid": self.partition}).fetchall())
+
+    def check_integrity(self) -> None:
+        # A SIGKILLed client cannot damage the server's pages, but its backend may still be finishing
+        # what the client sent (a COMMIT in the socket buffer, say): until it has, a check could see the
+        # state before that commit and the store the state after.  Wait until no other client backend of
+        # this database is inside a statement or a transaction.
+        deadline = time.monotonic() + _SETTLE_TIMEOUT_S
+        while True:
+            (busy,) = self._one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
+                "AND state IS DISTINCT FROM 'idle'"
+            )
+            if busy == 0:
+                return
+            _check(
+                time.monotonic() < deadline,
+                f"{busy} server backend(s) still busy {_SETTLE_TIMEOUT_S:.0f} s after the client was killed",
+            )
+            time.sleep(0.005)
+
+    def stamp_count(self) -> int:
+        return int(self._one(f"SELECT count(*) FROM {self.schema}.turn_commits WHERE session_id = %(sid)s")[0])
+
+    def stamp_turn_bounds(self) -> tuple[int | None, int | None]:
+        low, high = self._one(
+            f"SELECT min(substr(turn_id, 6)::bigint), max(substr(turn_id, 6)::bigint) "
+            f"FROM {self.schema}.turn_commits WHERE session_id = %(sid)s AND stamp_session_id = %(stamp)s "
+            "AND turn_id LIKE 'turn-%%'",
+            stamp=SESSION_ID,
+        )
+        return low, high
+
+    def stamp_ids(self) -> list[str]:
+        return [
+            str(t) for t in self._column(f"SELECT turn_id FROM {self.schema}.turn_commits WHERE session_id = %(sid)s")
+        ]
+
+    def node_count(self) -> int:
+        return int(self._one(f"SELECT count(*) FROM {self.schema}.graph_nodes WHERE session_id = %(sid)s")[0])
+
+    def committed_attachment_count(self) -> int:
+        return int(
+            self._one(
+                f"SELECT count(*) FROM {self.schema}.attachment_manifest "
+                "WHERE session_id = %(sid)s AND committed_at_ms IS NOT NULL"
+            )[0]
+        )
+
+    def committed_attachments(self, ids: list[str]) -> list[str]:
+        return self._column(
+            f"SELECT attachment_id FROM {self.schema}.attachment_manifest WHERE session_id = %(sid)s "
+            "AND attachment_id = ANY(%(ids)s) AND committed_at_ms IS NOT NULL ORDER BY attachment_id",
+            ids=ids,
+        )
 
     def close(self) -> None:
         self.conn.close()
@@ -576,9 +843,19 @@ def _check(condition: bool, message: str) -> None:
         raise HarnessError(message)
 
 
-def _integrity(observer: _Observer) -> None:
-    rows = observer.column("PRAGMA integrity_check")
-    _check(rows == ["ok"], f"PRAGMA integrity_check reports {rows[:5]}")
+def _check_readable(store: SessionService) -> None:
+    """The store's own reads of everything it holds work: the whole session exports, every blob matches
+    its SHA-256 address, every node decodes, and the maintained live-node counter agrees with the rows."""
+    try:
+        dump = store.export_session()
+        for blob in dump.blobs:
+            decode_blob(blob.hash, blob.encoding, blob.content, blob.raw_size)
+        for node in dump.nodes:
+            decode_node(node.node_id, node.body)
+    except StoreError as exc:
+        raise HarnessError(f"stored data does not read back: {exc}") from exc
+    live = sum(not node.tombstoned for node in dump.nodes)
+    _check(store.graph_node_count() == live, f"graph_node_count() {store.graph_node_count()}, live node rows {live}")
 
 
 def _skewed_clock() -> int:
@@ -586,12 +863,12 @@ def _skewed_clock() -> int:
     return system_clock() + LEASE_TTL_MS + 1_000
 
 
-def _verifier_store(db_path: Path) -> Store:
-    return Store.open(db_path, StoreOptions(clock=_skewed_clock))
+def _verifier_store(target: CrashTarget) -> SessionService:
+    return target.open(StoreOptions(clock=_skewed_clock))
 
 
-def _check_state(store: Store, observer: _Observer, seed: int, head: int, pending: int | None) -> None:
-    """Every invariant of a file whose last committed turn is ``head``.
+def _check_state(store: SessionService, observer: _Observer, seed: int, head: int, pending: int | None) -> None:
+    """Every invariant of a target whose last committed turn is ``head``.
 
     ``pending`` names the one turn that may be half-prepared (intents recorded,
     batch enqueued or claimed, but not committed).
@@ -616,36 +893,28 @@ def _check_state(store: Store, observer: _Observer, seed: int, head: int, pendin
         leaf = store.load_node(f"a{head}")
         _check(leaf is not None and leaf.parent_node_id == f"u{head}", f"node a{head} missing or misparented")
     _check(store.load_node(f"u{head + 1}") is None, f"node u{head + 1} of an uncommitted turn is in the graph")
-    stamps = observer.scalar("SELECT count(*) FROM runtime_turn_commits")
+    stamps = observer.stamp_count()
     _check(stamps == head, f"{stamps} turn stamps for head revision {head}")
     if head:
-        bounds = observer.conn.execute(
-            "SELECT min(CAST(substr(turn_id, 6) AS INTEGER)), max(CAST(substr(turn_id, 6) AS INTEGER)) "
-            "FROM runtime_turn_commits WHERE session_id = ? AND turn_id LIKE 'turn-%'",
-            (SESSION_ID,),
-        ).fetchone()
-        _check(tuple(bounds) == (1, head), f"turn stamps span {tuple(bounds)}, expected (1, {head})")
-    nodes = observer.scalar("SELECT count(*) FROM graph_nodes")
+        bounds = observer.stamp_turn_bounds()
+        _check(bounds == (1, head), f"turn stamps span {bounds}, expected (1, {head})")
+    nodes = observer.node_count()
     _check(nodes == 2 * head, f"{nodes} graph nodes for {head} turns")
     _check(store.graph_node_count() == 2 * head, f"graph_node_count() {store.graph_node_count()} for {head} turns")
     keys = sorted(str(batch.source_key) for batch in store.list_queued_work(SESSION_ID))
     allowed = [] if pending is None else [source_key(pending)]
     _check(keys in ([], allowed), f"queue holds {keys} at head {head} (allowed: {allowed})")
-    committed = observer.scalar("SELECT count(*) FROM attachment_manifest WHERE committed_at_ms IS NOT NULL")
+    committed = observer.committed_attachment_count()
     _check(committed == ATTACHMENTS_PER_TURN * head, f"{committed} committed attachments for {head} turns")
     if head:
-        last = observer.column(
-            "SELECT attachment_id FROM attachment_manifest WHERE attachment_id IN (?, ?) "
-            "AND committed_at_ms IS NOT NULL ORDER BY attachment_id",
-            *attachment_ids(head),
-        )
+        last = observer.committed_attachments(attachment_ids(head))
         _check(last == attachment_ids(head), f"attachments of turn {head} not committed: {last}")
     uncommitted = sorted(entry.attachment_id for entry in store.list_uncommitted(2**63 - 1))
     allowed_intents = [] if pending is None else attachment_ids(pending)
     _check(set(uncommitted) <= set(allowed_intents), f"uncommitted intents {uncommitted} at head {head}")
 
 
-def _check_full_history(store: Store, observer: _Observer, head: int) -> None:
+def _check_full_history(store: SessionService, observer: _Observer, head: int) -> None:
     """The whole graph, in order, and every stamp id (cost grows with the session: run it now and then)."""
     read = store.load_session(SessionReadScope.full_graph())
     expected = [node_id for n in range(1, head + 1) for node_id in (f"u{n}", f"a{n}")]
@@ -659,18 +928,20 @@ def _check_full_history(store: Store, observer: _Observer, head: int) -> None:
     path = store.load_session(SessionReadScope.active_path())
     assert path is not None
     _check([node.node_id for node in path.graph.nodes] == expected, "active path is not the full chain")
-    stamps = sorted(str(t) for t in observer.column("SELECT turn_id FROM runtime_turn_commits"))
+    stamps = sorted(observer.stamp_ids())
     _check(stamps == sorted(turn_id(n) for n in range(1, head + 1)), "turn stamp ids are not turn-1..turn-head")
 
 
-def _replay_without_writes(store: Store, observer: _Observer, commit: RuntimeCommit, what: str) -> RuntimeCommitResult:
+def _replay_without_writes(
+    store: SessionService, observer: _Observer, commit: RuntimeCommit, what: str
+) -> RuntimeCommitResult:
     before = observer.version()
     result = store.commit_runtime_state(commit)
     _check(observer.version() == before, f"{what}: the replay wrote to the database")
     return result
 
 
-def _replay_acked(store: Store, observer: _Observer, seed: int, ack: Ack) -> None:
+def _replay_acked(store: SessionService, observer: _Observer, seed: int, ack: Ack) -> None:
     # The claim proof died with the child; a stored stamp answers before claims are looked at.
     result = _replay_without_writes(store, observer, turn_commit(seed, ack.turn), f"acked turn {ack.turn}")
     _check(
@@ -680,7 +951,7 @@ def _replay_acked(store: Store, observer: _Observer, seed: int, ack: Ack) -> Non
     )
 
 
-def _replay_inflight(store: Store, observer: _Observer, seed: int, turn: int, committed: bool) -> None:
+def _replay_inflight(store: SessionService, observer: _Observer, seed: int, turn: int, committed: bool) -> None:
     """Commit the in-flight turn twice: one revision, and the second commit writes nothing."""
     if committed:
         commit = turn_commit(seed, turn)
@@ -695,29 +966,35 @@ def _replay_inflight(store: Store, observer: _Observer, seed: int, turn: int, co
     _check(read is not None and read.head_revision == turn, f"in-flight turn {turn} did not yield one revision")
 
 
-def verify_store(db_path: Path, seed: int, *, full: bool = True) -> int:
-    """Check every invariant of a harness file at rest; returns its head revision.
+def verify_store(
+    target: str | os.PathLike[str] | CrashTarget, seed: int, *, full: bool = True, session_id: str | None = None
+) -> int:
+    """Check every invariant of a harness target at rest; returns its head revision.
 
     Raises :class:`HarnessError` naming the first broken invariant.  Use it on
-    a file a campaign left behind (the in-flight turn is always finished by
-    the last verification, so the queue and the intents are clean).
+    a target a campaign left behind (the in-flight turn is always finished by
+    the last verification, so the queue and the intents are clean).  Nothing
+    is written.
     """
-    observer = _Observer(db_path)
+    where = CrashTarget.of(target, session_id)
+    observer = where.observer()
     try:
-        _integrity(observer)
-        with Store.open_readonly(db_path) as store:
+        observer.check_integrity()
+        with where.open_readonly() as store:
             read = _read_head(store)
             head = read.head_revision if read is not None else 0
             _check_state(store, observer, seed, head, None)
             if full:
                 _check_full_history(store, observer, head)
+            if full or where.postgres:
+                _check_readable(store)
         return head
     finally:
         observer.close()
 
 
 def verify_recovery(
-    db_path: Path,
+    target: str | os.PathLike[str] | CrashTarget,
     seed: int,
     prior_head: int,
     outcome: RoundOutcome,
@@ -725,14 +1002,16 @@ def verify_recovery(
     rng: random.Random | None = None,
     report: CampaignReport | None = None,
     full: bool = False,
+    session_id: str | None = None,
 ) -> int:
-    """Verify the file after one kill, finish the in-flight turn, and return the new head.
+    """Verify the target after one kill, finish the in-flight turn, and return the new head.
 
     ``prior_head`` is the head the killed child resumed from and ``outcome``
     what it acknowledged.  Raises :class:`HarnessError` (or the store's error)
     at the first broken invariant; ``rng`` picks older turns to replay,
     ``report`` receives the in-flight counters, ``full`` re-reads the whole history.
     """
+    where = CrashTarget.of(target, session_id)
     rng = rng or random.Random(prior_head)
     report = report or CampaignReport()
     for index, ack in enumerate(outcome.acks):
@@ -742,19 +1021,21 @@ def verify_recovery(
     if outcome.ready_head is not None:
         _check(outcome.ready_head == prior_head, f"child resumed at {outcome.ready_head}, head was {prior_head}")
     last_acked = outcome.acks[-1].turn if outcome.acks else prior_head
-    if not db_path.exists():
+    if not where.postgres and not where.path.exists():
         _check(prior_head == 0, f"database file vanished at head {prior_head}")
-        Store.open(db_path).close()  # killed before the file existed: let the store create it (mode 0600)
-    observer = _Observer(db_path)
+        where.open().close()  # killed before the file existed: let the store create it (mode 0600)
+    observer = where.observer()
     try:
-        _integrity(observer)
-        with _verifier_store(db_path) as store:
+        observer.check_integrity()
+        with _verifier_store(where) as store:  # creates a partition the child died before creating
             read = _read_head(store)
             head = read.head_revision if read is not None else 0
             _check(head >= last_acked, f"acknowledged commit lost: head {head} < last acknowledged {last_acked}")
             _check(head <= last_acked + 1, f"head {head} is past the in-flight turn {last_acked + 1}")
             inflight = last_acked + 1
             _check_state(store, observer, seed, head, None if head == inflight else inflight)
+            if full or where.postgres:
+                _check_readable(store)
             for ack in outcome.acks:
                 _replay_acked(store, observer, seed, ack)
             for turn in rng.sample(range(1, prior_head + 1), min(2, prior_head)):
@@ -773,19 +1054,21 @@ def verify_recovery(
         observer.close()
 
 
-def _initial_head(db_path: Path) -> int:
-    if not db_path.exists() or db_path.stat().st_size == 0:
+def _initial_head(target: CrashTarget) -> int:
+    if not target.postgres and (not target.path.exists() or target.path.stat().st_size == 0):
         return 0
-    with _verifier_store(db_path) as store:
+    # On PostgreSQL this creates the schema and the partition when they are new: the first child would anyway.
+    with _verifier_store(target) as store:
         read = _read_head(store)
     return read.head_revision if read is not None else 0
 
 
 def run_crash_campaign(
-    db_path: str | os.PathLike[str],
+    target: str | os.PathLike[str] | CrashTarget,
     kills: int,
     seed: int,
     *,
+    session_id: str | None = None,
     min_delay_ms: float = 5.0,
     max_delay_ms: float = 80.0,
     early_kill_rate: float = 0.03,
@@ -794,25 +1077,29 @@ def run_crash_campaign(
     launcher: str = "zygote",
     progress: Callable[[CampaignReport], None] | None = None,
 ) -> CampaignReport:
-    """SIGKILL ``kills`` children mid-stream on one database file, verifying the recovery after each.
+    """SIGKILL ``kills`` children mid-stream on one target, verifying the recovery after each.
 
-    ``db_path`` is a new file or one an earlier campaign with the same
-    ``seed`` left behind (turn stamps derive from the seed).  Each child is
-    killed ``min_delay_ms``..``max_delay_ms`` after it reported ``ready``;
-    a fraction ``early_kill_rate`` of the rounds is killed 0-5 ms after
-    the child started, while it is still opening the file.  The whole history is
-    re-read every ``full_check_every`` rounds and after the last one.  The
-    campaign stops after ``max_failures`` failed verifications (a broken
-    file makes later rounds meaningless).  ``launcher`` picks how children
-    start (see :data:`LAUNCHERS`); both give real processes killed with SIGKILL.
+    ``target`` is a SQLite file path or a PostgreSQL DSN (then ``session_id``
+    names the partition, default :data:`SESSION_ID`): new, or one an earlier
+    campaign with the same ``seed`` left behind (turn stamps derive from the
+    seed).  Each child is killed ``min_delay_ms``..``max_delay_ms`` after it
+    reported ``ready``; a fraction ``early_kill_rate`` of the rounds is killed
+    0-5 ms after the child started, while it is still opening the store.  The
+    whole history is re-read every ``full_check_every`` rounds and after the
+    last one.  The campaign stops after ``max_failures`` failed verifications
+    (a broken store makes later rounds meaningless).  ``launcher`` picks how
+    children start (see :data:`LAUNCHERS`); both give real processes killed
+    with SIGKILL.
     """
-    path = Path(db_path)
+    where = CrashTarget.of(target, session_id)
+    if launcher not in LAUNCHERS:  # before anything is created
+        raise ValueError(f"launcher must be one of {LAUNCHERS}, got {launcher!r}")
     rng = random.Random(seed)
-    report = CampaignReport(db_path=str(path))
+    report = CampaignReport(db_path=str(where))
     started = time.monotonic()
-    head = _initial_head(path)
+    head = _initial_head(where)
     report.final_head_revision = head
-    children = _Children(launcher, path, seed)
+    children = _Children(launcher, where, seed)
     try:
         for round_index in range(kills):
             children.start(rng.getrandbits(63))
@@ -830,7 +1117,7 @@ def run_crash_campaign(
             else:
                 full = (round_index + 1) % full_check_every == 0 or round_index + 1 == kills
                 try:
-                    head = verify_recovery(path, seed, head, outcome, rng=rng, report=report, full=full)
+                    head = verify_recovery(where, seed, head, outcome, rng=rng, report=report, full=full)
                     report.recoveries_verified += 1
                     report.final_head_revision = head
                 except Exception as exc:
@@ -866,21 +1153,25 @@ def _run_round(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``child <db> <seed> [round_seed]`` runs a child; otherwise run a campaign and print its report."""
+    """``child <target> <seed> [round_seed]`` runs a child; otherwise run a campaign and print its report."""
     args = list(sys.argv[1:] if argv is None else argv)
+    session_help = "PostgreSQL targets: the session partition to write (default %(default)s)"
     if args[:1] == ["zygote"]:
         zygote = argparse.ArgumentParser(prog="python -m lash_store.testing.crash zygote")
-        zygote.add_argument("db", type=Path)
+        zygote.add_argument("target", help="a SQLite file or a PostgreSQL DSN")
         zygote.add_argument("seed", type=int)
+        zygote.add_argument("--session", default=None, help=session_help)
         parsed = zygote.parse_args(args[1:])
-        return run_zygote(parsed.db, parsed.seed)
+        return run_zygote(parsed.target, parsed.seed, session_id=parsed.session)
     if args[:1] == ["child"]:
         child = argparse.ArgumentParser(prog="python -m lash_store.testing.crash child")
-        child.add_argument("db", type=Path)
+        child.add_argument("target", help="a SQLite file or a PostgreSQL DSN")
         child.add_argument("seed", type=int)
         child.add_argument("round_seed", type=int, nargs="?", default=0)
+        child.add_argument("--session", default=None, help=session_help)
         parsed = child.parse_args(args[1:])
-        _child_main(parsed.db, parsed.seed, parsed.round_seed, sys.stdout.fileno())
+        where = CrashTarget.of(parsed.target, parsed.session)
+        _child_main(where, parsed.seed, parsed.round_seed, sys.stdout.fileno())
         return 3  # not reached: the child runs until it is killed or fails
     parser = argparse.ArgumentParser(
         prog="python -m lash_store.testing.crash",
@@ -889,14 +1180,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--kills", type=int, default=200, help="children to kill (default 200)")
     parser.add_argument("--seed", type=int, default=1, help="campaign seed (default 1)")
     parser.add_argument("--dir", type=Path, default=None, help="directory for the database (default: a temp dir)")
+    parser.add_argument(
+        "--target", default=None, help="a PostgreSQL DSN (or a SQLite file) to use instead of a file in --dir"
+    )
+    parser.add_argument("--session", default=None, help=session_help.replace("%(default)s", SESSION_ID))
     parser.add_argument("--min-delay-ms", type=float, default=5.0)
     parser.add_argument("--max-delay-ms", type=float, default=80.0)
     parser.add_argument("--full-check-every", type=int, default=50)
     parser.add_argument("--launcher", choices=LAUNCHERS, default="zygote")
     parser.add_argument("--progress", action="store_true", help="print a line every 100 kills to stderr")
     parsed = parser.parse_args(args)
-    directory = parsed.dir if parsed.dir is not None else Path(tempfile.mkdtemp(prefix="lash-crash-"))
-    directory.mkdir(parents=True, exist_ok=True)
+    if parsed.target is not None:
+        target: str | Path = parsed.target
+    else:
+        directory = parsed.dir if parsed.dir is not None else Path(tempfile.mkdtemp(prefix="lash-crash-"))
+        directory.mkdir(parents=True, exist_ok=True)
+        target = directory / f"crash-seed{parsed.seed}.db"
 
     def show(report: CampaignReport) -> None:
         if parsed.progress and report.kills % 100 == 0:
@@ -906,9 +1205,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
 
     report = run_crash_campaign(
-        directory / f"crash-seed{parsed.seed}.db",
+        target,
         parsed.kills,
         parsed.seed,
+        session_id=parsed.session,
         min_delay_ms=parsed.min_delay_ms,
         max_delay_ms=parsed.max_delay_ms,
         full_check_every=parsed.full_check_every,
