@@ -179,9 +179,10 @@ DAMAGE = [
         id="head-ahead",
     ),
     pytest.param(
-        "INSERT INTO lash.queued_work_batches (session_id, batch_id, queue_session_id, source_key, delivery_policy, "
-        "slot_policy, merge_key, available_at_ms, enqueued_at_ms, payloads) VALUES (%(sid)s, 'qwb:stale', "
-        "'crash-session', 'msg-2', 'after_current_turn_commit', 'exclusive', 'never', 0, 0, '\\x90')",
+        "INSERT INTO lash.queued_work_batches (session_id, batch_id, enqueue_seq, queue_session_id, source_key, "
+        "delivery_policy, slot_policy, merge_key, available_at_ms, enqueued_at_ms, payloads) VALUES (%(sid)s, "
+        "'qwb:stale', 999999, 'crash-session', 'msg-2', 'after_current_turn_commit', 'exclusive', 'never', 0, 0, "
+        "'\\x90')",
         "queue holds",
         id="consumed-batch-still-queued",
     ),
