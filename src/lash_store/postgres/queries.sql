@@ -3,7 +3,9 @@
 -- (added to every query's parameters by the backend).  Rows have the same columns, in the same
 -- order, as the SQLite backend's queries of the same name.  A list parameter arrives as a text[].
 -- Transactions run under READ COMMITTED and lock first: every statement after a lock_* query sees
--- everything committed before the lock was granted.
+-- everything committed before the lock was granted.  Transactions run in pipeline mode; the queries in
+-- backend.DEFERRED (locks, and the plain writes of a commit) are sent without waiting for their results,
+-- so no service may read their row counts (tests/test_postgres_pipeline.py checks).
 
 -- ===== locks ==============================================================
 
