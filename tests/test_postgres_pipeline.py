@@ -1,4 +1,4 @@
-"""The PostgreSQL backend's pipelining: what it may defer, what a commit costs, and that failures stay clean.
+"""The PostgreSQL backend's pipelining and plans: what it may defer, what a commit costs, failures stay clean.
 
 The backend sends the statements listed in ``DEFERRED`` without waiting for
 their results and returns 0 as their row count.  That is only correct while no
@@ -6,7 +6,8 @@ service reads those row counts, which the first test checks on the services'
 source.  The others check the behaviour the pipelining must not change: a
 lock that is not granted is ``StoreBusy``, a failed compare-and-set leaves the
 store usable, a server restart is survived by the retry of a transaction the
-server never answered -- and they pin the round trips of a commit.
+server never answered -- and they pin the round trips of a commit, and that
+the node-state lookup of a commit is never stuck with a generic plan.
 """
 
 from __future__ import annotations
@@ -152,3 +153,19 @@ def test_a_server_restart_is_survived_by_the_retry() -> None:
     finally:
         close_shared_pools()
         server.cleanup()
+
+
+@pytestmark_pg
+def test_node_states_are_never_a_cached_generic_plan(dsn: str) -> None:
+    """``nodes_state`` is planned with its values every time (a generic plan made early scanned whole sessions)."""
+    from lash_store.postgres import shared_pool
+
+    workload = Workload(6)
+    revision = 0
+    with PostgresStore.open(dsn, "plans") as store:
+        for index in range(1, 13):  # more than psycopg's five executions before it prepares a statement
+            revision = store.commit_runtime_state(_turn(workload, index, revision)).head_revision
+        with shared_pool(dsn).connection() as conn:
+            prepared = [row[0] for row in conn.execute("SELECT statement FROM pg_prepared_statements").fetchall()]
+    assert any("INSERT INTO lash.graph_nodes" in statement for statement in prepared)  # the others are prepared
+    assert not any("tombstoned, user_text IS NOT NULL" in statement for statement in prepared)

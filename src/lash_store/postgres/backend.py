@@ -48,6 +48,13 @@ DEFERRED = frozenset({"lock_session", "lock_queue", "put_blob", "upsert_node", "
 they are queued in the pipeline instead of waited for, and ``run``/``run_many`` return 0 for them."""
 _LOCKS = frozenset({"lock_session", "lock_queue"})
 
+# Queries never run as prepared statements.  A prepared statement switches to a generic plan after five
+# executions and keeps it; for these, the generic plan made while a table was small scans every row of the
+# session (``nodes_state`` read all of a session's nodes through the (session_id, seq) index and filtered
+# them: per-commit cost grew with the session until autovacuum's ANALYZE invalidated the plan).  Planned
+# with their actual values each time, they use the primary key.
+_UNPREPARED = frozenset({"nodes_state"})
+
 _BEGIN_WRITE = b"BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE"
 _BEGIN_READ = b"BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 
@@ -99,8 +106,9 @@ class PostgresTx:
         merged["sid"] = self._sid
         return merged
 
-    def _execute(self, statement: str, params: Params | None) -> psycopg.Cursor[Any]:
-        return self._conn.execute(statement, self._params(params))
+    def _execute(self, statement: str, params: Params | None, query: str = "") -> psycopg.Cursor[Any]:
+        prepare = False if query in _UNPREPARED else None  # None: psycopg's default (prepared after 5 runs)
+        return self._conn.execute(statement, self._params(params), prepare=prepare)
 
     def _sync(self) -> None:
         """Send everything queued and wait for every result (row counts are known after this)."""
@@ -128,7 +136,7 @@ class PostgresTx:
     def one(self, query: str, params: Params | None = None) -> Row | None:
         row: Row | None = None
         for statement in self._queries[query]:
-            row = self._execute(statement, params).fetchone()
+            row = self._execute(statement, params, query).fetchone()
             self.waited = True
         return row
 
@@ -137,12 +145,12 @@ class PostgresTx:
 
     def iter(self, query: str, params: Params | None = None) -> Iterator[Row]:
         (statement,) = self._queries[query]
-        rows = self._execute(statement, params).fetchall()
+        rows = self._execute(statement, params, query).fetchall()
         self.waited = True
         return iter(rows)
 
     def run(self, query: str, params: Params | None = None) -> int:
-        cursors = [self._execute(statement, params) for statement in self._queries[query]]
+        cursors = [self._execute(statement, params, query) for statement in self._queries[query]]
         if query in DEFERRED:
             if query in _LOCKS and self._now is None and self._options.clock is None:
                 # The service reads the clock after its locks: queue the reading behind this lock now,
