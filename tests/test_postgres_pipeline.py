@@ -13,6 +13,7 @@ the node-state lookup of a commit is never stuck with a generic plan.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -156,16 +157,45 @@ def test_a_server_restart_is_survived_by_the_retry() -> None:
 
 
 @pytestmark_pg
-def test_node_states_are_never_a_cached_generic_plan(dsn: str) -> None:
-    """``nodes_state`` is planned with its values every time (a generic plan made early scanned whole sessions)."""
-    from lash_store.postgres import shared_pool
+def test_primary_key_lookups_are_never_a_cached_generic_plan(dsn: str) -> None:
+    """The lookups of ``_UNPREPARED`` are planned with their values every time; everything else is prepared.
 
-    workload = Workload(6)
+    A generic plan made while the tables were small scanned whole sessions
+    (node states) and whole queues (per-batch claim updates).
+    """
+    from lash_store.bench.queue import claim_loop
+    from lash_store.model import DeliveryPolicy, QueuedWorkBatchDraft, QueuedWorkPayload, SlotPolicy, TurnInput
+    from lash_store.postgres import shared_pool
+    from lash_store.postgres.backend import _UNPREPARED
+
+    workload = Workload(6, session_id="plans")
     revision = 0
     with PostgresStore.open(dsn, "plans") as store:
         for index in range(1, 13):  # more than psycopg's five executions before it prepares a statement
             revision = store.commit_runtime_state(_turn(workload, index, revision)).head_revision
+        for number in range(8):
+            payload = QueuedWorkPayload.turn_input(TurnInput.text(f"input {number}"))
+            draft = QueuedWorkBatchDraft.new(
+                "plans", DeliveryPolicy.AFTER_CURRENT_TURN_COMMIT, SlotPolicy.EXCLUSIVE, [payload]
+            )
+            store.enqueue_queued_work(draft)
+        result: dict[str, Any] = {"claimed": [], "completed": [], "claim_ns": [], "commit_ns": []}
+        result.update(empty_polls=0, missed_free_work=0)
+        claim_loop(store, "plans", "worker")(result)
+        assert len(result["completed"]) == 8
         with shared_pool(dsn).connection() as conn:
             prepared = [row[0] for row in conn.execute("SELECT statement FROM pg_prepared_statements").fetchall()]
     assert any("INSERT INTO lash.graph_nodes" in statement for statement in prepared)  # the others are prepared
-    assert not any("tombstoned, user_text IS NOT NULL" in statement for statement in prepared)
+    assert {name for name in _UNPREPARED if _as_prepared(name) in prepared} == set()
+    assert _as_prepared("upsert_node") in prepared  # the comparison does find prepared statements
+
+
+def _as_prepared(name: str) -> str:
+    """A named query as PostgreSQL records it when psycopg prepares it: ``%(name)s`` numbered in order."""
+    (statement,) = queries("lash")[name]
+    numbers: dict[str, int] = {}
+
+    def number(match: re.Match[str]) -> str:
+        return f"${numbers.setdefault(match.group(1), len(numbers) + 1)}"
+
+    return re.sub(r"%\((\w+)\)s", number, statement)

@@ -48,12 +48,15 @@ DEFERRED = frozenset({"lock_session", "lock_queue", "put_blob", "upsert_node", "
 they are queued in the pipeline instead of waited for, and ``run``/``run_many`` return 0 for them."""
 _LOCKS = frozenset({"lock_session", "lock_queue"})
 
-# Queries never run as prepared statements.  A prepared statement switches to a generic plan after five
-# executions and keeps it; for these, the generic plan made while a table was small scans every row of the
-# session (``nodes_state`` read all of a session's nodes through the (session_id, seq) index and filtered
-# them: per-commit cost grew with the session until autovacuum's ANALYZE invalidated the plan).  Planned
-# with their actual values each time, they use the primary key.
-_UNPREPARED = frozenset({"nodes_state"})
+# Queries never run as prepared statements.  PostgreSQL gives a prepared statement a generic plan after five
+# executions and keeps it; made while a table was small and not yet analyzed, that plan used the wrong index
+# for these lookups by primary key and filtered every row of the session or queue: ``nodes_state`` read all
+# of a session's nodes through (session_id, seq), so commit latency grew with the session until autovacuum's
+# ANALYZE invalidated the plan; the per-batch queue updates read the whole queue through its FIFO index.
+# Planned with their actual values every time, they use the primary key.
+_UNPREPARED = frozenset(
+    {"nodes_state", "mark_claimed", "delete_claimed_batch", "extend_claim", "batch_by_id", "free_batch", "delete_batch"}
+)
 
 _BEGIN_WRITE = b"BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE"
 _BEGIN_READ = b"BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
@@ -164,13 +167,18 @@ class PostgresTx:
         if not rows:
             return 0
         (statement,) = self._queries[query]
-        # Not closed here: a deferred batch's results arrive later, and psycopg hands them to this cursor.
-        cursor = self._conn.cursor()
-        cursor.executemany(statement, [self._params(row) for row in rows])
+        if query in _UNPREPARED:
+            # executemany always prepares: one unprepared execute per row instead, pipelined all the same.
+            cursors = [self._execute(statement, row, query) for row in rows]
+        else:
+            # Not closed here: a deferred batch's results arrive later, and psycopg hands them to this cursor.
+            cursor = self._conn.cursor()
+            cursor.executemany(statement, [self._params(row) for row in rows])
+            cursors = [cursor]
         if query in DEFERRED:
             return 0
         self._sync()
-        return max(cursor.rowcount, 0)
+        return sum(max(cursor.rowcount, 0) for cursor in cursors)
 
 
 class PostgresBackend:
