@@ -49,11 +49,12 @@ they are queued in the pipeline instead of waited for, and ``run``/``run_many`` 
 _LOCKS = frozenset({"lock_session", "lock_queue"})
 
 # Queries never run as prepared statements.  PostgreSQL gives a prepared statement a generic plan after five
-# executions and keeps it; made while a table was small and not yet analyzed, that plan used the wrong index
-# for these lookups by primary key and filtered every row of the session or queue: ``nodes_state`` read all
-# of a session's nodes through (session_id, seq), so commit latency grew with the session until autovacuum's
-# ANALYZE invalidated the plan; the per-batch queue updates read the whole queue through its FIFO index.
-# Planned with their actual values every time, they use the primary key.
+# executions and keeps it; made while a table was small and not yet analyzed, that plan can use the wrong
+# index for these lookups by primary key and filter every row of the session or queue.  It did for
+# ``nodes_state``: it read all of a session's nodes through (session_id, seq), so commit latency grew with
+# the session until autovacuum's ANALYZE invalidated the plan.  The per-batch queue lookups have the same
+# shape (their generic plans use the FIFO index and filter the batch id).  Planned with their actual values
+# every time, they use the primary key.
 _UNPREPARED = frozenset(
     {"nodes_state", "mark_claimed", "delete_claimed_batch", "extend_claim", "batch_by_id", "free_batch", "delete_batch"}
 )
