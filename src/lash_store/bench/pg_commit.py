@@ -357,9 +357,16 @@ def run(
                     _run_pass(target, schemas, f"warmup-{number}", warmup_turns, warm, options, shared, warmup=True)
                 encode_ns: list[int] = []
                 samples, check = _run_pass(
-                    target, schemas, f"session-{number}", turns, workload, options, shared, warmup=False,
+                    target,
+                    schemas,
+                    f"session-{number}",
+                    turns,
+                    workload,
+                    options,
+                    shared,
+                    warmup=False,
                     encode_ns=encode_ns,
-                )  # fmt: skip
+                )
                 runs.append(samples)
                 encode_runs.append(encode_ns)
                 if verification.get("ok", True):  # keep the first failure, else the latest run
@@ -383,9 +390,19 @@ def run(
                     _drop(target, schemas)
     elapsed = time.perf_counter() - started
     return _report(
-        runs, encode_runs, own_pass, peers, checkpoints, window, repeat, warmup_turns, options, server, verification,
+        runs,
+        encode_runs,
+        own_pass,
+        peers,
+        checkpoints,
+        window,
+        repeat,
+        warmup_turns,
+        options,
+        server,
+        verification,
         elapsed,
-    )  # fmt: skip
+    )
 
 
 def _side_figures(samples: Sequence[Sequence[int]], turn: int, window: int) -> dict[str, Any]:

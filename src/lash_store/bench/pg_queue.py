@@ -344,8 +344,21 @@ def format_report(report: dict[str, Any]) -> str:
                 "ok" if entry["verification"]["ok"] else "FAILED",
             ]
         )
-    headers = ["queue x workers", "lash-store/s", "floor/s", "ratio", "target", "", "claim p50", "claim p99",
-               "complete p50", "complete p99", "lost races", "enqueue/s", "exactly once"]  # fmt: skip
+    headers = [
+        "queue x workers",
+        "lash-store/s",
+        "floor/s",
+        "ratio",
+        "target",
+        "",
+        "claim p50",
+        "claim p99",
+        "complete p50",
+        "complete p99",
+        "lost races",
+        "enqueue/s",
+        "exactly once",
+    ]
     lines.append(render_table(headers, rows))
     lines.append("")
     for entry in report["configs"]:
