@@ -4,7 +4,7 @@ VENV := .venv
 RUNTIME := $(VENV)/.ready-runtime
 DEV := $(VENV)/.ready-dev
 
-.PHONY: test test-all lint bench demo clean
+.PHONY: test test-all lint bench bench-postgres demo clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ bench: $(DEV)
 	$(VENV)/bin/lash-store bench resume
 	$(VENV)/bin/lash-store bench gc
 	$(VENV)/bin/lash-store bench queue
+
+## The PostgreSQL benchmarks, each on a throwaway durable server (fsync=on) against plain psycopg.
+bench-postgres: $(DEV)
+	$(VENV)/bin/lash-store bench commit --backend postgres --peers
+	$(VENV)/bin/lash-store bench queue --backend postgres
+	$(VENV)/bin/lash-store bench list --backend postgres
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

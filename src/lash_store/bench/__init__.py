@@ -1,6 +1,6 @@
 """Benchmarks of lash-store, each measured against plain ``sqlite3`` doing the same work in the same run.
 
-Run ``python -m lash_store.bench {commit,resume,queue,gc} [--quick] [--json] [--dir DIR]``
+Run ``python -m lash_store.bench {commit,resume,queue,gc,list} [--quick] [--json] [--dir DIR]``
 (see :mod:`lash_store.bench.__main__`).  The sub-modules hold the workloads:
 
 - :mod:`lash_store.bench.commit` -- per-turn commit latency as a session grows,
@@ -14,6 +14,20 @@ Run ``python -m lash_store.bench {commit,resume,queue,gc} [--quick] [--json] [--
 - :mod:`lash_store.bench.peers` -- LangGraph's ``SqliteSaver`` and the OpenAI
   Agents SDK's ``SQLiteSession`` on the commit workload (``commit --peers``);
 - :mod:`lash_store.bench.plot` -- the per-turn latency chart (``commit --plot``).
+
+With ``--backend postgres`` the benchmarks run on PostgreSQL against plain
+psycopg, on a throwaway durable server or in fresh schemas of ``--dsn``
+(:mod:`lash_store.bench.pg`):
+
+- :mod:`lash_store.bench.pg_commit` -- per-turn commit latency against one
+  pipelined psycopg transaction of the bytes lash-store encodes;
+- :mod:`lash_store.bench.pg_peers` -- LangGraph's ``PostgresSaver`` on that
+  workload (``commit --backend postgres --peers``);
+- :mod:`lash_store.bench.pg_queue` -- claims per second with 1 / 4 / 8 worker
+  processes on own queues and on one shared queue, against ``FOR UPDATE SKIP
+  LOCKED``, with exactly-once verification;
+- :mod:`lash_store.bench.pg_list` -- ``list_sessions`` first page with
+  10,000 sessions in the database (``list``).
 
 The peers and the chart need the optional extra ``lash-store[bench]``; without
 it those options fail with :class:`MissingExtra` and nothing else is affected.

@@ -1,4 +1,4 @@
-"""Command line of the benchmarks: ``python -m lash_store.bench {commit,resume,queue,gc} [options]``.
+"""Command line of the benchmarks: ``python -m lash_store.bench {commit,resume,queue,gc,list} [options]``.
 
 Examples::
 
@@ -9,9 +9,16 @@ Examples::
     python -m lash_store.bench queue --json      # 2,000 batches, 4 worker processes, JSON report
     python -m lash_store.bench gc                # gc_unreachable over 10,000 unreachable blobs
     python -m lash_store.bench queue --quick --dir /tmp/bench   # keep the database files
+    python -m lash_store.bench commit --backend postgres --peers  # PostgreSQL vs plain psycopg, + LangGraph
+    python -m lash_store.bench queue --backend postgres          # 1 / 4 / 8 processes, own and shared queues
+    python -m lash_store.bench list --backend postgres           # list_sessions first page, 10,000 sessions
 
 Every benchmark measures plain ``sqlite3`` doing the same work in the same
-run and prints the ratio.  ``--peers`` and ``--plot`` need the optional extra
+run and prints the ratio.  ``--backend postgres`` (``commit``, ``queue``,
+``list``) runs on PostgreSQL against plain psycopg instead, on a throwaway
+durable server (``fsync=on``, unix socket) or, with ``--dsn DSN``, in fresh
+schemas of that database that are dropped afterwards (see
+:mod:`lash_store.bench.pg`).  ``--peers`` and ``--plot`` need the optional extra
 ``lash-store[bench]``; without it they print a one-line error and exit 2
 before anything runs.
 
@@ -32,6 +39,7 @@ from typing import Any
 from lash_store.bench import MissingExtra, non_negative, positive
 from lash_store.bench import commit as commit_bench
 from lash_store.bench import gc as gc_bench
+from lash_store.bench import pg_list as list_bench
 from lash_store.bench import queue as queue_bench
 from lash_store.bench import resume as resume_bench
 from lash_store.options import BlobProfile, StoreOptions
@@ -43,9 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m lash_store.bench``."""
     parser = argparse.ArgumentParser(
         prog="python -m lash_store.bench",
-        description="lash-store benchmarks, each against plain sqlite3 doing the same work in the same run.",
+        description=(
+            "lash-store benchmarks, each against plain sqlite3 (or, with --backend postgres, plain psycopg) "
+            "doing the same work in the same run."
+        ),
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{commit,resume,queue,gc}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{commit,resume,queue,gc,list}")
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--quick", action="store_true", help="smaller sizes and fewer repetitions")
@@ -54,8 +65,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--dir", metavar="DIR", default=None, help="run in a new sub-directory of DIR and keep it (default: a temp dir)"
     )
 
+    backend = argparse.ArgumentParser(add_help=False)
+    backend.add_argument(
+        "--backend",
+        choices=("sqlite", "postgres"),
+        default=None,  # resolved after parsing: list runs on postgres, the others default to sqlite
+        help="sqlite (vs plain sqlite3; the default) or postgres (vs plain psycopg, on a durable server)",
+    )
+    backend.add_argument(
+        "--dsn",
+        metavar="DSN",
+        default=None,
+        help="postgres: run in fresh schemas of this database (dropped afterwards) instead of a throwaway server",
+    )
+
     commit = commands.add_parser(
-        "commit", parents=[common], help="per-turn commit latency as a session grows, vs a sqlite3 floor"
+        "commit", parents=[common, backend], help="per-turn commit latency as a session grows, vs a plain floor"
     )
     commit.add_argument(
         "--turns",
@@ -123,10 +148,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     queue = commands.add_parser(
-        "queue", parents=[common], help="claim throughput with several worker processes on one session file"
+        "queue", parents=[common, backend], help="claim throughput with several worker processes on one session"
     )
-    queue.add_argument("--batches", type=positive, default=None, help="batches to enqueue (default 2000, --quick 400)")
-    queue.add_argument("--workers", type=positive, default=4, help="worker processes (default 4)")
+    queue.add_argument(
+        "--batches",
+        type=positive,
+        default=None,
+        help="batches to enqueue per run (sqlite: default 2000, --quick 400; postgres: 1000, --quick 24)",
+    )
+    queue.add_argument(
+        "--workers",
+        type=positive,
+        nargs="+",
+        default=None,
+        help="worker processes (sqlite: one count, default 4; postgres: counts, default 1 4 8, --quick 1 2)",
+    )
+    queue.add_argument(
+        "--mode",
+        choices=("own", "shared"),
+        nargs="+",
+        default=None,
+        help="postgres: a queue per worker (own) and/or one queue for all (shared); default both",
+    )
     queue.add_argument("--repeat", type=positive, default=None, help="runs per side (default 3, --quick 1)")
     queue.add_argument(
         "--start-method", choices=("spawn", "fork", "forkserver"), default="spawn", help="multiprocessing start method"
@@ -138,6 +181,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--blobs", type=positive, default=None, help=f"unreachable blobs (default {gc_bench.DEFAULT_BLOBS:,})"
     )
     gc.add_argument("--repeat", type=positive, default=None, help="runs on fresh files (default 3, --quick 1)")
+
+    listing = commands.add_parser(
+        "list", parents=[common, backend], help="list_sessions first page with many sessions (postgres)"
+    )
+    listing.add_argument(
+        "--sessions",
+        type=positive,
+        default=None,
+        help=f"sessions in the database (default {list_bench.FULL_SESSIONS:,}, --quick {list_bench.QUICK_SESSIONS})",
+    )
+    listing.add_argument("--limit", type=positive, default=list_bench.DEFAULT_LIMIT, help="page size (default 50)")
+    listing.add_argument("--repeat", type=positive, default=None, help="calls per side (default 30, --quick 5)")
     return parser
 
 
@@ -199,12 +254,100 @@ def _commit(args: argparse.Namespace, verbose: bool) -> tuple[dict[str, Any], st
     return report, text, 0
 
 
+def _check_backend(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Resolve the default backend; options that only make sense for the other one are refused before anything runs."""
+    if getattr(args, "backend", None) is None:
+        args.backend = "postgres" if args.command == "list" else "sqlite"
+    backend = args.backend
+    if backend == "postgres":
+        if args.dir is not None:
+            parser.error("--dir applies to --backend sqlite (postgres runs in schemas it creates and drops)")
+        if getattr(args, "plot", None):
+            parser.error("--plot applies to --backend sqlite")
+        if args.command == "commit" and args.peer_sync != "match":
+            parser.error("--peer-sync applies to --backend sqlite (the postgres peers use the server's setting)")
+    else:
+        if args.command == "list":
+            parser.error("list runs on --backend postgres only")
+        if getattr(args, "dsn", None) is not None:
+            parser.error("--dsn applies to --backend postgres")
+        if args.command == "queue" and args.workers is not None and len(args.workers) > 1:
+            parser.error("--backend sqlite takes one --workers count")
+        if args.command == "queue" and args.mode is not None:
+            parser.error("--mode applies to --backend postgres")
+
+
+def _commit_postgres(args: argparse.Namespace, verbose: bool) -> tuple[dict[str, Any], str, int]:
+    from lash_store.bench import peers as peer_bench
+    from lash_store.bench import pg_commit
+
+    peers: list[Any] = []
+    if args.peers:
+        from lash_store.bench import pg_peers
+
+        peers = list(
+            pg_peers.default_peers(
+                langgraph_full_max_turns=args.peer_full_max_turns or peer_bench.LANGGRAPH_FULL_MAX_TURNS
+            )
+        )
+    checkpoints = args.turns or list(commit_bench.QUICK_CHECKPOINTS if args.quick else commit_bench.FULL_CHECKPOINTS)
+    report = pg_commit.run(
+        checkpoints=checkpoints,
+        repeat=args.repeat or (1 if args.quick else 3),
+        window=args.window,
+        warmup_turns=args.warmup,
+        dsn=args.dsn,
+        verbose=verbose,
+        blob_profile=BlobProfile(args.profile),
+        peers=peers,
+    )
+    exit_code = 0 if report["verification"]["ok"] else 1
+    return report, pg_commit.format_report(report), exit_code
+
+
+def _queue_postgres(args: argparse.Namespace, verbose: bool) -> tuple[dict[str, Any], str, int]:
+    from lash_store.bench import pg_queue
+
+    report = pg_queue.run(
+        batches=args.batches or (24 if args.quick else 1_000),
+        workers=args.workers or (pg_queue.QUICK_WORKERS if args.quick else pg_queue.FULL_WORKERS),
+        modes=args.mode or pg_queue.MODES,
+        repeat=args.repeat or (1 if args.quick else 3),
+        start_method=args.start_method,
+        dsn=args.dsn,
+        verbose=verbose,
+    )
+    return report, pg_queue.format_report(report), 0 if report["verification"]["ok"] else 1
+
+
+def _list_postgres(args: argparse.Namespace, verbose: bool) -> tuple[dict[str, Any], str, int]:
+    report = list_bench.run(
+        sessions=args.sessions or (list_bench.QUICK_SESSIONS if args.quick else list_bench.FULL_SESSIONS),
+        repeat=args.repeat or (5 if args.quick else 30),
+        limit=args.limit,
+        dsn=args.dsn,
+        verbose=verbose,
+    )
+    return report, list_bench.format_report(report), 0 if report["verification"]["ok"] else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one benchmark; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    from lash_store.testing.pgserver import PostgresUnavailable
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_backend(parser, args)
     verbose = not args.json
+    postgres = args.backend == "postgres"
     try:
-        if args.command == "commit":
+        if postgres and args.command == "commit":
+            report, text, exit_code = _commit_postgres(args, verbose)
+        elif postgres and args.command == "queue":
+            report, text, exit_code = _queue_postgres(args, verbose)
+        elif args.command == "list":
+            report, text, exit_code = _list_postgres(args, verbose)
+        elif args.command == "commit":
             report, text, exit_code = _commit(args, verbose)
         elif args.command == "resume":
             sizes = args.turns or list(resume_bench.QUICK_SIZES if args.quick else resume_bench.FULL_SIZES)
@@ -230,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             batches = args.batches or (400 if args.quick else 2_000)
             report = queue_bench.run(
                 batches=batches,
-                workers=args.workers,
+                workers=args.workers[0] if args.workers else 4,
                 repeat=args.repeat or (1 if args.quick else 3),
                 start_method=args.start_method,
                 floor=not args.no_floor,
@@ -239,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             text = queue_bench.format_report(report)
             exit_code = 0 if report["verification"]["ok"] else 1
-    except MissingExtra as exc:
+    except (MissingExtra, PostgresUnavailable) as exc:
         print(f"python -m lash_store.bench {args.command}: error: {exc}", file=sys.stderr)
         return 2
     if args.json:

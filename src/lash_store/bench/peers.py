@@ -63,6 +63,7 @@ import asyncio
 import importlib
 import importlib.metadata
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -72,13 +73,14 @@ from lash_store.bench.commit import PeerSpec, PeerWriter, TurnContent
 
 if TYPE_CHECKING:
     from agents import SQLiteSession
-    from langgraph.checkpoint.base import Checkpoint, CheckpointMetadata
+    from langgraph.checkpoint.base import Checkpoint, CheckpointMetadata, CheckpointTuple
     from langgraph.checkpoint.sqlite import SqliteSaver
 
 __all__ = [
     "LANGGRAPH_FULL_MAX_TURNS",
     "REQUIRED",
     "LangGraphPeer",
+    "LangGraphTurns",
     "OpenAIAgentsPeer",
     "check_available",
     "default_peers",
@@ -178,23 +180,20 @@ class LangGraphPeer:
         }
 
 
-class _LangGraphWriter:
-    """One thread of one ``SqliteSaver`` on its own file, written as a LangGraph app would."""
+class LangGraphTurns:
+    """The checkpoints a LangGraph app would save, turn by turn, and the check of what a saver read back.
 
-    def __init__(self, path: Path, mode: Literal["full", "new"], synchronous: str | None) -> None:
+    Shared by the SQLite and the PostgreSQL savers so that both get exactly
+    the same checkpoints.  ``next_version`` is the saver's ``get_next_version``.
+    """
+
+    def __init__(self, mode: Literal["full", "new"], next_version: Callable[[str | None], str]) -> None:
         from langchain_core.messages import AIMessage, HumanMessage
         from langgraph.checkpoint.base import empty_checkpoint
-        from langgraph.checkpoint.sqlite import SqliteSaver
 
         self._human, self._ai = HumanMessage, AIMessage
-        self._mode = mode
-        # As the SqliteSaver docs show: a connection shared with the saver's lock.
-        self._conn = sqlite3.connect(str(path), check_same_thread=False)
-        self._saver: SqliteSaver = SqliteSaver(self._conn)
-        self._saver.setup()  # WAL and tables (the first put would do it)
-        if synchronous is not None:
-            self._conn.execute(f"PRAGMA synchronous={synchronous}")
-        self._config: Any = {"configurable": {"thread_id": THREAD_ID, "checkpoint_ns": ""}}
+        self.mode = mode
+        self._next_version = next_version
         self._checkpoint: Checkpoint = empty_checkpoint()
         self._messages: list[Any] = []
         self._version: str | None = None
@@ -210,10 +209,10 @@ class _LangGraphWriter:
         ]
         self._messages = [*self._messages, *new]  # add_messages returns a new list every step
         self._step += 1
-        self._version = self._saver.get_next_version(self._version, None)
+        self._version = self._next_version(self._version)
         checkpoint = create_checkpoint(self._checkpoint, None, self._step)
         checkpoint["channel_values"] = {
-            "messages": self._messages if self._mode == "full" else new,
+            "messages": self._messages if self.mode == "full" else new,
             "tool_state": content.tool_state,
         }
         versions: dict[str, str | int | float] = {"messages": self._version, "tool_state": self._version}
@@ -223,19 +222,13 @@ class _LangGraphWriter:
         metadata: CheckpointMetadata = {"source": "loop", "step": self._step, "parents": {}}
         return checkpoint, metadata, versions
 
-    def commit(self, prepared: tuple[Checkpoint, CheckpointMetadata, dict[str, str | int | float]]) -> None:
-        checkpoint, metadata, versions = prepared
-        self._config = self._saver.put(self._config, checkpoint, metadata, versions)
-
-    def verify(self, turns: int) -> dict[str, Any]:
-        latest = self._saver.get_tuple({"configurable": {"thread_id": THREAD_ID, "checkpoint_ns": ""}})
-        rows = int(self._conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0])
-        level = _SYNCHRONOUS_NAMES.get(int(self._conn.execute("PRAGMA synchronous").fetchone()[0]), "?")
+    def check(self, latest: CheckpointTuple | None, rows: int, turns: int) -> dict[str, Any]:
+        """Whether the latest checkpoint read back holds turn ``turns`` and there is one row per turn."""
         if latest is None:
-            return {"ok": False, "detail": "no checkpoint", "checkpoints": rows, "synchronous_seen": level}
+            return {"ok": False, "detail": "no checkpoint", "checkpoints": rows}
         values = latest.checkpoint["channel_values"]
         messages = values.get("messages", [])
-        expected = 2 * turns if self._mode == "full" else 2
+        expected = 2 * turns if self.mode == "full" else 2
         last_id = messages[-1].id if messages else None
         ok = (
             rows == turns
@@ -248,8 +241,36 @@ class _LangGraphWriter:
             "detail": f"{rows:,} checkpoints, the latest holds {len(messages):,} messages",
             "checkpoints": rows,
             "latest_messages": len(messages),
-            "synchronous_seen": level,
         }
+
+
+class _LangGraphWriter:
+    """One thread of one ``SqliteSaver`` on its own file, written as a LangGraph app would."""
+
+    def __init__(self, path: Path, mode: Literal["full", "new"], synchronous: str | None) -> None:
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        # As the SqliteSaver docs show: a connection shared with the saver's lock.
+        self._conn = sqlite3.connect(str(path), check_same_thread=False)
+        self._saver: SqliteSaver = SqliteSaver(self._conn)
+        self._saver.setup()  # WAL and tables (the first put would do it)
+        if synchronous is not None:
+            self._conn.execute(f"PRAGMA synchronous={synchronous}")
+        self._config: Any = {"configurable": {"thread_id": THREAD_ID, "checkpoint_ns": ""}}
+        self._turns = LangGraphTurns(mode, lambda version: self._saver.get_next_version(version, None))
+
+    def prepare(self, content: TurnContent) -> tuple[Checkpoint, CheckpointMetadata, dict[str, str | int | float]]:
+        return self._turns.prepare(content)
+
+    def commit(self, prepared: tuple[Checkpoint, CheckpointMetadata, dict[str, str | int | float]]) -> None:
+        checkpoint, metadata, versions = prepared
+        self._config = self._saver.put(self._config, checkpoint, metadata, versions)
+
+    def verify(self, turns: int) -> dict[str, Any]:
+        latest = self._saver.get_tuple({"configurable": {"thread_id": THREAD_ID, "checkpoint_ns": ""}})
+        rows = int(self._conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0])
+        level = _SYNCHRONOUS_NAMES.get(int(self._conn.execute("PRAGMA synchronous").fetchone()[0]), "?")
+        return {**self._turns.check(latest, rows, turns), "synchronous_seen": level}
 
     def close(self) -> None:
         self._conn.close()

@@ -41,6 +41,7 @@ from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any
 
+from lash_store.api import SessionStoreAPI
 from lash_store.bench import format_us, progress, render_table, summarise_ns, workdir
 from lash_store.model import (
     DeliveryPolicy,
@@ -53,7 +54,7 @@ from lash_store.model import (
 )
 from lash_store.sqlite import Store
 
-__all__ = ["QueueRun", "format_report", "run", "summarise", "verify_run"]
+__all__ = ["QueueRun", "claim_loop", "format_report", "run", "run_processes", "summarise", "verify_run"]
 
 SESSION_ID = "bench-queue-session"
 LEASE_TTL_MS = 30_000
@@ -102,9 +103,11 @@ def _run_worker(
         results.put(result)
 
 
-def store_worker(path: str, session_id: str, owner: str, barrier: Any, results: Any) -> None:
-    """Claim and complete batches through lash-store until the queue is empty."""
-    store = Store.open(path)
+def claim_loop(store: SessionStoreAPI, session_id: str, owner: str) -> Callable[[WorkerResult], None]:
+    """The worker body: claim and complete batches of ``session_id`` through ``store`` until its queue is empty.
+
+    Only the public store API is used, so the same loop drives every backend.
+    """
 
     def body(result: WorkerResult) -> None:
         clock = time.perf_counter_ns
@@ -133,8 +136,14 @@ def store_worker(path: str, session_id: str, owner: str, barrier: Any, results: 
             commit_ns.append(clock() - started)
             result["completed"].extend(claim.batch_ids)
 
+    return body
+
+
+def store_worker(path: str, session_id: str, owner: str, barrier: Any, results: Any) -> None:
+    """Claim and complete batches through lash-store until the queue is empty."""
+    store = Store.open(path)
     try:
-        _run_worker(owner, barrier, results, body)
+        _run_worker(owner, barrier, results, claim_loop(store, session_id, owner))
     finally:
         store.close()
 
@@ -268,13 +277,31 @@ def _run_workers(
     path: Path,
     workers: int,
 ) -> list[WorkerResult]:
+    return run_processes(
+        context, target, [(str(path), SESSION_ID, f"worker-{n}") for n in range(workers)], lambda args: str(args[-1])
+    )
+
+
+def run_processes(
+    context: BaseContext,
+    target: Callable[..., None],
+    worker_args: list[tuple[Any, ...]],
+    owner_of: Callable[[tuple[Any, ...]], str],
+) -> list[WorkerResult]:
+    """Start one process per entry of ``worker_args`` (each called as ``target(*args, barrier, results)``).
+
+    Waits for every report (bounded), kills stragglers, and returns the
+    reports sorted by owner; a process that died without reporting gets a
+    report with an error, so verification fails instead of hanging.
+    """
+    workers = len(worker_args)
     barrier = context.Barrier(workers)
     results = context.Queue()
     processes = [
         context.Process(  # type: ignore[attr-defined]
-            target=target, args=(str(path), SESSION_ID, f"worker-{n}", barrier, results), name=f"bench-worker-{n}"
+            target=target, args=(*args, barrier, results), name=f"bench-worker-{n}"
         )
-        for n in range(workers)
+        for n, args in enumerate(worker_args)
     ]
     for process in processes:
         process.start()
@@ -292,8 +319,8 @@ def _run_workers(
             process.kill()
             process.join()
     reported = {result["owner"] for result in collected}
-    for n, process in enumerate(processes):
-        owner = f"worker-{n}"
+    for args, process in zip(worker_args, processes, strict=True):
+        owner = owner_of(args)
         if owner not in reported:
             missing = _new_result(owner)
             missing["error"] = f"worker exited with code {process.exitcode} without reporting"

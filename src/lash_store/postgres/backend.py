@@ -2,10 +2,22 @@
 
 Transactions are explicit on autocommit connections: writes run under READ
 COMMITTED and take row locks first (the service's ``lock_*`` queries), reads
-run under REPEATABLE READ READ ONLY (one snapshot).  An interrupt or any other
-non-database exception in the middle of a transaction closes the connection
-instead of returning it to the pool: the server then aborts the transaction
-and releases its locks, and no half-read protocol state is ever reused.
+run under REPEATABLE READ READ ONLY (one snapshot).  An interrupt in the middle
+of a transaction closes the connection instead of returning it to the pool: the
+server then aborts the transaction and releases its locks, and no half-read
+protocol state is ever reused.
+
+Every transaction runs in libpq pipeline mode, so that a commit costs a few
+round trips instead of one per statement: ``BEGIN`` goes out with the first
+query, and ``COMMIT`` with the last statements.  A statement whose result the
+service never reads (:data:`DEFERRED`: the lock queries and the plain writes
+of a commit) is sent without waiting for it; the next query whose rows are
+read carries it to the server, in order, and an error it raised surfaces there
+or at ``COMMIT`` -- inside the same transaction, which then commits nothing.
+Every other statement is waited for, so the rows and row counts the service
+reads are exactly those of one-statement-at-a-time execution.  The database
+clock is read (with a deferred query) right after the transaction's latest
+lock statement, which is where the service reads it.
 """
 
 from __future__ import annotations
@@ -16,7 +28,7 @@ from functools import cache
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg import IsolationLevel, errors, pq
+from psycopg import errors, pq
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from lash_store.core.queries import load
@@ -30,6 +42,25 @@ T = TypeVar("T")
 # Transient failures that a transaction may simply be retried after (nothing of it was applied).
 _RETRYABLE = (errors.SerializationFailure, errors.DeadlockDetected)
 _MAX_ATTEMPTS = 5
+
+DEFERRED = frozenset({"lock_session", "lock_queue", "put_blob", "upsert_node", "write_head"})
+"""Queries whose row count no service reads (``tests/test_postgres_pipeline.py`` checks the services' source):
+they are queued in the pipeline instead of waited for, and ``run``/``run_many`` return 0 for them."""
+_LOCKS = frozenset({"lock_session", "lock_queue"})
+
+# Queries never run as prepared statements.  PostgreSQL gives a prepared statement a generic plan after five
+# executions and keeps it; made while a table was small and not yet analyzed, that plan can use the wrong
+# index for these lookups by primary key and filter every row of the session or queue.  It did for
+# ``nodes_state``: it read all of a session's nodes through (session_id, seq), so commit latency grew with
+# the session until autovacuum's ANALYZE invalidated the plan.  The per-batch queue lookups have the same
+# shape (their generic plans use the FIFO index and filter the batch id).  Planned with their actual values
+# every time, they use the primary key.
+_UNPREPARED = frozenset(
+    {"nodes_state", "mark_claimed", "delete_claimed_batch", "extend_claim", "batch_by_id", "free_batch", "delete_batch"}
+)
+
+_BEGIN_WRITE = b"BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE"
+_BEGIN_READ = b"BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 
 # The lock_timeout each pooled connection currently has, so it is set only when a store needs another.
 _lock_timeouts: weakref.WeakKeyDictionary[psycopg.Connection[Any], int] = weakref.WeakKeyDictionary()
@@ -52,24 +83,41 @@ def translate(exc: psycopg.Error) -> BackendError:
 
 
 class PostgresTx:
-    """A transaction on one pooled connection; every query gets the store's partition as ``sid``."""
+    """A transaction on one pooled connection in pipeline mode; every query gets the store's partition as ``sid``."""
 
-    __slots__ = ("_conn", "_now", "_options", "_queries", "_sid")
+    __slots__ = ("_clock", "_conn", "_now", "_options", "_pipeline", "_queries", "_sid", "waited")
 
-    def __init__(self, conn: psycopg.Connection[Any], sid: str, schema: str, options: StoreOptions) -> None:
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        pipeline: psycopg.Pipeline,
+        sid: str,
+        schema: str,
+        options: StoreOptions,
+    ) -> None:
         self._conn = conn
+        self._pipeline = pipeline
         self._sid = sid
         self._queries = queries(schema)
         self._options = options
         self._now: int | None = None
+        self._clock: psycopg.Cursor[Any] | None = None
+        #: Whether the server has answered anything of this transaction yet (see ``PostgresBackend._attempt``).
+        self.waited = False
 
     def _params(self, params: Params | None) -> Mapping[str, Any]:
         merged = dict(params) if params else {}
         merged["sid"] = self._sid
         return merged
 
-    def _execute(self, statement: str, params: Params | None) -> psycopg.Cursor[Any]:
-        return self._conn.execute(statement, self._params(params))
+    def _execute(self, statement: str, params: Params | None, query: str = "") -> psycopg.Cursor[Any]:
+        prepare = False if query in _UNPREPARED else None  # None: psycopg's default (prepared after 5 runs)
+        return self._conn.execute(statement, self._params(params), prepare=prepare)
+
+    def _sync(self) -> None:
+        """Send everything queued and wait for every result (row counts are known after this)."""
+        self._pipeline.sync()
+        self.waited = True
 
     def now_ms(self) -> int:
         """The injected test clock when there is one, else the database clock (one reading per transaction)."""
@@ -77,15 +125,23 @@ class PostgresTx:
             if self._options.clock is not None:
                 self._now = self._options.now_ms()
             else:
-                row = self.one("now")
+                cursor = self._clock if self._clock is not None else self._queue_clock()
+                row = cursor.fetchone()
+                self.waited = True
                 assert row is not None
                 self._now = int(row[0])
         return self._now
 
+    def _queue_clock(self) -> psycopg.Cursor[Any]:
+        (statement,) = self._queries["now"]
+        self._clock = self._execute(statement, None)
+        return self._clock
+
     def one(self, query: str, params: Params | None = None) -> Row | None:
         row: Row | None = None
         for statement in self._queries[query]:
-            row = self._execute(statement, params).fetchone()
+            row = self._execute(statement, params, query).fetchone()
+            self.waited = True
         return row
 
     def all(self, query: str, params: Params | None = None) -> list[Row]:
@@ -93,21 +149,37 @@ class PostgresTx:
 
     def iter(self, query: str, params: Params | None = None) -> Iterator[Row]:
         (statement,) = self._queries[query]
-        return iter(self._execute(statement, params).fetchall())
+        rows = self._execute(statement, params, query).fetchall()
+        self.waited = True
+        return iter(rows)
 
     def run(self, query: str, params: Params | None = None) -> int:
-        changed = 0
-        for statement in self._queries[query]:
-            changed += max(self._execute(statement, params).rowcount, 0)
-        return changed
+        cursors = [self._execute(statement, params, query) for statement in self._queries[query]]
+        if query in DEFERRED:
+            if query in _LOCKS and self._now is None and self._options.clock is None:
+                # The service reads the clock after its locks: queue the reading behind this lock now,
+                # so that it costs no round trip of its own (a later lock queues a newer reading).
+                self._queue_clock()
+            return 0
+        self._sync()
+        return sum(max(cursor.rowcount, 0) for cursor in cursors)
 
     def run_many(self, query: str, rows: Sequence[Params]) -> int:
         if not rows:
             return 0
         (statement,) = self._queries[query]
-        with self._conn.cursor() as cursor:
+        if query in _UNPREPARED:
+            # executemany always prepares: one unprepared execute per row instead, pipelined all the same.
+            cursors = [self._execute(statement, row, query) for row in rows]
+        else:
+            # Not closed here: a deferred batch's results arrive later, and psycopg hands them to this cursor.
+            cursor = self._conn.cursor()
             cursor.executemany(statement, [self._params(row) for row in rows])
-            return max(cursor.rowcount, 0)
+            cursors = [cursor]
+        if query in DEFERRED:
+            return 0
+        self._sync()
+        return sum(max(cursor.rowcount, 0) for cursor in cursors)
 
 
 class PostgresBackend:
@@ -168,27 +240,48 @@ class PostgresBackend:
 
     def _attempt(self, conn: psycopg.Connection[Any], body: Callable[[PostgresTx], T], *, write: bool) -> T:
         reusable = False
-        started = False
+        tx: PostgresTx | None = None
+        committing = False
         try:
-            conn.isolation_level = IsolationLevel.READ_COMMITTED if write else IsolationLevel.REPEATABLE_READ
-            conn.read_only = not write
             self._set_lock_timeout(conn)
-            with conn.transaction():
-                started = True
-                result = body(PostgresTx(conn, self.sid, self.schema, self._options))
+            with conn.pipeline() as pipeline:
+                conn.execute(_BEGIN_WRITE if write else _BEGIN_READ, prepare=False)
+                tx = PostgresTx(conn, pipeline, self.sid, self.schema, self._options)
+                result = body(tx)
+                committing = True
+                conn.execute(b"COMMIT", prepare=False)
+            # Leaving the pipeline waited for every result: COMMIT succeeded.
             reusable = True
             return result
         except psycopg.Error as exc:
-            reusable = not conn.broken and conn.info.transaction_status == pq.TransactionStatus.IDLE
-            if isinstance(exc, _RETRYABLE) or (isinstance(exc, psycopg.OperationalError) and not started):
-                raise _Retry(exc) from exc  # nothing of it was applied (a dead pooled connection fails at BEGIN)
+            reusable = self._rollback(conn)
+            answered = tx is not None and tx.waited
+            if isinstance(exc, _RETRYABLE) or (
+                isinstance(exc, psycopg.OperationalError) and not answered and not committing
+            ):
+                # Nothing of it was applied: a serialization failure or deadlock rolled it back, and a dead
+                # pooled connection fails before the server answered anything.  Once COMMIT was sent, a lost
+                # connection leaves the outcome unknown: that is never retried.
+                raise _Retry(exc) from exc
             raise translate(exc) from exc
         except Exception:
-            reusable = not conn.broken and conn.info.transaction_status == pq.TransactionStatus.IDLE
+            reusable = self._rollback(conn)
             raise
         finally:
             if not reusable:
                 conn.close()  # the server aborts whatever was open and releases its locks
+
+    @staticmethod
+    def _rollback(conn: psycopg.Connection[Any]) -> bool:
+        """End a failed transaction; whether the connection is clean again (else it is closed by the caller)."""
+        if conn.broken:
+            return False
+        try:
+            if conn.info.transaction_status != pq.TransactionStatus.IDLE:
+                conn.execute(b"ROLLBACK", prepare=False)
+        except psycopg.Error:
+            return False
+        return conn.info.transaction_status == pq.TransactionStatus.IDLE
 
     def _set_lock_timeout(self, conn: psycopg.Connection[Any]) -> None:
         wanted = self._options.busy_timeout_ms

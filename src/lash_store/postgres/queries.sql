@@ -3,7 +3,9 @@
 -- (added to every query's parameters by the backend).  Rows have the same columns, in the same
 -- order, as the SQLite backend's queries of the same name.  A list parameter arrives as a text[].
 -- Transactions run under READ COMMITTED and lock first: every statement after a lock_* query sees
--- everything committed before the lock was granted.
+-- everything committed before the lock was granted.  Transactions run in pipeline mode; the queries in
+-- backend.DEFERRED (locks, and the plain writes of a commit) are sent without waiting for their results,
+-- so no service may read their row counts (tests/test_postgres_pipeline.py checks).
 
 -- ===== locks ==============================================================
 
@@ -50,7 +52,9 @@ DELETE FROM {schema}.artifact_refs WHERE session_id = %(sid)s;
 DELETE FROM {schema}.session_meta WHERE session_id = %(sid)s;
 DELETE FROM {schema}.sessions WHERE session_id = %(sid)s
 
--- Keyset pagination by session id: stable while sessions are created and deleted.
+-- Keyset pagination by session id: stable while sessions are created and deleted.  The bound is
+-- repeated on both sides of the join: with it on session_meta only, a merge join scans sessions
+-- from its first row, and a page far into the listing costs as much as every page before it.
 -- name: list_sessions
 SELECT m.meta_session_id, m.cwd, m.relation,
        (SELECT g.user_text FROM {schema}.graph_nodes g
@@ -58,7 +62,7 @@ SELECT m.meta_session_id, m.cwd, m.relation,
         ORDER BY g.seq LIMIT 1),
        s.user_message_count, m.session_id
 FROM {schema}.session_meta m JOIN {schema}.sessions s ON s.session_id = m.session_id
-WHERE m.session_id > %(after)s
+WHERE m.session_id > %(after)s AND s.session_id > %(after)s
 ORDER BY m.session_id
 LIMIT %(limit)s
 

@@ -1,0 +1,655 @@
+"""Per-turn commit latency on PostgreSQL, against plain psycopg writing the same bytes (``commit --backend postgres``).
+
+The workload is the SQLite commit benchmark's (:class:`~lash_store.bench.commit.Workload`):
+per turn a ~500-byte user message and a ~1,500-byte assistant message
+appended to the graph, a checkpoint whose ~8 KB tool state changes every turn,
+and a usage delta, committed with ``PostgresStore.commit_runtime_state``.
+
+The floor is the fastest plain psycopg code we could write that makes the same
+bytes durable: the turn is first encoded by lash-store's own encoder
+(``lash_store.core.commit.prepare_commit``, outside the floor's timed region),
+so the floor stores byte for byte what lash-store stores -- the encoded node
+bodies with their picker text, the compressed tool-state blob and the
+checkpoint manifest blob, the encoded head and the encoded usage ledger --
+in one transaction sent as a single pipeline (``BEGIN``, two
+``executemany`` inserts, one ``UPDATE`` of the head row, ``COMMIT``): one
+round trip and one WAL flush.  Its schema is the least a real session store
+needs: a head row per session, nodes keyed by (session, node) with an
+insertion order index for resume, blobs keyed by (session, hash).  The floor
+therefore does none of lash-store's CPU work (validation, msgpack, zstd,
+SHA-256) inside its timed region; that work is timed separately as
+``encode_us`` so the gap can be read: lash-store's commit = its encoding +
+its transaction.
+
+Sides run interleaved, turn by turn in a rotating order, on one durable server
+(``fsync=on``, ``synchronous_commit=on``); each side has a schema of its own,
+fresh for every run.  Peers (``--peers``: LangGraph's ``PostgresSaver``, see
+:mod:`lash_store.bench.pg_peers`) join the loop the way they do in the SQLite
+benchmark; the full-state peer runs in a pass of its own.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+from lash_store.bench import format_us, percentile, progress, render_table, verdict
+from lash_store.bench.commit import PeerWriter, Workload, _RunSamples, _window_median
+from lash_store.bench.pg import PgTarget, dsn_with_search_path, pg_target
+from lash_store.bench.pg_peers import PgPeerSpec
+from lash_store.core.commit import prepare_commit
+from lash_store.core.usage import Totals, add_usage, encode_totals
+from lash_store.model import RuntimeCommit, SessionReadScope
+from lash_store.options import BlobProfile, StoreOptions
+
+__all__ = [
+    "FLOOR_LABEL",
+    "GROWTH_TARGET",
+    "PEER_SPEEDUP_TARGET",
+    "PEER_SPEEDUP_TURN",
+    "RATIO_TARGET",
+    "EncodedTurn",
+    "PgFloor",
+    "TurnEncoder",
+    "format_report",
+    "run",
+]
+
+RATIO_TARGET = 1.5
+GROWTH_TARGET = 1.3
+GROWTH_FROM, GROWTH_TO = 10, 1_000
+PEER_SPEEDUP_TARGET = 50.0
+PEER_SPEEDUP_TURN = 1_000
+STORE_LABEL = "lash-store"
+FLOOR_LABEL = "psycopg floor"
+
+_FLOOR_SCHEMA = """
+CREATE TABLE IF NOT EXISTS {schema}.sessions (
+    session_id text PRIMARY KEY, revision bigint NOT NULL, checkpoint_ref text, leaf_node_id text,
+    body bytea, usage_ledger bytea, node_count bigint NOT NULL, user_message_count bigint NOT NULL);
+CREATE TABLE IF NOT EXISTS {schema}.nodes (
+    session_id text NOT NULL, node_id text NOT NULL, seq bigint GENERATED ALWAYS AS IDENTITY,
+    parent_node_id text, user_text text, body bytea NOT NULL, PRIMARY KEY (session_id, node_id));
+CREATE INDEX IF NOT EXISTS nodes_order ON {schema}.nodes (session_id, seq);
+CREATE TABLE IF NOT EXISTS {schema}.blobs (
+    session_id text NOT NULL, hash text NOT NULL, encoding text NOT NULL, kind text, raw_size bigint NOT NULL,
+    created_at_ms bigint NOT NULL, content bytea NOT NULL, PRIMARY KEY (session_id, hash));
+ALTER TABLE {schema}.blobs ALTER COLUMN content SET STORAGE EXTERNAL;
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedTurn:
+    """The rows lash-store writes for one turn, as parameters of the floor's statements."""
+
+    blobs: list[tuple[Any, ...]]
+    nodes: list[tuple[Any, ...]]
+    head: tuple[Any, ...]
+
+
+class TurnEncoder:
+    """Encodes a session's turns with lash-store's encoder and keeps the head it would write (counters, ledger)."""
+
+    def __init__(self, session_id: str, profile: BlobProfile) -> None:
+        self.session_id = session_id
+        self.profile = profile
+        self.revision = 0
+        self.node_count = 0
+        self.user_count = 0
+        self.totals: Totals = {}
+
+    def encode(self, commit: RuntimeCommit) -> EncodedTurn:
+        plan = prepare_commit(commit, self.profile)
+        add_usage(self.totals, plan.usage)
+        now_ms = time.time_ns() // 1_000_000
+        sid = self.session_id
+        self.revision += 1
+        self.node_count += len(plan.nodes)
+        self.user_count += sum(node.user_text is not None for node in plan.nodes)
+        return EncodedTurn(
+            blobs=[(sid, b.hash, b.encoding, b.kind, b.raw_size, now_ms, b.content) for b in plan.blobs],
+            nodes=[(sid, n.node_id, n.parent_node_id, n.user_text, n.body) for n in plan.nodes],
+            head=(
+                self.revision,
+                plan.checkpoint_ref,
+                plan.leaf_node_id,
+                plan.head_body,
+                encode_totals(self.totals),
+                self.node_count,
+                self.user_count,
+                sid,
+            ),
+        )
+
+
+class PgFloor:
+    """The baseline: one pipelined transaction of plain psycopg per turn, on an autocommit connection."""
+
+    def __init__(self, dsn: str, schema: str, session_id: str) -> None:
+        import psycopg
+
+        self.schema = schema
+        self.session_id = session_id
+        self.conn = psycopg.connect(dsn, autocommit=True)
+        self.conn.execute(_FLOOR_SCHEMA.format(schema=schema))
+        self.conn.execute(
+            f"INSERT INTO {schema}.sessions (session_id, revision, node_count, user_message_count) "
+            "VALUES (%s, 0, 0, 0) ON CONFLICT DO NOTHING",
+            (session_id,),
+        )
+        self._cursor = self.conn.cursor()
+        self._blob_sql = (
+            f"INSERT INTO {schema}.blobs (session_id, hash, encoding, kind, raw_size, created_at_ms, content) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+        )
+        self._node_sql = (
+            f"INSERT INTO {schema}.nodes (session_id, node_id, parent_node_id, user_text, body) "
+            "VALUES (%s, %s, %s, %s, %s)"
+        )
+        self._head_sql = (
+            f"UPDATE {schema}.sessions SET revision = %s, checkpoint_ref = %s, leaf_node_id = %s, body = %s, "
+            "usage_ledger = %s, node_count = %s, user_message_count = %s WHERE session_id = %s"
+        )
+
+    def commit(self, turn: EncodedTurn) -> None:
+        """Write one encoded turn: BEGIN, the inserts, the head update and COMMIT go out as one pipeline.
+
+        ``BEGIN`` and ``COMMIT`` are plain statements of the pipeline rather than
+        ``conn.transaction()``, which waits for the server at ``BEGIN``: this way
+        the whole turn is one round trip.  A failing statement makes the server
+        skip the rest of the pipeline, ``COMMIT`` included, so nothing of the
+        turn is committed, and leaving the pipeline raises the error (the
+        benchmark then stops).
+        """
+        conn, cursor = self.conn, self._cursor
+        with conn.pipeline():
+            cursor.execute("BEGIN")
+            cursor.executemany(self._blob_sql, turn.blobs)
+            cursor.executemany(self._node_sql, turn.nodes)
+            cursor.execute(self._head_sql, turn.head)
+            cursor.execute("COMMIT")
+
+    def verify(self) -> tuple[int, int]:
+        """(head revision, node count) as stored."""
+        revision = self.conn.execute(
+            f"SELECT revision FROM {self.schema}.sessions WHERE session_id = %s",
+            (self.session_id,),
+        ).fetchone()
+        nodes = self.conn.execute(
+            f"SELECT count(*) FROM {self.schema}.nodes WHERE session_id = %s",
+            (self.session_id,),
+        ).fetchone()
+        return (int(revision[0]) if revision else 0), (int(nodes[0]) if nodes else 0)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Schemas:
+    store: str
+    floor: str
+    peers: str | None
+
+
+def _new_schemas(target: PgTarget, with_peers: bool) -> _Schemas:
+    return _Schemas(
+        target.new_schema("store"), target.new_schema("floor"), target.new_schema("peer") if with_peers else None
+    )
+
+
+def _drop(target: PgTarget, schemas: _Schemas) -> None:
+    from lash_store.postgres import close_shared_pools
+
+    close_shared_pools()  # the store's pooled connections would keep prepared statements on dropped tables
+    for name in (schemas.store, schemas.floor, schemas.peers):
+        if name is not None:
+            target.drop_schema(name)
+
+
+def _run_pass(
+    target: PgTarget,
+    schemas: _Schemas,
+    name: str,
+    turns: int,
+    workload: Workload,
+    options: StoreOptions,
+    peers: Sequence[PgPeerSpec],
+    *,
+    warmup: bool,
+    encode_ns: list[int] | None = None,
+) -> tuple[_RunSamples, dict[str, Any]]:
+    """Commit ``turns`` turns to a fresh session of each side, interleaved in rotating order; latencies in ns.
+
+    Returns the samples and (for a measured pass) the verification of the
+    store and the floor.
+    """
+    from lash_store.postgres import PostgresStore
+
+    store_ns: list[int] = []
+    floor_ns: list[int] = []
+    peer_ns: list[list[int]] = [[] for _ in peers]
+    checks: dict[str, dict[str, Any]] = {}
+    clock = time.perf_counter_ns
+    revision = 0
+    encoder = TurnEncoder(name, options.blob_profile)
+    with ExitStack() as stack:
+        store = PostgresStore.open(target.dsn, name, options, schema=schemas.store)
+        stack.callback(store.close)
+        floor = PgFloor(target.dsn, schemas.floor, name)
+        stack.callback(floor.close)
+        writers: list[PeerWriter] = []
+        for spec in peers:
+            assert schemas.peers is not None
+            writer = spec.open(dsn_with_search_path(target.dsn, schemas.peers), name)
+            stack.callback(writer.close)
+            writers.append(writer)
+        limits = [min(turns, spec.max_turns or turns) for spec in peers]
+        sides = 2 + len(writers)
+        gc.collect()
+        for index in range(1, turns + 1):
+            content = workload.turn(index)
+            commit = workload.commit(content, revision)
+            started = clock()
+            encoded = encoder.encode(commit)  # the floor's bytes: lash-store's encoding, untimed for the floor
+            if encode_ns is not None:
+                encode_ns.append(clock() - started)
+            shift = (index - 1) % sides
+            for side in (*range(shift, sides), *range(shift)):
+                if side == 0:
+                    started = clock()
+                    result = store.commit_runtime_state(commit)
+                    store_ns.append(clock() - started)
+                    revision = result.head_revision
+                elif side == 1:
+                    started = clock()
+                    floor.commit(encoded)
+                    floor_ns.append(clock() - started)
+                elif index <= limits[side - 2]:
+                    writer = writers[side - 2]
+                    prepared = writer.prepare(content)
+                    started = clock()
+                    writer.commit(prepared)
+                    peer_ns[side - 2].append(clock() - started)
+        verification: dict[str, Any] = {}
+        if not warmup:
+            for spec, writer, limit in zip(peers, writers, limits, strict=True):
+                checks[spec.key] = writer.verify(limit)
+            verification = _verify(target, schemas, name, turns, options, floor)
+    samples = _RunSamples(store_ns, floor_ns, {spec.key: ns for spec, ns in zip(peers, peer_ns, strict=True)}, checks)
+    return samples, verification
+
+
+def _verify(
+    target: PgTarget, schemas: _Schemas, name: str, turns: int, options: StoreOptions, floor: PgFloor
+) -> dict[str, Any]:
+    """Re-open the measured session read-only: head revision, node count, resume latency; and the floor's rows."""
+    from lash_store.postgres import PostgresStore
+
+    with PostgresStore.open(target.dsn, name, options, schema=schemas.store, create=False) as store:
+        started = time.perf_counter_ns()
+        read = store.load_session(SessionReadScope.active_path())
+        resume_us = (time.perf_counter_ns() - started) / 1000
+        node_count = store.graph_node_count()
+    revision = read.head_revision if read is not None else 0
+    path_nodes = len(read.graph.nodes) if read is not None else 0
+    floor_revision, floor_nodes = floor.verify()
+    ok = (
+        revision == turns
+        and node_count == 2 * turns
+        and path_nodes == 2 * turns
+        and floor_revision == turns
+        and floor_nodes == 2 * turns
+    )
+    return {
+        "ok": ok,
+        "head_revision": revision,
+        "node_count": node_count,
+        "active_path_nodes": path_nodes,
+        "resume_active_path_us": resume_us,
+        "floor_head_revision": floor_revision,
+        "floor_node_count": floor_nodes,
+    }
+
+
+def _window(samples: Sequence[int], turn: int, window: int) -> Sequence[int]:
+    return samples[max(0, turn - window) : turn]
+
+
+def run(
+    *,
+    checkpoints: Sequence[int],
+    repeat: int,
+    window: int = 50,
+    warmup_turns: int = 30,
+    dsn: str | None = None,
+    verbose: bool = True,
+    seed: int = 1,
+    blob_profile: BlobProfile = BlobProfile.BALANCED,
+    peers: Sequence[PgPeerSpec] = (),
+) -> dict[str, Any]:
+    """Run the PostgreSQL commit benchmark and return its JSON-ready report."""
+    checkpoints = sorted(set(checkpoints))
+    if not checkpoints or checkpoints[0] < 1 or repeat < 1 or window < 1:
+        raise ValueError("checkpoints must be positive and repeat/window at least 1")
+    turns = checkpoints[-1]
+    workload = Workload(seed)
+    options = StoreOptions(blob_profile=blob_profile)
+    shared = [spec for spec in peers if not spec.isolated]
+    runs: list[_RunSamples] = []
+    encode_runs: list[list[int]] = []
+    own_pass: dict[str, list[_RunSamples]] = {spec.key: [] for spec in peers if spec.isolated}
+    verification: dict[str, Any] = {}
+    started = time.perf_counter()
+    with pg_target(dsn, verbose=verbose) as target:
+        server = target.describe()
+        for number in range(1, repeat + 1):
+            schemas = _new_schemas(target, bool(shared))
+            try:
+                progress(verbose, f"commit (postgres): run {number}/{repeat}: warm-up {warmup_turns}, {turns:,} turns")
+                warm = Workload(seed + 1000 + number)
+                if warmup_turns:
+                    _run_pass(target, schemas, f"warmup-{number}", warmup_turns, warm, options, shared, warmup=True)
+                encode_ns: list[int] = []
+                samples, check = _run_pass(
+                    target,
+                    schemas,
+                    f"session-{number}",
+                    turns,
+                    workload,
+                    options,
+                    shared,
+                    warmup=False,
+                    encode_ns=encode_ns,
+                )
+                runs.append(samples)
+                encode_runs.append(encode_ns)
+                if verification.get("ok", True):  # keep the first failure, else the latest run
+                    verification = check
+            finally:
+                _drop(target, schemas)
+            for spec in peers:
+                if not spec.isolated:
+                    continue
+                limit = min(turns, spec.max_turns or turns)
+                progress(verbose, f"commit (postgres): run {number}/{repeat}: {spec.label} in its own pass, {limit:,}")
+                schemas = _new_schemas(target, True)
+                try:
+                    if warmup_turns:
+                        _run_pass(target, schemas, f"warmup-{number}", warmup_turns, warm, options, [spec], warmup=True)
+                    samples, _ = _run_pass(
+                        target, schemas, f"session-{number}", limit, workload, options, [spec], warmup=False
+                    )
+                    own_pass[spec.key].append(samples)
+                finally:
+                    _drop(target, schemas)
+    elapsed = time.perf_counter() - started
+    return _report(
+        runs,
+        encode_runs,
+        own_pass,
+        peers,
+        checkpoints,
+        window,
+        repeat,
+        warmup_turns,
+        options,
+        server,
+        verification,
+        elapsed,
+    )
+
+
+def _side_figures(samples: Sequence[Sequence[int]], turn: int, window: int) -> dict[str, Any]:
+    """Median of the runs' window medians, and p90 / p99 of the windows' samples pooled over runs (us)."""
+    medians = [_window_median(s, turn, window) for s in samples]
+    pooled = [ns for s in samples for ns in _window(s, turn, window)]
+    return {
+        "p50": statistics.median(medians),
+        "p90": percentile(pooled, 0.90) / 1000,
+        "p99": percentile(pooled, 0.99) / 1000,
+        "per_run": medians,
+    }
+
+
+def _report(
+    runs: Sequence[_RunSamples],
+    encode_runs: Sequence[Sequence[int]],
+    own_pass: dict[str, list[_RunSamples]],
+    peers: Sequence[PgPeerSpec],
+    checkpoints: Sequence[int],
+    window: int,
+    repeat: int,
+    warmup_turns: int,
+    options: StoreOptions,
+    server: dict[str, Any],
+    verification: dict[str, Any],
+    elapsed: float,
+) -> dict[str, Any]:
+    rows: list[dict[str, Any]] = []
+    for turn in checkpoints:
+        store = _side_figures([r.store_ns for r in runs], turn, window)
+        floor = _side_figures([r.floor_ns for r in runs], turn, window)
+        encode_us = statistics.median(_window_median(e, turn, window) for e in encode_runs)
+        ratio = store["p50"] / floor["p50"]
+        rows.append(
+            {
+                "turn": turn,
+                "window": min(window, turn),
+                "store_us": store["p50"],
+                "store_p90_us": store["p90"],
+                "store_p99_us": store["p99"],
+                "floor_us": floor["p50"],
+                "floor_p90_us": floor["p90"],
+                "floor_p99_us": floor["p99"],
+                "ratio": ratio,
+                "target": RATIO_TARGET,
+                "pass": ratio <= RATIO_TARGET,
+                "encode_us": encode_us,
+                "store_us_per_run": store["per_run"],
+                "floor_us_per_run": floor["per_run"],
+            }
+        )
+    by_turn = {row["turn"]: row for row in rows}
+    low = GROWTH_FROM if GROWTH_FROM in by_turn else checkpoints[0]
+    high = GROWTH_TO if GROWTH_TO in by_turn else checkpoints[-1]
+    growth = by_turn[high]["store_us"] / by_turn[low]["store_us"]
+    last = checkpoints[-1]
+    totals = {
+        "store_mean_us": statistics.median(statistics.fmean(r.store_ns) for r in runs) / 1000,
+        "floor_mean_us": statistics.median(statistics.fmean(r.floor_ns) for r in runs) / 1000,
+        "store_p99_us": statistics.median(percentile(r.store_ns, 0.99) for r in runs) / 1000,
+        "floor_p99_us": statistics.median(percentile(r.floor_ns, 0.99) for r in runs) / 1000,
+        "encode_mean_us": statistics.median(statistics.fmean(e) for e in encode_runs) / 1000,
+    }
+    peer_report = _peer_report(runs, own_pass, peers, checkpoints, window) if peers else None
+    peer_ok = all(side["speedup_pass"] is not False for side in peer_report["sides"]) if peer_report else True
+    return {
+        "benchmark": "commit",
+        "backend": "postgres",
+        "config": {
+            "turns": last,
+            "checkpoints": list(checkpoints),
+            "window": window,
+            "repeat": repeat,
+            "warmup_turns": warmup_turns,
+            "blob_profile": options.blob_profile.value,
+            "floor": "plain psycopg: one pipelined transaction per turn of the bytes lash-store encoded",
+        },
+        "server": server,
+        "checkpoints": rows,
+        "growth": {
+            "from_turn": low,
+            "to_turn": high,
+            "ratio": growth,
+            "floor_ratio": by_turn[high]["floor_us"] / by_turn[low]["floor_us"],
+            "last_turn": last,
+            "ratio_to_last": by_turn[last]["store_us"] / by_turn[low]["store_us"],
+            "target": GROWTH_TARGET,
+            "pass": growth <= GROWTH_TARGET,
+        },
+        "all_turns": totals,
+        "targets_met": all(row["pass"] for row in rows) and growth <= GROWTH_TARGET and peer_ok,
+        "verification": verification,
+        "peers": peer_report,
+        "elapsed_s": elapsed,
+    }
+
+
+def _peer_report(
+    runs: Sequence[_RunSamples],
+    own_pass: dict[str, list[_RunSamples]],
+    peers: Sequence[PgPeerSpec],
+    checkpoints: Sequence[int],
+    window: int,
+) -> dict[str, Any]:
+    """Per peer and checkpoint: window median, p90/p99, and its ratio to the floor and lash-store of the same pass.
+
+    ``speedup_pass`` says whether lash-store is at least
+    :data:`PEER_SPEEDUP_TARGET` times faster than the full-state peer at
+    :data:`PEER_SPEEDUP_TURN` (``None`` when not measured there or not that peer).
+    """
+    sides = []
+    for spec in peers:
+        source = own_pass.get(spec.key) or runs
+        points: list[dict[str, Any]] = []
+        for turn in checkpoints:
+            if spec.max_turns is not None and turn > spec.max_turns:
+                points.append({"turn": turn, "us": None, "ratio_vs_floor": None, "ratio_vs_store": None})
+                continue
+            peer = _side_figures([r.peer_ns[spec.key] for r in source], turn, window)
+            floor_us = statistics.median(_window_median(r.floor_ns, turn, window) for r in source)
+            store_us = statistics.median(_window_median(r.store_ns, turn, window) for r in source)
+            points.append(
+                {
+                    "turn": turn,
+                    "us": peer["p50"],
+                    "p90_us": peer["p90"],
+                    "p99_us": peer["p99"],
+                    "ratio_vs_floor": peer["p50"] / floor_us,
+                    "ratio_vs_store": peer["p50"] / store_us,
+                    "pass_floor_us": floor_us,
+                    "pass_store_us": store_us,
+                    "us_per_run": peer["per_run"],
+                }
+            )
+        speedup: bool | None = None
+        if spec.key.endswith("full"):
+            at = next((p for p in points if p["turn"] == PEER_SPEEDUP_TURN and p["us"] is not None), None)
+            speedup = None if at is None else at["ratio_vs_store"] >= PEER_SPEEDUP_TARGET
+        checks = [r.peer_checks[spec.key] for r in source if spec.key in r.peer_checks]
+        shown = next((check for check in checks if not check.get("ok")), checks[-1] if checks else {"ok": False})
+        sides.append(
+            {
+                "key": spec.key,
+                "label": spec.label,
+                "max_turns": spec.max_turns,
+                "pass": "own" if spec.key in own_pass else "shared",
+                **spec.describe(),
+                "checkpoints": points,
+                "speedup_target": PEER_SPEEDUP_TARGET if spec.key.endswith("full") else None,
+                "speedup_turn": PEER_SPEEDUP_TURN,
+                "speedup_pass": speedup,
+                "verification": {**shown, "ok": bool(checks) and all(check.get("ok") for check in checks)},
+            }
+        )
+    return {"sides": sides}
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The plain-text rendering of :func:`run`'s report."""
+    config, server = report["config"], report["server"]
+    lines = [
+        f"lash-store commit benchmark on PostgreSQL {server['server_version']}: {config['turns']:,} turns, "
+        f"one session, {config['blob_profile']} blobs",
+        f"server: {server['origin']}, {server['transport']}; fsync={server['fsync']}, "
+        f"synchronous_commit={server['synchronous_commit']}, wal_sync_method={server['wal_sync_method']}",
+        f"floor: {config['floor']}",
+        f"window: the {config['window']} turns ending at each checkpoint; p50 = median of {config['repeat']} run "
+        f"median(s), p90/p99 pooled over runs; warm-up {config['warmup_turns']} turns per run",
+        "",
+    ]
+    table = [
+        [
+            f"{row['turn']:,}",
+            format_us(row["store_us"]),
+            format_us(row["store_p90_us"]),
+            format_us(row["store_p99_us"]),
+            format_us(row["floor_us"]),
+            format_us(row["floor_p90_us"]),
+            format_us(row["floor_p99_us"]),
+            f"{row['ratio']:.2f}x",
+            f"<= {row['target']:.1f}x",
+            verdict(row["pass"]),
+            format_us(row["encode_us"]),
+        ]
+        for row in report["checkpoints"]
+    ]
+    headers = ["turn", "lash-store", "p90", "p99", FLOOR_LABEL, "p90", "p99", "ratio", "target", "", "encode"]
+    lines.append(render_table(headers, table))
+    growth, totals = report["growth"], report["all_turns"]
+    lines += [
+        "encode = lash-store's own validation + encoding of the turn (inside its commit, outside the floor's)",
+        "",
+        f"growth lash-store latency@{growth['to_turn']:,} / latency@{growth['from_turn']:,}: "
+        f"{growth['ratio']:.2f}x (floor {growth['floor_ratio']:.2f}x; @{growth['last_turn']:,}: "
+        f"{growth['ratio_to_last']:.2f}x)  target <= {growth['target']:.1f}x  {verdict(growth['pass'])}",
+        f"all turns: mean lash-store {format_us(totals['store_mean_us'])}, floor {format_us(totals['floor_mean_us'])}; "
+        f"p99 lash-store {format_us(totals['store_p99_us'])}, floor {format_us(totals['floor_p99_us'])}",
+    ]
+    check = report["verification"]
+    lines.append(
+        f"verification: head revision {check['head_revision']:,}, {check['node_count']:,} nodes, "
+        f"resume (active path, {check['active_path_nodes']:,} nodes) {format_us(check['resume_active_path_us'])}; "
+        f"floor revision {check['floor_head_revision']:,}, {check['floor_node_count']:,} nodes  "
+        f"{'ok' if check['ok'] else 'FAILED'}"
+    )
+    if report.get("peers"):
+        lines += ["", *_format_peers(report)]
+    lines.append(
+        f"targets: {'all met' if report['targets_met'] else 'some missed'}; elapsed {report['elapsed_s']:.1f} s"
+    )
+    return "\n".join(lines)
+
+
+def _with_ratio(microseconds: float | None, ratio: float | None) -> str:
+    if microseconds is None or ratio is None:
+        return "-"
+    return f"{format_us(microseconds)} ({ratio:.1f}x)"
+
+
+def _format_peers(report: dict[str, Any]) -> list[str]:
+    sides = report["peers"]["sides"]
+    lines = [
+        "peers on the same workload and server, interleaved turn by turn: per-turn latency (x lash-store of its pass)"
+    ]
+    table = []
+    for index, row in enumerate(report["checkpoints"]):
+        cells = [f"{row['turn']:,}", format_us(row["store_us"]), format_us(row["floor_us"])]
+        for side in sides:
+            point = side["checkpoints"][index]
+            mark = "*" if side["pass"] == "own" and point["us"] is not None else ""
+            cells.append(_with_ratio(point["us"], point["ratio_vs_store"]) + mark)
+        table.append(cells)
+    lines.append(render_table(["turn", STORE_LABEL, FLOOR_LABEL, *(side["label"] for side in sides)], table))
+    if any(side["pass"] == "own" for side in sides):
+        lines.append("* measured in a pass of its own (with its own lash-store and floor); ratio to that lash-store")
+    for side in sides:
+        check = side["verification"]
+        limit = f"; stops after {side['max_turns']:,} turns" if side["max_turns"] is not None else ""
+        lines.append(
+            f"{side['label']}: {side['library']} {side['version']}{limit}; read back: {check.get('detail', '?')}  "
+            f"{'ok' if check['ok'] else 'FAILED'}"
+        )
+        lines.append(f"  per turn: {side['per_turn']}")
+        if side["speedup_pass"] is not None:
+            lines.append(
+                f"  lash-store faster by >= {side['speedup_target']:.0f}x at turn {side['speedup_turn']:,}: "
+                f"{verdict(side['speedup_pass'])}"
+            )
+    return lines

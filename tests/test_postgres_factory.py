@@ -1,0 +1,72 @@
+"""``PostgresSessionStoreFactory.list_sessions``: keyset pages, and a page deep into the listing reads one page.
+
+The listing joins session metadata with the session rows; the keyset bound must
+reach both sides of the join, or a page far into the listing scans every
+session before it (seen with 10,000 sessions: the middle page cost 20x the first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from lash_store.bench.commit import Workload
+from lash_store.postgres import PostgresSessionStoreFactory, close_shared_pools
+from lash_store.postgres.backend import queries
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def dsn(pg_dsn: str) -> Iterator[str]:
+    yield pg_dsn
+    close_shared_pools()
+
+
+def test_pages_cover_every_session_once_in_order(dsn: str) -> None:
+    factory = PostgresSessionStoreFactory(dsn)
+    ids = [f"s{n:03d}" for n in range(23)]
+    for number, session_id in enumerate(ids):
+        with factory.create_store(session_id, model="m") as store:
+            if number % 2 == 0:  # half of them have a committed turn (picker text and count)
+                workload = Workload(1, session_id=session_id)
+                store.commit_runtime_state(workload.commit(workload.turn(1), 0))
+    seen: list[str] = []
+    after: str | None = None
+    while True:
+        page = factory.list_sessions(limit=5, after=after)
+        seen += [info.session_id for info in page]
+        if len(page) < 5:
+            break
+        after = page[-1].session_id
+    assert seen == ids
+    everything = {info.session_id: info for info in factory.list_sessions()}
+    assert everything["s000"].user_message_count == 1 and everything["s000"].first_user_message
+    assert everything["s001"].user_message_count == 0 and everything["s001"].first_user_message == ""
+    assert [info.session_id for info in factory.list_sessions(limit=3, after="s010")] == ["s011", "s012", "s013"]
+
+
+def test_a_page_deep_into_the_listing_reads_about_one_page_of_sessions(dsn: str) -> None:
+    factory = PostgresSessionStoreFactory(dsn)
+    for number in range(300):
+        factory.create_store(f"s{number:04d}").close()
+    (statement,) = queries("lash")["list_sessions"]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("ANALYZE lash.sessions, lash.session_meta")
+        plan: Any = conn.execute(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + statement,
+            {"after": "s0249", "limit": 10, "sid": ""},
+        ).fetchone()
+    rows_read: list[int] = []
+
+    def walk(node: dict[str, Any]) -> None:
+        if node.get("Relation Name") in ("sessions", "session_meta"):
+            rows_read.append(int(node["Actual Rows"]) * int(node["Actual Loops"]))
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(plan[0][0]["Plan"])
+    assert rows_read and max(rows_read) <= 20, rows_read  # not the 250 sessions before the page
