@@ -1,9 +1,7 @@
 """The PostgreSQL backend's pipelining and plans: what it may defer, what a commit costs, failures stay clean.
 
-The backend sends the statements listed in ``DEFERRED`` without waiting for
-their results and returns 0 as their row count.  That is only correct while no
-service reads those row counts, which the first test checks on the services'
-source.  The others check the behaviour the pipelining must not change: a
+The backend queues what the service sends (``Tx.send``: locks and plain writes)
+without waiting for it.  These tests check the behaviour the pipelining must not change: a
 lock that is not granted is ``StoreBusy``, a failed compare-and-set leaves the
 store usable, a server restart is survived by the retry of a transaction the
 server never answered -- and they pin the round trips of a commit, and that
@@ -12,10 +10,8 @@ the node-state lookup of a commit is never stuck with a generic plan.
 
 from __future__ import annotations
 
-import ast
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -25,40 +21,9 @@ from lash_store.bench.commit import Workload
 from lash_store.errors import HeadRevisionConflict, StoreBusy
 from lash_store.options import StoreOptions
 from lash_store.postgres import PostgresStore, close_shared_pools
-from lash_store.postgres.backend import DEFERRED, queries
+from lash_store.postgres.backend import queries
 from lash_store.testing.pgserver import PostgresServer, PostgresUnavailable
 from tests.pg import postgres_unavailable
-
-SERVICE = Path(__file__).resolve().parents[1] / "src" / "lash_store" / "service"
-
-
-def _discarded_calls() -> tuple[dict[str, int], list[str]]:
-    """Per deferred query: how many calls discard their result; and every call that does not."""
-    discarded = dict.fromkeys(DEFERRED, 0)
-    used: list[str] = []
-    for path in sorted(SERVICE.glob("*.py")):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        statement_calls = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}
-        for node in ast.walk(tree):
-            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
-                continue
-            if node.func.attr not in ("run", "run_many") or not node.args:
-                continue
-            first = node.args[0]
-            if isinstance(first, ast.Constant) and first.value in DEFERRED:
-                if id(node) in statement_calls:
-                    discarded[first.value] += 1
-                else:
-                    used.append(f"{path.name}:{node.lineno} {first.value}")
-    return discarded, used
-
-
-def test_no_service_reads_the_row_count_of_a_deferred_query() -> None:
-    discarded, used = _discarded_calls()
-    assert used == [], f"these calls read a deferred query's row count (always 0 on PostgreSQL): {used}"
-    assert all(count > 0 for count in discarded.values()), discarded  # every name is really in use
-    assert queries("lash").keys() >= DEFERRED
-
 
 pytestmark_pg = pytest.mark.postgres
 

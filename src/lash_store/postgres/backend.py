@@ -9,12 +9,12 @@ protocol state is ever reused.
 
 Every transaction runs in libpq pipeline mode, so that a commit costs a few
 round trips instead of one per statement: ``BEGIN`` goes out with the first
-query, and ``COMMIT`` with the last statements.  A statement whose result the
-service never reads (:data:`DEFERRED`: the lock queries and the plain writes
-of a commit) is sent without waiting for it; the next query whose rows are
+query, and ``COMMIT`` with the last statements.  What the service *sends*
+(``Tx.send``: the lock queries and the plain writes of a commit, whose results
+it does not need) is queued without waiting; the next query whose rows are
 read carries it to the server, in order, and an error it raised surfaces there
 or at ``COMMIT`` -- inside the same transaction, which then commits nothing.
-Every other statement is waited for, so the rows and row counts the service
+Every ``run`` and read is waited for, so the rows and row counts the service
 reads are exactly those of one-statement-at-a-time execution.  The database
 clock is read (with a deferred query) right after the transaction's latest
 lock statement, which is where the service reads it.
@@ -43,9 +43,7 @@ T = TypeVar("T")
 _RETRYABLE = (errors.SerializationFailure, errors.DeadlockDetected)
 _MAX_ATTEMPTS = 5
 
-DEFERRED = frozenset({"lock_session", "lock_queue", "put_blob", "upsert_node", "write_head"})
-"""Queries whose row count no service reads (``tests/test_postgres_pipeline.py`` checks the services' source):
-they are queued in the pipeline instead of waited for, and ``run``/``run_many`` return 0 for them."""
+# The lock queries: the service reads the clock after them, so its reading is queued right behind each.
 _LOCKS = frozenset({"lock_session", "lock_queue"})
 
 # Queries never run as prepared statements.  PostgreSQL gives a prepared statement a generic plan after five
@@ -154,32 +152,40 @@ class PostgresTx:
         return iter(rows)
 
     def run(self, query: str, params: Params | None = None) -> int:
-        cursors = [self._execute(statement, params, query) for statement in self._queries[query]]
-        if query in DEFERRED:
-            if query in _LOCKS and self._now is None and self._options.clock is None:
-                # The service reads the clock after its locks: queue the reading behind this lock now,
-                # so that it costs no round trip of its own (a later lock queues a newer reading).
-                self._queue_clock()
-            return 0
+        cursors = self._queue(query, params)
         self._sync()
         return sum(max(cursor.rowcount, 0) for cursor in cursors)
 
     def run_many(self, query: str, rows: Sequence[Params]) -> int:
         if not rows:
             return 0
+        cursors = self._queue_many(query, rows)
+        self._sync()
+        return sum(max(cursor.rowcount, 0) for cursor in cursors)
+
+    def send(self, query: str, params: Params | None = None) -> None:
+        self._queue(query, params)
+        if query in _LOCKS and self._now is None and self._options.clock is None:
+            # The service reads the clock after its locks: queue the reading behind this lock now,
+            # so that it costs no round trip of its own (a later lock queues a newer reading).
+            self._queue_clock()
+
+    def send_many(self, query: str, rows: Sequence[Params]) -> None:
+        if rows:
+            self._queue_many(query, rows)
+
+    def _queue(self, query: str, params: Params | None) -> list[psycopg.Cursor[Any]]:
+        return [self._execute(statement, params, query) for statement in self._queries[query]]
+
+    def _queue_many(self, query: str, rows: Sequence[Params]) -> list[psycopg.Cursor[Any]]:
         (statement,) = self._queries[query]
         if query in _UNPREPARED:
             # executemany always prepares: one unprepared execute per row instead, pipelined all the same.
-            cursors = [self._execute(statement, row, query) for row in rows]
-        else:
-            # Not closed here: a deferred batch's results arrive later, and psycopg hands them to this cursor.
-            cursor = self._conn.cursor()
-            cursor.executemany(statement, [self._params(row) for row in rows])
-            cursors = [cursor]
-        if query in DEFERRED:
-            return 0
-        self._sync()
-        return sum(max(cursor.rowcount, 0) for cursor in cursors)
+            return [self._execute(statement, row, query) for row in rows]
+        # Not closed here: a queued batch's results arrive later, and psycopg hands them to this cursor.
+        cursor = self._conn.cursor()
+        cursor.executemany(statement, [self._params(row) for row in rows])
+        return [cursor]
 
 
 class PostgresBackend:

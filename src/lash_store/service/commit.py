@@ -31,7 +31,7 @@ from lash_store.service.ports import Tx
 
 
 def apply_commit(tx: Tx, plan: CommitPlan) -> RuntimeCommitResult:
-    tx.run("lock_session")
+    tx.send("lock_session")
     head = read_head(tx)
     now = tx.now_ms()
     actual = head.head_revision
@@ -49,13 +49,13 @@ def apply_commit(tx: Tx, plan: CommitPlan) -> RuntimeCommitResult:
     if plan.expected_head_revision is not None and plan.expected_head_revision != actual:
         raise HeadRevisionConflict(plan.expected_head_revision, actual)
     for queue_session in sorted({completion.session_id for completion in plan.completions}):
-        tx.run("lock_queue", {"session_id": queue_session})
+        tx.send("lock_queue", {"session_id": queue_session})
     for completion in plan.completions:
         _check_claim_ownership(tx, plan.session_id, completion)
     for bound in plan.bound_refs:
         check_bound_ref(tx, bound)
 
-    tx.run_many("put_blob", [blob_params(blob, now) for blob in plan.blobs])
+    tx.send_many("put_blob", [blob_params(blob, now) for blob in plan.blobs])
     ledger = head.usage_ledger
     if plan.usage:
         totals = decode_totals(ledger)
@@ -63,7 +63,7 @@ def apply_commit(tx: Tx, plan: CommitPlan) -> RuntimeCommitResult:
         ledger = encode_totals(totals)
     node_count, user_count = _write_graph(tx, plan, head)
     revision = actual + 1
-    tx.run(
+    tx.send(
         "write_head",
         HeadRow(
             plan.session_id,
@@ -110,7 +110,7 @@ def _write_graph(tx: Tx, plan: CommitPlan, head: HeadRow) -> tuple[int, int]:
         counts = _counts_after_upsert(tx, head, nodes)
     else:
         return head.node_count, head.user_message_count
-    tx.run_many("upsert_node", [node_params(node) for node in nodes])
+    tx.send_many("upsert_node", [node_params(node) for node in nodes])
     return counts
 
 

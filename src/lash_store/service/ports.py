@@ -48,6 +48,19 @@ class Tx(Protocol):
         """Execute a statement once per parameter set; returns the total rows changed."""
         ...
 
+    def send(self, query: str, params: Params | None = None) -> None:
+        """Execute a statement whose result is not needed (a lock, a plain write).
+
+        A backend may send it without waiting for it (PostgreSQL pipelines it);
+        an error it raises then surfaces at a later call of the same
+        transaction, which rolls back as a whole either way.
+        """
+        ...
+
+    def send_many(self, query: str, rows: Sequence[Params]) -> None:
+        """:meth:`send` once per parameter set."""
+        ...
+
 
 class Backend(Protocol):
     """Transactions over one store's data (one session file, one PostgreSQL partition, or memory)."""

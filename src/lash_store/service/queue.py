@@ -23,7 +23,7 @@ class LostRace(Exception):
 
 
 def enqueue(tx: Tx, draft: QueuedWorkBatchDraft, payloads: bytes) -> QueuedWorkBatch:
-    tx.run("lock_queue", {"session_id": draft.session_id})
+    tx.send("lock_queue", {"session_id": draft.session_id})
     now = tx.now_ms()
     if draft.source_key is not None:
         row = tx.one("batch_by_source_key", {"session_id": draft.session_id, "source_key": draft.source_key})
@@ -57,7 +57,7 @@ def claim(
     wanted: Sequence[str] | None,
 ) -> QueuedWorkClaim | None:
     """Claim the next group (or exactly ``wanted``); ``None`` when there is nothing to take."""
-    tx.run("lock_queue", {"session_id": session_id})
+    tx.send("lock_queue", {"session_id": session_id})
     now = tx.now_ms()
     candidates = rules.decode_batches(
         tx.iter("ready_batches", {"session_id": session_id, "now_ms": now, "limit": max_batches})
@@ -112,7 +112,7 @@ def find_corrupt(tx: Tx, session_id: str, batch_ids: Sequence[str]) -> None:
 
 def renew(tx: Tx, held: QueuedWorkClaim, lease_ttl_ms: int) -> int:
     """Extend every row of the claim or none (fence checked); returns the new expiry."""
-    tx.run("lock_queue", {"session_id": held.session_id})
+    tx.send("lock_queue", {"session_id": held.session_id})
     expires = saturating_add(tx.now_ms(), lease_ttl_ms)
     key = {"session_id": held.session_id, "claim_id": held.claim_id, "lease_token": held.lease_token}
     owned = len(tx.all("claimed_batches", key))
@@ -130,7 +130,7 @@ def renew(tx: Tx, held: QueuedWorkClaim, lease_ttl_ms: int) -> int:
 
 
 def abandon(tx: Tx, held: QueuedWorkClaim) -> int:
-    tx.run("lock_queue", {"session_id": held.session_id})
+    tx.send("lock_queue", {"session_id": held.session_id})
     return tx.run(
         "release_claim",
         {"session_id": held.session_id, "claim_id": held.claim_id, "lease_token": held.lease_token},
@@ -138,7 +138,7 @@ def abandon(tx: Tx, held: QueuedWorkClaim) -> int:
 
 
 def cancel(tx: Tx, session_id: str, batch_id: str) -> QueuedWorkBatch | None:
-    tx.run("lock_queue", {"session_id": session_id})
+    tx.send("lock_queue", {"session_id": session_id})
     key = {"session_id": session_id, "batch_id": batch_id}
     row = tx.one("free_batch", {**key, "now_ms": tx.now_ms()})
     if row is None:

@@ -185,7 +185,7 @@ class SessionService:
         params = meta_params(meta)
 
         def body(tx: Tx) -> bool:
-            tx.run("lock_session")
+            tx.send("lock_session")
             if tx.one("load_meta") is not None:
                 return False
             tx.run("save_meta", params)
@@ -502,7 +502,7 @@ def _live_leaf(tx: Tx, leaf: str | None) -> str | None:
 
 
 def _tombstone(tx: Tx, ids: list[str]) -> int:
-    tx.run("lock_session")
+    tx.send("lock_session")
     head = read_head(tx)
     live = [row for row in tx.all("nodes_state", {"node_ids": ids}) if not row[1]]
     if not live:
@@ -517,7 +517,7 @@ def _tombstone(tx: Tx, ids: list[str]) -> int:
 
 
 def _vacuum(tx: Tx) -> VacuumReport:
-    tx.run("lock_session")
+    tx.send("lock_session")
     head = read_head(tx)
     # A tombstoned leaf already reads as no leaf; keep it that way once its row is gone.
     if head.leaf_node_id is not None and _live_leaf(tx, head.leaf_node_id) is None:
@@ -587,7 +587,7 @@ def _decode_meta(row: tuple[Any, ...]) -> SessionMeta:
 
 
 def _put_blobs(tx: Tx, encoded: list[codec.EncodedBlob]) -> None:
-    tx.run_many("put_blob", [blob_params(blob, tx.now_ms()) for blob in encoded])
+    tx.send_many("put_blob", [blob_params(blob, tx.now_ms()) for blob in encoded])
 
 
 def _get_blob(tx: Tx, ref: str) -> bytes | None:
@@ -608,7 +608,7 @@ def _marking(tx: Tx) -> Marking:
 
 def _gc(tx: Tx, grace_ms: int, *, dry_run: bool) -> tuple[GcReport, int]:
     if not dry_run:
-        tx.run("lock_session")
+        tx.send("lock_session")
     marking = _marking(tx)
     modules = _count(tx, "count_modules")
     total = _count(tx, "count_blobs")

@@ -233,7 +233,7 @@ def write_dump(tx: Tx, dump: SessionDump, *, rebind: str | None, fork: bool) -> 
     Everything is checked first; counters are recomputed from the nodes, never trusted.
     """
     check_dump(dump)
-    tx.run("lock_session")
+    tx.send("lock_session")
     target = read_head(tx)
     if target.bound:
         raise InvalidInput("target", f"already holds session {target.session_id!r}; fork or import into an empty store")
@@ -250,7 +250,7 @@ def write_dump(tx: Tx, dump: SessionDump, *, rebind: str | None, fork: bool) -> 
     live = [node for node in dump.nodes if not node.tombstoned]
     head = dump.head
     if head is not None:
-        tx.run(
+        tx.send(
             "write_head",
             HeadRow(
                 rebind or head.session_id,

@@ -65,6 +65,12 @@ class SqliteTx:
         (statement,) = QUERIES[query]
         return self._conn.executemany(statement, [_bind(row) for row in rows]).rowcount
 
+    def send(self, query: str, params: Params | None = None) -> None:
+        self.run(query, params)  # an embedded database has no round trip to save
+
+    def send_many(self, query: str, rows: Sequence[Params]) -> None:
+        self.run_many(query, rows)
+
 
 class SqliteBackend:
     """Transactions of one session file (or a private in-memory database)."""

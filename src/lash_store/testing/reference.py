@@ -490,6 +490,12 @@ class _MemoryTx:
     def run_many(self, query: str, rows: Sequence[Params]) -> int:
         return sum(self.run(query, row) for row in rows)
 
+    def send(self, query: str, params: Params | None = None) -> None:
+        self.run(query, params)
+
+    def send_many(self, query: str, rows: Sequence[Params]) -> None:
+        self.run_many(query, rows)
+
 
 class MemoryBackend:
     """The in-memory backend: a dict state, copied before each write and restored if the write raises."""
