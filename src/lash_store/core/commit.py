@@ -75,10 +75,9 @@ def prepare_commit(commit: RuntimeCommit, profile: BlobProfile) -> CommitPlan:
     expected = check_revision("commit.expected_head_revision", commit.expected_head_revision)
     check_text("commit.current_agent_frame_id", commit.current_agent_frame_id)
     frames = check_list("commit.agent_frames", commit.agent_frames)
-    head_body = codec.encode_checked(
+    head_body = codec.encode(  # its typed field was checked above; config and frames are opaque
         "commit",
         codec.HeadBody(config=commit.config, agent_frames=frames, current_agent_frame_id=commit.current_agent_frame_id),
-        codec.HeadBody,
     )
     check_instance("commit.checkpoint", commit.checkpoint, HydratedCheckpoint)
     encoded = encode_checkpoint(commit.checkpoint, profile, "commit.checkpoint")

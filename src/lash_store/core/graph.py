@@ -38,7 +38,7 @@ def encode_nodes(what: str, nodes: Any) -> list[EncodedNode]:
         if node.node_id in seen:
             raise InvalidInput(f"{item}.node_id", f"node id {node.node_id!r} appears twice in one delta")
         seen.add(node.node_id)
-        body = codec.encode_checked(item, node, SessionNode)
+        body = codec.encode(item, node)  # every typed field was checked above; payload and caused_by are opaque
         encoded.append(EncodedNode(node.node_id, node.parent_node_id, body, user_message_text(node)))
     return encoded
 

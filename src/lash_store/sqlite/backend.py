@@ -17,13 +17,15 @@ from lash_store.sqlite.connection import Connection
 T = TypeVar("T")
 
 QUERIES = load("lash_store.sqlite")
+# The queries that take a set of values: SQLite reads it as one JSON array with json_each.
+_SET_QUERIES = frozenset(name for name, statements in QUERIES.items() if any("json_each" in s for s in statements))
 
 
-def _bind(params: Params | None) -> Params:
-    """Lists become one JSON array (``json_each`` reads it); everything else binds as is."""
+def _bind(query: str, params: Params | None) -> Params:
+    """A list parameter becomes one JSON array (only where a query reads one); everything else binds as is."""
     if not params:
         return {}
-    if not any(isinstance(value, list) for value in params.values()):
+    if query not in _SET_QUERIES:
         return params
     return {key: json.dumps(value) if isinstance(value, list) else value for key, value in params.items()}
 
@@ -43,7 +45,7 @@ class SqliteTx:
     def one(self, query: str, params: Params | None = None) -> Row | None:
         row: Row | None = None
         for statement in QUERIES[query]:
-            row = self._conn.execute(statement, _bind(params)).fetchone()
+            row = self._conn.execute(statement, _bind(query, params)).fetchone()
         return row
 
     def all(self, query: str, params: Params | None = None) -> list[Row]:
@@ -51,19 +53,19 @@ class SqliteTx:
 
     def iter(self, query: str, params: Params | None = None) -> Iterator[Row]:
         (statement,) = QUERIES[query]
-        return iter(self._conn.execute(statement, _bind(params)))
+        return iter(self._conn.execute(statement, _bind(query, params)))
 
     def run(self, query: str, params: Params | None = None) -> int:
         changed = 0
         for statement in QUERIES[query]:
-            changed += self._conn.execute(statement, _bind(params)).rowcount
+            changed += self._conn.execute(statement, _bind(query, params)).rowcount
         return changed
 
     def run_many(self, query: str, rows: Sequence[Params]) -> int:
         if not rows:
             return 0
         (statement,) = QUERIES[query]
-        return self._conn.executemany(statement, [_bind(row) for row in rows]).rowcount
+        return self._conn.executemany(statement, [_bind(query, row) for row in rows]).rowcount
 
     def send(self, query: str, params: Params | None = None) -> None:
         self.run(query, params)  # an embedded database has no round trip to save
