@@ -65,8 +65,8 @@ def _count_round_trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 @pytestmark_pg
-def test_a_commit_costs_three_round_trips(dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """BEGIN + lock + clock + head; blobs + node states; nodes + head + COMMIT: three waits for the server.
+def test_a_commit_costs_two_round_trips(dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """BEGIN + lock + clock + every read the checks need; blobs + nodes + head + stamp + COMMIT: two waits.
 
     One statement at a time it was nine (BEGIN, lock, head, clock, blobs, node
     states, nodes, head, COMMIT).
@@ -76,7 +76,7 @@ def test_a_commit_costs_three_round_trips(dsn: str, monkeypatch: pytest.MonkeyPa
         revision = store.commit_runtime_state(_turn(workload, 1, 0)).head_revision
         waits = _count_round_trips(monkeypatch)
         store.commit_runtime_state(_turn(workload, 2, revision))
-        assert waits == ["fetch", "fetch", "fetch"]
+        assert waits == ["sync", "fetch"]
         monkeypatch.undo()
         read = store.load_session()
     assert read is not None and read.head_revision == 2 and len(read.graph.nodes) == 4

@@ -187,7 +187,7 @@ def test_exception_after_the_head_write_rolls_everything_back(
     before = snapshot(db_path)
     seen: dict[str, Any] = {}
 
-    def interrupted_stamp(tx: Any, *args: Any) -> int:
+    def interrupted_stamp(*args: Any) -> Any:
         conn = store._db._conn
         assert conn is not None
         seen["in_transaction"] = conn.in_transaction
@@ -197,7 +197,7 @@ def test_exception_after_the_head_write_rolls_everything_back(
         ).fetchone()[0]
         raise exc_type("after the head write")
 
-    monkeypatch.setattr(service_commit, "stamp_attachments", interrupted_stamp)
+    monkeypatch.setattr(service_commit, "stamp_params", interrupted_stamp)
     with pytest.raises(exc_type, match="after the head write"):
         store.commit_runtime_state(rich_commit(1, "second"))
     monkeypatch.undo()

@@ -163,6 +163,11 @@ class PostgresTx:
         self._sync()
         return sum(max(cursor.rowcount, 0) for cursor in cursors)
 
+    def fetch_many(self, reads: Sequence[tuple[str, Params | None]]) -> list[list[Row]]:
+        cursors = [self._queue(query, params) for query, params in reads]
+        self._sync()  # one round trip for all of them
+        return [cursor_list[-1].fetchall() for cursor_list in cursors]
+
     def send(self, query: str, params: Params | None = None) -> None:
         self._queue(query, params)
         if query in _LOCKS and self._now is None and self._options.clock is None:

@@ -12,7 +12,8 @@
 -- name: lock_session
 SELECT 1 FROM {schema}.sessions WHERE session_id = %(sid)s FOR NO KEY UPDATE
 
--- The queue's lock row is created on first use; inserting it never blocks on an existing row.
+-- The queue's lock row is created on first use; inserting it never blocks on an existing row.  (Not a no-op
+-- upsert: that would write a new row version on every lock, and a replayed turn must write nothing.)
 -- name: lock_queue
 INSERT INTO {schema}.queue_state (session_id, queue_session_id) VALUES (%(sid)s, %(session_id)s)
 ON CONFLICT DO NOTHING;
@@ -304,11 +305,13 @@ WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND available_a
 ORDER BY enqueue_seq LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
 
--- name: next_fence
-INSERT INTO {schema}.queue_state (session_id, queue_session_id, last_fencing_token) VALUES (%(sid)s, %(session_id)s, 1)
-ON CONFLICT (session_id, queue_session_id)
-DO UPDATE SET last_fencing_token = {schema}.queue_state.last_fencing_token + 1
-RETURNING last_fencing_token
+-- name: last_fence
+SELECT last_fencing_token FROM {schema}.queue_state WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s
+
+-- name: set_fence
+INSERT INTO {schema}.queue_state (session_id, queue_session_id, last_fencing_token)
+VALUES (%(sid)s, %(session_id)s, %(last_fencing_token)s)
+ON CONFLICT (session_id, queue_session_id) DO UPDATE SET last_fencing_token = EXCLUDED.last_fencing_token
 
 -- name: mark_claimed
 UPDATE {schema}.queued_work_batches SET claim_id = %(claim_id)s, claim_owner_id = %(owner_id)s,

@@ -26,13 +26,19 @@ from lash_store.errors import (
     SessionBindingMismatch,
 )
 from lash_store.model import QueuedWorkCompletion, RuntimeCommitResult
-from lash_store.service.head import read_head
-from lash_store.service.ports import Tx
+from lash_store.service.head import head_from_row
+from lash_store.service.ports import Params, Row, Tx
 
 
 def apply_commit(tx: Tx, plan: CommitPlan) -> RuntimeCommitResult:
+    # Lock everything the commit needs (the session, then its completions' queues in order), then read
+    # everything its checks need in one go, then check in the contract's order, then write.
     tx.send("lock_session")
-    head = read_head(tx)
+    queues = sorted({completion.session_id for completion in plan.completions})
+    for queue_session in queues:
+        tx.send("lock_queue", {"session_id": queue_session})
+    reads = _CommitReads(tx, plan)
+    head = reads.head
     now = tx.now_ms()
     actual = head.head_revision
     if head.bound and head.session_id != plan.session_id:
@@ -41,17 +47,15 @@ def apply_commit(tx: Tx, plan: CommitPlan) -> RuntimeCommitResult:
     if stamp is not None:
         if stamp.session_id != plan.session_id:
             raise RuntimeTurnCommitConflict(stamp.session_id, stamp.turn_id)
-        stored = find_turn_commit(tx, stamp.session_id, stamp.turn_id)
+        stored = reads.turn_commit
         if stored is not None:
             if stored.turn_commit_hash != stamp.turn_commit_hash:
                 raise RuntimeTurnCommitConflict(stamp.session_id, stamp.turn_id)
             return stored.result
     if plan.expected_head_revision is not None and plan.expected_head_revision != actual:
         raise HeadRevisionConflict(plan.expected_head_revision, actual)
-    for queue_session in sorted({completion.session_id for completion in plan.completions}):
-        tx.send("lock_queue", {"session_id": queue_session})
-    for completion in plan.completions:
-        _check_claim_ownership(tx, plan.session_id, completion)
+    for completion, owned in zip(plan.completions, reads.claims, strict=True):
+        _check_claim_ownership(plan.session_id, completion, owned)
     for bound in plan.bound_refs:
         check_bound_ref(tx, bound)
 
@@ -61,7 +65,7 @@ def apply_commit(tx: Tx, plan: CommitPlan) -> RuntimeCommitResult:
         totals = decode_totals(ledger)
         add_usage(totals, plan.usage)
         ledger = encode_totals(totals)
-    node_count, user_count = _write_graph(tx, plan, head)
+    node_count, user_count = _write_graph(tx, plan, head, reads.node_states)
     revision = actual + 1
     tx.send(
         "write_head",
@@ -80,19 +84,41 @@ def apply_commit(tx: Tx, plan: CommitPlan) -> RuntimeCommitResult:
         if tx.run_many("delete_claimed_batch", claim_row_params(completion)) != len(completion.batch_ids):
             raise QueuedWorkClaimExpired(completion.session_id, completion.claim_id)
     if plan.attachment_ids:
-        stamp_attachments(tx, plan.session_id, plan.attachment_ids, now)
+        tx.send_many("stamp_attachment", stamp_params(plan.session_id, plan.attachment_ids, now))
     result = RuntimeCommitResult(head_revision=revision, checkpoint_ref=plan.checkpoint_ref, manifest=plan.manifest)
     if stamp is not None:
         record = codec.encode("turn commit record", TurnCommitRecord(stamp.turn_commit_hash, result))
-        tx.run(
+        tx.send(
             "record_turn_commit",
             {"session_id": stamp.session_id, "turn_id": stamp.turn_id, "record": record, "committed_at_ms": now},
         )
     return result
 
 
-def find_turn_commit(tx: Tx, session_id: str, turn_id: str) -> TurnCommitRecord | None:
-    row = tx.one("find_turn_commit", {"session_id": session_id, "turn_id": turn_id})
+class _CommitReads:
+    """Everything a commit's checks read, fetched in one call after its locks are held."""
+
+    def __init__(self, tx: Tx, plan: CommitPlan) -> None:
+        stamp = plan.turn_commit
+        appending = plan.graph_kind != "replace_full" and bool(plan.nodes)
+        reads: list[tuple[str, Params | None]] = [("read_head", None)]
+        if stamp is not None:
+            reads.append(("find_turn_commit", {"session_id": stamp.session_id, "turn_id": stamp.turn_id}))
+        if appending:
+            reads.append(("nodes_state", {"node_ids": [node.node_id for node in plan.nodes]}))
+        reads.extend(("claimed_batches", _claim_key(completion)) for completion in plan.completions)
+        rows = iter(tx.fetch_many(reads))
+        self.head = head_from_row(_first(next(rows)))
+        self.turn_commit = None if stamp is None else decode_turn_commit(stamp.turn_id, _first(next(rows)))
+        self.node_states = next(rows) if appending else []
+        self.claims: list[dict[str, int]] = [dict(rows_of_claim) for rows_of_claim in rows]
+
+
+def _first(rows: list[Row]) -> Row | None:
+    return rows[0] if rows else None
+
+
+def decode_turn_commit(turn_id: str, row: Row | None) -> TurnCommitRecord | None:
     if row is None:
         return None
     if type(row[0]) is not bytes:
@@ -100,24 +126,24 @@ def find_turn_commit(tx: Tx, session_id: str, turn_id: str) -> TurnCommitRecord 
     return codec.decode(f"turn commit {turn_id!r}", row[0], TurnCommitRecord)
 
 
-def _write_graph(tx: Tx, plan: CommitPlan, head: HeadRow) -> tuple[int, int]:
+def _write_graph(tx: Tx, plan: CommitPlan, head: HeadRow, states: list[Row]) -> tuple[int, int]:
     """Write the graph delta and return the new (live node, live user message) counters."""
     nodes = plan.nodes
     if plan.graph_kind == "replace_full":
-        tx.run("delete_graph")
+        tx.send("delete_graph")
         counts = (len(nodes), sum(node.user_text is not None for node in nodes))
     elif nodes:
-        counts = _counts_after_upsert(tx, head, nodes)
+        counts = _counts_after_upsert(head, nodes, states)
     else:
         return head.node_count, head.user_message_count
     tx.send_many("upsert_node", [node_params(node) for node in nodes])
     return counts
 
 
-def _counts_after_upsert(tx: Tx, head: HeadRow, nodes: list[EncodedNode]) -> tuple[int, int]:
+def _counts_after_upsert(head: HeadRow, nodes: list[EncodedNode], states: list[Row]) -> tuple[int, int]:
     """Re-appending a node replaces it and clears its tombstone, so only its previous live state is subtracted."""
     node_count, user_count = head.node_count, head.user_message_count
-    for _node_id, tombstoned, was_user in tx.all("nodes_state", {"node_ids": [node.node_id for node in nodes]}):
+    for _node_id, tombstoned, was_user in states:
         if not tombstoned:
             node_count -= 1
             user_count -= bool(was_user)
@@ -126,21 +152,15 @@ def _counts_after_upsert(tx: Tx, head: HeadRow, nodes: list[EncodedNode]) -> tup
     return node_count, user_count
 
 
-def _check_claim_ownership(tx: Tx, session_id: str, completion: QueuedWorkCompletion) -> None:
+def _claim_key(completion: QueuedWorkCompletion) -> Params:
+    return {"session_id": completion.session_id, "claim_id": completion.claim_id, "lease_token": completion.lease_token}
+
+
+def _check_claim_ownership(session_id: str, completion: QueuedWorkCompletion, owned: dict[str, int]) -> None:
     expired = QueuedWorkClaimExpired(completion.session_id, completion.claim_id)
     wanted = completion.batch_ids
     if completion.session_id != session_id or len(set(wanted)) != len(wanted):
         raise expired
-    owned: dict[str, int] = dict(
-        tx.all(
-            "claimed_batches",
-            {
-                "session_id": completion.session_id,
-                "claim_id": completion.claim_id,
-                "lease_token": completion.lease_token,
-            },
-        )
-    )
     if set(owned) != set(wanted) or any(fence != completion.fencing_token for fence in owned.values()):
         raise expired
 
@@ -191,12 +211,9 @@ def claim_row_params(completion: QueuedWorkCompletion) -> list[dict[str, object]
     ]
 
 
-def stamp_attachments(tx: Tx, session_id: str, attachment_ids: list[str], now_ms: int) -> int:
-    """First commit wins: only rows of ``session_id`` still uncommitted are stamped."""
-    return tx.run_many(
-        "stamp_attachment",
-        [
-            {"committed_at_ms": now_ms, "attachment_id": attachment_id, "session_id": session_id}
-            for attachment_id in attachment_ids
-        ],
-    )
+def stamp_params(session_id: str, attachment_ids: list[str], now_ms: int) -> list[Params]:
+    """First commit wins: ``stamp_attachment`` changes only rows of ``session_id`` still uncommitted."""
+    return [
+        {"committed_at_ms": now_ms, "attachment_id": attachment_id, "session_id": session_id}
+        for attachment_id in attachment_ids
+    ]

@@ -48,6 +48,14 @@ class Tx(Protocol):
         """Execute a statement once per parameter set; returns the total rows changed."""
         ...
 
+    def fetch_many(self, reads: Sequence[tuple[str, Params | None]]) -> list[list[Row]]:
+        """The rows of several queries, run in order; a backend may send them all before it waits.
+
+        A write path reads everything its checks need in one call after it has
+        taken its locks, so that a networked backend pays one round trip for it.
+        """
+        ...
+
     def send(self, query: str, params: Params | None = None) -> None:
         """Execute a statement whose result is not needed (a lock, a plain write).
 

@@ -59,17 +59,20 @@ def claim(
     """Claim the next group (or exactly ``wanted``); ``None`` when there is nothing to take."""
     tx.send("lock_queue", {"session_id": session_id})
     now = tx.now_ms()
-    candidates = rules.decode_batches(
-        tx.iter("ready_batches", {"session_id": session_id, "now_ms": now, "limit": max_batches})
+    ready, fences = tx.fetch_many(
+        [
+            ("ready_batches", {"session_id": session_id, "now_ms": now, "limit": max_batches}),
+            ("last_fence", {"session_id": session_id}),
+        ]
     )
-    group = rules.select_group(candidates, boundary, max_batches)
+    group = rules.select_group(rules.decode_batches(ready), boundary, max_batches)
     if not group or (wanted is not None and [batch.batch_id for batch in group] != list(wanted)):
         if wanted is not None:
             find_corrupt(tx, session_id, wanted)
         return None
-    fence_row = tx.one("next_fence", {"session_id": session_id})
-    assert fence_row is not None
-    fence = int(fence_row[0])
+    # Advanced under the queue's lock, so strictly larger than every fence this queue ever handed out.
+    fence = (int(fences[0][0]) if fences else 0) + 1
+    tx.send("set_fence", {"session_id": session_id, "last_fencing_token": fence})
     claim_id, token = rules.new_claim_id(), rules.new_lease_token()
     expires = saturating_add(now, lease_ttl_ms)
     taken = tx.run_many(

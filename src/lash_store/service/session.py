@@ -64,7 +64,7 @@ from lash_store.model import (
 from lash_store.options import DEFAULT_FILE_GRACE_MS, StoreOptions, check_options
 from lash_store.service import diagnostics, transfer
 from lash_store.service import queue as queue_ops
-from lash_store.service.commit import apply_commit, blob_params, check_bound_ref, stamp_attachments
+from lash_store.service.commit import apply_commit, blob_params, check_bound_ref, stamp_params
 from lash_store.service.head import read_head
 from lash_store.service.ports import Backend, Tx
 
@@ -279,7 +279,9 @@ class SessionService:
         ids = check_ids("attachment_ids", attachment_ids)
         if not ids:
             return 0
-        return self._backend.write(lambda tx: stamp_attachments(tx, session_id, ids, tx.now_ms()))
+        return self._backend.write(
+            lambda tx: tx.run_many("stamp_attachment", stamp_params(session_id, ids, tx.now_ms()))
+        )
 
     def list_uncommitted(self, older_than_epoch_ms: int) -> list[AttachmentManifestEntry]:
         """Uncommitted intents recorded at or before ``older_than_epoch_ms``, oldest first."""

@@ -67,6 +67,9 @@ class SqliteTx:
         (statement,) = QUERIES[query]
         return self._conn.executemany(statement, [_bind(query, row) for row in rows]).rowcount
 
+    def fetch_many(self, reads: Sequence[tuple[str, Params | None]]) -> list[list[Row]]:
+        return [self.all(query, params) for query, params in reads]
+
     def send(self, query: str, params: Params | None = None) -> None:
         self.run(query, params)  # an embedded database has no round trip to save
 

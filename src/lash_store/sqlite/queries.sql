@@ -215,10 +215,12 @@ WHERE session_id = :session_id AND available_at_ms <= :now_ms
   AND (claim_token IS NULL OR claim_expires_at_ms <= :now_ms)
 ORDER BY enqueue_seq
 
--- name: next_fence
-INSERT INTO queued_work_sessions (session_id, last_fencing_token) VALUES (:session_id, 1)
-ON CONFLICT (session_id) DO UPDATE SET last_fencing_token = last_fencing_token + 1
-RETURNING last_fencing_token
+-- name: last_fence
+SELECT last_fencing_token FROM queued_work_sessions WHERE session_id = :session_id
+
+-- name: set_fence
+INSERT INTO queued_work_sessions (session_id, last_fencing_token) VALUES (:session_id, :last_fencing_token)
+ON CONFLICT (session_id) DO UPDATE SET last_fencing_token = excluded.last_fencing_token
 
 -- name: mark_claimed
 UPDATE queued_work_batches SET claim_id = :claim_id, claim_owner_id = :owner_id, claim_token = :lease_token,

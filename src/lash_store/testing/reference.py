@@ -351,10 +351,13 @@ class _Queries:
             if b["available_at_ms"] <= now and _free(b, now)
         ]
 
-    def next_fence(self, p: Params) -> list[Row]:
-        fence = self.s.fences.get(p["session_id"], 0) + 1
-        self.s.fences[p["session_id"]] = fence
-        return [(fence,)]
+    def last_fence(self, p: Params) -> list[Row]:
+        fence = self.s.fences.get(p["session_id"])
+        return [] if fence is None else [(fence,)]
+
+    def set_fence(self, p: Params) -> int:
+        self.s.fences[p["session_id"]] = p["last_fencing_token"]
+        return 1
 
     def mark_claimed(self, p: Params) -> int:
         batch = self.s.batches.get(p["batch_id"])
@@ -489,6 +492,9 @@ class _MemoryTx:
 
     def run_many(self, query: str, rows: Sequence[Params]) -> int:
         return sum(self.run(query, row) for row in rows)
+
+    def fetch_many(self, reads: Sequence[tuple[str, Params | None]]) -> list[list[Row]]:
+        return [self.all(query, params) for query, params in reads]
 
     def send(self, query: str, params: Params | None = None) -> None:
         self.run(query, params)
