@@ -31,7 +31,7 @@ from lash_store.core import queue as queue_rules
 from lash_store.core.checkpoint import decode_manifest
 from lash_store.core.usage import decode_totals
 from lash_store.errors import CorruptData, InvalidInput, SessionsUnreadable, StoreError, StoreNotFound
-from lash_store.model import SessionNode, SessionReadScope, SessionRelation
+from lash_store.model import SessionNode, SessionReadScope
 from lash_store.options import DEFAULT_FILE_GRACE_MS, StoreOptions, system_clock
 from lash_store.service.diagnostics import RawRows, detail
 from lash_store.service.head import head_from_row
@@ -360,7 +360,7 @@ def _meta(rows: RawRows) -> dict[str, Any] | None:
         "cwd": cwd,
     }
     try:
-        meta["relation"] = msgspec.structs.asdict(codec.decode("session meta relation", relation, SessionRelation))
+        meta["relation"] = msgspec.structs.asdict(codec.decode_relation(relation))
     except CorruptData as exc:
         meta["relation"] = None
         meta["relation_error"] = exc.detail

@@ -42,7 +42,7 @@ from lash_store.model import (
 from lash_store.options import BlobProfile
 
 
-class TurnCommitRecord(msgspec.Struct, frozen=True):
+class TurnCommitRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """What a turn stamp stores: the hash it was committed with and the result it returned."""
 
     turn_commit_hash: str

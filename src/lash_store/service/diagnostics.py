@@ -23,7 +23,7 @@ from lash_store.core.graph import decode_node, user_message_text
 from lash_store.core.head import HeadRow
 from lash_store.core.usage import decode_totals
 from lash_store.errors import CorruptData
-from lash_store.model import ArtifactKind, SessionRelation
+from lash_store.model import ArtifactKind
 from lash_store.service.head import head_from_row
 from lash_store.service.ports import Row, Tx
 
@@ -309,7 +309,7 @@ def _check_meta(context: _Context, problems: Problems) -> str:
         return "no metadata"
     session_id, _name, created_at, _model, _cwd, relation = row
     try:
-        codec.decode("session meta relation", relation, SessionRelation)
+        codec.decode_relation(relation)
     except Exception as exc:  # damaged stored data of any shape is reported, not raised
         problems.add(f"relation does not decode: {detail(exc)}")
     try:

@@ -584,7 +584,7 @@ def _decode_meta(row: tuple[Any, ...]) -> SessionMeta:
         created_at=created_at,
         model=model,
         cwd=cwd,
-        relation=codec.decode("session meta relation", relation, SessionRelation),
+        relation=codec.decode_relation(relation),
     )
 
 

@@ -326,7 +326,7 @@ def _check_dump(dump: SessionDump) -> None:
         if ref is not None and ref in contents:
             decode_manifest(ref, contents[ref])
     if dump.meta is not None:
-        codec.decode("session meta relation", dump.meta.relation, SessionRelation)
+        codec.decode_relation(dump.meta.relation)
         SessionMeta(**{**msgspec.structs.asdict(dump.meta), "relation": SessionRelation()})
     for stamp in dump.turn_commits:
         codec.decode(f"turn commit {stamp.turn_id!r}", stamp.record, TurnCommitRecord)

@@ -2052,7 +2052,7 @@ def test_fencing_and_enqueue_seq_keep_growing_across_reopen(store: SessionStore,
 
 NOT_MSGPACK = b"\xc1"
 TRUNCATED = b"\x92\x01"  # an array announcing two items and holding one
-WRONG_SHAPE = msgspec.msgpack.encode(["an", "array", "where", "a", "map", "belongs"])
+WRONG_SHAPE = msgspec.msgpack.encode({"unexpected": ["shape"]})  # a map, but not a head, relation or record
 RECORD_DAMAGE = {"not-msgpack": NOT_MSGPACK, "truncated": TRUNCATED, "wrong-shape": WRONG_SHAPE}
 
 
