@@ -107,3 +107,18 @@ def test_schema_names_are_plain_identifiers(pg_dsn: str, schema: str) -> None:
     with pytest.raises(InvalidInput) as raised:
         setup(pg_dsn, schema=schema)
     assert raised.value.what == "schema"
+
+
+def test_a_zero_busy_timeout_never_waits_forever(pg_dsn: str) -> None:
+    """busy_timeout_ms=0 is "do not wait" everywhere; PostgreSQL's lock_timeout=0 would mean "wait forever"."""
+    from lash_store.errors import StoreBusy
+    from lash_store.options import StoreOptions
+
+    with PostgresStore.open(pg_dsn, "busy", StoreOptions(busy_timeout_ms=0)) as store:
+        store.commit_runtime_state(commit_at("busy", 0))
+        with psycopg.connect(pg_dsn) as holder:
+            holder.execute("SELECT 1 FROM lash.sessions WHERE session_id = 'busy' FOR UPDATE")
+            with pytest.raises(StoreBusy):
+                store.commit_runtime_state(commit_at("busy", 1))
+            holder.rollback()
+        assert store.commit_runtime_state(commit_at("busy", 1)).head_revision == 2
