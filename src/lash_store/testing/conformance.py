@@ -2310,6 +2310,23 @@ def test_hostile_values_are_invalid_input_naming_the_field_and_write_nothing(
     assert (snapshot(store), store.load_session_meta()) == before
 
 
+def test_ids_up_to_the_limit_work_and_longer_ones_are_invalid_input(store: SessionStore) -> None:
+    """Ids are index keys on every backend: 768 UTF-8 bytes work everywhere, more is InvalidInput."""
+    longest = "é" * 384  # 768 bytes
+    node = message(longest, "user", "hi")
+    stamped = commit(expected=0, graph=GraphDelta.append([node], longest), turn_commit=stamp(longest, "h"))
+    assert store.commit_runtime_state(stamped).head_revision == 1
+    assert store.load_node(longest) is not None
+    assert store.enqueue_queued_work(draft(key=longest)).source_key == longest
+    before = snapshot(store)
+    with pytest.raises(InvalidInput) as raised:
+        store.commit_runtime_state(
+            commit(expected=1, graph=GraphDelta.append([message(longest + "x", "user", "")], None))
+        )
+    assert "node_id" in raised.value.what
+    assert snapshot(store) == before
+
+
 def test_one_shot_iterables_in_a_commit_are_applied_in_full(store: SessionStore) -> None:
     """A generator given for a commit's collections is consumed once and every item applies (exactly-once)."""
     store.record_intent(intent("att-1", 1))
