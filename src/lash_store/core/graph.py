@@ -55,6 +55,7 @@ def user_message_text(node: SessionNode) -> str | None:
 
     Text-bearing parts are joined by a blank line, images render as
     ``[Image attached]``, tool calls and results are skipped, blank parts dropped.
+    A NUL character becomes U+FFFD (the payload itself keeps it).
     """
     payload = node.payload
     if node.kind != "message" or not isinstance(payload, dict) or payload.get("role") != "user":
@@ -73,7 +74,8 @@ def user_message_text(node: SessionNode) -> str | None:
         text = part.get("text")
         if isinstance(text, str) and text.strip():
             pieces.append(text)
-    return "\n\n".join(pieces).strip()
+    # The picker text is a text column; PostgreSQL text holds no NUL, so it reads as U+FFFD there.
+    return "\n\n".join(pieces).strip().replace("\x00", "\ufffd")
 
 
 def walk_active_path(leaf_node_id: str, rows: Iterable[tuple[str, str | None, bytes]]) -> list[SessionNode]:

@@ -55,9 +55,11 @@ def check_ids(what: str, values: Any) -> list[str]:
 
 
 def check_text(what: str, value: Any) -> str:
-    """Free text (may be empty) that must be storable."""
+    """Free text (may be empty) that every backend can store: PostgreSQL text holds no NUL."""
     if not isinstance(value, str):
         raise InvalidInput(what, f"must be a string, got {type(value).__name__}")
+    if "\x00" in value:
+        raise InvalidInput(what, "must not contain NUL characters")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:

@@ -226,7 +226,8 @@ def _check_graph(context: _Context, problems: Problems) -> str:
             problems.add(f"node {node_id!r}: its body names node {node.node_id!r}")
         if node.parent_node_id != parent:
             problems.add(f"node {node_id!r}: parent column {parent!r} differs from its body's {node.parent_node_id!r}")
-        if user_message_text(node) != user_text:
+        # Files written before NUL became U+FFFD in the picker text keep the NUL; both are faithful.
+        if user_message_text(node) != (user_text and user_text.replace("\x00", "\ufffd")):
             problems.add(f"node {node_id!r}: maintained user text differs from its payload")
     for node_id, parent in parents.items():
         if parent is not None and parent not in parents:

@@ -44,9 +44,7 @@ class SqliteSessionStoreFactory:
 
     def path_for_session(self, session_id: str) -> Path:
         """Where ``session_id``'s database lives (the reference's file-name vectors, ``""`` included)."""
-        if check_text("session_id", session_id) and "\x00" in session_id:
-            raise InvalidInput("session_id", "must not contain NUL characters")
-        return self.root / safe_file_name(session_id)
+        return self.root / safe_file_name(check_text("session_id", session_id))
 
     def create_store(self, session_id: str, *, model: str = "", relation: SessionRelation | None = None) -> Store:
         """Open (creating if needed) the session's store; metadata is written once, never overwritten."""

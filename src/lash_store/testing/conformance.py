@@ -2290,6 +2290,19 @@ HOSTILE_VALUES: list[tuple[str, Callable[[SessionStore], object], str]] = [
         ),
         "hints",
     ),
+    (
+        "usage-source-nul",
+        lambda s: s.commit_runtime_state(commit(expected=1, usage_deltas=[usage("s\x00", "m")])),
+        "source",
+    ),
+    ("merge-key-nul", lambda s: s.enqueue_queued_work(draft(merge=MergeKey.group("g\x00"), slot=JOIN)), "merge_key"),
+    ("meta-cwd-nul", lambda s: s.save_session_meta(msgspec.structs.replace(_meta(), cwd="/a\x00b")), "cwd"),
+    ("meta-model-nul", lambda s: s.save_session_meta(msgspec.structs.replace(_meta(), model="m\x00")), "model"),
+    (
+        "intent-uri-nul",
+        lambda s: s.record_intent(msgspec.structs.replace(intent("att", 1), canonical_uri="sha256:\x00")),
+        "canonical_uri",
+    ),
     ("scope-kind-unknown", lambda s: s.load_session(SessionReadScope(kind="weird")), "scope"),  # type: ignore[arg-type]
     ("config-unencodable", lambda s: s.commit_runtime_state(commit(expected=1, config={"x": object()})), "config"),
 ]
@@ -2325,6 +2338,16 @@ def test_ids_up_to_the_limit_work_and_longer_ones_are_invalid_input(store: Sessi
         )
     assert "node_id" in raised.value.what
     assert snapshot(store) == before
+
+
+def test_nul_in_a_message_payload_round_trips_and_reads_as_replacement_in_the_picker(store: SessionStore) -> None:
+    """Payloads are encoded, so any text fits; the picker text is a text column and shows NUL as U+FFFD."""
+    store.save_session_meta(_meta())
+    store.commit_runtime_state(commit(expected=0, graph=GraphDelta.append([message("u", "user", "a\x00b")], "u")))
+    loaded = store.load_node("u")
+    assert loaded is not None and loaded.payload["parts"][0]["text"] == "a\x00b"
+    info = store.load_picker_info()
+    assert info is not None and info.first_user_message == "a\ufffdb"
 
 
 def test_one_shot_iterables_in_a_commit_are_applied_in_full(store: SessionStore) -> None:
