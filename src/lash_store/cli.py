@@ -360,6 +360,22 @@ def _cmd_vacuum(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_backup(args: argparse.Namespace) -> int:
+    data = tools.backup(args.source, args.dest)
+    if args.json:
+        _print_json(data)
+        return EXIT_OK if data["ok"] else EXIT_FAILED
+    out = _output()
+    out.print(
+        f"backup: {out.text(data['destination'])} ({_size(data['size_bytes'])}, head revision "
+        f"{data['head_revision'] if data['head_revision'] is not None else '-'}, {data['elapsed_ms']:,.0f} ms)"
+    )
+    for problem in data["problems"]:
+        out.print(f"{out.styled('problem:', 'red')} {out.text(problem)}")
+    out.print(out.styled("verified: OK", "green") if data["ok"] else out.styled("verify FAILED", "red"))
+    return EXIT_OK if data["ok"] else EXIT_FAILED
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     data = tools.verify(args.path, args.session)
     if args.json:
@@ -778,6 +794,18 @@ def build_parser() -> argparse.ArgumentParser:
         "verify", parents=[json_flag, store_flags], help="check a store thoroughly; exit 1 on any problem"
     )
     verify.set_defaults(handler=_cmd_verify)
+
+    backup = commands.add_parser(
+        "backup",
+        parents=[json_flag],
+        help="copy a SQLite session file while it is in use, then verify the copy",
+        description="Take a consistent copy of a live session file (SQLite's online backup: writers keep "
+        "committing) into DEST, which must not exist, then verify the copy. Restore by opening the copy. "
+        "Exit 1 if the copy does not verify. For PostgreSQL use pg_dump, or export for one session.",
+    )
+    backup.add_argument("source", metavar="SRC", help="the session file to copy")
+    backup.add_argument("dest", metavar="DEST", help="the new file (never overwritten; mode 0600)")
+    backup.set_defaults(handler=_cmd_backup)
 
     migrate = commands.add_parser(
         "migrate",

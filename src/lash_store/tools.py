@@ -40,10 +40,12 @@ from lash_store.service.transfer import SessionDump, dump_from_json, dump_to_jso
 from lash_store.sqlite import schema
 from lash_store.sqlite.factory import SqliteSessionStoreFactory
 from lash_store.sqlite.migrations import inspect_revision, migrate_file
+from lash_store.sqlite.store import Store
 from lash_store.targets import is_dsn, open_factory, open_store
 
 __all__ = [
     "ToolError",
+    "backup",
     "copy_store",
     "export_store",
     "gc",
@@ -507,6 +509,29 @@ def vacuum(target: str | os.PathLike[str], session_id: str | None = None, *, com
         "target": text if not is_dsn(text) else _redact(text),
         "removed_node_count": report.removed_node_count,
         **space,
+    }
+
+
+def backup(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> dict[str, Any]:
+    """An online backup of a SQLite session file to the new file ``dest``, then ``verify`` of the copy."""
+    text = _text(source)
+    if is_dsn(text):
+        raise ToolError(
+            "backup copies a SQLite session file; for PostgreSQL use pg_dump (the whole database) "
+            "or `lash-store export` (one session)"
+        )
+    with open_for_reading(text) as store:
+        assert isinstance(store, Store)  # a file path opens a SQLite store
+        data = store.backup(dest)
+    with open_for_reading(data["destination"]) as copy:
+        head = copy.load_session(SessionReadScope.active_path())
+        checks = copy.verify()
+    problems = [f"{check['name']}: {problem}" for check in checks for problem in check["problems"]]
+    return {
+        **data,
+        "head_revision": None if head is None else head.head_revision,
+        "ok": not problems,
+        "problems": problems,
     }
 
 
