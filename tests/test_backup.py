@@ -252,3 +252,18 @@ def test_the_tool_reports_the_copy_and_its_verification(tmp_path: Path) -> None:
     read = copy.load_session(SessionReadScope.active_path())
     assert read is not None and [n.node_id for n in read.graph.nodes] == ["n1", "n2", "n3", "n4"]
     copy.close()
+
+
+def test_the_async_store_backs_up_on_its_lane(tmp_path: Path) -> None:
+    import asyncio
+
+    from lash_store import AsyncStore
+
+    async def scenario() -> None:
+        async with await AsyncStore.open(tmp_path / "a.db") as store:
+            await store.commit_runtime_state(_turn(1))
+            report = await store.backup(tmp_path / "b.db")
+            assert report["destination"] == str(tmp_path / "b.db")
+
+    asyncio.run(scenario())
+    assert _check_prefix(tmp_path / "b.db") == 1

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 from pathlib import Path
 
 from lash_store.core.validate import check_id, check_instance, check_text
-from lash_store.errors import InvalidInput, NotAStoreDatabase, StoreError
+from lash_store.errors import InvalidInput, NotAStoreDatabase, StoreError, StoreNotFound
 from lash_store.model import DurabilityTier, SessionPickerInfo, SessionRelation
 from lash_store.options import StoreOptions, check_options
 from lash_store.service.factory import check_page, new_session_meta, page
+from lash_store.sqlite.deletion import delete_session_file
 from lash_store.sqlite.store import Store, check_directory_path
 
 _MAX_STEM = 80
@@ -69,13 +69,17 @@ class SqliteSessionStoreFactory:
             raise InvalidInput("root", f"{self.root} is not a directory")
 
     def delete_session(self, session_id: str) -> None:
-        """Remove the database and its sidecars; deleting a missing session is not an error."""
+        """Remove the database and its sidecars; deleting a missing session is not an error.
+
+        A session that a store has open (in this process or another) is never
+        unlinked under it, which would silently lose that store's later commits:
+        the deletion waits up to the busy timeout, then raises :class:`StoreBusy`.
+        See :mod:`lash_store.sqlite.deletion`.
+        """
         path = self.path_for_session(check_id("session_id", session_id))
         if self.root.exists() and not self.root.is_dir():
             raise InvalidInput("root", f"{self.root} is not a directory")
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(f"{path}{suffix}")
+        delete_session_file(path, timeout_s=(self.options or StoreOptions()).busy_timeout_ms / 1000)
 
     def list_sessions(self, *, limit: int | None = None, after: str | None = None) -> list[SessionPickerInfo]:
         """Picker info of the session databases under the root, by session id (a page: ``after``, ``limit``).
@@ -101,6 +105,8 @@ class SqliteSessionStoreFactory:
                     info = store.load_picker_info()
             except NotAStoreDatabase:
                 continue  # another application's file is no session of ours
+            except StoreNotFound:
+                continue  # deleted while the listing ran
             except StoreError as exc:
                 failures.append((str(path), exc))
                 continue

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from lash_store.errors import NotAStoreDatabase, SchemaMigrationRequired, UnsupportedSchemaVersion
+from lash_store.errors import NotAStoreDatabase, SchemaMigrationRequired, StoreNotFound, UnsupportedSchemaVersion
+from lash_store.sqlite.deletion import DELETED_MARK
 
 SCHEMA_VERSION = 3
 LAYOUT_REVISION = 3  # 1: graph_stats + usage_totals tables; 2: counters on the head row, kept by triggers
@@ -168,6 +169,11 @@ class Identity:
             conn.rollback()
 
     @property
+    def is_deleted(self) -> bool:
+        """Marked by :mod:`lash_store.sqlite.deletion` before it unlinks the file (see there)."""
+        return self.user_version == DELETED_MARK
+
+    @property
     def is_empty(self) -> bool:
         return self.user_version == 0 and not self.objects
 
@@ -189,6 +195,8 @@ class Identity:
         Then, inside version 3: a newer layout revision is refused, an older one
         needs ``migrate`` (nothing is modified before the caller agrees).
         """
+        if self.is_deleted:
+            raise StoreNotFound(path, "the session was deleted")
         if self.user_version not in (0, SCHEMA_VERSION):
             raise UnsupportedSchemaVersion(SCHEMA_KIND, SCHEMA_VERSION, self.user_version)
         if self.user_version == 0 and self.objects:
