@@ -33,13 +33,32 @@ import statistics
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import msgspec
 
-from lash_store.bench import format_us, percentile, progress, render_table, verdict, workdir
+from lash_store.bench import progress, workdir
+from lash_store.bench.commit_report import (
+    GROWTH_TARGET,
+    STORE_LABEL,
+    Peer,
+    RunSamples,
+    all_turns_line,
+    all_turns_totals,
+    checkpoint_row,
+    checkpoint_table,
+    growth_figures,
+    growth_line,
+    peer_heading,
+    peer_point,
+    peer_source,
+    peer_table,
+    peer_verification,
+    targets_line,
+    verification_line,
+)
 from lash_store.core.codec import encode_blob
 from lash_store.model import (
     BlobArtifactDescriptor,
@@ -75,9 +94,6 @@ MODEL = "bench-model"
 FULL_CHECKPOINTS = (10, 100, 1_000, 10_000)
 QUICK_CHECKPOINTS = (10, 100, 1_000)
 RATIO_TARGET = 2.0
-GROWTH_TARGET = 1.3
-GROWTH_FROM, GROWTH_TO = 10, 1_000
-STORE_LABEL = "lash-store"
 FLOOR_LABEL = "sqlite3 floor"
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -362,42 +378,15 @@ class PeerWriter(Protocol):
         """Release connections, threads and event loops."""
 
 
-class PeerSpec(Protocol):
-    """How to open one peer, and how it is reported."""
-
-    @property
-    def key(self) -> str:
-        """A short identifier (JSON key, file name)."""
-
-    @property
-    def label(self) -> str:
-        """The column heading of the report."""
-
-    @property
-    def max_turns(self) -> int | None:
-        """The peer stops after this many turns (``None``: runs to the end)."""
-
-    @property
-    def isolated(self) -> bool:
-        """Run in a pass of its own with lash-store and the floor (its I/O would disturb the shared pass)."""
+class PeerSpec(Peer, Protocol):
+    """How to open one SQLite peer (how it is reported: :class:`~lash_store.bench.commit_report.Peer`)."""
 
     def open(self, directory: Path, name: str) -> PeerWriter:
         """A fresh peer on a new database file in ``directory``."""
 
-    def describe(self) -> dict[str, Any]:
-        """What the peer writes per turn, its version and its settings (for the report)."""
-
 
 # --------------------------------------------------------------------------
 # Running
-
-
-@dataclass(slots=True)
-class _RunSamples:
-    store_ns: list[int]
-    floor_ns: list[int]
-    peer_ns: dict[str, list[int]] = field(default_factory=dict)
-    peer_checks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _run_pair(
@@ -409,7 +398,7 @@ def _run_pair(
     warmup: bool,
     peers: Sequence[PeerSpec] = (),
     prefix: str = "",
-) -> _RunSamples:
+) -> RunSamples:
     """Commit ``turns`` turns to a fresh store, a fresh floor and fresh peers, interleaved; latencies in ns.
 
     The side going first rotates every turn.  A peer with ``max_turns`` drops
@@ -459,13 +448,7 @@ def _run_pair(
         if not warmup:
             for spec, writer, limit in zip(peers, writers, limits, strict=True):
                 checks[spec.key] = writer.verify(limit)
-    return _RunSamples(store_ns, floor_ns, {spec.key: ns for spec, ns in zip(peers, peer_ns, strict=True)}, checks)
-
-
-def _window_median(samples: Sequence[int], turn: int, window: int) -> float:
-    """Median (in microseconds) of the ``window`` turns ending at ``turn`` (1-based)."""
-    chunk = samples[max(0, turn - window) : turn]
-    return statistics.median(chunk) / 1000
+    return RunSamples(store_ns, floor_ns, {spec.key: ns for spec, ns in zip(peers, peer_ns, strict=True)}, checks)
 
 
 def _verify(path: Path, turns: int) -> dict[str, Any]:
@@ -530,9 +513,9 @@ def run(
     turns = checkpoints[-1]
     workload = Workload(seed)
     options = StoreOptions(blob_profile=blob_profile)
-    runs: list[_RunSamples] = []
+    runs: list[RunSamples] = []
     shared = [spec for spec in peers if not spec.isolated]
-    own_pass: dict[str, list[_RunSamples]] = {spec.key: [] for spec in peers if spec.isolated}
+    own_pass: dict[str, list[RunSamples]] = {spec.key: [] for spec in peers if spec.isolated}
     started = time.perf_counter()
     verification: dict[str, Any] = {}
     with workdir(base_dir, "commit") as directory:
@@ -565,38 +548,10 @@ def run(
         directory_used = str(directory)
     elapsed = time.perf_counter() - started
 
-    rows: list[dict[str, Any]] = []
-    for turn in checkpoints:
-        store_medians = [_window_median(r.store_ns, turn, window) for r in runs]
-        floor_medians = [_window_median(r.floor_ns, turn, window) for r in runs]
-        store_us, floor_us = statistics.median(store_medians), statistics.median(floor_medians)
-        ratio = store_us / floor_us
-        rows.append(
-            {
-                "turn": turn,
-                "window": min(window, turn),
-                "store_us": store_us,
-                "floor_us": floor_us,
-                "ratio": ratio,
-                "target": RATIO_TARGET,
-                "pass": ratio <= RATIO_TARGET,
-                "store_us_per_run": store_medians,
-                "floor_us_per_run": floor_medians,
-            }
-        )
-    by_turn = {row["turn"]: row for row in rows}
-    low = GROWTH_FROM if GROWTH_FROM in by_turn else checkpoints[0]
-    high = GROWTH_TO if GROWTH_TO in by_turn else checkpoints[-1]
-    growth = by_turn[high]["store_us"] / by_turn[low]["store_us"]
-    floor_growth = by_turn[high]["floor_us"] / by_turn[low]["floor_us"]
+    rows = [checkpoint_row(turn, window, runs, RATIO_TARGET, spread=False) for turn in checkpoints]
+    growth = growth_figures(rows, to_last_turn=False)
     if series is not None:
         series.update(_per_turn_series(runs, peers, own_pass))
-    totals = {
-        "store_mean_us": statistics.median(statistics.fmean(r.store_ns) for r in runs) / 1000,
-        "floor_mean_us": statistics.median(statistics.fmean(r.floor_ns) for r in runs) / 1000,
-        "store_p99_us": statistics.median(percentile(r.store_ns, 0.99) for r in runs) / 1000,
-        "floor_p99_us": statistics.median(percentile(r.floor_ns, 0.99) for r in runs) / 1000,
-    }
     return {
         "benchmark": "commit",
         "config": {
@@ -611,16 +566,9 @@ def run(
         },
         "bytes_per_turn": _bytes_per_turn(workload, max(1, turns // 2), blob_profile),
         "checkpoints": rows,
-        "growth": {
-            "from_turn": low,
-            "to_turn": high,
-            "ratio": growth,
-            "floor_ratio": floor_growth,
-            "target": GROWTH_TARGET,
-            "pass": growth <= GROWTH_TARGET,
-        },
-        "all_turns": totals,
-        "targets_met": all(row["pass"] for row in rows) and growth <= GROWTH_TARGET,
+        "growth": growth,
+        "all_turns": all_turns_totals(runs),
+        "targets_met": all(row["pass"] for row in rows) and growth["pass"],
         "verification": verification,
         "peers": _peer_report(runs, own_pass, peers, checkpoints, window, options) if peers else None,
         "elapsed_s": elapsed,
@@ -628,7 +576,7 @@ def run(
 
 
 def _per_turn_series(
-    runs: Sequence[_RunSamples], peers: Sequence[PeerSpec], own_pass: dict[str, list[_RunSamples]]
+    runs: Sequence[RunSamples], peers: Sequence[PeerSpec], own_pass: dict[str, list[RunSamples]]
 ) -> dict[str, list[float]]:
     """Per-turn latency (us) of every side: for each turn, the median over runs."""
 
@@ -647,52 +595,22 @@ def _per_turn_series(
 
 
 def _peer_report(
-    runs: Sequence[_RunSamples],
-    own_pass: dict[str, list[_RunSamples]],
+    runs: Sequence[RunSamples],
+    own_pass: dict[str, list[RunSamples]],
     peers: Sequence[PeerSpec],
     checkpoints: Sequence[int],
     window: int,
     options: StoreOptions,
 ) -> dict[str, Any]:
-    """Per peer and checkpoint: the window median, and its ratio to the floor and to lash-store of the same pass.
-
-    A shared-pass peer is compared with the figures of the main table; an
-    isolated peer with the floor and lash-store of its own pass.
-    """
+    """Per peer and checkpoint: the window median, and its ratio to the floor and to lash-store of the same pass."""
     sides = []
     for spec in peers:
-        source = own_pass.get(spec.key) or runs
-        points: list[dict[str, Any]] = []
-        for turn in checkpoints:
-            if spec.max_turns is not None and turn > spec.max_turns:
-                points.append({"turn": turn, "us": None, "ratio_vs_floor": None, "ratio_vs_store": None})
-                continue
-            medians = [_window_median(r.peer_ns[spec.key], turn, window) for r in source]
-            peer_us = statistics.median(medians)
-            floor_us = statistics.median(_window_median(r.floor_ns, turn, window) for r in source)
-            store_us = statistics.median(_window_median(r.store_ns, turn, window) for r in source)
-            points.append(
-                {
-                    "turn": turn,
-                    "us": peer_us,
-                    "ratio_vs_floor": peer_us / floor_us,
-                    "ratio_vs_store": peer_us / store_us,
-                    "pass_floor_us": floor_us,
-                    "pass_store_us": store_us,
-                    "us_per_run": medians,
-                }
-            )
-        checks = [r.peer_checks[spec.key] for r in source if spec.key in r.peer_checks]
-        shown = next((check for check in checks if not check.get("ok")), checks[-1] if checks else {"ok": False})
+        source = peer_source(spec, runs, own_pass)
         sides.append(
             {
-                "key": spec.key,
-                "label": spec.label,
-                "max_turns": spec.max_turns,
-                "pass": "own" if spec.key in own_pass else "shared",
-                **spec.describe(),
-                "checkpoints": points,
-                "verification": {**shown, "ok": bool(checks) and all(check.get("ok") for check in checks)},
+                **peer_heading(spec, own_pass),
+                "checkpoints": [peer_point(spec, source, turn, window, spread=False) for turn in checkpoints],
+                "verification": peer_verification(spec, source),
             }
         )
     return {"store_synchronous": options.durability.value, "sides": sides}
@@ -710,70 +628,29 @@ def format_report(report: dict[str, Any]) -> str:
         f"tool state {sizes['tool_state']:,} B (lash-store stores {sizes['tool_state_stored_by_lash_store'] or '?'} B)",
         "",
     ]
-    table = [
-        [
-            f"{row['turn']:,}",
-            format_us(row["store_us"]),
-            format_us(row["floor_us"]),
-            f"{row['ratio']:.2f}x",
-            f"<= {row['target']:.1f}x",
-            verdict(row["pass"]),
-        ]
-        for row in report["checkpoints"]
-    ]
-    lines.append(render_table(["turn", "lash-store", "sqlite3 floor", "ratio", "target", ""], table))
-    growth, totals = report["growth"], report["all_turns"]
     lines += [
+        checkpoint_table(report["checkpoints"], FLOOR_LABEL, spread=False),
         "",
-        f"growth lash-store latency@{growth['to_turn']:,} / latency@{growth['from_turn']:,}: "
-        f"{growth['ratio']:.2f}x (floor {growth['floor_ratio']:.2f}x)  target <= {growth['target']:.1f}x  "
-        f"{verdict(growth['pass'])}",
-        f"all turns (WAL checkpoints included): mean lash-store {format_us(totals['store_mean_us'])}, "
-        f"floor {format_us(totals['floor_mean_us'])}; p99 lash-store {format_us(totals['store_p99_us'])}, "
-        f"floor {format_us(totals['floor_p99_us'])}",
+        growth_line(report["growth"]),
+        all_turns_line(report["all_turns"], "all turns (WAL checkpoints included)"),
+        verification_line(report["verification"], read="load_session active path"),
     ]
-    check = report["verification"]
-    lines.append(
-        f"verification: head revision {check['head_revision']:,}, {check['node_count']:,} nodes, "
-        f"resume (load_session active path, {check['active_path_nodes']:,} nodes) "
-        f"{format_us(check['resume_active_path_us'])}  {'ok' if check['ok'] else 'FAILED'}"
-    )
     if report.get("peers"):
         lines += ["", *_format_peers(report)]
-    lines.append(
-        f"targets: {'all met' if report['targets_met'] else 'some missed'}; elapsed {report['elapsed_s']:.1f} s"
-    )
+    lines.append(targets_line(report))
     return "\n".join(lines)
 
 
-def _with_ratio(microseconds: float | None, ratio: float | None) -> str:
-    if microseconds is None or ratio is None:
-        return "-"
-    return f"{format_us(microseconds)} ({ratio:.1f}x)"
-
-
 def _format_peers(report: dict[str, Any]) -> list[str]:
-    """The peers table: per checkpoint, each side's window median and (in brackets) its ratio to the floor."""
+    """The peers table (ratios to the floor), then what each peer writes and read back."""
     peers = report["peers"]
-    sides = peers["sides"]
     lines = [
         "peers on the same workload, interleaved turn by turn with lash-store and the floor: "
         "per-turn latency (x sqlite3 floor)",
+        *peer_table(report, FLOOR_LABEL, versus="floor"),
+        "",
     ]
-    table = []
-    for index, row in enumerate(report["checkpoints"]):
-        cells = [f"{row['turn']:,}", _with_ratio(row["store_us"], row["ratio"]), format_us(row["floor_us"])]
-        for side in sides:
-            point = side["checkpoints"][index]
-            mark = "*" if side["pass"] == "own" and point["us"] is not None else ""
-            cells.append(_with_ratio(point["us"], point["ratio_vs_floor"]) + mark)
-        table.append(cells)
-    headers = ["turn", STORE_LABEL, FLOOR_LABEL, *(side["label"] for side in sides)]
-    lines.append(render_table(headers, table))
-    if any(side["pass"] == "own" for side in sides):
-        lines.append("* measured in a pass of its own (with its own lash-store and floor); ratio to that floor")
-    lines.append("")
-    for side in sides:
+    for side in peers["sides"]:
         check = side["verification"]
         limit = f"; stops after {side['max_turns']:,} turns" if side["max_turns"] is not None else ""
         if side["pass"] == "own":
