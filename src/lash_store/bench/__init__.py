@@ -4,7 +4,10 @@ Run ``python -m lash_store.bench {commit,resume,queue,gc,list} [--quick] [--json
 (see :mod:`lash_store.bench.__main__`).  The sub-modules hold the workloads:
 
 - :mod:`lash_store.bench.commit` -- per-turn commit latency as a session grows,
-  against a hand-written WAL ``sqlite3`` "floor" writing the same bytes;
+  against a hand-written WAL ``sqlite3`` "floor" writing the same bytes (the
+  interleaved loop the PostgreSQL twin runs too);
+- :mod:`lash_store.bench.commit_report` -- the commit benchmark's figures and
+  text, for both backends;
 - :mod:`lash_store.bench.resume` -- ``load_session`` (full graph and active
   path) of sessions of growing length, against a ``sqlite3`` read of the same rows;
 - :mod:`lash_store.bench.queue` -- claim throughput and latency with several

@@ -39,26 +39,9 @@ from typing import Any, Protocol
 
 import msgspec
 
-from lash_store.bench import progress, workdir
-from lash_store.bench.commit_report import (
-    GROWTH_TARGET,
-    STORE_LABEL,
-    Peer,
-    RunSamples,
-    all_turns_line,
-    all_turns_totals,
-    checkpoint_row,
-    checkpoint_table,
-    growth_figures,
-    growth_line,
-    peer_heading,
-    peer_point,
-    peer_source,
-    peer_table,
-    peer_verification,
-    targets_line,
-    verification_line,
-)
+from lash_store.api import SessionStoreAPI
+from lash_store.bench import commit_report, progress, workdir
+from lash_store.bench.commit_report import GROWTH_TARGET, STORE_LABEL, Peer, RunSamples
 from lash_store.core.codec import encode_blob
 from lash_store.model import (
     BlobArtifactDescriptor,
@@ -81,12 +64,16 @@ __all__ = [
     "RATIO_TARGET",
     "STORE_LABEL",
     "FloorStore",
+    "FloorWriter",
     "PeerSpec",
     "PeerWriter",
     "TurnContent",
     "Workload",
+    "checked_checkpoints",
     "format_report",
+    "interleave_turns",
     "run",
+    "verify_session",
 ]
 
 SESSION_ID = "bench-session"
@@ -306,6 +293,10 @@ class FloorStore:
         self.conn.executescript(_FLOOR_SCHEMA)
         self.revision = 0
 
+    def prepare(self, content: TurnContent, commit: RuntimeCommit) -> TurnContent:
+        """Nothing to do before the turn: the floor encodes inside its timed commit, as lash-store does."""
+        return content
+
     def commit(self, content: TurnContent) -> None:
         """Encode the turn and write it in one transaction."""
         user = _ENCODER.encode(content.user)
@@ -378,6 +369,16 @@ class PeerWriter(Protocol):
         """Release connections, threads and event loops."""
 
 
+class FloorWriter(Protocol):
+    """The floor's side of the interleaved loop (the PostgreSQL floor's bytes are encoded before the turn)."""
+
+    def prepare(self, content: TurnContent, commit: RuntimeCommit) -> Any:
+        """What :meth:`commit` will write, made once per turn before any side runs (not timed)."""
+
+    def commit(self, content: Any) -> None:
+        """Write one turn (timed)."""
+
+
 class PeerSpec(Peer, Protocol):
     """How to open one SQLite peer (how it is reported: :class:`~lash_store.bench.commit_report.Peer`)."""
 
@@ -399,75 +400,99 @@ def _run_pair(
     peers: Sequence[PeerSpec] = (),
     prefix: str = "",
 ) -> RunSamples:
-    """Commit ``turns`` turns to a fresh store, a fresh floor and fresh peers, interleaved; latencies in ns.
+    """Commit ``turns`` turns to a fresh store, a fresh floor and fresh peers (:func:`interleave_turns`).
 
-    The side going first rotates every turn.  A peer with ``max_turns`` drops
-    out of the rotation after that many turns.  Files are named
-    ``{prefix}{warmup|session}-{side}.db``.
+    Files are named ``{prefix}{warmup|session}-{side}.db``.
     """
     name = prefix + ("warmup" if warmup else "session")
-    store_ns: list[int] = []
-    floor_ns: list[int] = []
-    peer_ns: list[list[int]] = [[] for _ in peers]
-    checks: dict[str, dict[str, Any]] = {}
-    clock = time.perf_counter_ns
-    revision = 0
     with ExitStack() as stack:
         store = Store.open(directory / f"{name}-store.db", options)
         stack.callback(store.close)
         floor = FloorStore(directory / f"{name}-floor.db")
         stack.callback(floor.close)
-        writers: list[PeerWriter] = []
+        writers: list[tuple[PeerSpec, PeerWriter]] = []
         for spec in peers:
             writer = spec.open(directory, name)
             stack.callback(writer.close)
-            writers.append(writer)
-        limits = [min(turns, spec.max_turns or turns) for spec in peers]
-        sides = 2 + len(writers)
-        gc.collect()
-        for index in range(1, turns + 1):
-            content = workload.turn(index)
-            commit = workload.commit(content, revision)
-            shift = (index - 1) % sides
-            for side in (*range(shift, sides), *range(shift)):
-                if side == 0:
-                    started = clock()
-                    result = store.commit_runtime_state(commit)
-                    store_ns.append(clock() - started)
-                    revision = result.head_revision
-                elif side == 1:
-                    started = clock()
-                    floor.commit(content)
-                    floor_ns.append(clock() - started)
-                elif index <= limits[side - 2]:
-                    writer = writers[side - 2]
-                    prepared = writer.prepare(content)
-                    started = clock()
-                    writer.commit(prepared)
-                    peer_ns[side - 2].append(clock() - started)
-        if not warmup:
-            for spec, writer, limit in zip(peers, writers, limits, strict=True):
-                checks[spec.key] = writer.verify(limit)
-    return RunSamples(store_ns, floor_ns, {spec.key: ns for spec, ns in zip(peers, peer_ns, strict=True)}, checks)
+            writers.append((spec, writer))
+        return interleave_turns(turns, workload, store, floor, writers, warmup=warmup)
 
 
-def _verify(path: Path, turns: int) -> dict[str, Any]:
-    """Re-open the measured session: the head revision, node count and resume latency."""
-    with Store.open(path) as store:
-        started = time.perf_counter_ns()
-        read = store.load_session(SessionReadScope.active_path())
-        resume_us = (time.perf_counter_ns() - started) / 1000
-        node_count = store.graph_node_count()
+def interleave_turns(
+    turns: int,
+    workload: Workload,
+    store: SessionStoreAPI,
+    floor: FloorWriter,
+    peers: Sequence[tuple[Peer, PeerWriter]],
+    *,
+    warmup: bool,
+) -> RunSamples:
+    """Commit ``turns`` turns through lash-store, the floor and each peer, interleaved; latencies in ns.
+
+    Shared by the SQLite and PostgreSQL benchmarks.  The side going first
+    rotates every turn, so that no side always meets the others' after-effects
+    (cache, WAL, fsync).  A peer with ``max_turns`` drops out of the rotation
+    after that many turns.  After a measured (not warm-up) pass, each peer
+    reads back what it wrote.
+    """
+    store_ns: list[int] = []
+    floor_ns: list[int] = []
+    peer_ns: list[list[int]] = [[] for _ in peers]
+    clock = time.perf_counter_ns
+    revision = 0
+    limits = [min(turns, spec.max_turns or turns) for spec, _ in peers]
+    sides = 2 + len(peers)
+    gc.collect()
+    for index in range(1, turns + 1):
+        content = workload.turn(index)
+        commit = workload.commit(content, revision)
+        floor_turn = floor.prepare(content, commit)
+        shift = (index - 1) % sides
+        for side in (*range(shift, sides), *range(shift)):
+            if side == 0:
+                started = clock()
+                result = store.commit_runtime_state(commit)
+                store_ns.append(clock() - started)
+                revision = result.head_revision
+            elif side == 1:
+                started = clock()
+                floor.commit(floor_turn)
+                floor_ns.append(clock() - started)
+            elif index <= limits[side - 2]:
+                writer = peers[side - 2][1]
+                prepared = writer.prepare(content)
+                started = clock()
+                writer.commit(prepared)
+                peer_ns[side - 2].append(clock() - started)
+    checks: dict[str, dict[str, Any]] = {}
+    if not warmup:
+        for (spec, writer), limit in zip(peers, limits, strict=True):
+            checks[spec.key] = writer.verify(limit)
+    latencies = {spec.key: ns for (spec, _), ns in zip(peers, peer_ns, strict=True)}
+    return RunSamples(store_ns, floor_ns, latencies, checks)
+
+
+def verify_session(store: SessionStoreAPI, turns: int) -> dict[str, Any]:
+    """Re-read a measured session: its head revision, node count and how long resuming its active path takes."""
+    started = time.perf_counter_ns()
+    read = store.load_session(SessionReadScope.active_path())
+    resume_us = (time.perf_counter_ns() - started) / 1000
+    node_count = store.graph_node_count()
     revision = read.head_revision if read is not None else 0
     path_nodes = len(read.graph.nodes) if read is not None else 0
-    ok = revision == turns and node_count == 2 * turns and path_nodes == 2 * turns
     return {
-        "ok": ok,
+        "ok": revision == turns and node_count == 2 * turns and path_nodes == 2 * turns,
         "head_revision": revision,
         "node_count": node_count,
         "active_path_nodes": path_nodes,
         "resume_active_path_us": resume_us,
     }
+
+
+def _verify(path: Path, turns: int) -> dict[str, Any]:
+    """Re-open the measured session: the head revision, node count and resume latency."""
+    with Store.open(path) as store:
+        return verify_session(store, turns)
 
 
 def _bytes_per_turn(workload: Workload, index: int, profile: BlobProfile) -> dict[str, int | None]:
@@ -485,6 +510,14 @@ def _bytes_per_turn(workload: Workload, index: int, profile: BlobProfile) -> dic
         "tool_state": len(tool_state),
         "tool_state_stored_by_lash_store": stored,
     }
+
+
+def checked_checkpoints(checkpoints: Sequence[int], repeat: int, window: int) -> list[int]:
+    """The checkpoint turns in order, without repeats; ``ValueError`` for settings that could not measure anything."""
+    ordered = sorted(set(checkpoints))
+    if not ordered or ordered[0] < 1 or repeat < 1 or window < 1:
+        raise ValueError("checkpoints must be positive and repeat/window at least 1")
+    return ordered
 
 
 def run(
@@ -507,9 +540,7 @@ def run(
     latency in microseconds of every side (the median over runs of each turn),
     keyed by the side's label, for :func:`lash_store.bench.plot.plot_commit_latency`.
     """
-    checkpoints = sorted(set(checkpoints))
-    if not checkpoints or checkpoints[0] < 1 or repeat < 1 or window < 1:
-        raise ValueError("checkpoints must be positive and repeat/window at least 1")
+    checkpoints = checked_checkpoints(checkpoints, repeat, window)
     turns = checkpoints[-1]
     workload = Workload(seed)
     options = StoreOptions(blob_profile=blob_profile)
@@ -548,8 +579,8 @@ def run(
         directory_used = str(directory)
     elapsed = time.perf_counter() - started
 
-    rows = [checkpoint_row(turn, window, runs, RATIO_TARGET, spread=False) for turn in checkpoints]
-    growth = growth_figures(rows, to_last_turn=False)
+    rows = [commit_report.checkpoint_row(turn, window, runs, RATIO_TARGET, spread=False) for turn in checkpoints]
+    growth = commit_report.growth_figures(rows, to_last_turn=False)
     if series is not None:
         series.update(_per_turn_series(runs, peers, own_pass))
     return {
@@ -567,7 +598,7 @@ def run(
         "bytes_per_turn": _bytes_per_turn(workload, max(1, turns // 2), blob_profile),
         "checkpoints": rows,
         "growth": growth,
-        "all_turns": all_turns_totals(runs),
+        "all_turns": commit_report.all_turns_totals(runs),
         "targets_met": all(row["pass"] for row in rows) and growth["pass"],
         "verification": verification,
         "peers": _peer_report(runs, own_pass, peers, checkpoints, window, options) if peers else None,
@@ -605,12 +636,13 @@ def _peer_report(
     """Per peer and checkpoint: the window median, and its ratio to the floor and to lash-store of the same pass."""
     sides = []
     for spec in peers:
-        source = peer_source(spec, runs, own_pass)
+        source = commit_report.peer_source(spec, runs, own_pass)
+        points = [commit_report.peer_point(spec, source, turn, window, spread=False) for turn in checkpoints]
         sides.append(
             {
-                **peer_heading(spec, own_pass),
-                "checkpoints": [peer_point(spec, source, turn, window, spread=False) for turn in checkpoints],
-                "verification": peer_verification(spec, source),
+                **commit_report.peer_heading(spec, own_pass),
+                "checkpoints": points,
+                "verification": commit_report.peer_verification(spec, source),
             }
         )
     return {"store_synchronous": options.durability.value, "sides": sides}
@@ -629,15 +661,15 @@ def format_report(report: dict[str, Any]) -> str:
         "",
     ]
     lines += [
-        checkpoint_table(report["checkpoints"], FLOOR_LABEL, spread=False),
+        commit_report.checkpoint_table(report["checkpoints"], FLOOR_LABEL, spread=False),
         "",
-        growth_line(report["growth"]),
-        all_turns_line(report["all_turns"], "all turns (WAL checkpoints included)"),
-        verification_line(report["verification"], read="load_session active path"),
+        commit_report.growth_line(report["growth"]),
+        commit_report.all_turns_line(report["all_turns"], "all turns (WAL checkpoints included)"),
+        commit_report.verification_line(report["verification"], read="load_session active path"),
     ]
     if report.get("peers"):
         lines += ["", *_format_peers(report)]
-    lines.append(targets_line(report))
+    lines.append(commit_report.targets_line(report))
     return "\n".join(lines)
 
 
@@ -647,7 +679,7 @@ def _format_peers(report: dict[str, Any]) -> list[str]:
     lines = [
         "peers on the same workload, interleaved turn by turn with lash-store and the floor: "
         "per-turn latency (x sqlite3 floor)",
-        *peer_table(report, FLOOR_LABEL, versus="floor"),
+        *commit_report.peer_table(report, FLOOR_LABEL, versus="floor"),
         "",
     ]
     for side in peers["sides"]:

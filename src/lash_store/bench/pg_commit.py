@@ -30,7 +30,6 @@ benchmark; the full-state peer runs in a pass of its own.
 
 from __future__ import annotations
 
-import gc
 import statistics
 import time
 from collections.abc import Sequence
@@ -38,31 +37,21 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
-from lash_store.bench import progress, verdict
-from lash_store.bench.commit import PeerWriter, Workload
-from lash_store.bench.commit_report import (
-    GROWTH_TARGET,
-    RunSamples,
-    all_turns_line,
-    all_turns_totals,
-    checkpoint_row,
-    checkpoint_table,
-    growth_figures,
-    growth_line,
-    peer_heading,
-    peer_point,
-    peer_source,
-    peer_table,
-    peer_verification,
-    targets_line,
-    verification_line,
-    window_median,
+from lash_store.bench import commit_report, progress, verdict
+from lash_store.bench.commit import (
+    PeerWriter,
+    TurnContent,
+    Workload,
+    checked_checkpoints,
+    interleave_turns,
+    verify_session,
 )
+from lash_store.bench.commit_report import GROWTH_TARGET, RunSamples
 from lash_store.bench.pg import PgTarget, dsn_with_search_path, pg_target
 from lash_store.bench.pg_peers import PgPeerSpec
 from lash_store.core.commit import prepare_commit
 from lash_store.core.usage import Totals, add_usage, encode_totals
-from lash_store.model import RuntimeCommit, SessionReadScope
+from lash_store.model import RuntimeCommit
 from lash_store.options import BlobProfile, StoreOptions
 
 __all__ = [
@@ -227,6 +216,29 @@ def _drop(target: PgTarget, schemas: _Schemas) -> None:
             target.drop_schema(name)
 
 
+class _EncodingFloor:
+    """The floor's side of a pass: lash-store's encoding of each turn, then :class:`PgFloor` writing it.
+
+    The encoding is done before any side of the turn runs, outside the
+    floor's timed region; with ``encode_ns`` its time is recorded apart.
+    """
+
+    def __init__(self, floor: PgFloor, encoder: TurnEncoder, encode_ns: list[int] | None) -> None:
+        self.floor = floor
+        self.encoder = encoder
+        self.encode_ns = encode_ns
+
+    def prepare(self, content: TurnContent, commit: RuntimeCommit) -> EncodedTurn:
+        started = time.perf_counter_ns()
+        encoded = self.encoder.encode(commit)
+        if self.encode_ns is not None:
+            self.encode_ns.append(time.perf_counter_ns() - started)
+        return encoded
+
+    def commit(self, content: EncodedTurn) -> None:
+        self.floor.commit(content)
+
+
 def _run_pass(
     target: PgTarget,
     schemas: _Schemas,
@@ -239,94 +251,42 @@ def _run_pass(
     warmup: bool,
     encode_ns: list[int] | None = None,
 ) -> tuple[RunSamples, dict[str, Any]]:
-    """Commit ``turns`` turns to a fresh session of each side, interleaved in rotating order; latencies in ns.
+    """Commit ``turns`` turns to a fresh session of each side (:func:`~lash_store.bench.commit.interleave_turns`).
 
     Returns the samples and (for a measured pass) the verification of the
     store and the floor.
     """
     from lash_store.postgres import PostgresStore
 
-    store_ns: list[int] = []
-    floor_ns: list[int] = []
-    peer_ns: list[list[int]] = [[] for _ in peers]
-    checks: dict[str, dict[str, Any]] = {}
-    clock = time.perf_counter_ns
-    revision = 0
-    encoder = TurnEncoder(name, options.blob_profile)
     with ExitStack() as stack:
         store = PostgresStore.open(target.dsn, name, options, schema=schemas.store)
         stack.callback(store.close)
         floor = PgFloor(target.dsn, schemas.floor, name)
         stack.callback(floor.close)
-        writers: list[PeerWriter] = []
+        writers: list[tuple[PgPeerSpec, PeerWriter]] = []
         for spec in peers:
             assert schemas.peers is not None
             writer = spec.open(dsn_with_search_path(target.dsn, schemas.peers), name)
             stack.callback(writer.close)
-            writers.append(writer)
-        limits = [min(turns, spec.max_turns or turns) for spec in peers]
-        sides = 2 + len(writers)
-        gc.collect()
-        for index in range(1, turns + 1):
-            content = workload.turn(index)
-            commit = workload.commit(content, revision)
-            started = clock()
-            encoded = encoder.encode(commit)  # the floor's bytes: lash-store's encoding, untimed for the floor
-            if encode_ns is not None:
-                encode_ns.append(clock() - started)
-            shift = (index - 1) % sides
-            for side in (*range(shift, sides), *range(shift)):
-                if side == 0:
-                    started = clock()
-                    result = store.commit_runtime_state(commit)
-                    store_ns.append(clock() - started)
-                    revision = result.head_revision
-                elif side == 1:
-                    started = clock()
-                    floor.commit(encoded)
-                    floor_ns.append(clock() - started)
-                elif index <= limits[side - 2]:
-                    writer = writers[side - 2]
-                    prepared = writer.prepare(content)
-                    started = clock()
-                    writer.commit(prepared)
-                    peer_ns[side - 2].append(clock() - started)
-        verification: dict[str, Any] = {}
-        if not warmup:
-            for spec, writer, limit in zip(peers, writers, limits, strict=True):
-                checks[spec.key] = writer.verify(limit)
-            verification = _verify(target, schemas, name, turns, options, floor)
-    samples = RunSamples(store_ns, floor_ns, {spec.key: ns for spec, ns in zip(peers, peer_ns, strict=True)}, checks)
+            writers.append((spec, writer))
+        encoding_floor = _EncodingFloor(floor, TurnEncoder(name, options.blob_profile), encode_ns)
+        samples = interleave_turns(turns, workload, store, encoding_floor, writers, warmup=warmup)
+        verification = {} if warmup else _verify(target, schemas, name, turns, options, floor)
     return samples, verification
 
 
 def _verify(
     target: PgTarget, schemas: _Schemas, name: str, turns: int, options: StoreOptions, floor: PgFloor
 ) -> dict[str, Any]:
-    """Re-open the measured session read-only: head revision, node count, resume latency; and the floor's rows."""
+    """Re-open the measured session read-only (head revision, node count, resume latency); and the floor's rows."""
     from lash_store.postgres import PostgresStore
 
     with PostgresStore.open(target.dsn, name, options, schema=schemas.store, create=False) as store:
-        started = time.perf_counter_ns()
-        read = store.load_session(SessionReadScope.active_path())
-        resume_us = (time.perf_counter_ns() - started) / 1000
-        node_count = store.graph_node_count()
-    revision = read.head_revision if read is not None else 0
-    path_nodes = len(read.graph.nodes) if read is not None else 0
+        check = verify_session(store, turns)
     floor_revision, floor_nodes = floor.verify()
-    ok = (
-        revision == turns
-        and node_count == 2 * turns
-        and path_nodes == 2 * turns
-        and floor_revision == turns
-        and floor_nodes == 2 * turns
-    )
     return {
-        "ok": ok,
-        "head_revision": revision,
-        "node_count": node_count,
-        "active_path_nodes": path_nodes,
-        "resume_active_path_us": resume_us,
+        **check,
+        "ok": check["ok"] and floor_revision == turns and floor_nodes == 2 * turns,
         "floor_head_revision": floor_revision,
         "floor_node_count": floor_nodes,
     }
@@ -345,9 +305,7 @@ def run(
     peers: Sequence[PgPeerSpec] = (),
 ) -> dict[str, Any]:
     """Run the PostgreSQL commit benchmark and return its JSON-ready report."""
-    checkpoints = sorted(set(checkpoints))
-    if not checkpoints or checkpoints[0] < 1 or repeat < 1 or window < 1:
-        raise ValueError("checkpoints must be positive and repeat/window at least 1")
+    checkpoints = checked_checkpoints(checkpoints, repeat, window)
     turns = checkpoints[-1]
     workload = Workload(seed)
     options = StoreOptions(blob_profile=blob_profile)
@@ -431,19 +389,19 @@ def _report(
     elapsed: float,
 ) -> dict[str, Any]:
     rows = [
-        checkpoint_row(
+        commit_report.checkpoint_row(
             turn,
             window,
             runs,
             RATIO_TARGET,
             spread=True,
-            extra={"encode_us": statistics.median(window_median(e, turn, window) for e in encode_runs)},
+            extra={"encode_us": statistics.median(commit_report.window_median(e, turn, window) for e in encode_runs)},
         )
         for turn in checkpoints
     ]
-    growth = growth_figures(rows, to_last_turn=True)
+    growth = commit_report.growth_figures(rows, to_last_turn=True)
     totals = {
-        **all_turns_totals(runs),
+        **commit_report.all_turns_totals(runs),
         "encode_mean_us": statistics.median(statistics.fmean(e) for e in encode_runs) / 1000,
     }
     peer_report = _peer_report(runs, own_pass, peers, checkpoints, window) if peers else None
@@ -486,20 +444,20 @@ def _peer_report(
     """
     sides = []
     for spec in peers:
-        source = peer_source(spec, runs, own_pass)
-        points = [peer_point(spec, source, turn, window, spread=True) for turn in checkpoints]
+        source = commit_report.peer_source(spec, runs, own_pass)
+        points = [commit_report.peer_point(spec, source, turn, window, spread=True) for turn in checkpoints]
         speedup: bool | None = None
         if spec.key.endswith("full"):
             at = next((p for p in points if p["turn"] == PEER_SPEEDUP_TURN and p["us"] is not None), None)
             speedup = None if at is None else at["ratio_vs_store"] >= PEER_SPEEDUP_TARGET
         sides.append(
             {
-                **peer_heading(spec, own_pass),
+                **commit_report.peer_heading(spec, own_pass),
                 "checkpoints": points,
                 "speedup_target": PEER_SPEEDUP_TARGET if spec.key.endswith("full") else None,
                 "speedup_turn": PEER_SPEEDUP_TURN,
                 "speedup_pass": speedup,
-                "verification": peer_verification(spec, source),
+                "verification": commit_report.peer_verification(spec, source),
             }
         )
     return {"sides": sides}
@@ -521,16 +479,16 @@ def format_report(report: dict[str, Any]) -> str:
     check = report["verification"]
     floor_rows = f"; floor revision {check['floor_head_revision']:,}, {check['floor_node_count']:,} nodes"
     lines += [
-        checkpoint_table(report["checkpoints"], FLOOR_LABEL, spread=True, extra={"encode": "encode_us"}),
+        commit_report.checkpoint_table(report["checkpoints"], FLOOR_LABEL, spread=True, extra={"encode": "encode_us"}),
         "encode = lash-store's own validation + encoding of the turn (inside its commit, outside the floor's)",
         "",
-        growth_line(report["growth"]),
-        all_turns_line(report["all_turns"], "all turns"),
-        verification_line(check, read="active path", floor=floor_rows),
+        commit_report.growth_line(report["growth"]),
+        commit_report.all_turns_line(report["all_turns"], "all turns"),
+        commit_report.verification_line(check, read="active path", floor=floor_rows),
     ]
     if report.get("peers"):
         lines += ["", *_format_peers(report)]
-    lines.append(targets_line(report))
+    lines.append(commit_report.targets_line(report))
     return "\n".join(lines)
 
 
@@ -538,7 +496,7 @@ def _format_peers(report: dict[str, Any]) -> list[str]:
     """The peers table (ratios to lash-store), then what each peer writes and read back."""
     lines = [
         "peers on the same workload and server, interleaved turn by turn: per-turn latency (x lash-store of its pass)",
-        *peer_table(report, FLOOR_LABEL, versus="store"),
+        *commit_report.peer_table(report, FLOOR_LABEL, versus="store"),
     ]
     for side in report["peers"]["sides"]:
         check = side["verification"]
