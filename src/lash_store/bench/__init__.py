@@ -43,6 +43,7 @@ speed; targets are printed next to the figures as PASS/MISS.
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import shutil
 import statistics
@@ -60,6 +61,7 @@ __all__ = [
     "percentile",
     "progress",
     "render_table",
+    "require_extra",
     "summarise_ns",
     "verdict",
     "workdir",
@@ -80,6 +82,22 @@ class MissingExtra(RuntimeError):
         self.packages = tuple(packages)
         missing = ", ".join(self.packages)
         super().__init__(f"{option} needs {missing} (not installed); install the extra: {EXTRA_INSTALL_HINT}")
+
+
+def require_extra(option: str, required: Sequence[tuple[str, str]]) -> None:
+    """Import every module of ``required`` (module, distribution providing it) that ``option`` needs.
+
+    Raises :class:`MissingExtra` naming only the distributions whose modules
+    could not be imported.
+    """
+    missing = []
+    for module, distribution in required:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(distribution)
+    if missing:
+        raise MissingExtra(option, missing)
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from lash_store.bench import MissingExtra, progress
+from lash_store.bench import progress, require_extra
 
 __all__ = [
     "DATABASE",
@@ -40,17 +40,7 @@ _SETTINGS = ("server_version", "fsync", "synchronous_commit", "wal_sync_method",
 
 def check_available() -> None:
     """Raise :class:`MissingExtra` when the PostgreSQL driver is not installed."""
-    missing = []
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        missing.append("psycopg")
-    try:
-        import psycopg_pool  # noqa: F401
-    except ImportError:
-        missing.append("psycopg-pool")
-    if missing:
-        raise MissingExtra("--backend postgres", missing)
+    require_extra("--backend postgres", (("psycopg", "psycopg"), ("psycopg_pool", "psycopg-pool")))
 
 
 def dsn_with_search_path(dsn: str, schema: str) -> str:
