@@ -17,7 +17,7 @@ them.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +30,7 @@ __all__ = [
     "check_available",
     "dsn_with_search_path",
     "pg_target",
+    "server_line",
 ]
 
 DATABASE = "lash_bench"
@@ -97,6 +98,12 @@ class PgTarget:
             settings = {name: str(conn.execute(f"SHOW {name}").fetchone()[0]) for name in _SETTINGS}  # type: ignore[index]
             transport = "unix socket" if conn.info.host.startswith("/") else f"tcp ({conn.info.host})"
         return {"origin": self.origin, "transport": transport, **settings}
+
+
+def server_line(server: Mapping[str, Any], settings: Sequence[str] = ("fsync", "synchronous_commit")) -> str:
+    """The report line of :meth:`PgTarget.describe`: where the server came from, how it is reached, ``settings``."""
+    values = ", ".join(f"{name}={server[name]}" for name in settings)
+    return f"server: {server['origin']}, {server['transport']}; {values}"
 
 
 @contextmanager

@@ -47,7 +47,7 @@ from lash_store.bench.commit import (
     verify_session,
 )
 from lash_store.bench.commit_report import GROWTH_TARGET, RunSamples
-from lash_store.bench.pg import PgTarget, dsn_with_search_path, pg_target
+from lash_store.bench.pg import PgTarget, dsn_with_search_path, pg_target, server_line
 from lash_store.bench.pg_peers import PgPeerSpec
 from lash_store.core.commit import prepare_commit
 from lash_store.core.usage import Totals, add_usage, encode_totals
@@ -469,8 +469,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"lash-store commit benchmark on PostgreSQL {server['server_version']}: {config['turns']:,} turns, "
         f"one session, {config['blob_profile']} blobs",
-        f"server: {server['origin']}, {server['transport']}; fsync={server['fsync']}, "
-        f"synchronous_commit={server['synchronous_commit']}, wal_sync_method={server['wal_sync_method']}",
+        server_line(server, ("fsync", "synchronous_commit", "wal_sync_method")),
         f"floor: {config['floor']}",
         f"window: the {config['window']} turns ending at each checkpoint; p50 = median of {config['repeat']} run "
         f"median(s), p90/p99 pooled over runs; warm-up {config['warmup_turns']} turns per run",

@@ -42,7 +42,7 @@ from multiprocessing.context import BaseContext
 from typing import Any
 
 from lash_store.bench import format_us, progress, render_table, verdict
-from lash_store.bench.pg import PgTarget, pg_target
+from lash_store.bench.pg import PgTarget, pg_target, server_line
 from lash_store.bench.queue import (
     EMPTY_POLL_SLEEP_S,
     LEASE_TTL_MS,
@@ -315,8 +315,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"lash-store queue benchmark on PostgreSQL {server['server_version']}: {config['batches']:,} single-item "
         f"exclusive batches per run, worker processes ({config['start_method']}), {config['repeat']} run(s) per side "
         "(claims/s: median of runs; latencies pooled)",
-        f"server: {server['origin']}, {server['transport']}; fsync={server['fsync']}, "
-        f"synchronous_commit={server['synchronous_commit']}",
+        server_line(server),
         "each claim: claim_ready_queued_work(max_batches=1) then commit_runtime_state completing it; floor: "
         "UPDATE ... (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING, then DELETE + head bump, autocommit",
         "",
