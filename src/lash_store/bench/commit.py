@@ -70,6 +70,7 @@ __all__ = [
     "TurnContent",
     "Workload",
     "checked_checkpoints",
+    "warmup_content",
     "format_report",
     "interleave_turns",
     "run",
@@ -440,7 +441,7 @@ def interleave_turns(
     peer_ns: list[list[int]] = [[] for _ in peers]
     clock = time.perf_counter_ns
     revision = 0
-    limits = [min(turns, spec.max_turns or turns) for spec, _ in peers]
+    limits = [commit_report.peer_turns(spec, turns) for spec, _ in peers]
     sides = 2 + len(peers)
     gc.collect()
     for index in range(1, turns + 1):
@@ -512,6 +513,11 @@ def _bytes_per_turn(workload: Workload, index: int, profile: BlobProfile) -> dic
     }
 
 
+def warmup_content(seed: int, run: int) -> Workload:
+    """The warm-up turns of run ``run`` (1-based): their own seed, unlike every other run's and the measured turns'."""
+    return Workload(seed + 1000 + run)
+
+
 def checked_checkpoints(checkpoints: Sequence[int], repeat: int, window: int) -> list[int]:
     """The checkpoint turns in order, without repeats; ``ValueError`` for settings that could not measure anything."""
     ordered = sorted(set(checkpoints))
@@ -554,7 +560,7 @@ def run(
             run_dir = directory / f"run-{number}"
             run_dir.mkdir()
             progress(verbose, f"commit: run {number}/{repeat}: warm-up {warmup_turns} turns, then {turns:,} turns")
-            warmup_workload = Workload(seed + 1000 + number)
+            warmup_workload = warmup_content(seed, number)
             if warmup_turns:
                 _run_pair(run_dir, warmup_turns, warmup_workload, options, warmup=True, peers=shared)
             samples = _run_pair(run_dir, turns, workload, options, warmup=False, peers=shared)
@@ -565,7 +571,7 @@ def run(
             for spec in peers:
                 if not spec.isolated:
                     continue
-                limit = min(turns, spec.max_turns or turns)
+                limit = commit_report.peer_turns(spec, turns)
                 progress(verbose, f"commit: run {number}/{repeat}: {spec.label} in its own pass, {limit:,} turns")
                 prefix = f"{spec.key}-pass-"
                 if warmup_turns:

@@ -37,6 +37,7 @@ __all__ = [
     "peer_point",
     "peer_source",
     "peer_table",
+    "peer_turns",
     "peer_verification",
     "targets_line",
     "verification_line",
@@ -194,6 +195,11 @@ def all_turns_totals(runs: Sequence[RunSamples]) -> dict[str, float]:
 
 # --------------------------------------------------------------------------
 # Peers
+
+
+def peer_turns(spec: Peer, turns: int) -> int:
+    """How many of a pass's ``turns`` the peer commits: it stops after its ``max_turns``."""
+    return min(turns, spec.max_turns or turns)
 
 
 def peer_source(

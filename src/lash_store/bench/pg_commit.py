@@ -45,6 +45,7 @@ from lash_store.bench.commit import (
     checked_checkpoints,
     interleave_turns,
     verify_session,
+    warmup_content,
 )
 from lash_store.bench.commit_report import GROWTH_TARGET, RunSamples
 from lash_store.bench.pg import PgTarget, dsn_with_search_path, pg_target, server_line
@@ -321,7 +322,7 @@ def run(
             schemas = _new_schemas(target, bool(shared))
             try:
                 progress(verbose, f"commit (postgres): run {number}/{repeat}: warm-up {warmup_turns}, {turns:,} turns")
-                warm = Workload(seed + 1000 + number)
+                warm = warmup_content(seed, number)
                 if warmup_turns:
                     _run_pass(target, schemas, f"warmup-{number}", warmup_turns, warm, options, shared, warmup=True)
                 encode_ns: list[int] = []
@@ -345,7 +346,7 @@ def run(
             for spec in peers:
                 if not spec.isolated:
                     continue
-                limit = min(turns, spec.max_turns or turns)
+                limit = commit_report.peer_turns(spec, turns)
                 progress(verbose, f"commit (postgres): run {number}/{repeat}: {spec.label} in its own pass, {limit:,}")
                 schemas = _new_schemas(target, True)
                 try:
