@@ -207,6 +207,29 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def _verified(report: dict[str, Any]) -> int:
+    """The exit code of a benchmark whose report carries a verification."""
+    return 0 if report["verification"]["ok"] else 1
+
+
+def _commit_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``run()`` arguments the SQLite and the PostgreSQL commit benchmarks take alike."""
+    default_checkpoints = commit_bench.QUICK_CHECKPOINTS if args.quick else commit_bench.FULL_CHECKPOINTS
+    return {
+        "checkpoints": args.turns or list(default_checkpoints),
+        "repeat": args.repeat or (1 if args.quick else 3),
+        "window": args.window,
+        "warmup_turns": args.warmup,
+        "blob_profile": BlobProfile(args.profile),
+    }
+
+
+def _langgraph_full_max_turns(args: argparse.Namespace) -> int:
+    from lash_store.bench import peers as peer_bench
+
+    return int(args.peer_full_max_turns or peer_bench.LANGGRAPH_FULL_MAX_TURNS)
+
+
 def _commit(args: argparse.Namespace, verbose: bool) -> tuple[dict[str, Any], str, int]:
     peers: list[commit_bench.PeerSpec] = []
     if args.plot:
@@ -219,21 +242,10 @@ def _commit(args: argparse.Namespace, verbose: bool) -> tuple[dict[str, Any], st
         options = StoreOptions()
         peers = peer_bench.default_peers(
             synchronous=options.durability.value if args.peer_sync == "match" else None,
-            langgraph_full_max_turns=args.peer_full_max_turns or peer_bench.LANGGRAPH_FULL_MAX_TURNS,
+            langgraph_full_max_turns=_langgraph_full_max_turns(args),
         )
-    checkpoints = args.turns or list(commit_bench.QUICK_CHECKPOINTS if args.quick else commit_bench.FULL_CHECKPOINTS)
     series: dict[str, list[float]] | None = {} if args.plot else None
-    report = commit_bench.run(
-        checkpoints=checkpoints,
-        repeat=args.repeat or (1 if args.quick else 3),
-        window=args.window,
-        warmup_turns=args.warmup,
-        base_dir=args.dir,
-        verbose=verbose,
-        blob_profile=BlobProfile(args.profile),
-        peers=peers,
-        series=series,
-    )
+    report = commit_bench.run(**_commit_settings(args), base_dir=args.dir, verbose=verbose, peers=peers, series=series)
     text = commit_bench.format_report(report)
     if series is not None:
         from lash_store.bench import plot
@@ -278,31 +290,15 @@ def _check_backend(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 
 
 def _commit_postgres(args: argparse.Namespace, verbose: bool) -> tuple[dict[str, Any], str, int]:
-    from lash_store.bench import peers as peer_bench
     from lash_store.bench import pg_commit
 
     peers: list[Any] = []
     if args.peers:
         from lash_store.bench import pg_peers
 
-        peers = list(
-            pg_peers.default_peers(
-                langgraph_full_max_turns=args.peer_full_max_turns or peer_bench.LANGGRAPH_FULL_MAX_TURNS
-            )
-        )
-    checkpoints = args.turns or list(commit_bench.QUICK_CHECKPOINTS if args.quick else commit_bench.FULL_CHECKPOINTS)
-    report = pg_commit.run(
-        checkpoints=checkpoints,
-        repeat=args.repeat or (1 if args.quick else 3),
-        window=args.window,
-        warmup_turns=args.warmup,
-        dsn=args.dsn,
-        verbose=verbose,
-        blob_profile=BlobProfile(args.profile),
-        peers=peers,
-    )
-    exit_code = 0 if report["verification"]["ok"] else 1
-    return report, pg_commit.format_report(report), exit_code
+        peers = list(pg_peers.default_peers(langgraph_full_max_turns=_langgraph_full_max_turns(args)))
+    report = pg_commit.run(**_commit_settings(args), dsn=args.dsn, verbose=verbose, peers=peers)
+    return report, pg_commit.format_report(report), _verified(report)
 
 
 def _queue_postgres(args: argparse.Namespace, verbose: bool) -> tuple[dict[str, Any], str, int]:
@@ -317,7 +313,7 @@ def _queue_postgres(args: argparse.Namespace, verbose: bool) -> tuple[dict[str, 
         dsn=args.dsn,
         verbose=verbose,
     )
-    return report, pg_queue.format_report(report), 0 if report["verification"]["ok"] else 1
+    return report, pg_queue.format_report(report), _verified(report)
 
 
 def _list_postgres(args: argparse.Namespace, verbose: bool) -> tuple[dict[str, Any], str, int]:
@@ -328,7 +324,7 @@ def _list_postgres(args: argparse.Namespace, verbose: bool) -> tuple[dict[str, A
         dsn=args.dsn,
         verbose=verbose,
     )
-    return report, list_bench.format_report(report), 0 if report["verification"]["ok"] else 1
+    return report, list_bench.format_report(report), _verified(report)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -359,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 blob_profile=BlobProfile(args.profile),
             )
             text = resume_bench.format_report(report)
-            exit_code = 0 if report["verification"]["ok"] else 1
+            exit_code = _verified(report)
         elif args.command == "gc":
             report = gc_bench.run(
                 blobs=args.blobs or gc_bench.DEFAULT_BLOBS,
@@ -368,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 verbose=verbose,
             )
             text = gc_bench.format_report(report)
-            exit_code = 0 if report["verification"]["ok"] else 1
+            exit_code = _verified(report)
         else:
             batches = args.batches or (400 if args.quick else 2_000)
             report = queue_bench.run(
@@ -381,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 verbose=verbose,
             )
             text = queue_bench.format_report(report)
-            exit_code = 0 if report["verification"]["ok"] else 1
+            exit_code = _verified(report)
     except (MissingExtra, PostgresUnavailable) as exc:
         print(f"python -m lash_store.bench {args.command}: error: {exc}", file=sys.stderr)
         return 2
