@@ -8,6 +8,7 @@ runs on a SQLite file, the in-memory ReferenceStore and PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -429,3 +430,28 @@ def test_without_opentelemetry_everything_works_and_no_instrument_is_created(tmp
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+# ---------------------------------------------------------------------------
+# the cost benchmark (runs and reports; never judged on speed)
+
+
+def test_the_telemetry_benchmark_runs_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lash_store.bench.__main__ import main as bench_main
+
+    argv = ["telemetry", "--quick", "--json", "--turns", "6", "--warmup", "2", "--dir", str(tmp_path)]
+    assert bench_main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["benchmark"] == "telemetry"
+    assert report["config"]["variants"] == ["off", "api", "sdk"]
+    assert report["config"]["turns"] == 6 and report["config"]["store"] == "file"
+    assert set(report["ratios"]) == {"api", "sdk"}
+    assert report["ratios"]["api"]["p50"] > 0
+    assert isinstance(report["target"]["ok"], bool)
+    check = report["verification"]
+    assert check["ok"] and check["head_revisions"] == {"off": 6, "api": 6, "sdk": 6}
+    assert check["recording"] == {"off": False, "api": True, "sdk": True}
+
+    assert bench_main(["telemetry", "--quick", "--turns", "3", "--warmup", "0", "--memory"]) == 0
+    text = capsys.readouterr().out
+    assert "API only at most 1.05x off" in text and "memory stores" in text

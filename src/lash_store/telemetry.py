@@ -228,7 +228,8 @@ class Recorder:
     ) -> RuntimeCommitResult:
         """``call(commit)`` returns the result and whether it was a turn-stamp replay."""
         instruments = self._instruments
-        with self._span(SPAN_COMMIT, getattr(commit, "session_id", None)) as span:
+        session_id = getattr(commit, "session_id", None) if self._session_ids else None  # not yet validated
+        with self._span(SPAN_COMMIT, session_id) as span:
             started = time.perf_counter()
             try:
                 result, replayed = call(commit)
