@@ -368,6 +368,39 @@ def test_with_the_api_only_stores_use_the_global_no_op_providers() -> None:
         assert store.load_session() is not None
 
 
+def test_global_providers_configured_after_the_store_opened_receive_its_telemetry() -> None:
+    # OpenTelemetry's global providers can be set once per process, so this runs in a process of its own.
+    script = textwrap.dedent(
+        """
+        from lash_store import Store
+        from lash_store.model import RuntimeCommit
+        from opentelemetry import metrics, trace
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        store = Store.memory()  # opened before any SDK is configured: it holds the API's proxies
+        store.commit_runtime_state(RuntimeCommit(session_id="s", expected_head_revision=0))
+        spans, reader = InMemorySpanExporter(), InMemoryMetricReader()
+        tracer_provider = TracerProvider()
+        tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+        trace.set_tracer_provider(tracer_provider)
+        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+        store.commit_runtime_state(RuntimeCommit(session_id="s", expected_head_revision=1))
+        assert [span.name for span in spans.get_finished_spans()] == ["lash_store.commit"]
+        data = reader.get_metrics_data()
+        names = [m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics]
+        assert names == ["lash_store.commit.duration"], names
+        print("ok")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
 # ---------------------------------------------------------------------------
 # without OpenTelemetry installed
 
