@@ -249,7 +249,11 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             table.add_row(out.text(entry["module_ref"]), _short(entry["blob_ref"]), size)
         out.print(table)
 
-    blobs = data["blobs"]
+    out.print(_blob_table(out, data["blobs"]))
+    return EXIT_OK
+
+
+def _blob_table(out: Output, blobs: dict[str, Any]) -> Table:
     table = Table(title=f"Blobs ({blobs['count']})")
     for column in ("kind", "count", "raw", "stored", "zstd"):
         table.add_column(column, justify="left" if column == "kind" else "right")
@@ -264,8 +268,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     table.add_row(
         out.styled("total", "bold"), str(blobs["count"]), _size(blobs["raw_bytes"]), _size(blobs["stored_bytes"]), ""
     )
-    out.print(table)
-    return EXIT_OK
+    return table
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
@@ -328,6 +331,107 @@ def _cmd_sessions(args: argparse.Namespace) -> int:
     for error in data["errors"]:
         print(f"lash-store: error: cannot read {error['path']}: {error['error']}", file=sys.stderr)
     return EXIT_FAILED if data["errors"] else EXIT_OK
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    data = tools.stats(args.path, args.session, top=args.top)
+    failed = bool(data.get("errors"))
+    if args.json:
+        _print_json(data)
+        return EXIT_FAILED if failed else EXIT_OK
+    out = _output()
+    if data["kind"] == "store":
+        _render_store_stats(out, data)
+        return EXIT_OK
+    out.print(
+        f"{out.styled(str(data['sessions']), 'bold')} sessions in {out.text(data['root'])}: "
+        f"{_size(data['stored_bytes'])} stored"
+    )
+    if data["largest"]:
+        table = Table(title=f"Largest sessions (top {len(data['largest'])})")
+        for column in ("session", "rev", "nodes", "blobs", "content", "stored"):
+            table.add_column(column, justify="left" if column == "session" else "right")
+        for entry in data["largest"]:
+            table.add_row(
+                out.text(entry["session_id"] or entry["path"] or "-"),
+                str(entry["head_revision"] if entry["head_revision"] is not None else "-"),
+                str(entry["nodes"]),
+                str(entry["blobs"]),
+                _size(entry["content_bytes"]),
+                _size(entry["stored_bytes"]),
+            )
+        out.print(table)
+    counts = data["counts"]
+    per_commit = data["content_bytes_per_commit"]
+    rows = [
+        ("sessions", data["sessions"]),
+        ("stored", _size(data["stored_bytes"])),
+        ("content", _content_line(data["content_bytes"])),
+        ("commits", data["commits"]),
+        ("content per commit", "-" if per_commit is None else _size(round(per_commit))),
+        *_count_rows(counts),
+    ]
+    out.print(_kv_table(out, "Totals", rows))
+    for error in data["errors"]:
+        print(f"lash-store: error: cannot read {error['path']}: {error['error']}", file=sys.stderr)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _render_store_stats(out: Output, data: dict[str, Any]) -> None:
+    files = data["files"]
+    if data["backend"] == "sqlite":
+        where: list[tuple[str, Any]] = [("path", data["path"] or "(in memory)")]
+        if files is not None:
+            where += [
+                (
+                    "database file",
+                    f"{_size(files['database_bytes'])} ({data['file']['page_count']} pages of "
+                    f"{data['file']['page_size']} B, {data['file']['freelist_pages']} free)",
+                ),
+                ("WAL", _size(files["wal_bytes"])),
+            ]
+    else:
+        where = [("database", data["target"]), ("partition", data["session_partition"])]
+    growth = data["growth"]
+
+    def per(value: float | None) -> str:
+        return "-" if value is None else _size(round(value))
+
+    rows = [
+        *where,
+        ("session", data["session_id"] or "-"),
+        ("head revision", data["head_revision"] if data["head_revision"] is not None else "-"),
+        ("stored", f"{_size(data['stored_bytes'])} ({'file + WAL' if files is not None else 'content'})"),
+        ("content", _content_line(data["content_bytes"])),
+        *_count_rows(data["counts"]),
+        (
+            "per commit",
+            f"{per(growth['stored_bytes_per_commit'])} stored, {per(growth['content_bytes_per_commit'])} content",
+        ),
+        ("per turn stamp", "-" if growth["turns"] == 0 else f"{per(growth['content_bytes_per_turn'])} content"),
+    ]
+    if data.get("head_error"):
+        rows.append(("head error", data["head_error"]))
+    out.print(_kv_table(out, "Stats", rows))
+    out.print(_blob_table(out, data["blobs"]))
+
+
+def _content_line(content: dict[str, int]) -> str:
+    return (
+        f"{_size(content['total'])}: nodes {_size(content['nodes'])}, blobs {_size(content['blobs'])}, "
+        f"turn stamps {_size(content['turn_commits'])}, queue {_size(content['queue'])}"
+    )
+
+
+def _count_rows(counts: dict[str, int]) -> list[tuple[str, Any]]:
+    return [
+        ("nodes", f"{counts['nodes']:,} live, {counts['tombstoned_nodes']:,} tombstoned"),
+        ("blobs", f"{counts['blobs']:,}"),
+        ("turn stamps", f"{counts['turn_commits']:,}"),
+        ("queue", f"{counts['queue_batches']:,} batches ({counts['claimed_batches']:,} claimed)"),
+        ("attachments", f"{counts['attachments']:,} ({counts['uncommitted_attachments']:,} uncommitted)"),
+        ("module artifacts", f"{counts['module_artifacts']:,}"),
+    ]
 
 
 def _cmd_gc(args: argparse.Namespace) -> int:
@@ -770,6 +874,22 @@ def build_parser() -> argparse.ArgumentParser:
     sessions.add_argument("--limit", type=positive, default=None, metavar="N", help="at most N sessions")
     sessions.add_argument("--after", default=None, metavar="ID", help="start after this session id (next page)")
     sessions.set_defaults(handler=_cmd_sessions)
+
+    stats = commands.add_parser(
+        "stats",
+        parents=[json_flag],
+        help="sizes, counts and growth of a store, or summed over a factory root or a database",
+        description="One store (a session file, or a DSN with --session): file and WAL sizes, row counts, content "
+        "bytes by kind and growth per commit and per turn. A factory root directory or a DSN without --session: "
+        "the number of sessions, the totals and the largest sessions. Read-only; exit 1 if a session of a root "
+        "cannot be read.",
+    )
+    stats.add_argument("path", metavar="TARGET", help="a session file, a factory root directory, or a PostgreSQL DSN")
+    stats.add_argument("--session", default=None, metavar="ID", help="one session of the DSN (PostgreSQL)")
+    stats.add_argument(
+        "--top", type=positive, default=10, metavar="N", help="largest sessions listed for a root (default 10)"
+    )
+    stats.set_defaults(handler=_cmd_stats)
 
     gc = commands.add_parser(
         "gc", parents=[json_flag, store_flags], help="delete unreachable blobs (older than the grace period)"

@@ -11,7 +11,16 @@ from msgspec import Struct, field
 from lash_store.core.validate import check_callable, check_count, check_instance, check_int, check_ms
 from lash_store.errors import InvalidInput
 
-__all__ = ["BlobProfile", "Clock", "Durability", "GcPolicy", "StoreOptions", "check_options", "system_clock"]
+__all__ = [
+    "BlobProfile",
+    "Clock",
+    "Durability",
+    "GcPolicy",
+    "StoreOptions",
+    "TelemetryOptions",
+    "check_options",
+    "system_clock",
+]
 
 Clock = Callable[[], int]
 """A zero-argument callable returning epoch milliseconds."""
@@ -63,6 +72,24 @@ class GcPolicy(Struct, kw_only=True, frozen=True):
     grace_ms: int | None = None
 
 
+class TelemetryOptions(Struct, kw_only=True, frozen=True):
+    """OpenTelemetry spans and metrics of a store (see :mod:`lash_store.telemetry`).
+
+    Recording needs the ``lash-store[otel]`` extra; without it these options
+    change nothing and the store records nothing.  ``enabled=False`` turns
+    telemetry off even when OpenTelemetry is installed.  Session ids go on
+    spans only with ``record_session_ids=True`` (they may identify users);
+    they never go on metrics.  The providers default to OpenTelemetry's
+    global ones; pass your own ``TracerProvider`` / ``MeterProvider`` to keep
+    a store's telemetry apart (tests do).
+    """
+
+    enabled: bool = True
+    record_session_ids: bool = False
+    tracer_provider: object | None = None
+    meter_provider: object | None = None
+
+
 class StoreOptions(Struct, kw_only=True, frozen=True):
     """Options of a store (``Store.memory()`` without options uses ``LOW_LATENCY``)."""
 
@@ -71,6 +98,7 @@ class StoreOptions(Struct, kw_only=True, frozen=True):
     durability: Durability = Durability.NORMAL
     busy_timeout_ms: int = 15_000
     clock: Clock | None = field(default=None)
+    telemetry: TelemetryOptions = TelemetryOptions()
 
     def now_ms(self) -> int:
         """The clock's reading, checked: a clock that fails or returns a non-instant is an invalid option.
@@ -108,4 +136,17 @@ def check_options(options: object) -> StoreOptions:
     check_int("options.busy_timeout_ms", options.busy_timeout_ms, 0, MAX_BUSY_TIMEOUT_MS)
     if options.clock is not None:
         check_callable("options.clock", options.clock)
+    _check_telemetry(options.telemetry)
     return options
+
+
+def _check_telemetry(telemetry: object) -> None:
+    check_instance("options.telemetry", telemetry, TelemetryOptions)
+    assert isinstance(telemetry, TelemetryOptions)
+    check_instance("options.telemetry.enabled", telemetry.enabled, bool)
+    check_instance("options.telemetry.record_session_ids", telemetry.record_session_ids, bool)
+    # Checked by shape, not type: the options must not import OpenTelemetry (it is an optional extra).
+    for field_name, method in (("tracer_provider", "get_tracer"), ("meter_provider", "get_meter")):
+        provider = getattr(telemetry, field_name)
+        if provider is not None and not callable(getattr(provider, method, None)):
+            raise InvalidInput(f"options.telemetry.{field_name}", f"must have a {method}() method")

@@ -12,6 +12,7 @@ Examples::
     python -m lash_store.bench commit --backend postgres --peers  # PostgreSQL vs plain psycopg, + LangGraph
     python -m lash_store.bench queue --backend postgres          # 1 / 4 / 8 processes, own and shared queues
     python -m lash_store.bench list --backend postgres           # list_sessions first page, 10,000 sessions
+    python -m lash_store.bench telemetry         # commit latency with OpenTelemetry off / API only / SDK
 
 Every benchmark measures plain ``sqlite3`` doing the same work in the same
 run and prints the ratio.  ``--backend postgres`` (``commit``, ``queue``,
@@ -21,6 +22,9 @@ schemas of that database that are dropped afterwards (see
 :mod:`lash_store.bench.pg`).  ``--peers`` and ``--plot`` need the optional extra
 ``lash-store[bench]``; without it they print a one-line error and exit 2
 before anything runs.
+
+``telemetry`` compares the same store with telemetry off and on (see
+:mod:`lash_store.bench.telemetry`); it needs ``opentelemetry-api``.
 
 Targets are printed next to the figures as PASS/MISS; ``commit`` exits 0
 whatever the figures (it is a measurement); ``resume``, ``queue`` and ``gc``
@@ -42,6 +46,7 @@ from lash_store.bench import gc as gc_bench
 from lash_store.bench import pg_list as list_bench
 from lash_store.bench import queue as queue_bench
 from lash_store.bench import resume as resume_bench
+from lash_store.bench import telemetry as telemetry_bench
 from lash_store.options import BlobProfile, StoreOptions
 
 __all__ = ["build_parser", "main"]
@@ -56,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
             "doing the same work in the same run."
         ),
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{commit,resume,queue,gc,list}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{commit,resume,queue,gc,list,telemetry}")
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--quick", action="store_true", help="smaller sizes and fewer repetitions")
@@ -193,6 +198,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     listing.add_argument("--limit", type=positive, default=list_bench.DEFAULT_LIMIT, help="page size (default 50)")
     listing.add_argument("--repeat", type=positive, default=None, help="calls per side (default 30, --quick 5)")
+
+    telemetry = commands.add_parser(
+        "telemetry", parents=[common], help="commit latency with OpenTelemetry off, API only, and SDK (no exporter)"
+    )
+    telemetry.add_argument(
+        "--turns",
+        type=positive,
+        default=None,
+        help=f"turns per variant and run (default {telemetry_bench.FULL_TURNS:,}, "
+        f"--quick {telemetry_bench.QUICK_TURNS})",
+    )
+    telemetry.add_argument("--repeat", type=positive, default=None, help="runs (default 3, --quick 1)")
+    telemetry.add_argument("--warmup", type=non_negative, default=30, help="warm-up turns on throw-away stores per run")
+    telemetry.add_argument(
+        "--profile",
+        choices=[profile.value for profile in BlobProfile],
+        default=BlobProfile.BALANCED.value,
+        help="blob profile of the stores (default balanced)",
+    )
+    telemetry.add_argument(
+        "--memory", action="store_true", help="in-memory stores (cheaper commits, so a larger relative cost)"
+    )
     return parser
 
 
@@ -355,6 +382,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 blob_profile=BlobProfile(args.profile),
             )
             text = resume_bench.format_report(report)
+            exit_code = _verified(report)
+        elif args.command == "telemetry":
+            report = telemetry_bench.run(
+                turns=args.turns or (telemetry_bench.QUICK_TURNS if args.quick else telemetry_bench.FULL_TURNS),
+                repeat=args.repeat or (1 if args.quick else 3),
+                warmup_turns=args.warmup,
+                base_dir=args.dir,
+                verbose=verbose,
+                blob_profile=BlobProfile(args.profile),
+                memory=args.memory,
+            )
+            text = telemetry_bench.format_report(report)
             exit_code = _verified(report)
         elif args.command == "gc":
             report = gc_bench.run(

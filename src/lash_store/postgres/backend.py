@@ -196,6 +196,8 @@ class PostgresTx:
 class PostgresBackend:
     """Transactions of one session partition, on a shared pool (by DSN) or a caller's pool."""
 
+    name = "postgres"
+
     def __init__(self, target: str | ConnectionPool, sid: str, schema: str, options: StoreOptions) -> None:
         self._dsn = target if isinstance(target, str) else None
         self._given_pool = None if isinstance(target, str) else target

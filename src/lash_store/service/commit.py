@@ -30,7 +30,8 @@ from lash_store.service.head import head_from_row
 from lash_store.service.ports import Params, Row, Tx
 
 
-def apply_commit(tx: Tx, plan: CommitPlan) -> RuntimeCommitResult:
+def apply_commit(tx: Tx, plan: CommitPlan) -> tuple[RuntimeCommitResult, bool]:
+    """The commit's result, and whether it is a replay of a stored turn stamp (nothing was written)."""
     # Lock everything the commit needs (the session, then its completions' queues in order), then read
     # everything its checks need in one go, then check in the contract's order, then write.
     tx.send("lock_session")
@@ -51,7 +52,7 @@ def apply_commit(tx: Tx, plan: CommitPlan) -> RuntimeCommitResult:
         if stored is not None:
             if stored.turn_commit_hash != stamp.turn_commit_hash:
                 raise RuntimeTurnCommitConflict(stamp.session_id, stamp.turn_id)
-            return stored.result
+            return stored.result, True
     if plan.expected_head_revision is not None and plan.expected_head_revision != actual:
         raise HeadRevisionConflict(plan.expected_head_revision, actual)
     for completion, owned in zip(plan.completions, reads.claims, strict=True):
@@ -92,7 +93,7 @@ def apply_commit(tx: Tx, plan: CommitPlan) -> RuntimeCommitResult:
             "record_turn_commit",
             {"session_id": stamp.session_id, "turn_id": stamp.turn_id, "record": record, "committed_at_ms": now},
         )
-    return result
+    return result, False
 
 
 class _CommitReads:

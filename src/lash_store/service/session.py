@@ -10,11 +10,12 @@ and the in-memory ``ReferenceStore`` are this class over their backends.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
@@ -61,12 +62,15 @@ from lash_store.model import (
     SessionRelation,
     VacuumReport,
 )
-from lash_store.options import DEFAULT_FILE_GRACE_MS, StoreOptions, check_options
+from lash_store.options import DEFAULT_FILE_GRACE_MS, StoreOptions, TelemetryOptions, check_options
 from lash_store.service import diagnostics, transfer
 from lash_store.service import queue as queue_ops
 from lash_store.service.commit import apply_commit, blob_params, check_bound_ref, stamp_params
 from lash_store.service.head import read_head
 from lash_store.service.ports import Backend, Tx
+
+if TYPE_CHECKING:
+    from lash_store.telemetry import Recorder
 
 log = logging.getLogger("lash_store")
 
@@ -90,6 +94,8 @@ class SessionService:
         self._grace_ms = grace if grace is not None else (0 if backend.in_memory else DEFAULT_FILE_GRACE_MS)
         self._profile = self.options.blob_profile
         self._commits_since_gc = 0
+        # Chosen once: without OpenTelemetry (or with telemetry off) every operation pays one `is None` check.
+        self._telemetry = _recorder(backend.name, self.options.telemetry)
 
     # -- lifecycle -------------------------------------------------------
 
@@ -118,10 +124,13 @@ class SessionService:
 
     def commit_runtime_state(self, commit: RuntimeCommit) -> RuntimeCommitResult:
         """Persist one runtime turn atomically (see the README for the exact order of checks)."""
-        plan = prepare_commit(commit, self._profile)  # all encoding happens before the lock
-        result = self._backend.write(lambda tx: apply_commit(tx, plan))
+        result = self._commit(commit)[0] if self._telemetry is None else self._telemetry.commit(self._commit, commit)
         self._maybe_auto_gc()
         return result
+
+    def _commit(self, commit: RuntimeCommit) -> tuple[RuntimeCommitResult, bool]:
+        plan = prepare_commit(commit, self._profile)  # all encoding happens before the lock
+        return self._backend.write(lambda tx: apply_commit(tx, plan))
 
     def _maybe_auto_gc(self) -> None:
         every = self.options.gc_policy.auto_run_every_commits
@@ -142,11 +151,20 @@ class SessionService:
         if scope.kind not in ("full_graph", "active_path"):
             raise InvalidInput("scope.kind", f"unknown read scope {scope.kind!r}")
         check_optional_id("scope.leaf_node_id", scope.leaf_node_id)
+        if self._telemetry is not None:
+            return self._telemetry.load_session(
+                scope.kind, lambda: self._backend.read(lambda tx: _load_session(tx, scope))
+            )
         return self._backend.read(lambda tx: _load_session(tx, scope))
 
     def load_node(self, node_id: str) -> SessionNode | None:
         """One live (not tombstoned) node, or ``None``."""
         check_id("node_id", node_id)
+        if self._telemetry is not None:
+            return self._telemetry.load_node(lambda: self._load_node(node_id))
+        return self._load_node(node_id)
+
+    def _load_node(self, node_id: str) -> SessionNode | None:
         row = self._backend.read(lambda tx: tx.one("load_node", {"node_id": node_id}))
         return None if row is None else decode_node(node_id, row[0])
 
@@ -159,6 +177,8 @@ class SessionService:
 
     def vacuum(self) -> VacuumReport:
         """Physically remove tombstoned nodes (reads do not change)."""
+        if self._telemetry is not None:
+            return self._telemetry.vacuum(lambda: self._backend.write(_vacuum))
         return self._backend.write(_vacuum)
 
     def graph_node_count(self) -> int:
@@ -252,9 +272,14 @@ class SessionService:
         ``grace_ms`` overrides the store's grace period for this call (the command line's ``--grace-ms``).
         """
         grace = self._grace_ms if grace_ms is None else check_ms("grace_ms", grace_ms)
+        if self._telemetry is not None:
+            return self._telemetry.gc(dry_run, lambda: self._gc(grace, dry_run))
+        return self._gc(grace, dry_run)
+
+    def _gc(self, grace_ms: int, dry_run: bool) -> tuple[GcReport, int]:
         if dry_run:
-            return self._backend.read(lambda tx: _gc(tx, grace, dry_run=True))
-        return self._backend.write(lambda tx: _gc(tx, grace, dry_run=False))
+            return self._backend.read(lambda tx: _gc(tx, grace_ms, dry_run=True))
+        return self._backend.write(lambda tx: _gc(tx, grace_ms, dry_run=False))
 
     # -- attachment write-ahead manifest ---------------------------------
 
@@ -424,6 +449,22 @@ class SessionService:
         max_batches: int,
         wanted: list[str] | None,
     ) -> QueuedWorkClaim | None:
+        if self._telemetry is not None:
+            return self._telemetry.claim(
+                session_id,
+                lambda: self._claim_untraced(session_id, owner_id, boundary, lease_ttl_ms, max_batches, wanted),
+            )
+        return self._claim_untraced(session_id, owner_id, boundary, lease_ttl_ms, max_batches, wanted)
+
+    def _claim_untraced(
+        self,
+        session_id: str,
+        owner_id: str,
+        boundary: QueuedWorkClaimBoundary,
+        lease_ttl_ms: int,
+        max_batches: int,
+        wanted: list[str] | None,
+    ) -> QueuedWorkClaim | None:
         try:
             return self._backend.write(
                 lambda tx: queue_ops.claim(tx, session_id, owner_id, boundary, lease_ttl_ms, max_batches, wanted)
@@ -435,12 +476,21 @@ class SessionService:
         """Extend the lease of every batch of the claim, or raise :class:`QueuedWorkClaimExpired` and change nothing."""
         held = rules.check_claim(claim)
         check_ms("lease_ttl_ms", lease_ttl_ms)
-        expires = self._backend.write(lambda tx: queue_ops.renew(tx, held, lease_ttl_ms))
+        if self._telemetry is not None:
+            expires = self._telemetry.renew(
+                held.session_id, lambda: self._backend.write(lambda tx: queue_ops.renew(tx, held, lease_ttl_ms))
+            )
+        else:
+            expires = self._backend.write(lambda tx: queue_ops.renew(tx, held, lease_ttl_ms))
         return msgspec.structs.replace(held, expires_at_epoch_ms=expires)
 
     def abandon_queued_work_claim(self, claim: QueuedWorkClaim) -> int:
         """Release a claim so its batches are claimable again; stale claims are a no-op. Returns rows released."""
         held = rules.check_claim(claim)
+        if self._telemetry is not None:
+            return self._telemetry.abandon(
+                held.session_id, lambda: self._backend.write(lambda tx: queue_ops.abandon(tx, held))
+            )
         return self._backend.write(lambda tx: queue_ops.abandon(tx, held))
 
     def cancel_queued_work_batch(self, session_id: str, batch_id: str) -> QueuedWorkBatch | None:
@@ -458,6 +508,25 @@ class SessionService:
         """Batches not live-claimed now (delayed ones included), in FIFO order."""
         check_id("session_id", session_id)
         return self._backend.read(lambda tx: queue_ops.list_batches(tx, session_id, pending=True))
+
+
+@functools.cache
+def _recorder_class() -> type[Recorder] | None:
+    """The telemetry recorder, or ``None`` when OpenTelemetry is not installed (looked up once per process)."""
+    try:
+        from lash_store.telemetry import Recorder
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "opentelemetry":
+            raise  # a broken install of our own package is an error, not "telemetry off"
+        return None
+    return Recorder
+
+
+def _recorder(backend: str, options: TelemetryOptions) -> Recorder | None:
+    if not options.enabled:
+        return None
+    recorder = _recorder_class()
+    return None if recorder is None else recorder(backend, options)
 
 
 # ---------------------------------------------------------------------------

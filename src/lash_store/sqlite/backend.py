@@ -80,6 +80,8 @@ class SqliteTx:
 class SqliteBackend:
     """Transactions of one session file (or a private in-memory database)."""
 
+    name = "sqlite"
+
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self._options = connection.options

@@ -506,6 +506,8 @@ class _MemoryTx:
 class MemoryBackend:
     """The in-memory backend: a dict state, copied before each write and restored if the write raises."""
 
+    name = "reference"
+
     def __init__(self, options: StoreOptions) -> None:
         self._options = options
         self._state: _State | None = _State()
