@@ -36,6 +36,7 @@ from lash_store.model import (
     GcReport,
     HydratedCheckpoint,
     PersistedSessionRead,
+    PruneReport,
     QueuedWorkBatch,
     QueuedWorkBatchDraft,
     QueuedWorkClaim,
@@ -276,6 +277,10 @@ class AsyncStore:
     async def gc_plan(self, *, dry_run: bool = True, grace_ms: int | None = None) -> tuple[GcReport, int]:
         """GC (or a dry run of it) with the stored bytes it deletes; ``grace_ms`` overrides the grace period."""
         return await self._call(self.sync.gc_plan, dry_run=dry_run, grace_ms=grace_ms)
+
+    async def prune(self, *, dry_run: bool = False, turn_stamps_older_than_ms: int | None = None) -> PruneReport:
+        """Remove turn stamps older than the retention horizon (argument, else the options'); dry runs count."""
+        return await self._call(self.sync.prune, dry_run=dry_run, turn_stamps_older_than_ms=turn_stamps_older_than_ms)
 
     async def raw_rows(self, *, content: bool = False) -> RawRows:
         """Every stored row, undecoded, from one snapshot (for tools that look at damage)."""

@@ -25,6 +25,7 @@ from lash_store.model import (
     GcReport,
     HydratedCheckpoint,
     PersistedSessionRead,
+    PruneReport,
     QueuedWorkBatch,
     QueuedWorkBatchDraft,
     QueuedWorkClaim,
@@ -156,6 +157,10 @@ class SessionStoreAPI(Protocol):
 
     def gc_plan(self, *, dry_run: bool = True, grace_ms: int | None = None) -> tuple[GcReport, int]:
         """GC (or a dry run of it) with the stored bytes it deletes; ``grace_ms`` overrides the grace period."""
+        ...
+
+    def prune(self, *, dry_run: bool = False, turn_stamps_older_than_ms: int | None = None) -> PruneReport:
+        """Remove turn stamps older than the retention horizon (argument, else the options'); dry runs count."""
         ...
 
     def raw_rows(self, *, content: bool = False) -> RawRows:
@@ -343,6 +348,10 @@ class AsyncSessionStoreAPI(Protocol):
 
     async def gc_plan(self, *, dry_run: bool = True, grace_ms: int | None = None) -> tuple[GcReport, int]:
         """GC (or a dry run of it) with the stored bytes it deletes; ``grace_ms`` overrides the grace period."""
+        ...
+
+    async def prune(self, *, dry_run: bool = False, turn_stamps_older_than_ms: int | None = None) -> PruneReport:
+        """Remove turn stamps older than the retention horizon (argument, else the options'); dry runs count."""
         ...
 
     async def raw_rows(self, *, content: bool = False) -> RawRows:

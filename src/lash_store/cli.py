@@ -480,6 +480,50 @@ def _cmd_backup(args: argparse.Namespace) -> int:
     return EXIT_OK if data["ok"] else EXIT_FAILED
 
 
+def _cmd_prune(args: argparse.Namespace) -> int:
+    if args.stamps_older_than is None and args.idle_sessions is None:
+        raise tools.ToolError("nothing to prune: give --stamps-older-than and/or --idle-sessions")
+    data = tools.prune(
+        args.path,
+        args.session,
+        stamps_older_than_ms=args.stamps_older_than,
+        idle_sessions_ms=args.idle_sessions,
+        dry_run=args.dry_run,
+    )
+    if args.json:
+        _print_json(data)
+        return EXIT_FAILED if data["errors"] else EXIT_OK
+    out = _output()
+    verb = "would prune" if args.dry_run else "pruned"
+    out.print(f"prune{' (dry run)' if args.dry_run else ''}: {verb} {data['turn_stamps']:,} turn stamps")
+    if args.idle_sessions is not None:
+        idle = data["idle_sessions"]
+        out.print(f"{'would delete' if args.dry_run else 'deleted'} {len(idle):,} idle sessions")
+        for session_id in idle:
+            out.print(f"  {out.text(session_id)}")
+    for error in data["errors"]:
+        out.print(f"{out.styled('error:', 'red')} {out.text(error['path'])}: {out.text(error['error'])}")
+    return EXIT_FAILED if data["errors"] else EXIT_OK
+
+
+_DURATION_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def _duration(text: str) -> int:
+    """A duration in milliseconds: ``90d``, ``12h``, ``30m``, ``45s``, ``500ms`` or plain milliseconds."""
+    number, unit = text.strip(), "ms"
+    for suffix in sorted(_DURATION_UNITS, key=len, reverse=True):
+        if number.endswith(suffix):
+            number, unit = number[: -len(suffix)], suffix
+            break
+    if not number.isdigit():
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30d, 12h, 45m, 500ms)")
+    value = int(number) * _DURATION_UNITS[unit]
+    if value >= 2**63:
+        raise argparse.ArgumentTypeError(f"duration too long: {text!r}")
+    return value
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     data = tools.verify(args.path, args.session)
     if args.json:
@@ -914,6 +958,27 @@ def build_parser() -> argparse.ArgumentParser:
         "verify", parents=[json_flag, store_flags], help="check a store thoroughly; exit 1 on any problem"
     )
     verify.set_defaults(handler=_cmd_verify)
+
+    prune = commands.add_parser(
+        "prune",
+        parents=[json_flag],
+        help="retention: drop old turn stamps; delete idle sessions of a root or database",
+        description="Remove turn-commit stamps older than a horizon (a retry of a turn older than that is no "
+        "longer recognised as a replay and is judged by its compare-and-set revision alone), from one store or "
+        "from every session of a factory root or database; and delete the sessions of a root or database that "
+        "were not written for a while, have no queued work and are not open anywhere. Exit 1 if a session "
+        "could not be pruned.",
+    )
+    prune.add_argument("path", metavar="TARGET", help="a session file, factory root, or PostgreSQL DSN")
+    prune.add_argument("--session", default=None, metavar="ID", help="one session of a PostgreSQL database")
+    prune.add_argument(
+        "--stamps-older-than", type=_duration, default=None, metavar="AGE", help="e.g. 30d; prune older turn stamps"
+    )
+    prune.add_argument(
+        "--idle-sessions", type=_duration, default=None, metavar="AGE", help="e.g. 90d; delete sessions idle longer"
+    )
+    prune.add_argument("--dry-run", action="store_true", help="count what would go; change nothing")
+    prune.set_defaults(handler=_cmd_prune)
 
     backup = commands.add_parser(
         "backup",

@@ -29,6 +29,7 @@ __all__ = [
     "ImageRefItem",
     "MergeKey",
     "PersistedSessionRead",
+    "PruneReport",
     "QueuedWorkBatch",
     "QueuedWorkBatchDraft",
     "QueuedWorkClaim",
@@ -329,6 +330,17 @@ class GcReport(Struct, kw_only=True, frozen=True):
     retained_blob_count: int
     deleted_blob_count: int
     skipped_reason: str | None = None
+
+
+class PruneReport(Struct, kw_only=True, frozen=True):
+    """Outcome of ``prune``: turn stamps committed before ``cutoff_epoch_ms`` were removed (or, dry, counted).
+
+    ``cutoff_epoch_ms`` is ``None`` when no horizon was set: nothing was pruned.
+    """
+
+    dry_run: bool
+    cutoff_epoch_ms: int | None
+    turn_stamp_count: int
 
 
 class VacuumReport(Struct, kw_only=True, frozen=True):

@@ -16,6 +16,7 @@ __all__ = [
     "Clock",
     "Durability",
     "GcPolicy",
+    "RetentionPolicy",
     "StoreOptions",
     "TelemetryOptions",
     "check_options",
@@ -72,6 +73,21 @@ class GcPolicy(Struct, kw_only=True, frozen=True):
     grace_ms: int | None = None
 
 
+class RetentionPolicy(Struct, kw_only=True, frozen=True):
+    """How long records that only serve retries and idle sessions are kept (``None``: forever).
+
+    ``turn_stamps_ms``: a turn's commit stamp (what makes a retried turn a
+    replay) is pruned this long after its commit; a retry after that is no
+    longer recognised and is judged by its compare-and-set revision alone.
+    ``idle_sessions_ms``: a factory's ``prune_idle_sessions`` deletes sessions
+    not written for this long that have no queued work and are not in use.
+    Nothing is pruned until ``prune`` (or ``lash-store prune``) runs.
+    """
+
+    turn_stamps_ms: int | None = None
+    idle_sessions_ms: int | None = None
+
+
 class TelemetryOptions(Struct, kw_only=True, frozen=True):
     """OpenTelemetry spans and metrics of a store (see :mod:`lash_store.telemetry`).
 
@@ -99,6 +115,7 @@ class StoreOptions(Struct, kw_only=True, frozen=True):
     busy_timeout_ms: int = 15_000
     clock: Clock | None = field(default=None)
     telemetry: TelemetryOptions = TelemetryOptions()
+    retention: RetentionPolicy = RetentionPolicy()
 
     def now_ms(self) -> int:
         """The clock's reading, checked: a clock that fails or returns a non-instant is an invalid option.
@@ -137,6 +154,11 @@ def check_options(options: object) -> StoreOptions:
     if options.clock is not None:
         check_callable("options.clock", options.clock)
     _check_telemetry(options.telemetry)
+    check_instance("options.retention", options.retention, RetentionPolicy)
+    for horizon in ("turn_stamps_ms", "idle_sessions_ms"):
+        value = getattr(options.retention, horizon)
+        if value is not None:
+            check_ms(f"options.retention.{horizon}", value)
     return options
 
 

@@ -657,6 +657,60 @@ def _line(exc: BaseException) -> str:
 
 
 # ---------------------------------------------------------------------------
+# prune
+
+
+def prune(
+    target: str | os.PathLike[str],
+    session_id: str | None = None,
+    *,
+    stamps_older_than_ms: int | None = None,
+    idle_sessions_ms: int | None = None,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """Retention: turn stamps older than a horizon, of one store or of every session of a root or database;
+    for a root or database also the sessions idle longer than ``idle_sessions_ms``.
+
+    Idle sessions go first (their stamps need no pruning then).  With
+    ``dry_run`` everything is counted and nothing changes (the stamps of the
+    idle sessions are counted too, since they stay).
+    """
+    text = _text(target)
+    one_store = session_id is not None or (not is_dsn(text) and not Path(text).is_dir())
+    if one_store and idle_sessions_ms is not None:
+        raise ToolError("--idle-sessions applies to a factory root or a database, not to one session")
+    deleted: list[str] = []
+    if not one_store and idle_sessions_ms is not None:
+        deleted = open_factory(text).prune_idle_sessions(idle_sessions_ms, dry_run=dry_run)
+    errors: list[dict[str, str]] = []
+    stores = [(text, session_id)] if one_store else _root_sessions(text, errors)
+    stamps = 0
+    for store_target, partition in stores:
+        try:
+            opened = open_for_reading if dry_run else open_for_maintenance
+            with opened(store_target, partition) as store:
+                report = store.prune(dry_run=dry_run, turn_stamps_older_than_ms=stamps_older_than_ms)
+            stamps += report.turn_stamp_count
+        except NotAStoreDatabase:
+            continue
+        except (StoreError, OSError) as exc:
+            if one_store:
+                raise
+            errors.append(
+                {"path": store_target if partition is None else f"session {partition!r}", "error": _line(exc)}
+            )
+    return {
+        "target": text if not is_dsn(text) else _redact(text),
+        "dry_run": dry_run,
+        "stamps_older_than_ms": stamps_older_than_ms,
+        "idle_sessions_ms": idle_sessions_ms,
+        "turn_stamps": stamps,
+        "idle_sessions": deleted,
+        "errors": errors,
+    }
+
+
+# ---------------------------------------------------------------------------
 # gc and vacuum
 
 

@@ -53,6 +53,36 @@ DELETE FROM {schema}.artifact_refs WHERE session_id = %(sid)s;
 DELETE FROM {schema}.session_meta WHERE session_id = %(sid)s;
 DELETE FROM {schema}.sessions WHERE session_id = %(sid)s
 
+-- Retention: sessions whose last commit (or creation) is older than the horizon by the database clock and
+-- that hold no queued work.  Locked rows are in use by a commit right now: skipped, never waited for.
+-- name: idle_sessions
+SELECT s.session_id FROM {schema}.sessions s
+WHERE s.updated_at_ms < floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint - %(idle_ms)s
+  AND s.session_id > %(after)s
+  AND NOT EXISTS (SELECT 1 FROM {schema}.queued_work_batches q WHERE q.session_id = s.session_id)
+ORDER BY s.session_id LIMIT %(limit)s
+
+-- name: lock_idle_sessions
+SELECT s.session_id FROM {schema}.sessions s
+WHERE s.updated_at_ms < floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint - %(idle_ms)s
+  AND s.session_id > %(after)s
+  AND NOT EXISTS (SELECT 1 FROM {schema}.queued_work_batches q WHERE q.session_id = s.session_id)
+ORDER BY s.session_id LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+
+-- Queued batches are not deleted: there were none, and one enqueued in this very instant is kept
+-- (it is the recreated session's first work) rather than lost.
+-- name: delete_idle_sessions
+DELETE FROM {schema}.graph_nodes WHERE session_id = ANY(%(sids)s);
+DELETE FROM {schema}.blobs WHERE session_id = ANY(%(sids)s);
+DELETE FROM {schema}.turn_commits WHERE session_id = ANY(%(sids)s);
+DELETE FROM {schema}.queue_state WHERE session_id = ANY(%(sids)s);
+DELETE FROM {schema}.queue_counters WHERE session_id = ANY(%(sids)s);
+DELETE FROM {schema}.attachment_manifest WHERE session_id = ANY(%(sids)s);
+DELETE FROM {schema}.artifact_refs WHERE session_id = ANY(%(sids)s);
+DELETE FROM {schema}.session_meta WHERE session_id = ANY(%(sids)s);
+DELETE FROM {schema}.sessions WHERE session_id = ANY(%(sids)s)
+
 -- Keyset pagination by session id: stable while sessions are created and deleted.  The bound is
 -- repeated on both sides of the join: with it on session_meta only, a merge join scans sessions
 -- from its first row, and a page far into the listing costs as much as every page before it.
@@ -157,6 +187,12 @@ VALUES (%(sid)s, %(session_id)s, %(turn_id)s, %(record)s, %(committed_at_ms)s)
 -- name: turn_commit_rows
 SELECT stamp_session_id, turn_id, record, committed_at_ms FROM {schema}.turn_commits
 WHERE session_id = %(sid)s ORDER BY committed_at_ms, stamp_session_id, turn_id
+
+-- name: count_old_turn_commits
+SELECT count(*) FROM {schema}.turn_commits WHERE session_id = %(sid)s AND committed_at_ms < %(cutoff_ms)s
+
+-- name: delete_old_turn_commits
+DELETE FROM {schema}.turn_commits WHERE session_id = %(sid)s AND committed_at_ms < %(cutoff_ms)s
 
 -- ===== blobs ==============================================================
 

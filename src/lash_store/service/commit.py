@@ -26,7 +26,7 @@ from lash_store.errors import (
     SessionBindingMismatch,
 )
 from lash_store.model import QueuedWorkCompletion, RuntimeCommitResult
-from lash_store.service.head import head_from_row
+from lash_store.service.head import head_from_row, missing_head
 from lash_store.service.ports import Params, Row, Tx
 
 
@@ -109,7 +109,10 @@ class _CommitReads:
             reads.append(("nodes_state", {"node_ids": [node.node_id for node in plan.nodes]}))
         reads.extend(("claimed_batches", _claim_key(completion)) for completion in plan.completions)
         rows = iter(tx.fetch_many(reads))
-        self.head = head_from_row(_first(next(rows)))
+        head_row = _first(next(rows))
+        if head_row is None:
+            raise missing_head(tx)
+        self.head = head_from_row(head_row)
         self.turn_commit = None if stamp is None else decode_turn_commit(stamp.turn_id, _first(next(rows)))
         self.node_states = next(rows) if appending else []
         self.claims: list[dict[str, int]] = [dict(rows_of_claim) for rows_of_claim in rows]

@@ -47,6 +47,7 @@ from lash_store.model import (
     GcReport,
     HydratedCheckpoint,
     PersistedSessionRead,
+    PruneReport,
     QueuedWorkBatch,
     QueuedWorkBatchDraft,
     QueuedWorkClaim,
@@ -280,6 +281,26 @@ class SessionService:
         if dry_run:
             return self._backend.read(lambda tx: _gc(tx, grace_ms, dry_run=True))
         return self._backend.write(lambda tx: _gc(tx, grace_ms, dry_run=False))
+
+    # -- retention -------------------------------------------------------
+
+    def prune(self, *, dry_run: bool = False, turn_stamps_older_than_ms: int | None = None) -> PruneReport:
+        """Remove turn-commit stamps older than the retention horizon (set-based, one transaction).
+
+        The horizon is ``turn_stamps_older_than_ms`` or else the options'
+        ``retention.turn_stamps_ms``; with neither, nothing is pruned.  A stamp
+        only turns a retried turn into a replay: heads, nodes, blobs, claims and
+        pinned artifacts are never touched.  ``dry_run`` counts and changes nothing.
+        """
+        check_instance("dry_run", dry_run, bool)
+        horizon = self.options.retention.turn_stamps_ms
+        if turn_stamps_older_than_ms is not None:
+            horizon = check_ms("turn_stamps_older_than_ms", turn_stamps_older_than_ms)
+        if horizon is None:
+            return PruneReport(dry_run=dry_run, cutoff_epoch_ms=None, turn_stamp_count=0)
+        if dry_run:
+            return self._backend.read(lambda tx: _prune(tx, horizon, dry_run=True))
+        return self._backend.write(lambda tx: _prune(tx, horizon, dry_run=False))
 
     # -- attachment write-ahead manifest ---------------------------------
 
@@ -585,6 +606,17 @@ def _tombstone(tx: Tx, ids: list[str]) -> int:
         {"node_count": head.node_count - hidden, "user_message_count": head.user_message_count - users},
     )
     return hidden
+
+
+def _prune(tx: Tx, horizon_ms: int, *, dry_run: bool) -> PruneReport:
+    cutoff = max(0, tx.now_ms() - horizon_ms)
+    params = {"cutoff_ms": cutoff}
+    if dry_run:
+        row = tx.one("count_old_turn_commits", params)
+        count = 0 if row is None else int(row[0])
+    else:
+        count = tx.run("delete_old_turn_commits", params)
+    return PruneReport(dry_run=dry_run, cutoff_epoch_ms=cutoff, turn_stamp_count=count)
 
 
 def _vacuum(tx: Tx) -> VacuumReport:

@@ -6,11 +6,12 @@ import hashlib
 import os
 from pathlib import Path
 
-from lash_store.core.validate import check_id, check_instance, check_text
+from lash_store.core.validate import check_id, check_instance, check_ms, check_text
 from lash_store.errors import InvalidInput, NotAStoreDatabase, StoreError, StoreNotFound
 from lash_store.model import DurabilityTier, SessionPickerInfo, SessionRelation
-from lash_store.options import StoreOptions, check_options
+from lash_store.options import StoreOptions, check_options, system_clock
 from lash_store.service.factory import check_page, new_session_meta, page
+from lash_store.sqlite import retention
 from lash_store.sqlite.deletion import delete_session_file
 from lash_store.sqlite.store import Store, check_directory_path
 
@@ -80,6 +81,28 @@ class SqliteSessionStoreFactory:
         if self.root.exists() and not self.root.is_dir():
             raise InvalidInput("root", f"{self.root} is not a directory")
         delete_session_file(path, timeout_s=(self.options or StoreOptions()).busy_timeout_ms / 1000)
+
+    def prune_idle_sessions(self, idle_ms: int | None = None, *, dry_run: bool = False) -> list[str]:
+        """Delete the sessions not written for ``idle_ms`` (else the options' ``retention.idle_sessions_ms``).
+
+        A session with queued work, or open in any process, is kept; so is one
+        written since it was found idle.  Returns the ids deleted (with
+        ``dry_run``, those that would be; nothing changes).  See
+        :mod:`lash_store.sqlite.retention`.
+        """
+        check_instance("dry_run", dry_run, bool)
+        horizon = (self.options or StoreOptions()).retention.idle_sessions_ms
+        if idle_ms is not None:
+            horizon = check_ms("idle_ms", idle_ms)
+        if horizon is None or not self.root.is_dir():
+            return []
+        cutoff = system_clock() - horizon  # file times are wall-clock times, whatever clock the stores use
+        pruned = []
+        for path, seen in retention.idle_session_files(self.root, cutoff):
+            session_id = retention.prune_file(path, seen, dry_run=dry_run)
+            if session_id is not None:
+                pruned.append(session_id)
+        return sorted(pruned)
 
     def list_sessions(self, *, limit: int | None = None, after: str | None = None) -> list[SessionPickerInfo]:
         """Picker info of the session databases under the root, by session id (a page: ``after``, ``limit``).

@@ -90,6 +90,12 @@ VALUES (:session_id, :turn_id, :record, :committed_at_ms)
 -- name: turn_commit_rows
 SELECT session_id, turn_id, record, committed_at_ms FROM runtime_turn_commits ORDER BY committed_at_ms, session_id, turn_id
 
+-- name: count_old_turn_commits
+SELECT count(*) FROM runtime_turn_commits WHERE committed_at_ms < :cutoff_ms
+
+-- name: delete_old_turn_commits
+DELETE FROM runtime_turn_commits WHERE committed_at_ms < :cutoff_ms
+
 -- ===== blobs ==============================================================
 
 -- A re-put keeps the first writer's bytes and refreshes the GC grace clock.
@@ -260,6 +266,10 @@ DELETE FROM queued_work_batches
 WHERE session_id = :session_id AND batch_id = :batch_id AND claim_id = :claim_id AND claim_token = :lease_token
   AND claim_fencing_token = :fencing_token
 
+-- Queued work of any session in the file: a session with work waiting is not idle.
+-- name: queued_batch_count
+SELECT count(*) FROM queued_work_batches
+
 -- name: list_batches
 SELECT enqueue_seq, batch_id, session_id, source_key, delivery_policy, slot_policy, merge_key, available_at_ms,
     enqueued_at_ms, payloads
@@ -303,6 +313,10 @@ INSERT INTO sqlite_sequence (name, seq)
 SELECT 'queued_work_batches', :seq WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'queued_work_batches')
 
 -- ===== emptiness (imports go into empty stores only) ======================
+
+-- A session file exists while it is open: a missing head row in it is damage, never a deleted session.
+-- name: session_exists
+SELECT 1
 
 -- name: holds_data
 SELECT (SELECT count(*) FROM graph_nodes) + (SELECT count(*) FROM blobs) + (SELECT count(*) FROM session_meta)

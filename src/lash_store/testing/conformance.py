@@ -1274,6 +1274,81 @@ def test_failed_commit_adds_no_usage(store: SessionStore) -> None:
 
 
 # ===========================================================================
+# Retention: prune drops old turn stamps and nothing else
+
+
+def _three_stamped_turns(store: SessionStore, clock: ManualClock) -> list[RuntimeCommitResult]:
+    """Turns t1, t2, t3 committed 10 ms apart; the clock ends 5 ms after t3."""
+    results = []
+    for index in range(3):
+        if index:
+            clock.advance(10)
+        stamped = commit(expected=index, turn_commit=stamp(f"t{index + 1}", f"h{index + 1}"))
+        results.append(store.commit_runtime_state(stamped))
+    clock.advance(5)
+    return results
+
+
+def test_prune_drops_only_stamps_older_than_the_horizon(store: SessionStore, clock: ManualClock) -> None:
+    results = _three_stamped_turns(store, clock)
+    store.put_module_artifact("mod", b"pinned")
+    store.enqueue_queued_work(draft())
+    held = must_claim(store)
+    before = snapshot(store)
+    dry = store.prune(dry_run=True, turn_stamps_older_than_ms=15)
+    assert (dry.dry_run, dry.cutoff_epoch_ms, dry.turn_stamp_count) == (True, clock() - 15, 1)
+    assert snapshot(store) == before
+    assert store.commit_runtime_state(commit(expected=0, turn_commit=stamp("t1", "h1"))) == results[0]
+    report = store.prune(turn_stamps_older_than_ms=15)
+    assert (report.dry_run, report.turn_stamp_count) == (False, 1)
+    assert snapshot(store) == before, "pruning stamps changed live data"
+    assert store.get_module_artifact("mod") == b"pinned"
+    for index in (1, 2):  # younger stamps still make a retry a replay
+        again = commit(expected=index, turn_commit=stamp(f"t{index + 1}", f"h{index + 1}"))
+        assert store.commit_runtime_state(again) == results[index]
+    with pytest.raises(HeadRevisionConflict):  # t1's retry is no replay any more: its CAS revision judges it
+        store.commit_runtime_state(commit(expected=0, turn_commit=stamp("t1", "h1")))
+    assert snapshot(store) == before
+    assert store.prune(turn_stamps_older_than_ms=15).turn_stamp_count == 0
+    completed = store.commit_runtime_state(
+        commit(expected=3, completed_queue_claims=[held.completion()], turn_commit=stamp("t4", "h4"))
+    )
+    assert completed.head_revision == 4 and store.list_queued_work("root") == []
+
+
+def test_prune_with_horizon_zero_keeps_every_live_thing(store: SessionStore, clock: ManualClock) -> None:
+    _three_stamped_turns(store, clock)
+    before = snapshot(store)
+    assert store.prune(turn_stamps_older_than_ms=0).turn_stamp_count == 3
+    assert snapshot(store) == before
+    report, _bytes = store.gc_plan(dry_run=True, grace_ms=0)
+    assert report.skipped_reason is None
+
+
+def test_prune_without_a_horizon_prunes_nothing(store: SessionStore, clock: ManualClock) -> None:
+    _three_stamped_turns(store, clock)
+    report = store.prune()
+    assert (report.cutoff_epoch_ms, report.turn_stamp_count) == (None, 0)
+    assert store.prune(dry_run=True, turn_stamps_older_than_ms=0).turn_stamp_count == 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"turn_stamps_older_than_ms": -1}, "turn_stamps_older_than_ms"),
+        ({"turn_stamps_older_than_ms": "1d"}, "turn_stamps_older_than_ms"),
+        ({"dry_run": "yes"}, "dry_run"),
+    ],
+)
+def test_prune_rejects_bad_arguments(store: SessionStore, clock: ManualClock, kwargs: Any, field: str) -> None:
+    _three_stamped_turns(store, clock)
+    with pytest.raises(InvalidInput) as raised:
+        store.prune(**kwargs)
+    assert field in raised.value.what
+    assert store.prune(dry_run=True, turn_stamps_older_than_ms=0).turn_stamp_count == 3
+
+
+# ===========================================================================
 # Fork
 
 

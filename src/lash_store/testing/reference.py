@@ -214,6 +214,15 @@ class _Queries:
         self.s.turn_commits[key] = dict(p)
         return 1
 
+    def count_old_turn_commits(self, p: Params) -> list[Row]:
+        return [(sum(1 for r in self.s.turn_commits.values() if r["committed_at_ms"] < p["cutoff_ms"]),)]
+
+    def delete_old_turn_commits(self, p: Params) -> int:
+        old = [key for key, r in self.s.turn_commits.items() if r["committed_at_ms"] < p["cutoff_ms"]]
+        for key in old:
+            del self.s.turn_commits[key]
+        return len(old)
+
     def turn_commit_rows(self, p: Params) -> list[Row]:
         rows = sorted(self.s.turn_commits.values(), key=lambda r: (r["committed_at_ms"], r["session_id"], r["turn_id"]))
         return [(r["session_id"], r["turn_id"], r["record"], r["committed_at_ms"]) for r in rows]
@@ -458,6 +467,9 @@ class _Queries:
     def raise_enqueue_seq(self, p: Params) -> int:
         self.s.last_enqueue_seq = max(self.s.last_enqueue_seq, p["seq"])
         return 1
+
+    def session_exists(self, p: Params) -> list[Row]:
+        return [(1,)]  # like a file: the session is there while its store is
 
     def holds_data(self, p: Params) -> list[Row]:
         s = self.s
