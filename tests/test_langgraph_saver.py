@@ -122,3 +122,12 @@ def test_delete_for_runs_and_delete_thread(saver: LashSaver) -> None:
     saver.delete_thread("t")
     assert list(saver.list(config)) == []
     assert saver.get_tuple(config) is None
+
+
+def test_the_growth_benchmark_runs_and_both_savers_agree(tmp_path: Path) -> None:
+    from lash_store.bench import langgraph_growth
+
+    report = langgraph_growth.run(turns=20, base_dir=str(tmp_path))
+    assert report["verification"]["ok"]
+    assert report["bytes_ratio"] < 1  # already at 20 turns the stock saver has written more
+    assert "LashSaver/SqliteSaver" in langgraph_growth.format_report(report)
