@@ -56,7 +56,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from lash_store.adapters import _chunks
 from lash_store.api import SessionStoreAPI
 from lash_store.errors import StoreNotFound
-from lash_store.model import GraphDelta, NewBlob, RuntimeCommit, SessionNode, StagedWrite
+from lash_store.model import GraphDelta, NewBlob, RuntimeCommit, SessionNode, SessionPickerInfo, StagedWrite
 from lash_store.options import StoreOptions
 
 __all__ = ["LashSaver"]
@@ -76,18 +76,6 @@ _POOL = ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) * 4), threa
 def node_id_of(checkpoint_ns: str, checkpoint_id: str) -> str:
     """The node id of a checkpoint: length-prefixed, since namespaces contain ``:`` and ``|``."""
     return f"lgc/{len(checkpoint_ns)}/{checkpoint_ns}/{checkpoint_id}"
-
-
-class _Sessions(Protocol):
-    """Where the saver's threads live (a SQLite factory root or a PostgreSQL database)."""
-
-    def open(self, thread_id: str, *, create: bool) -> SessionStoreAPI | None: ...
-
-    def delete(self, thread_id: str) -> None: ...
-
-    def thread_ids(self) -> list[str]: ...
-
-    def close(self) -> None: ...
 
 
 class _StoreCache:
@@ -120,52 +108,50 @@ class _StoreCache:
             store.close()
 
 
-class _SqliteSessions:
-    def __init__(self, root: str | os.PathLike[str], options: StoreOptions | None) -> None:
+class _Factory(Protocol):
+    def delete_session(self, session_id: str) -> None: ...
+
+    def list_sessions(self, *, limit: int | None = None, after: str | None = None) -> list[SessionPickerInfo]: ...
+
+
+class _Sessions:
+    """Where the saver's threads live: a session factory (SQLite root or PostgreSQL database) and open handles."""
+
+    def __init__(self, factory: _Factory, opener: Callable[[str, bool], SessionStoreAPI | None]) -> None:
+        self._factory = factory
+        self._cache = _StoreCache(opener)
+
+    @classmethod
+    def sqlite(cls, root: str | os.PathLike[str], options: StoreOptions | None) -> _Sessions:
         from lash_store.sqlite.factory import SqliteSessionStoreFactory
         from lash_store.sqlite.store import Store
 
-        self._factory = SqliteSessionStoreFactory(root, options)
-        self._options = options
+        factory = SqliteSessionStoreFactory(root, options)
 
         def opener(thread_id: str, create: bool) -> SessionStoreAPI | None:
             if create:
-                return self._factory.create_store(thread_id)
-            path = self._factory.path_for_session(thread_id)
-            return Store.open(path, self._options) if path.exists() else None
+                return factory.create_store(thread_id)
+            path = factory.path_for_session(thread_id)
+            return Store.open(path, options) if path.exists() else None  # a read never creates a file
 
-        self._cache = _StoreCache(opener)
+        return cls(factory, opener)
 
-    def open(self, thread_id: str, *, create: bool) -> SessionStoreAPI | None:
-        return self._cache.open(thread_id, create=create)
-
-    def delete(self, thread_id: str) -> None:
-        self._cache.forget(thread_id)
-        self._factory.delete_session(thread_id)
-
-    def thread_ids(self) -> list[str]:
-        return [info.session_id for info in self._factory.list_sessions()]
-
-    def close(self) -> None:
-        self._cache.close()
-
-
-class _PostgresSessions:
-    def __init__(self, dsn_or_pool: Any, options: StoreOptions | None, schema: str) -> None:
+    @classmethod
+    def postgres(cls, dsn_or_pool: Any, options: StoreOptions | None, schema: str) -> _Sessions:
         from lash_store.postgres import PostgresSessionStoreFactory, PostgresStore, setup
 
         setup(dsn_or_pool, schema=schema)  # explicit and versioned; safe from many processes at once
-        self._factory = PostgresSessionStoreFactory(dsn_or_pool, options, schema=schema)
+        factory = PostgresSessionStoreFactory(dsn_or_pool, options, schema=schema)
 
         def opener(thread_id: str, create: bool) -> SessionStoreAPI | None:
             if create:
-                return self._factory.create_store(thread_id)
+                return factory.create_store(thread_id)
             try:
                 return PostgresStore.open(dsn_or_pool, thread_id, options, schema=schema, create=False)
             except StoreNotFound:
                 return None
 
-        self._cache = _StoreCache(opener)
+        return cls(factory, opener)
 
     def open(self, thread_id: str, *, create: bool) -> SessionStoreAPI | None:
         return self._cache.open(thread_id, create=create)
@@ -260,7 +246,7 @@ class LashSaver(BaseCheckpointSaver[str]):
     ) -> LashSaver:
         """Threads as session files under ``root`` (created if needed)."""
         Path(root).mkdir(parents=True, exist_ok=True)
-        return cls(_SqliteSessions(root, options), serde=serde)
+        return cls(_Sessions.sqlite(root, options), serde=serde)
 
     @classmethod
     def postgres(
@@ -272,7 +258,7 @@ class LashSaver(BaseCheckpointSaver[str]):
         serde: SerializerProtocol | None = None,
     ) -> LashSaver:
         """Threads as session partitions of a PostgreSQL database (a DSN or a ``psycopg_pool`` pool)."""
-        return cls(_PostgresSessions(dsn_or_pool, options, schema), serde=serde)
+        return cls(_Sessions.postgres(dsn_or_pool, options, schema), serde=serde)
 
     # -- lifecycle -----------------------------------------------------------
 
