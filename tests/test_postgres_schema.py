@@ -122,3 +122,32 @@ def test_a_zero_busy_timeout_never_waits_forever(pg_dsn: str) -> None:
                 store.commit_runtime_state(commit_at("busy", 1))
             holder.rollback()
         assert store.commit_runtime_state(commit_at("busy", 1)).head_revision == 2
+
+
+def test_version_1_migrates_to_version_2_keeping_every_node(pg_dsn: str) -> None:
+    """A schema of version 1 (no node index, blob edges or staged writes) migrates in place, kinds filled in."""
+    from lash_store.model import GraphDelta, RuntimeCommit, SessionNode
+
+    setup(pg_dsn)
+    store = PostgresStore.open(pg_dsn, "old")
+    nodes = [SessionNode(node_id="n1"), SessionNode(node_id="n2", parent_node_id="n1", kind="tool")]
+    store.commit_runtime_state(
+        RuntimeCommit(session_id="old", expected_head_revision=0, graph=GraphDelta.append(nodes, "n2"))
+    )
+    store.close()
+    close_shared_pools()
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # back to exactly what version 1 had
+        conn.execute("DROP TABLE lash.node_tags, lash.node_blob_refs, lash.blob_edges, lash.staged_writes")
+        conn.execute("DROP INDEX lash.graph_nodes_sort")
+        conn.execute("ALTER TABLE lash.graph_nodes DROP COLUMN kind, DROP COLUMN lane, DROP COLUMN sort_key")
+        conn.execute("UPDATE lash.schema_version SET version = 1")
+    with pytest.raises(SchemaMigrationRequired):
+        PostgresStore.open(pg_dsn, "old")
+    assert migrate(pg_dsn) == 1
+    assert migrate(pg_dsn) == SCHEMA_VERSION == 2  # idempotent
+    store = PostgresStore.open(pg_dsn, "old")
+    assert [n.node_id for n in store.query_nodes(kind="tool")] == ["n2"]
+    assert [n.node_id for n in store.query_nodes(kind="message")] == ["n1"]
+    read = store.load_session()
+    assert read is not None and [n.node_id for n in read.graph.nodes] == ["n1", "n2"]
+    store.close()

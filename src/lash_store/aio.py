@@ -19,7 +19,7 @@ import functools
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -48,6 +48,8 @@ from lash_store.model import (
     SessionNode,
     SessionPickerInfo,
     SessionReadScope,
+    StagedWrite,
+    TagValue,
     VacuumReport,
 )
 from lash_store.options import StoreOptions
@@ -202,6 +204,45 @@ class AsyncStore:
         """Physically remove tombstoned nodes."""
         return await self._call(self.sync.vacuum)
 
+    async def query_nodes(
+        self,
+        *,
+        kind: str | None = None,
+        lane: str | None = None,
+        sort_before: str | None = None,
+        sort_key: str | None = None,
+        tags: Mapping[str, TagValue] | None = None,
+        limit: int | None = None,
+    ) -> list[SessionNode]:
+        """Live nodes by kind, lane, sort key and tags, newest (largest sort key) first."""
+        return await self._call(
+            self.sync.query_nodes,
+            kind=kind,
+            lane=lane,
+            sort_before=sort_before,
+            sort_key=sort_key,
+            tags=tags,
+            limit=limit,
+        )
+
+    async def walk_ancestors(self, node_id: str, max_depth: int) -> list[SessionNode]:
+        """A live node and up to ``max_depth`` live ancestors, nearest first (cycle-guarded)."""
+        return await self._call(self.sync.walk_ancestors, node_id, max_depth)
+
+    async def put_staged_writes(self, writes: Iterable[StagedWrite]) -> int:
+        """Store pending writes in one transaction (``idx >= 0`` kept once, ``idx < 0`` replaced)."""
+        return await self._call(self.sync.put_staged_writes, writes)
+
+    async def load_staged_writes(
+        self, anchor_ids: Iterable[str], channels: Iterable[str] | None = None
+    ) -> list[StagedWrite]:
+        """Staged writes of the anchors (optionally only some channels), in the order first stored."""
+        return await self._call(self.sync.load_staged_writes, anchor_ids, channels)
+
+    async def delete_staged_writes(self, anchor_ids: Iterable[str]) -> int:
+        """Drop the staged writes of the anchors; returns how many."""
+        return await self._call(self.sync.delete_staged_writes, anchor_ids)
+
     async def graph_node_count(self) -> int:
         """Live (not tombstoned) nodes."""
         return await self._call(self.sync.graph_node_count)
@@ -233,6 +274,10 @@ class AsyncStore:
     async def get_blob(self, ref: str) -> bytes | None:
         """A blob's raw content, or ``None``."""
         return await self._call(self.sync.get_blob, ref)
+
+    async def get_blobs(self, refs: Iterable[str]) -> dict[str, bytes]:
+        """Several blobs' raw content from one snapshot, by ref; absent refs are left out."""
+        return await self._call(self.sync.get_blobs, refs)
 
     async def put_checkpoint(self, hydrated: HydratedCheckpoint) -> tuple[BlobRef, SessionCheckpoint]:
         """Store a checkpoint's snapshots and manifest."""

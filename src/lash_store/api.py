@@ -12,7 +12,7 @@ never drift apart.  mypy checks that every store satisfies its protocol
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -37,6 +37,8 @@ from lash_store.model import (
     SessionNode,
     SessionPickerInfo,
     SessionReadScope,
+    StagedWrite,
+    TagValue,
     VacuumReport,
 )
 
@@ -83,6 +85,35 @@ class SessionStoreAPI(Protocol):
         """Physically remove tombstoned nodes."""
         ...
 
+    def query_nodes(
+        self,
+        *,
+        kind: str | None = None,
+        lane: str | None = None,
+        sort_before: str | None = None,
+        sort_key: str | None = None,
+        tags: Mapping[str, TagValue] | None = None,
+        limit: int | None = None,
+    ) -> list[SessionNode]:
+        """Live nodes by kind, lane, sort key and tags, newest (largest sort key) first."""
+        ...
+
+    def walk_ancestors(self, node_id: str, max_depth: int) -> list[SessionNode]:
+        """A live node and up to ``max_depth`` live ancestors, nearest first (cycle-guarded)."""
+        ...
+
+    def put_staged_writes(self, writes: Iterable[StagedWrite]) -> int:
+        """Store pending writes in one transaction (``idx >= 0`` kept once, ``idx < 0`` replaced)."""
+        ...
+
+    def load_staged_writes(self, anchor_ids: Iterable[str], channels: Iterable[str] | None = None) -> list[StagedWrite]:
+        """Staged writes of the anchors (optionally only some channels), in the order first stored."""
+        ...
+
+    def delete_staged_writes(self, anchor_ids: Iterable[str]) -> int:
+        """Drop the staged writes of the anchors; returns how many."""
+        ...
+
     def graph_node_count(self) -> int:
         """Live (not tombstoned) nodes."""
         ...
@@ -113,6 +144,10 @@ class SessionStoreAPI(Protocol):
 
     def get_blob(self, ref: str) -> bytes | None:
         """A blob's raw content, or ``None``."""
+        ...
+
+    def get_blobs(self, refs: Iterable[str]) -> dict[str, bytes]:
+        """Several blobs' raw content from one snapshot, by ref; absent refs are left out."""
         ...
 
     def put_checkpoint(self, hydrated: HydratedCheckpoint) -> tuple[BlobRef, SessionCheckpoint]:
@@ -274,6 +309,37 @@ class AsyncSessionStoreAPI(Protocol):
         """Physically remove tombstoned nodes."""
         ...
 
+    async def query_nodes(
+        self,
+        *,
+        kind: str | None = None,
+        lane: str | None = None,
+        sort_before: str | None = None,
+        sort_key: str | None = None,
+        tags: Mapping[str, TagValue] | None = None,
+        limit: int | None = None,
+    ) -> list[SessionNode]:
+        """Live nodes by kind, lane, sort key and tags, newest (largest sort key) first."""
+        ...
+
+    async def walk_ancestors(self, node_id: str, max_depth: int) -> list[SessionNode]:
+        """A live node and up to ``max_depth`` live ancestors, nearest first (cycle-guarded)."""
+        ...
+
+    async def put_staged_writes(self, writes: Iterable[StagedWrite]) -> int:
+        """Store pending writes in one transaction (``idx >= 0`` kept once, ``idx < 0`` replaced)."""
+        ...
+
+    async def load_staged_writes(
+        self, anchor_ids: Iterable[str], channels: Iterable[str] | None = None
+    ) -> list[StagedWrite]:
+        """Staged writes of the anchors (optionally only some channels), in the order first stored."""
+        ...
+
+    async def delete_staged_writes(self, anchor_ids: Iterable[str]) -> int:
+        """Drop the staged writes of the anchors; returns how many."""
+        ...
+
     async def graph_node_count(self) -> int:
         """Live (not tombstoned) nodes."""
         ...
@@ -304,6 +370,10 @@ class AsyncSessionStoreAPI(Protocol):
 
     async def get_blob(self, ref: str) -> bytes | None:
         """A blob's raw content, or ``None``."""
+        ...
+
+    async def get_blobs(self, refs: Iterable[str]) -> dict[str, bytes]:
+        """Several blobs' raw content from one snapshot, by ref; absent refs are left out."""
         ...
 
     async def put_checkpoint(self, hydrated: HydratedCheckpoint) -> tuple[BlobRef, SessionCheckpoint]:

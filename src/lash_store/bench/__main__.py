@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
             "doing the same work in the same run."
         ),
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{commit,resume,queue,gc,list,telemetry}")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="{commit,resume,queue,gc,list,telemetry,langgraph-growth}"
+    )
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--quick", action="store_true", help="smaller sizes and fewer repetitions")
@@ -220,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     telemetry.add_argument(
         "--memory", action="store_true", help="in-memory stores (cheaper commits, so a larger relative cost)"
     )
+
+    growth = commands.add_parser(
+        "langgraph-growth", parents=[common], help="storage and invoke latency of a long MessagesState thread"
+    )
+    growth.add_argument("--turns", type=positive, default=None, help="turns (default 1,000; --quick 100)")
     return parser
 
 
@@ -372,6 +379,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             report, text, exit_code = _list_postgres(args, verbose)
         elif args.command == "commit":
             report, text, exit_code = _commit(args, verbose)
+        elif args.command == "langgraph-growth":
+            from lash_store.bench import langgraph_growth
+
+            report = langgraph_growth.run(turns=args.turns or (100 if args.quick else 1000), base_dir=args.dir)
+            text = langgraph_growth.format_report(report)
+            exit_code = 0 if report["verification"]["ok"] else 1
         elif args.command == "resume":
             sizes = args.turns or list(resume_bench.QUICK_SIZES if args.quick else resume_bench.FULL_SIZES)
             report = resume_bench.run(

@@ -59,7 +59,7 @@ class PostgresSessionStoreFactory:
     def delete_session(self, session_id: str) -> None:
         """Delete every row of the session in one transaction; deleting a missing session is not an error."""
         check_id("session_id", session_id)
-        self._backend(session_id).write(lambda tx: tx.run("delete_partition"))
+        self._backend(session_id).write(lambda tx: _delete(tx, [session_id], batches=True))
 
     def prune_idle_sessions(self, idle_ms: int | None = None, *, dry_run: bool = False) -> list[str]:
         """Delete the sessions with no commit for ``idle_ms`` (else the options' ``retention.idle_sessions_ms``).
@@ -116,5 +116,13 @@ class PostgresSessionStoreFactory:
 def _delete_idle(tx: PostgresTx, params: dict[str, object]) -> list[Row]:
     rows = tx.all("lock_idle_sessions", params)
     if rows:
-        tx.run("delete_idle_sessions", {"sids": [row[0] for row in rows]})
+        # Queued batches stay: there were none, and one enqueued in this very instant is kept (the recreated
+        # session's first work) rather than lost.
+        _delete(tx, [row[0] for row in rows], batches=False)
     return rows
+
+
+def _delete(tx: PostgresTx, session_ids: list[str], *, batches: bool) -> None:
+    if batches:
+        tx.run("delete_queued_batches", {"sids": session_ids})
+    tx.run("delete_sessions", {"sids": session_ids})

@@ -21,14 +21,22 @@ from psycopg_pool import ConnectionPool
 
 from lash_store.errors import InvalidInput, NotAStoreDatabase, SchemaMigrationRequired, UnsupportedSchemaVersion
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION = "lash-store"
 SCHEMA_KIND = "postgres"
 DEFAULT_SCHEMA = "lash"
 
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-# Forward migrations: version -> the DDL that brings version-1 to version (none yet: 1 is the first).
-_MIGRATIONS: dict[int, str] = {}
+
+
+def _script(name: str) -> str:
+    return resources.files(__package__ or "lash_store.postgres").joinpath(name).read_text(encoding="utf-8")
+
+
+# Forward migrations: version -> the DDL that brings version-1 to version.  Each is additive and
+# idempotent (IF NOT EXISTS), so it commutes with other additive migrations of the same version number.
+# 2: the node index (kind, lane, sort key, tags, blob refs), blob children and staged writes.
+_MIGRATIONS: dict[int, str] = {2: _script("schema_v2.sql")}
 
 
 def check_schema_name(schema: object) -> str:
@@ -44,7 +52,7 @@ def _lock_key(schema: str) -> tuple[int, int]:
 
 
 def _ddl(schema: str) -> str:
-    text = resources.files(__package__ or "lash_store.postgres").joinpath("schema.sql").read_text(encoding="utf-8")
+    text = _script("schema.sql").replace("{node_index}", _MIGRATIONS[2])
     return text.replace("{schema}", schema)
 
 
@@ -102,12 +110,31 @@ def _setup(conn: psycopg.Connection[Any], schema: str) -> int | None:
             return None
         for version in range(found + 1, SCHEMA_VERSION + 1):
             conn.execute(_MIGRATIONS[version].replace("{schema}", schema))
+            if version == 2:
+                _backfill_node_kinds(conn, schema)
         if found < SCHEMA_VERSION:
             conn.execute(
                 f"UPDATE {schema}.schema_version SET version = %s, upgraded_at = now()",
                 (SCHEMA_VERSION,),
             )
         return found
+
+
+def _backfill_node_kinds(conn: psycopg.Connection[Any], schema: str) -> None:
+    """Version 2 indexes nodes by kind: fill it in from the bodies of nodes written before (in the same transaction).
+
+    Older nodes cannot have a lane, sort key, tags or blob refs (their bodies
+    could not hold them), so ``kind`` is the only column to fill.  An
+    undecodable body fails the migration, which then changes nothing.
+    """
+    from lash_store.core.graph import decode_node  # the codec, not the service: no import cycle
+
+    rows = conn.execute(f"SELECT session_id, node_id, body FROM {schema}.graph_nodes WHERE kind IS NULL").fetchall()
+    with conn.cursor() as cursor:
+        cursor.executemany(
+            f"UPDATE {schema}.graph_nodes SET kind = %s WHERE session_id = %s AND node_id = %s",
+            [(decode_node(node_id, bytes(body)).kind, session_id, node_id) for session_id, node_id, body in rows],
+        )
 
 
 def check(conn: psycopg.Connection[Any], schema: str) -> int | None:

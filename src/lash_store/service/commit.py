@@ -61,12 +61,16 @@ def apply_commit(tx: Tx, plan: CommitPlan) -> tuple[RuntimeCommitResult, bool]:
         check_bound_ref(tx, bound)
 
     tx.send_many("put_blob", [blob_params(blob, now) for blob in plan.blobs])
+    tx.send_many("put_blob_edge", [{"parent_ref": parent, "child_ref": child} for parent, child in plan.edges])
     ledger = head.usage_ledger
     if plan.usage:
         totals = decode_totals(ledger)
         add_usage(totals, plan.usage)
         ledger = encode_totals(totals)
     node_count, user_count = _write_graph(tx, plan, head, reads.node_states)
+    if plan.tombstone_ids:
+        hidden, users = hide_nodes(tx, plan.tombstone_ids)
+        node_count, user_count = node_count - hidden, user_count - users
     revision = actual + 1
     tx.send(
         "write_head",
@@ -140,8 +144,26 @@ def _write_graph(tx: Tx, plan: CommitPlan, head: HeadRow, states: list[Row]) -> 
         counts = _counts_after_upsert(head, nodes, states)
     else:
         return head.node_count, head.user_message_count
+    if plan.graph_kind != "replace_full" and states:  # a re-appended node's index is replaced, not added to
+        tx.send("delete_node_index", {"node_ids": [row[0] for row in states]})
     tx.send_many("upsert_node", [node_params(node) for node in nodes])
+    write_node_index(tx, nodes)
     return counts
+
+
+def write_node_index(tx: Tx, nodes: list[EncodedNode]) -> None:
+    """The tag and blob-ref rows of freshly written nodes (their old rows are already gone)."""
+    tx.send_many("insert_node_tag", [{"node_id": node.node_id, "tag": tag} for node in nodes for tag in node.tags])
+    tx.send_many("insert_node_ref", [{"node_id": node.node_id, "ref": ref} for node in nodes for ref in node.blob_refs])
+
+
+def hide_nodes(tx: Tx, ids: list[str]) -> tuple[int, int]:
+    """Tombstone the live nodes among ``ids``; returns (nodes hidden, user messages among them)."""
+    live = [row for row in tx.all("nodes_state", {"node_ids": ids}) if not row[1]]
+    if not live:
+        return 0, 0
+    hidden = tx.run_many("tombstone_node", [{"node_id": row[0]} for row in live])
+    return hidden, sum(bool(row[2]) for row in live)
 
 
 def _counts_after_upsert(head: HeadRow, nodes: list[EncodedNode], states: list[Row]) -> tuple[int, int]:
@@ -199,6 +221,9 @@ def node_params(node: EncodedNode) -> dict[str, object]:
         "parent_node_id": node.parent_node_id,
         "user_text": node.user_text,
         "body": node.body,
+        "kind": node.kind,
+        "lane": node.lane,
+        "sort_key": node.sort_key,
     }
 
 
