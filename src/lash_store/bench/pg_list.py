@@ -35,7 +35,7 @@ from typing import Any
 
 import msgspec
 
-from lash_store.bench import format_us, percentile, progress, render_table, verdict
+from lash_store.bench import format_us, latency_row, ms_figures, progress, render_table, timed, verdict
 from lash_store.bench.commit import Workload
 from lash_store.bench.pg import PgTarget, pg_target, server_line
 from lash_store.model import SessionPickerInfo
@@ -100,12 +100,6 @@ def _setup_floor(target: PgTarget, schema: str, rows: list[SessionPickerInfo]) -
         conn.execute(f"ANALYZE {schema}.sessions")
 
 
-def _timed(call: Callable[[], Any]) -> tuple[int, Any]:
-    started = time.perf_counter_ns()
-    value = call()
-    return time.perf_counter_ns() - started, value
-
-
 def run(
     *,
     sessions: int,
@@ -133,7 +127,7 @@ def run(
         with psycopg.connect(target.dsn, autocommit=True) as conn:
             conn.execute(f"ANALYZE {store_schema}.session_meta, {store_schema}.sessions")
         analyze_s = time.perf_counter() - analyze_started
-        full_ns, everything = _timed(lambda: factory.list_sessions())
+        full_ns, everything = timed(lambda: factory.list_sessions())
         expected_ids = [_session_id(n) for n in range(sessions)]
         if [info.session_id for info in everything] != expected_ids:
             problems.append(f"full listing returned {len(everything):,} sessions, expected {sessions:,} in order")
@@ -166,7 +160,7 @@ def run(
                 ]
                 shift = round_number % len(calls)
                 for samples, call, kind in calls[shift:] + calls[:shift]:
-                    elapsed, value = _timed(call)
+                    elapsed, value = timed(call)
                     samples.append(elapsed)
                     problems.extend(_check_page(kind, value, expected_ids, middle, limit))
         finally:
@@ -185,10 +179,10 @@ def run(
             "per_session": "create_store (session row + metadata) and one committed turn",
             "analyze_s": analyze_s,
         },
-        "first_page": _figures(first_ns),
-        "middle_page": _figures(middle_ns),
-        "recent_page": _figures(recent_ns),
-        "floor": _figures(floor_ns),
+        "first_page": ms_figures(first_ns),
+        "middle_page": ms_figures(middle_ns),
+        "recent_page": ms_figures(recent_ns),
+        "floor": ms_figures(floor_ns),
         "ratio": statistics.median(first_ns) / statistics.median(floor_ns),
         "full_listing_ms": full_ns / 1e6,
         "target_ms": TARGET_MS,
@@ -218,20 +212,6 @@ def _check_page(kind: str, value: Any, expected_ids: list[str], middle: str | No
     return [] if ids == wanted else [f"{kind} page: got {len(ids)} ids, not the {len(wanted)} expected in order"]
 
 
-def _figures(samples: list[int]) -> dict[str, Any]:
-    return {
-        "count": len(samples),
-        "p50_ms": statistics.median(samples) / 1e6,
-        "p90_ms": percentile(samples, 0.90) / 1e6,
-        "p99_ms": percentile(samples, 0.99) / 1e6,
-        "max_ms": max(samples) / 1e6,
-    }
-
-
-def _ms(value: float) -> str:
-    return format_us(value * 1000)
-
-
 def format_report(report: dict[str, Any]) -> str:
     """The plain-text rendering of :func:`run`'s report."""
     config, server, setup = report["config"], report["server"], report["setup"]
@@ -244,7 +224,7 @@ def format_report(report: dict[str, Any]) -> str:
         "",
     ]
     rows = [
-        [label, _ms(fig["p50_ms"]), _ms(fig["p90_ms"]), _ms(fig["p99_ms"]), _ms(fig["max_ms"])]
+        latency_row(label, fig)
         for label, fig in (
             ("lash-store first page", report["first_page"]),
             ("lash-store middle page", report["middle_page"]),
@@ -258,7 +238,7 @@ def format_report(report: dict[str, Any]) -> str:
         "",
         f"first page / floor: {report['ratio']:.1f}x (informational); "
         f"target first page <= {report['target_ms']:.0f} ms: {verdict(report['pass'])}",
-        f"full listing (limit=None, {check['listed']:,} sessions): {_ms(report['full_listing_ms'])}",
+        f"full listing (limit=None, {check['listed']:,} sessions): {format_us(1000 * report['full_listing_ms'])}",
         f"verification: {'ok' if check['ok'] else 'FAILED'}" + "".join(f"\n  {p}" for p in check["problems"]),
         f"elapsed {report['elapsed_s']:.1f} s",
     ]

@@ -39,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from lash_store.bench import format_us, percentile, progress, render_table, verdict, workdir
+from lash_store.bench import format_us, latency_row, ms_figures, progress, render_table, timed, verdict, workdir
 from lash_store.bench.commit import Workload
 
 __all__ = ["DEFAULT_LIMIT", "FULL_SESSIONS", "QUICK_SESSIONS", "TARGET_MS", "format_report", "run"]
@@ -103,12 +103,6 @@ def _floor(root: Path, limit: int) -> list[str]:
     return [name for _, name in stamped[:limit]]
 
 
-def _timed(call: Callable[[], Any]) -> tuple[int, Any]:
-    started = time.perf_counter_ns()
-    value = call()
-    return time.perf_counter_ns() - started, value
-
-
 def run(
     *, sessions: int, repeat: int, limit: int = DEFAULT_LIMIT, base: str | None = None, verbose: bool = True
 ) -> dict[str, Any]:
@@ -126,7 +120,7 @@ def run(
         setup_s = _setup(root, sessions, verbose)
         (root / CATALOG_NAME).unlink(missing_ok=True)
         factory = SqliteSessionStoreFactory(root)
-        cold_ns, cold = _timed(lambda: factory.recent_sessions(limit=sessions))
+        cold_ns, cold = timed(lambda: factory.recent_sessions(limit=sessions))
         if len(cold.sessions) != sessions or cold.failures:
             problems.append(f"cold listing saw {len(cold.sessions):,} of {sessions:,} sessions, {cold.failures[:3]}")
         time.sleep(2.1)  # entries read within the file system's timestamp tick are re-read; let the tick pass
@@ -142,12 +136,12 @@ def run(
         for round_number in range(repeat):
             shift = round_number % len(calls)
             for kind, call in calls[shift:] + calls[:shift]:
-                elapsed, value = _timed(call)
+                elapsed, value = timed(call)
                 samples[kind].append(elapsed)
                 problems.extend(_check(kind, value, cold, limit))
         touched = list(range(0, sessions, 100))
         _touch(root, touched)
-        stale_ns, stale = _timed(lambda: factory.recent_sessions(limit=limit))
+        stale_ns, stale = timed(lambda: factory.recent_sessions(limit=limit))
         expected = {_session_id(number) for number in touched[-limit:]}
         if not expected <= {listing.info.session_id for listing in stale.sessions}:
             problems.append("after the touch, the first page lacks the sessions written last")
@@ -159,10 +153,10 @@ def run(
         "config": {"sessions": sessions, "limit": limit, "repeat": repeat, "setup_threads": SETUP_THREADS},
         "setup": {"seconds": setup_s, "sessions_per_s": sessions / setup_s if setup_s > 0 else None},
         "cold_ms": cold_ns / 1e6,
-        "first_page": _figures(samples["recent"]),
-        "second_page": _figures(samples["second"]),
-        "by_id_page": _figures(samples["by_id"]),
-        "floor": _figures(samples["floor"]),
+        "first_page": ms_figures(samples["recent"]),
+        "second_page": ms_figures(samples["second"]),
+        "by_id_page": ms_figures(samples["by_id"]),
+        "floor": ms_figures(samples["floor"]),
         "after_touch": {"touched": len(touched), "first_page_ms": stale_ns / 1e6},
         "ratio": statistics.median(samples["recent"]) / statistics.median(samples["floor"]),
         "target_ms": TARGET_MS,
@@ -186,20 +180,6 @@ def _check(kind: str, value: Any, cold: Any, limit: int) -> list[str]:
     return [] if ids == wanted else [f"{kind} page: not the sessions in the cold listing's order"]
 
 
-def _figures(samples: list[int]) -> dict[str, Any]:
-    return {
-        "count": len(samples),
-        "p50_ms": statistics.median(samples) / 1e6,
-        "p90_ms": percentile(samples, 0.90) / 1e6,
-        "p99_ms": percentile(samples, 0.99) / 1e6,
-        "max_ms": max(samples) / 1e6,
-    }
-
-
-def _ms(value: float) -> str:
-    return format_us(value * 1000)
-
-
 def format_report(report: dict[str, Any]) -> str:
     """The plain-text rendering of :func:`run`'s report."""
     config, setup = report["config"], report["setup"]
@@ -211,7 +191,7 @@ def format_report(report: dict[str, Any]) -> str:
         "",
     ]
     rows = [
-        [label, _ms(fig["p50_ms"]), _ms(fig["p90_ms"]), _ms(fig["p99_ms"]), _ms(fig["max_ms"])]
+        latency_row(label, fig)
         for label, fig in (
             ("recent_sessions first page", report["first_page"]),
             ("recent_sessions second page", report["second_page"]),
@@ -223,8 +203,8 @@ def format_report(report: dict[str, Any]) -> str:
     check, touch = report["verification"], report["after_touch"]
     lines += [
         "",
-        f"cold listing (no catalogue, every file read once): {_ms(report['cold_ms'])}",
-        f"first page after {touch['touched']:,} sessions committed again: {_ms(touch['first_page_ms'])}",
+        f"cold listing (no catalogue, every file read once): {format_us(1000 * report['cold_ms'])}",
+        f"first page after {touch['touched']:,} sessions committed again: {format_us(1000 * touch['first_page_ms'])}",
         f"first page / floor: {report['ratio']:.1f}x (informational); "
         f"target first page <= {report['target_ms']:.0f} ms: {verdict(report['pass'])}",
         f"verification: {'ok' if check['ok'] else 'FAILED'}" + "".join(f"\n  {p}" for p in check["problems"]),
