@@ -40,7 +40,6 @@ from lash_store.model import (
     TurnCommitStamp,
     TurnInput,
 )
-from lash_store.sqlite.catalog import CATALOG_NAME
 
 SESSION = "chat/alpha"
 
@@ -134,7 +133,7 @@ def session_file(root: Path) -> Path:
     with factory.create_store(SESSION, model="gpt-test") as store:
         _build_session(store)
     path = factory.path_for_session(SESSION)
-    assert sorted(p.name for p in root.iterdir()) == [CATALOG_NAME, path.name]  # the file, and the root's catalogue
+    assert sorted(p.name for p in root.iterdir()) == [path.name]
     return path
 
 

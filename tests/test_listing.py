@@ -28,13 +28,14 @@ def _say(store: Any, session_id: str, text: str, revision: int) -> None:
 
 
 def _sqlite(tmp_path: Path) -> SqliteSessionStoreFactory:
-    return SqliteSessionStoreFactory(tmp_path / "root")
+    """A factory that keeps the root's catalogue file."""
+    return SqliteSessionStoreFactory(tmp_path / "root", keep_catalog=True)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     if request.param == "sqlite":
-        yield _sqlite(tmp_path)
+        yield SqliteSessionStoreFactory(tmp_path / "root")
         return
     yield PostgresSessionStoreFactory(request.getfixturevalue("pg_dsn"))
     close_shared_pools()
@@ -235,7 +236,7 @@ def test_a_read_only_listing_writes_nothing(tmp_path: Path) -> None:
     _create(factory, "a", "x")
     os.remove(factory.root / CATALOG_NAME)
     before = sorted(os.listdir(factory.root))
-    reader = SqliteSessionStoreFactory(factory.root, keep_catalog=False)
+    reader = SqliteSessionStoreFactory(factory.root)
     assert _ids(reader.list_sessions()) == ["a"] and reader.recent_sessions().sessions[0].info.session_id == "a"
     assert sorted(os.listdir(factory.root)) == before
 
@@ -282,3 +283,41 @@ def test_the_first_listing_of_a_factory_made_root_opens_only_the_page(
     opened.clear()
     assert len(factory.recent_sessions(limit=5).sessions) == 5
     assert len(opened) <= 5
+
+
+def _counting_opens(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    opened: list[Path] = []
+    real = Store.open_readonly
+
+    def counting(path: Any) -> Store:
+        opened.append(Path(path))
+        return real(path)
+
+    monkeypatch.setattr(Store, "open_readonly", staticmethod(counting))
+    return opened
+
+
+def test_by_default_nothing_is_written_and_the_factory_remembers_what_it_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    factory = SqliteSessionStoreFactory(tmp_path / "root")
+    for number in range(12):
+        _create(factory, f"s{number:02d}", "x")
+    with Store.open(factory.root / "restored.db") as store:  # made without the factory: read once
+        store.save_session_meta(SessionMeta(session_id="zz", session_name="r", created_at="now", model="m"))
+    for name in os.listdir(factory.root):  # as long ago as a real root's files: entries are current at once
+        os.utime(factory.root / name, ns=(10**18, 10**18))
+    before = sorted(os.listdir(factory.root))
+    opened = _counting_opens(monkeypatch)
+    assert _ids(factory.list_sessions(limit=4)) == ["s00", "s01", "s02", "s03"]
+    assert len(opened) == 5  # the page, and the file the factory did not make
+    opened.clear()
+    assert _ids(factory.list_sessions(limit=4)) == ["s00", "s01", "s02", "s03"]
+    assert len(factory.recent_sessions(limit=4).sessions) == 4
+    assert opened == [], "a second listing read files it had read before"
+    assert sorted(os.listdir(factory.root)) == before, "a listing wrote a file"
+    # a fresh process's factory over a root whose catalogue file another factory keeps: only the page is read
+    SqliteSessionStoreFactory(factory.root, keep_catalog=True).list_sessions()
+    opened.clear()
+    assert _ids(SqliteSessionStoreFactory(factory.root).list_sessions(limit=3)) == ["s00", "s01", "s02"]
+    assert opened == []

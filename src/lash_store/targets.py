@@ -52,11 +52,8 @@ def open_store(
     return Store.open(text, options, migrate=migrate)
 
 
-def open_factory(target: str | os.PathLike[str], options: StoreOptions | None = None, *, readonly: bool = False) -> Any:
-    """The session factory of a factory root directory or a PostgreSQL database.
-
-    ``readonly``: its listings write nothing (on SQLite not even the root's catalogue).
-    """
+def open_factory(target: str | os.PathLike[str], options: StoreOptions | None = None) -> Any:
+    """The session factory of a factory root directory or a PostgreSQL database (its listings write nothing)."""
     text = os.fspath(target)
     if isinstance(text, str) and is_dsn(text):
         from lash_store.postgres import PostgresSessionStoreFactory
@@ -64,4 +61,4 @@ def open_factory(target: str | os.PathLike[str], options: StoreOptions | None = 
         return PostgresSessionStoreFactory(text, options)
     from lash_store.sqlite import SqliteSessionStoreFactory
 
-    return SqliteSessionStoreFactory(Path(text), options, keep_catalog=not readonly)
+    return SqliteSessionStoreFactory(Path(text), options)

@@ -450,7 +450,7 @@ def list_sessions(
             raise StoreNotFound(text)
         if not directory.is_dir():
             raise ToolError(f"{text} is not a directory (sessions lists a factory root or a PostgreSQL database)")
-    factory = open_factory(text, readonly=True)
+    factory = open_factory(text)
     shown = text if not is_dsn(text) else _redact(text)
     if recent:
         found = factory.recent_sessions(limit=50 if limit is None else limit, cursor=cursor)
@@ -665,7 +665,7 @@ def _root_sessions(root: str, errors: list[dict[str, str]]) -> list[tuple[str, s
             elif file.is_file():
                 found.append((str(file), None))
         return found
-    factory = open_factory(root, readonly=True)
+    factory = open_factory(root)
     try:
         infos = factory.list_sessions()
     except SessionsUnreadable as exc:

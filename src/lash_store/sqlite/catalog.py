@@ -1,7 +1,9 @@
 """The factory's catalogue: what each session file of a root said when it was last read, and when.
 
-Listing many sessions must not open every file.  The catalogue, a small SQLite
-file in the root (``.lash-catalog.sqlite``), remembers per session file its
+Listing many sessions must not open every file.  The catalogue remembers --
+in the factory's memory, and in a small SQLite file in the root
+(``.lash-catalog.sqlite``) when the factory is made with ``keep_catalog=True``
+-- per session file its
 session id and picker info together with the file's *signature*: the
 modification time and size of the database and of its write-ahead log.  Every
 write to a session changes one of them, so an entry whose signature still
@@ -70,17 +72,26 @@ class Entry(NamedTuple):
 
 
 class Catalog:
-    """Best-effort access to a root's catalogue file: every failure turns it off, never the listing."""
+    """Best-effort access to a root's catalogue: every failure turns it off, never the listing.
 
-    def __init__(self, root: Path, *, writable: bool) -> None:
+    ``memory`` is the factory's own record of what its listings read (kept for
+    the factory's lifetime, written nowhere); the file is read when it exists
+    and written only when ``writable``.  Where both know a file, the entry read
+    last wins.
+    """
+
+    def __init__(self, root: Path, *, writable: bool, memory: dict[str, Entry] | None = None) -> None:
         self.path = root / CATALOG_NAME
         self.writable = writable
+        self.memory: dict[str, Entry] = {} if memory is None else memory
         self._pending: dict[str, Entry | None] = {}
 
     def session_ids(self) -> dict[str, str | None]:
         """Every file's remembered session id (what ordering by id needs, without the picker infos)."""
         rows = self._select("SELECT file_name, session_id FROM files", ())
-        return {name: session_id for name, session_id in rows if session_id is None or isinstance(session_id, str)}
+        ids = {name: session_id for name, session_id in rows if session_id is None or isinstance(session_id, str)}
+        ids.update((name, entry.session_id) for name, entry in list(self.memory.items()))
+        return ids
 
     def entries(self, file_names: list[str]) -> dict[str, Entry]:
         """The usable entries of ``file_names`` (a damaged one is left out: its file is simply read again)."""
@@ -96,6 +107,10 @@ class Catalog:
                 entry = _entry(session_id, signature, read_at, info)
                 if entry is not None:
                     found[name] = entry
+        for name in file_names:
+            remembered = self.memory.get(name)
+            if remembered is not None and (name not in found or remembered.read_at_ns >= found[name].read_at_ns):
+                found[name] = remembered
         return found
 
     def _select(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
@@ -113,10 +128,12 @@ class Catalog:
             conn.close()
 
     def remember(self, file_name: str, entry: Entry) -> None:
+        self.memory[file_name] = entry
         self._pending[file_name] = entry
 
     def forget(self, file_names: Iterable[str]) -> None:
         for name in file_names:
+            self.memory.pop(name, None)
             self._pending[name] = None
 
     def flush(self) -> None:

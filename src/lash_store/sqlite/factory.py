@@ -36,22 +36,25 @@ class SqliteSessionStoreFactory:
         options: StoreOptions | None = None,
         *,
         migrate: bool = False,
-        keep_catalog: bool = True,
+        keep_catalog: bool = False,
     ) -> None:
         """``migrate``: :meth:`create_store` migrates a session file of an older layout revision when it
         opens it (one transaction; ``Store.open(path, migrate=True)``); without it such a file raises
         :class:`SchemaMigrationRequired`, untouched.
 
-        ``keep_catalog``: listings keep the root's catalogue (``.lash-catalog.sqlite``, a cache of
-        every file's picker info, see :mod:`lash_store.sqlite.catalog`) up to date; with False they
-        use it when it exists but never write anything (the read-only ``lash-store sessions``)."""
+        ``keep_catalog``: :meth:`create_store` and the listings keep the root's catalogue file
+        (``.lash-catalog.sqlite``, a cache of every file's picker info, see
+        :mod:`lash_store.sqlite.catalog`) up to date, so that a fresh process lists a large root fast
+        too.  Without it (the default) listings write nothing at all: they use the catalogue file
+        when one exists, and what this factory read before, kept in its memory."""
         self.root = check_directory_path("root", root)
         self.options = None if options is None else check_options(options)
         self.migrate: bool = check_instance("migrate", migrate, bool)
         self.keep_catalog: bool = check_instance("keep_catalog", keep_catalog, bool)
+        self._remembered: dict[str, Entry] = {}
 
     def _catalog(self) -> Catalog:
-        return Catalog(self.root, writable=self.keep_catalog)
+        return Catalog(self.root, writable=self.keep_catalog, memory=self._remembered)
 
     @property
     def durability_tier(self) -> DurabilityTier:
@@ -73,7 +76,7 @@ class SqliteSessionStoreFactory:
         except BaseException:
             store.close()
             raise
-        if created and self.keep_catalog:  # its id, so listing by id need not open it (the picker info: when shown)
+        if created:  # its id, so listing by id need not open it (the picker info is read when shown)
             catalog = self._catalog()
             catalog.remember(path.name, Entry(meta.session_id, None, 0, None))
             catalog.flush()
