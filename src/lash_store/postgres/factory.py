@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from psycopg_pool import ConnectionPool
 
+from lash_store.core.crypto import Cipher
 from lash_store.core.validate import check_id, check_instance, check_ms
 from lash_store.errors import CorruptData, StoreError
 from lash_store.model import DurabilityTier, SessionPickerInfo, SessionRelation
@@ -12,7 +13,8 @@ from lash_store.postgres import schema as schemas
 from lash_store.postgres.backend import PostgresBackend, PostgresTx
 from lash_store.postgres.store import PostgresStore, connect_target, ensure_schema
 from lash_store.service.factory import check_page, new_session_meta, page
-from lash_store.service.ports import Row
+from lash_store.service.ports import Backend, Row
+from lash_store.service.sealed import SealedBackend
 from lash_store.service.session import picker_info
 
 # One page of the listing when the caller asks for everything (the query pages by session id anyway).
@@ -94,7 +96,9 @@ class PostgresSessionStoreFactory:
         which carries the sessions that could be read.
         """
         limit, after = check_page(limit, after)
-        backend = self._backend("")
+        backend: Backend = self._backend("")
+        if self.options.encryption is not None:  # each row is opened in its own session's partition
+            backend = SealedBackend(backend, Cipher(self.options.encryption), probe=False)
         sessions: list[SessionPickerInfo] = []
         failures: list[tuple[str, StoreError]] = []
         cursor = after or ""

@@ -19,10 +19,11 @@ Every new query that reads or writes a sealed column must be added here:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from lash_store.core import crypto
 from lash_store.core.crypto import Cipher
+from lash_store.errors import InvalidInput
 from lash_store.options import KeyRing
 from lash_store.service.ports import Backend, Params, Row, Tx
 
@@ -399,3 +400,163 @@ def sealed_backend(backend: Backend, ring: KeyRing) -> Backend:
     """``backend`` sealing under ``ring`` (bound to its PostgreSQL partition, if it has one)."""
     scope = getattr(backend, "sid", "")
     return SealedBackend(backend, Cipher(ring, scope if isinstance(scope, str) else ""))
+
+
+# ---------------------------------------------------------------------------
+# rekey: every value re-sealed under the ring's current key, in bounded batches
+
+
+class _Column(NamedTuple):
+    col: int  # in the page query's row
+    param: str  # in the update query (the old value is ``old_<param>``)
+    kind: bytes
+    key: Callable[[Row], str]  # the row key the value is bound to
+    what: str
+
+
+class _Table(NamedTuple):
+    name: str
+    single: bool  # one row per store (head, metadata): one page, no cursor
+    columns: tuple[_Column, ...]
+    keys: Callable[[Row], dict[str, Any]]  # the update's row identity
+
+
+def _c(index: int) -> Callable[[Row], str]:
+    return lambda row: str(row[index])
+
+
+def _blank(row: Row) -> str:
+    return ""
+
+
+_TABLES: tuple[_Table, ...] = (
+    _Table(
+        "head",
+        True,
+        (_Column(1, "body", HEAD, _blank, "session head"), _Column(2, "usage_ledger", LEDGER, _blank, "usage ledger")),
+        lambda row: {"head_revision": row[0]},
+    ),
+    _Table(
+        "meta",
+        True,
+        (
+            _Column(0, "session_name", META_NAME, _blank, "session name"),
+            _Column(1, "model", META_MODEL, _blank, "session model"),
+            _Column(2, "cwd", META_CWD, _blank, "session cwd"),
+            _Column(3, "relation", META_RELATION, _blank, "session relation"),
+        ),
+        lambda row: {},
+    ),
+    _Table(
+        "nodes",
+        False,
+        (
+            _Column(1, "user_text", USER_TEXT, _blank, "user text"),
+            _Column(2, "body", NODE, _c(0), "node"),
+        ),
+        lambda row: {"node_id": row[0]},
+    ),
+    _Table("blobs", False, (_Column(1, "content", BLOB, _c(0), "blob"),), lambda row: {"hash": row[0]}),
+    _Table(
+        "staged",
+        False,
+        (_Column(4, "value", STAGED, lambda row: f"{row[1]}\x00{row[2]}\x00{row[3]}", "staged write"),),
+        lambda row: {"anchor_id": row[1], "task_id": row[2], "idx": row[3]},
+    ),
+    _Table(
+        "turns",
+        False,
+        (_Column(3, "record", TURN, lambda row: f"{row[1]}\x00{row[2]}", "turn commit"),),
+        lambda row: {"session_id": row[1], "turn_id": row[2]},
+    ),
+    _Table(
+        "batches", False, (_Column(1, "payloads", BATCH, _c(0), "queued-work batch"),), lambda row: {"batch_id": row[0]}
+    ),
+    _Table(
+        "attachments",
+        False,
+        (_Column(1, "canonical_uri", URI, _c(0), "attachment"),),
+        lambda row: {"attachment_id": row[0]},
+    ),
+)
+
+
+def _address_key(cipher: Cipher, table: str, row: Row) -> Row:
+    """Blob rows are bound to their public ref, which the page query returns as its keyed address."""
+    if table != "blobs":
+        return row
+    return (cipher.unaddress("stored address", REF, row[0]), *row[1:])
+
+
+def rekey(backend: Backend, *, batch_size: int = 500, progress: Callable[[str, int], None] | None = None) -> Any:
+    """Re-seal every stored value not sealed under the ring's current key (see ``SessionService.rekey``)."""
+    from lash_store.model import RekeyReport
+
+    if not isinstance(backend, SealedBackend):
+        raise InvalidInput("options.encryption", "rekey needs a key ring in the options")
+    if not backend.sealing():
+        raise InvalidInput(
+            "store", "this store was written in plaintext; copy it into a new encrypted store (lash-store copy)"
+        )
+    cipher = backend.cipher
+    resealed: dict[str, int] = {}
+    scanned = 0
+    for table in _TABLES:
+        after: str | None = None if table.single else ""
+        done = 0
+        while True:
+            params = {"after": after, "limit": batch_size}
+
+            def page(tx: Tx, params: dict[str, Any] = params, table: _Table = table) -> tuple[list[Row], int]:
+                rows = tx.all(f"rekey_{table.name}", params)
+                changed = 0
+                for stored in rows:
+                    keyed = _address_key(cipher, table.name, stored)
+                    update: dict[str, Any] = {}
+                    for column in table.columns:
+                        value = stored[column.col]
+                        row_key = column.key(keyed)
+                        what = f"{column.what} {row_key!r}" if row_key else column.what
+                        new = cipher.reseal(what, column.kind, row_key, value)
+                        update[column.param] = value if new is None else new
+                        update[f"old_{column.param}"] = value
+                        if new is not None:
+                            update["_changed"] = True
+                    if update.pop("_changed", False):
+                        update.update(table.keys(stored))
+                        changed += tx.run(f"rekey_{table.name}_update", update)
+                return rows, changed
+
+            rows, changed = backend.raw_write(page)
+            scanned += len(rows)
+            done += changed
+            if progress is not None and changed:
+                progress(table.name, changed)
+            if table.single or len(rows) < batch_size:
+                break
+            after = str(rows[-1][0])
+        resealed[table.name] = done
+    left = backend.raw_read(_stale_key_ids(cipher.key_id))
+    return RekeyReport(key_id=cipher.key_id, resealed=resealed, scanned=scanned, remaining_key_ids=sorted(left))
+
+
+def _stale_key_ids(current: str) -> Callable[[Tx], set[str]]:
+    """The key ids other than ``current`` found on any stored value (a full scan, page by page)."""
+
+    def body(tx: Tx) -> set[str]:
+        found: set[str] = set()
+        for table in _TABLES:
+            after: str | None = None if table.single else ""
+            while True:
+                rows = tx.all(f"rekey_{table.name}", {"after": after, "limit": 1000})
+                for row in rows:
+                    for column in table.columns:
+                        key_id = crypto.key_id_of(row[column.col])
+                        if key_id is not None and key_id != current:
+                            found.add(key_id)
+                if table.single or len(rows) < 1000:
+                    break
+                after = str(rows[-1][0])
+        return found
+
+    return body

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -53,6 +53,7 @@ from lash_store.model import (
     QueuedWorkBatchDraft,
     QueuedWorkClaim,
     QueuedWorkClaimBoundary,
+    RekeyReport,
     RuntimeCommit,
     RuntimeCommitResult,
     SessionCheckpoint,
@@ -72,6 +73,7 @@ from lash_store.service import queue as queue_ops
 from lash_store.service.commit import apply_commit, blob_params, check_bound_ref, hide_nodes, stamp_params
 from lash_store.service.head import read_head
 from lash_store.service.ports import Backend, Tx
+from lash_store.service.sealed import rekey as sealed_rekey
 from lash_store.service.sealed import sealed_backend
 
 if TYPE_CHECKING:
@@ -401,6 +403,23 @@ class SessionService:
         if dry_run:
             return self._backend.read(lambda tx: _prune(tx, horizon, dry_run=True))
         return self._backend.write(lambda tx: _prune(tx, horizon, dry_run=False))
+
+    # -- encryption at rest ----------------------------------------------
+
+    def rekey(self, *, batch_size: int = 500, progress: Callable[[str, int], None] | None = None) -> RekeyReport:
+        """Re-seal every stored value under the key ring's current key (README, "Encryption at rest").
+
+        Runs in batches of ``batch_size`` rows, one short write transaction
+        each; every update is a compare-and-set on the old sealed value, so it
+        is safe while writers run (a row a writer replaced is sealed under the
+        current key already) and resumable (a second run skips what is done).
+        The report's ``remaining_key_ids`` is empty when no stored value needs
+        an older key any more: those keys may then leave the ring.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 100_000:
+            raise InvalidInput("batch_size", "must be an integer from 1 to 100000")
+        report: RekeyReport = sealed_rekey(self._backend, batch_size=batch_size, progress=progress)
+        return report
 
     # -- attachment write-ahead manifest ---------------------------------
 

@@ -124,7 +124,7 @@ class SqliteSessionStoreFactory:
             if not path.is_file():
                 continue
             try:
-                with Store.open_readonly(path) as store:
+                with Store.open_readonly(path, encryption=(self.options or StoreOptions()).encryption) as store:
                     info = store.load_picker_info()
             except NotAStoreDatabase:
                 continue  # another application's file is no session of ours
