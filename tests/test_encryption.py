@@ -416,3 +416,38 @@ def test_postgres_rekey(pg_dsn: str) -> None:
     with PostgresStore.open(pg_dsn, session) as store, pytest.raises(EncryptionKeyMissing, match="'k2'"):
         store.load_session()
     assert scan_postgres(pg_dsn) == set()
+
+
+def test_cli_rekey_of_a_factory_root(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    root = tmp_path / "root"
+    factory = SqliteSessionStoreFactory(root, StoreOptions(encryption=RING))
+    for session in ("a", "b"):
+        with factory.create_store(session) as store:
+            populate(store, session)
+    rotated = RING.rotated("k2")
+    keys = tmp_path / "ring.json"
+    keys.write_text(rotated.to_json())
+    assert KeyRing.from_json(keys.read_text()) == rotated
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "lash_store.cli", "rekey", "--json", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+    done = run("--keys", str(keys), "--batch", "3", str(root))
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["stores"] == 2 and data["remaining_key_ids"] == [] and data["resealed"]["nodes"] == 4
+    assert RING.keys["k1"].hex() not in done.stdout + done.stderr
+    keys.write_text(rotated.without("k1").to_json())
+    again = run("--keys", str(keys), str(root))
+    assert again.returncode == 0, again.stderr
+    assert sum(json.loads(again.stdout)["resealed"].values()) == 0
+    reader = SqliteSessionStoreFactory(root, StoreOptions(encryption=rotated.without("k1")))
+    assert sorted(info.first_user_message for info in reader.list_sessions()) == [FRAGMENTS["user"]] * 2
+    keys.write_text('{"current": "k1", "keys": {"k1": "c2hvcnQ="}, "index_key": ""}')
+    bad = run("--keys", str(keys), str(root))
+    assert bad.returncode != 0 and "key ring" in bad.stderr and "Traceback" not in bad.stderr

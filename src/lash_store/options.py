@@ -151,6 +151,42 @@ class KeyRing(Struct, kw_only=True, frozen=True):
             index_key=self.index_key,
         )
 
+    @classmethod
+    def from_json(cls, text: str | bytes) -> KeyRing:
+        """A ring from its JSON form: ``{"current": id, "index_key": b64, "keys": {id: b64, ...}}`` (checked)."""
+        import base64
+        import binascii
+        import json
+
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict) or not isinstance(data.get("keys"), dict):
+                raise ValueError("expected an object with current, index_key and keys")
+            ring = cls(
+                keys={str(kid): base64.b64decode(key, validate=True) for kid, key in data["keys"].items()},
+                current=data.get("current", ""),
+                index_key=base64.b64decode(data.get("index_key") or "", validate=True),
+            )
+        except (ValueError, TypeError, binascii.Error) as exc:
+            raise InvalidInput("key ring", f"not a key ring file ({type(exc).__name__})") from exc
+        return check_key_ring("key ring", ring)
+
+    def to_json(self) -> str:
+        """The JSON form :meth:`from_json` reads (holds the key bytes: keep it secret)."""
+        import base64
+        import json
+
+        def encode(key: bytes) -> str:
+            return base64.b64encode(key).decode("ascii")
+
+        return json.dumps(
+            {
+                "current": self.current,
+                "index_key": encode(self.index_key),
+                "keys": {kid: encode(key) for kid, key in self.keys.items()},
+            }
+        )
+
     def without(self, key_id: str) -> KeyRing:
         """This ring with a retired key removed (after ``rekey``)."""
         return KeyRing(
