@@ -116,6 +116,8 @@ class Cipher:
         self._text_prefix = f"{TEXT_PREFIX}{ring.current}:"
         self._siv: AESSIV = AESSIV(_derive(ring.index_key, b"address", 64))
         self._addresses: dict[tuple[bytes, str], str] = {}
+        self._values: dict[tuple[bytes, str], str] = {}  # the reverse of _addresses
+        self._seal_prefixes: dict[bytes, bytes] = {}
 
     def for_scope(self, scope: str) -> Cipher:
         """The same ring bound to another partition (the PostgreSQL factory reads many sessions)."""
@@ -136,8 +138,11 @@ class Cipher:
     # -- values (AES-GCM) ------------------------------------------------
 
     def seal(self, kind: bytes, row: str, data: bytes) -> bytes:
+        prefix = self._seal_prefixes.get(kind)
+        if prefix is None:  # the associated data up to the row key, made once per kind
+            prefix = self._seal_prefixes[kind] = self._aad(self._header, kind, "")
         nonce = os.urandom(_NONCE)
-        return self._header + nonce + self._seal_key.encrypt(nonce, data, self._aad(self._header, kind, row))
+        return self._header + nonce + self._seal_key.encrypt(nonce, data, prefix + row.encode("utf-8"))
 
     def open(self, what: str, kind: bytes, row: str, stored: Any) -> Any:
         """The plaintext of a sealed value; ``None`` and plaintext values (a store written in plaintext) pass."""
@@ -218,20 +223,33 @@ class Cipher:
                     raw = b"\x00" + value.encode("utf-8")
             else:
                 raw = b"\x00" + raw
-            sealed = self._siv.encrypt(raw, [kind, self._scope])
+            sealed = self._siv.encrypt(raw, [kind + b"\x00" + self._scope])
             found = ADDRESS_PREFIX + base64.urlsafe_b64encode(sealed).rstrip(b"=").decode("ascii")
-            if len(self._addresses) >= 8192:
-                self._addresses.clear()
-            self._addresses[memo] = found
+            self._remember(memo, found, (kind, found), value)
         return found
+
+    def _remember(self, memo: tuple[bytes, str], address: str, reverse: tuple[bytes, str], value: str) -> None:
+        if len(self._addresses) >= 8192:  # small memos: a commit re-addresses the same few refs
+            self._addresses.clear()
+            self._values.clear()
+        self._addresses[memo] = address
+        self._values[reverse] = value
 
     def unaddress(self, what: str, kind: bytes, stored: Any) -> Any:
         """The value an address stands for; plaintext values (a store written in plaintext) pass."""
         if type(stored) is not str or not stored.startswith(ADDRESS_PREFIX):
             return stored
+        known = self._values.get((kind, stored))
+        if known is not None:
+            return known
+        value = self._unaddress(what, kind, stored)
+        self._remember((kind, value), stored, (kind, stored), value)
+        return value
+
+    def _unaddress(self, what: str, kind: bytes, stored: str) -> str:
         try:
             sealed = base64.urlsafe_b64decode(stored[1:] + "=" * (-(len(stored) - 1) % 4))
-            raw = self._siv.decrypt(sealed, [kind, self._scope])
+            raw = self._siv.decrypt(sealed, [kind + b"\x00" + self._scope])
         except (ValueError, binascii.Error) as exc:
             raise CorruptData(what, f"stored address is not an address ({exc})") from exc
         except self._invalid_tag as exc:

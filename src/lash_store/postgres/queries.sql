@@ -98,6 +98,12 @@ SELECT bound_session_id, head_revision, checkpoint_ref, leaf_node_id, body, usag
        user_message_count
 FROM {schema}.sessions WHERE session_id = %(sid)s
 
+-- The head as a commit reads it (the same row; an encrypted store leaves the body it does not use sealed).
+-- name: commit_head
+SELECT bound_session_id, head_revision, checkpoint_ref, leaf_node_id, body, usage_ledger, node_count,
+       user_message_count
+FROM {schema}.sessions WHERE session_id = %(sid)s
+
 -- name: write_head
 UPDATE {schema}.sessions
 SET bound_session_id = %(session_id)s, head_revision = %(head_revision)s, checkpoint_ref = %(checkpoint_ref)s,

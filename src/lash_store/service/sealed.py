@@ -201,6 +201,8 @@ ROWS: dict[str, list[RowOp]] = {
         opened(4, HEAD, "session head", _no_key),
         opened(5, LEDGER, "usage ledger", _no_key),
     ],
+    # A commit uses neither the head body nor the checkpoint ref: they stay sealed (never returned to a caller).
+    "commit_head": [opened(5, LEDGER, "usage ledger", _no_key)],
     "full_graph": [opened(1, NODE, "node", _col(0))],
     "active_path": [opened(2, NODE, "node", _col(0))],
     "load_node": [opened(0, NODE, "node", _param("node_id"))],

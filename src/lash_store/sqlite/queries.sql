@@ -16,6 +16,11 @@
 SELECT session_id, head_revision, checkpoint_ref, leaf_node_id, body, usage_ledger, node_count, user_message_count
 FROM session_head
 
+-- The head as a commit reads it (the same row; an encrypted store leaves the body it does not use sealed).
+-- name: commit_head
+SELECT session_id, head_revision, checkpoint_ref, leaf_node_id, body, usage_ledger, node_count, user_message_count
+FROM session_head
+
 -- name: write_head
 UPDATE session_head
 SET session_id = :session_id, head_revision = :head_revision, checkpoint_ref = :checkpoint_ref,
