@@ -9,6 +9,7 @@ store finds them, which shows the scan looks where the data is.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sqlite3
 import time
 import uuid
@@ -346,13 +347,17 @@ def test_rekey_reseals_everything_and_the_old_key_can_go(tmp_path: Path) -> None
     assert scan_sqlite(path) == set()
 
 
-def _rotation_writer(path: str, ring: tuple[dict[str, bytes], str, bytes], stop: Any, log: str) -> None:
+def _rotation_writer(
+    target: str, ring: tuple[dict[str, bytes], str, bytes], stop: Any, log: str, session: str | None = None
+) -> None:
+    from lash_store.targets import open_store
+
     keys, current, index_key = ring
     options = StoreOptions(encryption=KeyRing(keys=keys, current=current, index_key=index_key))
-    with Store.open(path, options) as store:
+    with open_store(target, session, options=options) as store:
         revision = store.load_session().head_revision  # type: ignore[union-attr]
         while not stop.is_set() or revision < 40:
-            populate(store, "chat-1", revision=revision)
+            populate(store, session or "chat-1", revision=revision)
             revision += 1
             store.put_blob(f"{FRAGMENTS['blob']}-{revision}".encode())
             Path(log).write_text(str(revision))
@@ -379,10 +384,10 @@ def test_rotation_under_load(tmp_path: Path) -> None:
         while not log.exists() and time.monotonic() < deadline:
             time.sleep(0.01)
         with Store.open(path, StoreOptions(encryption=rotated)) as store:
-            runs = 0
-            while writer.is_alive() and runs < 3:
-                store.rekey(batch_size=7)  # bounded batches between the writer's commits
-                runs += 1
+            reports = []
+            while writer.is_alive() and len(reports) < 3:
+                reports.append(store.rekey(batch_size=7))  # bounded batches between the writer's commits
+            assert reports and sum(reports[0].resealed.values()) > 0
     finally:
         stop.set()
         writer.join(timeout=120)
@@ -451,3 +456,43 @@ def test_cli_rekey_of_a_factory_root(tmp_path: Path) -> None:
     keys.write_text('{"current": "k1", "keys": {"k1": "c2hvcnQ="}, "index_key": ""}')
     bad = run("--keys", str(keys), str(root))
     assert bad.returncode != 0 and "key ring" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(240)
+def test_postgres_rotation_under_load(pg_dsn: str) -> None:
+    """The same on PostgreSQL: a writer process commits under the new key while rekey runs in batches."""
+    from lash_store.postgres import PostgresStore, close_shared_pools
+
+    session = "rotating"
+    with PostgresStore.open(pg_dsn, session, StoreOptions(encryption=RING)) as store:
+        for revision in range(20):
+            populate(store, session, revision=revision)
+    rotated = RING.rotated("k2")
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"lash-rotation-{uuid.uuid4().hex}.log"
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    args = (pg_dsn, (rotated.keys, rotated.current, rotated.index_key), stop, str(log), session)
+    writer = context.Process(target=_rotation_writer, args=args)
+    writer.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not log.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with PostgresStore.open(pg_dsn, session, StoreOptions(encryption=rotated)) as store:
+            first = store.rekey(batch_size=5)
+            assert sum(first.resealed.values()) > 0
+    finally:
+        stop.set()
+        writer.join(timeout=120)
+        if writer.is_alive():
+            writer.kill()
+    assert writer.exitcode == 0
+    turns = int(log.read_text())
+    log.unlink()
+    with PostgresStore.open(pg_dsn, session, StoreOptions(encryption=rotated)) as store:
+        assert store.rekey(batch_size=50).remaining_key_ids == []
+    with PostgresStore.open(pg_dsn, session, StoreOptions(encryption=rotated.without("k1"))) as store:
+        check_reads(store, turns=turns)
+    close_shared_pools()
+    assert scan_postgres(pg_dsn) == set()
