@@ -496,3 +496,17 @@ def test_postgres_rotation_under_load(pg_dsn: str) -> None:
         check_reads(store, turns=turns)
     close_shared_pools()
     assert scan_postgres(pg_dsn) == set()
+
+
+def test_rekey_needs_a_ring_and_a_database(tmp_path: Path) -> None:
+    from lash_store.testing.reference import ReferenceStore
+
+    with Store.open(tmp_path / "plain.db") as store, pytest.raises(InvalidInput, match="key ring"):
+        store.rekey()
+    with ReferenceStore(StoreOptions(encryption=RING)) as reference:
+        populate(reference, "chat-1")
+        check_reads(reference)  # the reference store seals through the same layer
+        with pytest.raises(InvalidInput, match="reference"):
+            reference.rekey()
+    with Store.open(tmp_path / "s.db", StoreOptions(encryption=RING)) as store, pytest.raises(InvalidInput):
+        store.rekey(batch_size=0)

@@ -496,6 +496,8 @@ def rekey(backend: Backend, *, batch_size: int = 500, progress: Callable[[str, i
 
     if not isinstance(backend, SealedBackend):
         raise InvalidInput("options.encryption", "rekey needs a key ring in the options")
+    if backend.name not in ("sqlite", "postgres"):
+        raise InvalidInput("store", f"rekey runs on SQLite and PostgreSQL stores, not on {backend.name!r}")
     if not backend.sealing():
         raise InvalidInput(
             "store", "this store was written in plaintext; copy it into a new encrypted store (lash-store copy)"
