@@ -490,7 +490,7 @@ def _address_key(cipher: Cipher, table: str, row: Row) -> Row:
     return (cipher.unaddress("stored address", REF, row[0]), *row[1:])
 
 
-def rekey(backend: Backend, *, batch_size: int = 500, progress: Callable[[str, int], None] | None = None) -> Any:
+def rekey(backend: Backend, *, batch_size: int = 500) -> Any:
     """Re-seal every stored value not sealed under the ring's current key (see ``SessionService.rekey``)."""
     from lash_store.model import RekeyReport
 
@@ -534,8 +534,6 @@ def rekey(backend: Backend, *, batch_size: int = 500, progress: Callable[[str, i
             rows, changed = backend.raw_write(page)
             scanned += len(rows)
             done += changed
-            if progress is not None and changed:
-                progress(table.name, changed)
             if table.single or len(rows) < batch_size:
                 break
             after = str(rows[-1][0])

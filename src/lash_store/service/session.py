@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -406,7 +406,7 @@ class SessionService:
 
     # -- encryption at rest ----------------------------------------------
 
-    def rekey(self, *, batch_size: int = 500, progress: Callable[[str, int], None] | None = None) -> RekeyReport:
+    def rekey(self, *, batch_size: int = 500) -> RekeyReport:
         """Re-seal every stored value under the key ring's current key (README, "Encryption at rest").
 
         Runs in batches of ``batch_size`` rows, one short write transaction
@@ -418,7 +418,7 @@ class SessionService:
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 100_000:
             raise InvalidInput("batch_size", "must be an integer from 1 to 100000")
-        report: RekeyReport = sealed_rekey(self._backend, batch_size=batch_size, progress=progress)
+        report: RekeyReport = sealed_rekey(self._backend, batch_size=batch_size)
         return report
 
     # -- attachment write-ahead manifest ---------------------------------
