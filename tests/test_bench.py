@@ -384,3 +384,10 @@ def test_commit_encryption_reports_the_encrypted_store_against_the_plain_one(
     assert [side["key"] for side in report["peers"]["sides"]] == ["encrypted"]
     assert main(["commit", "--turns", "3", "--warmup", "0", "--window", "3", "--encryption"]) == 0
     assert "encryption at rest (same run" in capsys.readouterr().out
+
+
+def test_commit_encryption_is_refused_on_postgres(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["commit", "--backend", "postgres", "--encryption"])
+    assert exc.value.code == 2
+    assert "--encryption applies to --backend sqlite" in capsys.readouterr().err

@@ -322,6 +322,8 @@ def _check_backend(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
             parser.error("--dir applies to --backend sqlite (postgres runs in schemas it creates and drops)")
         if getattr(args, "plot", None):
             parser.error("--plot applies to --backend sqlite")
+        if getattr(args, "encryption", False):
+            parser.error("--encryption applies to --backend sqlite (the sealing layer is the same on postgres)")
         if args.command == "commit" and args.peer_sync != "match":
             parser.error("--peer-sync applies to --backend sqlite (the postgres peers use the server's setting)")
     else:
