@@ -510,3 +510,44 @@ def test_rekey_needs_a_ring_and_a_database(tmp_path: Path) -> None:
             reference.rekey()
     with Store.open(tmp_path / "s.db", StoreOptions(encryption=RING)) as store, pytest.raises(InvalidInput):
         store.rekey(batch_size=0)
+
+
+def test_plaintext_planted_in_an_encrypted_store_is_refused(tmp_path: Path) -> None:
+    """A downgrade (a sealed value replaced by a plaintext one) is damage, never data."""
+    from lash_store.core import codec
+    from lash_store.errors import CorruptData
+
+    path = _encrypted_file(tmp_path)
+    with Store.open(tmp_path / "plain.db") as plain:
+        populate(plain, "chat-1")
+    source = sqlite3.connect(tmp_path / "plain.db")
+    (plain_body,) = source.execute("SELECT body FROM graph_nodes WHERE node_id = 'u0'").fetchone()
+    source.close()
+    assert codec.decode_any("node", plain_body)  # a perfectly good plaintext node
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE graph_nodes SET body = ? WHERE node_id = 'u0'", (plain_body,))
+        conn.execute("UPDATE graph_nodes SET user_text = 'planted' WHERE node_id = 'u0'")
+    conn.close()
+    with Store.open(path, StoreOptions(encryption=RING)) as store:
+        with pytest.raises(CorruptData, match="not sealed"):
+            store.load_session()
+        with pytest.raises(CorruptData, match="not sealed"):
+            store.load_node("u0")
+        with pytest.raises(CorruptData, match="not sealed"):
+            store.export_session()  # the planted user text too
+        assert store.get_module_artifact("mod:1") == FRAGMENTS["module"].encode()  # the rest still reads
+
+
+def test_a_queue_row_sealed_under_a_wrong_key_is_typed(tmp_path: Path) -> None:
+    path = _encrypted_file(tmp_path)
+    other = Cipher(KeyRing(keys={"k1": KeyRing.generate_key()}, current="k1", index_key=RING.index_key))
+    conn = sqlite3.connect(path)
+    with conn:
+        (batch_id,) = conn.execute("SELECT batch_id FROM queued_work_batches").fetchone()
+        forged = other.seal(b"queue-payloads", batch_id, b"\x90")
+        conn.execute("UPDATE queued_work_batches SET payloads = ?", (forged,))
+    conn.close()
+    with Store.open(path, StoreOptions(encryption=RING)) as store, pytest.raises(EncryptionKeyMismatch) as caught:
+        store.list_queued_work("chat-1")
+    assert caught.value.key_id == "k1" and batch_id in str(caught.value)

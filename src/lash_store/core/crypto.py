@@ -98,7 +98,7 @@ def _derive(key: bytes, info: bytes, length: int = 32) -> bytes:
 class Cipher:
     """A key ring, bound to one session partition (``scope``: the PostgreSQL session id, ``""`` for a file)."""
 
-    def __init__(self, ring: KeyRing, scope: str = "") -> None:
+    def __init__(self, ring: KeyRing, scope: str = "", *, strict: bool = True) -> None:
         from cryptography.exceptions import InvalidTag
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESSIV
 
@@ -106,6 +106,9 @@ class Cipher:
         self._aesgcm = AESGCM
         self.ring = ring
         self.scope = scope
+        # strict: a value that is not sealed is damage (or a downgrade), never data.  Lenient only where one
+        # read spans stores that may be plaintext (the PostgreSQL factory's listing of every session).
+        self.strict = strict
         self._scope = scope.encode("utf-8")
         self.key_id = ring.current
         self._keys: dict[str, AESGCM] = {}
@@ -121,7 +124,7 @@ class Cipher:
 
     def for_scope(self, scope: str) -> Cipher:
         """The same ring bound to another partition (the PostgreSQL factory reads many sessions)."""
-        return self if scope == self.scope else Cipher(self.ring, scope)
+        return self if scope == self.scope else Cipher(self.ring, scope, strict=self.strict)
 
     def _key(self, key_id: str) -> AESGCM | None:
         key = self._keys.get(key_id)
@@ -145,13 +148,13 @@ class Cipher:
         return self._header + nonce + self._seal_key.encrypt(nonce, data, prefix + row.encode("utf-8"))
 
     def open(self, what: str, kind: bytes, row: str, stored: Any) -> Any:
-        """The plaintext of a sealed value; ``None`` and plaintext values (a store written in plaintext) pass."""
+        """The plaintext of a sealed value (``None`` stays ``None``)."""
         if stored is None:
             return None
         if isinstance(stored, memoryview):
             stored = bytes(stored)
         if type(stored) is not bytes or len(stored) < 4 or stored[0] != MAGIC:
-            return stored
+            return self._plain(what, stored)
         if stored[1] != VERSION:
             raise CorruptData(what, f"sealed with an unknown format version {stored[1]}")
         end = 3 + stored[2]
@@ -178,9 +181,16 @@ class Cipher:
         sealed = self.seal(kind, row, text.encode("utf-8"))
         return self._text_prefix + base64.b64encode(sealed[len(self._header) :]).decode("ascii")
 
+    def _plain(self, what: str, stored: Any) -> Any:
+        if self.strict:
+            raise CorruptData(what, "stored value is not sealed, but this store is encrypted")
+        return stored
+
     def open_text(self, what: str, kind: bytes, row: str, stored: Any) -> Any:
+        if stored is None:
+            return None
         if type(stored) is not str or not stored.startswith(TEXT_PREFIX):
-            return stored
+            return self._plain(what, stored)
         key_id, colon, encoded = stored[len(TEXT_PREFIX) :].partition(":")
         try:
             if not colon or not key_id or not key_id.isascii() or len(key_id) > 64:
@@ -236,9 +246,11 @@ class Cipher:
         self._values[reverse] = value
 
     def unaddress(self, what: str, kind: bytes, stored: Any) -> Any:
-        """The value an address stands for; plaintext values (a store written in plaintext) pass."""
+        """The value an address stands for (``None`` stays ``None``)."""
+        if stored is None:
+            return None
         if type(stored) is not str or not stored.startswith(ADDRESS_PREFIX):
-            return stored
+            return self._plain(what, stored)
         known = self._values.get((kind, stored))
         if known is not None:
             return known

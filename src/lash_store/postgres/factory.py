@@ -98,7 +98,7 @@ class PostgresSessionStoreFactory:
         limit, after = check_page(limit, after)
         backend: Backend = self._backend("")
         if self.options.encryption is not None:  # each row is opened in its own session's partition
-            backend = SealedBackend(backend, Cipher(self.options.encryption), probe=False)
+            backend = SealedBackend(backend, Cipher(self.options.encryption, strict=False), probe=False)
         sessions: list[SessionPickerInfo] = []
         failures: list[tuple[str, StoreError]] = []
         cursor = after or ""

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from lash_store.core import crypto
 from lash_store.core.crypto import Cipher
-from lash_store.errors import InvalidInput
+from lash_store.errors import CorruptData, InvalidInput
 from lash_store.options import KeyRing
 from lash_store.service.ports import Backend, Params, Row, Tx
 
@@ -115,10 +115,21 @@ def unaddress(col: int, kind: bytes = REF) -> RowOp:
     return op
 
 
-def opened(col: int, kind: bytes, what: str, key: Callable[[Params, list[Any]], str]) -> RowOp:
+def opened(
+    col: int, kind: bytes, what: str, key: Callable[[Params, list[Any]], str], *, damaged: bytes | None = None
+) -> RowOp:
+    """Open a sealed column.  ``damaged``: what a damaged value (not sealed, cut short) reads as instead of
+    failing the whole query, so that the service can pass over that one row and name it (queue rows); a value
+    that does not authenticate under its key still fails the query, typed, naming the key."""
+
     def op(c: Cipher, p: Params, row: list[Any]) -> None:
         row_key = key(p, row)
-        row[col] = c.open(f"{what} {row_key!r}" if row_key else what, kind, row_key, row[col])
+        try:
+            row[col] = c.open(f"{what} {row_key!r}" if row_key else what, kind, row_key, row[col])
+        except CorruptData:
+            if damaged is None:
+                raise
+            row[col] = damaged
 
     return op
 
@@ -163,7 +174,8 @@ _META_PARAMS: list[ParamOp] = [
     seal_text("cwd", META_CWD, _none),
     seal("relation", META_RELATION, _none),
 ]
-_BATCH_ROW: list[RowOp] = [opened(9, BATCH, "queued-work batch", _col(1))]
+# A damaged batch row reads as bytes msgpack never starts with: the queue passes over it and names it.
+_BATCH_ROW: list[RowOp] = [opened(9, BATCH, "queued-work batch", _col(1), damaged=b"\xc1")]
 _STAGED_ROW: list[RowOp] = [opened(5, STAGED, "staged write", _staged_cols)]
 
 PARAMS: dict[str, list[ParamOp]] = {
@@ -226,7 +238,7 @@ ROWS: dict[str, list[RowOp]] = {
         opened_text(1, META_NAME, "session name", _no_key),
         opened_text(3, META_MODEL, "session model", _no_key),
         opened_text(4, META_CWD, "session cwd", _no_key),
-        opened(5, META_RELATION, "session relation", _no_key),
+        opened(5, META_RELATION, "session meta relation", _no_key),
     ],
     "list_uncommitted": [opened_text(2, URI, "attachment", _col(0))],
     "attachment_rows": [opened_text(2, URI, "attachment", _col(0))],
@@ -248,7 +260,7 @@ SCOPED_ROWS: dict[str, tuple[int, list[RowOp]]] = {
         5,
         [
             opened_text(1, META_CWD, "session cwd", _no_key),
-            opened(2, META_RELATION, "session relation", _no_key),
+            opened(2, META_RELATION, "session meta relation", _no_key),
             opened_text(3, USER_TEXT, "first user message", _no_key),
         ],
     ),
@@ -343,7 +355,8 @@ class SealedBackend:
 
     A store written in plaintext (its head was bound by a commit whose body is
     not sealed) keeps working with a key ring: it stays plaintext, every value
-    passes as it is.  A new (unbound) or encrypted store is sealed.
+    passes as it is.  A new (unbound) or encrypted store is sealed, and a value
+    in it that is not sealed is :class:`~lash_store.errors.CorruptData`.
     """
 
     def __init__(self, inner: Backend, cipher: Cipher, *, probe: bool = True) -> None:
@@ -445,7 +458,7 @@ _TABLES: tuple[_Table, ...] = (
             _Column(0, "session_name", META_NAME, _blank, "session name"),
             _Column(1, "model", META_MODEL, _blank, "session model"),
             _Column(2, "cwd", META_CWD, _blank, "session cwd"),
-            _Column(3, "relation", META_RELATION, _blank, "session relation"),
+            _Column(3, "relation", META_RELATION, _blank, "session meta relation"),
         ),
         lambda row: {},
     ),
