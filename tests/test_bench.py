@@ -384,3 +384,25 @@ def test_missing_extra_exits_2_with_one_line(
     assert not Path("never.png").exists()
     with pytest.raises(MissingExtra):
         peer_bench.check_available()
+
+
+def test_commit_encryption_reports_the_encrypted_store_against_the_plain_one(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["commit", "--turns", "4", "--warmup", "0", "--window", "4", "--encryption", "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    summary = report["encryption"]
+    assert summary["target"] == 1.3 and summary["verification"]["ok"]
+    assert [point["turn"] for point in summary["checkpoints"]] == [4]
+    assert all(point["ratio"] > 0 and point["us"] > 0 for point in summary["checkpoints"])
+    assert [side["key"] for side in report["peers"]["sides"]] == ["encrypted"]
+    assert main(["commit", "--turns", "3", "--warmup", "0", "--window", "3", "--encryption"]) == 0
+    assert "encryption at rest (same run" in capsys.readouterr().out
+
+
+def test_commit_encryption_is_refused_on_postgres(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["commit", "--backend", "postgres", "--encryption"])
+    assert exc.value.code == 2
+    assert "--encryption applies to --backend sqlite" in capsys.readouterr().err

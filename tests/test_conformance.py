@@ -16,6 +16,9 @@ import pytest
 pytest.register_assert_rewrite("lash_store.testing.conformance")
 
 from lash_store import GcPolicy, Store, StoreOptions  # noqa: E402
+from lash_store.core.crypto import Cipher  # noqa: E402
+from lash_store.options import KeyRing  # noqa: E402
+from lash_store.service.sealed import REF  # noqa: E402
 from lash_store.testing.conformance import *  # noqa: E402, F403  (collects the suite)
 from lash_store.testing.conformance import BackendHarness, Clock, SessionStore  # noqa: E402
 from lash_store.testing.reference import ReferenceStore  # noqa: E402
@@ -126,11 +129,32 @@ class ReferenceHarness(BackendHarness):
         row[column] = value
 
 
-@pytest.fixture(params=["sqlite-memory", "sqlite-file", "reference"])
+_RING = KeyRing.generate("conformance")
+
+
+class EncryptedFileHarness(FileHarness):
+    """``Store.open(path)`` with a key ring: every conversation byte sealed (README, "Encryption at rest")."""
+
+    name = "sqlite-file-encrypted"
+
+    def open(self, clock: Clock) -> SessionStore:
+        self._count += 1
+        options = StoreOptions(clock=clock, gc_policy=GcPolicy(grace_ms=0), encryption=_RING)
+        return Store.open(self.root / f"session-{self._count}.db", options)
+
+    def damage(self, store: SessionStore, target: str, key: str | None, value: object) -> None:
+        if target.startswith("blob.") and key is not None:
+            key = Cipher(_RING).address(REF, key)  # the row of a blob is at its keyed address
+        super().damage(store, target, key, value)
+
+
+@pytest.fixture(params=["sqlite-memory", "sqlite-file", "reference", "sqlite-file-encrypted"])
 def harness(request: pytest.FixtureRequest, tmp_path: Path) -> BackendHarness:
-    """Every backend this repository ships, plus the reference store."""
+    """Every backend this repository ships, plus the reference store, plus an encrypted session file."""
     if request.param == "sqlite-memory":
         return MemoryHarness()
     if request.param == "sqlite-file":
         return FileHarness(tmp_path)
+    if request.param == "sqlite-file-encrypted":
+        return EncryptedFileHarness(tmp_path)
     return ReferenceHarness()

@@ -16,7 +16,10 @@ import pytest
 pytest.register_assert_rewrite("lash_store.testing.conformance")
 
 from lash_store import GcPolicy, StoreOptions  # noqa: E402
+from lash_store.core.crypto import Cipher  # noqa: E402
+from lash_store.options import KeyRing  # noqa: E402
 from lash_store.postgres import PostgresStore  # noqa: E402
+from lash_store.service.sealed import REF  # noqa: E402
 from lash_store.testing.conformance import *  # noqa: E402, F403  (collects the suite)
 from lash_store.testing.conformance import BackendHarness, Clock, SessionStore  # noqa: E402
 from lash_store.testing.pgserver import PostgresServer  # noqa: E402
@@ -91,6 +94,26 @@ POSTGRES_DAMAGE: dict[str, tuple[str, str | None, str | None]] = {
 }
 
 
-@pytest.fixture
-def harness(conformance_dsn: str) -> BackendHarness:
+_RING = KeyRing.generate("conformance")
+
+
+class EncryptedPostgresHarness(PostgresHarness):
+    """A session partition opened with a key ring: every conversation byte sealed."""
+
+    name = "postgres-encrypted"
+
+    def open(self, clock: Clock) -> SessionStore:
+        options = StoreOptions(clock=clock, gc_policy=GcPolicy(grace_ms=0), encryption=_RING)
+        return PostgresStore.open(self.dsn, f"conformance-{uuid.uuid4().hex}", options)
+
+    def damage(self, store: SessionStore, target: str, key: str | None, value: object) -> None:
+        if target.startswith("blob.") and key is not None:
+            key = Cipher(_RING, _pg(store).session_partition).address(REF, key)  # the blob's keyed address
+        super().damage(store, target, key, value)
+
+
+@pytest.fixture(params=["postgres", "postgres-encrypted"])
+def harness(request: pytest.FixtureRequest, conformance_dsn: str) -> BackendHarness:
+    if request.param == "postgres-encrypted":
+        return EncryptedPostgresHarness(conformance_dsn)
     return PostgresHarness(conformance_dsn)

@@ -273,9 +273,9 @@ def test_the_first_listing_of_a_factory_made_root_opens_only_the_page(
     opened: list[Path] = []
     real = Store.open_readonly
 
-    def counting(path: Any) -> Store:
+    def counting(path: Any, **options: Any) -> Store:
         opened.append(Path(path))
-        return real(path)
+        return real(path, **options)
 
     monkeypatch.setattr(Store, "open_readonly", staticmethod(counting))
     assert _ids(factory.list_sessions(limit=5)) == [f"s{n:02d}" for n in range(5)]
@@ -289,9 +289,9 @@ def _counting_opens(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     opened: list[Path] = []
     real = Store.open_readonly
 
-    def counting(path: Any) -> Store:
+    def counting(path: Any, **options: Any) -> Store:
         opened.append(Path(path))
-        return real(path)
+        return real(path, **options)
 
     monkeypatch.setattr(Store, "open_readonly", staticmethod(counting))
     return opened

@@ -41,6 +41,7 @@ from lash_store.model import (
     QueuedWorkBatchDraft,
     QueuedWorkClaim,
     QueuedWorkClaimBoundary,
+    RekeyReport,
     RuntimeCommit,
     RuntimeCommitResult,
     SessionCheckpoint,
@@ -52,7 +53,7 @@ from lash_store.model import (
     TagValue,
     VacuumReport,
 )
-from lash_store.options import StoreOptions
+from lash_store.options import KeyRing, StoreOptions
 from lash_store.service.diagnostics import RawRows
 from lash_store.service.transfer import SessionDump
 from lash_store.sqlite.store import Store
@@ -151,8 +152,8 @@ class AsyncStore:
         return cls(await run_in_lane(Lane(), Store.memory, options))
 
     @classmethod
-    async def open_readonly(cls, path: str | os.PathLike[str]) -> AsyncStore:
-        return cls(await run_in_lane(Lane(), Store.open_readonly, path))
+    async def open_readonly(cls, path: str | os.PathLike[str], *, encryption: KeyRing | None = None) -> AsyncStore:
+        return cls(await run_in_lane(Lane(), Store.open_readonly, path, encryption=encryption))
 
     async def _call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await run_in_lane(self._lane, func, *args, **kwargs)
@@ -326,6 +327,10 @@ class AsyncStore:
     async def prune(self, *, dry_run: bool = False, turn_stamps_older_than_ms: int | None = None) -> PruneReport:
         """Remove turn stamps older than the retention horizon (argument, else the options'); dry runs count."""
         return await self._call(self.sync.prune, dry_run=dry_run, turn_stamps_older_than_ms=turn_stamps_older_than_ms)
+
+    async def rekey(self, *, batch_size: int = 500) -> RekeyReport:
+        """Encryption at rest: re-seal every stored value under the key ring's current key, in batches; resumable."""
+        return await self._call(self.sync.rekey, batch_size=batch_size)
 
     async def raw_rows(self, *, content: bool = False) -> RawRows:
         """Every stored row, undecoded, from one snapshot (for tools that look at damage)."""

@@ -30,6 +30,7 @@ from lash_store.model import (
     QueuedWorkBatchDraft,
     QueuedWorkClaim,
     QueuedWorkClaimBoundary,
+    RekeyReport,
     RuntimeCommit,
     RuntimeCommitResult,
     SessionCheckpoint,
@@ -196,6 +197,10 @@ class SessionStoreAPI(Protocol):
 
     def prune(self, *, dry_run: bool = False, turn_stamps_older_than_ms: int | None = None) -> PruneReport:
         """Remove turn stamps older than the retention horizon (argument, else the options'); dry runs count."""
+        ...
+
+    def rekey(self, *, batch_size: int = 500) -> RekeyReport:
+        """Encryption at rest: re-seal every stored value under the key ring's current key, in batches; resumable."""
         ...
 
     def raw_rows(self, *, content: bool = False) -> RawRows:
@@ -422,6 +427,10 @@ class AsyncSessionStoreAPI(Protocol):
 
     async def prune(self, *, dry_run: bool = False, turn_stamps_older_than_ms: int | None = None) -> PruneReport:
         """Remove turn stamps older than the retention horizon (argument, else the options'); dry runs count."""
+        ...
+
+    async def rekey(self, *, batch_size: int = 500) -> RekeyReport:
+        """Encryption at rest: re-seal every stored value under the key ring's current key, in batches; resumable."""
         ...
 
     async def raw_rows(self, *, content: bool = False) -> RawRows:

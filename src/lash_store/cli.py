@@ -482,6 +482,24 @@ def _cmd_backup(args: argparse.Namespace) -> int:
     return EXIT_OK if data["ok"] else EXIT_FAILED
 
 
+def _cmd_rekey(args: argparse.Namespace) -> int:
+    if not args.keys:
+        raise tools.ToolError("rekey needs the key ring: --keys FILE (or $LASH_STORE_KEYS)")
+    ring = tools.load_key_ring(args.keys)
+    data = tools.rekey(args.path, args.session, ring=ring, batch_size=args.batch)
+    if args.json:
+        _print_json(data)
+        return EXIT_FAILED if data["errors"] else EXIT_OK
+    out = _output()
+    total = sum(data["resealed"].values())
+    out.print(f"rekey: {total:,} values re-sealed under key {data['key_id']!r} in {data['stores']:,} store(s)")
+    remaining = data["remaining_key_ids"]
+    out.print("older keys still in use: " + (", ".join(remaining) if remaining else "none (they may leave the ring)"))
+    for error in data["errors"]:
+        out.print(f"  could not rekey {error['path']}: {error['error']}")
+    return EXIT_FAILED if data["errors"] else EXIT_OK
+
+
 def _cmd_prune(args: argparse.Namespace) -> int:
     if args.stamps_older_than is None and args.idle_sessions is None:
         raise tools.ToolError("nothing to prune: give --stamps-older-than and/or --idle-sessions")
@@ -985,6 +1003,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prune.add_argument("--dry-run", action="store_true", help="count what would go; change nothing")
     prune.set_defaults(handler=_cmd_prune)
+
+    rekey = commands.add_parser(
+        "rekey",
+        parents=[json_flag],
+        help="encryption at rest: re-seal stored data under the key ring's current key",
+        description="Re-encrypt every value of one store, or of every session of a factory root or database, "
+        "that is sealed under an older key of the ring, in bounded batches of short transactions (safe while "
+        "writers run; run it again to resume). When it reports no remaining key ids, the older keys may be "
+        "removed from the ring. Exit 1 if a session could not be rekeyed.",
+    )
+    rekey.add_argument("path", metavar="TARGET", help="a session file, factory root, or PostgreSQL DSN")
+    rekey.add_argument("--session", default=None, metavar="ID", help="one session of a PostgreSQL database")
+    rekey.add_argument(
+        "--keys",
+        default=os.environ.get("LASH_STORE_KEYS"),
+        metavar="FILE",
+        help="the key ring as JSON (KeyRing.to_json); default: $LASH_STORE_KEYS",
+    )
+    rekey.add_argument("--batch", type=positive, default=500, metavar="N", help="rows per transaction (default 500)")
+    rekey.set_defaults(handler=_cmd_rekey)
 
     backup = commands.add_parser(
         "backup",

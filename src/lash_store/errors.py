@@ -5,6 +5,9 @@ from __future__ import annotations
 __all__ = [
     "BackendError",
     "CorruptData",
+    "EncryptionError",
+    "EncryptionKeyMismatch",
+    "EncryptionKeyMissing",
     "HeadRevisionConflict",
     "InvalidInput",
     "NotAStoreDatabase",
@@ -125,6 +128,42 @@ class CorruptData(StoreError):
         self.what = what
         self.detail = detail
         super().__init__(f"corrupt stored data in {what}: {detail}")
+
+
+class EncryptionError(StoreError):
+    """Encryption at rest refused to go on; ``key_id`` names the key concerned (``None``: none applies).
+
+    Nothing was written, and no stored byte was returned undecrypted.
+    """
+
+    def __init__(self, key_id: str | None, message: str) -> None:
+        self.key_id = key_id
+        super().__init__(message)
+
+
+class EncryptionKeyMissing(EncryptionError):
+    """Stored data is sealed with a key the key ring does not hold (or no key ring was given)."""
+
+    def __init__(self, key_id: str, what: str, *, no_ring: bool = False) -> None:
+        self.what = what
+        reason = "no key ring was given" if no_ring else "the key ring does not hold it"
+        super().__init__(key_id, f"{what} is encrypted with key {key_id!r}, but {reason}; nothing was returned")
+
+
+class EncryptionKeyMismatch(EncryptionError):
+    """A value sealed under this key id does not open with the ring's key of that id.
+
+    Either the ring holds the wrong key under that id, or the stored value was
+    damaged or moved to another row (the ciphertext is bound to its row).
+    """
+
+    def __init__(self, key_id: str, what: str) -> None:
+        self.what = what
+        super().__init__(
+            key_id,
+            f"key {key_id!r} of the key ring does not open {what}: it is not the key this data was encrypted with "
+            "(or the stored value was damaged or moved); nothing was returned",
+        )
 
 
 class InvalidInput(StoreError, ValueError):

@@ -31,6 +31,7 @@ __all__ = [
     "NewBlob",
     "PersistedSessionRead",
     "PruneReport",
+    "RekeyReport",
     "QueuedWorkBatch",
     "QueuedWorkBatchDraft",
     "QueuedWorkClaim",
@@ -412,6 +413,19 @@ class PruneReport(Struct, kw_only=True, frozen=True):
     dry_run: bool
     cutoff_epoch_ms: int | None
     turn_stamp_count: int
+
+
+class RekeyReport(Struct, kw_only=True, frozen=True):
+    """Outcome of ``rekey``: values re-sealed under ``key_id`` (the ring's current key), per table.
+
+    ``remaining_key_ids`` are the other key ids still found on stored values
+    (empty when everything is sealed under the current key: older keys may go).
+    """
+
+    key_id: str
+    resealed: dict[str, int]
+    scanned: int
+    remaining_key_ids: list[str]
 
 
 class VacuumReport(Struct, kw_only=True, frozen=True):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import os
+import re
 import time
 from collections.abc import Callable
 
@@ -16,6 +18,7 @@ __all__ = [
     "Clock",
     "Durability",
     "GcPolicy",
+    "KeyRing",
     "RetentionPolicy",
     "StoreOptions",
     "TelemetryOptions",
@@ -106,6 +109,93 @@ class TelemetryOptions(Struct, kw_only=True, frozen=True):
     meter_provider: object | None = None
 
 
+KEY_BYTES = 32
+_KEY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+class KeyRing(Struct, kw_only=True, frozen=True):
+    """Encryption at rest: AES-256 data keys by id, the id that seals new data, and the index key.
+
+    ``keys`` maps a key id (1-64 characters of ``A-Z a-z 0-9 . _ -``, starting
+    with a letter or digit) to 32 random bytes (:meth:`generate_key`);
+    ``current`` names the key every new value is sealed with.  Keep retired
+    keys in the ring until ``lash-store rekey`` has re-sealed everything under
+    the current one.  ``index_key`` (32 bytes) keys the store's addresses
+    (blob hashes, node tags, blob references): it is never rotated, so a
+    rotation does not move a single row.  Needs the ``lash-store[encryption]``
+    extra.  The repr never shows key bytes.  See the README, "Encryption at rest".
+    """
+
+    keys: dict[str, bytes]
+    current: str
+    index_key: bytes
+
+    def __repr__(self) -> str:
+        return f"KeyRing(key_ids={sorted(self.keys)!r}, current={self.current!r})"
+
+    @staticmethod
+    def generate_key() -> bytes:
+        """A new random 256-bit key (from the operating system's CSPRNG)."""
+        return os.urandom(KEY_BYTES)
+
+    @classmethod
+    def generate(cls, key_id: str = "k1") -> KeyRing:
+        """A new ring of one fresh data key (``key_id``, current) and a fresh index key."""
+        return cls(keys={key_id: cls.generate_key()}, current=key_id, index_key=cls.generate_key())
+
+    def rotated(self, key_id: str, key: bytes | None = None) -> KeyRing:
+        """This ring with ``key_id`` added (``key``, else a fresh one) and made current; old keys stay."""
+        return KeyRing(
+            keys={**self.keys, key_id: key if key is not None else self.generate_key()},
+            current=key_id,
+            index_key=self.index_key,
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> KeyRing:
+        """A ring from its JSON form: ``{"current": id, "index_key": b64, "keys": {id: b64, ...}}`` (checked)."""
+        import base64
+        import binascii
+        import json
+
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict) or not isinstance(data.get("keys"), dict):
+                raise ValueError("expected an object with current, index_key and keys")
+            ring = cls(
+                keys={str(kid): base64.b64decode(key, validate=True) for kid, key in data["keys"].items()},
+                current=data.get("current", ""),
+                index_key=base64.b64decode(data.get("index_key") or "", validate=True),
+            )
+        except (ValueError, TypeError, binascii.Error) as exc:
+            raise InvalidInput("key ring", f"not a key ring file ({type(exc).__name__})") from exc
+        return check_key_ring("key ring", ring)
+
+    def to_json(self) -> str:
+        """The JSON form :meth:`from_json` reads (holds the key bytes: keep it secret)."""
+        import base64
+        import json
+
+        def encode(key: bytes) -> str:
+            return base64.b64encode(key).decode("ascii")
+
+        return json.dumps(
+            {
+                "current": self.current,
+                "index_key": encode(self.index_key),
+                "keys": {kid: encode(key) for kid, key in self.keys.items()},
+            }
+        )
+
+    def without(self, key_id: str) -> KeyRing:
+        """This ring with a retired key removed (after ``rekey``)."""
+        return KeyRing(
+            keys={kid: key for kid, key in self.keys.items() if kid != key_id},
+            current=self.current,
+            index_key=self.index_key,
+        )
+
+
 class StoreOptions(Struct, kw_only=True, frozen=True):
     """Options of a store (``Store.memory()`` without options uses ``LOW_LATENCY``)."""
 
@@ -116,6 +206,7 @@ class StoreOptions(Struct, kw_only=True, frozen=True):
     clock: Clock | None = field(default=None)
     telemetry: TelemetryOptions = TelemetryOptions()
     retention: RetentionPolicy = RetentionPolicy()
+    encryption: KeyRing | None = None
 
     def now_ms(self) -> int:
         """The clock's reading, checked: a clock that fails or returns a non-instant is an invalid option.
@@ -159,7 +250,33 @@ def check_options(options: object) -> StoreOptions:
         value = getattr(options.retention, horizon)
         if value is not None:
             check_ms(f"options.retention.{horizon}", value)
+    if options.encryption is not None:
+        check_key_ring("options.encryption", options.encryption)
     return options
+
+
+def check_key_ring(what: str, ring: object) -> KeyRing:
+    """A key ring's ids, key sizes and current key, and that the ``encryption`` extra is installed."""
+    check_instance(what, ring, KeyRing)
+    assert isinstance(ring, KeyRing)
+    if not isinstance(ring.keys, dict) or not ring.keys:
+        raise InvalidInput(f"{what}.keys", "must be a non-empty dict of key id -> 32 key bytes")
+    for key_id, key in ring.keys.items():
+        if not isinstance(key_id, str) or not _KEY_ID.fullmatch(key_id):
+            raise InvalidInput(
+                f"{what}.keys", f"key id {key_id!r} must be 1-64 characters of A-Z a-z 0-9 . _ - (no leading . _ -)"
+            )
+        if type(key) is not bytes or len(key) != KEY_BYTES:
+            raise InvalidInput(f"{what}.keys[{key_id!r}]", f"must be {KEY_BYTES} bytes (AES-256), not shown here")
+    if not isinstance(ring.current, str) or ring.current not in ring.keys:
+        raise InvalidInput(f"{what}.current", f"names no key of the ring: {ring.current!r}")
+    if type(ring.index_key) is not bytes or len(ring.index_key) != KEY_BYTES:
+        raise InvalidInput(f"{what}.index_key", f"must be {KEY_BYTES} bytes, not shown here")
+    try:
+        import cryptography.hazmat.primitives.ciphers.aead  # noqa: F401  (the encryption extra)
+    except ModuleNotFoundError as exc:
+        raise InvalidInput(what, "needs the lash-store[encryption] extra (the cryptography package)") from exc
+    return ring
 
 
 def _check_telemetry(telemetry: object) -> None:

@@ -39,7 +39,7 @@ from lash_store.errors import (
     StoreNotFound,
 )
 from lash_store.model import SessionNode, SessionReadScope
-from lash_store.options import DEFAULT_FILE_GRACE_MS, StoreOptions, system_clock
+from lash_store.options import DEFAULT_FILE_GRACE_MS, KeyRing, StoreOptions, system_clock
 from lash_store.service.diagnostics import RawRows, detail
 from lash_store.service.head import head_from_row
 from lash_store.service.session import SessionService
@@ -728,6 +728,72 @@ def prune(
         "idle_sessions_ms": idle_sessions_ms,
         "turn_stamps": stamps,
         "idle_sessions": deleted,
+        "errors": errors,
+    }
+
+
+# ---------------------------------------------------------------------------
+# rekey (encryption at rest)
+
+
+def load_key_ring(path: str | os.PathLike[str]) -> KeyRing:
+    """The key ring of a JSON key file (``KeyRing.to_json``); a bad file is :class:`InvalidInput`."""
+    try:
+        text = Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidInput("keys", f"cannot read the key file {os.fspath(path)}: {exc.strerror}") from exc
+    return KeyRing.from_json(text)
+
+
+def rekey(
+    target: str | os.PathLike[str],
+    session_id: str | None = None,
+    *,
+    ring: KeyRing,
+    batch_size: int = 500,
+) -> dict[str, Any]:
+    """Re-seal one store, or every session of a factory root or database, under the ring's current key.
+
+    Each store goes in batches of ``batch_size`` rows (one short transaction
+    each, safe while writers run); an interrupted run is resumed by running it
+    again.  ``remaining_key_ids`` lists key ids still in use anywhere.
+    """
+    text = _text(target)
+    options = StoreOptions(encryption=ring)
+    one_store = session_id is not None or (not is_dsn(text) and not Path(text).is_dir())
+    errors: list[dict[str, str]] = []
+    if one_store:
+        stores: list[tuple[str, str | None]] = [(text, session_id)]
+    elif is_dsn(text):
+        stores = [(text, info.session_id) for info in open_factory(text, options).list_sessions()]
+    else:
+        stores = _root_sessions(text, errors)
+    resealed: dict[str, int] = {}
+    remaining: set[str] = set()
+    count = 0
+    for store_target, partition in stores:
+        try:
+            with open_for_maintenance(store_target, partition, options) as store:
+                report = store.rekey(batch_size=batch_size)
+        except NotAStoreDatabase:
+            continue
+        except (StoreError, OSError) as exc:
+            if one_store:
+                raise
+            errors.append(
+                {"path": store_target if partition is None else f"session {partition!r}", "error": _line(exc)}
+            )
+            continue
+        count += 1
+        for table, changed in report.resealed.items():
+            resealed[table] = resealed.get(table, 0) + changed
+        remaining.update(report.remaining_key_ids)
+    return {
+        "target": text if not is_dsn(text) else _redact(text),
+        "key_id": ring.current,
+        "stores": count,
+        "resealed": resealed,
+        "remaining_key_ids": sorted(remaining),
         "errors": errors,
     }
 

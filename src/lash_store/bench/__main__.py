@@ -120,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="add LangGraph SqliteSaver and OpenAI Agents SQLiteSession on the same workload (needs lash-store[bench])",
     )
     commit.add_argument(
+        "--encryption",
+        action="store_true",
+        help="add the same store with a key ring (encryption at rest) to the loop and report its cost",
+    )
+    commit.add_argument(
         "--peer-sync",
         choices=("match", "default"),
         default="match",
@@ -279,7 +284,14 @@ def _commit(args: argparse.Namespace, verbose: bool) -> tuple[dict[str, Any], st
             langgraph_full_max_turns=_langgraph_full_max_turns(args),
         )
     series: dict[str, list[float]] | None = {} if args.plot else None
-    report = commit_bench.run(**_commit_settings(args), base_dir=args.dir, verbose=verbose, peers=peers, series=series)
+    report = commit_bench.run(
+        **_commit_settings(args),
+        base_dir=args.dir,
+        verbose=verbose,
+        peers=peers,
+        series=series,
+        encryption=args.encryption,
+    )
     text = commit_bench.format_report(report)
     if series is not None:
         from lash_store.bench import plot
@@ -310,6 +322,8 @@ def _check_backend(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
             parser.error("--dir applies to --backend sqlite (postgres runs in schemas it creates and drops)")
         if getattr(args, "plot", None):
             parser.error("--plot applies to --backend sqlite")
+        if getattr(args, "encryption", False):
+            parser.error("--encryption applies to --backend sqlite (the sealing layer is the same on postgres)")
         if args.command == "commit" and args.peer_sync != "match":
             parser.error("--peer-sync applies to --backend sqlite (the postgres peers use the server's setting)")
     else:

@@ -53,16 +53,18 @@ from lash_store.model import (
     TokenLedgerEntry,
     TokenUsage,
 )
-from lash_store.options import BlobProfile, StoreOptions
+from lash_store.options import BlobProfile, KeyRing, StoreOptions
 from lash_store.sqlite import Store
 
 __all__ = [
+    "ENCRYPTION_TARGET",
     "FLOOR_LABEL",
     "FULL_CHECKPOINTS",
     "GROWTH_TARGET",
     "QUICK_CHECKPOINTS",
     "RATIO_TARGET",
     "STORE_LABEL",
+    "EncryptedStorePeer",
     "FloorStore",
     "FloorWriter",
     "PeerSpec",
@@ -388,6 +390,75 @@ class PeerSpec(Peer, Protocol):
 
 
 # --------------------------------------------------------------------------
+# Encryption at rest: the same store with a key ring, as one more side of the loop
+
+ENCRYPTION_TARGET = 1.3
+ENCRYPTED_KEY = "encrypted"
+
+
+@dataclass(frozen=True, slots=True)
+class EncryptedStorePeer:
+    """lash-store with ``options`` and a fresh key ring: every conversation byte sealed (README)."""
+
+    options: StoreOptions
+    key: str = ENCRYPTED_KEY
+    label: str = "lash-store encrypted"
+    max_turns: int | None = None
+    isolated: bool = False
+
+    def describe(self) -> dict[str, Any]:
+        from lash_store import __version__
+
+        return {
+            "library": "lash-store",
+            "version": __version__,
+            "synchronous": self.options.durability.value,
+            "per_turn": "the same commit as lash-store, sealed with AES-256-GCM, addresses keyed with AES-SIV",
+        }
+
+    def open(self, directory: Path, name: str) -> PeerWriter:
+        options = msgspec.structs.replace(self.options, encryption=KeyRing.generate("bench"))
+        return _EncryptedWriter(directory / f"{name}-encrypted.db", options)
+
+
+class _EncryptedWriter:
+    def __init__(self, path: Path, options: StoreOptions) -> None:
+        self.store = Store.open(path, options)
+        self.revision = 0
+        self._workload = Workload()  # builds the commit of a turn's content (the same as lash-store's)
+
+    def prepare(self, content: TurnContent) -> Any:
+        return self._workload.commit(content, self.revision)
+
+    def commit(self, prepared: Any) -> None:
+        self.revision = self.store.commit_runtime_state(prepared).head_revision
+
+    def verify(self, turns: int) -> dict[str, Any]:
+        check = verify_session(self.store, turns)
+        return {**check, "detail": f"{check['node_count']:,} nodes, head revision {check['head_revision']:,}"}
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def _encryption_summary(peers: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The encrypted store's cost per checkpoint: its window median over lash-store's of the same pass."""
+    side = next((side for side in (peers or {}).get("sides", []) if side["key"] == ENCRYPTED_KEY), None)
+    if side is None:
+        return None
+    points = [
+        {"turn": point["turn"], "us": point["us"], "store_us": point["pass_store_us"], "ratio": point["ratio_vs_store"]}
+        for point in side["checkpoints"]
+    ]
+    return {
+        "target": ENCRYPTION_TARGET,
+        "checkpoints": points,
+        "pass": all(point["ratio"] <= ENCRYPTION_TARGET for point in points),
+        "verification": side["verification"],
+    }
+
+
+# --------------------------------------------------------------------------
 # Running
 
 
@@ -538,8 +609,12 @@ def run(
     blob_profile: BlobProfile = BlobProfile.BALANCED,
     peers: Sequence[PeerSpec] = (),
     series: dict[str, list[float]] | None = None,
+    encryption: bool = False,
 ) -> dict[str, Any]:
     """Run the commit benchmark and return its JSON-ready report.
+
+    ``encryption`` adds the same store with a key ring to the interleaved
+    loop (``report["encryption"]``: its cost against lash-store per checkpoint).
 
     ``peers`` join the interleaved loop (``report["peers"]`` is ``None``
     without them).  When ``series`` is given it is filled with the per-turn
@@ -550,6 +625,8 @@ def run(
     turns = checkpoints[-1]
     workload = Workload(seed)
     options = StoreOptions(blob_profile=blob_profile)
+    if encryption:
+        peers = [*peers, EncryptedStorePeer(options)]
     runs: list[RunSamples] = []
     shared = [spec for spec in peers if not spec.isolated]
     own_pass: dict[str, list[RunSamples]] = {spec.key: [] for spec in peers if spec.isolated}
@@ -589,6 +666,7 @@ def run(
     growth = commit_report.growth_figures(rows, to_last_turn=False)
     if series is not None:
         series.update(_per_turn_series(runs, peers, own_pass))
+    peer_report = _peer_report(runs, own_pass, peers, checkpoints, window, options) if peers else None
     return {
         "benchmark": "commit",
         "config": {
@@ -607,7 +685,8 @@ def run(
         "all_turns": commit_report.all_turns_totals(runs),
         "targets_met": all(row["pass"] for row in rows) and growth["pass"],
         "verification": verification,
-        "peers": _peer_report(runs, own_pass, peers, checkpoints, window, options) if peers else None,
+        "peers": peer_report,
+        "encryption": _encryption_summary(peer_report),
         "elapsed_s": elapsed,
     }
 
@@ -675,6 +754,8 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     if report.get("peers"):
         lines += ["", *_format_peers(report)]
+    if report.get("encryption"):
+        lines += ["", _encryption_line(report["encryption"])]
     lines.append(commit_report.targets_line(report))
     return "\n".join(lines)
 
@@ -702,3 +783,13 @@ def _format_peers(report: dict[str, Any]) -> list[str]:
             lines.append(f"  tool state: {side['tool_state']}")
     lines.append(f"lash-store and the floor: synchronous={peers['store_synchronous']}")
     return lines
+
+
+def _encryption_line(summary: dict[str, Any]) -> str:
+    cells = ", ".join(
+        f"turn {point['turn']:,}: {point['us']:,.0f} us vs {point['store_us']:,.0f} us = {point['ratio']:.2f}x"
+        for point in summary["checkpoints"]
+    )
+    verdict = "met" if summary["pass"] else "MISSED"
+    heading = "encryption at rest (same run, the same store without a key ring)"
+    return f"{heading}: {cells}; target <= {summary['target']}x {verdict}"

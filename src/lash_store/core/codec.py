@@ -14,7 +14,7 @@ from typing import Any, Literal, TypeVar
 import msgspec
 import zstandard
 
-from lash_store.errors import CorruptData, InvalidInput
+from lash_store.errors import CorruptData, EncryptionKeyMissing, InvalidInput
 from lash_store.model import ArtifactKind, BlobArtifactDescriptor, SessionRelation, StorageHint
 from lash_store.options import BlobProfile
 
@@ -101,7 +101,16 @@ def _decode(what: str, data: bytes, type_: Any) -> Any:
     except RecursionError:
         return _decode_on_fresh_stack(what, decoder, data)
     except (msgspec.DecodeError, TypeError, ValueError) as exc:
+        raise_if_sealed(what, data)
         raise CorruptData(what, str(exc)) from exc
+
+
+def raise_if_sealed(what: str, stored: Any) -> None:
+    """Raise :class:`EncryptionKeyMissing` if ``stored`` is a sealed value read without a key ring."""
+    from lash_store.core.crypto import key_id_of, looks_sealed
+
+    if looks_sealed(stored):
+        raise EncryptionKeyMissing(key_id_of(stored) or "?", what, no_ring=True)
 
 
 def _decode_on_fresh_stack(what: str, decoder: msgspec.msgpack.Decoder[Any], data: bytes) -> Any:
@@ -180,6 +189,8 @@ def decode_blob(ref: str, encoding: Any, stored: Any, raw_size: Any) -> bytes:
     cannot make the reader allocate what its header claims.
     """
     what = f"blob {ref}"
+    if isinstance(stored, bytes) and stored[:1] == b"\xc1":
+        raise_if_sealed(what, stored)
     if not isinstance(stored, bytes) or not isinstance(raw_size, int):
         raise CorruptData(what, "stored row has the wrong column types")
     if encoding == ENCODING_RAW:

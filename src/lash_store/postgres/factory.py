@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from psycopg_pool import ConnectionPool
 
+from lash_store.core.crypto import Cipher
 from lash_store.core.validate import check_count, check_id, check_instance, check_ms
 from lash_store.errors import CorruptData, StoreError
 from lash_store.model import DurabilityTier, SessionListing, SessionPage, SessionPickerInfo, SessionRelation
@@ -12,7 +13,8 @@ from lash_store.postgres import schema as schemas
 from lash_store.postgres.backend import PostgresBackend, PostgresTx
 from lash_store.postgres.store import PostgresStore, connect_target, ensure_schema
 from lash_store.service.factory import check_page, decode_cursor, encode_cursor, new_session_meta, page
-from lash_store.service.ports import Row
+from lash_store.service.ports import Backend, Row
+from lash_store.service.sealed import SealedBackend
 from lash_store.service.session import picker_info
 
 _MAX_MS = 2**63 - 1
@@ -89,6 +91,13 @@ class PostgresSessionStoreFactory:
             if len(rows) < _PRUNE_CHUNK:
                 return pruned
 
+    def _listing_backend(self) -> Backend:
+        """The backend for listings across sessions: with a key ring each row opens in its own partition."""
+        backend: Backend = self._backend("")
+        if self.options.encryption is not None:
+            backend = SealedBackend(backend, Cipher(self.options.encryption, strict=False), probe=False)
+        return backend
+
     def recent_sessions(self, *, limit: int = 50, cursor: str | None = None) -> SessionPage:
         """A page of sessions, the most recently committed first (by the database clock).
 
@@ -100,7 +109,7 @@ class PostgresSessionStoreFactory:
         start = decode_cursor(cursor, int)
         before_ms, before_id = start if start is not None else (_MAX_MS, "")
         params = {"before_ms": before_ms, "before_id": before_id, "limit": size + 1}
-        rows = self._backend("").read(lambda tx: tx.all("recent_sessions", params))
+        rows = self._listing_backend().read(lambda tx: tx.all("recent_sessions", params))
         sessions, failures = [], []
         for meta_id, cwd, relation, first, users, partition, updated in rows[:size]:
             try:
@@ -120,7 +129,7 @@ class PostgresSessionStoreFactory:
         which carries the sessions that could be read.
         """
         limit, after = check_page(limit, after)
-        backend = self._backend("")
+        backend = self._listing_backend()
         sessions: list[SessionPickerInfo] = []
         failures: list[tuple[str, StoreError]] = []
         cursor = after or ""

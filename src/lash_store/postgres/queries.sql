@@ -116,6 +116,12 @@ SELECT bound_session_id, head_revision, checkpoint_ref, leaf_node_id, body, usag
        user_message_count
 FROM {schema}.sessions WHERE session_id = %(sid)s
 
+-- The head as a commit reads it (the same row; an encrypted store leaves the body it does not use sealed).
+-- name: commit_head
+SELECT bound_session_id, head_revision, checkpoint_ref, leaf_node_id, body, usage_ledger, node_count,
+       user_message_count
+FROM {schema}.sessions WHERE session_id = %(sid)s
+
 -- name: write_head
 UPDATE {schema}.sessions
 SET bound_session_id = %(session_id)s, head_revision = %(head_revision)s, checkpoint_ref = %(checkpoint_ref)s,
@@ -572,3 +578,80 @@ SELECT (SELECT count(*) FROM {schema}.graph_nodes WHERE session_id = %(sid)s)
      + (SELECT count(*) FROM {schema}.artifact_refs WHERE session_id = %(sid)s)
      + (SELECT count(*) FROM {schema}.staged_writes WHERE session_id = %(sid)s)
      + (SELECT count(*) FROM {schema}.blob_edges WHERE session_id = %(sid)s)
+
+-- ===== rekey (encryption at rest) ==========================================
+-- Stored values as they are, a page at a time in key order; each update is a compare-and-set on the old
+-- sealed value (random per sealing), so a row a writer changed in between is left to its writer.
+
+-- name: rekey_head
+SELECT head_revision, body, usage_ledger FROM {schema}.sessions
+WHERE session_id = %(sid)s AND %(after)s::text IS NULL LIMIT %(limit)s
+
+-- name: rekey_head_update
+UPDATE {schema}.sessions SET body = %(body)s, usage_ledger = %(usage_ledger)s
+WHERE session_id = %(sid)s AND head_revision = %(head_revision)s AND body IS NOT DISTINCT FROM %(old_body)s
+  AND usage_ledger IS NOT DISTINCT FROM %(old_usage_ledger)s
+
+-- name: rekey_meta
+SELECT session_name, model, cwd, relation FROM {schema}.session_meta
+WHERE session_id = %(sid)s AND %(after)s::text IS NULL LIMIT %(limit)s
+
+-- name: rekey_meta_update
+UPDATE {schema}.session_meta SET session_name = %(session_name)s, model = %(model)s, cwd = %(cwd)s,
+    relation = %(relation)s
+WHERE session_id = %(sid)s AND relation = %(old_relation)s AND session_name = %(old_session_name)s
+  AND model = %(old_model)s AND cwd IS NOT DISTINCT FROM %(old_cwd)s
+
+-- name: rekey_nodes
+SELECT node_id, user_text, body FROM {schema}.graph_nodes
+WHERE session_id = %(sid)s AND node_id > %(after)s ORDER BY node_id LIMIT %(limit)s
+
+-- name: rekey_nodes_update
+UPDATE {schema}.graph_nodes SET user_text = %(user_text)s, body = %(body)s
+WHERE session_id = %(sid)s AND node_id = %(node_id)s AND body = %(old_body)s
+  AND user_text IS NOT DISTINCT FROM %(old_user_text)s
+
+-- name: rekey_blobs
+SELECT hash, content FROM {schema}.blobs
+WHERE session_id = %(sid)s AND hash > %(after)s ORDER BY hash LIMIT %(limit)s
+
+-- name: rekey_blobs_update
+UPDATE {schema}.blobs SET content = %(content)s
+WHERE session_id = %(sid)s AND hash = %(hash)s AND content = %(old_content)s
+
+-- name: rekey_staged
+SELECT anchor_id || chr(1) || task_id || chr(1) || idx::text, anchor_id, task_id, idx, value
+FROM {schema}.staged_writes
+WHERE session_id = %(sid)s AND anchor_id || chr(1) || task_id || chr(1) || idx::text > %(after)s
+ORDER BY anchor_id || chr(1) || task_id || chr(1) || idx::text LIMIT %(limit)s
+
+-- name: rekey_staged_update
+UPDATE {schema}.staged_writes SET value = %(value)s
+WHERE session_id = %(sid)s AND anchor_id = %(anchor_id)s AND task_id = %(task_id)s AND idx = %(idx)s
+  AND value = %(old_value)s
+
+-- name: rekey_turns
+SELECT stamp_session_id || chr(1) || turn_id, stamp_session_id, turn_id, record FROM {schema}.turn_commits
+WHERE session_id = %(sid)s AND stamp_session_id || chr(1) || turn_id > %(after)s
+ORDER BY stamp_session_id || chr(1) || turn_id LIMIT %(limit)s
+
+-- name: rekey_turns_update
+UPDATE {schema}.turn_commits SET record = %(record)s
+WHERE session_id = %(sid)s AND stamp_session_id = %(session_id)s AND turn_id = %(turn_id)s
+  AND record = %(old_record)s
+
+-- name: rekey_batches
+SELECT batch_id, payloads FROM {schema}.queued_work_batches
+WHERE session_id = %(sid)s AND batch_id > %(after)s ORDER BY batch_id LIMIT %(limit)s
+
+-- name: rekey_batches_update
+UPDATE {schema}.queued_work_batches SET payloads = %(payloads)s
+WHERE session_id = %(sid)s AND batch_id = %(batch_id)s AND payloads = %(old_payloads)s
+
+-- name: rekey_attachments
+SELECT attachment_id, canonical_uri FROM {schema}.attachment_manifest
+WHERE session_id = %(sid)s AND attachment_id > %(after)s ORDER BY attachment_id LIMIT %(limit)s
+
+-- name: rekey_attachments_update
+UPDATE {schema}.attachment_manifest SET canonical_uri = %(canonical_uri)s
+WHERE session_id = %(sid)s AND attachment_id = %(attachment_id)s AND canonical_uri = %(old_canonical_uri)s

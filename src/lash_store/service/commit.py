@@ -106,7 +106,7 @@ class _CommitReads:
     def __init__(self, tx: Tx, plan: CommitPlan) -> None:
         stamp = plan.turn_commit
         appending = plan.graph_kind != "replace_full" and bool(plan.nodes)
-        reads: list[tuple[str, Params | None]] = [("read_head", None)]
+        reads: list[tuple[str, Params | None]] = [("commit_head", None)]
         if stamp is not None:
             reads.append(("find_turn_commit", {"session_id": stamp.session_id, "turn_id": stamp.turn_id}))
         if appending:

@@ -53,6 +53,7 @@ from lash_store.model import (
     QueuedWorkBatchDraft,
     QueuedWorkClaim,
     QueuedWorkClaimBoundary,
+    RekeyReport,
     RuntimeCommit,
     RuntimeCommitResult,
     SessionCheckpoint,
@@ -72,6 +73,8 @@ from lash_store.service import queue as queue_ops
 from lash_store.service.commit import apply_commit, blob_params, check_bound_ref, hide_nodes, stamp_params
 from lash_store.service.head import read_head
 from lash_store.service.ports import Backend, Tx
+from lash_store.service.sealed import rekey as sealed_rekey
+from lash_store.service.sealed import sealed_backend
 
 if TYPE_CHECKING:
     from lash_store.telemetry import Recorder
@@ -92,8 +95,10 @@ class SessionService:
     """
 
     def __init__(self, backend: Backend, options: StoreOptions) -> None:
-        self._backend = backend
         self.options = check_options(options)
+        if self.options.encryption is not None:
+            backend = sealed_backend(backend, self.options.encryption)
+        self._backend = backend
         grace = self.options.gc_policy.grace_ms
         self._grace_ms = grace if grace is not None else (0 if backend.in_memory else DEFAULT_FILE_GRACE_MS)
         self._profile = self.options.blob_profile
@@ -398,6 +403,23 @@ class SessionService:
         if dry_run:
             return self._backend.read(lambda tx: _prune(tx, horizon, dry_run=True))
         return self._backend.write(lambda tx: _prune(tx, horizon, dry_run=False))
+
+    # -- encryption at rest ----------------------------------------------
+
+    def rekey(self, *, batch_size: int = 500) -> RekeyReport:
+        """Re-seal every stored value under the key ring's current key (README, "Encryption at rest").
+
+        Runs in batches of ``batch_size`` rows, one short write transaction
+        each; every update is a compare-and-set on the old sealed value, so it
+        is safe while writers run (a row a writer replaced is sealed under the
+        current key already) and resumable (a second run skips what is done).
+        The report's ``remaining_key_ids`` is empty when no stored value needs
+        an older key any more: those keys may then leave the ring.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 100_000:
+            raise InvalidInput("batch_size", "must be an integer from 1 to 100000")
+        report: RekeyReport = sealed_rekey(self._backend, batch_size=batch_size)
+        return report
 
     # -- attachment write-ahead manifest ---------------------------------
 
@@ -771,6 +793,7 @@ def picker_info(meta_row: tuple[Any, ...], first_user_text: Any, user_message_co
     meta = _decode_meta(meta_row)
     if not (first_user_text is None or type(first_user_text) is str) or type(user_message_count) is not int:
         raise CorruptData("session picker", "stored columns have the wrong types")
+    codec.raise_if_sealed("first user message", first_user_text)  # an encrypted store read without keys
     return SessionPickerInfo(
         session_id=meta.session_id,
         cwd=meta.cwd,
@@ -809,6 +832,8 @@ def _decode_meta(row: tuple[Any, ...]) -> SessionMeta:
         raise CorruptData("session meta", "stored row has the wrong column types")
     if type(relation) is not bytes:
         raise CorruptData("session meta relation", "stored relation is not a blob")
+    for what, text in (("session name", name), ("session model", model), ("session cwd", cwd)):
+        codec.raise_if_sealed(what, text)  # an encrypted store read without keys
     return SessionMeta(
         session_id=session_id,
         session_name=name,

@@ -29,11 +29,16 @@ import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
+from lash_store.errors import StoreError
 from lash_store.model import SessionPickerInfo
+from lash_store.options import KeyRing
+
+if TYPE_CHECKING:
+    from lash_store.core.crypto import Cipher
 
 log = logging.getLogger("lash_store")
 
@@ -43,6 +48,8 @@ CATALOG_NAME = ".lash-catalog.sqlite"
 # it was read from may not have changed for a write in the same tick, so such an entry is read again.
 _TICK_NS = 2_000_000_000
 
+# What a sealed picker info is bound to (with the file's name as the row): it opens nowhere else.
+_CATALOG_KIND = b"catalogue"
 # Entries fetched per query (SQLite's limit on parameters is far above it).
 _CHUNK = 500
 
@@ -80,11 +87,28 @@ class Catalog:
     last wins.
     """
 
-    def __init__(self, root: Path, *, writable: bool, memory: dict[str, Entry] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        writable: bool,
+        memory: dict[str, Entry] | None = None,
+        encryption: KeyRing | None = None,
+    ) -> None:
         self.path = root / CATALOG_NAME
         self.writable = writable
         self.memory: dict[str, Entry] = {} if memory is None else memory
+        self.encryption = encryption
+        self._cipher: Cipher | None = None
         self._pending: dict[str, Entry | None] = {}
+
+    def cipher(self) -> Cipher | None:
+        """With a key ring, picker infos in the file are sealed like the sessions' own columns."""
+        if self.encryption is not None and self._cipher is None:
+            from lash_store.core.crypto import Cipher  # the encryption extra, only when a ring is configured
+
+            self._cipher = Cipher(self.encryption)
+        return self._cipher
 
     def session_ids(self) -> dict[str, str | None]:
         """Every file's remembered session id (what ordering by id needs, without the picker infos)."""
@@ -104,7 +128,7 @@ class Catalog:
                 chunk,
             )
             for name, session_id, *signature, read_at, info in rows:
-                entry = _entry(session_id, signature, read_at, info)
+                entry = _entry(session_id, signature, read_at, self._unseal(name, info))
                 if entry is not None:
                     found[name] = entry
         for name in file_names:
@@ -112,6 +136,21 @@ class Catalog:
             if remembered is not None and (name not in found or remembered.read_at_ns >= found[name].read_at_ns):
                 found[name] = remembered
         return found
+
+    def _unseal(self, file_name: str, info: object) -> object:
+        """The stored info as written without a ring (an entry that does not open is unusable: b"")."""
+        cipher = self.cipher()
+        if cipher is None or info is None:
+            return info
+        try:
+            return cipher.open("catalogue entry", _CATALOG_KIND, file_name, info)
+        except StoreError:
+            return b""  # sealed under a key the ring lacks, or plaintext in an encrypted root: read the file
+
+    def _seal(self, file_name: str, entry: Entry) -> bytes | None:
+        blob = _blob(entry)
+        cipher = self.cipher()
+        return blob if cipher is None or blob is None else cipher.seal(_CATALOG_KIND, file_name, blob)
 
     def _select(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
         if not self.path.exists():
@@ -161,7 +200,13 @@ class Catalog:
                     else:
                         conn.execute(
                             "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                            (name, entry.session_id, *(entry.signature or (None,) * 4), entry.read_at_ns, _blob(entry)),
+                            (
+                                name,
+                                entry.session_id,
+                                *(entry.signature or (None,) * 4),
+                                entry.read_at_ns,
+                                self._seal(name, entry),
+                            ),
                         )
         except sqlite3.DatabaseError as exc:
             log.warning("session catalogue %s could not be updated (%s)", self.path, exc)

@@ -54,7 +54,8 @@ class SqliteSessionStoreFactory:
         self._remembered: dict[str, Entry] = {}
 
     def _catalog(self) -> Catalog:
-        return Catalog(self.root, writable=self.keep_catalog, memory=self._remembered)
+        encryption = None if self.options is None else self.options.encryption
+        return Catalog(self.root, writable=self.keep_catalog, memory=self._remembered, encryption=encryption)
 
     @property
     def durability_tier(self) -> DurabilityTier:

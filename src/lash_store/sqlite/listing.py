@@ -80,7 +80,7 @@ class Reader:
         read_at = now_ns()  # before reading: a write during the read leaves a younger signature
         path = self.root / name
         try:
-            with Store.open_readonly(path) as store:
+            with Store.open_readonly(path, encryption=self.catalog.encryption) as store:
                 info = store.load_picker_info()
         except (NotAStoreDatabase, StoreNotFound):
             return None  # another application's file, or deleted meanwhile: no session

@@ -16,6 +16,11 @@
 SELECT session_id, head_revision, checkpoint_ref, leaf_node_id, body, usage_ledger, node_count, user_message_count
 FROM session_head
 
+-- The head as a commit reads it (the same row; an encrypted store leaves the body it does not use sealed).
+-- name: commit_head
+SELECT session_id, head_revision, checkpoint_ref, leaf_node_id, body, usage_ledger, node_count, user_message_count
+FROM session_head
+
 -- name: write_head
 UPDATE session_head
 SET session_id = :session_id, head_revision = :head_revision, checkpoint_ref = :checkpoint_ref,
@@ -419,3 +424,65 @@ SELECT (SELECT count(*) FROM graph_nodes) + (SELECT count(*) FROM blobs) + (SELE
     + (SELECT count(*) FROM runtime_turn_commits) + (SELECT count(*) FROM queued_work_batches)
     + (SELECT count(*) FROM queued_work_sessions) + (SELECT count(*) FROM attachment_manifest)
     + (SELECT count(*) FROM artifact_refs) + (SELECT count(*) FROM staged_writes) + (SELECT count(*) FROM blob_edges)
+
+-- ===== rekey (encryption at rest) ==========================================
+-- Stored values as they are, a page at a time in key order; each update is a compare-and-set on the old
+-- sealed value (random per sealing), so a row a writer changed in between is left to its writer.
+
+-- name: rekey_head
+SELECT head_revision, body, usage_ledger FROM session_head WHERE :after IS NULL LIMIT :limit
+
+-- name: rekey_head_update
+UPDATE session_head SET body = :body, usage_ledger = :usage_ledger
+WHERE head_revision = :head_revision AND body IS :old_body AND usage_ledger IS :old_usage_ledger
+
+-- name: rekey_meta
+SELECT session_name, model, cwd, relation FROM session_meta WHERE :after IS NULL LIMIT :limit
+
+-- name: rekey_meta_update
+UPDATE session_meta SET session_name = :session_name, model = :model, cwd = :cwd, relation = :relation
+WHERE relation = :old_relation AND session_name = :old_session_name AND model = :old_model AND cwd IS :old_cwd
+
+-- name: rekey_nodes
+SELECT node_id, user_text, body FROM graph_nodes WHERE node_id > :after ORDER BY node_id LIMIT :limit
+
+-- name: rekey_nodes_update
+UPDATE graph_nodes SET user_text = :user_text, body = :body
+WHERE node_id = :node_id AND body = :old_body AND user_text IS :old_user_text
+
+-- name: rekey_blobs
+SELECT hash, content FROM blobs WHERE hash > :after ORDER BY hash LIMIT :limit
+
+-- name: rekey_blobs_update
+UPDATE blobs SET content = :content WHERE hash = :hash AND content = :old_content
+
+-- name: rekey_staged
+SELECT anchor_id || char(1) || task_id || char(1) || idx, anchor_id, task_id, idx, value FROM staged_writes
+WHERE anchor_id || char(1) || task_id || char(1) || idx > :after
+ORDER BY anchor_id || char(1) || task_id || char(1) || idx LIMIT :limit
+
+-- name: rekey_staged_update
+UPDATE staged_writes SET value = :value
+WHERE anchor_id = :anchor_id AND task_id = :task_id AND idx = :idx AND value = :old_value
+
+-- name: rekey_turns
+SELECT session_id || char(1) || turn_id, session_id, turn_id, record FROM runtime_turn_commits
+WHERE session_id || char(1) || turn_id > :after ORDER BY session_id || char(1) || turn_id LIMIT :limit
+
+-- name: rekey_turns_update
+UPDATE runtime_turn_commits SET record = :record
+WHERE session_id = :session_id AND turn_id = :turn_id AND record = :old_record
+
+-- name: rekey_batches
+SELECT batch_id, payloads FROM queued_work_batches WHERE batch_id > :after ORDER BY batch_id LIMIT :limit
+
+-- name: rekey_batches_update
+UPDATE queued_work_batches SET payloads = :payloads WHERE batch_id = :batch_id AND payloads = :old_payloads
+
+-- name: rekey_attachments
+SELECT attachment_id, canonical_uri FROM attachment_manifest
+WHERE attachment_id > :after ORDER BY attachment_id LIMIT :limit
+
+-- name: rekey_attachments_update
+UPDATE attachment_manifest SET canonical_uri = :canonical_uri
+WHERE attachment_id = :attachment_id AND canonical_uri = :old_canonical_uri

@@ -8,7 +8,7 @@ from typing import Any
 
 from lash_store.core.validate import check_instance
 from lash_store.errors import InvalidInput
-from lash_store.options import BlobProfile, StoreOptions, check_options
+from lash_store.options import BlobProfile, KeyRing, StoreOptions, check_options
 from lash_store.service.session import SessionService
 from lash_store.sqlite import backup
 from lash_store.sqlite.backend import SqliteBackend
@@ -51,9 +51,9 @@ class Store(SessionService):
         return cls(SqliteBackend(Connection(None, options)), options)
 
     @classmethod
-    def open_readonly(cls, path: str | os.PathLike[str]) -> Store:
-        """Open an existing store for reading; never creates or modifies a file."""
-        options = StoreOptions(busy_timeout_ms=1000)
+    def open_readonly(cls, path: str | os.PathLike[str], *, encryption: KeyRing | None = None) -> Store:
+        """Open an existing store for reading; never creates or modifies a file (``encryption``: its key ring)."""
+        options = StoreOptions(busy_timeout_ms=1000, encryption=encryption)
         return cls(SqliteBackend(Connection(_check_path(path), options, readonly=True)), options)
 
     @property

@@ -125,6 +125,9 @@ class _Queries:
     def read_head(self, p: Params) -> list[Row]:
         return [tuple(self.s.head[name] for name in (*_HEAD, *_COUNTS))]
 
+    def commit_head(self, p: Params) -> list[Row]:
+        return self.read_head(p)
+
     def write_head(self, p: Params) -> int:
         self.s.head.update({name: p[name] for name in (*_HEAD, *_COUNTS)})
         return 1
