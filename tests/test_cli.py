@@ -198,7 +198,7 @@ def test_inspect_json_shape(capsys: pytest.CaptureFixture[str], session_file: Pa
         "user_version": 3,
         "supported_version": 3,
         "application_id": 0x4C415348,
-        "layout_revision": 4,
+        "layout_revision": 5,
     }
     assert data["session"]["session_id"] == SESSION and data["session"]["model"] == "gpt-test"
     assert data["head"]["head_revision"] == 2 and data["head"]["leaf_node_id"] == "a2"
@@ -461,14 +461,14 @@ def test_verify_lists_every_problem(capsys: pytest.CaptureFixture[str], session_
         conn.execute("UPDATE session_head SET node_count = 99")
         conn.execute("UPDATE graph_nodes SET parent_node_id = 'ghost' WHERE node_id = 'b1'")
         conn.execute("UPDATE session_head SET leaf_node_id = 'nowhere'")
-        conn.execute("DROP INDEX idx_queued_work_ready")
+        conn.execute("DROP INDEX idx_queued_work_live")
     data = run_json(capsys, "verify", str(session_file), expect=EXIT_FAILED)
     assert data["ok"] is False
     failed = {c["name"] for c in data["checks"] if not c["ok"]}
     assert failed == {"schema", "blobs", "head", "graph", "counters", "module artifacts"}
     problems = "\n".join(data["problems"])
     for expected in (
-        "schema object idx_queued_work_ready is missing",
+        "schema object idx_queued_work_live is missing",
         f"blob {orphan}: content does not match its SHA-256 address",
         f"blob {module_ref} is missing",
         "leaf node 'nowhere' does not exist",
@@ -545,13 +545,13 @@ def test_migrate_check_reports_old_files_and_changes_nothing(
     before = tree_snapshot(old), snapshot(session_file.parent)
     paths = [str(old_files["v3a/session"]), str(old_files["v3b/factory"]), str(session_file)]
     data = run_json(capsys, "migrate", "--check", *paths, expect=EXIT_FAILED)
-    assert data["check"] is True and data["ok"] is False and data["layout_revision"] == 4
+    assert data["check"] is True and data["ok"] is False and data["layout_revision"] == 5
     statuses = {Path(entry["path"]).name: (entry["status"], entry["revision"]) for entry in data["files"]}
     assert statuses == {
         "session.db": ("needs_migration", 1),
         "alpha-8ed3f6ad685b959e.db": ("needs_migration", 2),
         "beta_with_odd_chars-7a90bf7a99f6966c.db": ("needs_migration", 2),
-        session_file.name: ("current", 4),
+        session_file.name: ("current", 5),
     }
     assert data["summary"] == {"migrated": 0, "needs_migration": 3, "current": 1, "error": 0}
     code, out, err = run(capsys, "migrate", "--check", *paths)

@@ -15,7 +15,7 @@ import pytest
 
 pytest.register_assert_rewrite("lash_store.testing.conformance")
 
-from lash_store import GcPolicy, StoreOptions  # noqa: E402
+from lash_store import GcPolicy, PoisonPolicy, StoreOptions  # noqa: E402
 from lash_store.postgres import PostgresStore  # noqa: E402
 from lash_store.testing.conformance import *  # noqa: E402, F403  (collects the suite)
 from lash_store.testing.conformance import BackendHarness, Clock, SessionStore  # noqa: E402
@@ -53,8 +53,8 @@ class PostgresHarness(BackendHarness):
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
 
-    def open(self, clock: Clock) -> SessionStore:
-        options = StoreOptions(clock=clock, gc_policy=GcPolicy(grace_ms=0))
+    def open(self, clock: Clock, poison: PoisonPolicy | None = None) -> SessionStore:
+        options = StoreOptions(clock=clock, gc_policy=GcPolicy(grace_ms=0), poison=poison)
         return PostgresStore.open(self.dsn, f"conformance-{uuid.uuid4().hex}", options)
 
     def reopen(self, store: SessionStore) -> SessionStore:

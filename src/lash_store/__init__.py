@@ -2,7 +2,15 @@
 
 from lash_store import errors, model, options
 from lash_store.aio import AsyncStore
-from lash_store.options import BlobProfile, Durability, GcPolicy, RetentionPolicy, StoreOptions, TelemetryOptions
+from lash_store.options import (
+    BlobProfile,
+    Durability,
+    GcPolicy,
+    PoisonPolicy,
+    RetentionPolicy,
+    StoreOptions,
+    TelemetryOptions,
+)
 from lash_store.sqlite import SqliteSessionStoreFactory, Store
 
 __all__ = [
@@ -10,6 +18,7 @@ __all__ = [
     "BlobProfile",
     "Durability",
     "GcPolicy",
+    "PoisonPolicy",
     "RetentionPolicy",
     "SqliteSessionStoreFactory",
     "Store",

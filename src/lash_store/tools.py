@@ -315,7 +315,7 @@ def _inspect_checkpoint(store: SessionService, rows: RawRows) -> dict[str, Any] 
 def _inspect_queue(rows: RawRows, now: int) -> dict[str, Any]:
     batches = []
     for row in rows.batches:
-        stored, claim = row[:10], row[10:]
+        stored, claim, poison = row[:10], row[10:16], row[16:22]
         entry: dict[str, Any] = dict(zip(queue_rules.BatchRow.__struct_fields__[:9], stored[:9], strict=True))
         entry["ready"] = isinstance(stored[7], int) and stored[7] <= now
         try:
@@ -338,6 +338,13 @@ def _inspect_queue(rows: RawRows, now: int) -> dict[str, Any]:
                 "expired": isinstance(expires, int) and expires <= now,
             }
         )
+        attempts, retry_at, _last_owner, _last_claimed_at, last_error, dead_at = poison
+        entry["attempts"] = attempts
+        entry["retry_at_ms"] = retry_at
+        entry["dead_lettered_at_ms"] = dead_at
+        entry["last_error"] = last_error
+        if dead_at is not None or (isinstance(retry_at, int) and retry_at > now):
+            entry["ready"] = False
         batches.append(entry)
     return {"now_ms": now, "batches": batches, "last_fencing_tokens": dict(rows.fences)}
 
