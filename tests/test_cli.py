@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from lash_store import SqliteSessionStoreFactory, Store
+from lash_store import PoisonPolicy, SqliteSessionStoreFactory, Store, StoreOptions
 from lash_store.cli import EXIT_ERROR, EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from lash_store.model import (
     AttachmentIntent,
@@ -39,6 +39,7 @@ from lash_store.model import (
     TurnCommitStamp,
     TurnInput,
 )
+from lash_store.testing.clock import ManualClock
 
 SESSION = "chat/alpha"
 
@@ -822,6 +823,76 @@ def test_copy_between_files_is_verified(capsys: pytest.CaptureFixture[str], tmp_
 
 
 # ---------------------------------------------------------------------------
+# queue: dead letters (poison work)
+
+
+def _poison(path: Path, texts: list[str]) -> list[str]:
+    """A new session file whose queue holds one dead letter per text (each failed its only attempt); their ids."""
+    clock = ManualClock()
+    options = StoreOptions(clock=clock, poison=PoisonPolicy(max_attempts=1, jitter=0.0))
+    with Store.open(path, options) as store:
+        store.commit_runtime_state(RuntimeCommit(session_id=SESSION, expected_head_revision=0))
+        ids = []
+        for text in texts:
+            payload = QueuedWorkPayload.turn_input(TurnInput.text(text))
+            draft = QueuedWorkBatchDraft.new(
+                SESSION, DeliveryPolicy.EARLIEST_SAFE_BOUNDARY, SlotPolicy.EXCLUSIVE, [payload]
+            )
+            ids.append(store.enqueue_queued_work(draft).batch_id)
+        for batch_id in ids:
+            held = store.claim_ready_queued_work_by_batch_ids(
+                SESSION, "worker-1", QueuedWorkClaimBoundary.IDLE, 100, [batch_id]
+            )
+            assert held is not None
+            store.abandon_queued_work_claim(held, f"tool crashed on {batch_id}")
+        assert store.claim_ready_queued_work(SESSION, "worker-2", QueuedWorkClaimBoundary.IDLE, 100, 1) is None
+    return ids
+
+
+def test_queue_dead_letters_show_requeue_and_drop(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, root: Path
+) -> None:
+    monkeypatch.setenv("COLUMNS", "400")  # human output on one line per row
+    session_file = root / "poisoned.db"
+    first, second = _poison(session_file, ["poison one", "poison two"])
+    before = snapshot(root)
+    listed = run_json(capsys, "queue", "dead-letters", str(session_file))
+    assert listed["queue"] == SESSION  # the store's own session by default
+    assert [(e["batch_id"], e["attempts"], e["last_owner_id"]) for e in listed["dead_letters"]] == [
+        (first, 1, "worker-1"),
+        (second, 1, "worker-1"),
+    ]
+    assert listed["dead_letters"][0]["last_error"] == f"tool crashed on {first}"
+    shown = run_json(capsys, "queue", "show", str(session_file), first)
+    assert shown["batch_id"] == first and shown["kinds"] == ["turn_input"]
+    assert shown["payloads"][0]["input"]["items"][0]["text"] == "poison one"
+    code, out, _err = run(capsys, "queue", "dead-letters", str(session_file))
+    assert code == EXIT_OK and "2 dead letters" in out
+    code, out, _err = run(capsys, "queue", "show", str(session_file), second)
+    assert code == EXIT_OK and "poison two" in out and "tool crashed" in out
+    assert run_json(capsys, "queue", "dead-letters", str(session_file), "--queue", "elsewhere")["dead_letters"] == []
+    assert snapshot(root) == before  # the readers wrote nothing, not even a -wal sidecar
+
+    requeued = run_json(capsys, "queue", "requeue", str(session_file), first)
+    assert requeued["requeued"]["batch_id"] == first
+    dropped = run_json(capsys, "queue", "drop", str(session_file), second)
+    assert dropped["dropped"]["batch_id"] == second and dropped["dropped"]["attempts"] == 1
+    assert run_json(capsys, "queue", "dead-letters", str(session_file))["dead_letters"] == []
+    with Store.open_readonly(session_file) as store:
+        assert first in [batch.batch_id for batch in store.list_queued_work(SESSION)]
+        assert second not in [batch.batch_id for batch in store.list_queued_work(SESSION)]
+
+    for action in ("show", "requeue", "drop"):  # no longer a dead letter: one line on stderr, exit 3
+        code, out, err = run(capsys, "queue", action, str(session_file), first, "--json")
+        assert code == EXIT_ERROR and "is not a dead letter" in err and json.loads(out)["error"]["type"] == "ToolError"
+    code, _out, err = run(capsys, "queue", "requeue", str(root / "missing.db"), first)
+    assert code == EXIT_ERROR and not (root / "missing.db").exists()
+    with pytest.raises(SystemExit) as usage:
+        main(["queue", "frobnicate", str(session_file)])
+    assert usage.value.code == EXIT_USAGE
+
+
+# ---------------------------------------------------------------------------
 # Read-only guarantee, errors, the console script
 
 
@@ -834,6 +905,8 @@ READING_COMMANDS = [
     ["verify", "--json"],
     ["gc", "--dry-run", "--grace-ms", "0"],
     ["export"],
+    ["queue", "dead-letters"],
+    ["queue", "dead-letters", "--json"],
 ]
 
 
@@ -842,7 +915,8 @@ def test_reading_commands_never_modify_or_create_files(
     capsys: pytest.CaptureFixture[str], root: Path, session_file: Path, command: list[str]
 ) -> None:
     before = snapshot(root)
-    code, _out, _err = run(capsys, command[0], str(session_file), *command[1:])
+    position = 2 if command[0] == "queue" else 1  # the store comes after the command (and its action)
+    code, _out, _err = run(capsys, *command[:position], str(session_file), *command[position:])
     assert code == EXIT_OK
     assert snapshot(root) == before  # same bytes, same mtimes, and no -wal/-shm sidecar appeared
 

@@ -548,6 +548,82 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if data["ok"] else EXIT_FAILED
 
 
+def _cmd_queue_dead_letters(args: argparse.Namespace) -> int:
+    data = tools.dead_letters(args.path, args.session, queue=args.queue)
+    if args.json:
+        _print_json(data)
+        return EXIT_OK
+    out = _output()
+    letters = data["dead_letters"]
+    if not letters:
+        out.print(f"queue {out.text(data['queue'])}: no dead letters")
+        return EXIT_OK
+    table = Table(title=f"dead letters of queue {out.text(data['queue'])}")
+    for column in ("batch", "seq", "attempts", "dead-lettered", "last owner", "items", "last error"):
+        table.add_column(column, fold=column == "last error")
+    for letter in letters:
+        table.add_row(
+            out.text(letter["batch_id"]),
+            str(letter["enqueue_seq"]),
+            str(letter["attempts"]),
+            _when(letter["dead_lettered_at_ms"]),
+            out.text(letter["last_owner_id"] or "-"),
+            out.text(f"{letter['items']} ({', '.join(letter['kinds'])})"),
+            out.text(_clip(letter["last_error"] or "-", 60)),
+        )
+    out.print(table)
+    out.print(f"{len(letters)} dead letter{'s' * (len(letters) != 1)}; lash-store queue show|requeue|drop STORE BATCH")
+    return EXIT_OK
+
+
+def _cmd_queue_show(args: argparse.Namespace) -> int:
+    data = tools.show_dead_letter(args.path, args.batch_id, args.session, queue=args.queue)
+    if args.json:
+        _print_json(data)
+        return EXIT_OK
+    out = _output()
+    rows = [
+        ("queue", data["queue"]),
+        ("batch", data["batch_id"]),
+        ("enqueue seq", data["enqueue_seq"]),
+        ("source key", data["source_key"] or "-"),
+        ("policy", f"{_POLICY.get(data['delivery_policy'], data['delivery_policy'])}, {data['slot_policy']}"),
+        ("enqueued", _when(data["enqueued_at_ms"])),
+        ("attempts", data["attempts"]),
+        ("last claim", f"{data['last_owner_id'] or '-'} at {_when(data['last_claimed_at_ms'])}"),
+        ("dead-lettered", _when(data["dead_lettered_at_ms"])),
+        ("last error", data["last_error"] or "-"),
+    ]
+    out.print(_kv_table(out, f"dead letter {out.text(data['batch_id'])}", rows))
+    for payload in data["payloads"]:
+        out.print(f"{out.text(payload['item_id'])}: {out.text(_json_value(payload, 300))}")
+    return EXIT_OK
+
+
+def _cmd_queue_requeue(args: argparse.Namespace) -> int:
+    data = tools.requeue_dead_letter(args.path, args.batch_id, args.session, queue=args.queue)
+    if args.json:
+        _print_json(data)
+    else:
+        _output().print(
+            f"re-queued {data['requeued']['batch_id']} in queue {data['queue']} "
+            f"(enqueue seq {data['requeued']['enqueue_seq']}, attempts reset)"
+        )
+    return EXIT_OK
+
+
+def _cmd_queue_drop(args: argparse.Namespace) -> int:
+    data = tools.drop_dead_letter(args.path, args.batch_id, args.session, queue=args.queue)
+    if args.json:
+        _print_json(data)
+    else:
+        dropped = data["dropped"]
+        _output().print(
+            f"dropped {dropped['batch_id']} from queue {data['queue']} after {dropped['attempts']} attempts"
+        )
+    return EXIT_OK
+
+
 def _cmd_migrate(args: argparse.Namespace) -> int:
     data = tools.migrate(args.paths, check=args.check)
     if args.json:
@@ -991,6 +1067,29 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_argument("source", metavar="SRC", help="the session file to copy")
     backup.add_argument("dest", metavar="DEST", help="the new file (never overwritten; mode 0600)")
     backup.set_defaults(handler=_cmd_backup)
+
+    queue = commands.add_parser(
+        "queue",
+        help="poison work: list, show, re-queue or drop a queue's dead letters",
+        description="Batches whose every allowed attempt failed (StoreOptions.poison) wait on their queue's "
+        "dead-letter list. dead-letters and show only read; requeue puts a batch back at its old place with its "
+        "attempts reset; drop deletes it. The queue defaults to the store's own session (--queue names another).",
+    )
+    queue_commands = queue.add_subparsers(dest="queue_command", required=True, metavar="ACTION")
+    queue_flags = argparse.ArgumentParser(add_help=False)
+    queue_flags.add_argument(
+        "--queue", default=None, metavar="ID", help="the queue's session id (default: the store's)"
+    )
+    batch_flag = argparse.ArgumentParser(add_help=False)
+    batch_flag.add_argument("batch_id", metavar="BATCH", help="the dead letter's batch id (qwb:...)")
+    for name, handler, parents, text in (
+        ("dead-letters", _cmd_queue_dead_letters, [], "list the dead letters (read-only)"),
+        ("show", _cmd_queue_show, [batch_flag], "one dead letter in full, payloads included (read-only)"),
+        ("requeue", _cmd_queue_requeue, [batch_flag], "put a dead letter back in the queue, attempts reset"),
+        ("drop", _cmd_queue_drop, [batch_flag], "delete a dead letter for good"),
+    ):
+        action = queue_commands.add_parser(name, parents=[json_flag, store_flags, queue_flags, *parents], help=text)
+        action.set_defaults(handler=handler)
 
     migrate = commands.add_parser(
         "migrate",
