@@ -753,7 +753,7 @@ class _DemoDisplay:
     def update(self, snapshot: DemoProgress) -> None:
         stats = (
             f"kills {snapshot.kills} · reclaims {snapshot.reclaims} · CAS conflicts {snapshot.cas_conflicts} · "
-            f"{snapshot.commits_per_s:.1f} commits/s · queued {snapshot.queued}"
+            f"{snapshot.commits_per_s:.1f} commits/s · queued {snapshot.queued} · dead letters {snapshot.dead_letters}"
         )
         if self.progress is not None and self.task is not None:
             self.progress.update(self.task, completed=snapshot.answered, total=snapshot.total, stats=stats)
@@ -792,10 +792,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         directory=Path(args.dir) if args.dir else None,
         keep=args.keep,
         postgres=args.postgres,
+        poison=not args.no_poison,
+        poison_attempts=args.poison_attempts,
     )
     out = _output()
     if not args.json:
         chaos = f"chaos on (SIGKILL a worker every ~{config.kill_every_s:g} s)" if config.chaos else "chaos off"
+        if config.poisoned:
+            chaos += f", a poisoned message (dead-lettered after {config.poison_attempts} attempts)"
         backend = {None: "SQLite", "auto": "PostgreSQL (a throwaway server)"}.get(config.postgres, "PostgreSQL")
         out.print(
             f"{out.styled('lash-store demo', 'bold')}: {config.sessions} sessions x {config.messages} messages, "
@@ -838,6 +842,8 @@ def _render_demo(out: Output, result: DemoResult) -> None:
         ("stale owners fenced off (renew/commit rejected)", counters["lost_claims"]),
         ("CAS conflicts (head moved, reloaded)", counters["cas_conflicts"]),
         ("turn-stamp replays", counters["stamp_replays"]),
+        ("poisoned message: claims (each killed its worker)", counters["poison_claims"]),
+        ("dead letters", counters["dead_letters"]),
         ("wall time", f"{result.wall_s:.1f} s"),
         ("commits per second", f"{counters['commits_per_s']:.1f}"),
     ]
@@ -966,6 +972,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--keep", action="store_true", help="keep the temporary directory (with --postgres: the run's schema)"
+    )
+    demo.add_argument(
+        "--no-poison", action="store_true", help="no poisoned message (there is none with --no-chaos either)"
+    )
+    demo.add_argument(
+        "--poison-attempts",
+        type=positive,
+        default=8,
+        metavar="N",
+        help="attempts before a message is dead-lettered (default 8)",
     )
     demo.set_defaults(handler=_cmd_demo)
 
