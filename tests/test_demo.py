@@ -172,6 +172,11 @@ def test_demo_verification_detects_a_double_answer_and_leftover_work(tmp_path: P
     config = DemoConfig(sessions=1, messages=3, workers=1, chaos=False)
     checks, _rows = verify_run(config, directory)
     assert all(check["ok"] for check in checks)
+    # A run with chaos would have a dead-lettered poisoned message; this one has none, and the check says so.
+    poisoned_checks, _rows = verify_run(DemoConfig(sessions=1, messages=3, workers=1), directory)
+    assert [check["name"] for check in poisoned_checks if not check["ok"]] == [
+        "only the poisoned message dead-lettered"
+    ]
 
     path = SqliteSessionStoreFactory(directory).path_for_session("demo-00")
     with Store.open(path) as store:
