@@ -871,6 +871,11 @@ def test_queue_dead_letters_show_requeue_and_drop(
     code, out, _err = run(capsys, "queue", "show", str(session_file), second)
     assert code == EXIT_OK and "poison two" in out and "tool crashed" in out
     assert run_json(capsys, "queue", "dead-letters", str(session_file), "--queue", "elsewhere")["dead_letters"] == []
+    inspected = run_json(capsys, "inspect", str(session_file))["queue"]["batches"]
+    assert [(b["batch_id"], b["attempts"], b["ready"]) for b in inspected] == [(first, 1, False), (second, 1, False)]
+    assert all(b["dead_lettered_at_ms"] is not None and b["last_error"].startswith("tool crashed") for b in inspected)
+    code, out, _err = run(capsys, "inspect", str(session_file))
+    assert code == EXIT_OK and out.count("dead letter (1 attempt)") == 2
     assert snapshot(root) == before  # the readers wrote nothing, not even a -wal sidecar
 
     requeued = run_json(capsys, "queue", "requeue", str(session_file), first)

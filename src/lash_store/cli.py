@@ -100,6 +100,10 @@ def _relative(ms: object, now_ms: int) -> str:
     return f"in {delta:.1f} s" if delta >= 0 else f"expired {-delta:.1f} s ago"
 
 
+def _attempts(count: object) -> str:
+    return f"{count} attempt{'s' * (count != 1)}"
+
+
 def _json_value(value: Any, width: int = 100) -> str:
     try:
         text = msgspec.json.encode(value).decode()
@@ -212,9 +216,15 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         claim = batch["claim"]
         policy = f"{_POLICY.get(batch['delivery_policy'], batch['delivery_policy'])}/{batch['slot_policy']}"
         items = "corrupt" if batch["items"] is None else str(batch["items"])
-        lease = (
-            _relative(claim["expires_at_ms"], queue["now_ms"]) if claim else ("ready" if batch["ready"] else "delayed")
-        )
+        retry_at = batch.get("retry_at_ms")
+        if claim:
+            lease = _relative(claim["expires_at_ms"], queue["now_ms"])
+        elif batch.get("dead_lettered_at_ms") is not None:
+            lease = f"dead letter ({_attempts(batch['attempts'])})"
+        elif isinstance(retry_at, int) and retry_at > queue["now_ms"]:
+            lease = f"backing off ({_attempts(batch['attempts'])})"
+        else:
+            lease = "ready" if batch["ready"] else "delayed"
         table.add_row(
             str(batch["enqueue_seq"]),
             out.text(_short(batch["batch_id"], 16)),
