@@ -483,6 +483,19 @@ def test_verify_lists_every_problem(capsys: pytest.CaptureFixture[str], session_
     assert code == EXIT_FAILED and "problem:" in out and f"{len(data['problems'])} problems" in out
 
 
+def test_verify_reports_inconsistent_poison_columns(capsys: pytest.CaptureFixture[str], root: Path) -> None:
+    session_file = root / "poisoned.db"
+    first, second = _poison(session_file, ["one", "two"])
+    assert run_json(capsys, "verify", str(session_file))["ok"] is True  # dead letters are consistent data
+    with sqlite3.connect(session_file) as conn:
+        conn.execute("UPDATE queued_work_batches SET claim_id = 'c', claim_owner_id = 'o', claim_token = 't' "
+                     "WHERE batch_id = ?", (first,))  # fmt: skip
+        conn.execute("UPDATE queued_work_batches SET attempts = -2 WHERE batch_id = ?", (second,))
+    data = run_json(capsys, "verify", str(session_file), expect=EXIT_FAILED)
+    assert f"queue: batch {first}: a dead letter still holds a claim" in data["problems"]
+    assert f"queue: batch {second}: negative attempt count -2" in data["problems"]
+
+
 def test_verify_reports_a_corrupt_manifest_and_head(capsys: pytest.CaptureFixture[str], session_file: Path) -> None:
     with sqlite3.connect(session_file) as conn:
         (ref,) = conn.execute("SELECT checkpoint_ref FROM session_head").fetchone()
