@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from lash_store import SqliteSessionStoreFactory, Store
+from lash_store import PoisonPolicy, SqliteSessionStoreFactory, Store, StoreOptions
 from lash_store.cli import EXIT_ERROR, EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from lash_store.model import (
     AttachmentIntent,
@@ -40,6 +40,7 @@ from lash_store.model import (
     TurnCommitStamp,
     TurnInput,
 )
+from lash_store.testing.clock import ManualClock
 
 SESSION = "chat/alpha"
 
@@ -199,7 +200,7 @@ def test_inspect_json_shape(capsys: pytest.CaptureFixture[str], session_file: Pa
         "user_version": 3,
         "supported_version": 3,
         "application_id": 0x4C415348,
-        "layout_revision": 4,
+        "layout_revision": 5,
     }
     assert data["session"]["session_id"] == SESSION and data["session"]["model"] == "gpt-test"
     assert data["head"]["head_revision"] == 2 and data["head"]["leaf_node_id"] == "a2"
@@ -487,14 +488,14 @@ def test_verify_lists_every_problem(capsys: pytest.CaptureFixture[str], session_
         conn.execute("UPDATE session_head SET node_count = 99")
         conn.execute("UPDATE graph_nodes SET parent_node_id = 'ghost' WHERE node_id = 'b1'")
         conn.execute("UPDATE session_head SET leaf_node_id = 'nowhere'")
-        conn.execute("DROP INDEX idx_queued_work_ready")
+        conn.execute("DROP INDEX idx_queued_work_live")
     data = run_json(capsys, "verify", str(session_file), expect=EXIT_FAILED)
     assert data["ok"] is False
     failed = {c["name"] for c in data["checks"] if not c["ok"]}
     assert failed == {"schema", "blobs", "head", "graph", "counters", "module artifacts"}
     problems = "\n".join(data["problems"])
     for expected in (
-        "schema object idx_queued_work_ready is missing",
+        "schema object idx_queued_work_live is missing",
         f"blob {orphan}: content does not match its SHA-256 address",
         f"blob {module_ref} is missing",
         "leaf node 'nowhere' does not exist",
@@ -506,6 +507,19 @@ def test_verify_lists_every_problem(capsys: pytest.CaptureFixture[str], session_
     assert manifest_ref not in problems  # the head's manifest is intact
     code, out, _err = run(capsys, "verify", str(session_file))
     assert code == EXIT_FAILED and "problem:" in out and f"{len(data['problems'])} problems" in out
+
+
+def test_verify_reports_inconsistent_poison_columns(capsys: pytest.CaptureFixture[str], root: Path) -> None:
+    session_file = root / "poisoned.db"
+    first, second = _poison(session_file, ["one", "two"])
+    assert run_json(capsys, "verify", str(session_file))["ok"] is True  # dead letters are consistent data
+    with sqlite3.connect(session_file) as conn:
+        conn.execute("UPDATE queued_work_batches SET claim_id = 'c', claim_owner_id = 'o', claim_token = 't' "
+                     "WHERE batch_id = ?", (first,))  # fmt: skip
+        conn.execute("UPDATE queued_work_batches SET attempts = -2 WHERE batch_id = ?", (second,))
+    data = run_json(capsys, "verify", str(session_file), expect=EXIT_FAILED)
+    assert f"queue: batch {first}: a dead letter still holds a claim" in data["problems"]
+    assert f"queue: batch {second}: negative attempt count -2" in data["problems"]
 
 
 def test_verify_reports_a_corrupt_manifest_and_head(capsys: pytest.CaptureFixture[str], session_file: Path) -> None:
@@ -571,13 +585,13 @@ def test_migrate_check_reports_old_files_and_changes_nothing(
     before = tree_snapshot(old), snapshot(session_file.parent)
     paths = [str(old_files["v3a/session"]), str(old_files["v3b/factory"]), str(session_file)]
     data = run_json(capsys, "migrate", "--check", *paths, expect=EXIT_FAILED)
-    assert data["check"] is True and data["ok"] is False and data["layout_revision"] == 4
+    assert data["check"] is True and data["ok"] is False and data["layout_revision"] == 5
     statuses = {Path(entry["path"]).name: (entry["status"], entry["revision"]) for entry in data["files"]}
     assert statuses == {
         "session.db": ("needs_migration", 1),
         "alpha-8ed3f6ad685b959e.db": ("needs_migration", 2),
         "beta_with_odd_chars-7a90bf7a99f6966c.db": ("needs_migration", 2),
-        session_file.name: ("current", 4),
+        session_file.name: ("current", 5),
     }
     assert data["summary"] == {"migrated": 0, "needs_migration": 3, "current": 1, "error": 0}
     code, out, err = run(capsys, "migrate", "--check", *paths)
@@ -848,6 +862,81 @@ def test_copy_between_files_is_verified(capsys: pytest.CaptureFixture[str], tmp_
 
 
 # ---------------------------------------------------------------------------
+# queue: dead letters (poison work)
+
+
+def _poison(path: Path, texts: list[str]) -> list[str]:
+    """A new session file whose queue holds one dead letter per text (each failed its only attempt); their ids."""
+    clock = ManualClock()
+    options = StoreOptions(clock=clock, poison=PoisonPolicy(max_attempts=1, jitter=0.0))
+    with Store.open(path, options) as store:
+        store.commit_runtime_state(RuntimeCommit(session_id=SESSION, expected_head_revision=0))
+        ids = []
+        for text in texts:
+            payload = QueuedWorkPayload.turn_input(TurnInput.text(text))
+            draft = QueuedWorkBatchDraft.new(
+                SESSION, DeliveryPolicy.EARLIEST_SAFE_BOUNDARY, SlotPolicy.EXCLUSIVE, [payload]
+            )
+            ids.append(store.enqueue_queued_work(draft).batch_id)
+        for batch_id in ids:
+            held = store.claim_ready_queued_work_by_batch_ids(
+                SESSION, "worker-1", QueuedWorkClaimBoundary.IDLE, 100, [batch_id]
+            )
+            assert held is not None
+            store.abandon_queued_work_claim(held, f"tool crashed on {batch_id}")
+        assert store.claim_ready_queued_work(SESSION, "worker-2", QueuedWorkClaimBoundary.IDLE, 100, 1) is None
+    return ids
+
+
+def test_queue_dead_letters_show_requeue_and_drop(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, root: Path
+) -> None:
+    monkeypatch.setenv("COLUMNS", "400")  # human output on one line per row
+    session_file = root / "poisoned.db"
+    first, second = _poison(session_file, ["poison one", "poison two"])
+    before = snapshot(root)
+    listed = run_json(capsys, "queue", "dead-letters", str(session_file))
+    assert listed["queue"] == SESSION  # the store's own session by default
+    assert [(e["batch_id"], e["attempts"], e["last_owner_id"]) for e in listed["dead_letters"]] == [
+        (first, 1, "worker-1"),
+        (second, 1, "worker-1"),
+    ]
+    assert listed["dead_letters"][0]["last_error"] == f"tool crashed on {first}"
+    shown = run_json(capsys, "queue", "show", str(session_file), first)
+    assert shown["batch_id"] == first and shown["kinds"] == ["turn_input"]
+    assert shown["payloads"][0]["input"]["items"][0]["text"] == "poison one"
+    code, out, _err = run(capsys, "queue", "dead-letters", str(session_file))
+    assert code == EXIT_OK and "2 dead letters" in out
+    code, out, _err = run(capsys, "queue", "show", str(session_file), second)
+    assert code == EXIT_OK and "poison two" in out and "tool crashed" in out
+    assert run_json(capsys, "queue", "dead-letters", str(session_file), "--queue", "elsewhere")["dead_letters"] == []
+    inspected = run_json(capsys, "inspect", str(session_file))["queue"]["batches"]
+    assert [(b["batch_id"], b["attempts"], b["ready"]) for b in inspected] == [(first, 1, False), (second, 1, False)]
+    assert all(b["dead_lettered_at_ms"] is not None and b["last_error"].startswith("tool crashed") for b in inspected)
+    code, out, _err = run(capsys, "inspect", str(session_file))
+    assert code == EXIT_OK and out.count("dead letter (1 attempt)") == 2
+    assert snapshot(root) == before  # the readers wrote nothing, not even a -wal sidecar
+
+    requeued = run_json(capsys, "queue", "requeue", str(session_file), first)
+    assert requeued["requeued"]["batch_id"] == first
+    dropped = run_json(capsys, "queue", "drop", str(session_file), second)
+    assert dropped["dropped"]["batch_id"] == second and dropped["dropped"]["attempts"] == 1
+    assert run_json(capsys, "queue", "dead-letters", str(session_file))["dead_letters"] == []
+    with Store.open_readonly(session_file) as store:
+        assert first in [batch.batch_id for batch in store.list_queued_work(SESSION)]
+        assert second not in [batch.batch_id for batch in store.list_queued_work(SESSION)]
+
+    for action in ("show", "requeue", "drop"):  # no longer a dead letter: one line on stderr, exit 3
+        code, out, err = run(capsys, "queue", action, str(session_file), first, "--json")
+        assert code == EXIT_ERROR and "is not a dead letter" in err and json.loads(out)["error"]["type"] == "ToolError"
+    code, _out, err = run(capsys, "queue", "requeue", str(root / "missing.db"), first)
+    assert code == EXIT_ERROR and not (root / "missing.db").exists()
+    with pytest.raises(SystemExit) as usage:
+        main(["queue", "frobnicate", str(session_file)])
+    assert usage.value.code == EXIT_USAGE
+
+
+# ---------------------------------------------------------------------------
 # Read-only guarantee, errors, the console script
 
 
@@ -860,6 +949,8 @@ READING_COMMANDS = [
     ["verify", "--json"],
     ["gc", "--dry-run", "--grace-ms", "0"],
     ["export"],
+    ["queue", "dead-letters"],
+    ["queue", "dead-letters", "--json"],
 ]
 
 
@@ -868,7 +959,8 @@ def test_reading_commands_never_modify_or_create_files(
     capsys: pytest.CaptureFixture[str], root: Path, session_file: Path, command: list[str]
 ) -> None:
     before = snapshot(root)
-    code, _out, _err = run(capsys, command[0], str(session_file), *command[1:])
+    position = 2 if command[0] == "queue" else 1  # the store comes after the command (and its action)
+    code, _out, _err = run(capsys, *command[:position], str(session_file), *command[position:])
     assert code == EXIT_OK
     assert snapshot(root) == before  # same bytes, same mtimes, and no -wal/-shm sidecar appeared
 

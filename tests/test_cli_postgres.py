@@ -149,3 +149,40 @@ def test_sqlite_factory_listing_paginates_too(tmp_path: Path) -> None:
         factory.create_store(name).close()
     assert [info.session_id for info in factory.list_sessions(limit=2)] == ["a", "b"]
     assert [info.session_id for info in factory.list_sessions(after="b")] == ["c"]
+
+
+def test_queue_dead_letter_commands_on_postgres(capsys: pytest.CaptureFixture[str], pg_dsn: str) -> None:
+    from lash_store import PoisonPolicy, StoreOptions
+    from lash_store.model import (
+        DeliveryPolicy,
+        QueuedWorkBatchDraft,
+        QueuedWorkClaimBoundary,
+        QueuedWorkPayload,
+        SlotPolicy,
+        TurnInput,
+    )
+    from lash_store.postgres import setup
+    from lash_store.testing.clock import ManualClock
+
+    setup(pg_dsn)
+    clock = ManualClock()
+    options = StoreOptions(clock=clock, poison=PoisonPolicy(max_attempts=1, jitter=0.0))
+    with PostgresStore.open(pg_dsn, SESSION, options) as store:
+        payload = QueuedWorkPayload.turn_input(TurnInput.text("poison"))
+        draft = QueuedWorkBatchDraft.new(
+            SESSION, DeliveryPolicy.EARLIEST_SAFE_BOUNDARY, SlotPolicy.EXCLUSIVE, [payload]
+        )
+        batch = store.enqueue_queued_work(draft)
+        held = store.claim_ready_queued_work(SESSION, "w", QueuedWorkClaimBoundary.IDLE, 100, 1)
+        assert held is not None
+        clock.advance(100)
+        assert store.claim_ready_queued_work(SESSION, "w", QueuedWorkClaimBoundary.IDLE, 100, 1) is None
+    listed = run_json(capsys, "queue", "dead-letters", pg_dsn, "--session", SESSION)
+    assert [entry["batch_id"] for entry in listed["dead_letters"]] == [batch.batch_id]
+    assert "***" in listed["target"] or "password" not in listed["target"]
+    shown = run_json(capsys, "queue", "show", pg_dsn, batch.batch_id, "--session", SESSION)
+    assert shown["attempts"] == 1 and shown["last_owner_id"] == "w" and shown["last_error"] is None
+    assert run_json(capsys, "queue", "requeue", pg_dsn, batch.batch_id, "--session", SESSION)["queue"] == SESSION
+    assert run_json(capsys, "queue", "dead-letters", pg_dsn, "--session", SESSION)["dead_letters"] == []
+    code, _out, err = run(capsys, "queue", "drop", pg_dsn, batch.batch_id, "--session", SESSION)
+    assert code == EXIT_ERROR and "is not a dead letter" in err

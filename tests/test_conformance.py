@@ -15,7 +15,7 @@ import pytest
 
 pytest.register_assert_rewrite("lash_store.testing.conformance")
 
-from lash_store import GcPolicy, Store, StoreOptions  # noqa: E402
+from lash_store import GcPolicy, PoisonPolicy, Store, StoreOptions  # noqa: E402
 from lash_store.core.crypto import Cipher  # noqa: E402
 from lash_store.options import KeyRing  # noqa: E402
 from lash_store.service.sealed import REF  # noqa: E402
@@ -26,8 +26,8 @@ from lash_store.testing.reference import ReferenceStore  # noqa: E402
 _UNDECODABLE = b"\xc1"  # a byte msgpack never uses
 
 
-def _options(clock: Clock) -> StoreOptions:
-    return StoreOptions(clock=clock, gc_policy=GcPolicy(grace_ms=0))
+def _options(clock: Clock, poison: PoisonPolicy | None = None) -> StoreOptions:
+    return StoreOptions(clock=clock, gc_policy=GcPolicy(grace_ms=0), poison=poison)
 
 
 def _sqlite(store: SessionStore) -> Store:
@@ -58,8 +58,8 @@ class MemoryHarness(BackendHarness):
     name = "sqlite-memory"
     durable = False
 
-    def open(self, clock: Clock) -> SessionStore:
-        return Store.memory(_options(clock))
+    def open(self, clock: Clock, poison: PoisonPolicy | None = None) -> SessionStore:
+        return Store.memory(_options(clock, poison))
 
     def damage(self, store: SessionStore, target: str, key: str | None, value: object) -> None:
         # A memory database has no second connection; go through the store's own (test-only access).
@@ -79,9 +79,9 @@ class FileHarness(BackendHarness):
         self.root = root
         self._count = 0
 
-    def open(self, clock: Clock) -> SessionStore:
+    def open(self, clock: Clock, poison: PoisonPolicy | None = None) -> SessionStore:
         self._count += 1
-        return Store.open(self.root / f"session-{self._count}.db", _options(clock))
+        return Store.open(self.root / f"session-{self._count}.db", _options(clock, poison))
 
     def reopen(self, store: SessionStore) -> SessionStore:
         sqlite_store = _sqlite(store)
@@ -105,8 +105,8 @@ class ReferenceHarness(BackendHarness):
     name = "reference"
     durable = False
 
-    def open(self, clock: Clock) -> SessionStore:
-        return ReferenceStore(_options(clock))
+    def open(self, clock: Clock, poison: PoisonPolicy | None = None) -> SessionStore:
+        return ReferenceStore(_options(clock, poison))
 
     def damage(self, store: SessionStore, target: str, key: str | None, value: object) -> None:
         assert isinstance(store, ReferenceStore)
@@ -137,9 +137,9 @@ class EncryptedFileHarness(FileHarness):
 
     name = "sqlite-file-encrypted"
 
-    def open(self, clock: Clock) -> SessionStore:
+    def open(self, clock: Clock, poison: PoisonPolicy | None = None) -> SessionStore:
         self._count += 1
-        options = StoreOptions(clock=clock, gc_policy=GcPolicy(grace_ms=0), encryption=_RING)
+        options = StoreOptions(clock=clock, gc_policy=GcPolicy(grace_ms=0), encryption=_RING, poison=poison)
         return Store.open(self.root / f"session-{self._count}.db", options)
 
     def damage(self, store: SessionStore, target: str, key: str | None, value: object) -> None:

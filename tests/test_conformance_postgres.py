@@ -15,7 +15,7 @@ import pytest
 
 pytest.register_assert_rewrite("lash_store.testing.conformance")
 
-from lash_store import GcPolicy, StoreOptions  # noqa: E402
+from lash_store import GcPolicy, PoisonPolicy, StoreOptions  # noqa: E402
 from lash_store.core.crypto import Cipher  # noqa: E402
 from lash_store.options import KeyRing  # noqa: E402
 from lash_store.postgres import PostgresStore  # noqa: E402
@@ -56,8 +56,8 @@ class PostgresHarness(BackendHarness):
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
 
-    def open(self, clock: Clock) -> SessionStore:
-        options = StoreOptions(clock=clock, gc_policy=GcPolicy(grace_ms=0))
+    def open(self, clock: Clock, poison: PoisonPolicy | None = None) -> SessionStore:
+        options = StoreOptions(clock=clock, gc_policy=GcPolicy(grace_ms=0), poison=poison)
         return PostgresStore.open(self.dsn, f"conformance-{uuid.uuid4().hex}", options)
 
     def reopen(self, store: SessionStore) -> SessionStore:
@@ -102,8 +102,8 @@ class EncryptedPostgresHarness(PostgresHarness):
 
     name = "postgres-encrypted"
 
-    def open(self, clock: Clock) -> SessionStore:
-        options = StoreOptions(clock=clock, gc_policy=GcPolicy(grace_ms=0), encryption=_RING)
+    def open(self, clock: Clock, poison: PoisonPolicy | None = None) -> SessionStore:
+        options = StoreOptions(clock=clock, gc_policy=GcPolicy(grace_ms=0), encryption=_RING, poison=poison)
         return PostgresStore.open(self.dsn, f"conformance-{uuid.uuid4().hex}", options)
 
     def damage(self, store: SessionStore, target: str, key: str | None, value: object) -> None:

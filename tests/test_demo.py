@@ -39,11 +39,13 @@ EXPECTED_CHECKS = [
     "duplicate deliveries accounted for",
     "duplicates deduplicated",
     "queues empty",
+    "only the poisoned message dead-lettered",
     "head revision == number of turns",
     "one linear conversation per session",
     "usage ledger == sum of replies' usage",
     "checkpoint matches the head",
     "lash-store verify clean",
+    "the poisoned message killed its worker on every attempt",
     "run completed",
 ]
 
@@ -79,6 +81,7 @@ def test_demo_without_chaos_verifies_and_leaves_inspectable_files(tmp_path: Path
     assert counters["messages"] == 10 and counters["turns_committed"] == 10
     assert counters["kills"] == 0 and counters["restarts"] == 0 and counters["errors"] == []
     assert counters["stalls"] == 0 and counters["reclaims"] == 0 and counters["lost_claims"] == 0
+    assert counters["poison_claims"] == 0 and counters["dead_letters"] == 0
     assert counters["duplicates_sent"] == counters["deduplicated_at_enqueue"] + counters["duplicates_requeued"]
     assert data["config"] == {
         "sessions": 2,
@@ -89,6 +92,8 @@ def test_demo_without_chaos_verifies_and_leaves_inspectable_files(tmp_path: Path
         "kill_every_s": 1.5,
         "lease_ms": 1000,
         "stall_rate": 0.0,  # --no-chaos turns off every injected fault
+        "poison": False,  # the poisoned message included
+        "poison_attempts": 8,
     }
     assert [row["head_revision"] for row in data["sessions"]] == [5, 5]
 
@@ -138,6 +143,9 @@ def test_demo_with_chaos_still_verifies(tmp_path: Path) -> None:
     # Every claim beyond one per answered message is a re-delivery (after a kill) or a duplicate batch.
     assert counters["claims"] >= counters["turns_committed"]
     assert counters["duplicates_sent"] >= 1
+    # The poisoned message killed a worker on each of its attempts, then waited on the dead-letter list.
+    assert counters["poison_claims"] == data["config"]["poison_attempts"] == 8 and counters["dead_letters"] == 1
+    assert [row["dead_letters"] for row in data["sessions"]] == [1, 0]
 
 
 def test_demo_human_output_and_progress(tmp_path: Path) -> None:
@@ -145,7 +153,7 @@ def test_demo_human_output_and_progress(tmp_path: Path) -> None:
     assert result.returncode == EXIT_OK, result.stdout + result.stderr
     out = result.stdout
     assert out.startswith("lash-store demo: 1 sessions x 3 messages, 1 worker processes") and "on SQLite" in out
-    for text in ("Run", "Verification", "workers SIGKILLed", "CAS conflicts", "queues empty", "PASS: all 10 checks"):
+    for text in ("Run", "Verification", "workers SIGKILLed", "CAS conflicts", "queues empty", "PASS: all 12 checks"):
         assert text in out
     assert "answered" in result.stderr  # progress lines go to stderr when stdout is not a terminal
     assert "session files kept" not in out  # the temporary directory was removed
@@ -161,9 +169,14 @@ def test_demo_refuses_a_directory_that_holds_sessions(tmp_path: Path) -> None:
 def test_demo_verification_detects_a_double_answer_and_leftover_work(tmp_path: Path) -> None:
     directory = tmp_path / "demo"
     demo_json("--sessions", "1", "--messages", "3", "--workers", "1", "--no-chaos", "--dir", str(directory))
-    config = DemoConfig(sessions=1, messages=3, workers=1)
+    config = DemoConfig(sessions=1, messages=3, workers=1, chaos=False)
     checks, _rows = verify_run(config, directory)
     assert all(check["ok"] for check in checks)
+    # A run with chaos would have a dead-lettered poisoned message; this one has none, and the check says so.
+    poisoned_checks, _rows = verify_run(DemoConfig(sessions=1, messages=3, workers=1), directory)
+    assert [check["name"] for check in poisoned_checks if not check["ok"]] == [
+        "only the poisoned message dead-lettered"
+    ]
 
     path = SqliteSessionStoreFactory(directory).path_for_session("demo-00")
     with Store.open(path) as store:
@@ -211,6 +224,7 @@ def test_demo_verification_detects_a_double_answer_and_leftover_work(tmp_path: P
             "messages": 3,
             "replies": 4,
             "queued": 1,
+            "dead_letters": 0,
             "nodes": 7,
             "verify_ok": True,
         }
@@ -224,7 +238,9 @@ def test_fake_model_and_messages_are_deterministic() -> None:
     assert len(replies) > 1  # the seed matters
 
 
-@pytest.mark.parametrize("bad", [["--sessions", "0"], ["--think-ms", "300", "100"], ["--duplicate-rate", "2"]])
+@pytest.mark.parametrize(
+    "bad", [["--sessions", "0"], ["--think-ms", "300", "100"], ["--duplicate-rate", "2"], ["--poison-attempts", "0"]]
+)
 def test_demo_rejects_bad_arguments(bad: list[str]) -> None:
     result = run_demo_process(*bad, timeout=30)
     assert result.returncode in (2, EXIT_ERROR) and "Traceback" not in result.stderr
@@ -271,6 +287,7 @@ def assert_chaos_run_verified(data: dict[str, Any]) -> None:
     # Killed workers held claims: their work was reclaimed under a higher fence (and answered once).
     assert counters["reclaims"] >= 1 and counters["claims"] >= counters["turns_committed"]
     assert counters["duplicates_sent"] == counters["deduplicated_at_enqueue"] + counters["duplicates_requeued"]
+    assert counters["poison_claims"] == 8 and counters["dead_letters"] == 1
     assert data["wall_s"] < 60
 
 
@@ -308,14 +325,14 @@ def test_demo_on_postgres_keep_leaves_a_schema_that_verifies(pg_dsn: str) -> Non
     assert result.returncode == EXIT_OK, result.stdout + result.stderr
     out = result.stdout
     assert out.startswith("lash-store demo: 1 sessions x 3 messages, 1 worker processes") and "on PostgreSQL" in out
-    assert "PASS: all 10 checks" in out and "lash-store verify clean" in out
+    assert "PASS: all 12 checks" in out and "lash-store verify clean" in out
     found = re.search(r"backend +│ +PostgreSQL │\n│ +schema +│ +(lash_demo_[0-9a-f]{8}) │", out)
     assert found is not None, out
     schema = found.group(1)
     assert f"sessions kept in schema {schema}" in out and demo_schemas(pg_dsn) == [schema]
 
     # The kept schema is a factory's sessions, and the verification runs on it again from outside.
-    config = DemoConfig(sessions=1, messages=3, workers=1)
+    config = DemoConfig(sessions=1, messages=3, workers=1, chaos=False)
     checks, rows = verify_run(config, DemoTarget(pg_dsn, schema))
     assert all(check["ok"] for check in checks) and rows[0]["head_revision"] == 3 and rows[0]["verify_ok"]
     factory = PostgresSessionStoreFactory(pg_dsn, schema=schema)

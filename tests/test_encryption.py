@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from lash_store import KeyRing, SqliteSessionStoreFactory, Store, StoreOptions
+from lash_store import KeyRing, PoisonPolicy, SqliteSessionStoreFactory, Store, StoreOptions
 from lash_store.core.crypto import Cipher
 from lash_store.errors import EncryptionKeyMismatch, EncryptionKeyMissing, InvalidInput
 from lash_store.model import (
@@ -41,6 +41,8 @@ from lash_store.model import (
 )
 from lash_store.service.sealed import REF
 from lash_store.service.session import SessionService
+from lash_store.testing.conformance import IDLE as IDLE_BOUNDARY
+from lash_store.testing.conformance import must_claim
 
 RING = KeyRing.generate("k1")
 
@@ -60,6 +62,7 @@ FRAGMENTS = {
     "uri": "Zanzibar-attachment-uri-gecko",
     "stamp": "Zanzibar-turn-hash-wombat",
     "model": "Zanzibar-model-name-serval",
+    "error": "Zanzibar-worker-error-tamarin",
 }
 
 
@@ -98,6 +101,8 @@ def populate(store: SessionService, session_id: str, *, revision: int = 0) -> No
     store.record_intent(
         AttachmentIntent(attachment_id="att-1", session_id=session_id, canonical_uri=f["uri"], intent_at_epoch_ms=1)
     )
+    held = must_claim(store, session_id)  # a failed attempt's error text may quote the conversation
+    store.abandon_queued_work_claim(held, error=f["error"])
 
 
 def check_reads(store: SessionService, *, turns: int = 1) -> None:
@@ -176,6 +181,26 @@ def test_sqlite_store_holds_no_plaintext(tmp_path: Path) -> None:
     assert scan_sqlite(path) == set()
     listed = factory.list_sessions()
     assert [info.first_user_message for info in listed] == [FRAGMENTS["user"]]
+
+
+def test_a_dead_letters_error_is_sealed_and_reads_back(tmp_path: Path) -> None:
+    options = StoreOptions(encryption=RING, poison=PoisonPolicy(max_attempts=1, jitter=0.0, backoff_base_ms=0))
+    path = tmp_path / "s.db"
+    with Store.open(path, options) as store:
+        store.enqueue_queued_work(
+            QueuedWorkBatchDraft.new(
+                "s",
+                DeliveryPolicy.EARLIEST_SAFE_BOUNDARY,
+                SlotPolicy.EXCLUSIVE,
+                [QueuedWorkPayload.turn_input(TurnInput.text("x"))],
+            )
+        )
+        store.abandon_queued_work_claim(must_claim(store, "s"), error=FRAGMENTS["error"])
+        assert store.claim_ready_queued_work("s", "w", IDLE_BOUNDARY, 1_000, 1) is None  # dead-lettered now
+        [letter] = store.list_dead_letters("s")
+        assert letter.last_error == FRAGMENTS["error"]
+        assert store.get_dead_letter("s", letter.batch.batch_id) == letter
+    assert FRAGMENTS["error"].encode() not in path.read_bytes()
 
 
 def test_the_root_catalogue_holds_no_plaintext_and_lists_with_the_ring(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from lash_store import GcPolicy, SqliteSessionStoreFactory, Store, StoreOptions
+from lash_store import GcPolicy, PoisonPolicy, SqliteSessionStoreFactory, Store, StoreOptions
 from lash_store.cli import EXIT_ERROR, EXIT_FAILED, EXIT_OK, main
 from lash_store.errors import (
     CorruptData,
@@ -42,6 +42,7 @@ from lash_store.model import (
     GraphDelta,
     HydratedCheckpoint,
     QueuedWorkBatchDraft,
+    QueuedWorkClaimBoundary,
     QueuedWorkCompletion,
     QueuedWorkPayload,
     RuntimeCommit,
@@ -57,7 +58,7 @@ from lash_store.sqlite.migrations import inspect_revision, migrate_file
 from tests.helpers import ManualClock
 
 SCHEMA_DIR = Path(__file__).parent / "fixtures" / "schema"
-LAYOUTS = {"v3a": 1, "v3b": 2, "v3c": 3}  # fixture directory -> the layout revision its files carry
+LAYOUTS = {"v3a": 1, "v3b": 2, "v3c": 3, "v3d": 4}  # fixture directory -> the layout revision its files carry
 OLD_OBJECTS = {"graph_stats", "usage_totals"}  # revision 1 only
 OLD_TRIGGERS = {"graph_nodes_count_insert", "graph_nodes_count_update", "graph_nodes_count_delete"}
 SIDECARS = ("-wal", "-shm", "-journal")
@@ -199,9 +200,27 @@ def read_like_expected(store: Store, fx: Fixture) -> dict[str, Any]:
 CLOCKED_READS = {"list_pending_queued_work"}
 
 
+# The v3d generator wrote nodes with their default fields left out (parent_node_id None, kind "message",
+# caused_by None); the same nodes, spelled out in full.
+NODE_DEFAULTS: dict[str, Any] = {"parent_node_id": None, "kind": "message", "caused_by": None}
+
+
+def _full_node(node: Any) -> Any:
+    return None if node is None else {name: node.get(name, NODE_DEFAULTS.get(name)) for name in NODE_FIELDS}
+
+
+def expected_reads(fx: Fixture) -> dict[str, Any]:
+    """expected.json's ``read`` section with every node spelled out in full."""
+    read = json.loads(json.dumps(fx.read))
+    full = read["load_session"]["full_graph"]
+    full["nodes"] = [_full_node(node) for node in full["nodes"]]
+    read["load_node"] = {node_id: _full_node(node) for node_id, node in read["load_node"].items()}
+    return read
+
+
 def assert_reads_as_expected(store: Store, fx: Fixture, *, clocked: bool = True) -> None:
     actual = read_like_expected(store, fx)
-    for key, wanted in fx.read.items():
+    for key, wanted in expected_reads(fx).items():
         if clocked or key not in CLOCKED_READS:
             assert actual[key] == wanted, f"{fx.layout}: {key} differs after migration"
 
@@ -243,7 +262,7 @@ def assert_current_layout(path: Path) -> None:
     facts = sqlite_layout(path)
     assert facts["user_version"] == schema.SCHEMA_VERSION == 3
     assert facts["application_id"] == schema.APPLICATION_ID
-    assert facts["revision"] == schema.LAYOUT_REVISION == 4
+    assert facts["revision"] == schema.LAYOUT_REVISION == 5
     assert facts["triggers"] == set()
     assert facts["tables"] - {"sqlite_sequence"} == set(schema.EXPECTED_TABLES)
     assert facts["integrity"] == "ok"
@@ -284,7 +303,11 @@ def test_opening_without_migrate_is_refused_and_touches_nothing(fx: Fixture) -> 
         with pytest.raises(SchemaMigrationRequired) as raised:
             open_store()
         error = raised.value
-        assert (error.found_revision, error.expected_revision, error.path) == (fx.revision, 4, str(fx.session))
+        assert (error.found_revision, error.expected_revision, error.path) == (
+            fx.revision,
+            schema.LAYOUT_REVISION,
+            str(fx.session),
+        )
         assert f"lash-store migrate {fx.session}" in str(error) and "nothing was modified" in str(error)
         assert snapshot(fx.root) == before  # same bytes, and no -wal/-shm/-journal appeared
 
@@ -347,7 +370,7 @@ def _blob_rows(path: Path) -> list[tuple[Any, ...]]:
 
 def test_migrate_file_returns_the_old_revision_and_is_idempotent(fx: Fixture) -> None:
     assert migrate_file(fx.session) == fx.revision
-    assert inspect_revision(fx.session) == (4, False)
+    assert inspect_revision(fx.session) == (schema.LAYOUT_REVISION, False)
     assert_current_layout(fx.session)
     settled = snapshot(fx.root)
     assert not any(name.endswith(SIDECARS) for name in settled)
@@ -768,3 +791,50 @@ def test_a_killed_migration_leaves_the_old_or_the_new_layout(fx: Fixture, tmp_pa
     print(f"{fx.layout}: migrated after ~{migrated * 1000:.1f} ms, closed after ~{closed * 1000:.1f} ms; "
           f"{outcomes.count('old')} kills left the old layout, "
           f"{outcomes.count('new')} the new one")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------
+# Revision 4 -> 5: the queue's poison-work columns
+
+
+def test_revision_4_queue_rows_migrate_as_never_attempted_and_poison_work_runs_on_them(tmp_path: Path) -> None:
+    """The real revision-4 file: its batches (one under a live claim) get neutral poison columns and keep working."""
+    fx = copy_fixture("v3d", tmp_path / "v3d")
+    assert migrate_file(fx.session) == 4
+    conn = sqlite3.connect(fx.session)
+    try:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(queued_work_batches)")}
+        rows = conn.execute(
+            "SELECT batch_id, attempts, retry_at_ms, last_owner_id, last_error, dead_at_ms, claim_token IS NOT NULL "
+            "FROM queued_work_batches ORDER BY enqueue_seq"
+        ).fetchall()
+        indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    finally:
+        conn.close()
+    assert {"attempts", "retry_at_ms", "last_owner_id", "last_claimed_at_ms", "last_error", "dead_at_ms"} <= columns
+    batch_ids = fx.written["queue"]["batch_ids"]
+    assert [row[0] for row in rows] == [
+        batch_ids["turn_input"],
+        batch_ids["session_command"],
+        batch_ids["process_wake"],
+    ]
+    assert [row[1:6] for row in rows] == [(0, 0, None, None, None)] * 3
+    assert [row[6] for row in rows] == [1, 0, 0]  # the live claim the old release granted is kept as it was
+    assert "idx_queued_work_ready" not in indexes and {"idx_queued_work_live", "idx_queued_work_dead"} <= indexes
+
+    clock = ManualClock(fx.now_ms)
+    policy = PoisonPolicy(max_attempts=1, backoff_base_ms=1_000, backoff_max_ms=1_000, jitter=0.0)
+    claim = fx.written["queue"]["live_claim"]
+    with Store.open(fx.session, StoreOptions(clock=clock, poison=policy)) as store:
+        assert store.list_dead_letters(fx.session_id) == []
+        clock.set(claim["expires_at_epoch_ms"])  # the old claim lapses: it counted no attempt, so it is retried
+        boundary = QueuedWorkClaimBoundary.IDLE
+        retry = store.claim_ready_queued_work(fx.session_id, "worker", boundary, 100, 1)
+        assert retry is not None and retry.batch_ids == [batch_ids["turn_input"]]
+        clock.advance(100)  # its one allowed attempt fails: the next claim sets it aside and goes on
+        after = store.claim_ready_queued_work(fx.session_id, "worker", boundary, 100, 1)
+        assert after is not None and after.batch_ids == [batch_ids["session_command"]]
+        letters = store.list_dead_letters(fx.session_id)
+        assert [(letter.batch.batch_id, letter.attempts) for letter in letters] == [(batch_ids["turn_input"], 1)]
+        assert store.requeue_dead_letter(fx.session_id, batch_ids["turn_input"]) is not None
+    assert_current_layout(fx.session)

@@ -144,10 +144,66 @@ def test_version_1_migrates_to_version_2_keeping_every_node(pg_dsn: str) -> None
     with pytest.raises(SchemaMigrationRequired):
         PostgresStore.open(pg_dsn, "old")
     assert migrate(pg_dsn) == 1
-    assert migrate(pg_dsn) == SCHEMA_VERSION == 2  # idempotent
+    assert migrate(pg_dsn) == SCHEMA_VERSION == 3  # idempotent
     store = PostgresStore.open(pg_dsn, "old")
     assert [n.node_id for n in store.query_nodes(kind="tool")] == ["n2"]
     assert [n.node_id for n in store.query_nodes(kind="message")] == ["n1"]
     read = store.load_session()
     assert read is not None and [n.node_id for n in read.graph.nodes] == ["n1", "n2"]
+    store.close()
+
+
+def test_version_2_migrates_to_version_3_keeping_the_queue(pg_dsn: str) -> None:
+    """A schema of version 2 (no poison-work columns) migrates in place: batches and a live claim are kept."""
+    from lash_store import PoisonPolicy, StoreOptions
+    from lash_store.model import (
+        DeliveryPolicy,
+        QueuedWorkBatchDraft,
+        QueuedWorkClaimBoundary,
+        QueuedWorkPayload,
+        SlotPolicy,
+        TurnInput,
+    )
+    from tests.helpers import ManualClock
+
+    def draft(text: str) -> QueuedWorkBatchDraft:
+        payload = QueuedWorkPayload.turn_input(TurnInput.text(text))
+        return QueuedWorkBatchDraft.new("q", DeliveryPolicy.EARLIEST_SAFE_BOUNDARY, SlotPolicy.EXCLUSIVE, [payload])
+
+    clock = ManualClock()
+    setup(pg_dsn)
+    store = PostgresStore.open(pg_dsn, "old", StoreOptions(clock=clock))
+    first, second = store.enqueue_queued_work(draft("first")), store.enqueue_queued_work(draft("second"))
+    held = store.claim_ready_queued_work("q", "old-worker", QueuedWorkClaimBoundary.IDLE, 100, 1)
+    assert held is not None and held.batch_ids == [first.batch_id]
+    store.close()
+    close_shared_pools()
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # back to exactly what version 2 had
+        conn.execute("DROP INDEX lash.queued_work_live, lash.queued_work_dead")
+        conn.execute(
+            "ALTER TABLE lash.queued_work_batches DROP COLUMN attempts, DROP COLUMN retry_at_ms, "
+            "DROP COLUMN last_owner_id, DROP COLUMN last_claimed_at_ms, DROP COLUMN last_error, DROP COLUMN dead_at_ms"
+        )
+        conn.execute(
+            "CREATE INDEX queued_work_fifo ON lash.queued_work_batches (session_id, queue_session_id, enqueue_seq)"
+        )
+        conn.execute("UPDATE lash.schema_version SET version = 2")
+    with pytest.raises(SchemaMigrationRequired):
+        PostgresStore.open(pg_dsn, "old")
+    assert migrate(pg_dsn) == 2
+    assert migrate(pg_dsn) == SCHEMA_VERSION == 3
+    with psycopg.connect(pg_dsn) as conn:
+        indexes = {row[0] for row in conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = 'lash'")}
+        assert "queued_work_fifo" not in indexes and {"queued_work_live", "queued_work_dead"} <= indexes
+    policy = PoisonPolicy(max_attempts=1, backoff_base_ms=1_000, backoff_max_ms=1_000, jitter=0.0)
+    store = PostgresStore.open(pg_dsn, "old", StoreOptions(clock=clock, poison=policy))
+    assert store.list_queued_work("q") == [first, second]
+    assert store.list_pending_queued_work("q") == [second]  # the old claim still holds `first`
+    clock.advance(100)  # the old claim lapses; it counted no attempt, so the batch is offered again
+    retry = store.claim_ready_queued_work("q", "w", QueuedWorkClaimBoundary.IDLE, 100, 1)
+    assert retry is not None and retry.batch_ids == [first.batch_id]
+    clock.advance(100)  # its one attempt fails: the next claim sets it aside and takes the next batch
+    after = store.claim_ready_queued_work("q", "w", QueuedWorkClaimBoundary.IDLE, 100, 1)
+    assert after is not None and after.batch_ids == [second.batch_id]
+    assert [(letter.batch, letter.attempts) for letter in store.list_dead_letters("q")] == [(first, 1)]
     store.close()

@@ -3,7 +3,7 @@
 A hypothesis ``RuleBasedStateMachine`` drives random operation sequences --
 commits (CAS, turn stamps, graph deltas, usage, checkpoints, queue
 completions, attachments), reads, tombstones, vacuum, GC, blobs, the work
-queue (enqueue, claims, renew, abandon, cancel, lists), the attachment
+queue (enqueue, claims, renew, abandon, cancel, lists, crashed workers and dead letters), the attachment
 manifest, metadata, module artifacts and forks -- against a real ``Store`` and
 a :class:`~lash_store.testing.reference.ReferenceStore` side by side.  Both
 share one :class:`~tests.helpers.ManualClock`, so every result must be equal:
@@ -37,7 +37,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from lash_store import GcPolicy, Store, StoreOptions
+from lash_store import GcPolicy, PoisonPolicy, Store, StoreOptions
 from lash_store.errors import (
     CorruptData,
     HeadRevisionConflict,
@@ -58,6 +58,7 @@ from lash_store.model import (
     QueuedWorkClaim,
     QueuedWorkClaimBoundary,
     QueuedWorkCompletion,
+    QueuedWorkDeadLetter,
     QueuedWorkPayload,
     RuntimeCommit,
     SessionGraph,
@@ -101,6 +102,10 @@ ATTACHMENTS = ["att0", "att1", "att2"]
 MODULES = ["mod0", "mod1"]
 CONTENTS = [b"", b"a", b"bb", b"\x00\xff" * 8, b"module-bytes"]
 TTLS = [0, 1, 50, 1_000, 60_000, 60_000, 60_000, MAX_MS]
+# The file and PostgreSQL machines run under a poison policy (the memory machine under none): two attempts,
+# then the dead-letter list; backoffs of the clock's steps' size, with jitter (the same on both sides).
+POISON = PoisonPolicy(max_attempts=2, backoff_base_ms=500, backoff_max_ms=5_000, jitter=0.5)
+ERRORS = [None, None, "worker crashed", "tool \u2603 failed", "x" * 5_000, 7]
 ADVANCES = [0, 1, 10, 500, 1_000, 5_000, 60_000, 1_000_000]
 DESCRIPTORS = [
     BlobArtifactDescriptor.checkpoint_manifest(),
@@ -353,11 +358,15 @@ class StoreMachine(RuleBasedStateMachine):
             self.real = Store.memory(self.options)
         elif self.BACKEND == "postgres":
             assert PostgresStoreMachine.DSN, "the postgres machine runs under the stateful_dsn fixture"
-            self.options = StoreOptions(clock=self.clock, gc_policy=GcPolicy(grace_ms=5_000, auto_run_every_commits=3))
+            self.options = StoreOptions(
+                clock=self.clock, gc_policy=GcPolicy(grace_ms=5_000, auto_run_every_commits=3), poison=POISON
+            )
             self.real = PostgresStore.open(PostgresStoreMachine.DSN, f"stateful-{uuid.uuid4().hex}", self.options)
         else:
             self.tmp = tempfile.mkdtemp(prefix="lash-stateful-")
-            self.options = StoreOptions(clock=self.clock, gc_policy=GcPolicy(grace_ms=5_000, auto_run_every_commits=3))
+            self.options = StoreOptions(
+                clock=self.clock, gc_policy=GcPolicy(grace_ms=5_000, auto_run_every_commits=3), poison=POISON
+            )
             self.real = Store.open(Path(self.tmp) / "session.db", self.options)
         self.ref = ReferenceStore(self.options)
         self.stores = (self.real, self.ref)
@@ -844,13 +853,14 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(
         index=st.integers(0, 20),
         forgery=st.sampled_from(["genuine", "genuine", "bad_token", "drop_batch", "bad_fence"]),
+        error=st.sampled_from(ERRORS),
     )
-    def abandon(self, index: int, forgery: str) -> None:
+    def abandon(self, index: int, forgery: str, error: Any) -> None:
         _step()
         if not self.claims:
             return
         logical = self.recent_claim(index, open_only=True)
-        self.both(lambda store, side: store.abandon_queued_work_claim(self.forged_claim(logical, forgery, side)))
+        self.both(lambda store, side: store.abandon_queued_work_claim(self.forged_claim(logical, forgery, side), error))
 
     @rule(session=st.sampled_from(SESSIONS), pick=st.integers(0, 30))
     def cancel(self, session: str, pick: int) -> None:
@@ -868,6 +878,64 @@ class StoreMachine(RuleBasedStateMachine):
             self.both(lambda store, _side: store.list_pending_queued_work(session), self.norm_batches)
         else:
             self.both(lambda store, _side: store.list_queued_work(session), self.norm_batches)
+
+    @rule(session=queue_sessions, max_batches=st.integers(1, 3), rounds=st.integers(1, 4))
+    def crashed_worker(self, session: str, max_batches: int, rounds: int) -> None:
+        """Workers claim and die, ``rounds`` times: each lease (1 ms) runs out, the clock passes the longest backoff."""
+        _step()
+
+        def op(store: Any, _side: int) -> Any:
+            return store.claim_ready_queued_work(session, "doomed", QueuedWorkClaimBoundary.IDLE, 1, max_batches)
+
+        for _ in range(rounds):
+            real = _call(op, self.real, REAL)
+            ref = _call(op, self.ref, REF)
+            self.register_claim(real, ref)
+            self.compare(real, ref, self.norm_claim)
+            self.clock.advance(1 + POISON.backoff_max_ms)
+
+    # -- dead letters ----------------------------------------------------
+
+    def norm_letters(self, value: Any, side: int) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, QueuedWorkDeadLetter):
+            return msgspec.structs.replace(value, batch=self.norm_batch(value.batch, side))
+        return [self.norm_letters(letter, side) for letter in value]
+
+    @rule(session=st.sampled_from(SESSIONS))
+    def list_dead_letters(self, session: str) -> None:
+        _step()
+        self.both(lambda store, _side: store.list_dead_letters(session), self.norm_letters)
+
+    @rule(
+        session=queue_sessions,
+        pick=st.integers(0, 30),
+        action=st.sampled_from(["get", "requeue", "requeue", "drop"]),
+    )
+    def dead_letter(self, session: str, pick: int, action: str) -> None:
+        """Inspect, re-queue or drop a dead letter (mostly an actual one, from the oracle's list)."""
+        _step()
+        letters = self.ref.list_dead_letters(session)
+        if letters and pick % 4:
+            logical = self.batch_ids[REF][letters[pick % len(letters)].batch.batch_id]
+        else:
+            logical = pick % (len(self.batches) + 1)
+        if action == "requeue":
+            self.both(
+                lambda store, side: store.requeue_dead_letter(session, self.side_batch_id(logical, side)),
+                self.norm_batches,
+            )
+        elif action == "drop":
+            self.both(
+                lambda store, side: store.drop_dead_letter(session, self.side_batch_id(logical, side)),
+                self.norm_letters,
+            )
+        else:
+            self.both(
+                lambda store, side: store.get_dead_letter(session, self.side_batch_id(logical, side)),
+                self.norm_letters,
+            )
 
     # -- attachments -----------------------------------------------------
 
@@ -996,6 +1064,9 @@ class StoreMachine(RuleBasedStateMachine):
     claim_by_ids_again = claim_by_ids
     renew_again = renew
     advance_clock_again = advance_clock
+    dead_letter_again = dead_letter
+    dead_letter_once_more = dead_letter
+    crashed_worker_again = crashed_worker
 
     # -- invariant -------------------------------------------------------
 
@@ -1004,6 +1075,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.both(lambda store, _side: store.load_session())
         for session in SESSIONS:
             self.both(lambda store, _side, s=session: store.list_queued_work(s), self.norm_batches)
+            self.both(lambda store, _side, s=session: store.list_dead_letters(s), self.norm_letters)
 
 
 class FileStoreMachine(StoreMachine):

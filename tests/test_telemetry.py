@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from lash_store import AsyncStore, GcPolicy, Store, StoreOptions, TelemetryOptions, telemetry
+from lash_store import AsyncStore, GcPolicy, PoisonPolicy, Store, StoreOptions, TelemetryOptions, telemetry
 from lash_store.errors import HeadRevisionConflict, InvalidInput, QueuedWorkClaimExpired
 from lash_store.model import (
     BlobArtifactDescriptor,
@@ -106,8 +106,8 @@ def open_store(backend: str, tmp_path: Path, clock: ManualClock, request: pytest
     opened: list[SessionService] = []
     dsn = request.getfixturevalue("pg_dsn") if backend == "postgres" else None
 
-    def open_with(telemetry_options: TelemetryOptions) -> SessionService:
-        options = StoreOptions(clock=clock, gc_policy=GcPolicy(grace_ms=0), telemetry=telemetry_options)
+    def open_with(telemetry_options: TelemetryOptions, poison: PoisonPolicy | None = None) -> SessionService:
+        options = StoreOptions(clock=clock, gc_policy=GcPolicy(grace_ms=0), telemetry=telemetry_options, poison=poison)
         store: SessionService
         if backend == "sqlite":
             store = Store.open(tmp_path / f"{uuid.uuid4().hex}.db", options)
@@ -209,6 +209,24 @@ def test_claims_count_calls_and_batches(store: SessionService, captured: Capture
     batch_ids = [batch.batch_id for batch in store.list_pending_queued_work(SESSION)]
     assert store.claim_ready_queued_work_by_batch_ids(SESSION, "w1", IDLE, 30_000, batch_ids) is not None
     assert captured.total(telemetry.QUEUE_CLAIMED_BATCHES) == 4
+
+
+def test_dead_lettered_batches_are_counted(
+    open_store: Any, captured: Captured, clock: ManualClock, backend: str
+) -> None:
+    store = open_store(captured.options(), PoisonPolicy(max_attempts=1, jitter=0.0))
+    for text in ("poison", "also poison", "fine"):
+        store.enqueue_queued_work(draft(SESSION, text))
+    for _ in range(2):  # two batches each fail their only attempt
+        assert store.claim_ready_queued_work(SESSION, "w1", IDLE, 100, 1) is not None
+    clock.advance(100)
+    claim = store.claim_ready_queued_work(SESSION, "w2", IDLE, 100, 1)  # sets both aside, takes the third
+    assert claim is not None and len(store.list_dead_letters(SESSION)) == 2
+    assert captured.total(telemetry.QUEUE_DEAD_LETTERS) == 2
+    ((attributes, _value),) = captured.points(telemetry.QUEUE_DEAD_LETTERS)
+    assert attributes == {telemetry.BACKEND: backend}
+    spans = [span.attributes or {} for span in captured.finished(telemetry.SPAN_CLAIM)]
+    assert [span.get(telemetry.DEAD_LETTERED) for span in spans] == [None, None, 2]
 
 
 def test_a_stale_owner_is_counted_as_a_claim_rejection(

@@ -41,6 +41,7 @@ from lash_store.model import (
     QueuedWorkBatchDraft,
     QueuedWorkClaim,
     QueuedWorkClaimBoundary,
+    QueuedWorkDeadLetter,
     RekeyReport,
     RuntimeCommit,
     RuntimeCommitResult,
@@ -391,9 +392,9 @@ class AsyncStore:
         """Extend every batch's lease, or raise ``QueuedWorkClaimExpired``."""
         return await self._call(self.sync.renew_queued_work_claim, claim, lease_ttl_ms)
 
-    async def abandon_queued_work_claim(self, claim: QueuedWorkClaim) -> int:
-        """Release a claim; returns rows released."""
-        return await self._call(self.sync.abandon_queued_work_claim, claim)
+    async def abandon_queued_work_claim(self, claim: QueuedWorkClaim, error: str | None = None) -> int:
+        """Release a claim (a failed attempt, ``error`` kept for the dead-letter list); returns rows released."""
+        return await self._call(self.sync.abandon_queued_work_claim, claim, error)
 
     async def cancel_queued_work_batch(self, session_id: str, batch_id: str) -> QueuedWorkBatch | None:
         """Remove a batch that is not live-claimed."""
@@ -406,5 +407,21 @@ class AsyncStore:
     async def list_pending_queued_work(self, session_id: str) -> list[QueuedWorkBatch]:
         """Batches not live-claimed now, FIFO."""
         return await self._call(self.sync.list_pending_queued_work, session_id)
+
+    async def list_dead_letters(self, session_id: str) -> list[QueuedWorkDeadLetter]:
+        """Batches set aside after their last allowed attempt failed (``PoisonPolicy``), FIFO."""
+        return await self._call(self.sync.list_dead_letters, session_id)
+
+    async def get_dead_letter(self, session_id: str, batch_id: str) -> QueuedWorkDeadLetter | None:
+        """One dead letter, or ``None`` if the batch is not on the dead-letter list."""
+        return await self._call(self.sync.get_dead_letter, session_id, batch_id)
+
+    async def requeue_dead_letter(self, session_id: str, batch_id: str) -> QueuedWorkBatch | None:
+        """Put a dead letter back in the queue, attempts reset; ``None`` if it is not one."""
+        return await self._call(self.sync.requeue_dead_letter, session_id, batch_id)
+
+    async def drop_dead_letter(self, session_id: str, batch_id: str) -> QueuedWorkDeadLetter | None:
+        """Delete a dead letter and return it; ``None`` if it is not one."""
+        return await self._call(self.sync.drop_dead_letter, session_id, batch_id)
 
     # --- end of generated code ---

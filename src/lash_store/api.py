@@ -30,6 +30,7 @@ from lash_store.model import (
     QueuedWorkBatchDraft,
     QueuedWorkClaim,
     QueuedWorkClaimBoundary,
+    QueuedWorkDeadLetter,
     RekeyReport,
     RuntimeCommit,
     RuntimeCommitResult,
@@ -261,8 +262,8 @@ class SessionStoreAPI(Protocol):
         """Extend every batch's lease, or raise ``QueuedWorkClaimExpired``."""
         ...
 
-    def abandon_queued_work_claim(self, claim: QueuedWorkClaim) -> int:
-        """Release a claim; returns rows released."""
+    def abandon_queued_work_claim(self, claim: QueuedWorkClaim, error: str | None = None) -> int:
+        """Release a claim (a failed attempt, ``error`` kept for the dead-letter list); returns rows released."""
         ...
 
     def cancel_queued_work_batch(self, session_id: str, batch_id: str) -> QueuedWorkBatch | None:
@@ -275,6 +276,22 @@ class SessionStoreAPI(Protocol):
 
     def list_pending_queued_work(self, session_id: str) -> list[QueuedWorkBatch]:
         """Batches not live-claimed now, FIFO."""
+        ...
+
+    def list_dead_letters(self, session_id: str) -> list[QueuedWorkDeadLetter]:
+        """Batches set aside after their last allowed attempt failed (``PoisonPolicy``), FIFO."""
+        ...
+
+    def get_dead_letter(self, session_id: str, batch_id: str) -> QueuedWorkDeadLetter | None:
+        """One dead letter, or ``None`` if the batch is not on the dead-letter list."""
+        ...
+
+    def requeue_dead_letter(self, session_id: str, batch_id: str) -> QueuedWorkBatch | None:
+        """Put a dead letter back in the queue, attempts reset; ``None`` if it is not one."""
+        ...
+
+    def drop_dead_letter(self, session_id: str, batch_id: str) -> QueuedWorkDeadLetter | None:
+        """Delete a dead letter and return it; ``None`` if it is not one."""
         ...
 
     # @generate-async-end
@@ -488,8 +505,8 @@ class AsyncSessionStoreAPI(Protocol):
         """Extend every batch's lease, or raise ``QueuedWorkClaimExpired``."""
         ...
 
-    async def abandon_queued_work_claim(self, claim: QueuedWorkClaim) -> int:
-        """Release a claim; returns rows released."""
+    async def abandon_queued_work_claim(self, claim: QueuedWorkClaim, error: str | None = None) -> int:
+        """Release a claim (a failed attempt, ``error`` kept for the dead-letter list); returns rows released."""
         ...
 
     async def cancel_queued_work_batch(self, session_id: str, batch_id: str) -> QueuedWorkBatch | None:
@@ -502,6 +519,22 @@ class AsyncSessionStoreAPI(Protocol):
 
     async def list_pending_queued_work(self, session_id: str) -> list[QueuedWorkBatch]:
         """Batches not live-claimed now, FIFO."""
+        ...
+
+    async def list_dead_letters(self, session_id: str) -> list[QueuedWorkDeadLetter]:
+        """Batches set aside after their last allowed attempt failed (``PoisonPolicy``), FIFO."""
+        ...
+
+    async def get_dead_letter(self, session_id: str, batch_id: str) -> QueuedWorkDeadLetter | None:
+        """One dead letter, or ``None`` if the batch is not on the dead-letter list."""
+        ...
+
+    async def requeue_dead_letter(self, session_id: str, batch_id: str) -> QueuedWorkBatch | None:
+        """Put a dead letter back in the queue, attempts reset; ``None`` if it is not one."""
+        ...
+
+    async def drop_dead_letter(self, session_id: str, batch_id: str) -> QueuedWorkDeadLetter | None:
+        """Delete a dead letter and return it; ``None`` if it is not one."""
         ...
 
 

@@ -100,6 +100,10 @@ def _relative(ms: object, now_ms: int) -> str:
     return f"in {delta:.1f} s" if delta >= 0 else f"expired {-delta:.1f} s ago"
 
 
+def _attempts(count: object) -> str:
+    return f"{count} attempt{'s' * (count != 1)}"
+
+
 def _json_value(value: Any, width: int = 100) -> str:
     try:
         text = msgspec.json.encode(value).decode()
@@ -212,9 +216,15 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         claim = batch["claim"]
         policy = f"{_POLICY.get(batch['delivery_policy'], batch['delivery_policy'])}/{batch['slot_policy']}"
         items = "corrupt" if batch["items"] is None else str(batch["items"])
-        lease = (
-            _relative(claim["expires_at_ms"], queue["now_ms"]) if claim else ("ready" if batch["ready"] else "delayed")
-        )
+        retry_at = batch.get("retry_at_ms")
+        if claim:
+            lease = _relative(claim["expires_at_ms"], queue["now_ms"])
+        elif batch.get("dead_lettered_at_ms") is not None:
+            lease = f"dead letter ({_attempts(batch['attempts'])})"
+        elif isinstance(retry_at, int) and retry_at > queue["now_ms"]:
+            lease = f"backing off ({_attempts(batch['attempts'])})"
+        else:
+            lease = "ready" if batch["ready"] else "delayed"
         table.add_row(
             str(batch["enqueue_seq"]),
             out.text(_short(batch["batch_id"], 16)),
@@ -568,6 +578,82 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if data["ok"] else EXIT_FAILED
 
 
+def _cmd_queue_dead_letters(args: argparse.Namespace) -> int:
+    data = tools.dead_letters(args.path, args.session, queue=args.queue)
+    if args.json:
+        _print_json(data)
+        return EXIT_OK
+    out = _output()
+    letters = data["dead_letters"]
+    if not letters:
+        out.print(f"queue {out.text(data['queue'])}: no dead letters")
+        return EXIT_OK
+    table = Table(title=f"dead letters of queue {out.text(data['queue'])}")
+    for column in ("batch", "seq", "attempts", "dead-lettered", "last owner", "items", "last error"):
+        table.add_column(column, fold=column == "last error")
+    for letter in letters:
+        table.add_row(
+            out.text(letter["batch_id"]),
+            str(letter["enqueue_seq"]),
+            str(letter["attempts"]),
+            _when(letter["dead_lettered_at_ms"]),
+            out.text(letter["last_owner_id"] or "-"),
+            out.text(f"{letter['items']} ({', '.join(letter['kinds'])})"),
+            out.text(_clip(letter["last_error"] or "-", 60)),
+        )
+    out.print(table)
+    out.print(f"{len(letters)} dead letter{'s' * (len(letters) != 1)}; lash-store queue show|requeue|drop STORE BATCH")
+    return EXIT_OK
+
+
+def _cmd_queue_show(args: argparse.Namespace) -> int:
+    data = tools.show_dead_letter(args.path, args.batch_id, args.session, queue=args.queue)
+    if args.json:
+        _print_json(data)
+        return EXIT_OK
+    out = _output()
+    rows = [
+        ("queue", data["queue"]),
+        ("batch", data["batch_id"]),
+        ("enqueue seq", data["enqueue_seq"]),
+        ("source key", data["source_key"] or "-"),
+        ("policy", f"{_POLICY.get(data['delivery_policy'], data['delivery_policy'])}, {data['slot_policy']}"),
+        ("enqueued", _when(data["enqueued_at_ms"])),
+        ("attempts", data["attempts"]),
+        ("last claim", f"{data['last_owner_id'] or '-'} at {_when(data['last_claimed_at_ms'])}"),
+        ("dead-lettered", _when(data["dead_lettered_at_ms"])),
+        ("last error", data["last_error"] or "-"),
+    ]
+    out.print(_kv_table(out, f"dead letter {out.text(data['batch_id'])}", rows))
+    for payload in data["payloads"]:
+        out.print(f"{out.text(payload['item_id'])}: {out.text(_json_value(payload, 300))}")
+    return EXIT_OK
+
+
+def _cmd_queue_requeue(args: argparse.Namespace) -> int:
+    data = tools.requeue_dead_letter(args.path, args.batch_id, args.session, queue=args.queue)
+    if args.json:
+        _print_json(data)
+    else:
+        _output().print(
+            f"re-queued {data['requeued']['batch_id']} in queue {data['queue']} "
+            f"(enqueue seq {data['requeued']['enqueue_seq']}, attempts reset)"
+        )
+    return EXIT_OK
+
+
+def _cmd_queue_drop(args: argparse.Namespace) -> int:
+    data = tools.drop_dead_letter(args.path, args.batch_id, args.session, queue=args.queue)
+    if args.json:
+        _print_json(data)
+    else:
+        dropped = data["dropped"]
+        _output().print(
+            f"dropped {dropped['batch_id']} from queue {data['queue']} after {dropped['attempts']} attempts"
+        )
+    return EXIT_OK
+
+
 def _cmd_migrate(args: argparse.Namespace) -> int:
     data = tools.migrate(args.paths, check=args.check)
     if args.json:
@@ -697,7 +783,7 @@ class _DemoDisplay:
     def update(self, snapshot: DemoProgress) -> None:
         stats = (
             f"kills {snapshot.kills} · reclaims {snapshot.reclaims} · CAS conflicts {snapshot.cas_conflicts} · "
-            f"{snapshot.commits_per_s:.1f} commits/s · queued {snapshot.queued}"
+            f"{snapshot.commits_per_s:.1f} commits/s · queued {snapshot.queued} · dead letters {snapshot.dead_letters}"
         )
         if self.progress is not None and self.task is not None:
             self.progress.update(self.task, completed=snapshot.answered, total=snapshot.total, stats=stats)
@@ -736,10 +822,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         directory=Path(args.dir) if args.dir else None,
         keep=args.keep,
         postgres=args.postgres,
+        poison=not args.no_poison,
+        poison_attempts=args.poison_attempts,
     )
     out = _output()
     if not args.json:
         chaos = f"chaos on (SIGKILL a worker every ~{config.kill_every_s:g} s)" if config.chaos else "chaos off"
+        if config.poisoned:
+            chaos += f", a poisoned message (dead-lettered after {config.poison_attempts} attempts)"
         backend = {None: "SQLite", "auto": "PostgreSQL (a throwaway server)"}.get(config.postgres, "PostgreSQL")
         out.print(
             f"{out.styled('lash-store demo', 'bold')}: {config.sessions} sessions x {config.messages} messages, "
@@ -782,6 +872,8 @@ def _render_demo(out: Output, result: DemoResult) -> None:
         ("stale owners fenced off (renew/commit rejected)", counters["lost_claims"]),
         ("CAS conflicts (head moved, reloaded)", counters["cas_conflicts"]),
         ("turn-stamp replays", counters["stamp_replays"]),
+        ("poisoned message: claims (each killed its worker)", counters["poison_claims"]),
+        ("dead letters", counters["dead_letters"]),
         ("wall time", f"{result.wall_s:.1f} s"),
         ("commits per second", f"{counters['commits_per_s']:.1f}"),
     ]
@@ -911,6 +1003,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--keep", action="store_true", help="keep the temporary directory (with --postgres: the run's schema)"
     )
+    demo.add_argument(
+        "--no-poison", action="store_true", help="no poisoned message (there is none with --no-chaos either)"
+    )
+    demo.add_argument(
+        "--poison-attempts",
+        type=positive,
+        default=8,
+        metavar="N",
+        help="attempts before a message is dead-lettered (default 8)",
+    )
     demo.set_defaults(handler=_cmd_demo)
 
     store_flags = argparse.ArgumentParser(add_help=False)
@@ -1035,6 +1137,29 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_argument("source", metavar="SRC", help="the session file to copy")
     backup.add_argument("dest", metavar="DEST", help="the new file (never overwritten; mode 0600)")
     backup.set_defaults(handler=_cmd_backup)
+
+    queue = commands.add_parser(
+        "queue",
+        help="poison work: list, show, re-queue or drop a queue's dead letters",
+        description="Batches whose every allowed attempt failed (StoreOptions.poison) wait on their queue's "
+        "dead-letter list. dead-letters and show only read; requeue puts a batch back at its old place with its "
+        "attempts reset; drop deletes it. The queue defaults to the store's own session (--queue names another).",
+    )
+    queue_commands = queue.add_subparsers(dest="queue_command", required=True, metavar="ACTION")
+    queue_flags = argparse.ArgumentParser(add_help=False)
+    queue_flags.add_argument(
+        "--queue", default=None, metavar="ID", help="the queue's session id (default: the store's)"
+    )
+    batch_flag = argparse.ArgumentParser(add_help=False)
+    batch_flag.add_argument("batch_id", metavar="BATCH", help="the dead letter's batch id (qwb:...)")
+    for name, handler, parents, text in (
+        ("dead-letters", _cmd_queue_dead_letters, [], "list the dead letters (read-only)"),
+        ("show", _cmd_queue_show, [batch_flag], "one dead letter in full, payloads included (read-only)"),
+        ("requeue", _cmd_queue_requeue, [batch_flag], "put a dead letter back in the queue, attempts reset"),
+        ("drop", _cmd_queue_drop, [batch_flag], "delete a dead letter for good"),
+    ):
+        action = queue_commands.add_parser(name, parents=[json_flag, store_flags, queue_flags, *parents], help=text)
+        action.set_defaults(handler=handler)
 
     migrate = commands.add_parser(
         "migrate",

@@ -24,8 +24,17 @@ Workers are written to be killed at any instant:
 - a duplicate delivery that arrives after its original was answered (a new
   batch with the same source key) is recognised from the graph and cancelled.
 
+With chaos on, the first session also receives a *poisoned* message: every
+worker that claims it SIGKILLs itself (as a message that crashes its worker
+would).  The stores run under a :class:`~lash_store.PoisonPolicy`, so each
+claim counts an attempt and a failed attempt backs off before the message is
+offered again; after ``poison_attempts`` the next claim moves it to the
+session's dead-letter list, while the messages behind it are answered as
+usual.
+
 Afterwards the demo verifies the files: every user message answered exactly
-once, duplicates deduplicated, queues empty, head revision == number of turns,
+once, duplicates deduplicated, queues empty, the poisoned message (and nothing
+else) dead-lettered after all its attempts, head revision == number of turns,
 usage ledger == the sum of the replies' usage, and ``lash-store verify`` clean.
 
 Workers report counters through small per-process JSON files (atomically
@@ -92,6 +101,7 @@ from lash_store.model import (
     TurnCommitStamp,
     TurnInput,
 )
+from lash_store.options import PoisonPolicy, StoreOptions
 from lash_store.service.session import SessionService
 from lash_store.sqlite.factory import SqliteSessionStoreFactory
 from lash_store.sqlite.store import Store
@@ -115,6 +125,8 @@ __all__ = [
 MODEL = "fake-model-1"
 RUN_DIR = ".demo"
 STOP_FILE = "stop"
+POISON_KEY = "poison"  # the source key of the poisoned message (first session, with chaos on)
+POISON_TEXT = "Please run the tool that crashes every worker."
 
 
 @dataclass(frozen=True)
@@ -136,6 +148,20 @@ class DemoConfig:
     directory: Path | None = None  # SQLite only: the factory root to use (and keep)
     keep: bool = False
     postgres: str | None = None  # a DSN (URI or key=value) or "auto" (a throwaway server); None: SQLite
+    poison: bool = True  # with chaos on: a poisoned message that kills every worker claiming it
+    poison_attempts: int = 8  # PoisonPolicy.max_attempts of the run's stores (chaos and stalls fail attempts too)
+
+    @property
+    def poisoned(self) -> bool:
+        """Whether this run sends the poisoned message (a fault: only with chaos on)."""
+        return self.chaos and self.poison
+
+    def policy(self) -> PoisonPolicy:
+        """The run's poison policy (in force for every run; only the poisoned message should ever exhaust it).
+
+        The backoff is short next to the lease: a killed worker's claim already holds the message for a lease.
+        """
+        return PoisonPolicy(max_attempts=self.poison_attempts, backoff_base_ms=100, backoff_max_ms=400, jitter=0.5)
 
 
 @dataclass
@@ -152,6 +178,7 @@ class DemoProgress:
     cas_conflicts: int = 0
     lost_claims: int = 0
     commits_per_s: float = 0.0
+    dead_letters: int = 0
 
 
 class DemoSetupError(Exception):
@@ -204,6 +231,8 @@ class DemoResult:
                 "kill_every_s": self.config.kill_every_s,
                 "lease_ms": self.config.lease_ms,
                 "stall_rate": self.config.stall_rate if self.config.chaos else 0.0,
+                "poison": self.config.poisoned,
+                "poison_attempts": self.config.poison_attempts,
             },
             "counters": self.counters,
             "checks": self.checks,
@@ -319,8 +348,9 @@ class _Sessions:
     program calling :func:`run_demo` keeps its own pools as they were).
     """
 
-    def __init__(self, target: DemoTarget) -> None:
+    def __init__(self, target: DemoTarget, poison: PoisonPolicy | None = None) -> None:
         self.target = target
+        self.options = StoreOptions(poison=poison)
         self._pool: ConnectionPool | None = None if target.schema is None else _postgres_pool(target.location)
 
     def _schema(self) -> str:
@@ -342,12 +372,12 @@ class _Sessions:
     def open(self, session_id: str) -> SessionService:
         """A store of a session the parent created (workers and the producer never create one)."""
         if self._pool is None:
-            return Store.open(self.path(session_id))
+            return Store.open(self.path(session_id), self.options)
         from lash_store.postgres import PostgresStore
 
-        # Default options: no injected clock, so every lease instant (claim, renew, expiry) is the database's,
-        # one clock for all worker processes whatever their host clocks say.
-        return PostgresStore.open(self._pool, session_id, schema=self._schema(), create=False)
+        # No injected clock: every lease instant (claim, renew, expiry) is the database's, one clock for all
+        # worker processes whatever their host clocks say.
+        return PostgresStore.open(self._pool, session_id, self.options, schema=self._schema(), create=False)
 
     def open_readonly(self, session_id: str) -> SessionService:
         if self._pool is None:
@@ -410,12 +440,13 @@ def _producer_main(
     seed: int,
     duplicate_rate: float,
     interval_s: float,
+    poisoned: bool,
 ) -> None:
     """Enqueue every message once, some twice (at once, or a few rounds later), then write final counters."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     sessions = _Sessions(target)
     try:
-        _produce(sessions, run_dir, session_ids, messages, seed, duplicate_rate, interval_s)
+        _produce(sessions, run_dir, session_ids, messages, seed, duplicate_rate, interval_s, poisoned)
     finally:
         sessions.close()
 
@@ -428,6 +459,7 @@ def _produce(
     seed: int,
     duplicate_rate: float,
     interval_s: float,
+    poisoned: bool,
 ) -> None:
     stores = {sid: sessions.open(sid) for sid in session_ids}
     stats_path = Path(run_dir) / "producer.json"
@@ -451,6 +483,8 @@ def _produce(
         else:
             counters["duplicates_requeued"] += 1  # the original was consumed: a worker must recognise it
 
+    if poisoned:  # first in its session's queue: the messages behind it must not wait for it
+        enqueue(session_ids[0], POISON_KEY, POISON_TEXT)
     stop = Path(run_dir) / STOP_FILE
     for index in range(messages):
         if stop.exists():  # the run was stopped (timeout or Ctrl-C)
@@ -496,8 +530,9 @@ class _Worker:
         lease_ms: int,
         think_ms: tuple[int, int],
         stall_rate: float,
+        poison: PoisonPolicy,
     ) -> None:
-        self.sessions = _Sessions(target)
+        self.sessions = _Sessions(target, poison)
         self.run_dir = Path(run_dir)
         self.session_ids = session_ids
         self.owner = f"worker-{slot}.{incarnation}"
@@ -520,6 +555,7 @@ class _Worker:
             "deduplicated": 0,
             "stamp_replays": 0,
             "stalls": 0,
+            "poisoned": 0,
             "errors": [],
         }
         self.report()
@@ -554,6 +590,11 @@ class _Worker:
         line = f"{batch.batch_id} {claim.fencing_token} {self.owner} {claim.session_id} {batch.source_key}\n"
         os.write(self.claim_log, line.encode())
         self.counters["claims"] += 1
+        if batch.source_key == POISON_KEY:
+            # The poisoned message: this worker dies claiming it, every time (its claim is left to expire).
+            self.counters["poisoned"] = 1
+            self.report()
+            os.kill(os.getpid(), signal.SIGKILL)
         try:
             self.answer(claim)
         except StoreError as exc:  # not expected: reported, and the run's verification fails
@@ -718,10 +759,11 @@ def _worker_main(
     lease_ms: int,
     think_ms: tuple[int, int],
     stall_rate: float,
+    poison: PoisonPolicy,
 ) -> None:
     """Entry point of a worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
-    worker = _Worker(target, run_dir, session_ids, slot, incarnation, seed, lease_ms, think_ms, stall_rate)
+    worker = _Worker(target, run_dir, session_ids, slot, incarnation, seed, lease_ms, think_ms, stall_rate, poison)
     try:
         worker.run()
     finally:
@@ -745,6 +787,7 @@ class _Supervisor:
         self.incarnations: dict[int, int] = {}
         self.kills = 0
         self.restarts = 0
+        self.poison_kills = 0
         self.crashes: list[str] = []
         self.producer: BaseProcess | None = None
 
@@ -760,6 +803,7 @@ class _Supervisor:
                 config.seed,
                 config.duplicate_rate,
                 config.produce_interval_s,
+                config.poisoned,
             ),
             name="lash-demo-producer",
             daemon=True,
@@ -782,6 +826,7 @@ class _Supervisor:
                 config.lease_ms,
                 config.think_ms,
                 config.stall_rate if config.chaos else 0.0,
+                config.policy(),
             ),
             name=f"lash-demo-worker-{slot}.{incarnation}",
             daemon=True,
@@ -801,7 +846,11 @@ class _Supervisor:
     def restart_crashed(self) -> None:
         for slot, process in list(self.workers.items()):
             if process.exitcode is not None:
-                self.crashes.append(f"worker {slot} exited unexpectedly with code {process.exitcode}")
+                stats = _read_json(self.run_dir / f"worker-{slot}-{self.incarnations[slot]}.json")
+                if process.exitcode == -signal.SIGKILL and stats.get("poisoned"):
+                    self.poison_kills += 1  # the poisoned message killed it, as it kills every worker
+                else:
+                    self.crashes.append(f"worker {slot} exited unexpectedly with code {process.exitcode}")
                 self.restarts += 1
                 self.start_worker(slot)
 
@@ -826,18 +875,21 @@ class _Poller:
             for path in paths
         ]
 
-    def poll(self) -> tuple[int, int]:
-        """(turns committed, batches queued) over every session."""
-        turns = queued = 0
+    def poll(self) -> tuple[int, int, int]:
+        """(turns committed, batches queued, dead letters) over every session."""
+        turns = queued = dead = 0
         for conn in self.conns:
             conn.execute("BEGIN")
             try:
                 row = conn.execute("SELECT head_revision FROM session_head").fetchone()
                 turns += row[0] if row else 0
-                queued += conn.execute("SELECT count(*) FROM queued_work_batches").fetchone()[0]
+                live, letters = conn.execute(
+                    "SELECT count(*) - count(dead_at_ms), count(dead_at_ms) FROM queued_work_batches"
+                ).fetchone()
+                queued, dead = queued + live, dead + letters
             finally:
                 conn.execute("ROLLBACK")
-        return turns, queued
+        return turns, queued, dead
 
     def close(self) -> None:
         for conn in self.conns:
@@ -853,14 +905,15 @@ class _PostgresPoller:
         self.pool = pool
         self.query = sql.SQL(
             "SELECT (SELECT coalesce(sum(head_revision), 0) FROM {schema}.sessions),"
-            " (SELECT count(*) FROM {schema}.queued_work_batches)"
+            " (SELECT count(*) - count(dead_at_ms) FROM {schema}.queued_work_batches),"
+            " (SELECT count(dead_at_ms) FROM {schema}.queued_work_batches)"
         ).format(schema=sql.Identifier(schema))
 
-    def poll(self) -> tuple[int, int]:
-        """(turns committed, batches queued) over every session."""
+    def poll(self) -> tuple[int, int, int]:
+        """(turns committed, batches queued, dead letters) over every session."""
         with self.pool.connection() as conn:
             row = conn.execute(self.query).fetchone()
-        return (int(row[0]), int(row[1])) if row is not None else (0, 0)
+        return (int(row[0]), int(row[1]), int(row[2])) if row is not None else (0, 0, 0)
 
     def close(self) -> None:
         """Nothing of its own to close: the pool belongs to the ``_Sessions`` that made this poller."""
@@ -886,12 +939,16 @@ def _aggregate(run_dir: Path) -> dict[str, Any]:
             elif key in totals and isinstance(value, int):
                 totals[key] += value
     claims_per_batch: dict[str, list[int]] = {}
+    poison_batches: set[str] = set()
     for path in run_dir.glob("claims-*.log"):
         with contextlib.suppress(OSError):
             for line in path.read_text().splitlines():
                 fields = line.split()
                 if len(fields) >= 2 and fields[1].isdigit():
                     claims_per_batch.setdefault(fields[0], []).append(int(fields[1]))
+                    if len(fields) >= 5 and fields[4] == POISON_KEY:
+                        poison_batches.add(fields[0])
+    totals["poison_claims"] = sum(len(claims_per_batch[batch_id]) for batch_id in poison_batches)
     totals["claims"] = sum(len(fences) for fences in claims_per_batch.values())
     totals["reclaims"] = sum(len(fences) - 1 for fences in claims_per_batch.values())
     totals["reclaimed_batches"] = sum(1 for fences in claims_per_batch.values() if len(fences) > 1)
@@ -927,7 +984,17 @@ def _verify(config: DemoConfig, sessions: _Sessions) -> tuple[list[dict[str, Any
     expected_keys = {_source_key(index) for index in range(config.messages)}
     problems: dict[str, list[str]] = {
         name: []
-        for name in ("answered", "duplicates", "queues", "revisions", "linear", "usage", "checkpoint", "verify")
+        for name in (
+            "answered",
+            "duplicates",
+            "queues",
+            "dead_letters",
+            "revisions",
+            "linear",
+            "usage",
+            "checkpoint",
+            "verify",
+        )
     }
     rows = []
     for session_id in session_ids:
@@ -935,6 +1002,17 @@ def _verify(config: DemoConfig, sessions: _Sessions) -> tuple[list[dict[str, Any
             read = store.load_session(SessionReadScope.full_graph())
             path_read = store.load_session(SessionReadScope.active_path())
             queued = store.list_queued_work(session_id)
+            letters = store.list_dead_letters(session_id)
+        wanted = [POISON_KEY] if config.poisoned and session_id == session_ids[0] else []
+        if [letter.batch.source_key for letter in letters] != wanted:
+            keys = [letter.batch.source_key for letter in letters]
+            problems["dead_letters"].append(f"{session_id}: dead letters {keys}, expected {wanted}")
+        for letter in letters:
+            if letter.batch.source_key == POISON_KEY and letter.attempts != config.poison_attempts:
+                problems["dead_letters"].append(
+                    f"{session_id}: the poisoned message was set aside after {letter.attempts} attempts, "
+                    f"not {config.poison_attempts}"
+                )
         user_keys: dict[str, int] = {}
         reply_keys: dict[str, int] = {}
         usage_sum = TokenUsage()
@@ -990,6 +1068,7 @@ def _verify(config: DemoConfig, sessions: _Sessions) -> tuple[list[dict[str, Any
                 "messages": len(user_keys),
                 "replies": sum(reply_keys.values()),
                 "queued": len(queued),
+                "dead_letters": len(letters),
                 "nodes": len(nodes),
                 "verify_ok": not verify_problems,
             }
@@ -1003,6 +1082,12 @@ def _verify(config: DemoConfig, sessions: _Sessions) -> tuple[list[dict[str, Any
         "answered": ("every user message answered exactly once", f"{total} messages, one reply each"),
         "duplicates": ("duplicates deduplicated", "no message or reply stored twice"),
         "queues": ("queues empty", "no batch left in any session"),
+        "dead_letters": (
+            "only the poisoned message dead-lettered",
+            f"{session_ids[0]}: the poisoned message, after {config.poison_attempts} attempts; nothing else"
+            if config.poisoned
+            else "no poisoned message in this run; nothing dead-lettered",
+        ),
         "revisions": ("head revision == number of turns", "per session"),
         "linear": ("one linear conversation per session", "every node on the active path"),
         "usage": ("usage ledger == sum of replies' usage", "exactly-once usage accounting"),
@@ -1209,7 +1294,7 @@ def _supervise(
                 supervisor.kill(chaos_rng.randrange(config.workers))
                 next_kill = now + config.kill_every_s * chaos_rng.uniform(0.6, 1.4)
             supervisor.restart_crashed()
-            answered, queued = poller.poll()
+            answered, queued, dead = poller.poll()
             history.append((now, answered))
             while history and now - history[0][0] > 3.0:
                 history.popleft()
@@ -1231,10 +1316,11 @@ def _supervise(
                         cas_conflicts=int(stats["cas_conflicts"]),
                         lost_claims=int(stats["lost_claims"]),
                         commits_per_s=(history[-1][1] - history[0][1]) / span if span > 0 else 0.0,
+                        dead_letters=dead,
                     )
                 )
             producer_done = supervisor.producer is not None and supervisor.producer.exitcode is not None
-            if producer_done and answered >= total and queued == 0:
+            if producer_done and answered >= total and queued == 0 and dead >= int(config.poisoned):
                 break
             if now - started > config.timeout_s:
                 timed_out = True
@@ -1257,6 +1343,18 @@ def _supervise(
             == int(produced.get("deduplicated_at_enqueue", 0)) + int(produced.get("duplicates_requeued", 0)),
             f"{duplicates_sent} sent twice: {produced.get('deduplicated_at_enqueue', 0)} merged by source key, "
             f"{produced.get('duplicates_requeued', 0)} re-queued after the answer and cancelled by workers",
+        ),
+    )
+    poison_claims = int(stats["poison_claims"])
+    wanted_claims = config.poison_attempts if config.poisoned else 0
+    checks.append(
+        _check(
+            "the poisoned message killed its worker on every attempt",
+            poison_claims == wanted_claims and supervisor.poison_kills <= poison_claims,
+            f"claimed {poison_claims} times (expected {wanted_claims}), each claim SIGKILLed its worker; "
+            f"{supervisor.poison_kills} of those deaths seen by the supervisor (the rest overtaken by chaos)"
+            if config.poisoned
+            else "no poisoned message in this run",
         ),
     )
     errors = [*stats["errors"], *supervisor.crashes]
@@ -1286,6 +1384,9 @@ def _supervise(
         "cas_conflicts": stats["cas_conflicts"],
         "stamp_replays": stats["stamp_replays"],
         "stalls": stats["stalls"],
+        "poison_claims": poison_claims,
+        "poison_kills": supervisor.poison_kills,
+        "dead_letters": sum(row["dead_letters"] for row in rows),
         "commits_per_s": round(turns / wall, 1) if wall > 0 else 0.0,
         "errors": errors,
     }

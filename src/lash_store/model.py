@@ -37,6 +37,7 @@ __all__ = [
     "QueuedWorkClaim",
     "QueuedWorkClaimBoundary",
     "QueuedWorkCompletion",
+    "QueuedWorkDeadLetter",
     "QueuedWorkItem",
     "QueuedWorkPayload",
     "RuntimeCommit",
@@ -647,6 +648,24 @@ class QueuedWorkClaim(Struct, kw_only=True, frozen=True):
     def is_empty(self) -> bool:
         """True when every claimed batch has no items."""
         return all(not batch.items for batch in self.batches)
+
+
+class QueuedWorkDeadLetter(Struct, kw_only=True, frozen=True):
+    """A batch whose attempts all failed, set aside on its session's dead-letter list (see ``PoisonPolicy``).
+
+    ``attempts`` is how many times it was claimed; ``last_owner_id`` and
+    ``last_claimed_at_ms`` describe the last of those claims; ``last_error``
+    is the most recent error a worker gave when it abandoned the batch
+    (``None`` when every attempt ended without one, e.g. a killed worker whose
+    lease ran out); ``dead_lettered_at_ms`` is when a claim set it aside.
+    """
+
+    batch: QueuedWorkBatch
+    attempts: int
+    dead_lettered_at_ms: int
+    last_owner_id: str | None = None
+    last_claimed_at_ms: int | None = None
+    last_error: str | None = None
 
 
 # --------------------------------------------------------------------------

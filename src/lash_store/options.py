@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 import os
 import re
 import time
@@ -19,6 +20,7 @@ __all__ = [
     "Durability",
     "GcPolicy",
     "KeyRing",
+    "PoisonPolicy",
     "RetentionPolicy",
     "StoreOptions",
     "TelemetryOptions",
@@ -89,6 +91,35 @@ class RetentionPolicy(Struct, kw_only=True, frozen=True):
 
     turn_stamps_ms: int | None = None
     idle_sessions_ms: int | None = None
+
+
+class PoisonPolicy(Struct, kw_only=True, frozen=True):
+    """What the work queue does with a batch whose attempts keep failing (``StoreOptions.poison``).
+
+    An *attempt* is a claim of the batch; every claim counts one (with or
+    without a policy).  An attempt fails when its lease runs out or its claim
+    is abandoned without the commit that completes it.  With a policy:
+
+    - after failed attempt ``n`` the batch is not offered again for
+      ``min(backoff_base_ms * 2**(n-1), backoff_max_ms)``, shortened by up to
+      ``jitter`` (a fraction, 0..1) of itself; the jitter is derived from the
+      batch's session, enqueue sequence and attempt, so it is the same on every
+      backend and under an injected clock;
+    - a batch whose ``max_attempts`` attempts all failed is moved to the
+      session's dead-letter list by the next claim that would have offered it
+      (``None``: never, it backs off forever);
+    - a batch on its second or later attempt is claimed alone and ends any
+      join group that reaches it, so a poisoned batch never takes the batches
+      it was grouped with into the dead-letter list.
+
+    Batches in backoff or dead-lettered never block later batches: the claim
+    passes over them as it passes over delayed work.
+    """
+
+    max_attempts: int | None = 5
+    backoff_base_ms: int = 1_000
+    backoff_max_ms: int = 60_000
+    jitter: float = 0.5
 
 
 class TelemetryOptions(Struct, kw_only=True, frozen=True):
@@ -207,6 +238,7 @@ class StoreOptions(Struct, kw_only=True, frozen=True):
     telemetry: TelemetryOptions = TelemetryOptions()
     retention: RetentionPolicy = RetentionPolicy()
     encryption: KeyRing | None = None
+    poison: PoisonPolicy | None = None  # None: no backoff, no dead letters (attempts are still counted)
 
     def now_ms(self) -> int:
         """The clock's reading, checked: a clock that fails or returns a non-instant is an invalid option.
@@ -252,6 +284,8 @@ def check_options(options: object) -> StoreOptions:
             check_ms(f"options.retention.{horizon}", value)
     if options.encryption is not None:
         check_key_ring("options.encryption", options.encryption)
+    if options.poison is not None:
+        _check_poison(options.poison)
     return options
 
 
@@ -277,6 +311,22 @@ def check_key_ring(what: str, ring: object) -> KeyRing:
     except ModuleNotFoundError as exc:
         raise InvalidInput(what, "needs the lash-store[encryption] extra (the cryptography package)") from exc
     return ring
+
+
+def _check_poison(poison: object) -> None:
+    check_instance("options.poison", poison, PoisonPolicy)
+    assert isinstance(poison, PoisonPolicy)
+    if poison.max_attempts is not None:
+        check_int("options.poison.max_attempts", poison.max_attempts, 1, 2**63 - 1)
+    check_ms("options.poison.backoff_base_ms", poison.backoff_base_ms)
+    check_ms("options.poison.backoff_max_ms", poison.backoff_max_ms)
+    if poison.backoff_max_ms < poison.backoff_base_ms:
+        raise InvalidInput("options.poison.backoff_max_ms", "must be at least backoff_base_ms")
+    jitter = poison.jitter
+    if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not math.isfinite(jitter):
+        raise InvalidInput("options.poison.jitter", f"must be a number, got {type(jitter).__name__}")
+    if not 0 <= jitter <= 1:
+        raise InvalidInput("options.poison.jitter", f"must be within 0..1, got {jitter}")
 
 
 def _check_telemetry(telemetry: object) -> None:

@@ -73,6 +73,7 @@ COMMIT_REPLAYS = "lash_store.commit.replays"
 QUEUE_CLAIMS = "lash_store.queue.claims"
 QUEUE_CLAIMED_BATCHES = "lash_store.queue.claimed_batches"
 QUEUE_CLAIM_REJECTIONS = "lash_store.queue.claim_rejections"
+QUEUE_DEAD_LETTERS = "lash_store.queue.dead_letters"
 GC_DELETED_BLOBS = "lash_store.gc.deleted_blobs"
 GC_DELETED_BYTES = "lash_store.gc.deleted_bytes"
 METRICS = (
@@ -82,6 +83,7 @@ METRICS = (
     QUEUE_CLAIMS,
     QUEUE_CLAIMED_BATCHES,
     QUEUE_CLAIM_REJECTIONS,
+    QUEUE_DEAD_LETTERS,
     GC_DELETED_BLOBS,
     GC_DELETED_BYTES,
 )
@@ -95,6 +97,7 @@ ERROR_TYPE = "error.type"  # OpenTelemetry's semantic convention: the exception'
 HEAD_REVISION = "lash_store.head_revision"
 BATCHES = "lash_store.queue.batches"
 RELEASED = "lash_store.queue.released"
+DEAD_LETTERED = "lash_store.queue.dead_lettered"  # claim spans: batches this claim moved to the dead letters
 SCOPE_KIND = "lash_store.load.scope"
 NODES = "lash_store.load.nodes"
 FOUND = "lash_store.load.found"
@@ -140,6 +143,11 @@ class _Instruments:
             QUEUE_CLAIM_REJECTIONS,
             unit="{claim}",
             description="Renewals and completions refused with QueuedWorkClaimExpired (stale fence or lost claim)",
+        )
+        self.dead_letters = meter.create_counter(
+            QUEUE_DEAD_LETTERS,
+            unit="{batch}",
+            description="Batches moved to the dead-letter list after their last allowed attempt failed",
         )
         self.deleted_blobs = meter.create_counter(
             GC_DELETED_BLOBS, unit="{blob}", description="Blobs deleted by garbage collection"
@@ -281,19 +289,24 @@ class Recorder:
 
     # -- the work queue ----------------------------------------------------
 
-    def claim(self, session_id: str, call: Callable[[], QueuedWorkClaim | None]) -> QueuedWorkClaim | None:
+    def claim(self, session_id: str, call: Callable[[], tuple[QueuedWorkClaim | None, int]]) -> QueuedWorkClaim | None:
+        """``call`` returns the claim (``None``: nothing taken) and the batches it moved to the dead-letter list."""
         instruments = self._instruments
         with self._span(SPAN_CLAIM, session_id) as span:
-            claim = call()
+            claim, dead_lettered = call()
             taken = 0 if claim is None else len(claim.batches)
             if taken:
                 instruments.claims.add(1, self._claimed)
                 instruments.claimed_batches.add(taken, self._base)
             else:
                 instruments.claims.add(1, self._empty)
+            if dead_lettered:
+                instruments.dead_letters.add(dead_lettered, self._base)
             if span.is_recording():
                 span.set_attribute(OUTCOME, "claimed" if taken else "empty")
                 span.set_attribute(BATCHES, taken)
+                if dead_lettered:
+                    span.set_attribute(DEAD_LETTERED, dead_lettered)
             return claim
 
     def renew(self, session_id: str, call: Callable[[], T]) -> T:

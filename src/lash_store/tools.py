@@ -38,7 +38,7 @@ from lash_store.errors import (
     StoreError,
     StoreNotFound,
 )
-from lash_store.model import SessionNode, SessionReadScope
+from lash_store.model import QueuedWorkDeadLetter, SessionNode, SessionReadScope
 from lash_store.options import DEFAULT_FILE_GRACE_MS, KeyRing, StoreOptions, system_clock
 from lash_store.service.diagnostics import RawRows, detail
 from lash_store.service.head import head_from_row
@@ -54,6 +54,8 @@ __all__ = [
     "ToolError",
     "backup",
     "copy_store",
+    "dead_letters",
+    "drop_dead_letter",
     "export_store",
     "gc",
     "history",
@@ -62,6 +64,8 @@ __all__ = [
     "list_sessions",
     "message_text",
     "migrate",
+    "requeue_dead_letter",
+    "show_dead_letter",
     "stats",
     "vacuum",
     "verify",
@@ -315,7 +319,7 @@ def _inspect_checkpoint(store: SessionService, rows: RawRows) -> dict[str, Any] 
 def _inspect_queue(rows: RawRows, now: int) -> dict[str, Any]:
     batches = []
     for row in rows.batches:
-        stored, claim = row[:10], row[10:]
+        stored, claim, poison = row[:10], row[10:16], row[16:22]
         entry: dict[str, Any] = dict(zip(queue_rules.BatchRow.__struct_fields__[:9], stored[:9], strict=True))
         entry["ready"] = isinstance(stored[7], int) and stored[7] <= now
         try:
@@ -338,6 +342,13 @@ def _inspect_queue(rows: RawRows, now: int) -> dict[str, Any]:
                 "expired": isinstance(expires, int) and expires <= now,
             }
         )
+        attempts, retry_at, _last_owner, _last_claimed_at, last_error, dead_at = poison
+        entry["attempts"] = attempts
+        entry["retry_at_ms"] = retry_at
+        entry["dead_lettered_at_ms"] = dead_at
+        entry["last_error"] = last_error
+        if dead_at is not None or (isinstance(retry_at, int) and retry_at > now):
+            entry["ready"] = False
         batches.append(entry)
     return {"now_ms": now, "batches": batches, "last_fencing_tokens": dict(rows.fences)}
 
@@ -838,6 +849,115 @@ def vacuum(target: str | os.PathLike[str], session_id: str | None = None, *, com
         "removed_node_count": report.removed_node_count,
         **space,
     }
+
+
+# ---------------------------------------------------------------------------
+# Dead letters (poison work): list and show read; requeue and drop write
+
+
+def _queue_of(store: SessionService, session_id: str | None, queue: str | None) -> str:
+    """The queue a dead-letter command works on: ``queue``, else the store's own session id."""
+    if queue is not None:
+        return queue
+    if session_id is not None:
+        return session_id
+    meta = store.load_session_meta()
+    if meta is not None:
+        return meta.session_id
+    read = store.load_session(SessionReadScope.active_path())
+    if read is not None:
+        return read.session_id
+    raise InvalidInput("queue", "the store names no session yet: give the queue's session id (--queue)")
+
+
+def _letter_summary(letter: QueuedWorkDeadLetter) -> dict[str, Any]:
+    batch = letter.batch
+    return {
+        "batch_id": batch.batch_id,
+        "enqueue_seq": batch.enqueue_seq,
+        "source_key": batch.source_key,
+        "delivery_policy": batch.delivery_policy.value,
+        "slot_policy": batch.slot_policy.value,
+        "enqueued_at_ms": batch.enqueued_at_ms,
+        "attempts": letter.attempts,
+        "dead_lettered_at_ms": letter.dead_lettered_at_ms,
+        "last_owner_id": letter.last_owner_id,
+        "last_claimed_at_ms": letter.last_claimed_at_ms,
+        "last_error": letter.last_error,
+        "items": len(batch.items),
+        "kinds": sorted({item.payload.kind for item in batch.items}),
+    }
+
+
+def _letter_detail(letter: QueuedWorkDeadLetter) -> dict[str, Any]:
+    batch = letter.batch
+    return {
+        **_letter_summary(letter),
+        "merge_key": msgspec.to_builtins(batch.merge_key),
+        "available_at_ms": batch.available_at_ms,
+        "payloads": [
+            {"item_id": item.item_id, **msgspec.to_builtins(item.payload, builtin_types=(bytes,))}
+            for item in batch.items
+        ],
+    }
+
+
+def dead_letters(
+    target: str | os.PathLike[str], session_id: str | None = None, *, queue: str | None = None
+) -> dict[str, Any]:
+    """The queue's dead letters, oldest enqueue first (read-only: nothing is created or written)."""
+    text = _text(target)
+    with open_for_reading(text, session_id) as store:
+        name = _queue_of(store, session_id, queue)
+        letters = store.list_dead_letters(name)
+    return {
+        "target": text if not is_dsn(text) else _redact(text),
+        "queue": name,
+        "dead_letters": [_letter_summary(letter) for letter in letters],
+    }
+
+
+def show_dead_letter(
+    target: str | os.PathLike[str], batch_id: str, session_id: str | None = None, *, queue: str | None = None
+) -> dict[str, Any]:
+    """One dead letter in full, payloads included (read-only); :class:`ToolError` if the batch is not one."""
+    text = _text(target)
+    with open_for_reading(text, session_id) as store:
+        name = _queue_of(store, session_id, queue)
+        letter = store.get_dead_letter(name, batch_id)
+    if letter is None:
+        raise ToolError(f"{batch_id} is not a dead letter of queue {name!r}")
+    return {"target": text if not is_dsn(text) else _redact(text), "queue": name, **_letter_detail(letter)}
+
+
+def requeue_dead_letter(
+    target: str | os.PathLike[str], batch_id: str, session_id: str | None = None, *, queue: str | None = None
+) -> dict[str, Any]:
+    """Put a dead letter back in its queue (same id and place, attempts reset); :class:`ToolError` if not one."""
+    text = _text(target)
+    with open_for_maintenance(text, session_id) as store:
+        name = _queue_of(store, session_id, queue)
+        batch = store.requeue_dead_letter(name, batch_id)
+    if batch is None:
+        raise ToolError(f"{batch_id} is not a dead letter of queue {name!r}")
+    return {
+        "target": text if not is_dsn(text) else _redact(text),
+        "queue": name,
+        "requeued": {"batch_id": batch.batch_id, "enqueue_seq": batch.enqueue_seq},
+    }
+
+
+def drop_dead_letter(
+    target: str | os.PathLike[str], batch_id: str, session_id: str | None = None, *, queue: str | None = None
+) -> dict[str, Any]:
+    """Delete a dead letter for good; returns it as it was.  :class:`ToolError` if the batch is not one."""
+    text = _text(target)
+    with open_for_maintenance(text, session_id) as store:
+        name = _queue_of(store, session_id, queue)
+        letter = store.drop_dead_letter(name, batch_id)
+    if letter is None:
+        raise ToolError(f"{batch_id} is not a dead letter of queue {name!r}")
+    return {"target": text if not is_dsn(text) else _redact(text), "queue": name, "dropped": _letter_summary(letter)}
 
 
 def backup(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> dict[str, Any]:

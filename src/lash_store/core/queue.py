@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import msgspec
@@ -28,11 +29,13 @@ from lash_store.model import (
     QueuedWorkBatchDraft,
     QueuedWorkClaim,
     QueuedWorkClaimBoundary,
+    QueuedWorkDeadLetter,
     QueuedWorkItem,
     QueuedWorkPayload,
     SlotPolicy,
     TurnInput,
 )
+from lash_store.options import PoisonPolicy
 
 log = logging.getLogger("lash_store")
 
@@ -93,6 +96,17 @@ def check_claim_request(session_id: Any, owner_id: Any, boundary: Any, lease_ttl
     check_id("owner_id", owner_id)
     check_boundary(boundary)
     check_ms("lease_ttl_ms", lease_ttl_ms)
+
+
+MAX_ERROR_CHARS = 4_096
+"""Longer errors given to ``abandon_queued_work_claim`` are kept up to this many characters."""
+
+
+def check_error(error: Any) -> str | None:
+    """An abandon's error text (``None``: none given); text over :data:`MAX_ERROR_CHARS` is cut, not refused."""
+    if error is None:
+        return None
+    return check_text("error", error)[:MAX_ERROR_CHARS]
 
 
 def check_claim(claim: Any) -> QueuedWorkClaim:
@@ -183,6 +197,31 @@ def decode_batch(row: tuple[Any, ...]) -> QueuedWorkBatch:
     )
 
 
+def decode_dead_letter(row: tuple[Any, ...]) -> QueuedWorkDeadLetter:
+    """A ``dead_letters`` row: the batch columns, then attempts, dead-lettered-at, last owner, claimed-at, error."""
+    batch = decode_batch(row[:10])
+    attempts, dead_at, owner, claimed_at, error = row[10:15]
+    if type(attempts) is not int or type(dead_at) is not int:
+        raise CorruptData(f"queued-work batch {batch.batch_id}", "dead-letter columns have the wrong types")
+    return QueuedWorkDeadLetter(
+        batch=batch,
+        attempts=attempts,
+        dead_lettered_at_ms=dead_at,
+        last_owner_id=owner,
+        last_claimed_at_ms=claimed_at,
+        last_error=error,
+    )
+
+
+def decode_dead_letters(rows: Iterable[tuple[Any, ...]]) -> Iterator[QueuedWorkDeadLetter]:
+    """Decode dead-letter rows, logging and skipping undecodable ones (as lists of queued work do)."""
+    for row in rows:
+        try:
+            yield decode_dead_letter(row)
+        except CorruptData as exc:
+            log.error("skipping undecodable dead letter: %s", exc)
+
+
 def decode_batches(rows: Iterable[tuple[Any, ...]]) -> Iterator[QueuedWorkBatch]:
     """Decode rows, logging and skipping undecodable ones so one bad row blocks nobody."""
     for row in rows:
@@ -197,14 +236,18 @@ def decode_batches(rows: Iterable[tuple[Any, ...]]) -> Iterator[QueuedWorkBatch]
 
 
 def select_group(
-    candidates: Iterable[QueuedWorkBatch], boundary: QueuedWorkClaimBoundary, max_batches: int
+    candidates: Iterable[QueuedWorkBatch],
+    boundary: QueuedWorkClaimBoundary,
+    max_batches: int,
+    alone: Callable[[QueuedWorkBatch], bool] | None = None,
 ) -> list[QueuedWorkBatch]:
     """Pick the next claimable group from ready, free batches in FIFO order.
 
     The head decides: a checkpoint claim only takes an earliest-safe-boundary
     head; an exclusive head goes alone; a join head takes the following join
     batches with equal delivery policy and merge key, up to ``max_batches``,
-    stopping at the first that does not match.
+    stopping at the first that does not match.  A batch for which ``alone``
+    is true (a retry, under a poison policy) is treated as exclusive.
     """
     if max_batches <= 0:
         return []
@@ -218,7 +261,7 @@ def select_group(
     ):
         return []
     group = [head]
-    if head.slot_policy is SlotPolicy.EXCLUSIVE:
+    if head.slot_policy is SlotPolicy.EXCLUSIVE or (alone is not None and alone(head)):
         return group
     for batch in iterator:
         if len(group) >= max_batches:
@@ -227,7 +270,33 @@ def select_group(
             batch.slot_policy is not SlotPolicy.JOIN
             or batch.delivery_policy is not head.delivery_policy
             or batch.merge_key != head.merge_key
+            or (alone is not None and alone(batch))
         ):
             break
         group.append(batch)
     return group
+
+
+# ---------------------------------------------------------------------------
+# Poison work: backoff between attempts
+
+
+def retry_delay_ms(policy: PoisonPolicy | None, session_id: str, enqueue_seq: int, attempt: int) -> int:
+    """How long after failed attempt ``attempt`` (1-based) the batch waits before it is offered again.
+
+    ``min(base * 2**(attempt-1), max)``, minus up to ``jitter`` of it.  The
+    jitter comes from a hash of the batch's session, enqueue sequence and
+    attempt: the same on every backend and in every process, so a test clock
+    sees exact instants, while batches that failed together still spread out.
+    No policy, or the last allowed attempt (nothing follows it but the
+    dead-letter list), waits nothing.
+    """
+    if policy is None or attempt < 1 or (policy.max_attempts is not None and attempt >= policy.max_attempts):
+        return 0
+    base, cap = policy.backoff_base_ms, policy.backoff_max_ms
+    delay = cap if attempt > 64 or base << (attempt - 1) > cap else base << (attempt - 1)
+    if policy.jitter and delay:
+        digest = hashlib.sha256(f"{session_id}\x00{enqueue_seq}\x00{attempt}".encode()).digest()
+        fraction = int.from_bytes(digest[:8], "big") / 2**64  # in [0, 1)
+        delay -= min(delay, int(delay * policy.jitter * fraction))
+    return delay

@@ -54,7 +54,20 @@ _LOCKS = frozenset({"lock_session", "lock_queue"})
 # shape (their generic plans use the FIFO index and filter the batch id).  Planned with their actual values
 # every time, they use the primary key.
 _UNPREPARED = frozenset(
-    {"nodes_state", "mark_claimed", "delete_claimed_batch", "extend_claim", "batch_by_id", "free_batch", "delete_batch"}
+    {
+        "nodes_state",
+        "mark_claimed",
+        "delete_claimed_batch",
+        "extend_claim",
+        "batch_by_id",
+        "free_batch",
+        "delete_batch",
+        "release_batch",
+        "dead_letter_batch",
+        "dead_letter_by_id",
+        "requeue_dead_letter",
+        "drop_dead_letter",
+    }
 )
 
 _BEGIN_WRITE = b"BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE"

@@ -432,6 +432,8 @@ SELECT artifact_ref, blob_ref FROM {schema}.artifact_refs WHERE session_id = %(s
 -- ===== work queue =========================================================
 -- Batch rows are selected as: enqueue_seq, batch_id, queue session id, source_key, delivery_policy,
 -- slot_policy, merge_key, available_at_ms, enqueued_at_ms, payloads  (lash_store.core.queue.BatchRow)
+-- A row with dead_at_ms set is a dead letter: no longer queued work (see PoisonPolicy).  It keeps its
+-- source key, so a producer retrying the enqueue gets it back instead of a new copy of the poison.
 
 -- name: batch_by_source_key
 SELECT enqueue_seq, batch_id, queue_session_id, source_key, delivery_policy, slot_policy, merge_key,
@@ -454,12 +456,14 @@ RETURNING enqueue_seq, batch_id, queue_session_id, source_key, delivery_policy, 
     available_at_ms, enqueued_at_ms, payloads
 
 -- Candidates never wait: SKIP LOCKED passes over a row some other transaction holds (the queue lock
--- means nothing of ours can; a foreign writer's row is treated as taken, never waited for).
+-- means nothing of ours can; a foreign writer's row is treated as taken, never waited for).  Live, ready
+-- (available, not backing off) and free rows, each with its attempts so far.
 -- name: ready_batches
 SELECT enqueue_seq, batch_id, queue_session_id, source_key, delivery_policy, slot_policy, merge_key,
-       available_at_ms, enqueued_at_ms, payloads
+       available_at_ms, enqueued_at_ms, payloads, attempts
 FROM {schema}.queued_work_batches
-WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND available_at_ms <= %(now_ms)s
+WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND dead_at_ms IS NULL
+  AND available_at_ms <= %(now_ms)s AND retry_at_ms <= %(now_ms)s
   AND (claim_token IS NULL OR claim_expires_at_ms <= %(now_ms)s)
 ORDER BY enqueue_seq LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
@@ -472,35 +476,40 @@ INSERT INTO {schema}.queue_state (session_id, queue_session_id, last_fencing_tok
 VALUES (%(sid)s, %(session_id)s, %(last_fencing_token)s)
 ON CONFLICT (session_id, queue_session_id) DO UPDATE SET last_fencing_token = EXCLUDED.last_fencing_token
 
+-- A claim is an attempt: counted here; retry_at_ms is when the batch may be offered again if this attempt fails
+-- (the lease's end plus the backoff), and the last claim's owner and instant are kept for the dead-letter list.
 -- name: mark_claimed
 UPDATE {schema}.queued_work_batches SET claim_id = %(claim_id)s, claim_owner_id = %(owner_id)s,
     claim_token = %(lease_token)s, claim_fencing_token = %(fencing_token)s, claim_claimed_at_ms = %(now_ms)s,
-    claim_expires_at_ms = %(expires_at_ms)s
+    claim_expires_at_ms = %(expires_at_ms)s, attempts = attempts + 1, retry_at_ms = %(retry_at_ms)s,
+    last_owner_id = %(owner_id)s, last_claimed_at_ms = %(now_ms)s
 WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND batch_id = %(batch_id)s
-  AND (claim_token IS NULL OR claim_expires_at_ms <= %(now_ms)s)
+  AND dead_at_ms IS NULL AND (claim_token IS NULL OR claim_expires_at_ms <= %(now_ms)s)
 
 -- name: claimed_batches
-SELECT batch_id, claim_fencing_token FROM {schema}.queued_work_batches
+SELECT batch_id, claim_fencing_token, attempts, enqueue_seq FROM {schema}.queued_work_batches
 WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND claim_id = %(claim_id)s
   AND claim_token = %(lease_token)s
 
 -- name: extend_claim
-UPDATE {schema}.queued_work_batches SET claim_expires_at_ms = %(expires_at_ms)s
+UPDATE {schema}.queued_work_batches SET claim_expires_at_ms = %(expires_at_ms)s, retry_at_ms = %(retry_at_ms)s
 WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND batch_id = %(batch_id)s
   AND claim_id = %(claim_id)s AND claim_token = %(lease_token)s AND claim_fencing_token = %(fencing_token)s
 
--- name: release_claim
+-- An abandoned attempt failed now: the batch backs off from now; a given error replaces the last one.
+-- name: release_batch
 UPDATE {schema}.queued_work_batches SET claim_id = NULL, claim_owner_id = NULL, claim_token = NULL,
-    claim_claimed_at_ms = 0, claim_expires_at_ms = 0
-WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND claim_id = %(claim_id)s
-  AND claim_token = %(lease_token)s
+    claim_claimed_at_ms = 0, claim_expires_at_ms = 0, retry_at_ms = %(retry_at_ms)s,
+    last_error = coalesce(%(error)s, last_error)
+WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND batch_id = %(batch_id)s
+  AND claim_id = %(claim_id)s AND claim_token = %(lease_token)s
 
 -- name: free_batch
 SELECT enqueue_seq, batch_id, queue_session_id, source_key, delivery_policy, slot_policy, merge_key,
        available_at_ms, enqueued_at_ms, payloads
 FROM {schema}.queued_work_batches
 WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND batch_id = %(batch_id)s
-  AND (claim_token IS NULL OR claim_expires_at_ms <= %(now_ms)s)
+  AND dead_at_ms IS NULL AND (claim_token IS NULL OR claim_expires_at_ms <= %(now_ms)s)
 
 -- name: batch_by_id
 SELECT enqueue_seq, batch_id, queue_session_id, source_key, delivery_policy, slot_policy, merge_key,
@@ -521,29 +530,68 @@ WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND batch_id = 
 SELECT enqueue_seq, batch_id, queue_session_id, source_key, delivery_policy, slot_policy, merge_key,
        available_at_ms, enqueued_at_ms, payloads
 FROM {schema}.queued_work_batches
-WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s ORDER BY enqueue_seq
+WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND dead_at_ms IS NULL ORDER BY enqueue_seq
 
 -- name: list_pending_batches
 SELECT enqueue_seq, batch_id, queue_session_id, source_key, delivery_policy, slot_policy, merge_key,
        available_at_ms, enqueued_at_ms, payloads
 FROM {schema}.queued_work_batches
-WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s
+WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND dead_at_ms IS NULL
   AND (claim_token IS NULL OR claim_expires_at_ms <= %(now_ms)s)
 ORDER BY enqueue_seq
+
+-- ----- dead letters: batch columns, then attempts, dead_at_ms, last_owner_id, last_claimed_at_ms, last_error
+
+-- A claim that meets a batch whose every allowed attempt failed sets it aside instead of offering it.
+-- name: dead_letter_batch
+UPDATE {schema}.queued_work_batches SET dead_at_ms = %(now_ms)s, claim_id = NULL, claim_owner_id = NULL,
+    claim_token = NULL, claim_claimed_at_ms = 0, claim_expires_at_ms = 0
+WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND batch_id = %(batch_id)s
+  AND dead_at_ms IS NULL AND (claim_token IS NULL OR claim_expires_at_ms <= %(now_ms)s)
+
+-- name: dead_letters
+SELECT enqueue_seq, batch_id, queue_session_id, source_key, delivery_policy, slot_policy, merge_key,
+       available_at_ms, enqueued_at_ms, payloads, attempts, dead_at_ms, last_owner_id, last_claimed_at_ms,
+       last_error
+FROM {schema}.queued_work_batches
+WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND dead_at_ms IS NOT NULL ORDER BY enqueue_seq
+
+-- name: dead_letter_by_id
+SELECT enqueue_seq, batch_id, queue_session_id, source_key, delivery_policy, slot_policy, merge_key,
+       available_at_ms, enqueued_at_ms, payloads, attempts, dead_at_ms, last_owner_id, last_claimed_at_ms,
+       last_error
+FROM {schema}.queued_work_batches
+WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND batch_id = %(batch_id)s
+  AND dead_at_ms IS NOT NULL
+
+-- Back into the queue at its old place (same id and enqueue_seq), as if never attempted.
+-- name: requeue_dead_letter
+UPDATE {schema}.queued_work_batches SET dead_at_ms = NULL, attempts = 0, retry_at_ms = 0, last_owner_id = NULL,
+    last_claimed_at_ms = NULL, last_error = NULL
+WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND batch_id = %(batch_id)s
+  AND dead_at_ms IS NOT NULL
+
+-- name: drop_dead_letter
+DELETE FROM {schema}.queued_work_batches
+WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND batch_id = %(batch_id)s
+  AND dead_at_ms IS NOT NULL
 
 -- name: batch_rows
 SELECT enqueue_seq, batch_id, queue_session_id, source_key, delivery_policy, slot_policy, merge_key,
        available_at_ms, enqueued_at_ms, payloads, claim_id, claim_owner_id, claim_token, claim_fencing_token,
-       claim_claimed_at_ms, claim_expires_at_ms
+       claim_claimed_at_ms, claim_expires_at_ms, attempts, retry_at_ms, last_owner_id, last_claimed_at_ms,
+       last_error, dead_at_ms
 FROM {schema}.queued_work_batches WHERE session_id = %(sid)s ORDER BY enqueue_seq
 
 -- name: insert_batch_row
 INSERT INTO {schema}.queued_work_batches (session_id, enqueue_seq, batch_id, queue_session_id, source_key,
     delivery_policy, slot_policy, merge_key, available_at_ms, enqueued_at_ms, payloads, claim_id, claim_owner_id,
-    claim_token, claim_fencing_token, claim_claimed_at_ms, claim_expires_at_ms)
+    claim_token, claim_fencing_token, claim_claimed_at_ms, claim_expires_at_ms, attempts, retry_at_ms,
+    last_owner_id, last_claimed_at_ms, last_error, dead_at_ms)
 VALUES (%(sid)s, %(enqueue_seq)s, %(batch_id)s, %(session_id)s, %(source_key)s, %(delivery_policy)s,
     %(slot_policy)s, %(merge_key)s, %(available_at_ms)s, %(enqueued_at_ms)s, %(payloads)s, %(claim_id)s,
-    %(claim_owner_id)s, %(claim_token)s, %(claim_fencing_token)s, %(claim_claimed_at_ms)s, %(claim_expires_at_ms)s)
+    %(claim_owner_id)s, %(claim_token)s, %(claim_fencing_token)s, %(claim_claimed_at_ms)s, %(claim_expires_at_ms)s,
+    %(attempts)s, %(retry_at_ms)s, %(last_owner_id)s, %(last_claimed_at_ms)s, %(last_error)s, %(dead_at_ms)s)
 
 -- Only queues that ever granted a claim have a fence (as in SQLite); lock rows alone are not data.
 -- name: fence_rows
@@ -641,12 +689,13 @@ WHERE session_id = %(sid)s AND stamp_session_id = %(session_id)s AND turn_id = %
   AND record = %(old_record)s
 
 -- name: rekey_batches
-SELECT batch_id, payloads FROM {schema}.queued_work_batches
+SELECT batch_id, payloads, last_error FROM {schema}.queued_work_batches
 WHERE session_id = %(sid)s AND batch_id > %(after)s ORDER BY batch_id LIMIT %(limit)s
 
 -- name: rekey_batches_update
-UPDATE {schema}.queued_work_batches SET payloads = %(payloads)s
+UPDATE {schema}.queued_work_batches SET payloads = %(payloads)s, last_error = %(last_error)s
 WHERE session_id = %(sid)s AND batch_id = %(batch_id)s AND payloads = %(old_payloads)s
+  AND last_error IS NOT DISTINCT FROM %(old_last_error)s
 
 -- name: rekey_attachments
 SELECT attachment_id, canonical_uri FROM {schema}.attachment_manifest

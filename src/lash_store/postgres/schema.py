@@ -21,7 +21,7 @@ from psycopg_pool import ConnectionPool
 
 from lash_store.errors import InvalidInput, NotAStoreDatabase, SchemaMigrationRequired, UnsupportedSchemaVersion
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION = "lash-store"
 SCHEMA_KIND = "postgres"
 DEFAULT_SCHEMA = "lash"
@@ -36,7 +36,8 @@ def _script(name: str) -> str:
 # Forward migrations: version -> the DDL that brings version-1 to version.  Each is additive and
 # idempotent (IF NOT EXISTS), so it commutes with other additive migrations of the same version number.
 # 2: the node index (kind, lane, sort key, tags, blob refs), blob children and staged writes.
-_MIGRATIONS: dict[int, str] = {2: _script("schema_v2.sql")}
+# 3: the work queue's attempts, backoff instant, last claim and error, and dead letters (PoisonPolicy).
+_MIGRATIONS: dict[int, str] = {2: _script("schema_v2.sql"), 3: _script("schema_v3.sql")}
 
 
 def check_schema_name(schema: object) -> str:
@@ -52,7 +53,9 @@ def _lock_key(schema: str) -> tuple[int, int]:
 
 
 def _ddl(schema: str) -> str:
+    """The whole current schema: version 2's script, then every later migration in order (each is additive)."""
     text = _script("schema.sql").replace("{node_index}", _MIGRATIONS[2])
+    text += "".join(_MIGRATIONS[version] for version in range(3, SCHEMA_VERSION + 1))
     return text.replace("{schema}", schema)
 
 

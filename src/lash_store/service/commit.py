@@ -119,7 +119,8 @@ class _CommitReads:
         self.head = head_from_row(head_row)
         self.turn_commit = None if stamp is None else decode_turn_commit(stamp.turn_id, _first(next(rows)))
         self.node_states = next(rows) if appending else []
-        self.claims: list[dict[str, int]] = [dict(rows_of_claim) for rows_of_claim in rows]
+        # batch id -> fencing token of each claim's rows (claimed_batches: batch_id, fence, attempts, seq)
+        self.claims: list[dict[str, int]] = [{row[0]: row[1] for row in rows_of_claim} for rows_of_claim in rows]
 
 
 def _first(rows: list[Row]) -> Row | None:

@@ -295,6 +295,11 @@ def _check_queue(context: _Context, problems: Problems) -> str:
             problems.add(f"batch {batch_id}: inconsistent claim columns")
         if isinstance(fence, int) and fence > fences.get(session_id, 0):
             problems.add(f"batch {batch_id}: fencing token {fence} exceeds the session's counter")
+        attempts, dead_at = row[16], row[21]  # poison work (layout revision 5 / PostgreSQL schema 3)
+        if dead_at is not None and token is not None:
+            problems.add(f"batch {batch_id}: a dead letter still holds a claim")
+        if isinstance(attempts, int) and attempts < 0:
+            problems.add(f"batch {batch_id}: negative attempt count {attempts}")
     return f"{len(context.rows.batches)} batches"
 
 

@@ -1,20 +1,35 @@
-"""The work queue inside transactions: enqueue, claim, renew, abandon, cancel and lists.
+"""The work queue inside transactions: enqueue, claim, renew, abandon, cancel, lists and dead letters.
 
 Every mutation takes the queue's lock first (``lock_queue``: a row lock on
 PostgreSQL, nothing on SQLite whose write transaction already serialises
 everything) and reads the clock after it, so leases are measured from the
 moment the lock was granted.
+
+Poison work (``PoisonPolicy``, ``None`` when off): every claim counts an
+attempt on each batch it takes and records, on the row, the instant the batch
+may be offered again should this attempt fail (``retry_at_ms``: the lease's
+end plus the backoff; renew moves it with the lease, abandon restarts it from
+now).  A claim that meets a ready batch whose ``max_attempts`` attempts are
+used up moves it to the dead-letter list instead and looks further.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from lash_store.core import queue as rules
 from lash_store.core.validate import saturating_add
 from lash_store.errors import QueuedWorkClaimExpired
-from lash_store.model import QueuedWorkBatch, QueuedWorkBatchDraft, QueuedWorkClaim, QueuedWorkClaimBoundary
-from lash_store.service.ports import Tx
+from lash_store.model import (
+    QueuedWorkBatch,
+    QueuedWorkBatchDraft,
+    QueuedWorkClaim,
+    QueuedWorkClaimBoundary,
+    QueuedWorkDeadLetter,
+)
+from lash_store.options import PoisonPolicy
+from lash_store.service.ports import Row, Tx
 
 
 class LostRace(Exception):
@@ -47,6 +62,16 @@ def enqueue(tx: Tx, draft: QueuedWorkBatchDraft, payloads: bytes) -> QueuedWorkB
     return rules.decode_batch(row)
 
 
+class Claimed:
+    """What a claim transaction did: the claim (``None``: nothing to take) and how many batches it dead-lettered."""
+
+    __slots__ = ("claim", "dead_lettered")
+
+    def __init__(self, claim: QueuedWorkClaim | None, dead_lettered: int) -> None:
+        self.claim = claim
+        self.dead_lettered = dead_lettered
+
+
 def claim(
     tx: Tx,
     session_id: str,
@@ -55,21 +80,38 @@ def claim(
     lease_ttl_ms: int,
     max_batches: int,
     wanted: Sequence[str] | None,
-) -> QueuedWorkClaim | None:
-    """Claim the next group (or exactly ``wanted``); ``None`` when there is nothing to take."""
+    poison: PoisonPolicy | None,
+) -> Claimed:
+    """Claim the next group (or exactly ``wanted``); its claim is ``None`` when there is nothing to take.
+
+    Exhausted batches met on the way are dead-lettered in this transaction,
+    whatever the outcome (a claim by ids that then does not match included).
+    """
     tx.send("lock_queue", {"session_id": session_id})
     now = tx.now_ms()
-    ready, fences = tx.fetch_many(
-        [
-            ("ready_batches", {"session_id": session_id, "now_ms": now, "limit": max_batches}),
-            ("last_fence", {"session_id": session_id}),
-        ]
-    )
-    group = rules.select_group(rules.decode_batches(ready), boundary, max_batches)
+    dead_lettered = 0
+    while True:
+        ready, fences = tx.fetch_many(
+            [
+                ("ready_batches", {"session_id": session_id, "now_ms": now, "limit": max_batches}),
+                ("last_fence", {"session_id": session_id}),
+            ]
+        )
+        selection = _Selection(ready, poison)
+        group = rules.select_group(selection.candidates(), boundary, max_batches, selection.alone)
+        if not selection.exhausted:
+            break
+        dead_lettered += tx.run_many(
+            "dead_letter_batch",
+            [{"session_id": session_id, "batch_id": batch_id, "now_ms": now} for batch_id in selection.exhausted],
+        )
+        if len(ready) < max_batches:  # every candidate was seen (a backend may stop at max_batches rows)
+            break
+        # The rows set aside may have filled the backend's window: look again without them.
     if not group or (wanted is not None and [batch.batch_id for batch in group] != list(wanted)):
         if wanted is not None:
             find_corrupt(tx, session_id, wanted)
-        return None
+        return Claimed(None, dead_lettered)
     # Advanced under the queue's lock, so strictly larger than every fence this queue ever handed out.
     fence = (int(fences[0][0]) if fences else 0) + 1
     tx.send("set_fence", {"session_id": session_id, "last_fencing_token": fence})
@@ -85,6 +127,11 @@ def claim(
                 "fencing_token": fence,
                 "now_ms": now,
                 "expires_at_ms": expires,
+                # should this attempt fail, the batch waits out the lease and then the backoff
+                "retry_at_ms": saturating_add(
+                    expires,
+                    rules.retry_delay_ms(poison, session_id, batch.enqueue_seq, selection.attempts[batch.batch_id] + 1),
+                ),
                 "session_id": session_id,
                 "batch_id": batch.batch_id,
             }
@@ -93,16 +140,45 @@ def claim(
     )
     if taken != len(group):
         raise LostRace()
-    return QueuedWorkClaim(
-        session_id=session_id,
-        claim_id=claim_id,
-        owner_id=owner_id,
-        lease_token=token,
-        fencing_token=fence,
-        claimed_at_epoch_ms=now,
-        expires_at_epoch_ms=expires,
-        batches=group,
+    return Claimed(
+        QueuedWorkClaim(
+            session_id=session_id,
+            claim_id=claim_id,
+            owner_id=owner_id,
+            lease_token=token,
+            fencing_token=fence,
+            claimed_at_epoch_ms=now,
+            expires_at_epoch_ms=expires,
+            batches=group,
+        ),
+        dead_lettered,
     )
+
+
+class _Selection:
+    """The ready rows of one claim, read lazily: exhausted ones are set aside, retries claimed alone."""
+
+    def __init__(self, ready: list[Row], poison: PoisonPolicy | None) -> None:
+        self.ready = ready
+        self.limit = None if poison is None else poison.max_attempts
+        self.attempts: dict[str, int] = {}
+        self.exhausted: list[str] = []
+        # A retry goes alone only when retries can end in the dead-letter list: then a poisoned batch never
+        # takes the batches it was grouped with there.  Without a policy, grouping is as it always was.
+        self.alone = None if poison is None else self._is_retry
+
+    def candidates(self) -> Iterator[QueuedWorkBatch]:
+        for row in self.ready:
+            attempts = int(row[10])
+            if self.limit is not None and attempts >= self.limit:
+                self.exhausted.append(row[1])  # every allowed attempt failed: a dead letter, never offered
+                continue
+            for batch in rules.decode_batches([row[:10]]):
+                self.attempts[batch.batch_id] = attempts
+                yield batch
+
+    def _is_retry(self, batch: QueuedWorkBatch) -> bool:
+        return self.attempts.get(batch.batch_id, 0) > 0
 
 
 def find_corrupt(tx: Tx, session_id: str, batch_ids: Sequence[str]) -> None:
@@ -113,31 +189,54 @@ def find_corrupt(tx: Tx, session_id: str, batch_ids: Sequence[str]) -> None:
             rules.decode_batch(row)
 
 
-def renew(tx: Tx, held: QueuedWorkClaim, lease_ttl_ms: int) -> int:
-    """Extend every row of the claim or none (fence checked); returns the new expiry."""
+def renew(tx: Tx, held: QueuedWorkClaim, lease_ttl_ms: int, poison: PoisonPolicy | None) -> int:
+    """Extend every row of the claim or none (fence checked); returns the new expiry.
+
+    The instant a failed attempt may be retried moves with the lease.
+    """
     tx.send("lock_queue", {"session_id": held.session_id})
     expires = saturating_add(tx.now_ms(), lease_ttl_ms)
     key = {"session_id": held.session_id, "claim_id": held.claim_id, "lease_token": held.lease_token}
-    owned = len(tx.all("claimed_batches", key))
+    owned = {row[0]: row for row in tx.all("claimed_batches", key)}
     updated = tx.run_many(
         "extend_claim",
         [
-            {**key, "batch_id": batch_id, "fencing_token": held.fencing_token, "expires_at_ms": expires}
+            {
+                **key,
+                "batch_id": batch_id,
+                "fencing_token": held.fencing_token,
+                "expires_at_ms": expires,
+                "retry_at_ms": _retry_at(poison, held.session_id, owned.get(batch_id), expires),
+            }
             for batch_id in held.batch_ids
         ],
     )
     listed = len(held.batches)
-    if len(set(held.batch_ids)) != listed or owned != listed or updated != listed:
+    if len(set(held.batch_ids)) != listed or len(owned) != listed or updated != listed:
         raise QueuedWorkClaimExpired(held.session_id, held.claim_id)
     return expires
 
 
-def abandon(tx: Tx, held: QueuedWorkClaim) -> int:
+def abandon(tx: Tx, held: QueuedWorkClaim, error: str | None, poison: PoisonPolicy | None) -> int:
+    """Release the claim's rows (stale claims release nothing); the attempt failed now, with ``error`` if given."""
     tx.send("lock_queue", {"session_id": held.session_id})
-    return tx.run(
-        "release_claim",
-        {"session_id": held.session_id, "claim_id": held.claim_id, "lease_token": held.lease_token},
+    now = tx.now_ms()
+    key = {"session_id": held.session_id, "claim_id": held.claim_id, "lease_token": held.lease_token}
+    return tx.run_many(
+        "release_batch",
+        [
+            {**key, "batch_id": row[0], "error": error, "retry_at_ms": _retry_at(poison, held.session_id, row, now)}
+            for row in tx.all("claimed_batches", key)
+        ],
     )
+
+
+def _retry_at(poison: PoisonPolicy | None, session_id: str, row: Row | None, attempt_end: int) -> int:
+    """When a batch whose attempt ends at ``attempt_end`` may be offered again (``claimed_batches`` row)."""
+    if row is None:  # not owned: the update matches nothing anyway
+        return attempt_end
+    _batch_id, _fence, attempts, enqueue_seq = row
+    return saturating_add(attempt_end, rules.retry_delay_ms(poison, session_id, int(enqueue_seq), int(attempts)))
 
 
 def cancel(tx: Tx, session_id: str, batch_id: str) -> QueuedWorkBatch | None:
@@ -149,6 +248,39 @@ def cancel(tx: Tx, session_id: str, batch_id: str) -> QueuedWorkBatch | None:
     batch = rules.decode_batch(row)  # a corrupt row raises and stays
     tx.run("delete_batch", key)
     return batch
+
+
+def list_dead_letters(tx: Tx, session_id: str) -> list[QueuedWorkDeadLetter]:
+    return list(rules.decode_dead_letters(tx.iter("dead_letters", {"session_id": session_id})))
+
+
+def get_dead_letter(tx: Tx, session_id: str, batch_id: str) -> QueuedWorkDeadLetter | None:
+    row = tx.one("dead_letter_by_id", {"session_id": session_id, "batch_id": batch_id})
+    return None if row is None else rules.decode_dead_letter(row)
+
+
+def requeue_dead_letter(tx: Tx, session_id: str, batch_id: str) -> QueuedWorkBatch | None:
+    """Put a dead letter back in the queue, attempts reset; ``None`` if it is not one."""
+    tx.send("lock_queue", {"session_id": session_id})
+    key: dict[str, Any] = {"session_id": session_id, "batch_id": batch_id}
+    row = tx.one("dead_letter_by_id", key)
+    if row is None:
+        return None
+    letter = rules.decode_dead_letter(row)  # a corrupt row raises and stays
+    tx.run("requeue_dead_letter", key)
+    return letter.batch
+
+
+def drop_dead_letter(tx: Tx, session_id: str, batch_id: str) -> QueuedWorkDeadLetter | None:
+    """Delete a dead letter for good; returns it as it was, ``None`` if it is not one."""
+    tx.send("lock_queue", {"session_id": session_id})
+    key: dict[str, Any] = {"session_id": session_id, "batch_id": batch_id}
+    row = tx.one("dead_letter_by_id", key)
+    if row is None:
+        return None
+    letter = rules.decode_dead_letter(row)  # a corrupt row raises and stays
+    tx.run("drop_dead_letter", key)
+    return letter
 
 
 def list_batches(tx: Tx, session_id: str, *, pending: bool) -> list[QueuedWorkBatch]:

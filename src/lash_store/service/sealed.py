@@ -38,6 +38,7 @@ BLOB = b"blob-content"
 STAGED = b"staged-write"
 TURN = b"turn-commit"
 BATCH = b"queue-payloads"
+QUEUE_ERROR = b"queue-error"  # a failed attempt's error text (it may quote the conversation)
 URI = b"attachment-uri"
 META_NAME = b"meta-session-name"
 META_MODEL = b"meta-model"
@@ -176,6 +177,7 @@ _META_PARAMS: list[ParamOp] = [
 ]
 # A damaged batch row reads as bytes msgpack never starts with: the queue passes over it and names it.
 _BATCH_ROW: list[RowOp] = [opened(9, BATCH, "queued-work batch", _col(1), damaged=b"\xc1")]
+_DEAD_LETTER_ROW: list[RowOp] = [*_BATCH_ROW, opened_text(14, QUEUE_ERROR, "dead letter error", _col(1))]
 _STAGED_ROW: list[RowOp] = [opened(5, STAGED, "staged write", _staged_cols)]
 
 PARAMS: dict[str, list[ParamOp]] = {
@@ -204,7 +206,8 @@ PARAMS: dict[str, list[ParamOp]] = {
     "insert_attachment_row": [seal_text("canonical_uri", URI, _p("attachment_id"))],
     "pin_module": [address("blob_ref")],
     "insert_batch": [seal("payloads", BATCH, _p("batch_id"))],
-    "insert_batch_row": [seal("payloads", BATCH, _p("batch_id"))],
+    "insert_batch_row": [seal("payloads", BATCH, _p("batch_id")), seal_text("last_error", QUEUE_ERROR, _p("batch_id"))],
+    "release_batch": [seal_text("error", QUEUE_ERROR, _p("batch_id"))],
 }
 
 ROWS: dict[str, list[RowOp]] = {
@@ -251,7 +254,9 @@ ROWS: dict[str, list[RowOp]] = {
     "batch_by_id": _BATCH_ROW,
     "list_batches": _BATCH_ROW,
     "list_pending_batches": _BATCH_ROW,
-    "batch_rows": _BATCH_ROW,
+    "batch_rows": [*_BATCH_ROW, opened_text(20, QUEUE_ERROR, "queued-work error", _col(1))],
+    "dead_letters": _DEAD_LETTER_ROW,
+    "dead_letter_by_id": _DEAD_LETTER_ROW,
 }
 
 # PostgreSQL's factory lists many sessions in one query: each row is opened in its own partition.
@@ -484,7 +489,13 @@ _TABLES: tuple[_Table, ...] = (
         lambda row: {"session_id": row[1], "turn_id": row[2]},
     ),
     _Table(
-        "batches", False, (_Column(1, "payloads", BATCH, _c(0), "queued-work batch"),), lambda row: {"batch_id": row[0]}
+        "batches",
+        False,
+        (
+            _Column(1, "payloads", BATCH, _c(0), "queued-work batch"),
+            _Column(2, "last_error", QUEUE_ERROR, _c(0), "queued-work error"),
+        ),
+        lambda row: {"batch_id": row[0]},
     ),
     _Table(
         "attachments",

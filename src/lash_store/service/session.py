@@ -53,6 +53,7 @@ from lash_store.model import (
     QueuedWorkBatchDraft,
     QueuedWorkClaim,
     QueuedWorkClaimBoundary,
+    QueuedWorkDeadLetter,
     RekeyReport,
     RuntimeCommit,
     RuntimeCommitResult,
@@ -594,7 +595,7 @@ class SessionService:
                 session_id,
                 lambda: self._claim_untraced(session_id, owner_id, boundary, lease_ttl_ms, max_batches, wanted),
             )
-        return self._claim_untraced(session_id, owner_id, boundary, lease_ttl_ms, max_batches, wanted)
+        return self._claim_untraced(session_id, owner_id, boundary, lease_ttl_ms, max_batches, wanted)[0]
 
     def _claim_untraced(
         self,
@@ -604,34 +605,51 @@ class SessionService:
         lease_ttl_ms: int,
         max_batches: int,
         wanted: list[str] | None,
-    ) -> QueuedWorkClaim | None:
+    ) -> tuple[QueuedWorkClaim | None, int]:
+        """The claim (``None``: nothing taken) and how many exhausted batches it moved to the dead-letter list."""
+        poison = self.options.poison
         try:
-            return self._backend.write(
-                lambda tx: queue_ops.claim(tx, session_id, owner_id, boundary, lease_ttl_ms, max_batches, wanted)
+            claimed = self._backend.write(
+                lambda tx: queue_ops.claim(
+                    tx, session_id, owner_id, boundary, lease_ttl_ms, max_batches, wanted, poison
+                )
             )
         except queue_ops.LostRace:
-            return None
+            return None, 0
+        if claimed.dead_lettered:
+            log.warning("queue %s: %d batch(es) moved to the dead-letter list", session_id, claimed.dead_lettered)
+        return claimed.claim, claimed.dead_lettered
 
     def renew_queued_work_claim(self, claim: QueuedWorkClaim, lease_ttl_ms: int) -> QueuedWorkClaim:
         """Extend the lease of every batch of the claim, or raise :class:`QueuedWorkClaimExpired` and change nothing."""
         held = rules.check_claim(claim)
         check_ms("lease_ttl_ms", lease_ttl_ms)
+        poison = self.options.poison
         if self._telemetry is not None:
             expires = self._telemetry.renew(
-                held.session_id, lambda: self._backend.write(lambda tx: queue_ops.renew(tx, held, lease_ttl_ms))
+                held.session_id,
+                lambda: self._backend.write(lambda tx: queue_ops.renew(tx, held, lease_ttl_ms, poison)),
             )
         else:
-            expires = self._backend.write(lambda tx: queue_ops.renew(tx, held, lease_ttl_ms))
+            expires = self._backend.write(lambda tx: queue_ops.renew(tx, held, lease_ttl_ms, poison))
         return msgspec.structs.replace(held, expires_at_epoch_ms=expires)
 
-    def abandon_queued_work_claim(self, claim: QueuedWorkClaim) -> int:
-        """Release a claim so its batches are claimable again; stale claims are a no-op. Returns rows released."""
+    def abandon_queued_work_claim(self, claim: QueuedWorkClaim, error: str | None = None) -> int:
+        """Release a claim so its batches are claimable again; stale claims are a no-op. Returns rows released.
+
+        The attempt counts as failed: under a poison policy the batches back
+        off before they are offered again, and ``error`` (if given) is kept as
+        the last error a dead letter reports.
+        """
         held = rules.check_claim(claim)
+        reason = rules.check_error(error)
+        poison = self.options.poison
         if self._telemetry is not None:
             return self._telemetry.abandon(
-                held.session_id, lambda: self._backend.write(lambda tx: queue_ops.abandon(tx, held))
+                held.session_id,
+                lambda: self._backend.write(lambda tx: queue_ops.abandon(tx, held, reason, poison)),
             )
-        return self._backend.write(lambda tx: queue_ops.abandon(tx, held))
+        return self._backend.write(lambda tx: queue_ops.abandon(tx, held, reason, poison))
 
     def cancel_queued_work_batch(self, session_id: str, batch_id: str) -> QueuedWorkBatch | None:
         """Remove a batch that is not live-claimed; ``None`` if claimed or gone."""
@@ -648,6 +666,31 @@ class SessionService:
         """Batches not live-claimed now (delayed ones included), in FIFO order."""
         check_id("session_id", session_id)
         return self._backend.read(lambda tx: queue_ops.list_batches(tx, session_id, pending=True))
+
+    # -- dead letters ----------------------------------------------------
+
+    def list_dead_letters(self, session_id: str) -> list[QueuedWorkDeadLetter]:
+        """The queue's dead letters in FIFO order (undecodable rows are logged and left out)."""
+        check_id("session_id", session_id)
+        return self._backend.read(lambda tx: queue_ops.list_dead_letters(tx, session_id))
+
+    def get_dead_letter(self, session_id: str, batch_id: str) -> QueuedWorkDeadLetter | None:
+        """One dead letter, or ``None`` if the batch is not on the dead-letter list."""
+        check_id("session_id", session_id)
+        check_id("batch_id", batch_id)
+        return self._backend.read(lambda tx: queue_ops.get_dead_letter(tx, session_id, batch_id))
+
+    def requeue_dead_letter(self, session_id: str, batch_id: str) -> QueuedWorkBatch | None:
+        """Put a dead letter back in the queue at its old place with its attempts reset; ``None`` if not one."""
+        check_id("session_id", session_id)
+        check_id("batch_id", batch_id)
+        return self._backend.write(lambda tx: queue_ops.requeue_dead_letter(tx, session_id, batch_id))
+
+    def drop_dead_letter(self, session_id: str, batch_id: str) -> QueuedWorkDeadLetter | None:
+        """Delete a dead letter for good and return it; ``None`` if the batch is not one."""
+        check_id("session_id", session_id)
+        check_id("batch_id", batch_id)
+        return self._backend.write(lambda tx: queue_ops.drop_dead_letter(tx, session_id, batch_id))
 
 
 @functools.cache

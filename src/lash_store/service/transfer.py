@@ -97,6 +97,13 @@ class BatchRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froz
     claim_fencing_token: U63
     claim_claimed_at_ms: U63
     claim_expires_at_ms: U63
+    # Layout revision 5 / PostgreSQL schema 3: attempts, backoff and dead letters (older dumps: none made).
+    attempts: U63 = 0
+    retry_at_ms: U63 = 0
+    last_owner_id: str | None = None
+    last_claimed_at_ms: U63 | None = None
+    last_error: str | None = None
+    dead_at_ms: U63 | None = None
 
 
 class FenceRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):

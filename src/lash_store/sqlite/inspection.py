@@ -36,6 +36,8 @@ _COLUMN_TYPES: dict[str, dict[str, str]] = {
         "payloads": "blob",
         "claim_fencing_token": "integer",
         "claim_expires_at_ms": "integer",
+        "attempts": "integer",
+        "retry_at_ms": "integer",
     },
     "queued_work_sessions": {"last_fencing_token": "integer"},
     "session_meta": {"session_id": "text", "created_at": "text", "relation": "blob"},

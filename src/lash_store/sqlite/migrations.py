@@ -7,7 +7,10 @@ the counters with triggers.  Revision 3 records its revision and has no
 triggers (the service keeps the counters, the same way on every backend).
 Revision 4 adds the node index (kind, lane and sort key columns, tags, blob
 refs), blob children and staged writes; its migration adds the columns and
-tables and fills ``kind`` from the stored nodes.
+tables and fills ``kind`` from the stored nodes.  Revision 5 adds the work
+queue's poison bookkeeping (attempts, backoff instant, last claim and error,
+dead-letter mark) as columns with neutral defaults, and replaces the FIFO
+index by one over live batches.
 A migration recomputes the counters from the graph instead of trusting them.
 
 Migrating is always explicit: ``Store.open(path, migrate=True)``,
@@ -44,6 +47,7 @@ def migrate(conn: sqlite3.Connection, path: str) -> int | None:
     for trigger in _OLD_TRIGGERS:
         conn.execute(f"DROP TRIGGER IF EXISTS {trigger}")
     _add_node_index_columns(conn)  # before anything runs the DDL, whose indexes name these columns
+    _add_queue_columns(conn)
     if found == 1:
         _from_revision_1(conn, identity.objects)
     schema.initialise(conn)  # creates what is missing and stamps the current revision
@@ -111,6 +115,32 @@ def _add_node_index_columns(conn: sqlite3.Connection) -> None:
     for seq, node_id, body in conn.execute("SELECT seq, node_id, body FROM graph_nodes WHERE kind IS NULL"):
         updates.append((decode_node(node_id, body).kind, seq))  # an undecodable node fails the migration whole
     conn.executemany("UPDATE graph_nodes SET kind = ? WHERE seq = ?", updates)
+
+
+# Revision 5: what the queue keeps about attempts (see PoisonPolicy); an existing batch has made none.
+_QUEUE_COLUMNS = (
+    ("attempts", "INTEGER NOT NULL DEFAULT 0"),
+    ("retry_at_ms", "INTEGER NOT NULL DEFAULT 0"),
+    ("last_owner_id", "TEXT"),
+    ("last_claimed_at_ms", "INTEGER"),
+    ("last_error", "TEXT"),
+    ("dead_at_ms", "INTEGER"),
+)
+
+
+def _add_queue_columns(conn: sqlite3.Connection) -> None:
+    """Add the poison-work columns (defaults: no attempt made, nothing dead-lettered) and swap the FIFO index.
+
+    A batch claimed before the migration counts as not yet attempted: its
+    claim (lease, fence) is kept as it is and counts from its next claim on.
+    """
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(queued_work_batches)")}
+    if not columns:
+        return  # no queue table yet: the current DDL creates it whole
+    for column, declaration in _QUEUE_COLUMNS:
+        if column not in columns:
+            conn.execute(f"ALTER TABLE queued_work_batches ADD COLUMN {column} {declaration}")
+    conn.execute("DROP INDEX IF EXISTS idx_queued_work_ready")  # replaced by idx_queued_work_live (live rows only)
 
 
 def _recount(conn: sqlite3.Connection) -> None:

@@ -298,6 +298,8 @@ SELECT artifact_ref, blob_ref FROM artifact_refs ORDER BY artifact_ref
 -- ===== work queue =========================================================
 -- Batch rows are selected as: enqueue_seq, batch_id, session_id, source_key, delivery_policy, slot_policy,
 -- merge_key, available_at_ms, enqueued_at_ms, payloads  (lash_store.core.queue.BatchRow)
+-- A row with dead_at_ms set is a dead letter: no longer queued work (see PoisonPolicy).  It keeps its
+-- source key, so a producer retrying the enqueue gets it back instead of a new copy of the poison.
 
 -- name: batch_by_source_key
 SELECT enqueue_seq, batch_id, session_id, source_key, delivery_policy, slot_policy, merge_key, available_at_ms,
@@ -312,13 +314,13 @@ VALUES (:batch_id, :session_id, :source_key, :delivery_policy, :slot_policy, :me
 RETURNING enqueue_seq, batch_id, session_id, source_key, delivery_policy, slot_policy, merge_key, available_at_ms,
     enqueued_at_ms, payloads
 
--- Ready (available) and free (unclaimed, or the lease ran out) batches in FIFO order.  No LIMIT: the
--- service reads lazily and stops at the end of the group, and an undecodable row it skips must not count.
+-- Ready (available, not backing off) and free (unclaimed, or the lease ran out) live batches in FIFO order,
+-- each with its attempts so far.  No LIMIT: an undecodable or exhausted row the service skips must not count.
 -- name: ready_batches
 SELECT enqueue_seq, batch_id, session_id, source_key, delivery_policy, slot_policy, merge_key, available_at_ms,
-    enqueued_at_ms, payloads
+    enqueued_at_ms, payloads, attempts
 FROM queued_work_batches
-WHERE session_id = :session_id AND available_at_ms <= :now_ms
+WHERE session_id = :session_id AND dead_at_ms IS NULL AND available_at_ms <= :now_ms AND retry_at_ms <= :now_ms
   AND (claim_token IS NULL OR claim_expires_at_ms <= :now_ms)
 ORDER BY enqueue_seq
 
@@ -329,30 +331,37 @@ SELECT last_fencing_token FROM queued_work_sessions WHERE session_id = :session_
 INSERT INTO queued_work_sessions (session_id, last_fencing_token) VALUES (:session_id, :last_fencing_token)
 ON CONFLICT (session_id) DO UPDATE SET last_fencing_token = excluded.last_fencing_token
 
+-- A claim is an attempt: counted here; retry_at_ms is when the batch may be offered again if this attempt fails
+-- (the lease's end plus the backoff), and the last claim's owner and instant are kept for the dead-letter list.
 -- name: mark_claimed
 UPDATE queued_work_batches SET claim_id = :claim_id, claim_owner_id = :owner_id, claim_token = :lease_token,
-    claim_fencing_token = :fencing_token, claim_claimed_at_ms = :now_ms, claim_expires_at_ms = :expires_at_ms
-WHERE session_id = :session_id AND batch_id = :batch_id AND (claim_token IS NULL OR claim_expires_at_ms <= :now_ms)
+    claim_fencing_token = :fencing_token, claim_claimed_at_ms = :now_ms, claim_expires_at_ms = :expires_at_ms,
+    attempts = attempts + 1, retry_at_ms = :retry_at_ms, last_owner_id = :owner_id, last_claimed_at_ms = :now_ms
+WHERE session_id = :session_id AND batch_id = :batch_id AND dead_at_ms IS NULL
+  AND (claim_token IS NULL OR claim_expires_at_ms <= :now_ms)
 
 -- name: claimed_batches
-SELECT batch_id, claim_fencing_token FROM queued_work_batches
+SELECT batch_id, claim_fencing_token, attempts, enqueue_seq FROM queued_work_batches
 WHERE session_id = :session_id AND claim_id = :claim_id AND claim_token = :lease_token
 
 -- name: extend_claim
-UPDATE queued_work_batches SET claim_expires_at_ms = :expires_at_ms
+UPDATE queued_work_batches SET claim_expires_at_ms = :expires_at_ms, retry_at_ms = :retry_at_ms
 WHERE session_id = :session_id AND batch_id = :batch_id AND claim_id = :claim_id AND claim_token = :lease_token
   AND claim_fencing_token = :fencing_token
 
--- name: release_claim
+-- An abandoned attempt failed now: the batch backs off from now; a given error replaces the last one.
+-- name: release_batch
 UPDATE queued_work_batches SET claim_id = NULL, claim_owner_id = NULL, claim_token = NULL,
-    claim_claimed_at_ms = 0, claim_expires_at_ms = 0
-WHERE session_id = :session_id AND claim_id = :claim_id AND claim_token = :lease_token
+    claim_claimed_at_ms = 0, claim_expires_at_ms = 0, retry_at_ms = :retry_at_ms,
+    last_error = coalesce(:error, last_error)
+WHERE session_id = :session_id AND batch_id = :batch_id AND claim_id = :claim_id AND claim_token = :lease_token
 
 -- name: free_batch
 SELECT enqueue_seq, batch_id, session_id, source_key, delivery_policy, slot_policy, merge_key, available_at_ms,
     enqueued_at_ms, payloads
 FROM queued_work_batches
-WHERE session_id = :session_id AND batch_id = :batch_id AND (claim_token IS NULL OR claim_expires_at_ms <= :now_ms)
+WHERE session_id = :session_id AND batch_id = :batch_id AND dead_at_ms IS NULL
+  AND (claim_token IS NULL OR claim_expires_at_ms <= :now_ms)
 
 -- name: batch_by_id
 SELECT enqueue_seq, batch_id, session_id, source_key, delivery_policy, slot_policy, merge_key, available_at_ms,
@@ -374,29 +383,59 @@ SELECT count(*) FROM queued_work_batches
 -- name: list_batches
 SELECT enqueue_seq, batch_id, session_id, source_key, delivery_policy, slot_policy, merge_key, available_at_ms,
     enqueued_at_ms, payloads
-FROM queued_work_batches WHERE session_id = :session_id ORDER BY enqueue_seq
+FROM queued_work_batches WHERE session_id = :session_id AND dead_at_ms IS NULL ORDER BY enqueue_seq
 
 -- name: list_pending_batches
 SELECT enqueue_seq, batch_id, session_id, source_key, delivery_policy, slot_policy, merge_key, available_at_ms,
     enqueued_at_ms, payloads
 FROM queued_work_batches
-WHERE session_id = :session_id AND (claim_token IS NULL OR claim_expires_at_ms <= :now_ms)
+WHERE session_id = :session_id AND dead_at_ms IS NULL AND (claim_token IS NULL OR claim_expires_at_ms <= :now_ms)
 ORDER BY enqueue_seq
 
--- Whole rows, claim state included, for export and fork.
+-- ----- dead letters: batch columns, then attempts, dead_at_ms, last_owner_id, last_claimed_at_ms, last_error
+
+-- A claim that meets a batch whose every allowed attempt failed sets it aside instead of offering it.
+-- name: dead_letter_batch
+UPDATE queued_work_batches SET dead_at_ms = :now_ms, claim_id = NULL, claim_owner_id = NULL, claim_token = NULL,
+    claim_claimed_at_ms = 0, claim_expires_at_ms = 0
+WHERE session_id = :session_id AND batch_id = :batch_id AND dead_at_ms IS NULL
+  AND (claim_token IS NULL OR claim_expires_at_ms <= :now_ms)
+
+-- name: dead_letters
+SELECT enqueue_seq, batch_id, session_id, source_key, delivery_policy, slot_policy, merge_key, available_at_ms,
+    enqueued_at_ms, payloads, attempts, dead_at_ms, last_owner_id, last_claimed_at_ms, last_error
+FROM queued_work_batches WHERE session_id = :session_id AND dead_at_ms IS NOT NULL ORDER BY enqueue_seq
+
+-- name: dead_letter_by_id
+SELECT enqueue_seq, batch_id, session_id, source_key, delivery_policy, slot_policy, merge_key, available_at_ms,
+    enqueued_at_ms, payloads, attempts, dead_at_ms, last_owner_id, last_claimed_at_ms, last_error
+FROM queued_work_batches WHERE session_id = :session_id AND batch_id = :batch_id AND dead_at_ms IS NOT NULL
+
+-- Back into the queue at its old place (same id and enqueue_seq), as if never attempted.
+-- name: requeue_dead_letter
+UPDATE queued_work_batches SET dead_at_ms = NULL, attempts = 0, retry_at_ms = 0, last_owner_id = NULL,
+    last_claimed_at_ms = NULL, last_error = NULL
+WHERE session_id = :session_id AND batch_id = :batch_id AND dead_at_ms IS NOT NULL
+
+-- name: drop_dead_letter
+DELETE FROM queued_work_batches WHERE session_id = :session_id AND batch_id = :batch_id AND dead_at_ms IS NOT NULL
+
+-- Whole rows, claim and poison state included, for export and fork.
 -- name: batch_rows
 SELECT enqueue_seq, batch_id, session_id, source_key, delivery_policy, slot_policy, merge_key, available_at_ms,
     enqueued_at_ms, payloads, claim_id, claim_owner_id, claim_token, claim_fencing_token, claim_claimed_at_ms,
-    claim_expires_at_ms
+    claim_expires_at_ms, attempts, retry_at_ms, last_owner_id, last_claimed_at_ms, last_error, dead_at_ms
 FROM queued_work_batches ORDER BY enqueue_seq
 
 -- name: insert_batch_row
 INSERT INTO queued_work_batches (enqueue_seq, batch_id, session_id, source_key, delivery_policy, slot_policy,
     merge_key, available_at_ms, enqueued_at_ms, payloads, claim_id, claim_owner_id, claim_token,
-    claim_fencing_token, claim_claimed_at_ms, claim_expires_at_ms)
+    claim_fencing_token, claim_claimed_at_ms, claim_expires_at_ms, attempts, retry_at_ms, last_owner_id,
+    last_claimed_at_ms, last_error, dead_at_ms)
 VALUES (:enqueue_seq, :batch_id, :session_id, :source_key, :delivery_policy, :slot_policy, :merge_key,
     :available_at_ms, :enqueued_at_ms, :payloads, :claim_id, :claim_owner_id, :claim_token, :claim_fencing_token,
-    :claim_claimed_at_ms, :claim_expires_at_ms)
+    :claim_claimed_at_ms, :claim_expires_at_ms, :attempts, :retry_at_ms, :last_owner_id, :last_claimed_at_ms,
+    :last_error, :dead_at_ms)
 
 -- name: fence_rows
 SELECT session_id, last_fencing_token FROM queued_work_sessions ORDER BY session_id
@@ -474,10 +513,11 @@ UPDATE runtime_turn_commits SET record = :record
 WHERE session_id = :session_id AND turn_id = :turn_id AND record = :old_record
 
 -- name: rekey_batches
-SELECT batch_id, payloads FROM queued_work_batches WHERE batch_id > :after ORDER BY batch_id LIMIT :limit
+SELECT batch_id, payloads, last_error FROM queued_work_batches WHERE batch_id > :after ORDER BY batch_id LIMIT :limit
 
 -- name: rekey_batches_update
-UPDATE queued_work_batches SET payloads = :payloads WHERE batch_id = :batch_id AND payloads = :old_payloads
+UPDATE queued_work_batches SET payloads = :payloads, last_error = :last_error
+WHERE batch_id = :batch_id AND payloads = :old_payloads AND last_error IS :old_last_error
 
 -- name: rekey_attachments
 SELECT attachment_id, canonical_uri FROM attachment_manifest

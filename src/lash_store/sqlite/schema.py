@@ -1,7 +1,7 @@
 """The session database schema and the open-time identity check (SPEC decision 4).
 
 ``PRAGMA user_version`` is 3, the file format SPEC decision 4 names.  The
-layout inside version 3 has changed twice, so it carries its own revision in
+layout inside version 3 has changed several times, so it carries its own revision in
 the one-row ``lash_schema`` table; files written before that table existed are
 recognised by their tables (revision 1 kept ``graph_stats``/``usage_totals``,
 revision 2 kept graph counters on the head row, maintained by triggers).  An
@@ -17,7 +17,8 @@ from lash_store.errors import NotAStoreDatabase, SchemaMigrationRequired, StoreN
 from lash_store.sqlite.deletion import DELETED_MARK
 
 SCHEMA_VERSION = 3
-LAYOUT_REVISION = 4  # 1: graph_stats + usage_totals; 2: counters on the head row, by triggers; 3: no triggers
+LAYOUT_REVISION = 5  # 1: graph_stats + usage_totals; 2: counters on the head row, by triggers; 3: no triggers;
+# 4: the node index, blob edges, staged writes; 5: queue attempts, backoff and dead letters
 APPLICATION_ID = 0x4C415348  # "LASH": marks a file as a lash-store session database
 SCHEMA_KIND = "session"
 
@@ -135,12 +136,21 @@ CREATE TABLE IF NOT EXISTS queued_work_batches (
     claim_token TEXT,
     claim_fencing_token INTEGER NOT NULL DEFAULT 0,
     claim_claimed_at_ms INTEGER NOT NULL DEFAULT 0,
-    claim_expires_at_ms INTEGER NOT NULL DEFAULT 0
+    claim_expires_at_ms INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    retry_at_ms INTEGER NOT NULL DEFAULT 0,
+    last_owner_id TEXT,
+    last_claimed_at_ms INTEGER,
+    last_error TEXT,
+    dead_at_ms INTEGER
 );
 CREATE UNIQUE INDEX IF NOT EXISTS idx_queued_work_source
     ON queued_work_batches(session_id, source_key) WHERE source_key IS NOT NULL;
-CREATE INDEX IF NOT EXISTS idx_queued_work_ready
-    ON queued_work_batches(session_id, enqueue_seq);
+-- Revision 5: the FIFO index holds live batches only; dead letters have their own (usually empty) one.
+CREATE INDEX IF NOT EXISTS idx_queued_work_live
+    ON queued_work_batches(session_id, enqueue_seq) WHERE dead_at_ms IS NULL;
+CREATE INDEX IF NOT EXISTS idx_queued_work_dead
+    ON queued_work_batches(session_id, enqueue_seq) WHERE dead_at_ms IS NOT NULL;
 CREATE INDEX IF NOT EXISTS idx_queued_work_claim
     ON queued_work_batches(session_id, claim_id, claim_token);
 CREATE TABLE IF NOT EXISTS queued_work_sessions (

@@ -23,8 +23,8 @@ How a backend runs the suite -- in one of its test modules::
         name = "my-backend"
         durable = True
 
-        def open(self, clock: Clock) -> SessionStore:
-            ...  # a fresh, empty store using ``clock`` and GC grace 0
+        def open(self, clock: Clock, poison: PoisonPolicy | None = None) -> SessionStore:
+            ...  # a fresh, empty store using ``clock``, GC grace 0 and ``poison`` as StoreOptions.poison
 
         def reopen(self, store: SessionStore) -> SessionStore:
             ...  # a new handle on the same durable data
@@ -102,6 +102,7 @@ from lash_store.model import (
     TurnInput,
     VacuumReport,
 )
+from lash_store.options import PoisonPolicy
 from lash_store.testing.clock import ManualClock
 
 Clock = Callable[[], int]
@@ -139,9 +140,12 @@ class BackendHarness:
     name: ClassVar[str] = "backend"
     durable: ClassVar[bool] = False
 
-    def open(self, clock: Clock) -> SessionStore:
-        """A fresh, empty store bound to no session, reading time from ``clock`` and with GC grace 0."""
-        raise NotImplementedError(f"{type(self).__name__} must implement open(clock)")
+    def open(self, clock: Clock, poison: PoisonPolicy | None = None) -> SessionStore:
+        """A fresh, empty store bound to no session, reading time from ``clock`` and with GC grace 0.
+
+        ``poison`` is the store's ``StoreOptions.poison`` (the poison-work tests pass one; the rest none).
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement open(clock, poison=None)")
 
     def reopen(self, store: SessionStore) -> SessionStore | None:
         """A NEW handle (connection) on the same durable data as ``store`` (same clock), or None if not durable."""
@@ -189,9 +193,9 @@ class Backend:
         self.clock = clock
         self._handles: list[SessionStore] = []
 
-    def open(self) -> SessionStore:
-        """A fresh empty store on the test's clock."""
-        store = self.harness.open(self.clock)
+    def open(self, poison: PoisonPolicy | None = None) -> SessionStore:
+        """A fresh empty store on the test's clock (with ``poison`` as its poison policy, if given)."""
+        store = self.harness.open(self.clock) if poison is None else self.harness.open(self.clock, poison)
         self._handles.append(store)
         return store
 
@@ -350,6 +354,7 @@ def snapshot(store: SessionStore, sessions: Sequence[str] = ("root",)) -> tuple[
         store.load_session(),
         [store.list_queued_work(session_id) for session_id in sessions],
         [store.list_pending_queued_work(session_id) for session_id in sessions],
+        [store.list_dead_letters(session_id) for session_id in sessions],
         store.list_uncommitted(MAX_MS),
     )
 
@@ -1921,6 +1926,267 @@ def test_process_wake_is_enqueued_once_and_completed(store: SessionStore) -> Non
 
 
 # ===========================================================================
+# Work queue: poison work (PoisonPolicy): attempts, backoff, dead letters
+
+# No jitter: the backoff instants are exact.  After failed attempt n the batch waits min(base * 2**(n-1), max).
+POISON = PoisonPolicy(max_attempts=3, backoff_base_ms=1_000, backoff_max_ms=1_500, jitter=0.0)
+
+
+def _fail_by_expiry(store: SessionStore, clock: ManualClock, ttl: int = 100, **kwargs: Any) -> QueuedWorkClaim:
+    """Claim (one batch) and let the lease run out, as a killed worker does."""
+    held = must_claim(store, ttl=ttl, max_batches=1, **kwargs)
+    clock.advance(ttl)
+    return held
+
+
+def test_claims_count_attempts_and_exhausted_batches_become_dead_letters(backend: Backend, clock: ManualClock) -> None:
+    store = backend.open(POISON)
+    poison = store.enqueue_queued_work(draft(text="poison"))
+    _fail_by_expiry(store, clock, owner="w-1")  # attempt 1 fails: lease end + 1,000 ms
+    assert claim(store) is None
+    clock.advance(999)
+    assert claim(store) is None  # still backing off
+    assert store.list_pending_queued_work("root") == [poison]  # backing off is pending, not claimed
+    clock.advance(1)
+    _fail_by_expiry(store, clock, owner="w-2")  # attempt 2 fails: lease end + min(2,000, 1,500)
+    clock.advance(1_499)
+    assert claim(store) is None
+    clock.advance(1)
+    last = _fail_by_expiry(store, clock, owner="w-3")  # attempt 3, the last: nothing to wait for
+    assert last.batches == [poison]
+    dead_at = clock()
+    assert claim(store) is None  # this claim moves it to the dead-letter list
+    assert store.list_queued_work("root") == []
+    assert store.list_pending_queued_work("root") == []
+    letters = store.list_dead_letters("root")
+    assert [letter.batch for letter in letters] == [poison]
+    letter = letters[0]
+    assert (letter.attempts, letter.dead_lettered_at_ms) == (3, dead_at)
+    assert (letter.last_owner_id, letter.last_claimed_at_ms, letter.last_error) == ("w-3", dead_at - 100, None)
+    assert store.get_dead_letter("root", poison.batch_id) == letter
+    clock.advance(10 * TTL)
+    assert claim(store) is None  # never offered again
+    with pytest.raises(QueuedWorkClaimExpired):
+        store.renew_queued_work_claim(last, TTL)
+    with pytest.raises(QueuedWorkClaimExpired):
+        store.commit_runtime_state(commit(expected=0).completing_queue_claim(last.completion()))
+    assert store.load_session() is None
+
+
+def test_a_poisoned_batch_delays_nothing_behind_it(backend: Backend, clock: ManualClock) -> None:
+    store = backend.open(POISON)
+    poison = store.enqueue_queued_work(draft(text="poison"))
+    healthy = [store.enqueue_queued_work(draft(text=f"ok-{i}")) for i in range(3)]
+    _fail_by_expiry(store, clock)
+    for batch in healthy:  # the poisoned batch backs off; the rest is claimed at once, in order
+        held = must_claim(store, max_batches=1)
+        assert held.batches == [batch]
+        store.commit_runtime_state(commit().completing_queue_claim(held.completion()))
+    assert store.list_queued_work("root") == [poison]
+
+
+def test_a_successful_attempt_completes_and_leaves_no_dead_letter(backend: Backend, clock: ManualClock) -> None:
+    store = backend.open(POISON)
+    batch = store.enqueue_queued_work(draft())
+    _fail_by_expiry(store, clock)
+    clock.advance(1_000)
+    _fail_by_expiry(store, clock)  # attempt 2 also fails
+    clock.advance(1_500)
+    held = must_claim(store)  # attempt 3 of 3
+    assert held.batches == [batch]
+    store.commit_runtime_state(commit(expected=0).completing_queue_claim(held.completion()))
+    assert store.list_queued_work("root") == []
+    assert store.list_dead_letters("root") == []
+
+
+def test_abandon_is_a_failed_attempt_that_backs_off_from_now_and_keeps_the_error(
+    backend: Backend, clock: ManualClock
+) -> None:
+    store = backend.open(POISON)
+    batch = store.enqueue_queued_work(draft())
+    held = must_claim(store)
+    clock.advance(10)
+    assert store.abandon_queued_work_claim(held, "tool crashed") == 1
+    assert claim(store) is None
+    clock.advance(999)
+    assert claim(store) is None
+    clock.advance(1)
+    second = must_claim(store, owner="w-2")
+    assert store.abandon_queued_work_claim(second) == 1  # no error given: the last one stays
+    clock.advance(1_500)
+    third = must_claim(store, owner="w-3")
+    assert store.abandon_queued_work_claim(third, "x" * 10_000) == 1  # kept, cut to a bounded length
+    assert claim(store) is None  # exhausted: dead-lettered by this claim, without waiting
+    letter = store.get_dead_letter("root", batch.batch_id)
+    assert letter is not None and letter.attempts == 3 and letter.last_owner_id == "w-3"
+    assert letter.last_error is not None and letter.last_error.startswith("xxx") and len(letter.last_error) < 10_000
+
+
+def test_renew_moves_the_backoff_with_the_lease(backend: Backend, clock: ManualClock) -> None:
+    store = backend.open(POISON)
+    store.enqueue_queued_work(draft())
+    held = must_claim(store, ttl=100)
+    clock.advance(50)
+    store.renew_queued_work_claim(held, 100)  # the lease now ends at +150, a retry at +1,150
+    clock.advance(100)
+    assert claim(store) is None
+    clock.advance(999)
+    assert claim(store) is None
+    clock.advance(1)
+    assert must_claim(store).fencing_token > held.fencing_token
+
+
+def test_a_retry_is_claimed_alone_and_never_takes_its_group_to_the_dead_letters(
+    backend: Backend, clock: ManualClock
+) -> None:
+    store = backend.open(POISON)
+    g = MergeKey.group("g")
+    a, b, c = (store.enqueue_queued_work(draft(text=t, slot=JOIN, merge=g)) for t in "abc")
+    first = must_claim(store, ttl=100)
+    assert first.batches == [a, b, c]  # a first attempt joins as always
+    clock.advance(100 + 1_000)
+    retry = must_claim(store, ttl=100)
+    assert retry.batches == [a]  # every batch is a retry now: each goes alone
+    store.commit_runtime_state(commit().completing_queue_claim(retry.completion()))
+    rest = must_claim(store)
+    assert rest.batches == [b]
+
+
+def test_requeue_puts_a_dead_letter_back_with_attempts_reset(
+    store: SessionStore, backend: Backend, clock: ManualClock
+) -> None:
+    poisoned = backend.open(PoisonPolicy(max_attempts=1, backoff_base_ms=1_000, backoff_max_ms=1_000, jitter=0.0))
+    first = poisoned.enqueue_queued_work(draft(text="first"))
+    second = poisoned.enqueue_queued_work(draft(text="second"))
+    _fail_by_expiry(poisoned, clock)
+    held = must_claim(poisoned, max_batches=1)  # dead-letters `first`, takes `second`
+    assert held.batches == [second]
+    assert [letter.batch for letter in poisoned.list_dead_letters("root")] == [first]
+    assert poisoned.requeue_dead_letter("root", second.batch_id) is None  # not a dead letter
+    assert poisoned.drop_dead_letter("root", second.batch_id) is None
+    assert poisoned.requeue_dead_letter("root", first.batch_id) == first  # same id, same place in the FIFO
+    assert poisoned.list_dead_letters("root") == []
+    assert poisoned.requeue_dead_letter("root", first.batch_id) is None
+    assert poisoned.list_queued_work("root") == [first, second]
+    again = must_claim(poisoned, max_batches=1)  # at once: the backoff went with the attempts
+    assert again.batches == [first]
+    poisoned.commit_runtime_state(commit().completing_queue_claim(again.completion()))
+    assert poisoned.list_queued_work("root") == [second]
+    assert poisoned.list_dead_letters("root") == []
+    assert store.list_dead_letters("root") == []  # the plain store of the test has none
+
+
+def test_drop_deletes_a_dead_letter_for_good(backend: Backend, clock: ManualClock) -> None:
+    store = backend.open(PoisonPolicy(max_attempts=1, jitter=0.0))
+    batch = store.enqueue_queued_work(draft(key="source-1"))
+    _fail_by_expiry(store, clock)
+    assert claim(store) is None
+    # A producer retrying its enqueue gets the dead letter back, not a new copy of the poison.
+    assert store.enqueue_queued_work(draft(key="source-1")) == batch
+    assert store.list_queued_work("root") == []
+    assert store.cancel_queued_work_batch("root", batch.batch_id) is None  # cancel is for queued work
+    dropped = store.drop_dead_letter("root", batch.batch_id)
+    assert dropped is not None and dropped.batch == batch and dropped.attempts == 1
+    assert store.list_dead_letters("root") == []
+    assert store.get_dead_letter("root", batch.batch_id) is None
+    assert store.drop_dead_letter("root", batch.batch_id) is None
+    fresh = store.enqueue_queued_work(draft(key="source-1"))  # the source key is free again
+    assert fresh.batch_id != batch.batch_id
+
+
+def test_dead_letters_are_per_session(backend: Backend, clock: ManualClock) -> None:
+    store = backend.open(PoisonPolicy(max_attempts=1, jitter=0.0))
+    mine = store.enqueue_queued_work(draft("root"))
+    theirs = store.enqueue_queued_work(draft("other"))
+    _fail_by_expiry(store, clock)
+    assert claim(store) is None
+    assert [letter.batch for letter in store.list_dead_letters("root")] == [mine]
+    assert store.list_dead_letters("other") == []
+    assert store.get_dead_letter("other", mine.batch_id) is None
+    assert store.requeue_dead_letter("other", mine.batch_id) is None
+    assert store.drop_dead_letter("other", mine.batch_id) is None
+    assert must_claim(store, "other").batches == [theirs]
+
+
+def test_claim_by_batch_ids_sets_exhausted_batches_aside(backend: Backend, clock: ManualClock) -> None:
+    store = backend.open(PoisonPolicy(max_attempts=1, jitter=0.0))
+    poison = store.enqueue_queued_work(draft(text="poison"))
+    after = store.enqueue_queued_work(draft(text="after"))
+    _fail_by_expiry(store, clock)
+    assert store.claim_ready_queued_work_by_batch_ids("root", "o", IDLE, TTL, [poison.batch_id]) is None
+    assert [letter.batch for letter in store.list_dead_letters("root")] == [poison]
+    held = store.claim_ready_queued_work_by_batch_ids("root", "o", IDLE, TTL, [after.batch_id])
+    assert held is not None and held.batches == [after]
+
+
+def test_jitter_only_shortens_the_backoff(backend: Backend, clock: ManualClock) -> None:
+    policy = PoisonPolicy(max_attempts=None, backoff_base_ms=10_000, backoff_max_ms=10_000, jitter=0.5)
+    store = backend.open(policy)
+    for i in range(8):
+        store.enqueue_queued_work(draft(text=f"b-{i}"))
+    start = clock()
+    for _ in range(8):
+        must_claim(store, ttl=100, max_batches=1)
+    clock.advance(100)
+    assert claim(store) is None  # nobody waits less than half the backoff
+    clock.advance(5_000 - 1)
+    assert claim(store) is None
+    clock.set(start + 100 + 10_000)
+    retried = 0
+    while (held := claim(store, max_batches=1)) is not None:  # and everybody is back after the full backoff
+        retried += 1
+        store.commit_runtime_state(commit().completing_queue_claim(held.completion()))
+    assert retried == 8
+
+
+def test_without_a_policy_nothing_backs_off_or_is_dead_lettered(store: SessionStore, clock: ManualClock) -> None:
+    batch = store.enqueue_queued_work(draft())
+    for _ in range(20):
+        _fail_by_expiry(store, clock)
+    held = must_claim(store)
+    store.abandon_queued_work_claim(held, "still failing")
+    assert must_claim(store).batches == [batch]
+    assert store.list_dead_letters("root") == []
+
+
+def test_dead_letters_survive_reopen_export_and_import(backend: Backend, clock: ManualClock) -> None:
+    store = backend.open(PoisonPolicy(max_attempts=1, jitter=0.0))
+    batch = store.enqueue_queued_work(draft())
+    held = must_claim(store, ttl=100, owner="w")
+    store.abandon_queued_work_claim(held, "boom")
+    assert claim(store) is None
+    letters = store.list_dead_letters("root")
+    assert [(letter.batch, letter.last_error) for letter in letters] == [(batch, "boom")]
+    assert backend.reopen(store).list_dead_letters("root") == letters
+    target = backend.open()
+    target.import_session(store.export_session())  # a fork leaves the queue behind; an export carries it
+    assert target.list_dead_letters("root") == letters
+    assert target.requeue_dead_letter("root", batch.batch_id) == batch
+    assert must_claim(target).batches == [batch]
+    assert store.list_dead_letters("root") == letters  # the source is untouched
+
+
+def test_bad_poison_arguments_raise_invalid_input_and_write_nothing(backend: Backend, clock: ManualClock) -> None:
+    store = backend.open(POISON)
+    store.enqueue_queued_work(draft())
+    held = must_claim(store)
+    before = snapshot(store)
+    calls: list[tuple[str, Callable[[], object]]] = [
+        ("error", lambda: store.abandon_queued_work_claim(held, 42)),  # type: ignore[arg-type]
+        ("error", lambda: store.abandon_queued_work_claim(held, "bad\x00text")),
+        ("batch_id", lambda: store.requeue_dead_letter("root", 7)),  # type: ignore[arg-type]
+        ("batch_id", lambda: store.drop_dead_letter("root", None)),  # type: ignore[arg-type]
+        ("session_id", lambda: store.get_dead_letter(b"root", "qwb:x")),  # type: ignore[arg-type]
+        ("session_id", lambda: store.list_dead_letters(["root"])),  # type: ignore[arg-type]
+    ]
+    for field, call in calls:
+        with pytest.raises(InvalidInput) as caught:
+            call()
+        assert field in caught.value.what, (field, caught.value.what)
+        assert snapshot(store) == before
+
+
+# ===========================================================================
 # Input validation: typed errors naming the field, nothing written
 
 _BAD_MS: list[Any] = [-1, 2**63, 1.5, True, "10", None]
@@ -1993,6 +2259,10 @@ def _bad_id_calls() -> list[tuple[str, Callable[[SessionStore], object]]]:
         ("batch_id", lambda s: s.cancel_queued_work_batch("root", "")),
         ("session_id", lambda s: s.list_queued_work("")),
         ("session_id", lambda s: s.list_pending_queued_work("")),
+        ("session_id", lambda s: s.list_dead_letters("")),
+        ("batch_id", lambda s: s.get_dead_letter("root", "")),
+        ("batch_id", lambda s: s.requeue_dead_letter("root", "")),
+        ("session_id", lambda s: s.drop_dead_letter("", "qwb:x")),
         ("attachment_id", lambda s: s.record_intent(intent("", 1))),
         ("session_id", lambda s: s.commit_refs("", ["a"])),
         ("attachment_ids", lambda s: s.commit_refs("root", [""])),

@@ -87,6 +87,9 @@ _CLAIM = (
     "claim_expires_at_ms",
 )
 _NO_CLAIM = dict.fromkeys(_CLAIM[:3]) | {name: 0 for name in _CLAIM[3:]}
+_POISON = ("attempts", "retry_at_ms", "last_owner_id", "last_claimed_at_ms", "last_error", "dead_at_ms")
+_NO_ATTEMPT = {"attempts": 0, "retry_at_ms": 0} | dict.fromkeys(_POISON[2:])
+_DEAD_LETTER = ("attempts", "dead_at_ms", "last_owner_id", "last_claimed_at_ms", "last_error")
 _BLOB = ("hash", "encoding", "kind", "raw_size", "created_at_ms", "content")
 _META = ("session_id", "session_name", "created_at", "model", "cwd", "relation")
 _ATTACHMENT = ("attachment_id", "session_id", "canonical_uri", "intent_at_ms", "committed_at_ms")
@@ -99,6 +102,15 @@ def _free(batch: dict[str, Any], now_ms: int) -> bool:
 
 def _batch_row(batch: dict[str, Any]) -> Row:
     return tuple(batch[name] for name in _BATCH)
+
+
+def _live(batch: dict[str, Any]) -> bool:
+    """Queued work, not a dead letter."""
+    return batch["dead_at_ms"] is None
+
+
+def _dead_letter_row(batch: dict[str, Any]) -> Row:
+    return (*_batch_row(batch), *(batch[name] for name in _DEAD_LETTER))
 
 
 def _sweepable(state: _State, p: Params) -> list[str]:
@@ -494,16 +506,21 @@ class _Queries:
 
     def insert_batch(self, p: Params) -> list[Row]:
         self.s.last_enqueue_seq += 1
-        batch = {**{name: p[name] for name in _BATCH[1:]}, "enqueue_seq": self.s.last_enqueue_seq, **_NO_CLAIM}
+        batch = {
+            **{name: p[name] for name in _BATCH[1:]},
+            "enqueue_seq": self.s.last_enqueue_seq,
+            **_NO_CLAIM,
+            **_NO_ATTEMPT,
+        }
         self.s.batches[p["batch_id"]] = batch
         return [_batch_row(batch)]
 
     def ready_batches(self, p: Params) -> list[Row]:
         now = p["now_ms"]
         return [
-            _batch_row(b)
+            (*_batch_row(b), b["attempts"])
             for b in self._session_batches(p["session_id"])
-            if b["available_at_ms"] <= now and _free(b, now)
+            if _live(b) and b["available_at_ms"] <= now and b["retry_at_ms"] <= now and _free(b, now)
         ]
 
     def last_fence(self, p: Params) -> list[Row]:
@@ -516,7 +533,7 @@ class _Queries:
 
     def mark_claimed(self, p: Params) -> int:
         batch = self.s.batches.get(p["batch_id"])
-        if batch is None or batch["session_id"] != p["session_id"] or not _free(batch, p["now_ms"]):
+        if batch is None or batch["session_id"] != p["session_id"] or not _live(batch) or not _free(batch, p["now_ms"]):
             return 0
         batch.update(
             claim_id=p["claim_id"],
@@ -525,6 +542,10 @@ class _Queries:
             claim_fencing_token=p["fencing_token"],
             claim_claimed_at_ms=p["now_ms"],
             claim_expires_at_ms=p["expires_at_ms"],
+            attempts=batch["attempts"] + 1,
+            retry_at_ms=p["retry_at_ms"],
+            last_owner_id=p["owner_id"],
+            last_claimed_at_ms=p["now_ms"],
         )
         return 1
 
@@ -536,7 +557,7 @@ class _Queries:
         ]
 
     def claimed_batches(self, p: Params) -> list[Row]:
-        return [(b["batch_id"], b["claim_fencing_token"]) for b in self._held(p)]
+        return [(b["batch_id"], b["claim_fencing_token"], b["attempts"], b["enqueue_seq"]) for b in self._held(p)]
 
     def _held_row(self, p: Params) -> dict[str, Any] | None:
         batch = self.s.batches.get(p["batch_id"])
@@ -554,19 +575,27 @@ class _Queries:
         batch = self._held_row(p)
         if batch is None:
             return 0
-        batch["claim_expires_at_ms"] = p["expires_at_ms"]
+        batch.update(claim_expires_at_ms=p["expires_at_ms"], retry_at_ms=p["retry_at_ms"])
         return 1
 
-    def release_claim(self, p: Params) -> int:
-        held = self._held(p)
-        for batch in held:
-            batch.update(claim_id=None, claim_owner_id=None, claim_token=None)
-            batch.update(claim_claimed_at_ms=0, claim_expires_at_ms=0)
-        return len(held)
+    def release_batch(self, p: Params) -> int:
+        batch = self.s.batches.get(p["batch_id"])
+        if (
+            batch is None
+            or batch["session_id"] != p["session_id"]
+            or batch["claim_id"] != p["claim_id"]
+            or batch["claim_token"] != p["lease_token"]
+        ):
+            return 0
+        batch.update(claim_id=None, claim_owner_id=None, claim_token=None)
+        batch.update(claim_claimed_at_ms=0, claim_expires_at_ms=0, retry_at_ms=p["retry_at_ms"])
+        if p["error"] is not None:
+            batch["last_error"] = p["error"]
+        return 1
 
     def free_batch(self, p: Params) -> list[Row]:
         batch = self.s.batches.get(p["batch_id"])
-        if batch is None or batch["session_id"] != p["session_id"] or not _free(batch, p["now_ms"]):
+        if batch is None or batch["session_id"] != p["session_id"] or not _live(batch) or not _free(batch, p["now_ms"]):
             return []
         return [_batch_row(batch)]
 
@@ -587,17 +616,52 @@ class _Queries:
         return 1
 
     def list_batches(self, p: Params) -> list[Row]:
-        return [_batch_row(b) for b in self._session_batches(p["session_id"])]
+        return [_batch_row(b) for b in self._session_batches(p["session_id"]) if _live(b)]
 
     def list_pending_batches(self, p: Params) -> list[Row]:
-        return [_batch_row(b) for b in self._session_batches(p["session_id"]) if _free(b, p["now_ms"])]
+        return [_batch_row(b) for b in self._session_batches(p["session_id"]) if _live(b) and _free(b, p["now_ms"])]
+
+    # -- dead letters -----------------------------------------------------
+
+    def _dead(self, p: Params) -> dict[str, Any] | None:
+        batch = self.s.batches.get(p["batch_id"])
+        if batch is None or batch["session_id"] != p["session_id"] or _live(batch):
+            return None
+        return batch
+
+    def dead_letter_batch(self, p: Params) -> int:
+        batch = self.s.batches.get(p["batch_id"])
+        if batch is None or batch["session_id"] != p["session_id"] or not _live(batch) or not _free(batch, p["now_ms"]):
+            return 0
+        batch.update(_NO_CLAIM | {"claim_fencing_token": batch["claim_fencing_token"], "dead_at_ms": p["now_ms"]})
+        return 1
+
+    def dead_letters(self, p: Params) -> list[Row]:
+        return [_dead_letter_row(b) for b in self._session_batches(p["session_id"]) if not _live(b)]
+
+    def dead_letter_by_id(self, p: Params) -> list[Row]:
+        batch = self._dead(p)
+        return [] if batch is None else [_dead_letter_row(batch)]
+
+    def requeue_dead_letter(self, p: Params) -> int:
+        batch = self._dead(p)
+        if batch is None:
+            return 0
+        batch.update(_NO_ATTEMPT)
+        return 1
+
+    def drop_dead_letter(self, p: Params) -> int:
+        if self._dead(p) is None:
+            return 0
+        del self.s.batches[p["batch_id"]]
+        return 1
 
     def batch_rows(self, p: Params) -> list[Row]:
         ordered = sorted(self.s.batches.values(), key=lambda b: b["enqueue_seq"])
-        return [tuple(b[name] for name in (*_BATCH, *_CLAIM)) for b in ordered]
+        return [tuple(b[name] for name in (*_BATCH, *_CLAIM, *_POISON)) for b in ordered]
 
     def insert_batch_row(self, p: Params) -> int:
-        self.s.batches[p["batch_id"]] = {name: p[name] for name in (*_BATCH, *_CLAIM)}
+        self.s.batches[p["batch_id"]] = {name: p[name] for name in (*_BATCH, *_CLAIM, *_POISON)}
         return 1
 
     def fence_rows(self, p: Params) -> list[Row]:
