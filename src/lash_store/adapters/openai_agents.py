@@ -35,12 +35,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from lash_store.adapters._lease import WriterBusy, WriterLease, WriterLeaseRequired
 from lash_store.api import SessionStoreAPI
 from lash_store.errors import HeadRevisionConflict, InvalidInput
 from lash_store.model import GraphDelta, RuntimeCommit, SessionGraph, SessionNode
 from lash_store.options import StoreOptions
 
-__all__ = ["LashSession"]
+__all__ = ["LashSession", "WriterBusy", "WriterLeaseRequired"]
 
 KIND_MESSAGE = "message"  # user/assistant/system messages (the store's picker reads these)
 KIND_ITEM = "oa.item"  # every other item type (tool calls and outputs, reasoning, ...)
@@ -61,12 +62,16 @@ class LashSession:
     and closes it on :meth:`close`).
     """
 
-    def __init__(self, session_id: str, *, store: SessionStoreAPI, session_settings: Any = None) -> None:
+    def __init__(
+        self, session_id: str, *, store: SessionStoreAPI, session_settings: Any = None, single_writer: bool = False
+    ) -> None:
         if not isinstance(session_id, str) or not session_id:
             raise InvalidInput("session_id", "must be a non-empty string")
         self.session_id = session_id
         self.session_settings = _settings(session_settings)
+        self.single_writer = single_writer
         self._store = store
+        self._lease: WriterLease | None = None
         self._revision = 0  # the last head revision seen: the compare-and-set guess of the next write
         self._lock = threading.Lock()
         self._closed = False
@@ -79,9 +84,11 @@ class LashSession:
         *,
         options: StoreOptions | None = None,
         session_settings: Any = None,
+        single_writer: bool = False,
     ) -> LashSession:
         """The session as a file under the factory root ``root`` (shared with other processes)."""
-        return cls(session_id, store=sqlite_store(session_id, root, options), session_settings=session_settings)
+        store = sqlite_store(session_id, root, options)
+        return cls(session_id, store=store, session_settings=session_settings, single_writer=single_writer)
 
     @classmethod
     def postgres(
@@ -92,10 +99,11 @@ class LashSession:
         options: StoreOptions | None = None,
         schema: str = "lash",
         session_settings: Any = None,
+        single_writer: bool = False,
     ) -> LashSession:
         """The session as a partition of a PostgreSQL database (set up first if needed)."""
         store = postgres_store(session_id, dsn_or_pool, options, schema)
-        return cls(session_id, store=store, session_settings=session_settings)
+        return cls(session_id, store=store, session_settings=session_settings, single_writer=single_writer)
 
     @classmethod
     def memory(cls, session_id: str, *, session_settings: Any = None) -> LashSession:
@@ -149,6 +157,28 @@ class LashSession:
             self._closed = True
             self._store.close()
 
+    # -- single writer --------------------------------------------------------
+
+    def writer(self, owner_id: str, *, ttl_ms: int = 30_000, wait_s: float = 60.0) -> _Writer:
+        """Hold the session's fenced writer lease for a block (``async with session.writer("worker-1"):``).
+
+        Inside the block every mutation of this instance carries the lease; the
+        store refuses it (``QueuedWorkClaimExpired``, nothing written) once
+        another writer took the session over after this lease ran out.  The
+        lease renews itself every ``ttl_ms / 3``; acquiring waits up to
+        ``wait_s``, then raises :class:`WriterBusy`.  With ``single_writer=True``
+        a mutation outside a lease raises :class:`WriterLeaseRequired`.
+        """
+        return _Writer(self, WriterLease(lambda: self._store, self.session_id, owner_id, ttl_ms=ttl_ms, wait_s=wait_s))
+
+    def _fence(self) -> list[Any]:
+        lease = self._lease
+        if lease is None:
+            if self.single_writer:
+                raise WriterLeaseRequired(self.session_id)
+            return []
+        return [lease.proof()]
+
     # -- synchronous access (for code that cannot await: tools, test doubles) --------------
 
     def items_now(self) -> list[Any]:
@@ -193,6 +223,7 @@ class LashSession:
         for attempt in range(_MAX_ATTEMPTS):
             with self._lock:
                 expected = self._revision
+            fence = self._fence()
             leaf, seq = self._tail()
             commit = build(leaf, seq)
             if commit is None:
@@ -204,6 +235,7 @@ class LashSession:
                         expected_head_revision=expected,
                         graph=commit.graph,
                         tombstone_node_ids=commit.tombstone_node_ids,
+                        held_queue_claims=fence,
                     )
                 )
             except HeadRevisionConflict as conflict:
@@ -262,6 +294,26 @@ class LashSession:
                 session_id=self.session_id, expected_head_revision=None, graph=GraphDelta.replace_full(SessionGraph())
             )
         )
+
+
+class _Writer:
+    """:meth:`LashSession.writer`: the lease is the session instance's while the block runs."""
+
+    def __init__(self, session: LashSession, lease: WriterLease) -> None:
+        self._session = session
+        self.lease = lease
+
+    async def __aenter__(self) -> WriterLease:
+        self._session._check_open()
+        if self._session._lease is not None:
+            raise RuntimeError("this session already holds its writer lease")
+        await _in_pool(self.lease.acquire)
+        self._session._lease = self.lease
+        return self.lease
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._session._lease = None
+        await _in_pool(self.lease.release)
 
 
 def sqlite_store(session_id: str, root: str | os.PathLike[str], options: StoreOptions | None = None) -> SessionStoreAPI:
