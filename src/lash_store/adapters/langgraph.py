@@ -515,7 +515,7 @@ class LashSaver(BaseCheckpointSaver[str]):
         exact = configurable.get("checkpoint_id")
         sort_before = None if before is None else get_checkpoint_id(before)
         wanted = dict(filter or {})
-        indexed = _scalar_tags(wanted)
+        indexed = {key: value for key, value in _scalar_tags(wanted).items() if value is not None}  # None: also absent
         remaining = limit
         for thread_id in threads:
             if remaining is not None and remaining <= 0:

@@ -451,7 +451,7 @@ class LashSession:
             doomed = [] if view.records and self._shared(node.node_id, view, None) else [node.node_id]
             turn, _ = self._position(node)
             parent_turn = self._position(self._store.load_node(parent))[0] if parent is not None else 0
-            if parent_turn != turn:  # the turn has no item left on this branch: its usage goes with it
+            if parent is None or parent_turn != turn:  # the turn has no item left on this branch: nor its usage
                 doomed.append(_usage_id(view.branch, turn))
             records = [_record_node(view.records[view.branch], leaf=parent)] if view.records else []
             return _commit_of(self.session_id, GraphDelta.append(records, parent), doomed)
