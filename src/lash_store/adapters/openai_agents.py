@@ -80,6 +80,8 @@ class LashSession:
         self._store = store
         self._lease: WriterLease | None = None
         self._branch = "main"  # this instance's branch (as in the SDK's AdvancedSQLiteSession, per instance)
+        # The branch records as of a head revision this instance committed (saves a read per mutation).
+        self._records_cache: tuple[int, dict[str, dict[str, Any]]] | None = None
         self._revision = 0  # the last head revision seen: the compare-and-set guess of the next write
         self._lock = threading.Lock()
         self._closed = False
@@ -335,9 +337,15 @@ class LashSession:
         """The branch records by name (empty while the session never branched)."""
         return {node.payload["name"]: node.payload for node in self._store.query_nodes(lane=BRANCH_LANE)}
 
-    def _view(self) -> _View:
-        """What a mutation builds on: the branch records, this instance's branch and its newest item."""
-        records = self._records()
+    def _view(self, expected: int) -> _View:
+        """What a mutation builds on: the branch records, this instance's branch and its newest item.
+
+        The records come from the cache when it holds them as of ``expected``
+        (the revision the commit will compare against: if that is stale, the
+        commit fails and the next attempt reads them again).
+        """
+        cached = self._records_cache
+        records = cached[1] if cached is not None and cached[0] == expected else self._records()
         if not records:  # never branched: one linear history, its newest item is the lane's newest
             newest = self._store.query_nodes(lane=LANE, limit=1)
             leaf = newest[0] if newest else None
@@ -389,7 +397,8 @@ class LashSession:
             with self._lock:
                 expected = self._revision
             fence = self._fence()
-            commit = build(self._view())
+            view = self._view(expected)
+            commit = build(view)
             if commit is None:
                 return None
             try:
@@ -410,6 +419,7 @@ class LashSession:
                 continue
             with self._lock:
                 self._revision = result.head_revision
+                self._records_cache = (result.head_revision, _records_after(view.records, commit.graph))
             return commit
         raise TimeoutError(f"session {self.session_id!r}: gave up after {_MAX_ATTEMPTS} conflicting writers")
 
@@ -651,6 +661,12 @@ class _View:
         self.branch = branch
         self.leaf = leaf
         self.seq = seq
+
+
+def _records_after(records: dict[str, dict[str, Any]], graph: GraphDelta) -> dict[str, dict[str, Any]]:
+    """The branch records once ``graph`` is applied on top of ``records``."""
+    written = {node.payload["name"]: node.payload for node in graph.nodes if node.kind == KIND_BRANCH}
+    return written if graph.kind == "replace_full" else {**records, **written} if written else records
 
 
 def _seq(node: SessionNode | None) -> int:
