@@ -283,3 +283,37 @@ def test_two_processes_racing_on_one_session_keep_one_linear_history(where: tupl
     finally:
         reader.close()
     assert contents == ["A1", "B1", "B2", "x"]  # A's batch after its lease ran out: nothing of it
+
+
+def _acquirer(backend: str, place: str, name: str, start: Any, done: Any, out: Any) -> None:
+    with _saver(backend, place) as saver:
+        saver.writer("t", "warm-up", ttl_ms=TTL_MS, wait_s=30).lease._open_store()  # open (create) before the race
+        start.wait(120)
+        writer = saver.writer("t", name, ttl_ms=TTL_MS, wait_s=0.3)
+        try:
+            writer.__enter__()
+        except WriterBusy:
+            out.put((name, None))
+            done.wait(120)
+            return
+        out.put((name, writer.lease.fencing_token))
+        done.wait(120)  # hold the lease until every acquirer has tried
+        writer.__exit__(None, None, None)
+
+
+def test_of_four_concurrent_acquirers_exactly_one_holds_the_lease(where: tuple[str, str]) -> None:
+    backend, place = where
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    start, done = context.Barrier(4), context.Barrier(4)
+    workers = [context.Process(target=_acquirer, args=(backend, place, f"w{i}", start, done, out)) for i in range(4)]
+    for process in workers:
+        process.start()
+    results = dict(out.get(timeout=180) for _ in workers)
+    for process in workers:
+        process.join(60)
+        assert process.exitcode == 0
+    winners = [name for name, fence in results.items() if fence is not None]
+    assert len(winners) == 1, results
+    with _saver(backend, place) as saver, saver.writer("t", "after", ttl_ms=TTL_MS, wait_s=5) as config:
+        assert config["configurable"]["__lash_fence"][4] > results[winners[0]]  # released, and fenced higher
