@@ -346,3 +346,44 @@ def test_processes_branch_and_append_at_once(tmp_path: Path) -> None:
             reader.close()
 
     asyncio.run(check())
+
+
+def test_a_session_written_before_branches_existed_branches_without_losing_anything(tmp_path: Path) -> None:
+    from lash_store.model import GraphDelta, RuntimeCommit, SessionNode
+
+    texts = ["a", "1", "b", "2", "c"]
+    legacy = []  # items as the first LashSession wrote them: no turn, place or predecessor recorded
+    for seq, text in enumerate(texts, start=1):
+        item = user(text) if text.isalpha() else reply(text)
+        legacy.append(
+            SessionNode(
+                node_id=f"oa/old/{seq}",
+                parent_node_id=legacy[-1].node_id if legacy else None,
+                kind="message",
+                payload={"role": item["role"], "parts": [{"type": "text", "text": text}], "oa": item},
+                lane="oa",
+                sort_key=f"{seq:020d}",
+                tags={"role": item["role"]},
+            )
+        )
+
+    async def run() -> None:
+        session = LashSession.sqlite("s", tmp_path / "root")
+        try:
+            session._store.commit_runtime_state(
+                RuntimeCommit(session_id="s", expected_head_revision=0, graph=GraphDelta.append(legacy, "oa/old/5"))
+            )
+            assert [t["turn"] for t in await session.get_conversation_turns()] == [1, 2, 3]
+            await session.create_branch_from_turn(2, "x")
+            while await session.pop_item() is not None:  # empties x: the old items stay, main needs them
+                pass
+            await session.add_items([user("x1")])
+            await session.switch_to_branch("main")
+            await session.delete_branch("x")
+            await session.add_items([reply("3")])
+            assert [i["content"] for i in await session.get_items()] == [*texts, "3"]
+            assert [t["turn"] for t in await session.get_conversation_turns()] == [1, 2, 3]
+        finally:
+            session.close()
+
+    asyncio.run(run())

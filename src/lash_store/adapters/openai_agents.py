@@ -458,7 +458,7 @@ class LashSession:
                 validate(item)  # raising here leaves the item where it is: nothing has been written
             popped.append(item)
             parent = node.parent_node_id
-            doomed = [] if view.records and self._shared(node.node_id, view, None) else [node.node_id]
+            doomed = [] if view.records and self._shared(node, view, None) else [node.node_id]
             turn, _ = self._position(node)
             parent_turn = self._position(self._store.load_node(parent))[0] if parent is not None else 0
             if parent is None or parent_turn != turn:  # the turn has no item left on this branch: nor its usage
@@ -468,8 +468,15 @@ class LashSession:
 
         return popped[0] if self._commit(build) is not None and popped else None
 
-    def _shared(self, node_id: str, view: _View, coming_from: str | None) -> bool:
-        """Whether another branch's history runs through ``node_id`` (its newest item, or a live child)."""
+    def _shared(self, node: SessionNode, view: _View, coming_from: str | None) -> bool:
+        """Whether another branch's history runs through ``node`` (its newest item, or a live child).
+
+        An item written before branches existed has children that do not name
+        it in the index: it is always kept (at worst a leaked item, never a cut path).
+        """
+        node_id = node.node_id
+        if "depth" not in node.payload:
+            return True
         for name, record in view.records.items():
             if name != view.branch and not record["deleted"] and record["leaf"] == node_id:
                 return True
@@ -540,7 +547,7 @@ class LashSession:
             doomed: list[str] = []
             previous: str | None = None
             for node in self._store.walk_ancestors(record["leaf"], _DEPTH):  # newest first, up to a shared item
-                if self._shared(node.node_id, others, previous):
+                if self._shared(node, others, previous):
                     break
                 doomed.append(node.node_id)
                 previous = node.node_id
