@@ -16,6 +16,17 @@ any lash-store backend, through the public store API only:
   item is popped at most once across processes;
 * mutations run to completion even if the caller is cancelled (the outcome is
   settled, then ``CancelledError`` propagates), as the SDK's own sessions do.
+* branches (the API of the SDK's ``AdvancedSQLiteSession``) are pointers, not
+  copies: a ``oa.branch`` node per branch name names the branch's newest item,
+  and a branch's history is the walk up the parent links from there; once a
+  session has branched, reads walk that path instead of the lane index.  Each
+  item records its user turn and its place on the path, and is indexed by its
+  predecessor (tag ``after``), so a pop or a branch delete can tell whether
+  another branch still runs through it;
+* ``store_run_usage`` keeps one ``oa.usage`` node per (branch, user turn),
+  replaced by a later call for the same turn;
+* with ``single_writer=True``, every mutation must run inside
+  :meth:`LashSession.writer`, a fenced lease checked in the commit itself.
 
 Items are normalised through JSON first (``json.loads(json.dumps(item))``),
 so what comes back is exactly what ``SQLiteSession`` would return.
