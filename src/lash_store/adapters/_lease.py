@@ -10,7 +10,9 @@ claim as a *held* claim (``RuntimeCommit.held_queue_claims``,
 write's own transaction, so a writer that lost its lease -- paused, partitioned,
 too slow to renew -- has its write refused with ``QueuedWorkClaimExpired`` and
 nothing of it stored.  Releasing the lease frees the batch for the next writer
-(it is never consumed).
+(it is never consumed).  On a session whose queue also carries other work,
+the lease batch is claimed only when it is the queue's next group, so a
+writer waits behind batches enqueued before it.
 """
 
 from __future__ import annotations

@@ -19,6 +19,11 @@ so every backend works the same way):
   (they may arrive before their checkpoint: no foreign key), kept once per
   ``(task_id, idx)`` and replaced for LangGraph's negative special indexes.
 
+With a writer lease (:meth:`LashSaver.writer`, mandatory with
+``write_policy="fenced"``) every ``put`` and ``put_writes`` carries the
+lease's claim and the store checks it in the write's own transaction, so a
+writer whose lease was taken over writes nothing (LangGraph issue #8796).
+
 Every value goes through the saver's own ``serde`` (``dumps_typed`` /
 ``loads_typed``, so ``EncryptedSerializer`` and strict msgpack allow-lists
 work unchanged); nothing is ever pickled.
