@@ -181,3 +181,17 @@ def test_options_of_the_other_backend_are_refused(argv: list[str], capsys: pytes
         main(argv)
     assert exc.value.code == 2
     capsys.readouterr()
+
+
+def test_langgraph_growth_postgres_pair_agrees_and_leaves_no_schema(
+    dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, report = run_json(
+        capsys, ["langgraph-growth", "--backend", "postgres", "--dsn", dsn, "--json", "--turns", "20"]
+    )
+    assert code == 0
+    assert report["verification"]["ok"] is True  # both savers end with the same conversation
+    assert [row["saver"] for row in report["results"]] == ["PostgresSaver", "LashSaver"]
+    assert all(row["total_bytes"] > 0 for row in report["results"])
+    assert report["server"]["origin"] == "given DSN"
+    assert _bench_schemas(dsn) == []

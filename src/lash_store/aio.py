@@ -41,6 +41,7 @@ from lash_store.model import (
     QueuedWorkBatchDraft,
     QueuedWorkClaim,
     QueuedWorkClaimBoundary,
+    QueuedWorkCompletion,
     QueuedWorkDeadLetter,
     RekeyReport,
     RuntimeCommit,
@@ -231,9 +232,13 @@ class AsyncStore:
         """A live node and up to ``max_depth`` live ancestors, nearest first (cycle-guarded)."""
         return await self._call(self.sync.walk_ancestors, node_id, max_depth)
 
-    async def put_staged_writes(self, writes: Iterable[StagedWrite]) -> int:
-        """Store pending writes in one transaction (``idx >= 0`` kept once, ``idx < 0`` replaced)."""
-        return await self._call(self.sync.put_staged_writes, writes)
+    async def put_staged_writes(
+        self, writes: Iterable[StagedWrite], *, held_queue_claims: Iterable[QueuedWorkCompletion] = ()
+    ) -> int:
+        """Store pending writes in one transaction (``idx >= 0`` kept once, ``idx < 0`` replaced).
+
+        ``held_queue_claims`` fence the write as they fence a commit (see ``RuntimeCommit``)."""
+        return await self._call(self.sync.put_staged_writes, writes, held_queue_claims=held_queue_claims)
 
     async def load_staged_writes(
         self, anchor_ids: Iterable[str], channels: Iterable[str] | None = None

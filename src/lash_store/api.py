@@ -30,6 +30,7 @@ from lash_store.model import (
     QueuedWorkBatchDraft,
     QueuedWorkClaim,
     QueuedWorkClaimBoundary,
+    QueuedWorkCompletion,
     QueuedWorkDeadLetter,
     RekeyReport,
     RuntimeCommit,
@@ -104,8 +105,13 @@ class SessionStoreAPI(Protocol):
         """A live node and up to ``max_depth`` live ancestors, nearest first (cycle-guarded)."""
         ...
 
-    def put_staged_writes(self, writes: Iterable[StagedWrite]) -> int:
-        """Store pending writes in one transaction (``idx >= 0`` kept once, ``idx < 0`` replaced)."""
+    def put_staged_writes(
+        self, writes: Iterable[StagedWrite], *, held_queue_claims: Iterable[QueuedWorkCompletion] = ()
+    ) -> int:
+        """Store pending writes in one transaction (``idx >= 0`` kept once, ``idx < 0`` replaced).
+
+        ``held_queue_claims`` fence the write as they fence a commit (see ``RuntimeCommit``).
+        """
         ...
 
     def load_staged_writes(self, anchor_ids: Iterable[str], channels: Iterable[str] | None = None) -> list[StagedWrite]:
@@ -348,8 +354,12 @@ class AsyncSessionStoreAPI(Protocol):
         """A live node and up to ``max_depth`` live ancestors, nearest first (cycle-guarded)."""
         ...
 
-    async def put_staged_writes(self, writes: Iterable[StagedWrite]) -> int:
-        """Store pending writes in one transaction (``idx >= 0`` kept once, ``idx < 0`` replaced)."""
+    async def put_staged_writes(
+        self, writes: Iterable[StagedWrite], *, held_queue_claims: Iterable[QueuedWorkCompletion] = ()
+    ) -> int:
+        """Store pending writes in one transaction (``idx >= 0`` kept once, ``idx < 0`` replaced).
+
+        ``held_queue_claims`` fence the write as they fence a commit (see ``RuntimeCommit``)."""
         ...
 
     async def load_staged_writes(

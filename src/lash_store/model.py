@@ -680,6 +680,10 @@ class RuntimeCommit(Struct, kw_only=True, frozen=True):
     ``new_blobs`` are stored in the same transaction (so nodes naming them in
     ``blob_refs`` never exist without them), and ``tombstone_node_ids`` are
     hidden in it (after the graph delta is applied; unknown ids are ignored).
+    ``held_queue_claims`` fence the commit without completing anything: each
+    claim must still own exactly its batches under its fencing token, with an
+    unexpired lease, or the commit raises ``QueuedWorkClaimExpired`` and
+    writes nothing; the batches stay claimed.
     """
 
     session_id: str
@@ -695,6 +699,7 @@ class RuntimeCommit(Struct, kw_only=True, frozen=True):
     committed_attachment_ids: list[str] = field(default_factory=list)
     new_blobs: list[NewBlob] = field(default_factory=list)
     tombstone_node_ids: list[str] = field(default_factory=list)
+    held_queue_claims: list[QueuedWorkCompletion] = field(default_factory=list)
 
     @classmethod
     def persisted_state(

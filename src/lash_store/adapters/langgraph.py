@@ -19,6 +19,11 @@ so every backend works the same way):
   (they may arrive before their checkpoint: no foreign key), kept once per
   ``(task_id, idx)`` and replaced for LangGraph's negative special indexes.
 
+With a writer lease (:meth:`LashSaver.writer`, mandatory with
+``write_policy="fenced"``) every ``put`` and ``put_writes`` carries the
+lease's claim and the store checks it in the write's own transaction, so a
+writer whose lease was taken over writes nothing (LangGraph issue #8796).
+
 Every value goes through the saver's own ``serde`` (``dumps_typed`` /
 ``loads_typed``, so ``EncryptedSerializer`` and strict msgpack allow-lists
 work unchanged); nothing is ever pickled.
@@ -38,7 +43,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -54,12 +59,24 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from lash_store.adapters import _chunks
+from lash_store.adapters._lease import WriterBusy, WriterLease, WriterLeaseRequired, fence_from, fence_value
 from lash_store.api import SessionStoreAPI
 from lash_store.errors import StoreNotFound
-from lash_store.model import GraphDelta, NewBlob, RuntimeCommit, SessionNode, SessionPickerInfo, StagedWrite
+from lash_store.model import (
+    GraphDelta,
+    NewBlob,
+    QueuedWorkCompletion,
+    RuntimeCommit,
+    SessionNode,
+    SessionPickerInfo,
+    StagedWrite,
+)
 from lash_store.options import StoreOptions
 
-__all__ = ["LashSaver"]
+__all__ = ["FENCE_KEY", "LashSaver", "WriterBusy", "WriterLeaseRequired"]
+
+WritePolicy = Literal["permissive", "fenced"]
+FENCE_KEY = "__lash_fence"  # the writer's claim in ``configurable`` (LangGraph keeps ``__`` keys out of metadata)
 
 KIND = "lg.checkpoint"
 INLINE_MAX = 128  # typed values up to this size stay in the manifest
@@ -230,8 +247,17 @@ class LashSaver(BaseCheckpointSaver[str]):
     ``copy_thread``, ``delete_for_runs`` and ``prune`` are implemented.
     """
 
-    def __init__(self, sessions: _Sessions, *, serde: SerializerProtocol | None = None) -> None:
+    def __init__(
+        self,
+        sessions: _Sessions,
+        *,
+        serde: SerializerProtocol | None = None,
+        write_policy: WritePolicy = "permissive",
+    ) -> None:
         super().__init__(serde=serde)
+        if write_policy not in ("permissive", "fenced"):
+            raise ValueError(f"unknown write policy {write_policy!r}")
+        self.write_policy = write_policy
         self._sessions = sessions
         self._known = _Known()
         self._chunk_cache = _chunks.ChunkCache()
@@ -243,10 +269,11 @@ class LashSaver(BaseCheckpointSaver[str]):
         *,
         options: StoreOptions | None = None,
         serde: SerializerProtocol | None = None,
+        write_policy: WritePolicy = "permissive",
     ) -> LashSaver:
         """Threads as session files under ``root`` (created if needed)."""
         Path(root).mkdir(parents=True, exist_ok=True)
-        return cls(_Sessions.sqlite(root, options), serde=serde)
+        return cls(_Sessions.sqlite(root, options), serde=serde, write_policy=write_policy)
 
     @classmethod
     def postgres(
@@ -256,9 +283,37 @@ class LashSaver(BaseCheckpointSaver[str]):
         options: StoreOptions | None = None,
         schema: str = "lash",
         serde: SerializerProtocol | None = None,
+        write_policy: WritePolicy = "permissive",
     ) -> LashSaver:
         """Threads as session partitions of a PostgreSQL database (a DSN or a ``psycopg_pool`` pool)."""
-        return cls(_Sessions.postgres(dsn_or_pool, options, schema), serde=serde)
+        return cls(_Sessions.postgres(dsn_or_pool, options, schema), serde=serde, write_policy=write_policy)
+
+    # -- single writer ---------------------------------------------------------
+
+    def writer(self, thread_id: str, owner_id: str, *, ttl_ms: int = 30_000, wait_s: float = 60.0) -> _Writer:
+        """A fenced lease on one thread, as a context manager (``with`` or ``async with``) yielding a config.
+
+        Merge the yielded config into the run's config: every ``put`` and
+        ``put_writes`` of the run then carries the lease, and the store refuses
+        them (``QueuedWorkClaimExpired``, nothing written) once another writer
+        has taken the thread over.  The lease renews itself every ``ttl_ms / 3``
+        and is released on exit.  Acquiring waits up to ``wait_s`` for the
+        current holder (or for its lease to run out), then raises
+        :class:`WriterBusy`.  With ``write_policy="fenced"`` a write without a
+        lease raises :class:`WriterLeaseRequired`.
+        """
+        return _Writer(self, str(thread_id), owner_id, ttl_ms, wait_s)
+
+    def _fence(self, thread_id: str, configurable: dict[str, Any]) -> list[QueuedWorkCompletion]:
+        value = configurable.get(FENCE_KEY)
+        if value is None:
+            if self.write_policy == "fenced":
+                raise WriterLeaseRequired(thread_id)
+            return []
+        proof = fence_from(value)
+        if proof.session_id != thread_id:
+            raise ValueError(f"the writer lease is for thread {proof.session_id!r}, not {thread_id!r}")
+        return [proof]
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -329,6 +384,7 @@ class LashSaver(BaseCheckpointSaver[str]):
     ) -> RunnableConfig:
         configurable = config["configurable"]
         thread_id = str(configurable["thread_id"])
+        fence = self._fence(thread_id, configurable)
         checkpoint_ns = str(configurable.get("checkpoint_ns", ""))
         parent_id = configurable.get("checkpoint_id")
         skeleton: dict[str, Any] = dict(checkpoint)
@@ -366,6 +422,7 @@ class LashSaver(BaseCheckpointSaver[str]):
                 expected_head_revision=None,
                 graph=GraphDelta.append([node], node.node_id),
                 new_blobs=fresh,
+                held_queue_claims=fence,
             )
         )
         self._known.add(thread_id, [_ref(blob.content) for blob in unique])
@@ -382,6 +439,7 @@ class LashSaver(BaseCheckpointSaver[str]):
     ) -> None:
         configurable = config["configurable"]
         thread_id = str(configurable["thread_id"])
+        fence = self._fence(thread_id, configurable)
         anchor = node_id_of(str(configurable.get("checkpoint_ns", "")), str(configurable["checkpoint_id"]))
         rows = [
             StagedWrite(
@@ -394,7 +452,7 @@ class LashSaver(BaseCheckpointSaver[str]):
             )
             for index, (channel, value) in enumerate(writes)
         ]
-        self._store(thread_id, create=True).put_staged_writes(rows)
+        self._store(thread_id, create=True).put_staged_writes(rows, held_queue_claims=fence)
 
     # -- reads ---------------------------------------------------------------
 
@@ -462,7 +520,7 @@ class LashSaver(BaseCheckpointSaver[str]):
         exact = configurable.get("checkpoint_id")
         sort_before = None if before is None else get_checkpoint_id(before)
         wanted = dict(filter or {})
-        indexed = _scalar_tags(wanted)
+        indexed = {key: value for key, value in _scalar_tags(wanted).items() if value is not None}  # None: also absent
         remaining = limit
         for thread_id in threads:
             if remaining is not None and remaining <= 0:
@@ -608,6 +666,43 @@ class LashSaver(BaseCheckpointSaver[str]):
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         await _in_pool(functools.partial(self.prune, thread_ids, strategy=strategy))
+
+
+class _Writer:
+    """:meth:`LashSaver.writer`: acquire on enter (in the pool for ``async with``), release on exit."""
+
+    def __init__(self, saver: LashSaver, thread_id: str, owner_id: str, ttl_ms: int, wait_s: float) -> None:
+        self._saver = saver
+        self._thread_id = thread_id
+        self._lease = WriterLease(
+            lambda: saver._store(thread_id, create=True), thread_id, owner_id, ttl_ms=ttl_ms, wait_s=wait_s
+        )
+
+    @property
+    def lease(self) -> WriterLease:
+        return self._lease
+
+    def config(self) -> RunnableConfig:
+        """The config to merge into a run's: the thread and the lease."""
+        return {"configurable": {"thread_id": self._thread_id, FENCE_KEY: fence_value(self._lease.proof())}}
+
+    def __enter__(self) -> RunnableConfig:
+        self._lease.acquire()
+        return self.config()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._lease.release()
+
+    async def __aenter__(self) -> RunnableConfig:
+        await _in_pool(self._lease.acquire)
+        return self.config()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await _in_pool(self._lease.release)
 
 
 def _config(thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> RunnableConfig:

@@ -229,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     growth = commands.add_parser(
-        "langgraph-growth", parents=[common], help="storage and invoke latency of a long MessagesState thread"
+        "langgraph-growth",
+        parents=[common, backend],
+        help="storage and invoke latency of a long MessagesState thread (SqliteSaver, or PostgresSaver, vs LashSaver)",
     )
     growth.add_argument("--turns", type=positive, default=None, help="turns (default 1,000; --quick 100)")
     return parser
@@ -409,7 +411,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "langgraph-growth":
             from lash_store.bench import langgraph_growth
 
-            report = langgraph_growth.run(turns=args.turns or (100 if args.quick else 1000), base_dir=args.dir)
+            growth_turns = args.turns or (100 if args.quick else 1000)
+            if postgres:
+                report = langgraph_growth.run_postgres(dsn=args.dsn, turns=growth_turns, verbose=verbose)
+            else:
+                report = langgraph_growth.run(turns=growth_turns, base_dir=args.dir)
             text = langgraph_growth.format_report(report)
             exit_code = 0 if report["verification"]["ok"] else 1
         elif args.command == "resume":

@@ -95,8 +95,9 @@ def _disk_bytes(paths: list[Path]) -> int:
 
 
 def _drive(
-    name: str, saver: Any, files: Any, turns: int, samples: list[int], seed: int, sizes: tuple[int, int]
+    name: str, saver: Any, measure: Any, turns: int, samples: list[int], seed: int, sizes: tuple[int, int]
 ) -> dict[str, Any]:
+    """Run the turns on one saver; ``measure()`` gives its bytes on disk (called at the sample turns only)."""
     user_bytes, ai_bytes = sizes
     graph = _graph(saver, seed, ai_bytes)
     rng = random.Random(seed + 1)
@@ -111,7 +112,7 @@ def _drive(
         latencies.append(time.perf_counter() - begin)
         if turn in samples:
             pause = time.perf_counter()
-            sizes_at[turn] = _disk_bytes(files())
+            sizes_at[turn] = measure()
             started += time.perf_counter() - pause  # measuring the files is not the saver's time
     wall = time.perf_counter() - started
     final = [(m.type, m.content) for m in graph.get_state(config).values["messages"]]
@@ -145,11 +146,103 @@ def run(
         stock_path = root / "sqlite-saver.db"
         conn = sqlite3.connect(stock_path, check_same_thread=False)
         sizes = (user_bytes, ai_bytes)
-        stock = _drive("SqliteSaver", SqliteSaver(conn), lambda: [stock_path], turns, samples, seed, sizes)
+        stock = _drive("SqliteSaver", SqliteSaver(conn), lambda: _disk_bytes([stock_path]), turns, samples, seed, sizes)
         conn.close()
         lash_root = root / "lash"
         with LashSaver.sqlite(lash_root) as saver:
-            lash = _drive("LashSaver", saver, lambda: sorted(lash_root.glob("*.db")), turns, samples, seed, sizes)
+            lash = _drive(
+                "LashSaver", saver, lambda: _disk_bytes(sorted(lash_root.glob("*.db"))), turns, samples, seed, sizes
+            )
+    return _report(stock, lash, turns, samples, (user_bytes, ai_bytes, seed), early, late)
+
+
+def run_postgres(
+    *,
+    dsn: str | None = None,
+    turns: int = 1000,
+    user_bytes: int = 300,
+    ai_bytes: int = 1500,
+    seed: int = 1,
+    verbose: bool = False,
+) -> dict[str, Any]:
+    """The PostgreSQL pair: ``PostgresSaver`` and ``LashSaver.postgres``, each in a fresh schema of one database.
+
+    Without ``dsn`` a throwaway durable server runs the benchmark (see
+    :mod:`lash_store.bench.pg`).  Bytes on disk are the schema's relations with
+    their indexes and TOAST tables (``pg_total_relation_size``), after a
+    ``VACUUM`` so that dead tuples are not counted against either saver.
+    """
+    try:
+        import psycopg
+        from langgraph.checkpoint.postgres import PostgresSaver
+        from psycopg.rows import dict_row
+    except ImportError as exc:  # pragma: no cover
+        raise MissingExtra("langgraph-growth --backend postgres", ["langgraph-checkpoint-postgres"]) from exc
+    from lash_store.adapters.langgraph import LashSaver
+    from lash_store.bench.pg import dsn_with_search_path, pg_target
+
+    samples = sorted({s for s in (10, 100, turns // 4, turns // 2, turns) if 0 < s <= turns})
+    early = (max(1, turns // 10 + 1), max(1, turns // 5))
+    late = (max(1, turns - turns // 10 + 1), turns)
+    sizes = (user_bytes, ai_bytes)
+    with pg_target(dsn, verbose=verbose) as target:
+        stock_schema, lash_schema = target.new_schema("stock"), target.new_schema("lash")
+        stock_dsn = dsn_with_search_path(target.dsn, stock_schema)
+        with psycopg.connect(stock_dsn, autocommit=True, prepare_threshold=0, row_factory=dict_row) as conn:
+            stock_saver = PostgresSaver(conn)
+            stock_saver.setup()
+            stock = _drive(
+                "PostgresSaver",
+                stock_saver,
+                lambda: _schema_bytes(target.dsn, stock_schema),
+                turns,
+                samples,
+                seed,
+                sizes,
+            )
+        with LashSaver.postgres(target.dsn, schema=lash_schema) as saver:
+            lash = _drive(
+                "LashSaver", saver, lambda: _schema_bytes(target.dsn, lash_schema), turns, samples, seed, sizes
+            )
+        server = target.describe()
+    report = _report(stock, lash, turns, samples, (user_bytes, ai_bytes, seed), early, late)
+    report["server"] = server
+    return report
+
+
+def _schema_bytes(dsn: str, schema: str) -> int:
+    """Every table of ``schema`` with its indexes and TOAST, after a VACUUM (dead tuples are not the saver's)."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        tables = [
+            row[0]
+            for row in conn.execute(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relkind = 'r'",
+                (schema,),
+            ).fetchall()
+        ]
+        for table in tables:
+            conn.execute(f'VACUUM "{schema}"."{table}"')
+        row = conn.execute(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r'",
+            (schema,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _report(
+    stock: dict[str, Any],
+    lash: dict[str, Any],
+    turns: int,
+    samples: list[int],
+    workload: tuple[int, int, int],
+    early: tuple[int, int],
+    late: tuple[int, int],
+) -> dict[str, Any]:
+    user_bytes, ai_bytes, seed = workload
     rows = []
     for result in (stock, lash):
         at = result["bytes_at"]
@@ -200,8 +293,13 @@ def format_report(report: dict[str, Any]) -> str:
             f"invoke p99 {row['p99_ms_early']:7.2f} -> "
             f"{row['p99_ms_late']:7.2f} ms  wall {row['wall_s']:7.1f} s"
         )
+    stock_name = report["results"][0]["saver"]
+    if "server" in report:
+        from lash_store.bench.pg import server_line
+
+        lines.append("  " + server_line(report["server"]))
     lines.append(
-        f"  LashSaver/SqliteSaver: bytes {report['bytes_ratio']:.4f}x, wall time {report['wall_ratio']:.2f}x; "
+        f"  LashSaver/{stock_name}: bytes {report['bytes_ratio']:.4f}x, wall time {report['wall_ratio']:.2f}x; "
         f"same final messages: {report['verification']['same_final_messages']}"
     )
     return "\n".join(lines)

@@ -69,6 +69,7 @@ class CommitPlan(msgspec.Struct, frozen=True):
     attachment_ids: list[str]
     edges: list[tuple[str, str]] = []  # (parent blob, child blob) of new composite blobs
     tombstone_ids: list[str] = []
+    held_claims: list[QueuedWorkCompletion] = []  # fences checked, nothing completed
 
 
 def prepare_blobs(what: str, blobs: Any, profile: BlobProfile) -> tuple[list[codec.EncodedBlob], list[tuple[str, str]]]:
@@ -115,6 +116,7 @@ def prepare_commit(commit: RuntimeCommit, profile: BlobProfile) -> CommitPlan:
     attachment_ids = check_ids("commit.committed_attachment_ids", commit.committed_attachment_ids)
     new_blobs, edges = prepare_blobs("commit.new_blobs", commit.new_blobs, profile)
     tombstone_ids = check_ids("commit.tombstone_node_ids", commit.tombstone_node_ids)
+    held = check_held_claims("commit.held_queue_claims", commit.held_queue_claims)
     return CommitPlan(
         session_id=session_id,
         expected_head_revision=expected,
@@ -132,7 +134,13 @@ def prepare_commit(commit: RuntimeCommit, profile: BlobProfile) -> CommitPlan:
         attachment_ids=attachment_ids,
         edges=edges,
         tombstone_ids=tombstone_ids,
+        held_claims=held,
     )
+
+
+def check_held_claims(what: str, claims: Any) -> list[QueuedWorkCompletion]:
+    """Validate the claims a write is fenced by (same shape as completions)."""
+    return [_check_completion(f"{what}[{index}]", claim) for index, claim in enumerate(check_list(what, claims))]
 
 
 def _check_graph(delta: Any) -> GraphDelta:

@@ -491,6 +491,12 @@ SELECT batch_id, claim_fencing_token, attempts, enqueue_seq FROM {schema}.queued
 WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND claim_id = %(claim_id)s
   AND claim_token = %(lease_token)s
 
+-- A fence without completion reads the claim's rows with their expiry (a held lease must still run).
+-- name: held_claim_batches
+SELECT batch_id, claim_fencing_token, claim_expires_at_ms FROM {schema}.queued_work_batches
+WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND claim_id = %(claim_id)s
+  AND claim_token = %(lease_token)s
+
 -- name: extend_claim
 UPDATE {schema}.queued_work_batches SET claim_expires_at_ms = %(expires_at_ms)s, retry_at_ms = %(retry_at_ms)s
 WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND batch_id = %(batch_id)s

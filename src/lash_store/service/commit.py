@@ -3,7 +3,8 @@
 1. lock the session's head, read it and the clock;  2. session binding;
 3. exactly-once turn stamps (a replay returns the stored result before any
 other check);  4. head compare-and-set;  5. queue completions: each claim
-must still own exactly its batches under its fence;  6. refs given without a
+must still own exactly its batches under its fence, and each held claim
+(a fence without completion) too, with its lease unexpired;  6. refs given without a
 value must name a stored blob of their kind;  7. blobs, usage, graph, head;
 8. consume the completed work;  9. attachments and the turn stamp.
 Any failure raises and the backend rolls the whole transaction back.
@@ -35,7 +36,7 @@ def apply_commit(tx: Tx, plan: CommitPlan) -> tuple[RuntimeCommitResult, bool]:
     # Lock everything the commit needs (the session, then its completions' queues in order), then read
     # everything its checks need in one go, then check in the contract's order, then write.
     tx.send("lock_session")
-    queues = sorted({completion.session_id for completion in plan.completions})
+    queues = sorted({claim.session_id for claim in (*plan.completions, *plan.held_claims)})
     for queue_session in queues:
         tx.send("lock_queue", {"session_id": queue_session})
     reads = _CommitReads(tx, plan)
@@ -57,6 +58,8 @@ def apply_commit(tx: Tx, plan: CommitPlan) -> tuple[RuntimeCommitResult, bool]:
         raise HeadRevisionConflict(plan.expected_head_revision, actual)
     for completion, owned in zip(plan.completions, reads.claims, strict=True):
         _check_claim_ownership(plan.session_id, completion, owned)
+    for held, rows in zip(plan.held_claims, reads.held, strict=True):
+        check_held_claim(plan.session_id, held, rows, now)
     for bound in plan.bound_refs:
         check_bound_ref(tx, bound)
 
@@ -112,6 +115,7 @@ class _CommitReads:
         if appending:
             reads.append(("nodes_state", {"node_ids": [node.node_id for node in plan.nodes]}))
         reads.extend(("claimed_batches", _claim_key(completion)) for completion in plan.completions)
+        reads.extend(("held_claim_batches", _claim_key(held)) for held in plan.held_claims)
         rows = iter(tx.fetch_many(reads))
         head_row = _first(next(rows))
         if head_row is None:
@@ -120,7 +124,8 @@ class _CommitReads:
         self.turn_commit = None if stamp is None else decode_turn_commit(stamp.turn_id, _first(next(rows)))
         self.node_states = next(rows) if appending else []
         # batch id -> fencing token of each claim's rows (claimed_batches: batch_id, fence, attempts, seq)
-        self.claims: list[dict[str, int]] = [{row[0]: row[1] for row in rows_of_claim} for rows_of_claim in rows]
+        self.claims: list[dict[str, int]] = [{row[0]: row[1] for row in next(rows)} for _ in plan.completions]
+        self.held: list[list[Row]] = [next(rows) for _ in plan.held_claims]
 
 
 def _first(rows: list[Row]) -> Row | None:
@@ -190,6 +195,33 @@ def _check_claim_ownership(session_id: str, completion: QueuedWorkCompletion, ow
         raise expired
     if set(owned) != set(wanted) or any(fence != completion.fencing_token for fence in owned.values()):
         raise expired
+
+
+def check_held_claim(session_id: str | None, held: QueuedWorkCompletion, rows: list[Row], now_ms: int) -> None:
+    """A fence without completion: the claim owns exactly its batches, under its token, and its lease runs.
+
+    Unlike a completion, an expired lease is refused even if nobody reclaimed
+    the batches yet: a holder that stopped renewing has lost its lease.
+    """
+    wanted = held.batch_ids
+    owned = {row[0]: (row[1], row[2]) for row in rows}
+    if (
+        (session_id is not None and held.session_id != session_id)
+        or len(set(wanted)) != len(wanted)
+        or set(owned) != set(wanted)
+        or any(fence != held.fencing_token or expires <= now_ms for fence, expires in owned.values())
+    ):
+        raise QueuedWorkClaimExpired(held.session_id, held.claim_id)
+
+
+def check_fences(tx: Tx, session_id: str | None, claims: list[QueuedWorkCompletion]) -> None:
+    """Lock the claims' queues (in order), read the clock after the locks, and check every claim."""
+    for queue_session in sorted({claim.session_id for claim in claims}):
+        tx.send("lock_queue", {"session_id": queue_session})
+    now = tx.now_ms()
+    rows = tx.fetch_many([("held_claim_batches", _claim_key(claim)) for claim in claims])
+    for claim, owned in zip(claims, rows, strict=True):
+        check_held_claim(session_id, claim, owned, now)
 
 
 def check_bound_ref(tx: Tx, bound: BoundRef) -> None:

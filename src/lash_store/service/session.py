@@ -23,7 +23,7 @@ from lash_store.api import SessionStoreAPI
 from lash_store.core import codec
 from lash_store.core import queue as rules
 from lash_store.core.checkpoint import decode_manifest, encode_checkpoint, hydrate
-from lash_store.core.commit import prepare_commit
+from lash_store.core.commit import check_held_claims, prepare_commit
 from lash_store.core.gc import Marking, mark_live
 from lash_store.core.graph import check_tags, decode_node, walk_active_path
 from lash_store.core.usage import decode_totals
@@ -53,6 +53,7 @@ from lash_store.model import (
     QueuedWorkBatchDraft,
     QueuedWorkClaim,
     QueuedWorkClaimBoundary,
+    QueuedWorkCompletion,
     QueuedWorkDeadLetter,
     RekeyReport,
     RuntimeCommit,
@@ -71,7 +72,14 @@ from lash_store.model import (
 from lash_store.options import DEFAULT_FILE_GRACE_MS, StoreOptions, TelemetryOptions, check_options
 from lash_store.service import diagnostics, transfer
 from lash_store.service import queue as queue_ops
-from lash_store.service.commit import apply_commit, blob_params, check_bound_ref, hide_nodes, stamp_params
+from lash_store.service.commit import (
+    apply_commit,
+    blob_params,
+    check_bound_ref,
+    check_fences,
+    hide_nodes,
+    stamp_params,
+)
 from lash_store.service.head import read_head
 from lash_store.service.ports import Backend, Tx
 from lash_store.service.sealed import rekey as sealed_rekey
@@ -237,19 +245,27 @@ class SessionService:
 
     # -- staged writes ---------------------------------------------------
 
-    def put_staged_writes(self, writes: Iterable[StagedWrite]) -> int:
+    def put_staged_writes(
+        self, writes: Iterable[StagedWrite], *, held_queue_claims: Iterable[QueuedWorkCompletion] = ()
+    ) -> int:
         """Store pending writes, in one transaction; returns how many rows were written or replaced.
 
         A write is keyed by ``(anchor_id, task_id, idx)``: with ``idx >= 0`` a
         stored one is kept (a retry is a no-op), with ``idx < 0`` it is
         replaced.  The anchor need not exist: writes may precede their node.
+        ``held_queue_claims`` fence the write: each claim must still own exactly
+        its batches under its token with a running lease, or
+        ``QueuedWorkClaimExpired`` is raised and nothing is written.
         """
         rows = [_staged_params(f"writes[{i}]", w) for i, w in enumerate(check_list("writes", writes))]
+        held = check_held_claims("held_queue_claims", held_queue_claims)
         if not rows:
             return 0
 
         def body(tx: Tx) -> int:
             tx.send("lock_session")
+            if held:
+                check_fences(tx, None, held)  # staged writes bind no session: the claims name their queues
             kept = tx.run_many("put_staged_write", [row for row in rows if row["idx"] >= 0])
             return kept + tx.run_many("replace_staged_write", [row for row in rows if row["idx"] < 0])
 

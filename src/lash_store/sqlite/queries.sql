@@ -344,6 +344,11 @@ WHERE session_id = :session_id AND batch_id = :batch_id AND dead_at_ms IS NULL
 SELECT batch_id, claim_fencing_token, attempts, enqueue_seq FROM queued_work_batches
 WHERE session_id = :session_id AND claim_id = :claim_id AND claim_token = :lease_token
 
+-- A fence without completion reads the claim's rows with their expiry (a held lease must still run).
+-- name: held_claim_batches
+SELECT batch_id, claim_fencing_token, claim_expires_at_ms FROM queued_work_batches
+WHERE session_id = :session_id AND claim_id = :claim_id AND claim_token = :lease_token
+
 -- name: extend_claim
 UPDATE queued_work_batches SET claim_expires_at_ms = :expires_at_ms, retry_at_ms = :retry_at_ms
 WHERE session_id = :session_id AND batch_id = :batch_id AND claim_id = :claim_id AND claim_token = :lease_token

@@ -2983,6 +2983,88 @@ def test_index_and_staged_writes_survive_reopen(store: SessionStore, backend: Ba
     assert again.load_staged_writes(["a3"]) == [staged("a3", "t", 0, "c", "v")]
 
 
+# -- fences without completion (held queue claims) ---------------------------
+
+
+def test_a_held_claim_fences_a_commit_and_stays_claimed(store: SessionStore, clock: ManualClock) -> None:
+    batch = store.enqueue_queued_work(draft())
+    held = must_claim(store, owner="writer", ttl=100)
+    first = store.commit_runtime_state(commit(expected=0, held_queue_claims=[held.completion()]))
+    second = store.commit_runtime_state(commit(expected=1, held_queue_claims=[held.completion()]))
+    assert (first.head_revision, second.head_revision) == (1, 2)
+    assert store.list_queued_work("root") == [batch]  # nothing was completed
+    assert store.list_pending_queued_work("root") == []  # and the claim still holds it
+    assert claim(store, owner="thief") is None
+    clock.advance(50)
+    renewed = store.renew_queued_work_claim(held, 100)
+    clock.advance(80)  # past the first lease, inside the renewed one
+    store.commit_runtime_state(commit(expected=2, held_queue_claims=[renewed.completion()]))
+    store.commit_runtime_state(commit(expected=3).completing_queue_claim(renewed.completion()))
+    assert store.list_queued_work("root") == []
+
+
+def test_a_held_claim_that_lost_its_lease_writes_nothing(store: SessionStore, clock: ManualClock) -> None:
+    store.enqueue_queued_work(draft())
+    held = must_claim(store, owner="writer", ttl=100)
+    clock.advance(100)  # expired: refused even though nobody took the batch over (a completion would pass)
+    before = snapshot(store)
+    with pytest.raises(QueuedWorkClaimExpired) as caught:
+        store.commit_runtime_state(commit(expected=0, held_queue_claims=[held.completion()]))
+    assert (caught.value.session_id, caught.value.claim_id) == ("root", held.claim_id)
+    with pytest.raises(QueuedWorkClaimExpired):
+        store.put_staged_writes([staged("cp", "t", 0)], held_queue_claims=[held.completion()])
+    assert snapshot(store) == before and store.load_staged_writes(["cp"]) == []
+    taker = must_claim(store, owner="taker")
+    assert taker.fencing_token > held.fencing_token
+    renewed = msgspec.structs.replace(held, expires_at_epoch_ms=MAX_MS)
+    for stale in (held, renewed):  # a reclaimed batch fences out the old owner, renewed or not
+        with pytest.raises(QueuedWorkClaimExpired):
+            store.commit_runtime_state(commit(expected=0, held_queue_claims=[stale.completion()]))
+    store.commit_runtime_state(commit(expected=0, held_queue_claims=[taker.completion()]))
+    assert store.put_staged_writes([staged("cp", "t", 0)], held_queue_claims=[taker.completion()]) == 1
+
+
+def test_a_held_claim_must_name_exactly_its_batches_under_its_fence(store: SessionStore) -> None:
+    store.enqueue_queued_work(draft(slot=JOIN))
+    store.enqueue_queued_work(draft(slot=JOIN))
+    held = must_claim(store)
+    assert len(held.batches) == 2
+    proof = held.completion()
+    wrong = [
+        msgspec.structs.replace(proof, batch_ids=proof.batch_ids[:1]),
+        msgspec.structs.replace(proof, batch_ids=[*proof.batch_ids, "qwb:nope"]),
+        msgspec.structs.replace(proof, fencing_token=proof.fencing_token + 1),
+        msgspec.structs.replace(proof, lease_token="0" * 64),
+        msgspec.structs.replace(proof, session_id="other"),
+    ]
+    before = snapshot(store)
+    for bad in wrong:
+        with pytest.raises(QueuedWorkClaimExpired):
+            store.commit_runtime_state(commit(expected=0, held_queue_claims=[bad]))
+    assert snapshot(store) == before
+    with pytest.raises(InvalidInput):
+        store.commit_runtime_state(commit(expected=0, held_queue_claims=[msgspec.structs.replace(proof, batch_ids=[])]))
+    with pytest.raises(InvalidInput):
+        store.put_staged_writes([staged("cp", "t", 0)], held_queue_claims=["not a claim"])  # type: ignore[list-item]
+    store.commit_runtime_state(commit(expected=0, held_queue_claims=[proof]))
+
+
+def test_a_held_claim_fences_a_commit_that_completes_another(store: SessionStore) -> None:
+    store.enqueue_queued_work(draft(text="lease"))
+    lease = must_claim(store, owner="writer")
+    store.enqueue_queued_work(draft(text="work"))
+    work = must_claim(store, owner="writer")
+    store.commit_runtime_state(
+        commit(expected=0, held_queue_claims=[lease.completion()]).completing_queue_claim(work.completion())
+    )
+    assert ids(store.list_queued_work("root")) == lease.batch_ids
+    # Held and completed in one commit: both checks pass first, then the completion consumes it.
+    store.commit_runtime_state(
+        commit(expected=1, held_queue_claims=[lease.completion()]).completing_queue_claim(lease.completion())
+    )
+    assert store.list_queued_work("root") == []
+
+
 __all__ = [name for name in list(globals()) if name.startswith("test_")] + [
     "DAMAGE_TARGETS",
     "Backend",

@@ -559,6 +559,9 @@ class _Queries:
     def claimed_batches(self, p: Params) -> list[Row]:
         return [(b["batch_id"], b["claim_fencing_token"], b["attempts"], b["enqueue_seq"]) for b in self._held(p)]
 
+    def held_claim_batches(self, p: Params) -> list[Row]:
+        return [(b["batch_id"], b["claim_fencing_token"], b["claim_expires_at_ms"]) for b in self._held(p)]
+
     def _held_row(self, p: Params) -> dict[str, Any] | None:
         batch = self.s.batches.get(p["batch_id"])
         if (
