@@ -5,7 +5,9 @@ running in the background, a process started by code or a trigger, a child
 session's turn, an external job.  The registry keeps its registration, an
 append-only event log with per-process sequences, the sessions that hold a
 handle to it, and a fenced single-owner lease.  See the README for the
-operations.
+operations; :class:`ProcessRegistry` (SQLite), ``lash_store.postgres.PostgresProcessRegistry``,
+``lash_store.testing.ReferenceProcessRegistry`` and :class:`AsyncProcessRegistry`
+implement them.
 
 Every type is a keyword-constructed, frozen ``msgspec.Struct``.  Tagged
 unions are built with class methods named after their kinds
@@ -19,11 +21,15 @@ keys, compact separators, UTF-8, struct fields holding ``None`` left out.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from msgspec import Struct, field
 
 from lash_store.core.canonical import canonical_json, canonical_text, plain, stable_hash
+
+if TYPE_CHECKING:
+    from lash_store.aio import AsyncProcessRegistry
+    from lash_store.sqlite.registry import ProcessRegistry
 
 __all__ = [
     "CANCELLED",
@@ -31,6 +37,7 @@ __all__ = [
     "COMPLETED",
     "CORE_EVENT_TYPES",
     "FAILED",
+    "AsyncProcessRegistry",
     "DedupeKey",
     "MaterializedSemantics",
     "MaterializedTerminal",
@@ -54,6 +61,7 @@ __all__ = [
     "ProcessPruneReport",
     "ProcessRecord",
     "ProcessRegistration",
+    "ProcessRegistry",
     "ProcessReplay",
     "ProcessScope",
     "ProcessSessionDeleteReport",
@@ -574,6 +582,19 @@ def cancel_replay_key(process_id: str, reason: str | None) -> str:
 def terminal_replay_key(process_id: str, event_type: str) -> str:
     """The replay key ``complete_process`` appends its terminal event with."""
     return f"process:{process_id}:terminal:{event_type}"
+
+
+def __getattr__(name: str) -> Any:
+    # The registries import this module, so they are re-exported lazily.
+    if name == "ProcessRegistry":
+        from lash_store.sqlite.registry import ProcessRegistry
+
+        return ProcessRegistry
+    if name == "AsyncProcessRegistry":
+        from lash_store.aio import AsyncProcessRegistry
+
+        return AsyncProcessRegistry
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 _ = (canonical_json, canonical_text, plain)  # re-exported: the hashing rule is part of this module's contract
