@@ -107,3 +107,61 @@ def test_schema_names_are_plain_identifiers(pg_dsn: str, schema: str) -> None:
     with pytest.raises(InvalidInput) as raised:
         setup(pg_dsn, schema=schema)
     assert raised.value.what == "schema"
+
+
+REGISTRY_TABLES = ["process_events", "process_handle_grants", "process_leases", "process_wake_acks", "processes"]
+
+
+def test_a_version_1_database_migrates_to_version_2_keeping_its_sessions(pg_dsn: str) -> None:
+    """Version 2 adds the process registry; a database of the previous release is migrated, never rewritten."""
+    from lash_store.postgres import PostgresProcessRegistry
+    from lash_store.processes import ProcessRegistration
+
+    assert SCHEMA_VERSION == 2
+    setup(pg_dsn)
+    with PostgresStore.open(pg_dsn, "kept") as store:
+        store.commit_runtime_state(commit_at("kept", 0))
+    close_shared_pools()
+    # Exactly what version 1 was: schema.sql without the registry's tables, recorded as version 1.
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        for table in REGISTRY_TABLES:
+            conn.execute(f"DROP TABLE lash.{table}")
+        conn.execute("UPDATE lash.schema_version SET version = 1")
+    with pytest.raises(SchemaMigrationRequired):
+        PostgresStore.open(pg_dsn, "kept")
+    with pytest.raises(SchemaMigrationRequired):
+        PostgresProcessRegistry.open(pg_dsn)
+    assert set(REGISTRY_TABLES).isdisjoint(_tables(pg_dsn, "lash"))
+
+    assert migrate(pg_dsn) == 1
+    assert set(REGISTRY_TABLES) <= set(_tables(pg_dsn, "lash"))
+    assert migrate(pg_dsn) == SCHEMA_VERSION  # current now: nothing to do
+    close_shared_pools()
+    with PostgresStore.open(pg_dsn, "kept") as store:
+        read = store.load_session()
+        assert read is not None and read.head_revision == 1
+    with PostgresProcessRegistry.open(pg_dsn) as registry:
+        registry.register_process(ProcessRegistration.new("after-migration", {"type": "external"}))
+        assert [record.id for record in registry.list_non_terminal()] == ["after-migration"]
+
+
+def test_a_new_schema_is_the_migrated_schema(pg_dsn: str) -> None:
+    """Set-up runs schema.sql and every migration, so a new database and a migrated one cannot drift apart."""
+    setup(pg_dsn, schema="fresh")
+    setup(pg_dsn, schema="migrated")
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        for table in REGISTRY_TABLES:
+            conn.execute(f"DROP TABLE migrated.{table}")
+        conn.execute("UPDATE migrated.schema_version SET version = 1")
+    migrate(pg_dsn, schema="migrated")
+
+    def columns(schema: str) -> list[tuple[str, ...]]:
+        with psycopg.connect(pg_dsn) as conn:
+            rows = conn.execute(
+                "SELECT table_name, column_name, data_type, coalesce(collation_name, ''), is_nullable "
+                "FROM information_schema.columns WHERE table_schema = %s ORDER BY 1, 2",
+                (schema,),
+            ).fetchall()
+        return [tuple(str(value) for value in row) for row in rows]
+
+    assert columns("fresh") == columns("migrated")

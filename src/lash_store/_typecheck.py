@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lash_store.aio import AsyncProcessRegistry, AsyncStore
 from lash_store.api import AsyncProcessRegistryAPI, AsyncSessionStoreAPI, ProcessRegistryAPI, SessionStoreAPI
-from lash_store.postgres import PostgresStore
+from lash_store.postgres import PostgresProcessRegistry, PostgresStore
 from lash_store.sqlite.registry import ProcessRegistry
 from lash_store.sqlite.store import Store
 from lash_store.testing.reference import ReferenceStore
@@ -36,4 +36,8 @@ def _reference_registry(registry: ReferenceProcessRegistry) -> ProcessRegistryAP
 
 
 def _async_registry(registry: AsyncProcessRegistry) -> AsyncProcessRegistryAPI:
+    return registry
+
+
+def _postgres_registry(registry: PostgresProcessRegistry) -> ProcessRegistryAPI:
     return registry

@@ -88,7 +88,7 @@ class PostgresTx:
     deployment-wide component (the process registry) has no partition (``sid`` is ``None``).
     """
 
-    __slots__ = ("_clock", "_conn", "_now", "_options", "_pipeline", "_queries", "_sid", "waited")
+    __slots__ = ("_clock", "_conn", "_now", "_options", "_pipeline", "_queries", "_sid", "_unprepared", "waited")
 
     def __init__(
         self,
@@ -97,11 +97,13 @@ class PostgresTx:
         sid: str | None,
         statements: dict[str, tuple[str, ...]],
         options: StoreOptions,
+        unprepared: frozenset[str] = _UNPREPARED,
     ) -> None:
         self._conn = conn
         self._pipeline = pipeline
         self._sid = sid
         self._queries = statements
+        self._unprepared = unprepared
         self._options = options
         self._now: int | None = None
         self._clock: psycopg.Cursor[Any] | None = None
@@ -116,7 +118,7 @@ class PostgresTx:
         return merged
 
     def _execute(self, statement: str, params: Params | None, query: str = "") -> psycopg.Cursor[Any]:
-        prepare = False if query in _UNPREPARED else None  # None: psycopg's default (prepared after 5 runs)
+        prepare = False if query in self._unprepared else None  # None: psycopg's default (prepared after 5 runs)
         return self._conn.execute(statement, self._params(params), prepare=prepare)
 
     def _sync(self) -> None:
@@ -191,7 +193,7 @@ class PostgresTx:
 
     def _queue_many(self, query: str, rows: Sequence[Params]) -> list[psycopg.Cursor[Any]]:
         (statement,) = self._queries[query]
-        if query in _UNPREPARED:
+        if query in self._unprepared:
             # executemany always prepares: one unprepared execute per row instead, pipelined all the same.
             return [self._execute(statement, row, query) for row in rows]
         # Not closed here: a queued batch's results arrive later, and psycopg hands them to this cursor.
@@ -212,6 +214,7 @@ class PostgresBackend:
         options: StoreOptions,
         *,
         query_file: str = "queries.sql",
+        unprepared: frozenset[str] = _UNPREPARED,
     ) -> None:
         self._dsn = target if isinstance(target, str) else None
         self._given_pool = None if isinstance(target, str) else target
@@ -220,6 +223,7 @@ class PostgresBackend:
         self.schema = schema
         self._options = options
         self._statements = queries(schema, query_file)
+        self._unprepared = unprepared
         self._closed = False
 
     @property
@@ -274,7 +278,7 @@ class PostgresBackend:
             self._set_lock_timeout(conn)
             with conn.pipeline() as pipeline:
                 conn.execute(_BEGIN_WRITE if write else _BEGIN_READ, prepare=False)
-                tx = PostgresTx(conn, pipeline, self.sid, self._statements, self._options)
+                tx = PostgresTx(conn, pipeline, self.sid, self._statements, self._options, self._unprepared)
                 result = body(tx)
                 committing = True
                 conn.execute(b"COMMIT", prepare=False)

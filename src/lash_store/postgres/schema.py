@@ -21,14 +21,16 @@ from psycopg_pool import ConnectionPool
 
 from lash_store.errors import InvalidInput, NotAStoreDatabase, SchemaMigrationRequired, UnsupportedSchemaVersion
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION = "lash-store"
 SCHEMA_KIND = "postgres"
 DEFAULT_SCHEMA = "lash"
 
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-# Forward migrations: version -> the DDL that brings version-1 to version (none yet: 1 is the first).
-_MIGRATIONS: dict[int, str] = {}
+# ``schema.sql`` creates version 1; each forward migration brings version-1 to version.  A new schema runs
+# them all too, so that a migrated database and a new one are the same by construction.
+_BASE_VERSION = 1
+_MIGRATIONS: dict[int, str] = {2: "migration_2_processes.sql"}  # 2: the process registry
 
 
 def check_schema_name(schema: object) -> str:
@@ -43,8 +45,8 @@ def _lock_key(schema: str) -> tuple[int, int]:
     return int.from_bytes(digest[:4], "big", signed=True), int.from_bytes(digest[4:8], "big", signed=True)
 
 
-def _ddl(schema: str) -> str:
-    text = resources.files(__package__ or "lash_store.postgres").joinpath("schema.sql").read_text(encoding="utf-8")
+def _ddl(schema: str, file_name: str = "schema.sql") -> str:
+    text = resources.files(__package__ or "lash_store.postgres").joinpath(file_name).read_text(encoding="utf-8")
     return text.replace("{schema}", schema)
 
 
@@ -95,19 +97,25 @@ def _setup(conn: psycopg.Connection[Any], schema: str) -> int | None:
         if found is None:
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             conn.execute(_ddl(schema))
+            _migrate(conn, schema, _BASE_VERSION)
             conn.execute(
                 f"INSERT INTO {schema}.schema_version (application, version) VALUES (%s, %s)",
                 (APPLICATION, SCHEMA_VERSION),
             )
             return None
-        for version in range(found + 1, SCHEMA_VERSION + 1):
-            conn.execute(_MIGRATIONS[version].replace("{schema}", schema))
+        _migrate(conn, schema, found)
         if found < SCHEMA_VERSION:
             conn.execute(
                 f"UPDATE {schema}.schema_version SET version = %s, upgraded_at = now()",
                 (SCHEMA_VERSION,),
             )
         return found
+
+
+def _migrate(conn: psycopg.Connection[Any], schema: str, found: int) -> None:
+    """Apply every forward migration after ``found``, in order (inside the caller's transaction)."""
+    for version in range(found + 1, SCHEMA_VERSION + 1):
+        conn.execute(_ddl(schema, _MIGRATIONS[version]))
 
 
 def check(conn: psycopg.Connection[Any], schema: str) -> int | None:

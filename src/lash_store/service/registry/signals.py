@@ -195,12 +195,12 @@ class Signals:
                 return None
             return [notice for notice in self._notices if notice.serial > cursor]
 
-    def wait(self, cursor: int, timeout_s: float) -> None:
+    def wait(self, cursor: int, timeout_s: float | None) -> None:
         """Block until a notice after ``cursor`` exists or ``timeout_s`` passes."""
         with self._cond:
             self._cond.wait_for(lambda: self._serial != cursor, timeout=timeout_s)
 
-    async def wait_async(self, cursor: int, timeout_s: float) -> None:
+    async def wait_async(self, cursor: int, timeout_s: float | None) -> None:
         """:meth:`wait` for asyncio: the loop is never blocked, and cancelling the awaiting task is harmless."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
@@ -231,8 +231,20 @@ class Signals:
 
     @property
     def waiters(self) -> int:
+        """Waits in progress (parked, or reading)."""
         with self._cond:
             return self._waiters
+
+    @property
+    def parked(self) -> int:
+        """Asyncio waits parked on a loop right now."""
+        with self._cond:
+            return len(self._async)
+
+    @property
+    def has_feed(self) -> bool:
+        """Whether other processes can change the data (then waits also re-read now and then)."""
+        return self._feed is not None
 
     def prepare(self) -> None:
         """Make sure the change feed delivers; a waiter calls it (inside :meth:`waiting`) before its first read."""

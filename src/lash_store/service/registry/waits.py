@@ -60,14 +60,19 @@ class Wait(Generic[T]):
         found, self.last_sequence = checked
         return found
 
-    def next_slice(self) -> float:
-        """How long to park now; :class:`WaitTimeout` once the deadline has passed."""
+    def next_slice(self) -> float | None:
+        """How long to park now (``None``: until a notice); :class:`WaitTimeout` once the deadline has passed.
+
+        Without a change feed every writer is in this process and publishes its
+        notices, so there is nothing to poll for: the wait parks until a notice.
+        """
+        backstop = self.backstop if self.signals.has_feed else None
         if self.deadline is None:
-            return self.backstop
+            return backstop
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise WaitTimeout(self.process_id, self.what, self.timeout_ms or 0)
-        return min(remaining, self.backstop)
+        return remaining if backstop is None else min(remaining, backstop)
 
     def absorb(self) -> tuple[T | None, bool]:
         """After parking: ``(answer, False)``, ``(None, True)`` to read again, or ``(None, False)`` to park again."""
