@@ -4,7 +4,7 @@ VENV := .venv
 RUNTIME := $(VENV)/.ready-runtime
 DEV := $(VENV)/.ready-dev
 
-.PHONY: test test-all lint bench bench-postgres demo clean
+.PHONY: test test-all lint external bench bench-postgres demo clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ lint: $(DEV)
 ## The test command: lint, types, then the whole suite except long soak runs.
 test: lint
 	$(VENV)/bin/python -m pytest -m "not slow" -q
+
+## The frameworks' own suites (LangGraph, OpenAI Agents SDK) on the adapters next to their stock backends.
+## Their sdists and a virtual environment for them are fetched into a cache outside the repository.
+external: $(DEV)
+	$(VENV)/bin/python scripts/external_suites.py
 
 ## Everything, including the slow soak profiles (100,000+ stateful steps, 2,000 crash kills).
 test-all: lint

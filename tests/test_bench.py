@@ -29,9 +29,23 @@ from lash_store.cli import main as cli_main
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run_json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, dict[str, Any]]:
+def run_json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, dict[str, Any]]:
+    """Run the benchmark command in this process; its exit code and its JSON report."""
     code = main(argv)
     return code, json.loads(capsys.readouterr().out)
+
+
+def run_bench_process(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """``python -m lash_store.bench ARGV`` in a child process of this checkout (the real spawn and exit code)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run(
+        [sys.executable, "-m", "lash_store.bench", *argv],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        check=False,
+    )
 
 
 def test_commit_quick_json_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -49,7 +63,7 @@ def test_commit_quick_json_shape(tmp_path: Path, capsys: pytest.CaptureFixture[s
         "--dir",
         str(tmp_path),
     ]
-    code, report = _run_json(capsys, argv)
+    code, report = run_json(capsys, argv)
     assert code == 0
     assert report["benchmark"] == "commit"
     assert report["config"]["checkpoints"] == [10, 30]
@@ -83,7 +97,7 @@ def test_commit_text_report_prints_verdicts(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_commit_low_latency_profile_stores_raw_tool_state(capsys: pytest.CaptureFixture[str]) -> None:
-    code, report = _run_json(capsys, ["commit", "--json", "--turns", "10", "--warmup", "0", "--profile", "low_latency"])
+    code, report = run_json(capsys, ["commit", "--json", "--turns", "10", "--warmup", "0", "--profile", "low_latency"])
     assert code == 0
     assert report["config"]["blob_profile"] == "low_latency"
     sizes = report["bytes_per_turn"]
@@ -92,27 +106,8 @@ def test_commit_low_latency_profile_stores_raw_tool_state(capsys: pytest.Capture
 
 def test_queue_quick_json_verifies_exactly_once(tmp_path: Path) -> None:
     """Run through ``python -m`` so the spawn start method and the exit code are the real ones."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lash_store.bench",
-            "queue",
-            "--quick",
-            "--json",
-            "--batches",
-            "40",
-            "--repeat",
-            "2",
-            "--dir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=env,
-        check=False,
+    completed = run_bench_process(
+        ["queue", "--quick", "--json", "--batches", "40", "--repeat", "2", "--dir", str(tmp_path)]
     )
     assert completed.returncode == 0, completed.stderr
     report = json.loads(completed.stdout)
@@ -221,7 +216,7 @@ def test_bad_arguments_are_rejected(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_resume_json_reads_every_size_back(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["resume", "--json", "--turns", "12", "3", "--repeat", "2", "--dir", str(tmp_path)]
-    code, report = _run_json(capsys, argv)
+    code, report = run_json(capsys, argv)
     assert code == 0
     assert report["benchmark"] == "resume"
     assert report["config"]["sizes"] == [3, 12] and report["config"]["repeat"] == 2
@@ -265,7 +260,7 @@ def test_resume_floor_reads_the_same_rows(tmp_path: Path) -> None:
 
 
 def test_gc_json_deletes_exactly_the_unreachable_blobs(capsys: pytest.CaptureFixture[str]) -> None:
-    code, report = _run_json(capsys, ["gc", "--json", "--blobs", "150", "--repeat", "2"])
+    code, report = run_json(capsys, ["gc", "--json", "--blobs", "150", "--repeat", "2"])
     assert code == 0
     assert report["benchmark"] == "gc"
     assert report["config"]["blobs"] == 150 and report["config"]["repeat"] == 2 and report["config"]["grace_ms"] == 0
@@ -306,7 +301,7 @@ def test_commit_peers_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     target = tmp_path / "peers.png"
     argv = ["commit", "--json", "--turns", "4", "10", "--warmup", "2", "--window", "4"]
     argv += ["--peers", "--peer-full-max-turns", "6", "--plot", str(target)]
-    code, report = _run_json(capsys, argv)
+    code, report = run_json(capsys, argv)
     assert code == 0
     assert report["plot"] == str(target) and target.exists()
     peers = report["peers"]

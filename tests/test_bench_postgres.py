@@ -8,11 +8,7 @@ no schema behind; one run starts its own throwaway durable server.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -23,10 +19,9 @@ from lash_store.bench.commit import Workload
 from lash_store.bench.pg_commit import PgFloor, TurnEncoder
 from lash_store.options import BlobProfile, StoreOptions
 from lash_store.postgres import PostgresStore, close_shared_pools
+from tests.test_bench import run_bench_process, run_json
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(300)]
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -39,11 +34,6 @@ def _bench_schemas(dsn: str) -> list[str]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         rows = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'lash_bench_%' ORDER BY 1").fetchall()
     return [row[0] for row in rows]
-
-
-def _run_json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, dict[str, Any]]:
-    code = main(argv)
-    return code, json.loads(capsys.readouterr().out)
 
 
 def test_floor_stores_the_bytes_lash_store_stores(dsn: str) -> None:
@@ -85,7 +75,7 @@ def test_floor_stores_the_bytes_lash_store_stores(dsn: str) -> None:
 def test_commit_postgres_quick_json(dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["commit", "--backend", "postgres", "--dsn", dsn, "--quick", "--json", "--turns", "4", "12"]
     argv += ["--warmup", "2", "--window", "4", "--peers", "--peer-full-max-turns", "6"]
-    code, report = _run_json(capsys, argv)
+    code, report = run_json(capsys, argv)
     assert code == 0
     assert report["benchmark"] == "commit" and report["backend"] == "postgres"
     assert report["config"]["checkpoints"] == [4, 12] and report["config"]["repeat"] == 1
@@ -120,17 +110,9 @@ def test_commit_postgres_quick_json(dsn: str, capsys: pytest.CaptureFixture[str]
 
 def test_queue_postgres_quick_json_exactly_once(dsn: str) -> None:
     """Through ``python -m`` so that spawned worker processes and the exit code are the real ones."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     argv = ["queue", "--backend", "postgres", "--dsn", dsn, "--quick", "--json", "--batches", "10"]
     argv += ["--workers", "1", "3"]
-    completed = subprocess.run(
-        [sys.executable, "-m", "lash_store.bench", *argv],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=env,
-        check=False,
-    )
+    completed = run_bench_process(argv)
     assert completed.returncode == 0, completed.stderr
     report = json.loads(completed.stdout)
     assert report["benchmark"] == "queue" and report["backend"] == "postgres"
@@ -161,7 +143,7 @@ def test_queue_postgres_quick_json_exactly_once(dsn: str) -> None:
 
 def test_list_postgres_on_a_throwaway_server(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["list", "--quick", "--json", "--sessions", "30", "--limit", "10", "--repeat", "2"]
-    code, report = _run_json(capsys, argv)
+    code, report = run_json(capsys, argv)
     assert code == 0
     assert report["benchmark"] == "list" and report["backend"] == "postgres"
     assert report["server"]["fsync"] == "on" and report["server"]["synchronous_commit"] == "on"

@@ -198,7 +198,7 @@ def test_inspect_json_shape(capsys: pytest.CaptureFixture[str], session_file: Pa
         "user_version": 3,
         "supported_version": 3,
         "application_id": 0x4C415348,
-        "layout_revision": 3,
+        "layout_revision": 4,
     }
     assert data["session"]["session_id"] == SESSION and data["session"]["model"] == "gpt-test"
     assert data["head"]["head_revision"] == 2 and data["head"]["leaf_node_id"] == "a2"
@@ -545,13 +545,13 @@ def test_migrate_check_reports_old_files_and_changes_nothing(
     before = tree_snapshot(old), snapshot(session_file.parent)
     paths = [str(old_files["v3a/session"]), str(old_files["v3b/factory"]), str(session_file)]
     data = run_json(capsys, "migrate", "--check", *paths, expect=EXIT_FAILED)
-    assert data["check"] is True and data["ok"] is False and data["layout_revision"] == 3
+    assert data["check"] is True and data["ok"] is False and data["layout_revision"] == 4
     statuses = {Path(entry["path"]).name: (entry["status"], entry["revision"]) for entry in data["files"]}
     assert statuses == {
         "session.db": ("needs_migration", 1),
         "alpha-8ed3f6ad685b959e.db": ("needs_migration", 2),
         "beta_with_odd_chars-7a90bf7a99f6966c.db": ("needs_migration", 2),
-        session_file.name: ("current", 3),
+        session_file.name: ("current", 4),
     }
     assert data["summary"] == {"migrated": 0, "needs_migration": 3, "current": 1, "error": 0}
     code, out, err = run(capsys, "migrate", "--check", *paths)

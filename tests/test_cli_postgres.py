@@ -10,6 +10,7 @@ import pytest
 from lash_store import SqliteSessionStoreFactory, Store
 from lash_store.model import SessionReadScope
 from lash_store.postgres import PostgresSessionStoreFactory, PostgresStore, close_shared_pools
+from lash_store.testing.pgserver import PostgresServer
 from tests.test_cli import EXIT_ERROR, EXIT_FAILED, EXIT_OK, SESSION, _build_session, run, run_json
 
 pytestmark = pytest.mark.postgres
@@ -90,6 +91,32 @@ def test_import_into_postgres_refuses_an_occupied_session(
     with PostgresStore.open(pg_dsn, SESSION, create=False) as store:
         read = store.load_session()
         assert read is not None and read.head_revision == 2
+
+
+def test_a_postgres_session_backs_up_through_export_and_restores_into_another_database(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, session_file: Path, pg_dsn: str, pg_server: PostgresServer
+) -> None:
+    """PostgreSQL's own tools back up the database; one session's logical backup is export, restore is import."""
+    run_json(capsys, "copy", str(session_file), pg_dsn, "--to-session", SESSION)
+    dump = tmp_path / "session.json"
+    run_json(capsys, "export", pg_dsn, "--session", SESSION, "-o", str(dump))
+    code, _out, err = run(capsys, "backup", pg_dsn, str(tmp_path / "copy.db"))
+    assert code == EXIT_ERROR and "pg_dump" in err and not (tmp_path / "copy.db").exists()
+    restored_dsn = pg_server.create_database("lash_restore_target")
+    try:
+        assert run_json(capsys, "import", str(dump), restored_dsn)["session_id"] == SESSION
+        with (
+            PostgresStore.open(pg_dsn, SESSION, create=False) as original,
+            PostgresStore.open(restored_dsn, SESSION, create=False) as restored,
+        ):
+            for scope in (SessionReadScope.full_graph(), SessionReadScope.active_path()):
+                assert restored.load_session(scope) == original.load_session(scope)
+            assert restored.list_queued_work(SESSION) == original.list_queued_work(SESSION)
+            assert restored.load_session_meta() == original.load_session_meta()
+        assert run_json(capsys, "verify", restored_dsn, "--session", SESSION)["ok"] is True
+    finally:
+        close_shared_pools()
+        pg_server.drop_database("lash_restore_target")
 
 
 def test_sessions_of_a_postgres_database_paginate(capsys: pytest.CaptureFixture[str], pg_dsn: str) -> None:

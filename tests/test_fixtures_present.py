@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 SCHEMA_DIR = Path(__file__).parent / "fixtures" / "schema"
-LAYOUTS = ("v3a", "v3b")
+LAYOUTS = ("v3a", "v3b", "v3c")
 SPLIT_TABLES = {"graph_stats", "usage_totals"}  # 3a only: 3b keeps these on the session_head row
 
 # The identity every schema-v3 file carries; spelled out because the fixtures must never follow a code change.

@@ -1744,7 +1744,7 @@ ODD_IDS = [
     "*.db",
     "%00",
     "😀" * 40,
-    "x" * 5000,
+    "x" * 768,  # the longest id (ids are index keys: at most 768 UTF-8 bytes)
     "session",
     "\u202eevil",
 ]
@@ -1770,6 +1770,14 @@ def test_odd_session_id_is_accepted_and_stays_inside_the_root(tmp_path: Path, se
     factory.delete_session(session_id)
     assert not path.exists()
     assert [info.session_id for info in factory.list_sessions()] == ["neighbour"]
+
+
+def test_a_session_id_over_the_limit_is_invalid_input_and_creates_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    with pytest.raises(InvalidInput) as raised:
+        SqliteSessionStoreFactory(root).create_store("x" * 769)
+    assert raised.value.what == "session_id"
+    assert not root.exists()
 
 
 def test_ids_that_sanitise_alike_get_distinct_files(tmp_path: Path) -> None:

@@ -57,7 +57,7 @@ from lash_store.sqlite.migrations import inspect_revision, migrate_file
 from tests.helpers import ManualClock
 
 SCHEMA_DIR = Path(__file__).parent / "fixtures" / "schema"
-LAYOUTS = {"v3a": 1, "v3b": 2}  # fixture directory -> the layout revision its files carry
+LAYOUTS = {"v3a": 1, "v3b": 2, "v3c": 3}  # fixture directory -> the layout revision its files carry
 OLD_OBJECTS = {"graph_stats", "usage_totals"}  # revision 1 only
 OLD_TRIGGERS = {"graph_nodes_count_insert", "graph_nodes_count_update", "graph_nodes_count_delete"}
 SIDECARS = ("-wal", "-shm", "-journal")
@@ -141,6 +141,18 @@ def _hex(value: Any) -> Any:
     return value
 
 
+# The node fields every layout revision had; revision 4 added indexed fields (lane, sort_key, tags,
+# blob_refs) that files written before it cannot hold, so a migrated node has them at their defaults.
+NODE_FIELDS = ("node_id", "parent_node_id", "kind", "payload", "timestamp_ms", "agent_frame_id", "caused_by")
+
+
+def plain_node(node: SessionNode | None) -> Any:
+    if node is None:
+        return None
+    assert (node.lane, node.sort_key, node.tags, node.blob_refs) == (None, None, {}, [])
+    return plain({name: getattr(node, name) for name in NODE_FIELDS})
+
+
 def hex_or_none(content: bytes | None) -> str | None:
     return None if content is None else content.hex()
 
@@ -160,7 +172,7 @@ def read_like_expected(store: Store, fx: Fixture) -> dict[str, Any]:
                 "current_agent_frame_id": full.current_agent_frame_id,
                 "node_ids": [node.node_id for node in full.graph.nodes],
                 "leaf_node_id": full.graph.leaf_node_id,
-                "nodes": plain(full.graph.nodes),
+                "nodes": [plain_node(node) for node in full.graph.nodes],
                 "checkpoint_ref": full.checkpoint_ref,
                 "checkpoint": plain(full.checkpoint),
                 "token_ledger": plain(full.token_ledger),
@@ -170,7 +182,7 @@ def read_like_expected(store: Store, fx: Fixture) -> dict[str, Any]:
                 "leaf_node_id": path.graph.leaf_node_id,
             },
         },
-        "load_node": {node_id: plain(store.load_node(node_id)) for node_id in (TOMBSTONED_NODE, LIVE_NODE)},
+        "load_node": {node_id: plain_node(store.load_node(node_id)) for node_id in (TOMBSTONED_NODE, LIVE_NODE)},
         "load_session_meta": plain(store.load_session_meta()),
         "load_picker_info": plain(store.load_picker_info()),
         "graph_node_count": store.graph_node_count(),
@@ -231,7 +243,7 @@ def assert_current_layout(path: Path) -> None:
     facts = sqlite_layout(path)
     assert facts["user_version"] == schema.SCHEMA_VERSION == 3
     assert facts["application_id"] == schema.APPLICATION_ID
-    assert facts["revision"] == schema.LAYOUT_REVISION == 3
+    assert facts["revision"] == schema.LAYOUT_REVISION == 4
     assert facts["triggers"] == set()
     assert facts["tables"] - {"sqlite_sequence"} == set(schema.EXPECTED_TABLES)
     assert facts["integrity"] == "ok"
@@ -253,7 +265,11 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 def test_fixture_files_are_the_old_revision(fx: Fixture) -> None:
     for path in (fx.session, *sorted(fx.factory_root.glob("*.db"))):
         facts = sqlite_layout(path)
-        assert facts["user_version"] == 3 and facts["revision"] is None and facts["triggers"] == OLD_TRIGGERS
+        assert facts["user_version"] == 3
+        if fx.revision < 3:  # before the revision was recorded, triggers kept the counters
+            assert facts["revision"] is None and facts["triggers"] == OLD_TRIGGERS
+        else:
+            assert facts["revision"] == fx.revision and facts["triggers"] == set()
         assert (facts["tables"] >= OLD_OBJECTS) == (fx.revision == 1)
         assert inspect_revision(path) == (fx.revision, True)
 
@@ -268,7 +284,7 @@ def test_opening_without_migrate_is_refused_and_touches_nothing(fx: Fixture) -> 
         with pytest.raises(SchemaMigrationRequired) as raised:
             open_store()
         error = raised.value
-        assert (error.found_revision, error.expected_revision, error.path) == (fx.revision, 3, str(fx.session))
+        assert (error.found_revision, error.expected_revision, error.path) == (fx.revision, 4, str(fx.session))
         assert f"lash-store migrate {fx.session}" in str(error) and "nothing was modified" in str(error)
         assert snapshot(fx.root) == before  # same bytes, and no -wal/-shm/-journal appeared
 
@@ -331,7 +347,7 @@ def _blob_rows(path: Path) -> list[tuple[Any, ...]]:
 
 def test_migrate_file_returns_the_old_revision_and_is_idempotent(fx: Fixture) -> None:
     assert migrate_file(fx.session) == fx.revision
-    assert inspect_revision(fx.session) == (3, False)
+    assert inspect_revision(fx.session) == (4, False)
     assert_current_layout(fx.session)
     settled = snapshot(fx.root)
     assert not any(name.endswith(SIDECARS) for name in settled)
@@ -531,7 +547,11 @@ def test_a_newer_revision_is_refused_untouched(capsys: pytest.CaptureFixture[str
     ):
         with pytest.raises(UnsupportedSchemaVersion) as raised:
             attempt()
-        assert (raised.value.kind, raised.value.expected, raised.value.found) == ("session layout", 3, 99)
+        assert (raised.value.kind, raised.value.expected, raised.value.found) == (
+            "session layout",
+            schema.LAYOUT_REVISION,
+            99,
+        )
         assert "newer release" in str(raised.value) and "delete" not in str(raised.value)
         assert snapshot(fx.root) == before
     code, out, err = cli(capsys, "migrate", str(fx.session), "--check")

@@ -70,3 +70,70 @@ def test_a_page_deep_into_the_listing_reads_about_one_page_of_sessions(dsn: str)
 
     walk(plan[0][0]["Plan"])
     assert rows_read and max(rows_read) <= 20, rows_read  # not the 250 sessions before the page
+
+
+def _full_session(store: Any, session_id: str) -> None:
+    """Something in every table a session owns: the command tests' session plus the adapters' capabilities."""
+    from lash_store.model import GraphDelta, NewBlob, RuntimeCommit, SessionNode, StagedWrite
+    from tests.test_cli import _build_session
+
+    _build_session(store, session_id)
+    child = store.put_blob(b"child chunk")  # a BlobRef's text is its hash
+    indexed = SessionNode(
+        node_id="indexed", parent_node_id="a2", lane="l", sort_key="k1", tags={"run_id": "r1"}, blob_refs=[child]
+    )
+    store.commit_runtime_state(
+        RuntimeCommit(
+            session_id=session_id,
+            expected_head_revision=2,
+            graph=GraphDelta.append([indexed], "indexed"),
+            new_blobs=[NewBlob(content=b"parent", children=[child])],
+        )
+    )
+    store.put_staged_writes([StagedWrite(anchor_id="indexed", task_id="t", idx=0, channel="c", value=1)])
+
+
+def _rows_per_table(dsn: str, session_id: str) -> dict[str, int]:
+    """Rows of ``session_id`` in every table of the schema that has a session_id column."""
+    with psycopg.connect(dsn) as conn:
+        tables = [
+            row[0]
+            for row in conn.execute(
+                "SELECT table_name FROM information_schema.columns"
+                " WHERE table_schema = 'lash' AND column_name = 'session_id'"
+            )
+        ]
+        return {
+            table: conn.execute(f"SELECT count(*) FROM lash.{table} WHERE session_id = %s", (session_id,)).fetchone()[0]  # type: ignore[index]
+            for table in tables
+        }
+
+
+def test_delete_session_leaves_no_row_in_any_table(dsn: str) -> None:
+    """Every table with a session_id column, found from the catalog, so a table added later is covered too."""
+    factory = PostgresSessionStoreFactory(dsn)
+    for session_id in ("doomed", "kept"):
+        with factory.create_store(session_id) as store:
+            _full_session(store, session_id)
+    before = _rows_per_table(dsn, "doomed")
+    empty = sorted(table for table, count in before.items() if count == 0)
+    assert empty == [], f"the fixture leaves these tables empty, so the test would not see them: {empty}"
+    kept = _rows_per_table(dsn, "kept")
+    factory.delete_session("doomed")
+    assert _rows_per_table(dsn, "doomed") == dict.fromkeys(before, 0)
+    assert _rows_per_table(dsn, "kept") == kept
+
+
+def test_pruning_an_idle_session_leaves_no_row_in_any_table(dsn: str) -> None:
+    import time
+
+    factory = PostgresSessionStoreFactory(dsn)
+    with factory.create_store("idle") as store:
+        _full_session(store, "idle")
+        for batch in store.list_queued_work("idle"):
+            store.cancel_queued_work_batch("idle", batch.batch_id)
+    with psycopg.connect(dsn) as conn:  # finish the claimed batch behind the store's back: no queued work left
+        conn.execute("DELETE FROM lash.queued_work_batches WHERE session_id = 'idle'")
+    time.sleep(0.05)
+    assert factory.prune_idle_sessions(1) == ["idle"]
+    assert set(_rows_per_table(dsn, "idle").values()) == {0}

@@ -9,6 +9,7 @@ import pytest
 
 from lash_store.errors import InvalidInput, NotAStoreDatabase, SchemaMigrationRequired, UnsupportedSchemaVersion
 from lash_store.postgres import SCHEMA_VERSION, PostgresStore, close_shared_pools, migrate, setup
+from lash_store.postgres.schema import NODE_INDEX_VERSION, PROCESS_REGISTRY_VERSION
 from tests.helpers import commit_at
 
 pytestmark = pytest.mark.postgres
@@ -109,31 +110,77 @@ def test_schema_names_are_plain_identifiers(pg_dsn: str, schema: str) -> None:
     assert raised.value.what == "schema"
 
 
+def test_a_zero_busy_timeout_never_waits_forever(pg_dsn: str) -> None:
+    """busy_timeout_ms=0 is "do not wait" everywhere; PostgreSQL's lock_timeout=0 would mean "wait forever"."""
+    from lash_store.errors import StoreBusy
+    from lash_store.options import StoreOptions
+
+    with PostgresStore.open(pg_dsn, "busy", StoreOptions(busy_timeout_ms=0)) as store:
+        store.commit_runtime_state(commit_at("busy", 0))
+        with psycopg.connect(pg_dsn) as holder:
+            holder.execute("SELECT 1 FROM lash.sessions WHERE session_id = 'busy' FOR UPDATE")
+            with pytest.raises(StoreBusy):
+                store.commit_runtime_state(commit_at("busy", 1))
+            holder.rollback()
+        assert store.commit_runtime_state(commit_at("busy", 1)).head_revision == 2
+
+
+def test_version_1_migrates_to_version_2_keeping_every_node(pg_dsn: str) -> None:
+    """A schema of version 1 (no node index, blob edges or staged writes) migrates in place, kinds filled in."""
+    from lash_store.model import GraphDelta, RuntimeCommit, SessionNode
+
+    setup(pg_dsn)
+    store = PostgresStore.open(pg_dsn, "old")
+    nodes = [SessionNode(node_id="n1"), SessionNode(node_id="n2", parent_node_id="n1", kind="tool")]
+    store.commit_runtime_state(
+        RuntimeCommit(session_id="old", expected_head_revision=0, graph=GraphDelta.append(nodes, "n2"))
+    )
+    store.close()
+    close_shared_pools()
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # back to exactly what version 1 had
+        conn.execute("DROP TABLE lash.node_tags, lash.node_blob_refs, lash.blob_edges, lash.staged_writes")
+        conn.execute("DROP INDEX lash.graph_nodes_sort")
+        conn.execute(f"DROP TABLE {', '.join(f'lash.{table}' for table in REGISTRY_TABLES)}")
+        conn.execute("ALTER TABLE lash.graph_nodes DROP COLUMN kind, DROP COLUMN lane, DROP COLUMN sort_key")
+        conn.execute("UPDATE lash.schema_version SET version = 1")
+    with pytest.raises(SchemaMigrationRequired):
+        PostgresStore.open(pg_dsn, "old")
+    assert migrate(pg_dsn) == 1
+    assert migrate(pg_dsn) == SCHEMA_VERSION  # idempotent
+    assert set(REGISTRY_TABLES) <= set(_tables(pg_dsn, "lash"))  # every later migration ran too
+    store = PostgresStore.open(pg_dsn, "old")
+    assert [n.node_id for n in store.query_nodes(kind="tool")] == ["n2"]
+    assert [n.node_id for n in store.query_nodes(kind="message")] == ["n1"]
+    read = store.load_session()
+    assert read is not None and [n.node_id for n in read.graph.nodes] == ["n1", "n2"]
+    store.close()
+
+
 REGISTRY_TABLES = ["process_events", "process_handle_grants", "process_leases", "process_wake_acks", "processes"]
 
 
-def test_a_version_1_database_migrates_to_version_2_keeping_its_sessions(pg_dsn: str) -> None:
-    """Version 2 adds the process registry; a database of the previous release is migrated, never rewritten."""
+def test_a_database_before_the_registry_migrates_keeping_its_sessions(pg_dsn: str) -> None:
+    """PROCESS_REGISTRY_VERSION adds the registry; a database of the release before is migrated, never rewritten."""
     from lash_store.postgres import PostgresProcessRegistry
     from lash_store.processes import ProcessRegistration
 
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION >= PROCESS_REGISTRY_VERSION > NODE_INDEX_VERSION
     setup(pg_dsn)
     with PostgresStore.open(pg_dsn, "kept") as store:
         store.commit_runtime_state(commit_at("kept", 0))
     close_shared_pools()
-    # Exactly what version 1 was: schema.sql without the registry's tables, recorded as version 1.
+    # Exactly what the version before was: without the registry's tables, recorded as that version.
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         for table in REGISTRY_TABLES:
             conn.execute(f"DROP TABLE lash.{table}")
-        conn.execute("UPDATE lash.schema_version SET version = 1")
+        conn.execute("UPDATE lash.schema_version SET version = %s", (NODE_INDEX_VERSION,))
     with pytest.raises(SchemaMigrationRequired):
         PostgresStore.open(pg_dsn, "kept")
     with pytest.raises(SchemaMigrationRequired):
         PostgresProcessRegistry.open(pg_dsn)
     assert set(REGISTRY_TABLES).isdisjoint(_tables(pg_dsn, "lash"))
 
-    assert migrate(pg_dsn) == 1
+    assert migrate(pg_dsn) == NODE_INDEX_VERSION
     assert set(REGISTRY_TABLES) <= set(_tables(pg_dsn, "lash"))
     assert migrate(pg_dsn) == SCHEMA_VERSION  # current now: nothing to do
     close_shared_pools()
@@ -152,7 +199,7 @@ def test_a_new_schema_is_the_migrated_schema(pg_dsn: str) -> None:
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         for table in REGISTRY_TABLES:
             conn.execute(f"DROP TABLE migrated.{table}")
-        conn.execute("UPDATE migrated.schema_version SET version = 1")
+        conn.execute("UPDATE migrated.schema_version SET version = %s", (NODE_INDEX_VERSION,))
     migrate(pg_dsn, schema="migrated")
 
     def columns(schema: str) -> list[tuple[str, ...]]:

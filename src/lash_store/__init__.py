@@ -2,7 +2,7 @@
 
 from lash_store import errors, model, options, processes
 from lash_store.aio import AsyncProcessRegistry, AsyncStore
-from lash_store.options import BlobProfile, Durability, GcPolicy, StoreOptions
+from lash_store.options import BlobProfile, Durability, GcPolicy, RetentionPolicy, StoreOptions, TelemetryOptions
 from lash_store.sqlite import SqliteSessionStoreFactory, Store
 from lash_store.sqlite.registry import ProcessRegistry
 
@@ -13,9 +13,11 @@ __all__ = [
     "Durability",
     "GcPolicy",
     "ProcessRegistry",
+    "RetentionPolicy",
     "SqliteSessionStoreFactory",
     "Store",
     "StoreOptions",
+    "TelemetryOptions",
     "errors",
     "model",
     "options",

@@ -12,7 +12,7 @@ never drift apart.  mypy checks that every store satisfies its protocol
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -25,6 +25,7 @@ from lash_store.model import (
     GcReport,
     HydratedCheckpoint,
     PersistedSessionRead,
+    PruneReport,
     QueuedWorkBatch,
     QueuedWorkBatchDraft,
     QueuedWorkClaim,
@@ -36,6 +37,8 @@ from lash_store.model import (
     SessionNode,
     SessionPickerInfo,
     SessionReadScope,
+    StagedWrite,
+    TagValue,
     VacuumReport,
 )
 from lash_store.processes import (
@@ -99,6 +102,35 @@ class SessionStoreAPI(Protocol):
         """Physically remove tombstoned nodes."""
         ...
 
+    def query_nodes(
+        self,
+        *,
+        kind: str | None = None,
+        lane: str | None = None,
+        sort_before: str | None = None,
+        sort_key: str | None = None,
+        tags: Mapping[str, TagValue] | None = None,
+        limit: int | None = None,
+    ) -> list[SessionNode]:
+        """Live nodes by kind, lane, sort key and tags, newest (largest sort key) first."""
+        ...
+
+    def walk_ancestors(self, node_id: str, max_depth: int) -> list[SessionNode]:
+        """A live node and up to ``max_depth`` live ancestors, nearest first (cycle-guarded)."""
+        ...
+
+    def put_staged_writes(self, writes: Iterable[StagedWrite]) -> int:
+        """Store pending writes in one transaction (``idx >= 0`` kept once, ``idx < 0`` replaced)."""
+        ...
+
+    def load_staged_writes(self, anchor_ids: Iterable[str], channels: Iterable[str] | None = None) -> list[StagedWrite]:
+        """Staged writes of the anchors (optionally only some channels), in the order first stored."""
+        ...
+
+    def delete_staged_writes(self, anchor_ids: Iterable[str]) -> int:
+        """Drop the staged writes of the anchors; returns how many."""
+        ...
+
     def graph_node_count(self) -> int:
         """Live (not tombstoned) nodes."""
         ...
@@ -129,6 +161,10 @@ class SessionStoreAPI(Protocol):
 
     def get_blob(self, ref: str) -> bytes | None:
         """A blob's raw content, or ``None``."""
+        ...
+
+    def get_blobs(self, refs: Iterable[str]) -> dict[str, bytes]:
+        """Several blobs' raw content from one snapshot, by ref; absent refs are left out."""
         ...
 
     def put_checkpoint(self, hydrated: HydratedCheckpoint) -> tuple[BlobRef, SessionCheckpoint]:
@@ -173,6 +209,10 @@ class SessionStoreAPI(Protocol):
 
     def gc_plan(self, *, dry_run: bool = True, grace_ms: int | None = None) -> tuple[GcReport, int]:
         """GC (or a dry run of it) with the stored bytes it deletes; ``grace_ms`` overrides the grace period."""
+        ...
+
+    def prune(self, *, dry_run: bool = False, turn_stamps_older_than_ms: int | None = None) -> PruneReport:
+        """Remove turn stamps older than the retention horizon (argument, else the options'); dry runs count."""
         ...
 
     def raw_rows(self, *, content: bool = False) -> RawRows:
@@ -427,6 +467,37 @@ class AsyncSessionStoreAPI(Protocol):
         """Physically remove tombstoned nodes."""
         ...
 
+    async def query_nodes(
+        self,
+        *,
+        kind: str | None = None,
+        lane: str | None = None,
+        sort_before: str | None = None,
+        sort_key: str | None = None,
+        tags: Mapping[str, TagValue] | None = None,
+        limit: int | None = None,
+    ) -> list[SessionNode]:
+        """Live nodes by kind, lane, sort key and tags, newest (largest sort key) first."""
+        ...
+
+    async def walk_ancestors(self, node_id: str, max_depth: int) -> list[SessionNode]:
+        """A live node and up to ``max_depth`` live ancestors, nearest first (cycle-guarded)."""
+        ...
+
+    async def put_staged_writes(self, writes: Iterable[StagedWrite]) -> int:
+        """Store pending writes in one transaction (``idx >= 0`` kept once, ``idx < 0`` replaced)."""
+        ...
+
+    async def load_staged_writes(
+        self, anchor_ids: Iterable[str], channels: Iterable[str] | None = None
+    ) -> list[StagedWrite]:
+        """Staged writes of the anchors (optionally only some channels), in the order first stored."""
+        ...
+
+    async def delete_staged_writes(self, anchor_ids: Iterable[str]) -> int:
+        """Drop the staged writes of the anchors; returns how many."""
+        ...
+
     async def graph_node_count(self) -> int:
         """Live (not tombstoned) nodes."""
         ...
@@ -457,6 +528,10 @@ class AsyncSessionStoreAPI(Protocol):
 
     async def get_blob(self, ref: str) -> bytes | None:
         """A blob's raw content, or ``None``."""
+        ...
+
+    async def get_blobs(self, refs: Iterable[str]) -> dict[str, bytes]:
+        """Several blobs' raw content from one snapshot, by ref; absent refs are left out."""
         ...
 
     async def put_checkpoint(self, hydrated: HydratedCheckpoint) -> tuple[BlobRef, SessionCheckpoint]:
@@ -501,6 +576,10 @@ class AsyncSessionStoreAPI(Protocol):
 
     async def gc_plan(self, *, dry_run: bool = True, grace_ms: int | None = None) -> tuple[GcReport, int]:
         """GC (or a dry run of it) with the stored bytes it deletes; ``grace_ms`` overrides the grace period."""
+        ...
+
+    async def prune(self, *, dry_run: bool = False, turn_stamps_older_than_ms: int | None = None) -> PruneReport:
+        """Remove turn stamps older than the retention horizon (argument, else the options'); dry runs count."""
         ...
 
     async def raw_rows(self, *, content: bool = False) -> RawRows:

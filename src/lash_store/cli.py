@@ -249,7 +249,11 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             table.add_row(out.text(entry["module_ref"]), _short(entry["blob_ref"]), size)
         out.print(table)
 
-    blobs = data["blobs"]
+    out.print(_blob_table(out, data["blobs"]))
+    return EXIT_OK
+
+
+def _blob_table(out: Output, blobs: dict[str, Any]) -> Table:
     table = Table(title=f"Blobs ({blobs['count']})")
     for column in ("kind", "count", "raw", "stored", "zstd"):
         table.add_column(column, justify="left" if column == "kind" else "right")
@@ -264,8 +268,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     table.add_row(
         out.styled("total", "bold"), str(blobs["count"]), _size(blobs["raw_bytes"]), _size(blobs["stored_bytes"]), ""
     )
-    out.print(table)
-    return EXIT_OK
+    return table
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
@@ -330,6 +333,107 @@ def _cmd_sessions(args: argparse.Namespace) -> int:
     return EXIT_FAILED if data["errors"] else EXIT_OK
 
 
+def _cmd_stats(args: argparse.Namespace) -> int:
+    data = tools.stats(args.path, args.session, top=args.top)
+    failed = bool(data.get("errors"))
+    if args.json:
+        _print_json(data)
+        return EXIT_FAILED if failed else EXIT_OK
+    out = _output()
+    if data["kind"] == "store":
+        _render_store_stats(out, data)
+        return EXIT_OK
+    out.print(
+        f"{out.styled(str(data['sessions']), 'bold')} sessions in {out.text(data['root'])}: "
+        f"{_size(data['stored_bytes'])} stored"
+    )
+    if data["largest"]:
+        table = Table(title=f"Largest sessions (top {len(data['largest'])})")
+        for column in ("session", "rev", "nodes", "blobs", "content", "stored"):
+            table.add_column(column, justify="left" if column == "session" else "right")
+        for entry in data["largest"]:
+            table.add_row(
+                out.text(entry["session_id"] or entry["path"] or "-"),
+                str(entry["head_revision"] if entry["head_revision"] is not None else "-"),
+                str(entry["nodes"]),
+                str(entry["blobs"]),
+                _size(entry["content_bytes"]),
+                _size(entry["stored_bytes"]),
+            )
+        out.print(table)
+    counts = data["counts"]
+    per_commit = data["content_bytes_per_commit"]
+    rows = [
+        ("sessions", data["sessions"]),
+        ("stored", _size(data["stored_bytes"])),
+        ("content", _content_line(data["content_bytes"])),
+        ("commits", data["commits"]),
+        ("content per commit", "-" if per_commit is None else _size(round(per_commit))),
+        *_count_rows(counts),
+    ]
+    out.print(_kv_table(out, "Totals", rows))
+    for error in data["errors"]:
+        print(f"lash-store: error: cannot read {error['path']}: {error['error']}", file=sys.stderr)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _render_store_stats(out: Output, data: dict[str, Any]) -> None:
+    files = data["files"]
+    if data["backend"] == "sqlite":
+        where: list[tuple[str, Any]] = [("path", data["path"] or "(in memory)")]
+        if files is not None:
+            where += [
+                (
+                    "database file",
+                    f"{_size(files['database_bytes'])} ({data['file']['page_count']} pages of "
+                    f"{data['file']['page_size']} B, {data['file']['freelist_pages']} free)",
+                ),
+                ("WAL", _size(files["wal_bytes"])),
+            ]
+    else:
+        where = [("database", data["target"]), ("partition", data["session_partition"])]
+    growth = data["growth"]
+
+    def per(value: float | None) -> str:
+        return "-" if value is None else _size(round(value))
+
+    rows = [
+        *where,
+        ("session", data["session_id"] or "-"),
+        ("head revision", data["head_revision"] if data["head_revision"] is not None else "-"),
+        ("stored", f"{_size(data['stored_bytes'])} ({'file + WAL' if files is not None else 'content'})"),
+        ("content", _content_line(data["content_bytes"])),
+        *_count_rows(data["counts"]),
+        (
+            "per commit",
+            f"{per(growth['stored_bytes_per_commit'])} stored, {per(growth['content_bytes_per_commit'])} content",
+        ),
+        ("per turn stamp", "-" if growth["turns"] == 0 else f"{per(growth['content_bytes_per_turn'])} content"),
+    ]
+    if data.get("head_error"):
+        rows.append(("head error", data["head_error"]))
+    out.print(_kv_table(out, "Stats", rows))
+    out.print(_blob_table(out, data["blobs"]))
+
+
+def _content_line(content: dict[str, int]) -> str:
+    return (
+        f"{_size(content['total'])}: nodes {_size(content['nodes'])}, blobs {_size(content['blobs'])}, "
+        f"turn stamps {_size(content['turn_commits'])}, queue {_size(content['queue'])}"
+    )
+
+
+def _count_rows(counts: dict[str, int]) -> list[tuple[str, Any]]:
+    return [
+        ("nodes", f"{counts['nodes']:,} live, {counts['tombstoned_nodes']:,} tombstoned"),
+        ("blobs", f"{counts['blobs']:,}"),
+        ("turn stamps", f"{counts['turn_commits']:,}"),
+        ("queue", f"{counts['queue_batches']:,} batches ({counts['claimed_batches']:,} claimed)"),
+        ("attachments", f"{counts['attachments']:,} ({counts['uncommitted_attachments']:,} uncommitted)"),
+        ("module artifacts", f"{counts['module_artifacts']:,}"),
+    ]
+
+
 def _cmd_gc(args: argparse.Namespace) -> int:
     data = tools.gc(args.path, args.session, grace_ms=args.grace_ms, dry_run=args.dry_run)
     if args.json:
@@ -358,6 +462,66 @@ def _cmd_vacuum(args: argparse.Namespace) -> int:
         space = f"; {data['reason']}" if data.get("reason") else ""
     _output().print(f"vacuum: removed {data['removed_node_count']} tombstoned nodes{space}")
     return EXIT_OK
+
+
+def _cmd_backup(args: argparse.Namespace) -> int:
+    data = tools.backup(args.source, args.dest)
+    if args.json:
+        _print_json(data)
+        return EXIT_OK if data["ok"] else EXIT_FAILED
+    out = _output()
+    out.print(
+        f"backup: {out.text(data['destination'])} ({_size(data['size_bytes'])}, head revision "
+        f"{data['head_revision'] if data['head_revision'] is not None else '-'}, {data['elapsed_ms']:,.0f} ms)"
+    )
+    for problem in data["problems"]:
+        out.print(f"{out.styled('problem:', 'red')} {out.text(problem)}")
+    out.print(out.styled("verified: OK", "green") if data["ok"] else out.styled("verify FAILED", "red"))
+    return EXIT_OK if data["ok"] else EXIT_FAILED
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
+    if args.stamps_older_than is None and args.idle_sessions is None:
+        raise tools.ToolError("nothing to prune: give --stamps-older-than and/or --idle-sessions")
+    data = tools.prune(
+        args.path,
+        args.session,
+        stamps_older_than_ms=args.stamps_older_than,
+        idle_sessions_ms=args.idle_sessions,
+        dry_run=args.dry_run,
+    )
+    if args.json:
+        _print_json(data)
+        return EXIT_FAILED if data["errors"] else EXIT_OK
+    out = _output()
+    verb = "would prune" if args.dry_run else "pruned"
+    out.print(f"prune{' (dry run)' if args.dry_run else ''}: {verb} {data['turn_stamps']:,} turn stamps")
+    if args.idle_sessions is not None:
+        idle = data["idle_sessions"]
+        out.print(f"{'would delete' if args.dry_run else 'deleted'} {len(idle):,} idle sessions")
+        for session_id in idle:
+            out.print(f"  {out.text(session_id)}")
+    for error in data["errors"]:
+        out.print(f"{out.styled('error:', 'red')} {out.text(error['path'])}: {out.text(error['error'])}")
+    return EXIT_FAILED if data["errors"] else EXIT_OK
+
+
+_DURATION_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def _duration(text: str) -> int:
+    """A duration in milliseconds: ``90d``, ``12h``, ``30m``, ``45s``, ``500ms`` or plain milliseconds."""
+    number, unit = text.strip(), "ms"
+    for suffix in sorted(_DURATION_UNITS, key=len, reverse=True):
+        if number.endswith(suffix):
+            number, unit = number[: -len(suffix)], suffix
+            break
+    if not number.isdigit():
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30d, 12h, 45m, 500ms)")
+    value = int(number) * _DURATION_UNITS[unit]
+    if value >= 2**63:
+        raise argparse.ArgumentTypeError(f"duration too long: {text!r}")
+    return value
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -755,6 +919,22 @@ def build_parser() -> argparse.ArgumentParser:
     sessions.add_argument("--after", default=None, metavar="ID", help="start after this session id (next page)")
     sessions.set_defaults(handler=_cmd_sessions)
 
+    stats = commands.add_parser(
+        "stats",
+        parents=[json_flag],
+        help="sizes, counts and growth of a store, or summed over a factory root or a database",
+        description="One store (a session file, or a DSN with --session): file and WAL sizes, row counts, content "
+        "bytes by kind and growth per commit and per turn. A factory root directory or a DSN without --session: "
+        "the number of sessions, the totals and the largest sessions. Read-only; exit 1 if a session of a root "
+        "cannot be read.",
+    )
+    stats.add_argument("path", metavar="TARGET", help="a session file, a factory root directory, or a PostgreSQL DSN")
+    stats.add_argument("--session", default=None, metavar="ID", help="one session of the DSN (PostgreSQL)")
+    stats.add_argument(
+        "--top", type=positive, default=10, metavar="N", help="largest sessions listed for a root (default 10)"
+    )
+    stats.set_defaults(handler=_cmd_stats)
+
     gc = commands.add_parser(
         "gc", parents=[json_flag, store_flags], help="delete unreachable blobs (older than the grace period)"
     )
@@ -778,6 +958,39 @@ def build_parser() -> argparse.ArgumentParser:
         "verify", parents=[json_flag, store_flags], help="check a store thoroughly; exit 1 on any problem"
     )
     verify.set_defaults(handler=_cmd_verify)
+
+    prune = commands.add_parser(
+        "prune",
+        parents=[json_flag],
+        help="retention: drop old turn stamps; delete idle sessions of a root or database",
+        description="Remove turn-commit stamps older than a horizon (a retry of a turn older than that is no "
+        "longer recognised as a replay and is judged by its compare-and-set revision alone), from one store or "
+        "from every session of a factory root or database; and delete the sessions of a root or database that "
+        "were not written for a while, have no queued work and are not open anywhere. Exit 1 if a session "
+        "could not be pruned.",
+    )
+    prune.add_argument("path", metavar="TARGET", help="a session file, factory root, or PostgreSQL DSN")
+    prune.add_argument("--session", default=None, metavar="ID", help="one session of a PostgreSQL database")
+    prune.add_argument(
+        "--stamps-older-than", type=_duration, default=None, metavar="AGE", help="e.g. 30d; prune older turn stamps"
+    )
+    prune.add_argument(
+        "--idle-sessions", type=_duration, default=None, metavar="AGE", help="e.g. 90d; delete sessions idle longer"
+    )
+    prune.add_argument("--dry-run", action="store_true", help="count what would go; change nothing")
+    prune.set_defaults(handler=_cmd_prune)
+
+    backup = commands.add_parser(
+        "backup",
+        parents=[json_flag],
+        help="copy a SQLite session file while it is in use, then verify the copy",
+        description="Take a consistent copy of a live session file (SQLite's online backup: writers keep "
+        "committing) into DEST, which must not exist, then verify the copy. Restore by opening the copy. "
+        "Exit 1 if the copy does not verify. For PostgreSQL use pg_dump, or export for one session.",
+    )
+    backup.add_argument("source", metavar="SRC", help="the session file to copy")
+    backup.add_argument("dest", metavar="DEST", help="the new file (never overwritten; mode 0600)")
+    backup.set_defaults(handler=_cmd_backup)
 
     migrate = commands.add_parser(
         "migrate",

@@ -127,11 +127,11 @@ class NotAStoreDatabase(StoreError):
 
 
 class StoreNotFound(StoreError, FileNotFoundError):
-    """A read-only open named a file that does not exist."""
+    """An open that must not create named a store that does not exist (or was deleted)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, detail: str | None = None) -> None:
         self.path = path
-        StoreError.__init__(self, f"no lash-store database at {path}")
+        StoreError.__init__(self, f"no lash-store database at {path}" + (f" ({detail})" if detail else ""))
 
 
 class CorruptData(StoreError):

@@ -28,7 +28,9 @@ __all__ = [
     "HydratedCheckpoint",
     "ImageRefItem",
     "MergeKey",
+    "NewBlob",
     "PersistedSessionRead",
+    "PruneReport",
     "QueuedWorkBatch",
     "QueuedWorkBatchDraft",
     "QueuedWorkClaim",
@@ -47,6 +49,7 @@ __all__ = [
     "SessionReadScope",
     "SessionRelation",
     "SlotPolicy",
+    "StagedWrite",
     "StorageHint",
     "TextItem",
     "TokenLedgerEntry",
@@ -108,11 +111,23 @@ class TokenLedgerEntry(Struct, kw_only=True, frozen=True):
 # Session graph
 
 
-class SessionNode(Struct, kw_only=True, frozen=True):
+TagValue = str | int | float | bool | None
+"""A node tag's value: a scalar, compared exactly (``1``, ``1.0``, ``True`` and ``"1"`` are four values)."""
+
+
+class SessionNode(Struct, kw_only=True, frozen=True, omit_defaults=True):
     """One node of the conversation graph.
 
     A ``kind="message"`` node's payload is ``{"role": ..., "parts": [...]}``
     with text parts ``{"type": "text", "text": ...}``; everything else is opaque.
+
+    Indexed fields (for runtimes that keep many records in one session, such as
+    framework checkpoints): ``lane`` partitions nodes (``None``: no lane),
+    ``sort_key`` orders them within a query (compared as code points),
+    ``tags`` are scalar key/value pairs that :meth:`~lash_store.Store.query_nodes`
+    filters on, and ``blob_refs`` name blobs the node keeps alive: they are GC
+    roots while the node is live, together with every blob they reach through
+    blob children.  Fields left at their defaults are not stored.
     """
 
     node_id: str
@@ -122,6 +137,10 @@ class SessionNode(Struct, kw_only=True, frozen=True):
     timestamp_ms: int | None = None
     agent_frame_id: str | None = None
     caused_by: Any = None
+    lane: str | None = None
+    sort_key: str | None = None
+    tags: dict[str, TagValue] = field(default_factory=dict)
+    blob_refs: list[str] = field(default_factory=list)
 
 
 class SessionGraph(Struct, kw_only=True, frozen=True):
@@ -265,6 +284,35 @@ _LARGE = frozenset({StorageHint.COMPRESSIBLE, StorageHint.LARGE_PAYLOAD})
 # Commits
 
 
+class NewBlob(Struct, kw_only=True, frozen=True):
+    """A blob written inside a commit (hashed and compressed before the commit takes its lock).
+
+    ``children`` names blobs this one refers to: GC keeps them while this blob
+    is reachable (composite values such as chunk trees).  A child need not be
+    stored yet, but it is never collected while a live parent names it.
+    """
+
+    content: bytes
+    descriptor: BlobArtifactDescriptor | None = None
+    children: list[str] = field(default_factory=list)
+
+
+class StagedWrite(Struct, kw_only=True, frozen=True):
+    """A pending write attached to an anchor (usually a node id that may not exist yet).
+
+    Keyed by ``(anchor_id, task_id, idx)``: a write with ``idx >= 0`` is
+    stored once (a repeat is ignored); one with ``idx < 0`` replaces the stored
+    one.  ``value`` is any msgpack-encodable value, stored as given.
+    """
+
+    anchor_id: str
+    task_id: str
+    idx: int
+    channel: str
+    value: Any = None
+    task_path: str = ""
+
+
 class TurnCommitStamp(Struct, kw_only=True, frozen=True):
     """Makes a final turn commit exactly-once: same turn and hash replay the result."""
 
@@ -329,6 +377,17 @@ class GcReport(Struct, kw_only=True, frozen=True):
     retained_blob_count: int
     deleted_blob_count: int
     skipped_reason: str | None = None
+
+
+class PruneReport(Struct, kw_only=True, frozen=True):
+    """Outcome of ``prune``: turn stamps committed before ``cutoff_epoch_ms`` were removed (or, dry, counted).
+
+    ``cutoff_epoch_ms`` is ``None`` when no horizon was set: nothing was pruned.
+    """
+
+    dry_run: bool
+    cutoff_epoch_ms: int | None
+    turn_stamp_count: int
 
 
 class VacuumReport(Struct, kw_only=True, frozen=True):
@@ -561,6 +620,9 @@ class RuntimeCommit(Struct, kw_only=True, frozen=True):
 
     ``expected_head_revision=None`` commits unconditionally; an integer is a
     compare-and-set against the stored head revision (0 = no head yet).
+    ``new_blobs`` are stored in the same transaction (so nodes naming them in
+    ``blob_refs`` never exist without them), and ``tombstone_node_ids`` are
+    hidden in it (after the graph delta is applied; unknown ids are ignored).
     """
 
     session_id: str
@@ -574,6 +636,8 @@ class RuntimeCommit(Struct, kw_only=True, frozen=True):
     turn_commit: TurnCommitStamp | None = None
     completed_queue_claims: list[QueuedWorkCompletion] = field(default_factory=list)
     committed_attachment_ids: list[str] = field(default_factory=list)
+    new_blobs: list[NewBlob] = field(default_factory=list)
+    tombstone_node_ids: list[str] = field(default_factory=list)
 
     @classmethod
     def persisted_state(

@@ -7,7 +7,7 @@ Every function returns plain, JSON-ready data; :mod:`lash_store.cli` turns it
 into tables or JSON.
 
 Reading functions (:func:`inspect_store`, :func:`history`, :func:`list_sessions`,
-:func:`verify`, :func:`export_store`, and :func:`gc` with ``dry_run``) open the
+:func:`stats`, :func:`verify`, :func:`export_store`, and :func:`gc` with ``dry_run``) open the
 store read-only: they never create or modify anything (on SQLite not even a
 ``-wal``/``-shm`` sidecar).  Writing functions (:func:`gc`, :func:`vacuum`,
 :func:`migrate`) never create a store that does not exist; :func:`import_store`
@@ -30,8 +30,15 @@ from lash_store.core import codec
 from lash_store.core import queue as queue_rules
 from lash_store.core.checkpoint import decode_manifest
 from lash_store.core.usage import decode_totals
-from lash_store.errors import CorruptData, InvalidInput, SessionsUnreadable, StoreError, StoreNotFound
-from lash_store.model import SessionNode, SessionReadScope, SessionRelation
+from lash_store.errors import (
+    CorruptData,
+    InvalidInput,
+    NotAStoreDatabase,
+    SessionsUnreadable,
+    StoreError,
+    StoreNotFound,
+)
+from lash_store.model import SessionNode, SessionReadScope
 from lash_store.options import DEFAULT_FILE_GRACE_MS, StoreOptions, system_clock
 from lash_store.service.diagnostics import RawRows, detail
 from lash_store.service.head import head_from_row
@@ -40,10 +47,12 @@ from lash_store.service.transfer import SessionDump, dump_from_json, dump_to_jso
 from lash_store.sqlite import schema
 from lash_store.sqlite.factory import SqliteSessionStoreFactory
 from lash_store.sqlite.migrations import inspect_revision, migrate_file
+from lash_store.sqlite.store import Store
 from lash_store.targets import is_dsn, open_factory, open_store
 
 __all__ = [
     "ToolError",
+    "backup",
     "copy_store",
     "export_store",
     "gc",
@@ -53,6 +62,7 @@ __all__ = [
     "list_sessions",
     "message_text",
     "migrate",
+    "stats",
     "vacuum",
     "verify",
 ]
@@ -360,7 +370,7 @@ def _meta(rows: RawRows) -> dict[str, Any] | None:
         "cwd": cwd,
     }
     try:
-        meta["relation"] = msgspec.structs.asdict(codec.decode("session meta relation", relation, SessionRelation))
+        meta["relation"] = msgspec.structs.asdict(codec.decode_relation(relation))
     except CorruptData as exc:
         meta["relation"] = None
         meta["relation_error"] = exc.detail
@@ -469,6 +479,238 @@ def _session_row(root: str, factory: Any, session_id: str, info: Any) -> dict[st
 
 
 # ---------------------------------------------------------------------------
+# stats
+
+
+def stats(target: str | os.PathLike[str], session_id: str | None = None, *, top: int = 10) -> dict[str, Any]:
+    """Sizes, counts and growth of one store, or summed over a factory root or a database (``top`` largest).
+
+    ``target`` is a session file, a PostgreSQL DSN with ``session_id`` (one
+    store), a factory root directory, or a DSN without ``session_id`` (every
+    session).  Everything is read through read-only stores; every row of every
+    session is read once.  See :func:`_store_stats` for what is counted.
+    """
+    text = _text(target)
+    if is_dsn(text):
+        return _store_stats(text, session_id) if session_id is not None else _root_stats(text, top)
+    path = Path(text)
+    if path.is_dir():
+        if session_id is not None:
+            raise ToolError("--session applies to a PostgreSQL DSN; give the session's file instead")
+        return _root_stats(text, top)
+    return _store_stats(text, session_id)
+
+
+def _store_stats(target: str, session_id: str | None) -> dict[str, Any]:
+    """One store.  ``stored_bytes`` is what it occupies: on SQLite the database file plus its WAL, on
+    PostgreSQL (whose tables hold every session) the bytes of the session's stored content.
+    ``content_bytes`` is that content on every backend: encoded node bodies, blobs as stored (compressed),
+    turn-stamp records and queued payloads.  Growth divides it by the head revision (one per commit) and by
+    the turn stamps: an average over the session's life of what is still kept (after GC and vacuum)."""
+    with open_for_reading(target, session_id) as store:
+        rows = store.raw_rows(content=False)
+        where = _where(store, target)
+    revision: int | None = None
+    bound_session = None
+    head_error = None
+    try:
+        head = head_from_row(rows.head)
+        revision, bound_session = head.head_revision, head.session_id
+    except CorruptData as exc:
+        head_error = detail(exc)
+    meta_session = rows.meta[0] if rows.meta is not None else None
+    content = {
+        "nodes": sum(_length(row[4]) for row in rows.nodes),
+        "blobs": sum(row[5] if isinstance(row[5], int) else 0 for row in rows.blobs),  # stored length
+        "turn_commits": sum(_length(row[2]) for row in rows.turn_commits),
+        "queue": sum(_length(row[9]) for row in rows.batches),
+    }
+    content_total = sum(content.values())
+    files = None
+    if where["backend"] == "sqlite" and where.get("path"):  # the pages are in where["file"]
+        files = {"database_bytes": _file_size(where["path"]), "wal_bytes": _file_size(where["path"] + "-wal")}
+    stored = files["database_bytes"] + files["wal_bytes"] if files is not None else content_total
+    live = sum(1 for row in rows.nodes if not row[2])
+    turns = len(rows.turn_commits)
+    return {
+        "kind": "store",
+        **where,
+        "session_id": bound_session or meta_session or session_id,
+        "head_revision": revision,
+        **({"head_error": head_error} if head_error else {}),
+        "files": files,
+        "stored_bytes": stored,
+        "content_bytes": {**content, "total": content_total},
+        "counts": {
+            "nodes": live,
+            "tombstoned_nodes": len(rows.nodes) - live,
+            "blobs": len(rows.blobs),
+            "turn_commits": turns,
+            "queue_batches": len(rows.batches),
+            "claimed_batches": sum(1 for row in rows.batches if row[12] is not None),
+            "attachments": len(rows.attachments),
+            "uncommitted_attachments": sum(1 for row in rows.attachments if row[4] is None),
+            "module_artifacts": len(rows.modules),
+        },
+        "blobs": _inspect_blobs(rows),
+        "growth": {
+            "commits": revision,
+            "turns": turns,
+            "stored_bytes_per_commit": stored / revision if revision else None,
+            "content_bytes_per_commit": content_total / revision if revision else None,
+            "content_bytes_per_turn": content_total / turns if turns else None,
+        },
+    }
+
+
+def _length(value: Any) -> int:
+    return len(value) if isinstance(value, (bytes, str)) else 0
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
+
+
+_SUMMED_COUNTS = (
+    "nodes",
+    "tombstoned_nodes",
+    "blobs",
+    "turn_commits",
+    "queue_batches",
+    "claimed_batches",
+    "attachments",
+    "uncommitted_attachments",
+    "module_artifacts",
+)
+
+
+def _root_stats(root: str, top: int) -> dict[str, Any]:
+    """Every session of a factory root (each session file in it) or of a database; unreadable ones are errors."""
+    sessions: list[dict[str, Any]] = []
+    errors: list[dict[str, str]] = []
+    for target, partition in _root_sessions(root, errors):
+        try:
+            sessions.append(_store_stats(target, partition))
+        except NotAStoreDatabase:
+            continue  # another application's file in the directory is no session
+        except (StoreError, OSError) as exc:
+            errors.append({"path": target if partition is None else f"session {partition!r}", "error": _line(exc)})
+    largest = sorted(
+        sessions,
+        key=lambda entry: (-entry["stored_bytes"], -entry["content_bytes"]["total"], str(entry["session_id"])),
+    )[:top]
+    content_total = sum(entry["content_bytes"]["total"] for entry in sessions)
+    commits = sum(entry["head_revision"] or 0 for entry in sessions)
+    return {
+        "kind": "root",
+        "root": root if not is_dsn(root) else _redact(root),
+        "backend": "postgres" if is_dsn(root) else "sqlite",
+        "sessions": len(sessions),
+        "stored_bytes": sum(entry["stored_bytes"] for entry in sessions),
+        "content_bytes": {
+            key: sum(entry["content_bytes"][key] for entry in sessions)
+            for key in ("nodes", "blobs", "turn_commits", "queue", "total")
+        },
+        "counts": {key: sum(entry["counts"][key] for entry in sessions) for key in _SUMMED_COUNTS},
+        "commits": commits,
+        "content_bytes_per_commit": content_total / commits if commits else None,
+        "largest": [
+            {
+                "session_id": entry["session_id"],
+                "path": entry.get("path"),
+                "stored_bytes": entry["stored_bytes"],
+                "content_bytes": entry["content_bytes"]["total"],
+                "head_revision": entry["head_revision"],
+                "nodes": entry["counts"]["nodes"],
+                "blobs": entry["counts"]["blobs"],
+            }
+            for entry in largest
+        ],
+        "errors": errors,
+    }
+
+
+def _root_sessions(root: str, errors: list[dict[str, str]]) -> list[tuple[str, str | None]]:
+    """``(target, partition)`` of each session: every ``*.db`` file of a root, or every listed partition."""
+    if not is_dsn(root):
+        found: list[tuple[str, str | None]] = []
+        for file, problem in _session_files(Path(root)):
+            if problem is not None:
+                errors.append({"path": str(file), "error": _line(problem)})
+            elif file.is_file():
+                found.append((str(file), None))
+        return found
+    factory = open_factory(root)
+    try:
+        infos = factory.list_sessions()
+    except SessionsUnreadable as exc:
+        infos = exc.sessions
+        errors.extend({"path": where, "error": _line(error)} for where, error in exc.failures)
+    return [(root, info.session_id) for info in infos]
+
+
+def _line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+# ---------------------------------------------------------------------------
+# prune
+
+
+def prune(
+    target: str | os.PathLike[str],
+    session_id: str | None = None,
+    *,
+    stamps_older_than_ms: int | None = None,
+    idle_sessions_ms: int | None = None,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """Retention: turn stamps older than a horizon, of one store or of every session of a root or database;
+    for a root or database also the sessions idle longer than ``idle_sessions_ms``.
+
+    Idle sessions go first (their stamps need no pruning then).  With
+    ``dry_run`` everything is counted and nothing changes (the stamps of the
+    idle sessions are counted too, since they stay).
+    """
+    text = _text(target)
+    one_store = session_id is not None or (not is_dsn(text) and not Path(text).is_dir())
+    if one_store and idle_sessions_ms is not None:
+        raise ToolError("--idle-sessions applies to a factory root or a database, not to one session")
+    deleted: list[str] = []
+    if not one_store and idle_sessions_ms is not None:
+        deleted = open_factory(text).prune_idle_sessions(idle_sessions_ms, dry_run=dry_run)
+    errors: list[dict[str, str]] = []
+    stores = [(text, session_id)] if one_store else _root_sessions(text, errors)
+    stamps = 0
+    for store_target, partition in stores:
+        try:
+            opened = open_for_reading if dry_run else open_for_maintenance
+            with opened(store_target, partition) as store:
+                report = store.prune(dry_run=dry_run, turn_stamps_older_than_ms=stamps_older_than_ms)
+            stamps += report.turn_stamp_count
+        except NotAStoreDatabase:
+            continue
+        except (StoreError, OSError) as exc:
+            if one_store:
+                raise
+            errors.append(
+                {"path": store_target if partition is None else f"session {partition!r}", "error": _line(exc)}
+            )
+    return {
+        "target": text if not is_dsn(text) else _redact(text),
+        "dry_run": dry_run,
+        "stamps_older_than_ms": stamps_older_than_ms,
+        "idle_sessions_ms": idle_sessions_ms,
+        "turn_stamps": stamps,
+        "idle_sessions": deleted,
+        "errors": errors,
+    }
+
+
+# ---------------------------------------------------------------------------
 # gc and vacuum
 
 
@@ -507,6 +749,29 @@ def vacuum(target: str | os.PathLike[str], session_id: str | None = None, *, com
         "target": text if not is_dsn(text) else _redact(text),
         "removed_node_count": report.removed_node_count,
         **space,
+    }
+
+
+def backup(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> dict[str, Any]:
+    """An online backup of a SQLite session file to the new file ``dest``, then ``verify`` of the copy."""
+    text = _text(source)
+    if is_dsn(text):
+        raise ToolError(
+            "backup copies a SQLite session file; for PostgreSQL use pg_dump (the whole database) "
+            "or `lash-store export` (one session)"
+        )
+    with open_for_reading(text) as store:
+        assert isinstance(store, Store)  # a file path opens a SQLite store
+        data = store.backup(dest)
+    with open_for_reading(data["destination"]) as copy:
+        head = copy.load_session(SessionReadScope.active_path())
+        checks = copy.verify()
+    problems = [f"{check['name']}: {problem}" for check in checks for problem in check["problems"]]
+    return {
+        **data,
+        "head_revision": None if head is None else head.head_revision,
+        "ok": not problems,
+        "problems": problems,
     }
 
 

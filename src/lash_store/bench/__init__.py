@@ -4,7 +4,10 @@ Run ``python -m lash_store.bench {commit,resume,queue,gc,list} [--quick] [--json
 (see :mod:`lash_store.bench.__main__`).  The sub-modules hold the workloads:
 
 - :mod:`lash_store.bench.commit` -- per-turn commit latency as a session grows,
-  against a hand-written WAL ``sqlite3`` "floor" writing the same bytes;
+  against a hand-written WAL ``sqlite3`` "floor" writing the same bytes (the
+  interleaved loop the PostgreSQL twin runs too);
+- :mod:`lash_store.bench.commit_report` -- the commit benchmark's figures and
+  text, for both backends;
 - :mod:`lash_store.bench.resume` -- ``load_session`` (full graph and active
   path) of sessions of growing length, against a ``sqlite3`` read of the same rows;
 - :mod:`lash_store.bench.queue` -- claim throughput and latency with several
@@ -40,6 +43,7 @@ speed; targets are printed next to the figures as PASS/MISS.
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import shutil
 import statistics
@@ -57,6 +61,7 @@ __all__ = [
     "percentile",
     "progress",
     "render_table",
+    "require_extra",
     "summarise_ns",
     "verdict",
     "workdir",
@@ -77,6 +82,22 @@ class MissingExtra(RuntimeError):
         self.packages = tuple(packages)
         missing = ", ".join(self.packages)
         super().__init__(f"{option} needs {missing} (not installed); install the extra: {EXTRA_INSTALL_HINT}")
+
+
+def require_extra(option: str, required: Sequence[tuple[str, str]]) -> None:
+    """Import every module of ``required`` (module, distribution providing it) that ``option`` needs.
+
+    Raises :class:`MissingExtra` naming only the distributions whose modules
+    could not be imported.
+    """
+    missing = []
+    for module, distribution in required:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(distribution)
+    if missing:
+        raise MissingExtra(option, missing)
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:

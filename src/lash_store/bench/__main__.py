@@ -12,6 +12,7 @@ Examples::
     python -m lash_store.bench commit --backend postgres --peers  # PostgreSQL vs plain psycopg, + LangGraph
     python -m lash_store.bench queue --backend postgres          # 1 / 4 / 8 processes, own and shared queues
     python -m lash_store.bench list --backend postgres           # list_sessions first page, 10,000 sessions
+    python -m lash_store.bench telemetry         # commit latency with OpenTelemetry off / API only / SDK
 
 Every benchmark measures plain ``sqlite3`` doing the same work in the same
 run and prints the ratio.  ``--backend postgres`` (``commit``, ``queue``,
@@ -21,6 +22,9 @@ schemas of that database that are dropped afterwards (see
 :mod:`lash_store.bench.pg`).  ``--peers`` and ``--plot`` need the optional extra
 ``lash-store[bench]``; without it they print a one-line error and exit 2
 before anything runs.
+
+``telemetry`` compares the same store with telemetry off and on (see
+:mod:`lash_store.bench.telemetry`); it needs ``opentelemetry-api``.
 
 Targets are printed next to the figures as PASS/MISS; ``commit`` exits 0
 whatever the figures (it is a measurement); ``resume``, ``queue`` and ``gc``
@@ -42,6 +46,7 @@ from lash_store.bench import gc as gc_bench
 from lash_store.bench import pg_list as list_bench
 from lash_store.bench import queue as queue_bench
 from lash_store.bench import resume as resume_bench
+from lash_store.bench import telemetry as telemetry_bench
 from lash_store.options import BlobProfile, StoreOptions
 
 __all__ = ["build_parser", "main"]
@@ -56,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
             "doing the same work in the same run."
         ),
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{commit,resume,queue,gc,list}")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="{commit,resume,queue,gc,list,telemetry,langgraph-growth}"
+    )
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--quick", action="store_true", help="smaller sizes and fewer repetitions")
@@ -193,6 +200,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     listing.add_argument("--limit", type=positive, default=list_bench.DEFAULT_LIMIT, help="page size (default 50)")
     listing.add_argument("--repeat", type=positive, default=None, help="calls per side (default 30, --quick 5)")
+
+    telemetry = commands.add_parser(
+        "telemetry", parents=[common], help="commit latency with OpenTelemetry off, API only, and SDK (no exporter)"
+    )
+    telemetry.add_argument(
+        "--turns",
+        type=positive,
+        default=None,
+        help=f"turns per variant and run (default {telemetry_bench.FULL_TURNS:,}, "
+        f"--quick {telemetry_bench.QUICK_TURNS})",
+    )
+    telemetry.add_argument("--repeat", type=positive, default=None, help="runs (default 3, --quick 1)")
+    telemetry.add_argument("--warmup", type=non_negative, default=30, help="warm-up turns on throw-away stores per run")
+    telemetry.add_argument(
+        "--profile",
+        choices=[profile.value for profile in BlobProfile],
+        default=BlobProfile.BALANCED.value,
+        help="blob profile of the stores (default balanced)",
+    )
+    telemetry.add_argument(
+        "--memory", action="store_true", help="in-memory stores (cheaper commits, so a larger relative cost)"
+    )
+
+    growth = commands.add_parser(
+        "langgraph-growth", parents=[common], help="storage and invoke latency of a long MessagesState thread"
+    )
+    growth.add_argument("--turns", type=positive, default=None, help="turns (default 1,000; --quick 100)")
     return parser
 
 
@@ -207,6 +241,29 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def _verified(report: dict[str, Any]) -> int:
+    """The exit code of a benchmark whose report carries a verification."""
+    return 0 if report["verification"]["ok"] else 1
+
+
+def _commit_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``run()`` arguments the SQLite and the PostgreSQL commit benchmarks take alike."""
+    default_checkpoints = commit_bench.QUICK_CHECKPOINTS if args.quick else commit_bench.FULL_CHECKPOINTS
+    return {
+        "checkpoints": args.turns or list(default_checkpoints),
+        "repeat": args.repeat or (1 if args.quick else 3),
+        "window": args.window,
+        "warmup_turns": args.warmup,
+        "blob_profile": BlobProfile(args.profile),
+    }
+
+
+def _langgraph_full_max_turns(args: argparse.Namespace) -> int:
+    from lash_store.bench import peers as peer_bench
+
+    return int(args.peer_full_max_turns or peer_bench.LANGGRAPH_FULL_MAX_TURNS)
+
+
 def _commit(args: argparse.Namespace, verbose: bool) -> tuple[dict[str, Any], str, int]:
     peers: list[commit_bench.PeerSpec] = []
     if args.plot:
@@ -219,21 +276,10 @@ def _commit(args: argparse.Namespace, verbose: bool) -> tuple[dict[str, Any], st
         options = StoreOptions()
         peers = peer_bench.default_peers(
             synchronous=options.durability.value if args.peer_sync == "match" else None,
-            langgraph_full_max_turns=args.peer_full_max_turns or peer_bench.LANGGRAPH_FULL_MAX_TURNS,
+            langgraph_full_max_turns=_langgraph_full_max_turns(args),
         )
-    checkpoints = args.turns or list(commit_bench.QUICK_CHECKPOINTS if args.quick else commit_bench.FULL_CHECKPOINTS)
     series: dict[str, list[float]] | None = {} if args.plot else None
-    report = commit_bench.run(
-        checkpoints=checkpoints,
-        repeat=args.repeat or (1 if args.quick else 3),
-        window=args.window,
-        warmup_turns=args.warmup,
-        base_dir=args.dir,
-        verbose=verbose,
-        blob_profile=BlobProfile(args.profile),
-        peers=peers,
-        series=series,
-    )
+    report = commit_bench.run(**_commit_settings(args), base_dir=args.dir, verbose=verbose, peers=peers, series=series)
     text = commit_bench.format_report(report)
     if series is not None:
         from lash_store.bench import plot
@@ -278,31 +324,15 @@ def _check_backend(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 
 
 def _commit_postgres(args: argparse.Namespace, verbose: bool) -> tuple[dict[str, Any], str, int]:
-    from lash_store.bench import peers as peer_bench
     from lash_store.bench import pg_commit
 
     peers: list[Any] = []
     if args.peers:
         from lash_store.bench import pg_peers
 
-        peers = list(
-            pg_peers.default_peers(
-                langgraph_full_max_turns=args.peer_full_max_turns or peer_bench.LANGGRAPH_FULL_MAX_TURNS
-            )
-        )
-    checkpoints = args.turns or list(commit_bench.QUICK_CHECKPOINTS if args.quick else commit_bench.FULL_CHECKPOINTS)
-    report = pg_commit.run(
-        checkpoints=checkpoints,
-        repeat=args.repeat or (1 if args.quick else 3),
-        window=args.window,
-        warmup_turns=args.warmup,
-        dsn=args.dsn,
-        verbose=verbose,
-        blob_profile=BlobProfile(args.profile),
-        peers=peers,
-    )
-    exit_code = 0 if report["verification"]["ok"] else 1
-    return report, pg_commit.format_report(report), exit_code
+        peers = list(pg_peers.default_peers(langgraph_full_max_turns=_langgraph_full_max_turns(args)))
+    report = pg_commit.run(**_commit_settings(args), dsn=args.dsn, verbose=verbose, peers=peers)
+    return report, pg_commit.format_report(report), _verified(report)
 
 
 def _queue_postgres(args: argparse.Namespace, verbose: bool) -> tuple[dict[str, Any], str, int]:
@@ -317,7 +347,7 @@ def _queue_postgres(args: argparse.Namespace, verbose: bool) -> tuple[dict[str, 
         dsn=args.dsn,
         verbose=verbose,
     )
-    return report, pg_queue.format_report(report), 0 if report["verification"]["ok"] else 1
+    return report, pg_queue.format_report(report), _verified(report)
 
 
 def _list_postgres(args: argparse.Namespace, verbose: bool) -> tuple[dict[str, Any], str, int]:
@@ -328,7 +358,7 @@ def _list_postgres(args: argparse.Namespace, verbose: bool) -> tuple[dict[str, A
         dsn=args.dsn,
         verbose=verbose,
     )
-    return report, list_bench.format_report(report), 0 if report["verification"]["ok"] else 1
+    return report, list_bench.format_report(report), _verified(report)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -349,6 +379,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             report, text, exit_code = _list_postgres(args, verbose)
         elif args.command == "commit":
             report, text, exit_code = _commit(args, verbose)
+        elif args.command == "langgraph-growth":
+            from lash_store.bench import langgraph_growth
+
+            report = langgraph_growth.run(turns=args.turns or (100 if args.quick else 1000), base_dir=args.dir)
+            text = langgraph_growth.format_report(report)
+            exit_code = 0 if report["verification"]["ok"] else 1
         elif args.command == "resume":
             sizes = args.turns or list(resume_bench.QUICK_SIZES if args.quick else resume_bench.FULL_SIZES)
             report = resume_bench.run(
@@ -359,7 +395,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 blob_profile=BlobProfile(args.profile),
             )
             text = resume_bench.format_report(report)
-            exit_code = 0 if report["verification"]["ok"] else 1
+            exit_code = _verified(report)
+        elif args.command == "telemetry":
+            report = telemetry_bench.run(
+                turns=args.turns or (telemetry_bench.QUICK_TURNS if args.quick else telemetry_bench.FULL_TURNS),
+                repeat=args.repeat or (1 if args.quick else 3),
+                warmup_turns=args.warmup,
+                base_dir=args.dir,
+                verbose=verbose,
+                blob_profile=BlobProfile(args.profile),
+                memory=args.memory,
+            )
+            text = telemetry_bench.format_report(report)
+            exit_code = _verified(report)
         elif args.command == "gc":
             report = gc_bench.run(
                 blobs=args.blobs or gc_bench.DEFAULT_BLOBS,
@@ -368,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 verbose=verbose,
             )
             text = gc_bench.format_report(report)
-            exit_code = 0 if report["verification"]["ok"] else 1
+            exit_code = _verified(report)
         else:
             batches = args.batches or (400 if args.quick else 2_000)
             report = queue_bench.run(
@@ -381,7 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 verbose=verbose,
             )
             text = queue_bench.format_report(report)
-            exit_code = 0 if report["verification"]["ok"] else 1
+            exit_code = _verified(report)
     except (MissingExtra, PostgresUnavailable) as exc:
         print(f"python -m lash_store.bench {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -33,13 +33,15 @@ import statistics
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import msgspec
 
-from lash_store.bench import format_us, percentile, progress, render_table, verdict, workdir
+from lash_store.api import SessionStoreAPI
+from lash_store.bench import commit_report, progress, workdir
+from lash_store.bench.commit_report import GROWTH_TARGET, STORE_LABEL, Peer, RunSamples
 from lash_store.core.codec import encode_blob
 from lash_store.model import (
     BlobArtifactDescriptor,
@@ -62,12 +64,17 @@ __all__ = [
     "RATIO_TARGET",
     "STORE_LABEL",
     "FloorStore",
+    "FloorWriter",
     "PeerSpec",
     "PeerWriter",
     "TurnContent",
     "Workload",
+    "checked_checkpoints",
+    "warmup_content",
     "format_report",
+    "interleave_turns",
     "run",
+    "verify_session",
 ]
 
 SESSION_ID = "bench-session"
@@ -75,9 +82,6 @@ MODEL = "bench-model"
 FULL_CHECKPOINTS = (10, 100, 1_000, 10_000)
 QUICK_CHECKPOINTS = (10, 100, 1_000)
 RATIO_TARGET = 2.0
-GROWTH_TARGET = 1.3
-GROWTH_FROM, GROWTH_TO = 10, 1_000
-STORE_LABEL = "lash-store"
 FLOOR_LABEL = "sqlite3 floor"
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -290,6 +294,10 @@ class FloorStore:
         self.conn.executescript(_FLOOR_SCHEMA)
         self.revision = 0
 
+    def prepare(self, content: TurnContent, commit: RuntimeCommit) -> TurnContent:
+        """Nothing to do before the turn: the floor encodes inside its timed commit, as lash-store does."""
+        return content
+
     def commit(self, content: TurnContent) -> None:
         """Encode the turn and write it in one transaction."""
         user = _ENCODER.encode(content.user)
@@ -362,42 +370,25 @@ class PeerWriter(Protocol):
         """Release connections, threads and event loops."""
 
 
-class PeerSpec(Protocol):
-    """How to open one peer, and how it is reported."""
+class FloorWriter(Protocol):
+    """The floor's side of the interleaved loop (the PostgreSQL floor's bytes are encoded before the turn)."""
 
-    @property
-    def key(self) -> str:
-        """A short identifier (JSON key, file name)."""
+    def prepare(self, content: TurnContent, commit: RuntimeCommit) -> Any:
+        """What :meth:`commit` will write, made once per turn before any side runs (not timed)."""
 
-    @property
-    def label(self) -> str:
-        """The column heading of the report."""
+    def commit(self, content: Any) -> None:
+        """Write one turn (timed)."""
 
-    @property
-    def max_turns(self) -> int | None:
-        """The peer stops after this many turns (``None``: runs to the end)."""
 
-    @property
-    def isolated(self) -> bool:
-        """Run in a pass of its own with lash-store and the floor (its I/O would disturb the shared pass)."""
+class PeerSpec(Peer, Protocol):
+    """How to open one SQLite peer (how it is reported: :class:`~lash_store.bench.commit_report.Peer`)."""
 
     def open(self, directory: Path, name: str) -> PeerWriter:
         """A fresh peer on a new database file in ``directory``."""
 
-    def describe(self) -> dict[str, Any]:
-        """What the peer writes per turn, its version and its settings (for the report)."""
-
 
 # --------------------------------------------------------------------------
 # Running
-
-
-@dataclass(slots=True)
-class _RunSamples:
-    store_ns: list[int]
-    floor_ns: list[int]
-    peer_ns: dict[str, list[int]] = field(default_factory=dict)
-    peer_checks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _run_pair(
@@ -409,82 +400,100 @@ def _run_pair(
     warmup: bool,
     peers: Sequence[PeerSpec] = (),
     prefix: str = "",
-) -> _RunSamples:
-    """Commit ``turns`` turns to a fresh store, a fresh floor and fresh peers, interleaved; latencies in ns.
+) -> RunSamples:
+    """Commit ``turns`` turns to a fresh store, a fresh floor and fresh peers (:func:`interleave_turns`).
 
-    The side going first rotates every turn.  A peer with ``max_turns`` drops
-    out of the rotation after that many turns.  Files are named
-    ``{prefix}{warmup|session}-{side}.db``.
+    Files are named ``{prefix}{warmup|session}-{side}.db``.
     """
     name = prefix + ("warmup" if warmup else "session")
-    store_ns: list[int] = []
-    floor_ns: list[int] = []
-    peer_ns: list[list[int]] = [[] for _ in peers]
-    checks: dict[str, dict[str, Any]] = {}
-    clock = time.perf_counter_ns
-    revision = 0
     with ExitStack() as stack:
         store = Store.open(directory / f"{name}-store.db", options)
         stack.callback(store.close)
         floor = FloorStore(directory / f"{name}-floor.db")
         stack.callback(floor.close)
-        writers: list[PeerWriter] = []
+        writers: list[tuple[PeerSpec, PeerWriter]] = []
         for spec in peers:
             writer = spec.open(directory, name)
             stack.callback(writer.close)
-            writers.append(writer)
-        limits = [min(turns, spec.max_turns or turns) for spec in peers]
-        sides = 2 + len(writers)
-        gc.collect()
-        for index in range(1, turns + 1):
-            content = workload.turn(index)
-            commit = workload.commit(content, revision)
-            shift = (index - 1) % sides
-            for side in (*range(shift, sides), *range(shift)):
-                if side == 0:
-                    started = clock()
-                    result = store.commit_runtime_state(commit)
-                    store_ns.append(clock() - started)
-                    revision = result.head_revision
-                elif side == 1:
-                    started = clock()
-                    floor.commit(content)
-                    floor_ns.append(clock() - started)
-                elif index <= limits[side - 2]:
-                    writer = writers[side - 2]
-                    prepared = writer.prepare(content)
-                    started = clock()
-                    writer.commit(prepared)
-                    peer_ns[side - 2].append(clock() - started)
-        if not warmup:
-            for spec, writer, limit in zip(peers, writers, limits, strict=True):
-                checks[spec.key] = writer.verify(limit)
-    return _RunSamples(store_ns, floor_ns, {spec.key: ns for spec, ns in zip(peers, peer_ns, strict=True)}, checks)
+            writers.append((spec, writer))
+        return interleave_turns(turns, workload, store, floor, writers, warmup=warmup)
 
 
-def _window_median(samples: Sequence[int], turn: int, window: int) -> float:
-    """Median (in microseconds) of the ``window`` turns ending at ``turn`` (1-based)."""
-    chunk = samples[max(0, turn - window) : turn]
-    return statistics.median(chunk) / 1000
+def interleave_turns(
+    turns: int,
+    workload: Workload,
+    store: SessionStoreAPI,
+    floor: FloorWriter,
+    peers: Sequence[tuple[Peer, PeerWriter]],
+    *,
+    warmup: bool,
+) -> RunSamples:
+    """Commit ``turns`` turns through lash-store, the floor and each peer, interleaved; latencies in ns.
+
+    Shared by the SQLite and PostgreSQL benchmarks.  The side going first
+    rotates every turn, so that no side always meets the others' after-effects
+    (cache, WAL, fsync).  A peer with ``max_turns`` drops out of the rotation
+    after that many turns.  After a measured (not warm-up) pass, each peer
+    reads back what it wrote.
+    """
+    store_ns: list[int] = []
+    floor_ns: list[int] = []
+    peer_ns: list[list[int]] = [[] for _ in peers]
+    clock = time.perf_counter_ns
+    revision = 0
+    limits = [commit_report.peer_turns(spec, turns) for spec, _ in peers]
+    sides = 2 + len(peers)
+    gc.collect()
+    for index in range(1, turns + 1):
+        content = workload.turn(index)
+        commit = workload.commit(content, revision)
+        floor_turn = floor.prepare(content, commit)
+        shift = (index - 1) % sides
+        for side in (*range(shift, sides), *range(shift)):
+            if side == 0:
+                started = clock()
+                result = store.commit_runtime_state(commit)
+                store_ns.append(clock() - started)
+                revision = result.head_revision
+            elif side == 1:
+                started = clock()
+                floor.commit(floor_turn)
+                floor_ns.append(clock() - started)
+            elif index <= limits[side - 2]:
+                writer = peers[side - 2][1]
+                prepared = writer.prepare(content)
+                started = clock()
+                writer.commit(prepared)
+                peer_ns[side - 2].append(clock() - started)
+    checks: dict[str, dict[str, Any]] = {}
+    if not warmup:
+        for (spec, writer), limit in zip(peers, limits, strict=True):
+            checks[spec.key] = writer.verify(limit)
+    latencies = {spec.key: ns for (spec, _), ns in zip(peers, peer_ns, strict=True)}
+    return RunSamples(store_ns, floor_ns, latencies, checks)
 
 
-def _verify(path: Path, turns: int) -> dict[str, Any]:
-    """Re-open the measured session: the head revision, node count and resume latency."""
-    with Store.open(path) as store:
-        started = time.perf_counter_ns()
-        read = store.load_session(SessionReadScope.active_path())
-        resume_us = (time.perf_counter_ns() - started) / 1000
-        node_count = store.graph_node_count()
+def verify_session(store: SessionStoreAPI, turns: int) -> dict[str, Any]:
+    """Re-read a measured session: its head revision, node count and how long resuming its active path takes."""
+    started = time.perf_counter_ns()
+    read = store.load_session(SessionReadScope.active_path())
+    resume_us = (time.perf_counter_ns() - started) / 1000
+    node_count = store.graph_node_count()
     revision = read.head_revision if read is not None else 0
     path_nodes = len(read.graph.nodes) if read is not None else 0
-    ok = revision == turns and node_count == 2 * turns and path_nodes == 2 * turns
     return {
-        "ok": ok,
+        "ok": revision == turns and node_count == 2 * turns and path_nodes == 2 * turns,
         "head_revision": revision,
         "node_count": node_count,
         "active_path_nodes": path_nodes,
         "resume_active_path_us": resume_us,
     }
+
+
+def _verify(path: Path, turns: int) -> dict[str, Any]:
+    """Re-open the measured session: the head revision, node count and resume latency."""
+    with Store.open(path) as store:
+        return verify_session(store, turns)
 
 
 def _bytes_per_turn(workload: Workload, index: int, profile: BlobProfile) -> dict[str, int | None]:
@@ -502,6 +511,19 @@ def _bytes_per_turn(workload: Workload, index: int, profile: BlobProfile) -> dic
         "tool_state": len(tool_state),
         "tool_state_stored_by_lash_store": stored,
     }
+
+
+def warmup_content(seed: int, run: int) -> Workload:
+    """The warm-up turns of run ``run`` (1-based): their own seed, unlike every other run's and the measured turns'."""
+    return Workload(seed + 1000 + run)
+
+
+def checked_checkpoints(checkpoints: Sequence[int], repeat: int, window: int) -> list[int]:
+    """The checkpoint turns in order, without repeats; ``ValueError`` for settings that could not measure anything."""
+    ordered = sorted(set(checkpoints))
+    if not ordered or ordered[0] < 1 or repeat < 1 or window < 1:
+        raise ValueError("checkpoints must be positive and repeat/window at least 1")
+    return ordered
 
 
 def run(
@@ -524,15 +546,13 @@ def run(
     latency in microseconds of every side (the median over runs of each turn),
     keyed by the side's label, for :func:`lash_store.bench.plot.plot_commit_latency`.
     """
-    checkpoints = sorted(set(checkpoints))
-    if not checkpoints or checkpoints[0] < 1 or repeat < 1 or window < 1:
-        raise ValueError("checkpoints must be positive and repeat/window at least 1")
+    checkpoints = checked_checkpoints(checkpoints, repeat, window)
     turns = checkpoints[-1]
     workload = Workload(seed)
     options = StoreOptions(blob_profile=blob_profile)
-    runs: list[_RunSamples] = []
+    runs: list[RunSamples] = []
     shared = [spec for spec in peers if not spec.isolated]
-    own_pass: dict[str, list[_RunSamples]] = {spec.key: [] for spec in peers if spec.isolated}
+    own_pass: dict[str, list[RunSamples]] = {spec.key: [] for spec in peers if spec.isolated}
     started = time.perf_counter()
     verification: dict[str, Any] = {}
     with workdir(base_dir, "commit") as directory:
@@ -540,7 +560,7 @@ def run(
             run_dir = directory / f"run-{number}"
             run_dir.mkdir()
             progress(verbose, f"commit: run {number}/{repeat}: warm-up {warmup_turns} turns, then {turns:,} turns")
-            warmup_workload = Workload(seed + 1000 + number)
+            warmup_workload = warmup_content(seed, number)
             if warmup_turns:
                 _run_pair(run_dir, warmup_turns, warmup_workload, options, warmup=True, peers=shared)
             samples = _run_pair(run_dir, turns, workload, options, warmup=False, peers=shared)
@@ -551,7 +571,7 @@ def run(
             for spec in peers:
                 if not spec.isolated:
                     continue
-                limit = min(turns, spec.max_turns or turns)
+                limit = commit_report.peer_turns(spec, turns)
                 progress(verbose, f"commit: run {number}/{repeat}: {spec.label} in its own pass, {limit:,} turns")
                 prefix = f"{spec.key}-pass-"
                 if warmup_turns:
@@ -565,38 +585,10 @@ def run(
         directory_used = str(directory)
     elapsed = time.perf_counter() - started
 
-    rows: list[dict[str, Any]] = []
-    for turn in checkpoints:
-        store_medians = [_window_median(r.store_ns, turn, window) for r in runs]
-        floor_medians = [_window_median(r.floor_ns, turn, window) for r in runs]
-        store_us, floor_us = statistics.median(store_medians), statistics.median(floor_medians)
-        ratio = store_us / floor_us
-        rows.append(
-            {
-                "turn": turn,
-                "window": min(window, turn),
-                "store_us": store_us,
-                "floor_us": floor_us,
-                "ratio": ratio,
-                "target": RATIO_TARGET,
-                "pass": ratio <= RATIO_TARGET,
-                "store_us_per_run": store_medians,
-                "floor_us_per_run": floor_medians,
-            }
-        )
-    by_turn = {row["turn"]: row for row in rows}
-    low = GROWTH_FROM if GROWTH_FROM in by_turn else checkpoints[0]
-    high = GROWTH_TO if GROWTH_TO in by_turn else checkpoints[-1]
-    growth = by_turn[high]["store_us"] / by_turn[low]["store_us"]
-    floor_growth = by_turn[high]["floor_us"] / by_turn[low]["floor_us"]
+    rows = [commit_report.checkpoint_row(turn, window, runs, RATIO_TARGET, spread=False) for turn in checkpoints]
+    growth = commit_report.growth_figures(rows, to_last_turn=False)
     if series is not None:
         series.update(_per_turn_series(runs, peers, own_pass))
-    totals = {
-        "store_mean_us": statistics.median(statistics.fmean(r.store_ns) for r in runs) / 1000,
-        "floor_mean_us": statistics.median(statistics.fmean(r.floor_ns) for r in runs) / 1000,
-        "store_p99_us": statistics.median(percentile(r.store_ns, 0.99) for r in runs) / 1000,
-        "floor_p99_us": statistics.median(percentile(r.floor_ns, 0.99) for r in runs) / 1000,
-    }
     return {
         "benchmark": "commit",
         "config": {
@@ -611,16 +603,9 @@ def run(
         },
         "bytes_per_turn": _bytes_per_turn(workload, max(1, turns // 2), blob_profile),
         "checkpoints": rows,
-        "growth": {
-            "from_turn": low,
-            "to_turn": high,
-            "ratio": growth,
-            "floor_ratio": floor_growth,
-            "target": GROWTH_TARGET,
-            "pass": growth <= GROWTH_TARGET,
-        },
-        "all_turns": totals,
-        "targets_met": all(row["pass"] for row in rows) and growth <= GROWTH_TARGET,
+        "growth": growth,
+        "all_turns": commit_report.all_turns_totals(runs),
+        "targets_met": all(row["pass"] for row in rows) and growth["pass"],
         "verification": verification,
         "peers": _peer_report(runs, own_pass, peers, checkpoints, window, options) if peers else None,
         "elapsed_s": elapsed,
@@ -628,7 +613,7 @@ def run(
 
 
 def _per_turn_series(
-    runs: Sequence[_RunSamples], peers: Sequence[PeerSpec], own_pass: dict[str, list[_RunSamples]]
+    runs: Sequence[RunSamples], peers: Sequence[PeerSpec], own_pass: dict[str, list[RunSamples]]
 ) -> dict[str, list[float]]:
     """Per-turn latency (us) of every side: for each turn, the median over runs."""
 
@@ -647,52 +632,23 @@ def _per_turn_series(
 
 
 def _peer_report(
-    runs: Sequence[_RunSamples],
-    own_pass: dict[str, list[_RunSamples]],
+    runs: Sequence[RunSamples],
+    own_pass: dict[str, list[RunSamples]],
     peers: Sequence[PeerSpec],
     checkpoints: Sequence[int],
     window: int,
     options: StoreOptions,
 ) -> dict[str, Any]:
-    """Per peer and checkpoint: the window median, and its ratio to the floor and to lash-store of the same pass.
-
-    A shared-pass peer is compared with the figures of the main table; an
-    isolated peer with the floor and lash-store of its own pass.
-    """
+    """Per peer and checkpoint: the window median, and its ratio to the floor and to lash-store of the same pass."""
     sides = []
     for spec in peers:
-        source = own_pass.get(spec.key) or runs
-        points: list[dict[str, Any]] = []
-        for turn in checkpoints:
-            if spec.max_turns is not None and turn > spec.max_turns:
-                points.append({"turn": turn, "us": None, "ratio_vs_floor": None, "ratio_vs_store": None})
-                continue
-            medians = [_window_median(r.peer_ns[spec.key], turn, window) for r in source]
-            peer_us = statistics.median(medians)
-            floor_us = statistics.median(_window_median(r.floor_ns, turn, window) for r in source)
-            store_us = statistics.median(_window_median(r.store_ns, turn, window) for r in source)
-            points.append(
-                {
-                    "turn": turn,
-                    "us": peer_us,
-                    "ratio_vs_floor": peer_us / floor_us,
-                    "ratio_vs_store": peer_us / store_us,
-                    "pass_floor_us": floor_us,
-                    "pass_store_us": store_us,
-                    "us_per_run": medians,
-                }
-            )
-        checks = [r.peer_checks[spec.key] for r in source if spec.key in r.peer_checks]
-        shown = next((check for check in checks if not check.get("ok")), checks[-1] if checks else {"ok": False})
+        source = commit_report.peer_source(spec, runs, own_pass)
+        points = [commit_report.peer_point(spec, source, turn, window, spread=False) for turn in checkpoints]
         sides.append(
             {
-                "key": spec.key,
-                "label": spec.label,
-                "max_turns": spec.max_turns,
-                "pass": "own" if spec.key in own_pass else "shared",
-                **spec.describe(),
+                **commit_report.peer_heading(spec, own_pass),
                 "checkpoints": points,
-                "verification": {**shown, "ok": bool(checks) and all(check.get("ok") for check in checks)},
+                "verification": commit_report.peer_verification(spec, source),
             }
         )
     return {"store_synchronous": options.durability.value, "sides": sides}
@@ -710,70 +666,29 @@ def format_report(report: dict[str, Any]) -> str:
         f"tool state {sizes['tool_state']:,} B (lash-store stores {sizes['tool_state_stored_by_lash_store'] or '?'} B)",
         "",
     ]
-    table = [
-        [
-            f"{row['turn']:,}",
-            format_us(row["store_us"]),
-            format_us(row["floor_us"]),
-            f"{row['ratio']:.2f}x",
-            f"<= {row['target']:.1f}x",
-            verdict(row["pass"]),
-        ]
-        for row in report["checkpoints"]
-    ]
-    lines.append(render_table(["turn", "lash-store", "sqlite3 floor", "ratio", "target", ""], table))
-    growth, totals = report["growth"], report["all_turns"]
     lines += [
+        commit_report.checkpoint_table(report["checkpoints"], FLOOR_LABEL, spread=False),
         "",
-        f"growth lash-store latency@{growth['to_turn']:,} / latency@{growth['from_turn']:,}: "
-        f"{growth['ratio']:.2f}x (floor {growth['floor_ratio']:.2f}x)  target <= {growth['target']:.1f}x  "
-        f"{verdict(growth['pass'])}",
-        f"all turns (WAL checkpoints included): mean lash-store {format_us(totals['store_mean_us'])}, "
-        f"floor {format_us(totals['floor_mean_us'])}; p99 lash-store {format_us(totals['store_p99_us'])}, "
-        f"floor {format_us(totals['floor_p99_us'])}",
+        commit_report.growth_line(report["growth"]),
+        commit_report.all_turns_line(report["all_turns"], "all turns (WAL checkpoints included)"),
+        commit_report.verification_line(report["verification"], read="load_session active path"),
     ]
-    check = report["verification"]
-    lines.append(
-        f"verification: head revision {check['head_revision']:,}, {check['node_count']:,} nodes, "
-        f"resume (load_session active path, {check['active_path_nodes']:,} nodes) "
-        f"{format_us(check['resume_active_path_us'])}  {'ok' if check['ok'] else 'FAILED'}"
-    )
     if report.get("peers"):
         lines += ["", *_format_peers(report)]
-    lines.append(
-        f"targets: {'all met' if report['targets_met'] else 'some missed'}; elapsed {report['elapsed_s']:.1f} s"
-    )
+    lines.append(commit_report.targets_line(report))
     return "\n".join(lines)
 
 
-def _with_ratio(microseconds: float | None, ratio: float | None) -> str:
-    if microseconds is None or ratio is None:
-        return "-"
-    return f"{format_us(microseconds)} ({ratio:.1f}x)"
-
-
 def _format_peers(report: dict[str, Any]) -> list[str]:
-    """The peers table: per checkpoint, each side's window median and (in brackets) its ratio to the floor."""
+    """The peers table (ratios to the floor), then what each peer writes and read back."""
     peers = report["peers"]
-    sides = peers["sides"]
     lines = [
         "peers on the same workload, interleaved turn by turn with lash-store and the floor: "
         "per-turn latency (x sqlite3 floor)",
+        *commit_report.peer_table(report, FLOOR_LABEL, versus="floor"),
+        "",
     ]
-    table = []
-    for index, row in enumerate(report["checkpoints"]):
-        cells = [f"{row['turn']:,}", _with_ratio(row["store_us"], row["ratio"]), format_us(row["floor_us"])]
-        for side in sides:
-            point = side["checkpoints"][index]
-            mark = "*" if side["pass"] == "own" and point["us"] is not None else ""
-            cells.append(_with_ratio(point["us"], point["ratio_vs_floor"]) + mark)
-        table.append(cells)
-    headers = ["turn", STORE_LABEL, FLOOR_LABEL, *(side["label"] for side in sides)]
-    lines.append(render_table(headers, table))
-    if any(side["pass"] == "own" for side in sides):
-        lines.append("* measured in a pass of its own (with its own lash-store and floor); ratio to that floor")
-    lines.append("")
-    for side in sides:
+    for side in peers["sides"]:
         check = side["verification"]
         limit = f"; stops after {side['max_turns']:,} turns" if side["max_turns"] is not None else ""
         if side["pass"] == "own":

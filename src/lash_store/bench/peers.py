@@ -60,27 +60,25 @@ and the write are timed.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import importlib.metadata
 import sqlite3
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from lash_store.bench import MissingExtra
+from lash_store.bench import require_extra
 from lash_store.bench.commit import PeerSpec, PeerWriter, TurnContent
 
 if TYPE_CHECKING:
     from agents import SQLiteSession
-    from langgraph.checkpoint.base import Checkpoint, CheckpointMetadata, CheckpointTuple
-    from langgraph.checkpoint.sqlite import SqliteSaver
+    from langgraph.checkpoint.base import BaseCheckpointSaver, Checkpoint, CheckpointMetadata
 
 __all__ = [
     "LANGGRAPH_FULL_MAX_TURNS",
     "REQUIRED",
+    "LangGraphMode",
     "LangGraphPeer",
-    "LangGraphTurns",
+    "LangGraphWriter",
     "OpenAIAgentsPeer",
     "check_available",
     "default_peers",
@@ -103,15 +101,8 @@ _SYNCHRONOUS_NAMES = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
 
 
 def check_available() -> None:
-    """Import every peer module; raise :class:`MissingExtra` naming the distributions that are missing."""
-    missing = []
-    for module, distribution in REQUIRED:
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            missing.append(distribution)
-    if missing:
-        raise MissingExtra("--peers", missing)
+    """Import every peer module; raise :class:`~lash_store.bench.MissingExtra` naming the distributions missing."""
+    require_extra("--peers", REQUIRED)
 
 
 def _version(distribution: str) -> str:
@@ -137,16 +128,13 @@ def _synchronous_label(synchronous: str | None) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class LangGraphPeer:
-    """LangGraph's ``SqliteSaver`` with one ``put`` per turn (``mode``: ``full`` state or ``new`` messages only)."""
+class LangGraphMode:
+    """What a LangGraph peer's ``mode`` decides on either backend: its label, its pass, what it writes per turn.
+
+    ``full``: every message so far in each checkpoint; ``new``: only the turn's messages.
+    """
 
     mode: Literal["full", "new"]
-    synchronous: str | None = "NORMAL"
-    max_turns: int | None = None
-
-    @property
-    def key(self) -> str:
-        return f"langgraph-{self.mode}"
 
     @property
     def label(self) -> str:
@@ -157,43 +145,66 @@ class LangGraphPeer:
         """The full-state peer writes megabytes per turn; in the shared pass that I/O would slow the others."""
         return self.mode == "full"
 
-    def open(self, directory: Path, name: str) -> PeerWriter:
-        return _LangGraphWriter(directory / f"{name}-{self.key}.db", self.mode, self.synchronous)
-
-    def describe(self) -> dict[str, Any]:
+    def description(self, library: str, synchronous: str, *, saver: str, full_state_rows: str) -> dict[str, Any]:
+        """The peer's ``describe()``; ``full_state_rows`` says how ``saver`` stores a full-state checkpoint."""
         if self.mode == "full":
             per_turn = (
-                "one SqliteSaver.put; channel_values = every message so far (HumanMessage/AIMessage) "
-                "+ tool_state, serialised inline in one row (grows with the session)"
+                f"one {saver}.put; channel_values = every message so far (HumanMessage/AIMessage) "
+                f"+ tool_state{full_state_rows} (grows with the session)"
             )
         else:
             per_turn = (
-                "one SqliteSaver.put; channel_values = this turn's HumanMessage + AIMessage + tool_state "
-                "(constant size)"
+                f"one {saver}.put; channel_values = this turn's HumanMessage + AIMessage + tool_state (constant size)"
             )
         return {
-            "library": "langgraph-checkpoint-sqlite",
-            "version": _version("langgraph-checkpoint-sqlite"),
-            "synchronous": _synchronous_label(self.synchronous),
+            "library": library,
+            "version": _version(library),
+            "synchronous": synchronous,
             "per_turn": per_turn,
             "tool_state": "a 'tool_state' channel of the checkpoint",
         }
 
 
-class LangGraphTurns:
-    """The checkpoints a LangGraph app would save, turn by turn, and the check of what a saver read back.
+@dataclass(frozen=True, slots=True)
+class LangGraphPeer(LangGraphMode):
+    """LangGraph's ``SqliteSaver`` with one ``put`` per turn (``mode``: ``full`` state or ``new`` messages only)."""
 
-    Shared by the SQLite and the PostgreSQL savers so that both get exactly
-    the same checkpoints.  ``next_version`` is the saver's ``get_next_version``.
+    synchronous: str | None = "NORMAL"
+    max_turns: int | None = None
+
+    @property
+    def key(self) -> str:
+        return f"langgraph-{self.mode}"
+
+    def open(self, directory: Path, name: str) -> PeerWriter:
+        return _LangGraphWriter(directory / f"{name}-{self.key}.db", self.mode, self.synchronous)
+
+    def describe(self) -> dict[str, Any]:
+        return self.description(
+            "langgraph-checkpoint-sqlite",
+            _synchronous_label(self.synchronous),
+            saver="SqliteSaver",
+            full_state_rows=", serialised inline in one row",
+        )
+
+
+class LangGraphWriter:
+    """One thread of one LangGraph checkpoint saver, written as a LangGraph app would: one ``put`` per turn.
+
+    Shared by the SQLite and the PostgreSQL peers so that both save exactly
+    the same checkpoints; a subclass opens the saver on its connection, counts
+    the rows it wrote (:meth:`verify`) and closes the connection.
     """
 
-    def __init__(self, mode: Literal["full", "new"], next_version: Callable[[str | None], str]) -> None:
+    def __init__(self, saver: BaseCheckpointSaver[str], mode: Literal["full", "new"], thread_id: str) -> None:
         from langchain_core.messages import AIMessage, HumanMessage
         from langgraph.checkpoint.base import empty_checkpoint
 
+        self._saver = saver
+        self._thread_id = thread_id
+        self._config: Any = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
         self._human, self._ai = HumanMessage, AIMessage
         self.mode = mode
-        self._next_version = next_version
         self._checkpoint: Checkpoint = empty_checkpoint()
         self._messages: list[Any] = []
         self._version: str | None = None
@@ -209,7 +220,7 @@ class LangGraphTurns:
         ]
         self._messages = [*self._messages, *new]  # add_messages returns a new list every step
         self._step += 1
-        self._version = self._next_version(self._version)
+        self._version = self._saver.get_next_version(self._version, None)
         checkpoint = create_checkpoint(self._checkpoint, None, self._step)
         checkpoint["channel_values"] = {
             "messages": self._messages if self.mode == "full" else new,
@@ -222,8 +233,13 @@ class LangGraphTurns:
         metadata: CheckpointMetadata = {"source": "loop", "step": self._step, "parents": {}}
         return checkpoint, metadata, versions
 
-    def check(self, latest: CheckpointTuple | None, rows: int, turns: int) -> dict[str, Any]:
-        """Whether the latest checkpoint read back holds turn ``turns`` and there is one row per turn."""
+    def commit(self, prepared: tuple[Checkpoint, CheckpointMetadata, dict[str, str | int | float]]) -> None:
+        checkpoint, metadata, versions = prepared
+        self._config = self._saver.put(self._config, checkpoint, metadata, versions)
+
+    def check(self, rows: int, turns: int) -> dict[str, Any]:
+        """Whether the latest checkpoint read back holds turn ``turns`` and there are ``rows`` = one per turn."""
+        latest = self._saver.get_tuple({"configurable": {"thread_id": self._thread_id, "checkpoint_ns": ""}})
         if latest is None:
             return {"ok": False, "detail": "no checkpoint", "checkpoints": rows}
         values = latest.checkpoint["channel_values"]
@@ -244,33 +260,24 @@ class LangGraphTurns:
         }
 
 
-class _LangGraphWriter:
-    """One thread of one ``SqliteSaver`` on its own file, written as a LangGraph app would."""
+class _LangGraphWriter(LangGraphWriter):
+    """One thread of one ``SqliteSaver`` on its own file."""
 
     def __init__(self, path: Path, mode: Literal["full", "new"], synchronous: str | None) -> None:
         from langgraph.checkpoint.sqlite import SqliteSaver
 
         # As the SqliteSaver docs show: a connection shared with the saver's lock.
         self._conn = sqlite3.connect(str(path), check_same_thread=False)
-        self._saver: SqliteSaver = SqliteSaver(self._conn)
-        self._saver.setup()  # WAL and tables (the first put would do it)
+        saver = SqliteSaver(self._conn)
+        saver.setup()  # WAL and tables (the first put would do it)
         if synchronous is not None:
             self._conn.execute(f"PRAGMA synchronous={synchronous}")
-        self._config: Any = {"configurable": {"thread_id": THREAD_ID, "checkpoint_ns": ""}}
-        self._turns = LangGraphTurns(mode, lambda version: self._saver.get_next_version(version, None))
-
-    def prepare(self, content: TurnContent) -> tuple[Checkpoint, CheckpointMetadata, dict[str, str | int | float]]:
-        return self._turns.prepare(content)
-
-    def commit(self, prepared: tuple[Checkpoint, CheckpointMetadata, dict[str, str | int | float]]) -> None:
-        checkpoint, metadata, versions = prepared
-        self._config = self._saver.put(self._config, checkpoint, metadata, versions)
+        super().__init__(saver, mode, THREAD_ID)
 
     def verify(self, turns: int) -> dict[str, Any]:
-        latest = self._saver.get_tuple({"configurable": {"thread_id": THREAD_ID, "checkpoint_ns": ""}})
         rows = int(self._conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0])
         level = _SYNCHRONOUS_NAMES.get(int(self._conn.execute("PRAGMA synchronous").fetchone()[0]), "?")
-        return {**self._turns.check(latest, rows, turns), "synchronous_seen": level}
+        return {**self.check(rows, turns), "synchronous_seen": level}
 
     def close(self) -> None:
         self._conn.close()

@@ -17,12 +17,12 @@ them.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from lash_store.bench import MissingExtra, progress
+from lash_store.bench import progress, require_extra
 
 __all__ = [
     "DATABASE",
@@ -30,6 +30,7 @@ __all__ = [
     "check_available",
     "dsn_with_search_path",
     "pg_target",
+    "server_line",
 ]
 
 DATABASE = "lash_bench"
@@ -40,17 +41,7 @@ _SETTINGS = ("server_version", "fsync", "synchronous_commit", "wal_sync_method",
 
 def check_available() -> None:
     """Raise :class:`MissingExtra` when the PostgreSQL driver is not installed."""
-    missing = []
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        missing.append("psycopg")
-    try:
-        import psycopg_pool  # noqa: F401
-    except ImportError:
-        missing.append("psycopg-pool")
-    if missing:
-        raise MissingExtra("--backend postgres", missing)
+    require_extra("--backend postgres", (("psycopg", "psycopg"), ("psycopg_pool", "psycopg-pool")))
 
 
 def dsn_with_search_path(dsn: str, schema: str) -> str:
@@ -107,6 +98,12 @@ class PgTarget:
             settings = {name: str(conn.execute(f"SHOW {name}").fetchone()[0]) for name in _SETTINGS}  # type: ignore[index]
             transport = "unix socket" if conn.info.host.startswith("/") else f"tcp ({conn.info.host})"
         return {"origin": self.origin, "transport": transport, **settings}
+
+
+def server_line(server: Mapping[str, Any], settings: Sequence[str] = ("fsync", "synchronous_commit")) -> str:
+    """The report line of :meth:`PgTarget.describe`: where the server came from, how it is reached, ``settings``."""
+    values = ", ".join(f"{name}={server[name]}" for name in settings)
+    return f"server: {server['origin']}, {server['transport']}; {values}"
 
 
 @contextmanager

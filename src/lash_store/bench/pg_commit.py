@@ -30,7 +30,6 @@ benchmark; the full-state peer runs in a pass of its own.
 
 from __future__ import annotations
 
-import gc
 import statistics
 import time
 from collections.abc import Sequence
@@ -38,13 +37,22 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
-from lash_store.bench import format_us, percentile, progress, render_table, verdict
-from lash_store.bench.commit import PeerWriter, Workload, _RunSamples, _window_median
-from lash_store.bench.pg import PgTarget, dsn_with_search_path, pg_target
+from lash_store.bench import commit_report, progress, verdict
+from lash_store.bench.commit import (
+    PeerWriter,
+    TurnContent,
+    Workload,
+    checked_checkpoints,
+    interleave_turns,
+    verify_session,
+    warmup_content,
+)
+from lash_store.bench.commit_report import GROWTH_TARGET, RunSamples
+from lash_store.bench.pg import PgTarget, dsn_with_search_path, pg_target, server_line
 from lash_store.bench.pg_peers import PgPeerSpec
 from lash_store.core.commit import prepare_commit
 from lash_store.core.usage import Totals, add_usage, encode_totals
-from lash_store.model import RuntimeCommit, SessionReadScope
+from lash_store.model import RuntimeCommit
 from lash_store.options import BlobProfile, StoreOptions
 
 __all__ = [
@@ -61,11 +69,8 @@ __all__ = [
 ]
 
 RATIO_TARGET = 1.5
-GROWTH_TARGET = 1.3
-GROWTH_FROM, GROWTH_TO = 10, 1_000
 PEER_SPEEDUP_TARGET = 50.0
 PEER_SPEEDUP_TURN = 1_000
-STORE_LABEL = "lash-store"
 FLOOR_LABEL = "psycopg floor"
 
 _FLOOR_SCHEMA = """
@@ -212,6 +217,29 @@ def _drop(target: PgTarget, schemas: _Schemas) -> None:
             target.drop_schema(name)
 
 
+class _EncodingFloor:
+    """The floor's side of a pass: lash-store's encoding of each turn, then :class:`PgFloor` writing it.
+
+    The encoding is done before any side of the turn runs, outside the
+    floor's timed region; with ``encode_ns`` its time is recorded apart.
+    """
+
+    def __init__(self, floor: PgFloor, encoder: TurnEncoder, encode_ns: list[int] | None) -> None:
+        self.floor = floor
+        self.encoder = encoder
+        self.encode_ns = encode_ns
+
+    def prepare(self, content: TurnContent, commit: RuntimeCommit) -> EncodedTurn:
+        started = time.perf_counter_ns()
+        encoded = self.encoder.encode(commit)
+        if self.encode_ns is not None:
+            self.encode_ns.append(time.perf_counter_ns() - started)
+        return encoded
+
+    def commit(self, content: EncodedTurn) -> None:
+        self.floor.commit(content)
+
+
 def _run_pass(
     target: PgTarget,
     schemas: _Schemas,
@@ -223,102 +251,46 @@ def _run_pass(
     *,
     warmup: bool,
     encode_ns: list[int] | None = None,
-) -> tuple[_RunSamples, dict[str, Any]]:
-    """Commit ``turns`` turns to a fresh session of each side, interleaved in rotating order; latencies in ns.
+) -> tuple[RunSamples, dict[str, Any]]:
+    """Commit ``turns`` turns to a fresh session of each side (:func:`~lash_store.bench.commit.interleave_turns`).
 
     Returns the samples and (for a measured pass) the verification of the
     store and the floor.
     """
     from lash_store.postgres import PostgresStore
 
-    store_ns: list[int] = []
-    floor_ns: list[int] = []
-    peer_ns: list[list[int]] = [[] for _ in peers]
-    checks: dict[str, dict[str, Any]] = {}
-    clock = time.perf_counter_ns
-    revision = 0
-    encoder = TurnEncoder(name, options.blob_profile)
     with ExitStack() as stack:
         store = PostgresStore.open(target.dsn, name, options, schema=schemas.store)
         stack.callback(store.close)
         floor = PgFloor(target.dsn, schemas.floor, name)
         stack.callback(floor.close)
-        writers: list[PeerWriter] = []
+        writers: list[tuple[PgPeerSpec, PeerWriter]] = []
         for spec in peers:
             assert schemas.peers is not None
             writer = spec.open(dsn_with_search_path(target.dsn, schemas.peers), name)
             stack.callback(writer.close)
-            writers.append(writer)
-        limits = [min(turns, spec.max_turns or turns) for spec in peers]
-        sides = 2 + len(writers)
-        gc.collect()
-        for index in range(1, turns + 1):
-            content = workload.turn(index)
-            commit = workload.commit(content, revision)
-            started = clock()
-            encoded = encoder.encode(commit)  # the floor's bytes: lash-store's encoding, untimed for the floor
-            if encode_ns is not None:
-                encode_ns.append(clock() - started)
-            shift = (index - 1) % sides
-            for side in (*range(shift, sides), *range(shift)):
-                if side == 0:
-                    started = clock()
-                    result = store.commit_runtime_state(commit)
-                    store_ns.append(clock() - started)
-                    revision = result.head_revision
-                elif side == 1:
-                    started = clock()
-                    floor.commit(encoded)
-                    floor_ns.append(clock() - started)
-                elif index <= limits[side - 2]:
-                    writer = writers[side - 2]
-                    prepared = writer.prepare(content)
-                    started = clock()
-                    writer.commit(prepared)
-                    peer_ns[side - 2].append(clock() - started)
-        verification: dict[str, Any] = {}
-        if not warmup:
-            for spec, writer, limit in zip(peers, writers, limits, strict=True):
-                checks[spec.key] = writer.verify(limit)
-            verification = _verify(target, schemas, name, turns, options, floor)
-    samples = _RunSamples(store_ns, floor_ns, {spec.key: ns for spec, ns in zip(peers, peer_ns, strict=True)}, checks)
+            writers.append((spec, writer))
+        encoding_floor = _EncodingFloor(floor, TurnEncoder(name, options.blob_profile), encode_ns)
+        samples = interleave_turns(turns, workload, store, encoding_floor, writers, warmup=warmup)
+        verification = {} if warmup else _verify(target, schemas, name, turns, options, floor)
     return samples, verification
 
 
 def _verify(
     target: PgTarget, schemas: _Schemas, name: str, turns: int, options: StoreOptions, floor: PgFloor
 ) -> dict[str, Any]:
-    """Re-open the measured session read-only: head revision, node count, resume latency; and the floor's rows."""
+    """Re-open the measured session read-only (head revision, node count, resume latency); and the floor's rows."""
     from lash_store.postgres import PostgresStore
 
     with PostgresStore.open(target.dsn, name, options, schema=schemas.store, create=False) as store:
-        started = time.perf_counter_ns()
-        read = store.load_session(SessionReadScope.active_path())
-        resume_us = (time.perf_counter_ns() - started) / 1000
-        node_count = store.graph_node_count()
-    revision = read.head_revision if read is not None else 0
-    path_nodes = len(read.graph.nodes) if read is not None else 0
+        check = verify_session(store, turns)
     floor_revision, floor_nodes = floor.verify()
-    ok = (
-        revision == turns
-        and node_count == 2 * turns
-        and path_nodes == 2 * turns
-        and floor_revision == turns
-        and floor_nodes == 2 * turns
-    )
     return {
-        "ok": ok,
-        "head_revision": revision,
-        "node_count": node_count,
-        "active_path_nodes": path_nodes,
-        "resume_active_path_us": resume_us,
+        **check,
+        "ok": check["ok"] and floor_revision == turns and floor_nodes == 2 * turns,
         "floor_head_revision": floor_revision,
         "floor_node_count": floor_nodes,
     }
-
-
-def _window(samples: Sequence[int], turn: int, window: int) -> Sequence[int]:
-    return samples[max(0, turn - window) : turn]
 
 
 def run(
@@ -334,16 +306,14 @@ def run(
     peers: Sequence[PgPeerSpec] = (),
 ) -> dict[str, Any]:
     """Run the PostgreSQL commit benchmark and return its JSON-ready report."""
-    checkpoints = sorted(set(checkpoints))
-    if not checkpoints or checkpoints[0] < 1 or repeat < 1 or window < 1:
-        raise ValueError("checkpoints must be positive and repeat/window at least 1")
+    checkpoints = checked_checkpoints(checkpoints, repeat, window)
     turns = checkpoints[-1]
     workload = Workload(seed)
     options = StoreOptions(blob_profile=blob_profile)
     shared = [spec for spec in peers if not spec.isolated]
-    runs: list[_RunSamples] = []
+    runs: list[RunSamples] = []
     encode_runs: list[list[int]] = []
-    own_pass: dict[str, list[_RunSamples]] = {spec.key: [] for spec in peers if spec.isolated}
+    own_pass: dict[str, list[RunSamples]] = {spec.key: [] for spec in peers if spec.isolated}
     verification: dict[str, Any] = {}
     started = time.perf_counter()
     with pg_target(dsn, verbose=verbose) as target:
@@ -352,7 +322,7 @@ def run(
             schemas = _new_schemas(target, bool(shared))
             try:
                 progress(verbose, f"commit (postgres): run {number}/{repeat}: warm-up {warmup_turns}, {turns:,} turns")
-                warm = Workload(seed + 1000 + number)
+                warm = warmup_content(seed, number)
                 if warmup_turns:
                     _run_pass(target, schemas, f"warmup-{number}", warmup_turns, warm, options, shared, warmup=True)
                 encode_ns: list[int] = []
@@ -376,7 +346,7 @@ def run(
             for spec in peers:
                 if not spec.isolated:
                     continue
-                limit = min(turns, spec.max_turns or turns)
+                limit = commit_report.peer_turns(spec, turns)
                 progress(verbose, f"commit (postgres): run {number}/{repeat}: {spec.label} in its own pass, {limit:,}")
                 schemas = _new_schemas(target, True)
                 try:
@@ -405,22 +375,10 @@ def run(
     )
 
 
-def _side_figures(samples: Sequence[Sequence[int]], turn: int, window: int) -> dict[str, Any]:
-    """Median of the runs' window medians, and p90 / p99 of the windows' samples pooled over runs (us)."""
-    medians = [_window_median(s, turn, window) for s in samples]
-    pooled = [ns for s in samples for ns in _window(s, turn, window)]
-    return {
-        "p50": statistics.median(medians),
-        "p90": percentile(pooled, 0.90) / 1000,
-        "p99": percentile(pooled, 0.99) / 1000,
-        "per_run": medians,
-    }
-
-
 def _report(
-    runs: Sequence[_RunSamples],
+    runs: Sequence[RunSamples],
     encode_runs: Sequence[Sequence[int]],
-    own_pass: dict[str, list[_RunSamples]],
+    own_pass: dict[str, list[RunSamples]],
     peers: Sequence[PgPeerSpec],
     checkpoints: Sequence[int],
     window: int,
@@ -431,40 +389,20 @@ def _report(
     verification: dict[str, Any],
     elapsed: float,
 ) -> dict[str, Any]:
-    rows: list[dict[str, Any]] = []
-    for turn in checkpoints:
-        store = _side_figures([r.store_ns for r in runs], turn, window)
-        floor = _side_figures([r.floor_ns for r in runs], turn, window)
-        encode_us = statistics.median(_window_median(e, turn, window) for e in encode_runs)
-        ratio = store["p50"] / floor["p50"]
-        rows.append(
-            {
-                "turn": turn,
-                "window": min(window, turn),
-                "store_us": store["p50"],
-                "store_p90_us": store["p90"],
-                "store_p99_us": store["p99"],
-                "floor_us": floor["p50"],
-                "floor_p90_us": floor["p90"],
-                "floor_p99_us": floor["p99"],
-                "ratio": ratio,
-                "target": RATIO_TARGET,
-                "pass": ratio <= RATIO_TARGET,
-                "encode_us": encode_us,
-                "store_us_per_run": store["per_run"],
-                "floor_us_per_run": floor["per_run"],
-            }
+    rows = [
+        commit_report.checkpoint_row(
+            turn,
+            window,
+            runs,
+            RATIO_TARGET,
+            spread=True,
+            extra={"encode_us": statistics.median(commit_report.window_median(e, turn, window) for e in encode_runs)},
         )
-    by_turn = {row["turn"]: row for row in rows}
-    low = GROWTH_FROM if GROWTH_FROM in by_turn else checkpoints[0]
-    high = GROWTH_TO if GROWTH_TO in by_turn else checkpoints[-1]
-    growth = by_turn[high]["store_us"] / by_turn[low]["store_us"]
-    last = checkpoints[-1]
+        for turn in checkpoints
+    ]
+    growth = commit_report.growth_figures(rows, to_last_turn=True)
     totals = {
-        "store_mean_us": statistics.median(statistics.fmean(r.store_ns) for r in runs) / 1000,
-        "floor_mean_us": statistics.median(statistics.fmean(r.floor_ns) for r in runs) / 1000,
-        "store_p99_us": statistics.median(percentile(r.store_ns, 0.99) for r in runs) / 1000,
-        "floor_p99_us": statistics.median(percentile(r.floor_ns, 0.99) for r in runs) / 1000,
+        **commit_report.all_turns_totals(runs),
         "encode_mean_us": statistics.median(statistics.fmean(e) for e in encode_runs) / 1000,
     }
     peer_report = _peer_report(runs, own_pass, peers, checkpoints, window) if peers else None
@@ -473,7 +411,7 @@ def _report(
         "benchmark": "commit",
         "backend": "postgres",
         "config": {
-            "turns": last,
+            "turns": checkpoints[-1],
             "checkpoints": list(checkpoints),
             "window": window,
             "repeat": repeat,
@@ -483,18 +421,9 @@ def _report(
         },
         "server": server,
         "checkpoints": rows,
-        "growth": {
-            "from_turn": low,
-            "to_turn": high,
-            "ratio": growth,
-            "floor_ratio": by_turn[high]["floor_us"] / by_turn[low]["floor_us"],
-            "last_turn": last,
-            "ratio_to_last": by_turn[last]["store_us"] / by_turn[low]["store_us"],
-            "target": GROWTH_TARGET,
-            "pass": growth <= GROWTH_TARGET,
-        },
+        "growth": growth,
         "all_turns": totals,
-        "targets_met": all(row["pass"] for row in rows) and growth <= GROWTH_TARGET and peer_ok,
+        "targets_met": all(row["pass"] for row in rows) and growth["pass"] and peer_ok,
         "verification": verification,
         "peers": peer_report,
         "elapsed_s": elapsed,
@@ -502,8 +431,8 @@ def _report(
 
 
 def _peer_report(
-    runs: Sequence[_RunSamples],
-    own_pass: dict[str, list[_RunSamples]],
+    runs: Sequence[RunSamples],
+    own_pass: dict[str, list[RunSamples]],
     peers: Sequence[PgPeerSpec],
     checkpoints: Sequence[int],
     window: int,
@@ -516,46 +445,20 @@ def _peer_report(
     """
     sides = []
     for spec in peers:
-        source = own_pass.get(spec.key) or runs
-        points: list[dict[str, Any]] = []
-        for turn in checkpoints:
-            if spec.max_turns is not None and turn > spec.max_turns:
-                points.append({"turn": turn, "us": None, "ratio_vs_floor": None, "ratio_vs_store": None})
-                continue
-            peer = _side_figures([r.peer_ns[spec.key] for r in source], turn, window)
-            floor_us = statistics.median(_window_median(r.floor_ns, turn, window) for r in source)
-            store_us = statistics.median(_window_median(r.store_ns, turn, window) for r in source)
-            points.append(
-                {
-                    "turn": turn,
-                    "us": peer["p50"],
-                    "p90_us": peer["p90"],
-                    "p99_us": peer["p99"],
-                    "ratio_vs_floor": peer["p50"] / floor_us,
-                    "ratio_vs_store": peer["p50"] / store_us,
-                    "pass_floor_us": floor_us,
-                    "pass_store_us": store_us,
-                    "us_per_run": peer["per_run"],
-                }
-            )
+        source = commit_report.peer_source(spec, runs, own_pass)
+        points = [commit_report.peer_point(spec, source, turn, window, spread=True) for turn in checkpoints]
         speedup: bool | None = None
         if spec.key.endswith("full"):
             at = next((p for p in points if p["turn"] == PEER_SPEEDUP_TURN and p["us"] is not None), None)
             speedup = None if at is None else at["ratio_vs_store"] >= PEER_SPEEDUP_TARGET
-        checks = [r.peer_checks[spec.key] for r in source if spec.key in r.peer_checks]
-        shown = next((check for check in checks if not check.get("ok")), checks[-1] if checks else {"ok": False})
         sides.append(
             {
-                "key": spec.key,
-                "label": spec.label,
-                "max_turns": spec.max_turns,
-                "pass": "own" if spec.key in own_pass else "shared",
-                **spec.describe(),
+                **commit_report.peer_heading(spec, own_pass),
                 "checkpoints": points,
                 "speedup_target": PEER_SPEEDUP_TARGET if spec.key.endswith("full") else None,
                 "speedup_turn": PEER_SPEEDUP_TURN,
                 "speedup_pass": speedup,
-                "verification": {**shown, "ok": bool(checks) and all(check.get("ok") for check in checks)},
+                "verification": commit_report.peer_verification(spec, source),
             }
         )
     return {"sides": sides}
@@ -567,79 +470,35 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"lash-store commit benchmark on PostgreSQL {server['server_version']}: {config['turns']:,} turns, "
         f"one session, {config['blob_profile']} blobs",
-        f"server: {server['origin']}, {server['transport']}; fsync={server['fsync']}, "
-        f"synchronous_commit={server['synchronous_commit']}, wal_sync_method={server['wal_sync_method']}",
+        server_line(server, ("fsync", "synchronous_commit", "wal_sync_method")),
         f"floor: {config['floor']}",
         f"window: the {config['window']} turns ending at each checkpoint; p50 = median of {config['repeat']} run "
         f"median(s), p90/p99 pooled over runs; warm-up {config['warmup_turns']} turns per run",
         "",
     ]
-    table = [
-        [
-            f"{row['turn']:,}",
-            format_us(row["store_us"]),
-            format_us(row["store_p90_us"]),
-            format_us(row["store_p99_us"]),
-            format_us(row["floor_us"]),
-            format_us(row["floor_p90_us"]),
-            format_us(row["floor_p99_us"]),
-            f"{row['ratio']:.2f}x",
-            f"<= {row['target']:.1f}x",
-            verdict(row["pass"]),
-            format_us(row["encode_us"]),
-        ]
-        for row in report["checkpoints"]
-    ]
-    headers = ["turn", "lash-store", "p90", "p99", FLOOR_LABEL, "p90", "p99", "ratio", "target", "", "encode"]
-    lines.append(render_table(headers, table))
-    growth, totals = report["growth"], report["all_turns"]
+    check = report["verification"]
+    floor_rows = f"; floor revision {check['floor_head_revision']:,}, {check['floor_node_count']:,} nodes"
     lines += [
+        commit_report.checkpoint_table(report["checkpoints"], FLOOR_LABEL, spread=True, extra={"encode": "encode_us"}),
         "encode = lash-store's own validation + encoding of the turn (inside its commit, outside the floor's)",
         "",
-        f"growth lash-store latency@{growth['to_turn']:,} / latency@{growth['from_turn']:,}: "
-        f"{growth['ratio']:.2f}x (floor {growth['floor_ratio']:.2f}x; @{growth['last_turn']:,}: "
-        f"{growth['ratio_to_last']:.2f}x)  target <= {growth['target']:.1f}x  {verdict(growth['pass'])}",
-        f"all turns: mean lash-store {format_us(totals['store_mean_us'])}, floor {format_us(totals['floor_mean_us'])}; "
-        f"p99 lash-store {format_us(totals['store_p99_us'])}, floor {format_us(totals['floor_p99_us'])}",
+        commit_report.growth_line(report["growth"]),
+        commit_report.all_turns_line(report["all_turns"], "all turns"),
+        commit_report.verification_line(check, read="active path", floor=floor_rows),
     ]
-    check = report["verification"]
-    lines.append(
-        f"verification: head revision {check['head_revision']:,}, {check['node_count']:,} nodes, "
-        f"resume (active path, {check['active_path_nodes']:,} nodes) {format_us(check['resume_active_path_us'])}; "
-        f"floor revision {check['floor_head_revision']:,}, {check['floor_node_count']:,} nodes  "
-        f"{'ok' if check['ok'] else 'FAILED'}"
-    )
     if report.get("peers"):
         lines += ["", *_format_peers(report)]
-    lines.append(
-        f"targets: {'all met' if report['targets_met'] else 'some missed'}; elapsed {report['elapsed_s']:.1f} s"
-    )
+    lines.append(commit_report.targets_line(report))
     return "\n".join(lines)
 
 
-def _with_ratio(microseconds: float | None, ratio: float | None) -> str:
-    if microseconds is None or ratio is None:
-        return "-"
-    return f"{format_us(microseconds)} ({ratio:.1f}x)"
-
-
 def _format_peers(report: dict[str, Any]) -> list[str]:
-    sides = report["peers"]["sides"]
+    """The peers table (ratios to lash-store), then what each peer writes and read back."""
     lines = [
-        "peers on the same workload and server, interleaved turn by turn: per-turn latency (x lash-store of its pass)"
+        "peers on the same workload and server, interleaved turn by turn: per-turn latency (x lash-store of its pass)",
+        *commit_report.peer_table(report, FLOOR_LABEL, versus="store"),
     ]
-    table = []
-    for index, row in enumerate(report["checkpoints"]):
-        cells = [f"{row['turn']:,}", format_us(row["store_us"]), format_us(row["floor_us"])]
-        for side in sides:
-            point = side["checkpoints"][index]
-            mark = "*" if side["pass"] == "own" and point["us"] is not None else ""
-            cells.append(_with_ratio(point["us"], point["ratio_vs_store"]) + mark)
-        table.append(cells)
-    lines.append(render_table(["turn", STORE_LABEL, FLOOR_LABEL, *(side["label"] for side in sides)], table))
-    if any(side["pass"] == "own" for side in sides):
-        lines.append("* measured in a pass of its own (with its own lash-store and floor); ratio to that lash-store")
-    for side in sides:
+    for side in report["peers"]["sides"]:
         check = side["verification"]
         limit = f"; stops after {side['max_turns']:,} turns" if side["max_turns"] is not None else ""
         lines.append(

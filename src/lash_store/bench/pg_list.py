@@ -35,7 +35,7 @@ import msgspec
 
 from lash_store.bench import format_us, percentile, progress, render_table, verdict
 from lash_store.bench.commit import Workload
-from lash_store.bench.pg import PgTarget, pg_target
+from lash_store.bench.pg import PgTarget, pg_target, server_line
 from lash_store.model import SessionPickerInfo
 
 __all__ = ["DEFAULT_LIMIT", "FULL_SESSIONS", "QUICK_SESSIONS", "TARGET_MS", "format_report", "run"]
@@ -229,8 +229,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"lash-store list benchmark on PostgreSQL {server['server_version']}: list_sessions(limit={config['limit']}) "
         f"with {config['sessions']:,} sessions in the database, {config['repeat']} calls per side",
-        f"server: {server['origin']}, {server['transport']}; fsync={server['fsync']}, "
-        f"synchronous_commit={server['synchronous_commit']}",
+        server_line(server),
         f"set-up: {config['sessions']:,} sessions ({setup['per_session']}) in {setup['seconds']:.1f} s "
         f"({setup['sessions_per_s']:,.0f}/s, {config['setup_threads']} threads); ANALYZE {setup['analyze_s']:.2f} s",
         "",

@@ -42,18 +42,21 @@ from multiprocessing.context import BaseContext
 from typing import Any
 
 from lash_store.bench import format_us, progress, render_table, verdict
-from lash_store.bench.pg import PgTarget, pg_target
+from lash_store.bench.pg import PgTarget, pg_target, server_line
 from lash_store.bench.queue import (
     EMPTY_POLL_SLEEP_S,
     LEASE_TTL_MS,
+    SUMMARY_HEADERS,
     QueueRun,
     WorkerResult,
     _run_worker,
+    batch_text,
     claim_loop,
+    queued_batch,
     run_processes,
     summarise,
+    summary_cells,
 )
-from lash_store.model import DeliveryPolicy, QueuedWorkBatchDraft, QueuedWorkPayload, SlotPolicy, TurnInput
 
 __all__ = ["FULL_WORKERS", "MODES", "QUICK_WORKERS", "RATIO_TARGET", "floor_worker", "format_report", "run"]
 
@@ -167,13 +170,7 @@ def _store_pass(context: BaseContext, target: PgTarget, mode: str, workers: int,
         for session_id, count in zip(sessions, _split(batches, len(sessions)), strict=True):
             with PostgresStore.open(target.dsn, session_id, schema=schema) as store:
                 for number in range(count):
-                    draft = QueuedWorkBatchDraft.new(
-                        session_id,
-                        DeliveryPolicy.AFTER_CURRENT_TURN_COMMIT,
-                        SlotPolicy.EXCLUSIVE,
-                        [QueuedWorkPayload.turn_input(TurnInput.text(f"queued user input #{number}: please continue"))],
-                    )
-                    enqueued.append(store.enqueue_queued_work(draft).batch_id)
+                    enqueued.append(store.enqueue_queued_work(queued_batch(session_id, number)).batch_id)
         enqueue_s = time.perf_counter() - started
         args = [(target.dsn, schema, sessions[0 if mode == "shared" else n], f"worker-{n}") for n in range(workers)]
         results = run_processes(context, store_worker, args, lambda a: str(a[-1]))
@@ -216,7 +213,7 @@ def _floor_pass(context: BaseContext, target: PgTarget, mode: str, workers: int,
                     batch_id = f"floor:{queue_id}:{number:06d}"
                     conn.execute(
                         f"INSERT INTO {schema}.queue (queue_id, batch_id, payload) VALUES (%s, %s, %s)",
-                        (queue_id, batch_id, f"queued user input #{number}: please continue".encode()),
+                        (queue_id, batch_id, batch_text(number).encode()),
                     )
                     enqueued.append(batch_id)
             enqueue_s = time.perf_counter() - started
@@ -318,8 +315,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"lash-store queue benchmark on PostgreSQL {server['server_version']}: {config['batches']:,} single-item "
         f"exclusive batches per run, worker processes ({config['start_method']}), {config['repeat']} run(s) per side "
         "(claims/s: median of runs; latencies pooled)",
-        f"server: {server['origin']}, {server['transport']}; fsync={server['fsync']}, "
-        f"synchronous_commit={server['synchronous_commit']}",
+        server_line(server),
         "each claim: claim_ready_queued_work(max_batches=1) then commit_runtime_state completing it; floor: "
         "UPDATE ... (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING, then DELETE + head bump, autocommit",
         "",
@@ -335,30 +331,11 @@ def format_report(report: dict[str, Any]) -> str:
                 f"{entry['ratio']:.2f}x",
                 f">= {entry['target']:.1f}x",
                 verdict(entry["pass"]),
-                format_us(store["claim_latency_us"]["p50"]),
-                format_us(store["claim_latency_us"]["p99"]),
-                format_us(store["commit_latency_us"]["p50"]),
-                format_us(store["commit_latency_us"]["p99"]),
-                f"{store['lost_races']:,}",
-                f"{store['enqueue_per_s']:,.0f}",
+                *summary_cells(store),
                 "ok" if entry["verification"]["ok"] else "FAILED",
             ]
         )
-    headers = [
-        "queue x workers",
-        "lash-store/s",
-        "floor/s",
-        "ratio",
-        "target",
-        "",
-        "claim p50",
-        "claim p99",
-        "complete p50",
-        "complete p99",
-        "lost races",
-        "enqueue/s",
-        "exactly once",
-    ]
+    headers = ["queue x workers", "lash-store/s", "floor/s", "ratio", "target", "", *SUMMARY_HEADERS, "exactly once"]
     lines.append(render_table(headers, rows))
     lines.append("")
     for entry in report["configs"]:

@@ -14,12 +14,11 @@ through its object API on the Agg backend, so no display and no global
 
 from __future__ import annotations
 
-import importlib
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from lash_store.bench import MissingExtra
+from lash_store.bench import require_extra
 
 __all__ = ["check_available", "plot_commit_latency", "rolling_median"]
 
@@ -28,10 +27,7 @@ _COLOURS = ("#1f77b4", "#7f7f7f", "#d62728", "#ff7f0e", "#2ca02c", "#9467bd", "#
 
 def check_available() -> None:
     """Raise :class:`MissingExtra` when matplotlib cannot be imported."""
-    try:
-        importlib.import_module("matplotlib.backends.backend_agg")
-    except ImportError as exc:
-        raise MissingExtra("--plot", ["matplotlib"]) from exc
+    require_extra("--plot", (("matplotlib.backends.backend_agg", "matplotlib"),))
 
 
 def rolling_median(values: Sequence[float], window: int) -> list[float]:

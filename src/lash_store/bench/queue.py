@@ -54,7 +54,19 @@ from lash_store.model import (
 )
 from lash_store.sqlite import Store
 
-__all__ = ["QueueRun", "claim_loop", "format_report", "run", "run_processes", "summarise", "verify_run"]
+__all__ = [
+    "SUMMARY_HEADERS",
+    "QueueRun",
+    "batch_text",
+    "claim_loop",
+    "format_report",
+    "queued_batch",
+    "run",
+    "run_processes",
+    "summarise",
+    "summary_cells",
+    "verify_run",
+]
 
 SESSION_ID = "bench-queue-session"
 LEASE_TTL_MS = 30_000
@@ -207,6 +219,21 @@ def floor_worker(path: str, session_id: str, owner: str, barrier: Any, results: 
 # Set-up and verification
 
 
+def batch_text(number: int) -> str:
+    """The user input of batch ``number`` (what every side of every queue benchmark enqueues)."""
+    return f"queued user input #{number}: please continue"
+
+
+def queued_batch(session_id: str, number: int) -> QueuedWorkBatchDraft:
+    """Batch ``number`` as lash-store enqueues it: one user input, exclusive, delivered after the turn's commit."""
+    return QueuedWorkBatchDraft.new(
+        session_id,
+        DeliveryPolicy.AFTER_CURRENT_TURN_COMMIT,
+        SlotPolicy.EXCLUSIVE,
+        [QueuedWorkPayload.turn_input(TurnInput.text(batch_text(number)))],
+    )
+
+
 def _floor_connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL").fetchone()
@@ -220,13 +247,7 @@ def _enqueue_store(path: Path, batches: int) -> tuple[list[str], float]:
     with Store.open(path) as store:
         started = time.perf_counter()
         for number in range(batches):
-            draft = QueuedWorkBatchDraft.new(
-                SESSION_ID,
-                DeliveryPolicy.AFTER_CURRENT_TURN_COMMIT,
-                SlotPolicy.EXCLUSIVE,
-                [QueuedWorkPayload.turn_input(TurnInput.text(f"queued user input #{number}: please continue"))],
-            )
-            ids.append(store.enqueue_queued_work(draft).batch_id)
+            ids.append(store.enqueue_queued_work(queued_batch(SESSION_ID, number)).batch_id)
         return ids, time.perf_counter() - started
 
 
@@ -246,7 +267,7 @@ def _enqueue_floor(path: Path, batches: int) -> tuple[list[str], float]:
             conn.execute("BEGIN IMMEDIATE")
             conn.execute(
                 "INSERT INTO queue (batch_id, payload) VALUES (?, ?)",
-                (batch_id, f"queued user input #{number}: please continue".encode()),
+                (batch_id, batch_text(number).encode()),
             )
             conn.execute("COMMIT")
             ids.append(batch_id)
@@ -496,6 +517,21 @@ def run(
     }
 
 
+SUMMARY_HEADERS = ("claim p50", "claim p99", "complete p50", "complete p99", "lost races", "enqueue/s")
+
+
+def summary_cells(summary: dict[str, Any]) -> list[str]:
+    """One side's claim and completion latencies, lost races and enqueue rate, under :data:`SUMMARY_HEADERS`."""
+    return [
+        format_us(summary["claim_latency_us"]["p50"]),
+        format_us(summary["claim_latency_us"]["p99"]),
+        format_us(summary["commit_latency_us"]["p50"]),
+        format_us(summary["commit_latency_us"]["p99"]),
+        f"{summary['lost_races']:,}",
+        f"{summary['enqueue_per_s']:,.0f}",
+    ]
+
+
 def format_report(report: dict[str, Any]) -> str:
     """The plain-text rendering of :func:`run`'s report."""
     config = report["config"]
@@ -509,25 +545,8 @@ def format_report(report: dict[str, Any]) -> str:
     sides = [("lash-store", report["lash_store"])]
     if report["floor"] is not None:
         sides.append(("sqlite3 floor", report["floor"]))
-    rows = [
-        [
-            name,
-            f"{summary['claims_per_s']:,.0f}",
-            format_us(summary["claim_latency_us"]["p50"]),
-            format_us(summary["claim_latency_us"]["p99"]),
-            format_us(summary["commit_latency_us"]["p50"]),
-            format_us(summary["commit_latency_us"]["p99"]),
-            f"{summary['lost_races']:,}",
-            f"{summary['enqueue_per_s']:,.0f}",
-        ]
-        for name, summary in sides
-    ]
-    lines.append(
-        render_table(
-            ["", "claims/s", "claim p50", "claim p99", "complete p50", "complete p99", "lost races", "enqueue/s"],
-            rows,
-        )
-    )
+    rows = [[name, f"{summary['claims_per_s']:,.0f}", *summary_cells(summary)] for name, summary in sides]
+    lines.append(render_table(["", "claims/s", *SUMMARY_HEADERS], rows))
     if report["floor_over_store_throughput"] is not None:
         lines.append(f"\nthroughput floor / lash-store: {report['floor_over_store_throughput']:.2f}x (informational)")
     check = report["verification"]

@@ -9,13 +9,13 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 import zstandard
 
 from lash_store.errors import CorruptData, InvalidInput
-from lash_store.model import ArtifactKind, BlobArtifactDescriptor, StorageHint
+from lash_store.model import ArtifactKind, BlobArtifactDescriptor, SessionRelation, StorageHint
 from lash_store.options import BlobProfile
 
 T = TypeVar("T")
@@ -217,12 +217,29 @@ def check_descriptor(descriptor: Any) -> BlobArtifactDescriptor:
 # Persisted records (private formats of this project)
 
 
-class HeadBody(msgspec.Struct, kw_only=True, frozen=True):
-    """The opaque part of the head row; revision, session, leaf and checkpoint are columns."""
+class HeadBody(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """The opaque part of the head row; revision, session, leaf and checkpoint are columns.
+
+    Strict: every field has a default, so without it any msgpack map (damage) would read as an empty head.
+    """
 
     config: Any = None
     agent_frames: list[Any] = msgspec.field(default_factory=list)
     current_agent_frame_id: str = ""
+
+
+class _StoredRelation(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """How a session's relation is stored: strict, because every field has a default (see HeadBody)."""
+
+    kind: Literal["root", "child"] = "root"
+    parent_session_id: str | None = None
+    caused_by: Any = None
+
+
+def decode_relation(data: bytes) -> SessionRelation:
+    """A stored session relation; anything else, a map of other fields included, is :class:`CorruptData`."""
+    stored = decode("session meta relation", data, _StoredRelation)
+    return SessionRelation(kind=stored.kind, parent_session_id=stored.parent_session_id, caused_by=stored.caused_by)
 
 
 def frame_execution_refs(agent_frames: list[Any]) -> list[str]:

@@ -32,6 +32,7 @@ from lash_store.errors import InvalidInput
 from lash_store.model import (
     GraphDelta,
     HydratedCheckpoint,
+    NewBlob,
     QueuedWorkCompletion,
     RuntimeCommit,
     RuntimeCommitResult,
@@ -42,7 +43,7 @@ from lash_store.model import (
 from lash_store.options import BlobProfile
 
 
-class TurnCommitRecord(msgspec.Struct, frozen=True):
+class TurnCommitRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """What a turn stamp stores: the hash it was committed with and the result it returned."""
 
     turn_commit_hash: str
@@ -66,6 +67,25 @@ class CommitPlan(msgspec.Struct, frozen=True):
     turn_commit: TurnCommitStamp | None
     completions: list[QueuedWorkCompletion]
     attachment_ids: list[str]
+    edges: list[tuple[str, str]] = []  # (parent blob, child blob) of new composite blobs
+    tombstone_ids: list[str] = []
+
+
+def prepare_blobs(what: str, blobs: Any, profile: BlobProfile) -> tuple[list[codec.EncodedBlob], list[tuple[str, str]]]:
+    """Check and encode :class:`NewBlob` values (hash, compression) and their child edges, before any lock."""
+    encoded: list[codec.EncodedBlob] = []
+    edges: list[tuple[str, str]] = []
+    for index, blob in enumerate(check_list(what, blobs)):
+        item = f"{what}[{index}]"
+        check_instance(item, blob, NewBlob)
+        descriptor = None if blob.descriptor is None else codec.check_descriptor(blob.descriptor)
+        try:
+            one = codec.encode_blob(blob.content, descriptor, profile)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{item}.content", exc.detail) from exc
+        encoded.append(one)
+        edges.extend((one.hash, child) for child in sorted(set(check_ids(f"{item}.children", blob.children))))
+    return encoded, sorted(set(edges))
 
 
 def prepare_commit(commit: RuntimeCommit, profile: BlobProfile) -> CommitPlan:
@@ -93,11 +113,13 @@ def prepare_commit(commit: RuntimeCommit, profile: BlobProfile) -> CommitPlan:
         for index, completion in enumerate(check_list("commit.completed_queue_claims", commit.completed_queue_claims))
     ]
     attachment_ids = check_ids("commit.committed_attachment_ids", commit.committed_attachment_ids)
+    new_blobs, edges = prepare_blobs("commit.new_blobs", commit.new_blobs, profile)
+    tombstone_ids = check_ids("commit.tombstone_node_ids", commit.tombstone_node_ids)
     return CommitPlan(
         session_id=session_id,
         expected_head_revision=expected,
         head_body=head_body,
-        blobs=encoded.blobs,
+        blobs=[*new_blobs, *encoded.blobs],
         bound_refs=encoded.bound_refs,
         checkpoint_ref=encoded.checkpoint_ref,
         manifest=encoded.manifest,
@@ -108,6 +130,8 @@ def prepare_commit(commit: RuntimeCommit, profile: BlobProfile) -> CommitPlan:
         turn_commit=stamp,
         completions=completions,
         attachment_ids=attachment_ids,
+        edges=edges,
+        tombstone_ids=tombstone_ids,
     )
 
 

@@ -11,8 +11,12 @@ from lash_store.model import TokenLedgerEntry, TokenUsage
 MAX_MS = 2**63 - 1
 
 
+# Ids are index keys; PostgreSQL refuses an index entry over 2,704 bytes, and keys combine up to three ids.
+MAX_ID_BYTES = 768
+
+
 def check_id(what: str, value: Any) -> str:
-    """Ids are non-empty strings that SQLite and PostgreSQL can store."""
+    """Ids are non-empty strings of at most 768 UTF-8 bytes that SQLite and PostgreSQL can store and index."""
     if not isinstance(value, str):
         raise InvalidInput(what, f"must be a string, got {type(value).__name__}")
     if not value:
@@ -20,9 +24,11 @@ def check_id(what: str, value: Any) -> str:
     if "\x00" in value:
         raise InvalidInput(what, "must not contain NUL characters")
     try:
-        value.encode("utf-8")
+        size = len(value.encode("utf-8"))
     except UnicodeEncodeError as exc:
         raise InvalidInput(what, "must be valid UTF-8 (lone surrogates are not)") from exc
+    if size > MAX_ID_BYTES:
+        raise InvalidInput(what, f"must be at most {MAX_ID_BYTES} UTF-8 bytes, got {size}")
     return value
 
 
@@ -49,9 +55,11 @@ def check_ids(what: str, values: Any) -> list[str]:
 
 
 def check_text(what: str, value: Any) -> str:
-    """Free text (may be empty) that must be storable."""
+    """Free text (may be empty) that every backend can store: PostgreSQL text holds no NUL."""
     if not isinstance(value, str):
         raise InvalidInput(what, f"must be a string, got {type(value).__name__}")
+    if "\x00" in value:
+        raise InvalidInput(what, "must not contain NUL characters")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:

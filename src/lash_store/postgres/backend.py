@@ -206,6 +206,8 @@ class PostgresBackend:
     """Transactions of one session partition (or, with ``sid=None``, of deployment-wide tables), on a shared
     pool (by DSN) or a caller's pool, running the named queries of ``query_file``."""
 
+    name = "postgres"
+
     def __init__(
         self,
         target: str | ConnectionPool,
@@ -316,9 +318,11 @@ class PostgresBackend:
         return conn.info.transaction_status == pq.TransactionStatus.IDLE
 
     def _set_lock_timeout(self, conn: psycopg.Connection[Any]) -> None:
-        wanted = self._options.busy_timeout_ms
+        # busy_timeout_ms = 0 means "do not wait" (as in SQLite), but PostgreSQL reads lock_timeout = 0 as
+        # "wait forever": the shortest wait it has, 1 ms, is the closest honest translation.
+        wanted = max(int(self._options.busy_timeout_ms), 1)
         if _lock_timeouts.get(conn) != wanted:
-            conn.execute(f"SET lock_timeout = {int(wanted)}")
+            conn.execute(f"SET lock_timeout = {wanted}")
             _lock_timeouts[conn] = wanted
 
     def describe(self) -> dict[str, Any]:

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from psycopg_pool import ConnectionPool
 
-from lash_store.core.validate import check_id, check_instance
+from lash_store.core.validate import check_id, check_instance, check_ms
 from lash_store.errors import CorruptData, StoreError
 from lash_store.model import DurabilityTier, SessionPickerInfo, SessionRelation
 from lash_store.options import StoreOptions, check_options
 from lash_store.postgres import schema as schemas
-from lash_store.postgres.backend import PostgresBackend
+from lash_store.postgres.backend import PostgresBackend, PostgresTx
 from lash_store.postgres.store import PostgresStore, connect_target, ensure_schema
 from lash_store.service.factory import check_page, new_session_meta, page
+from lash_store.service.ports import Row
 from lash_store.service.session import picker_info
 
 # One page of the listing when the caller asks for everything (the query pages by session id anyway).
 _PAGE = 1000
+# Idle sessions deleted per transaction: each chunk holds its sessions locked until it commits.
+_PRUNE_CHUNK = 100
 
 
 class PostgresSessionStoreFactory:
@@ -56,7 +59,33 @@ class PostgresSessionStoreFactory:
     def delete_session(self, session_id: str) -> None:
         """Delete every row of the session in one transaction; deleting a missing session is not an error."""
         check_id("session_id", session_id)
-        self._backend(session_id).write(lambda tx: tx.run("delete_partition"))
+        self._backend(session_id).write(lambda tx: _delete(tx, [session_id], batches=True))
+
+    def prune_idle_sessions(self, idle_ms: int | None = None, *, dry_run: bool = False) -> list[str]:
+        """Delete the sessions with no commit for ``idle_ms`` (else the options' ``retention.idle_sessions_ms``).
+
+        Idleness is judged by the database clock; a session with queued work, or
+        one a commit holds locked right now, is kept.  Sessions go in chunks of
+        one transaction each.  Returns the ids deleted (with ``dry_run``, those
+        that would be; nothing changes).
+        """
+        check_instance("dry_run", dry_run, bool)
+        horizon = self.options.retention.idle_sessions_ms
+        if idle_ms is not None:
+            horizon = check_ms("idle_ms", idle_ms)
+        if horizon is None:
+            return []
+        backend = self._backend("")
+        pruned: list[str] = []
+        while True:
+            params = {"idle_ms": horizon, "after": pruned[-1] if pruned else "", "limit": _PRUNE_CHUNK}
+            if dry_run:
+                rows = backend.read(lambda tx: tx.all("idle_sessions", params))  # noqa: B023 (called at once)
+            else:
+                rows = backend.write(lambda tx: _delete_idle(tx, params))  # noqa: B023 (called at once)
+            pruned.extend(row[0] for row in rows)
+            if len(rows) < _PRUNE_CHUNK:
+                return pruned
 
     def list_sessions(self, *, limit: int | None = None, after: str | None = None) -> list[SessionPickerInfo]:
         """Picker info of the sessions, by session id (a page: ``after``, ``limit``), from keyset-paged queries.
@@ -82,3 +111,18 @@ class PostgresSessionStoreFactory:
                 break
             cursor = rows[-1][-1]
         return page(sessions, failures, None, None)
+
+
+def _delete_idle(tx: PostgresTx, params: dict[str, object]) -> list[Row]:
+    rows = tx.all("lock_idle_sessions", params)
+    if rows:
+        # Queued batches stay: there were none, and one enqueued in this very instant is kept (the recreated
+        # session's first work) rather than lost.
+        _delete(tx, [row[0] for row in rows], batches=False)
+    return rows
+
+
+def _delete(tx: PostgresTx, session_ids: list[str], *, batches: bool) -> None:
+    if batches:
+        tx.run("delete_queued_batches", {"sids": session_ids})
+    tx.run("delete_sessions", {"sids": session_ids})

@@ -41,17 +41,41 @@ SELECT version FROM {schema}.schema_version
 -- name: session_exists
 SELECT 1 FROM {schema}.sessions WHERE session_id = %(sid)s
 
--- name: delete_partition
-DELETE FROM {schema}.graph_nodes WHERE session_id = %(sid)s;
-DELETE FROM {schema}.blobs WHERE session_id = %(sid)s;
-DELETE FROM {schema}.turn_commits WHERE session_id = %(sid)s;
-DELETE FROM {schema}.queued_work_batches WHERE session_id = %(sid)s;
-DELETE FROM {schema}.queue_state WHERE session_id = %(sid)s;
-DELETE FROM {schema}.queue_counters WHERE session_id = %(sid)s;
-DELETE FROM {schema}.attachment_manifest WHERE session_id = %(sid)s;
-DELETE FROM {schema}.artifact_refs WHERE session_id = %(sid)s;
-DELETE FROM {schema}.session_meta WHERE session_id = %(sid)s;
-DELETE FROM {schema}.sessions WHERE session_id = %(sid)s
+-- Every row of the sessions named, except their queued batches (see delete_queued_batches).
+-- name: delete_sessions
+DELETE FROM {schema}.graph_nodes WHERE session_id = ANY(%(sids)s);
+DELETE FROM {schema}.blobs WHERE session_id = ANY(%(sids)s);
+DELETE FROM {schema}.turn_commits WHERE session_id = ANY(%(sids)s);
+DELETE FROM {schema}.queue_state WHERE session_id = ANY(%(sids)s);
+DELETE FROM {schema}.queue_counters WHERE session_id = ANY(%(sids)s);
+DELETE FROM {schema}.attachment_manifest WHERE session_id = ANY(%(sids)s);
+DELETE FROM {schema}.artifact_refs WHERE session_id = ANY(%(sids)s);
+DELETE FROM {schema}.node_tags WHERE session_id = ANY(%(sids)s);
+DELETE FROM {schema}.node_blob_refs WHERE session_id = ANY(%(sids)s);
+DELETE FROM {schema}.blob_edges WHERE session_id = ANY(%(sids)s);
+DELETE FROM {schema}.staged_writes WHERE session_id = ANY(%(sids)s);
+DELETE FROM {schema}.session_meta WHERE session_id = ANY(%(sids)s);
+DELETE FROM {schema}.sessions WHERE session_id = ANY(%(sids)s)
+
+-- name: delete_queued_batches
+DELETE FROM {schema}.queued_work_batches WHERE session_id = ANY(%(sids)s)
+
+-- Retention: sessions whose last commit (or creation) is older than the horizon by the database clock and
+-- that hold no queued work.  Locked rows are in use by a commit right now: skipped, never waited for.
+-- name: idle_sessions
+SELECT s.session_id FROM {schema}.sessions s
+WHERE s.updated_at_ms < floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint - %(idle_ms)s
+  AND s.session_id > %(after)s
+  AND NOT EXISTS (SELECT 1 FROM {schema}.queued_work_batches q WHERE q.session_id = s.session_id)
+ORDER BY s.session_id LIMIT %(limit)s
+
+-- name: lock_idle_sessions
+SELECT s.session_id FROM {schema}.sessions s
+WHERE s.updated_at_ms < floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint - %(idle_ms)s
+  AND s.session_id > %(after)s
+  AND NOT EXISTS (SELECT 1 FROM {schema}.queued_work_batches q WHERE q.session_id = s.session_id)
+ORDER BY s.session_id LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
 
 -- Keyset pagination by session id: stable while sessions are created and deleted.  The bound is
 -- repeated on both sides of the join: with it on session_meta only, a merge join scans sessions
@@ -117,13 +141,99 @@ SELECT node_id, tombstoned, user_text IS NOT NULL FROM {schema}.graph_nodes
 WHERE session_id = %(sid)s AND node_id = ANY(%(node_ids)s::text[])
 
 -- name: upsert_node
-INSERT INTO {schema}.graph_nodes (session_id, node_id, parent_node_id, user_text, body)
-VALUES (%(sid)s, %(node_id)s, %(parent_node_id)s, %(user_text)s, %(body)s)
+INSERT INTO {schema}.graph_nodes (session_id, node_id, parent_node_id, user_text, body, kind, lane, sort_key)
+VALUES (%(sid)s, %(node_id)s, %(parent_node_id)s, %(user_text)s, %(body)s, %(kind)s, %(lane)s, %(sort_key)s)
 ON CONFLICT (session_id, node_id) DO UPDATE SET parent_node_id = EXCLUDED.parent_node_id,
-    user_text = EXCLUDED.user_text, body = EXCLUDED.body, tombstoned = false
+    user_text = EXCLUDED.user_text, body = EXCLUDED.body, tombstoned = false, kind = EXCLUDED.kind,
+    lane = EXCLUDED.lane, sort_key = EXCLUDED.sort_key
 
 -- name: delete_graph
+DELETE FROM {schema}.node_tags WHERE session_id = %(sid)s;
+DELETE FROM {schema}.node_blob_refs WHERE session_id = %(sid)s;
 DELETE FROM {schema}.graph_nodes WHERE session_id = %(sid)s
+
+-- ===== node index (tags, blob refs, queries) ==============================
+
+-- name: delete_node_index
+DELETE FROM {schema}.node_tags WHERE session_id = %(sid)s AND node_id = ANY(%(node_ids)s::text[]);
+DELETE FROM {schema}.node_blob_refs WHERE session_id = %(sid)s AND node_id = ANY(%(node_ids)s::text[])
+
+-- name: insert_node_tag
+INSERT INTO {schema}.node_tags (session_id, node_id, tag) VALUES (%(sid)s, %(node_id)s, %(tag)s)
+ON CONFLICT DO NOTHING
+
+-- name: insert_node_ref
+INSERT INTO {schema}.node_blob_refs (session_id, node_id, ref) VALUES (%(sid)s, %(node_id)s, %(ref)s)
+ON CONFLICT DO NOTHING
+
+-- name: delete_tombstoned_index
+DELETE FROM {schema}.node_tags t USING {schema}.graph_nodes g
+WHERE t.session_id = %(sid)s AND g.session_id = %(sid)s AND g.node_id = t.node_id AND g.tombstoned;
+DELETE FROM {schema}.node_blob_refs r USING {schema}.graph_nodes g
+WHERE r.session_id = %(sid)s AND g.session_id = %(sid)s AND g.node_id = r.node_id AND g.tombstoned;
+DELETE FROM {schema}.staged_writes w USING {schema}.graph_nodes g
+WHERE w.session_id = %(sid)s AND g.session_id = %(sid)s AND g.node_id = w.anchor_id AND g.tombstoned
+
+-- name: query_nodes
+SELECT g.node_id, g.body FROM {schema}.graph_nodes g
+WHERE g.session_id = %(sid)s AND NOT g.tombstoned
+  AND (%(kind)s::text IS NULL OR g.kind = %(kind)s::text)
+  AND (%(any_lane)s::boolean OR g.lane = %(lane)s::text)
+  AND (%(sort_before)s::text IS NULL OR g.sort_key < %(sort_before)s::text)
+  AND (%(sort_key)s::text IS NULL OR g.sort_key = %(sort_key)s::text)
+  AND (%(tag_count)s::bigint = 0 OR (SELECT count(*) FROM {schema}.node_tags t
+       WHERE t.session_id = %(sid)s AND t.node_id = g.node_id AND t.tag = ANY(%(tags)s::text[])) = %(tag_count)s::bigint)
+ORDER BY g.sort_key DESC NULLS LAST, g.seq DESC
+LIMIT %(limit)s::bigint
+
+-- name: reachable_refs
+WITH RECURSIVE reach(ref) AS (
+    SELECT unnest(%(roots)s::text[])
+    UNION
+    SELECT r.ref FROM {schema}.node_blob_refs r JOIN {schema}.graph_nodes g
+        ON g.session_id = %(sid)s AND g.node_id = r.node_id
+    WHERE r.session_id = %(sid)s AND NOT g.tombstoned
+    UNION
+    SELECT e.child_ref FROM {schema}.blob_edges e JOIN reach ON e.parent_ref = reach.ref
+    WHERE e.session_id = %(sid)s
+)
+SELECT ref FROM reach
+
+-- name: node_tag_rows
+SELECT node_id, tag FROM {schema}.node_tags WHERE session_id = %(sid)s ORDER BY node_id, tag
+
+-- name: node_ref_rows
+SELECT node_id, ref FROM {schema}.node_blob_refs WHERE session_id = %(sid)s ORDER BY node_id, ref
+
+-- ===== staged writes ======================================================
+
+-- name: put_staged_write
+INSERT INTO {schema}.staged_writes (session_id, anchor_id, task_id, idx, task_path, channel, value)
+VALUES (%(sid)s, %(anchor_id)s, %(task_id)s, %(idx)s, %(task_path)s, %(channel)s, %(value)s)
+ON CONFLICT (session_id, anchor_id, task_id, idx) DO NOTHING
+
+-- name: replace_staged_write
+INSERT INTO {schema}.staged_writes (session_id, anchor_id, task_id, idx, task_path, channel, value)
+VALUES (%(sid)s, %(anchor_id)s, %(task_id)s, %(idx)s, %(task_path)s, %(channel)s, %(value)s)
+ON CONFLICT (session_id, anchor_id, task_id, idx) DO UPDATE SET task_path = EXCLUDED.task_path,
+    channel = EXCLUDED.channel, value = EXCLUDED.value
+
+-- name: load_staged_writes
+SELECT anchor_id, task_id, idx, task_path, channel, value FROM {schema}.staged_writes
+WHERE session_id = %(sid)s AND anchor_id = ANY(%(anchor_ids)s::text[])
+  AND (%(any_channel)s::boolean OR channel = ANY(%(channels)s::text[]))
+ORDER BY seq
+
+-- name: delete_staged_writes
+DELETE FROM {schema}.staged_writes WHERE session_id = %(sid)s AND anchor_id = ANY(%(anchor_ids)s::text[])
+
+-- name: staged_write_rows
+SELECT anchor_id, task_id, idx, task_path, channel, value FROM {schema}.staged_writes
+WHERE session_id = %(sid)s ORDER BY seq
+
+-- name: insert_staged_write_row
+INSERT INTO {schema}.staged_writes (session_id, anchor_id, task_id, idx, task_path, channel, value)
+VALUES (%(sid)s, %(anchor_id)s, %(task_id)s, %(idx)s, %(task_path)s, %(channel)s, %(value)s)
 
 -- name: tombstone_node
 UPDATE {schema}.graph_nodes SET tombstoned = true
@@ -141,8 +251,10 @@ SELECT node_id, parent_node_id, tombstoned, user_text, body FROM {schema}.graph_
 WHERE session_id = %(sid)s ORDER BY seq
 
 -- name: insert_node_row
-INSERT INTO {schema}.graph_nodes (session_id, node_id, parent_node_id, tombstoned, user_text, body)
-VALUES (%(sid)s, %(node_id)s, %(parent_node_id)s, %(tombstoned)s, %(user_text)s, %(body)s)
+INSERT INTO {schema}.graph_nodes (session_id, node_id, parent_node_id, tombstoned, user_text, body, kind, lane,
+    sort_key)
+VALUES (%(sid)s, %(node_id)s, %(parent_node_id)s, %(tombstoned)s, %(user_text)s, %(body)s, %(kind)s, %(lane)s,
+    %(sort_key)s)
 
 -- ===== turn commits =======================================================
 
@@ -158,6 +270,12 @@ VALUES (%(sid)s, %(session_id)s, %(turn_id)s, %(record)s, %(committed_at_ms)s)
 SELECT stamp_session_id, turn_id, record, committed_at_ms FROM {schema}.turn_commits
 WHERE session_id = %(sid)s ORDER BY committed_at_ms, stamp_session_id, turn_id
 
+-- name: count_old_turn_commits
+SELECT count(*) FROM {schema}.turn_commits WHERE session_id = %(sid)s AND committed_at_ms < %(cutoff_ms)s
+
+-- name: delete_old_turn_commits
+DELETE FROM {schema}.turn_commits WHERE session_id = %(sid)s AND committed_at_ms < %(cutoff_ms)s
+
 -- ===== blobs ==============================================================
 
 -- A re-put keeps the first writer's bytes and refreshes the GC grace clock.  The row lock this
@@ -171,6 +289,9 @@ SET created_at_ms = GREATEST({schema}.blobs.created_at_ms, EXCLUDED.created_at_m
 -- name: get_blob
 SELECT encoding, content, raw_size FROM {schema}.blobs WHERE session_id = %(sid)s AND hash = %(hash)s
 
+-- name: get_blobs
+SELECT hash, encoding, content, raw_size FROM {schema}.blobs WHERE session_id = %(sid)s AND hash = ANY(%(refs)s::text[])
+
 -- name: count_blobs
 SELECT count(*) FROM {schema}.blobs WHERE session_id = %(sid)s
 
@@ -178,6 +299,11 @@ SELECT count(*) FROM {schema}.blobs WHERE session_id = %(sid)s
 DELETE FROM {schema}.blobs b
 WHERE b.session_id = %(sid)s AND b.created_at_ms <= %(cutoff_ms)s AND b.hash <> ALL(%(live)s::text[])
   AND NOT EXISTS (SELECT 1 FROM {schema}.artifact_refs a WHERE a.session_id = %(sid)s AND a.blob_ref = b.hash)
+
+-- name: sweep_edges
+DELETE FROM {schema}.blob_edges e
+WHERE e.session_id = %(sid)s
+  AND NOT EXISTS (SELECT 1 FROM {schema}.blobs b WHERE b.session_id = %(sid)s AND b.hash = e.parent_ref)
 
 -- name: sweep_candidates
 SELECT count(*), coalesce(sum(octet_length(b.content)), 0) FROM {schema}.blobs b
@@ -197,6 +323,15 @@ WHERE session_id = %(sid)s ORDER BY created_at_ms, hash
 -- name: all_blob_rows
 SELECT hash, encoding, kind, raw_size, created_at_ms, content FROM {schema}.blobs
 WHERE session_id = %(sid)s ORDER BY created_at_ms, hash
+
+-- name: put_blob_edge
+INSERT INTO {schema}.blob_edges (session_id, parent_ref, child_ref) VALUES (%(sid)s, %(parent_ref)s, %(child_ref)s)
+ON CONFLICT DO NOTHING
+
+-- name: blob_edge_rows
+SELECT parent_ref, child_ref FROM {schema}.blob_edges
+WHERE session_id = %(sid)s AND (%(all_edges)s::boolean OR parent_ref = ANY(%(refs)s::text[]))
+ORDER BY parent_ref, child_ref
 
 -- name: insert_blob_row
 INSERT INTO {schema}.blobs (session_id, hash, encoding, kind, raw_size, created_at_ms, content)
@@ -417,3 +552,5 @@ SELECT (SELECT count(*) FROM {schema}.graph_nodes WHERE session_id = %(sid)s)
      + (SELECT count(*) FROM {schema}.queue_state WHERE session_id = %(sid)s AND last_fencing_token > 0)
      + (SELECT count(*) FROM {schema}.attachment_manifest WHERE session_id = %(sid)s)
      + (SELECT count(*) FROM {schema}.artifact_refs WHERE session_id = %(sid)s)
+     + (SELECT count(*) FROM {schema}.staged_writes WHERE session_id = %(sid)s)
+     + (SELECT count(*) FROM {schema}.blob_edges WHERE session_id = %(sid)s)

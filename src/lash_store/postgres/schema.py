@@ -21,16 +21,32 @@ from psycopg_pool import ConnectionPool
 
 from lash_store.errors import InvalidInput, NotAStoreDatabase, SchemaMigrationRequired, UnsupportedSchemaVersion
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 5  # 3 and 4 are taken by other branches in flight; the process registry is 5
 APPLICATION = "lash-store"
 SCHEMA_KIND = "postgres"
 DEFAULT_SCHEMA = "lash"
 
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-# ``schema.sql`` creates version 1; each forward migration brings version-1 to version.  A new schema runs
-# them all too, so that a migrated database and a new one are the same by construction.
-_BASE_VERSION = 1
-_MIGRATIONS: dict[int, str] = {2: "migration_2_processes.sql"}  # 2: the process registry
+
+
+def _script(name: str) -> str:
+    return resources.files(__package__ or "lash_store.postgres").joinpath(name).read_text(encoding="utf-8")
+
+
+# Forward migrations: version -> the DDL that brings the previous version to version.  Each is additive and
+# idempotent (IF NOT EXISTS), so it commutes with other additive migrations of the same version number.
+# Version numbers may have gaps (numbers reserved for other branches): migrations run in key order.
+# 2: the node index (kind, lane, sort key, tags, blob refs), blob children and staged writes.
+# 5: the process registry (one self-contained file: renumbering it changes only its key here).
+NODE_INDEX_VERSION = 2
+PROCESS_REGISTRY_VERSION = 5
+_MIGRATIONS: dict[int, str] = {
+    NODE_INDEX_VERSION: _script("schema_v2.sql"),
+    PROCESS_REGISTRY_VERSION: _script("migration_5_processes.sql"),
+}
+# ``schema.sql`` (with version 2 spliced in) creates this version; a new schema then runs every later
+# migration too, so that a migrated database and a new one are the same by construction.
+_BASE_VERSION = NODE_INDEX_VERSION
 
 
 def check_schema_name(schema: object) -> str:
@@ -45,8 +61,8 @@ def _lock_key(schema: str) -> tuple[int, int]:
     return int.from_bytes(digest[:4], "big", signed=True), int.from_bytes(digest[4:8], "big", signed=True)
 
 
-def _ddl(schema: str, file_name: str = "schema.sql") -> str:
-    text = resources.files(__package__ or "lash_store.postgres").joinpath(file_name).read_text(encoding="utf-8")
+def _ddl(schema: str) -> str:
+    text = _script("schema.sql").replace("{node_index}", _MIGRATIONS[NODE_INDEX_VERSION])
     return text.replace("{schema}", schema)
 
 
@@ -114,8 +130,27 @@ def _setup(conn: psycopg.Connection[Any], schema: str) -> int | None:
 
 def _migrate(conn: psycopg.Connection[Any], schema: str, found: int) -> None:
     """Apply every forward migration after ``found``, in order (inside the caller's transaction)."""
-    for version in range(found + 1, SCHEMA_VERSION + 1):
-        conn.execute(_ddl(schema, _MIGRATIONS[version]))
+    for version in sorted(version for version in _MIGRATIONS if found < version <= SCHEMA_VERSION):
+        conn.execute(_MIGRATIONS[version].replace("{schema}", schema))
+        if version == NODE_INDEX_VERSION:
+            _backfill_node_kinds(conn, schema)
+
+
+def _backfill_node_kinds(conn: psycopg.Connection[Any], schema: str) -> None:
+    """Version 2 indexes nodes by kind: fill it in from the bodies of nodes written before (in the same transaction).
+
+    Older nodes cannot have a lane, sort key, tags or blob refs (their bodies
+    could not hold them), so ``kind`` is the only column to fill.  An
+    undecodable body fails the migration, which then changes nothing.
+    """
+    from lash_store.core.graph import decode_node  # the codec, not the service: no import cycle
+
+    rows = conn.execute(f"SELECT session_id, node_id, body FROM {schema}.graph_nodes WHERE kind IS NULL").fetchall()
+    with conn.cursor() as cursor:
+        cursor.executemany(
+            f"UPDATE {schema}.graph_nodes SET kind = %s WHERE session_id = %s AND node_id = %s",
+            [(decode_node(node_id, bytes(body)).kind, session_id, node_id) for session_id, node_id, body in rows],
+        )
 
 
 def check(conn: psycopg.Connection[Any], schema: str) -> int | None:

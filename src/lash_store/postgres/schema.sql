@@ -1,4 +1,4 @@
--- The PostgreSQL schema of lash-store, version 1.  ``{schema}`` is the configured schema name.
+-- The PostgreSQL schema of lash-store, version 2 (version 1 plus migrations[2] of schema.py, as one script).  ``{schema}`` is the configured schema name.
 --
 -- Every table's leading key is ``session_id``: the partition a PostgresStore is bound to, which is
 -- what one SQLite file is.  A whole session therefore lives on one shard when the tables are
@@ -135,3 +135,6 @@ CREATE TABLE {schema}.artifact_refs (
     blob_ref text NOT NULL,
     PRIMARY KEY (session_id, artifact_ref)
 );
+
+-- Version 2: the node index, blob children and staged writes (identical to the migration).
+{node_index}

@@ -26,11 +26,12 @@ from lash_store.errors import (
     SessionBindingMismatch,
 )
 from lash_store.model import QueuedWorkCompletion, RuntimeCommitResult
-from lash_store.service.head import head_from_row
+from lash_store.service.head import head_from_row, missing_head
 from lash_store.service.ports import Params, Row, Tx
 
 
-def apply_commit(tx: Tx, plan: CommitPlan) -> RuntimeCommitResult:
+def apply_commit(tx: Tx, plan: CommitPlan) -> tuple[RuntimeCommitResult, bool]:
+    """The commit's result, and whether it is a replay of a stored turn stamp (nothing was written)."""
     # Lock everything the commit needs (the session, then its completions' queues in order), then read
     # everything its checks need in one go, then check in the contract's order, then write.
     tx.send("lock_session")
@@ -51,7 +52,7 @@ def apply_commit(tx: Tx, plan: CommitPlan) -> RuntimeCommitResult:
         if stored is not None:
             if stored.turn_commit_hash != stamp.turn_commit_hash:
                 raise RuntimeTurnCommitConflict(stamp.session_id, stamp.turn_id)
-            return stored.result
+            return stored.result, True
     if plan.expected_head_revision is not None and plan.expected_head_revision != actual:
         raise HeadRevisionConflict(plan.expected_head_revision, actual)
     for completion, owned in zip(plan.completions, reads.claims, strict=True):
@@ -60,12 +61,16 @@ def apply_commit(tx: Tx, plan: CommitPlan) -> RuntimeCommitResult:
         check_bound_ref(tx, bound)
 
     tx.send_many("put_blob", [blob_params(blob, now) for blob in plan.blobs])
+    tx.send_many("put_blob_edge", [{"parent_ref": parent, "child_ref": child} for parent, child in plan.edges])
     ledger = head.usage_ledger
     if plan.usage:
         totals = decode_totals(ledger)
         add_usage(totals, plan.usage)
         ledger = encode_totals(totals)
     node_count, user_count = _write_graph(tx, plan, head, reads.node_states)
+    if plan.tombstone_ids:
+        hidden, users = hide_nodes(tx, plan.tombstone_ids)
+        node_count, user_count = node_count - hidden, user_count - users
     revision = actual + 1
     tx.send(
         "write_head",
@@ -92,7 +97,7 @@ def apply_commit(tx: Tx, plan: CommitPlan) -> RuntimeCommitResult:
             "record_turn_commit",
             {"session_id": stamp.session_id, "turn_id": stamp.turn_id, "record": record, "committed_at_ms": now},
         )
-    return result
+    return result, False
 
 
 class _CommitReads:
@@ -108,7 +113,10 @@ class _CommitReads:
             reads.append(("nodes_state", {"node_ids": [node.node_id for node in plan.nodes]}))
         reads.extend(("claimed_batches", _claim_key(completion)) for completion in plan.completions)
         rows = iter(tx.fetch_many(reads))
-        self.head = head_from_row(_first(next(rows)))
+        head_row = _first(next(rows))
+        if head_row is None:
+            raise missing_head(tx)
+        self.head = head_from_row(head_row)
         self.turn_commit = None if stamp is None else decode_turn_commit(stamp.turn_id, _first(next(rows)))
         self.node_states = next(rows) if appending else []
         self.claims: list[dict[str, int]] = [dict(rows_of_claim) for rows_of_claim in rows]
@@ -136,8 +144,26 @@ def _write_graph(tx: Tx, plan: CommitPlan, head: HeadRow, states: list[Row]) -> 
         counts = _counts_after_upsert(head, nodes, states)
     else:
         return head.node_count, head.user_message_count
+    if plan.graph_kind != "replace_full" and states:  # a re-appended node's index is replaced, not added to
+        tx.send("delete_node_index", {"node_ids": [row[0] for row in states]})
     tx.send_many("upsert_node", [node_params(node) for node in nodes])
+    write_node_index(tx, nodes)
     return counts
+
+
+def write_node_index(tx: Tx, nodes: list[EncodedNode]) -> None:
+    """The tag and blob-ref rows of freshly written nodes (their old rows are already gone)."""
+    tx.send_many("insert_node_tag", [{"node_id": node.node_id, "tag": tag} for node in nodes for tag in node.tags])
+    tx.send_many("insert_node_ref", [{"node_id": node.node_id, "ref": ref} for node in nodes for ref in node.blob_refs])
+
+
+def hide_nodes(tx: Tx, ids: list[str]) -> tuple[int, int]:
+    """Tombstone the live nodes among ``ids``; returns (nodes hidden, user messages among them)."""
+    live = [row for row in tx.all("nodes_state", {"node_ids": ids}) if not row[1]]
+    if not live:
+        return 0, 0
+    hidden = tx.run_many("tombstone_node", [{"node_id": row[0]} for row in live])
+    return hidden, sum(bool(row[2]) for row in live)
 
 
 def _counts_after_upsert(head: HeadRow, nodes: list[EncodedNode], states: list[Row]) -> tuple[int, int]:
@@ -195,6 +221,9 @@ def node_params(node: EncodedNode) -> dict[str, object]:
         "parent_node_id": node.parent_node_id,
         "user_text": node.user_text,
         "body": node.body,
+        "kind": node.kind,
+        "lane": node.lane,
+        "sort_key": node.sort_key,
     }
 
 

@@ -23,7 +23,7 @@ from lash_store.core.graph import decode_node, user_message_text
 from lash_store.core.head import HeadRow
 from lash_store.core.usage import decode_totals
 from lash_store.errors import CorruptData
-from lash_store.model import ArtifactKind, SessionRelation
+from lash_store.model import ArtifactKind
 from lash_store.service.head import head_from_row
 from lash_store.service.ports import Row, Tx
 
@@ -226,7 +226,8 @@ def _check_graph(context: _Context, problems: Problems) -> str:
             problems.add(f"node {node_id!r}: its body names node {node.node_id!r}")
         if node.parent_node_id != parent:
             problems.add(f"node {node_id!r}: parent column {parent!r} differs from its body's {node.parent_node_id!r}")
-        if user_message_text(node) != user_text:
+        # Files written before NUL became U+FFFD in the picker text keep the NUL; both are faithful.
+        if user_message_text(node) != (user_text and user_text.replace("\x00", "\ufffd")):
             problems.add(f"node {node_id!r}: maintained user text differs from its payload")
     for node_id, parent in parents.items():
         if parent is not None and parent not in parents:
@@ -309,7 +310,7 @@ def _check_meta(context: _Context, problems: Problems) -> str:
         return "no metadata"
     session_id, _name, created_at, _model, _cwd, relation = row
     try:
-        codec.decode("session meta relation", relation, SessionRelation)
+        codec.decode_relation(relation)
     except Exception as exc:  # damaged stored data of any shape is reported, not raised
         problems.add(f"relation does not decode: {detail(exc)}")
     try:

@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 from lash_store.core.head import HeadRow
-from lash_store.errors import CorruptData
+from lash_store.errors import CorruptData, StoreError, StoreNotFound
 from lash_store.service.ports import Row, Tx
 
 
 def read_head(tx: Tx) -> HeadRow:
     """The head row, type-checked: anything else is :class:`CorruptData`."""
-    return head_from_row(tx.one("read_head"))
+    row = tx.one("read_head")
+    if row is None:
+        raise missing_head(tx)
+    return head_from_row(row)
+
+
+def missing_head(tx: Tx) -> StoreError:
+    """Why the head row is missing: the session was deleted (its store lives on as a stale handle), or damage.
+
+    Where a session is rows in a shared database its head row is its existence;
+    where it is a file the row is always there, and a missing one is damage.
+    """
+    if tx.one("session_exists") is None:
+        return StoreNotFound("this store's session", "it was deleted")
+    return CorruptData("session head", "the head row is missing")
 
 
 def head_from_row(row: Row | None) -> HeadRow:

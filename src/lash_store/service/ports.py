@@ -74,6 +74,11 @@ class Backend(Protocol):
     """Transactions over one store's data (one session file, one PostgreSQL partition, or memory)."""
 
     @property
+    def name(self) -> str:
+        """A short name of the kind of backend ("sqlite", "postgres", "reference"), for telemetry."""
+        ...
+
+    @property
     def in_memory(self) -> bool:
         """``True`` when the data lives only in this process (durability tier INLINE)."""
         ...

@@ -10,11 +10,12 @@ and the in-memory ``ReferenceStore`` are this class over their backends.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
@@ -24,7 +25,7 @@ from lash_store.core import queue as rules
 from lash_store.core.checkpoint import decode_manifest, encode_checkpoint, hydrate
 from lash_store.core.commit import prepare_commit
 from lash_store.core.gc import Marking, mark_live
-from lash_store.core.graph import decode_node, walk_active_path
+from lash_store.core.graph import check_tags, decode_node, walk_active_path
 from lash_store.core.usage import decode_totals
 from lash_store.core.usage import ledger as token_ledger
 from lash_store.core.validate import (
@@ -32,6 +33,7 @@ from lash_store.core.validate import (
     check_id,
     check_ids,
     check_instance,
+    check_list,
     check_ms,
     check_optional_id,
     check_text,
@@ -46,6 +48,7 @@ from lash_store.model import (
     GcReport,
     HydratedCheckpoint,
     PersistedSessionRead,
+    PruneReport,
     QueuedWorkBatch,
     QueuedWorkBatchDraft,
     QueuedWorkClaim,
@@ -59,14 +62,19 @@ from lash_store.model import (
     SessionPickerInfo,
     SessionReadScope,
     SessionRelation,
+    StagedWrite,
+    TagValue,
     VacuumReport,
 )
-from lash_store.options import DEFAULT_FILE_GRACE_MS, StoreOptions, check_options
+from lash_store.options import DEFAULT_FILE_GRACE_MS, StoreOptions, TelemetryOptions, check_options
 from lash_store.service import diagnostics, transfer
 from lash_store.service import queue as queue_ops
-from lash_store.service.commit import apply_commit, blob_params, check_bound_ref, stamp_params
+from lash_store.service.commit import apply_commit, blob_params, check_bound_ref, hide_nodes, stamp_params
 from lash_store.service.head import read_head
 from lash_store.service.ports import Backend, Tx
+
+if TYPE_CHECKING:
+    from lash_store.telemetry import Recorder
 
 log = logging.getLogger("lash_store")
 
@@ -90,6 +98,8 @@ class SessionService:
         self._grace_ms = grace if grace is not None else (0 if backend.in_memory else DEFAULT_FILE_GRACE_MS)
         self._profile = self.options.blob_profile
         self._commits_since_gc = 0
+        # Chosen once: without OpenTelemetry (or with telemetry off) every operation pays one `is None` check.
+        self._telemetry = _recorder(backend.name, self.options.telemetry)
 
     # -- lifecycle -------------------------------------------------------
 
@@ -118,10 +128,13 @@ class SessionService:
 
     def commit_runtime_state(self, commit: RuntimeCommit) -> RuntimeCommitResult:
         """Persist one runtime turn atomically (see the README for the exact order of checks)."""
-        plan = prepare_commit(commit, self._profile)  # all encoding happens before the lock
-        result = self._backend.write(lambda tx: apply_commit(tx, plan))
+        result = self._commit(commit)[0] if self._telemetry is None else self._telemetry.commit(self._commit, commit)
         self._maybe_auto_gc()
         return result
+
+    def _commit(self, commit: RuntimeCommit) -> tuple[RuntimeCommitResult, bool]:
+        plan = prepare_commit(commit, self._profile)  # all encoding happens before the lock
+        return self._backend.write(lambda tx: apply_commit(tx, plan))
 
     def _maybe_auto_gc(self) -> None:
         every = self.options.gc_policy.auto_run_every_commits
@@ -142,11 +155,20 @@ class SessionService:
         if scope.kind not in ("full_graph", "active_path"):
             raise InvalidInput("scope.kind", f"unknown read scope {scope.kind!r}")
         check_optional_id("scope.leaf_node_id", scope.leaf_node_id)
+        if self._telemetry is not None:
+            return self._telemetry.load_session(
+                scope.kind, lambda: self._backend.read(lambda tx: _load_session(tx, scope))
+            )
         return self._backend.read(lambda tx: _load_session(tx, scope))
 
     def load_node(self, node_id: str) -> SessionNode | None:
         """One live (not tombstoned) node, or ``None``."""
         check_id("node_id", node_id)
+        if self._telemetry is not None:
+            return self._telemetry.load_node(lambda: self._load_node(node_id))
+        return self._load_node(node_id)
+
+    def _load_node(self, node_id: str) -> SessionNode | None:
         row = self._backend.read(lambda tx: tx.one("load_node", {"node_id": node_id}))
         return None if row is None else decode_node(node_id, row[0])
 
@@ -159,7 +181,95 @@ class SessionService:
 
     def vacuum(self) -> VacuumReport:
         """Physically remove tombstoned nodes (reads do not change)."""
+        if self._telemetry is not None:
+            return self._telemetry.vacuum(lambda: self._backend.write(_vacuum))
         return self._backend.write(_vacuum)
+
+    def query_nodes(
+        self,
+        *,
+        kind: str | None = None,
+        lane: str | None = None,
+        sort_before: str | None = None,
+        sort_key: str | None = None,
+        tags: Mapping[str, TagValue] | None = None,
+        limit: int | None = None,
+    ) -> list[SessionNode]:
+        """Live nodes by their indexed fields, largest ``sort_key`` first (then latest inserted first).
+
+        ``kind``/``lane`` (``None``: any), ``sort_before`` (strictly below),
+        ``sort_key`` (equal), ``tags`` (every pair must match exactly) and
+        ``limit`` (``None``: all) narrow the result.  Nodes without a sort key
+        come after those with one.  Served by indexes, one read snapshot.
+        """
+        params: dict[str, Any] = {
+            "kind": None if kind is None else check_text("kind", kind),
+            "any_lane": lane is None,
+            "lane": None if lane is None else check_text("lane", lane),
+            "sort_before": None if sort_before is None else check_text("sort_before", sort_before),
+            "sort_key": None if sort_key is None else check_text("sort_key", sort_key),
+        }
+        if tags is not None and not isinstance(tags, Mapping):
+            raise InvalidInput("tags", f"must be a mapping, got {type(tags).__name__}")
+        wanted = set(check_tags("tags", dict(tags or {})))
+        if limit is not None:
+            check_count("limit", limit)
+        params.update(tags=sorted(wanted), tag_count=len(wanted), limit=limit)
+        rows = self._backend.read(lambda tx: tx.all("query_nodes", params))
+        return [decode_node(node_id, body) for node_id, body in rows]
+
+    def walk_ancestors(self, node_id: str, max_depth: int) -> list[SessionNode]:
+        """``node_id`` and up to ``max_depth`` of its live ancestors, nearest first, from one snapshot.
+
+        The walk stops at the root, at a tombstoned or missing node, and at a
+        parent cycle; an unknown or tombstoned ``node_id`` gives ``[]``.
+        """
+        check_id("node_id", node_id)
+        check_count("max_depth", max_depth)
+        rows = self._backend.read(lambda tx: tx.all("active_path", {"leaf_node_id": node_id, "depth_cap": max_depth}))
+        return list(reversed(walk_active_path(node_id, rows)))
+
+    # -- staged writes ---------------------------------------------------
+
+    def put_staged_writes(self, writes: Iterable[StagedWrite]) -> int:
+        """Store pending writes, in one transaction; returns how many rows were written or replaced.
+
+        A write is keyed by ``(anchor_id, task_id, idx)``: with ``idx >= 0`` a
+        stored one is kept (a retry is a no-op), with ``idx < 0`` it is
+        replaced.  The anchor need not exist: writes may precede their node.
+        """
+        rows = [_staged_params(f"writes[{i}]", w) for i, w in enumerate(check_list("writes", writes))]
+        if not rows:
+            return 0
+
+        def body(tx: Tx) -> int:
+            tx.send("lock_session")
+            kept = tx.run_many("put_staged_write", [row for row in rows if row["idx"] >= 0])
+            return kept + tx.run_many("replace_staged_write", [row for row in rows if row["idx"] < 0])
+
+        return self._backend.write(body)
+
+    def load_staged_writes(self, anchor_ids: Iterable[str], channels: Iterable[str] | None = None) -> list[StagedWrite]:
+        """The staged writes of ``anchor_ids`` (optionally only ``channels``), in the order first stored."""
+        anchors = sorted(set(check_ids("anchor_ids", anchor_ids)))
+        wanted = None if channels is None else sorted(set(check_ids("channels", channels)))
+        if not anchors or wanted == []:
+            return []
+        params = {"anchor_ids": anchors, "any_channel": wanted is None, "channels": wanted or []}
+        rows = self._backend.read(lambda tx: tx.all("load_staged_writes", params))
+        return [_decode_staged(row) for row in rows]
+
+    def delete_staged_writes(self, anchor_ids: Iterable[str]) -> int:
+        """Drop every staged write of ``anchor_ids``; returns how many."""
+        anchors = sorted(set(check_ids("anchor_ids", anchor_ids)))
+        if not anchors:
+            return 0
+
+        def body(tx: Tx) -> int:
+            tx.send("lock_session")
+            return tx.run("delete_staged_writes", {"anchor_ids": anchors})
+
+        return self._backend.write(body)
 
     def graph_node_count(self) -> int:
         """Live (not tombstoned) nodes, from the maintained counter."""
@@ -213,6 +323,14 @@ class SessionService:
         check_id("ref", ref)
         return self._backend.read(lambda tx: _get_blob(tx, ref))
 
+    def get_blobs(self, refs: Iterable[str]) -> dict[str, bytes]:
+        """Several blobs' raw content from one snapshot, by ref; absent refs are left out (hashes are verified)."""
+        wanted = sorted(set(check_ids("refs", refs)))
+        if not wanted:
+            return {}
+        rows = self._backend.read(lambda tx: tx.all("get_blobs", {"refs": wanted}))
+        return {row[0]: codec.decode_blob(row[0], *row[1:]) for row in rows}
+
     def put_checkpoint(self, hydrated: HydratedCheckpoint) -> tuple[BlobRef, SessionCheckpoint]:
         """Store a checkpoint's snapshots and manifest; returns ``(checkpoint_ref, manifest)``.
 
@@ -252,9 +370,34 @@ class SessionService:
         ``grace_ms`` overrides the store's grace period for this call (the command line's ``--grace-ms``).
         """
         grace = self._grace_ms if grace_ms is None else check_ms("grace_ms", grace_ms)
+        if self._telemetry is not None:
+            return self._telemetry.gc(dry_run, lambda: self._gc(grace, dry_run))
+        return self._gc(grace, dry_run)
+
+    def _gc(self, grace_ms: int, dry_run: bool) -> tuple[GcReport, int]:
         if dry_run:
-            return self._backend.read(lambda tx: _gc(tx, grace, dry_run=True))
-        return self._backend.write(lambda tx: _gc(tx, grace, dry_run=False))
+            return self._backend.read(lambda tx: _gc(tx, grace_ms, dry_run=True))
+        return self._backend.write(lambda tx: _gc(tx, grace_ms, dry_run=False))
+
+    # -- retention -------------------------------------------------------
+
+    def prune(self, *, dry_run: bool = False, turn_stamps_older_than_ms: int | None = None) -> PruneReport:
+        """Remove turn-commit stamps older than the retention horizon (set-based, one transaction).
+
+        The horizon is ``turn_stamps_older_than_ms`` or else the options'
+        ``retention.turn_stamps_ms``; with neither, nothing is pruned.  A stamp
+        only turns a retried turn into a replay: heads, nodes, blobs, claims and
+        pinned artifacts are never touched.  ``dry_run`` counts and changes nothing.
+        """
+        check_instance("dry_run", dry_run, bool)
+        horizon = self.options.retention.turn_stamps_ms
+        if turn_stamps_older_than_ms is not None:
+            horizon = check_ms("turn_stamps_older_than_ms", turn_stamps_older_than_ms)
+        if horizon is None:
+            return PruneReport(dry_run=dry_run, cutoff_epoch_ms=None, turn_stamp_count=0)
+        if dry_run:
+            return self._backend.read(lambda tx: _prune(tx, horizon, dry_run=True))
+        return self._backend.write(lambda tx: _prune(tx, horizon, dry_run=False))
 
     # -- attachment write-ahead manifest ---------------------------------
 
@@ -424,6 +567,22 @@ class SessionService:
         max_batches: int,
         wanted: list[str] | None,
     ) -> QueuedWorkClaim | None:
+        if self._telemetry is not None:
+            return self._telemetry.claim(
+                session_id,
+                lambda: self._claim_untraced(session_id, owner_id, boundary, lease_ttl_ms, max_batches, wanted),
+            )
+        return self._claim_untraced(session_id, owner_id, boundary, lease_ttl_ms, max_batches, wanted)
+
+    def _claim_untraced(
+        self,
+        session_id: str,
+        owner_id: str,
+        boundary: QueuedWorkClaimBoundary,
+        lease_ttl_ms: int,
+        max_batches: int,
+        wanted: list[str] | None,
+    ) -> QueuedWorkClaim | None:
         try:
             return self._backend.write(
                 lambda tx: queue_ops.claim(tx, session_id, owner_id, boundary, lease_ttl_ms, max_batches, wanted)
@@ -435,12 +594,21 @@ class SessionService:
         """Extend the lease of every batch of the claim, or raise :class:`QueuedWorkClaimExpired` and change nothing."""
         held = rules.check_claim(claim)
         check_ms("lease_ttl_ms", lease_ttl_ms)
-        expires = self._backend.write(lambda tx: queue_ops.renew(tx, held, lease_ttl_ms))
+        if self._telemetry is not None:
+            expires = self._telemetry.renew(
+                held.session_id, lambda: self._backend.write(lambda tx: queue_ops.renew(tx, held, lease_ttl_ms))
+            )
+        else:
+            expires = self._backend.write(lambda tx: queue_ops.renew(tx, held, lease_ttl_ms))
         return msgspec.structs.replace(held, expires_at_epoch_ms=expires)
 
     def abandon_queued_work_claim(self, claim: QueuedWorkClaim) -> int:
         """Release a claim so its batches are claimable again; stale claims are a no-op. Returns rows released."""
         held = rules.check_claim(claim)
+        if self._telemetry is not None:
+            return self._telemetry.abandon(
+                held.session_id, lambda: self._backend.write(lambda tx: queue_ops.abandon(tx, held))
+            )
         return self._backend.write(lambda tx: queue_ops.abandon(tx, held))
 
     def cancel_queued_work_batch(self, session_id: str, batch_id: str) -> QueuedWorkBatch | None:
@@ -458,6 +626,25 @@ class SessionService:
         """Batches not live-claimed now (delayed ones included), in FIFO order."""
         check_id("session_id", session_id)
         return self._backend.read(lambda tx: queue_ops.list_batches(tx, session_id, pending=True))
+
+
+@functools.cache
+def _recorder_class() -> type[Recorder] | None:
+    """The telemetry recorder, or ``None`` when OpenTelemetry is not installed (looked up once per process)."""
+    try:
+        from lash_store.telemetry import Recorder
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "opentelemetry":
+            raise  # a broken install of our own package is an error, not "telemetry off"
+        return None
+    return Recorder
+
+
+def _recorder(backend: str, options: TelemetryOptions) -> Recorder | None:
+    if not options.enabled:
+        return None
+    recorder = _recorder_class()
+    return None if recorder is None else recorder(backend, options)
 
 
 # ---------------------------------------------------------------------------
@@ -506,16 +693,25 @@ def _live_leaf(tx: Tx, leaf: str | None) -> str | None:
 def _tombstone(tx: Tx, ids: list[str]) -> int:
     tx.send("lock_session")
     head = read_head(tx)
-    live = [row for row in tx.all("nodes_state", {"node_ids": ids}) if not row[1]]
-    if not live:
+    hidden, users = hide_nodes(tx, ids)
+    if not hidden:
         return 0
-    hidden = tx.run_many("tombstone_node", [{"node_id": row[0]} for row in live])
-    users = sum(bool(row[2]) for row in live)
     tx.run(
         "write_counts",
         {"node_count": head.node_count - hidden, "user_message_count": head.user_message_count - users},
     )
     return hidden
+
+
+def _prune(tx: Tx, horizon_ms: int, *, dry_run: bool) -> PruneReport:
+    cutoff = max(0, tx.now_ms() - horizon_ms)
+    params = {"cutoff_ms": cutoff}
+    if dry_run:
+        row = tx.one("count_old_turn_commits", params)
+        count = 0 if row is None else int(row[0])
+    else:
+        count = tx.run("delete_old_turn_commits", params)
+    return PruneReport(dry_run=dry_run, cutoff_epoch_ms=cutoff, turn_stamp_count=count)
 
 
 def _vacuum(tx: Tx) -> VacuumReport:
@@ -524,7 +720,42 @@ def _vacuum(tx: Tx) -> VacuumReport:
     # A tombstoned leaf already reads as no leaf; keep it that way once its row is gone.
     if head.leaf_node_id is not None and _live_leaf(tx, head.leaf_node_id) is None:
         tx.run("clear_leaf")
+    tx.send("delete_tombstoned_index")  # their tags, blob refs and staged writes go with them
     return VacuumReport(removed_node_count=tx.run("delete_tombstoned"))
+
+
+def _staged_params(what: str, write: Any) -> dict[str, Any]:
+    check_instance(what, write, StagedWrite)
+    idx = write.idx
+    if type(idx) is not int or not -(2**63) <= idx < 2**63:
+        raise InvalidInput(f"{what}.idx", "must be a 64-bit integer")
+    return {
+        "anchor_id": check_id(f"{what}.anchor_id", write.anchor_id),
+        "task_id": check_id(f"{what}.task_id", write.task_id),
+        "idx": idx,
+        "task_path": check_text(f"{what}.task_path", write.task_path),
+        "channel": check_id(f"{what}.channel", write.channel),
+        "value": codec.encode(f"{what}.value", write.value),
+    }
+
+
+def _decode_staged(row: tuple[Any, ...]) -> StagedWrite:
+    anchor_id, task_id, idx, task_path, channel, value = row
+    if type(value) is not bytes:
+        raise CorruptData(f"staged write {anchor_id!r}/{task_id!r}/{idx}", "stored value is not a blob")
+    return StagedWrite(
+        anchor_id=anchor_id,
+        task_id=task_id,
+        idx=int(idx),
+        task_path=task_path,
+        channel=channel,
+        value=codec.decode_any(f"staged write {anchor_id!r}/{task_id!r}/{idx}", value),
+    )
+
+
+def reachable_refs(tx: Tx, roots: Iterable[str]) -> set[str]:
+    """``roots``, the blob refs of live nodes, and every blob these reach through blob children."""
+    return {row[0] for row in tx.all("reachable_refs", {"roots": sorted(set(roots))})}
 
 
 def _picker_info(tx: Tx) -> SessionPickerInfo | None:
@@ -584,7 +815,7 @@ def _decode_meta(row: tuple[Any, ...]) -> SessionMeta:
         created_at=created_at,
         model=model,
         cwd=cwd,
-        relation=codec.decode("session meta relation", relation, SessionRelation),
+        relation=codec.decode_relation(relation),
     )
 
 
@@ -623,14 +854,14 @@ def _gc(tx: Tx, grace_ms: int, *, dry_run: bool) -> tuple[GcReport, int]:
             skipped_reason=marking.skipped_reason,
         )
         return report, 0
-    params = {"cutoff_ms": tx.now_ms() - grace_ms, "live": sorted(marking.live)}
+    live = reachable_refs(tx, marking.live)
+    params = {"cutoff_ms": tx.now_ms() - grace_ms, "live": sorted(live)}
     candidates = tx.one("sweep_candidates", params)
     doomed, doomed_bytes = (0, 0) if candidates is None else (int(candidates[0]), int(candidates[1]))
     if not dry_run:
         doomed = tx.run("sweep_blobs", params)  # the same rows: the sweep runs under the session's lock
-    report = GcReport(
-        root_count=len(marking.live) + modules, retained_blob_count=total - doomed, deleted_blob_count=doomed
-    )
+        tx.send("sweep_edges")
+    report = GcReport(root_count=len(live) + modules, retained_blob_count=total - doomed, deleted_blob_count=doomed)
     return report, doomed_bytes
 
 

@@ -21,11 +21,12 @@ from lash_store.core import queue as rules
 from lash_store.core.checkpoint import decode_manifest
 from lash_store.core.commit import TurnCommitRecord
 from lash_store.core.gc import mark_live
-from lash_store.core.graph import decode_node
+from lash_store.core.graph import EncodedNode, decode_node, index_of
 from lash_store.core.head import HeadRow
 from lash_store.core.usage import decode_totals
 from lash_store.errors import CorruptData, InvalidInput
 from lash_store.model import SessionMeta, SessionRelation
+from lash_store.service.commit import write_node_index
 from lash_store.service.head import read_head
 from lash_store.service.ports import Tx
 
@@ -116,6 +117,20 @@ class ModuleRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
     blob_ref: str
 
 
+class EdgeRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    parent_ref: str
+    child_ref: str
+
+
+class StagedWriteRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    anchor_id: str
+    task_id: str
+    idx: I64
+    task_path: str
+    channel: str
+    value: bytes  # msgpack, as stored
+
+
 class SessionDump(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """One store's logical content (see the module docstring)."""
 
@@ -131,8 +146,12 @@ class SessionDump(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froz
     last_enqueue_seq: U63 = 0
     attachments: list[AttachmentRecord] = msgspec.field(default_factory=list)
     modules: list[ModuleRecord] = msgspec.field(default_factory=list)
+    # Layout revision 4: children of composite blobs and staged writes (dumps without them still load).
+    blob_edges: list[EdgeRecord] = msgspec.field(default_factory=list)
+    staged_writes: list[StagedWriteRecord] = msgspec.field(default_factory=list)
 
 
+_STAGED_FIELDS = StagedWriteRecord.__struct_fields__
 _BATCH_FIELDS = BatchRecord.__struct_fields__
 _JSON = msgspec.json.Decoder(SessionDump)
 
@@ -162,9 +181,12 @@ def read_dump(tx: Tx, *, live_only: bool) -> SessionDump:
         marking = mark_live(lambda: head, lambda ref: _blob(tx, ref))
         if marking.skipped_reason is not None:
             raise CorruptData("session head", marking.skipped_reason)
-        blob_rows = tx.all("blob_rows", {"refs": sorted(marking.live)})
+        live = sorted({row[0] for row in tx.all("reachable_refs", {"roots": sorted(marking.live)})})
+        blob_rows = tx.all("blob_rows", {"refs": live})
+        edge_rows = tx.all("blob_edge_rows", {"all_edges": False, "refs": live})
     else:
         blob_rows = tx.all("all_blob_rows")
+        edge_rows = tx.all("blob_edge_rows", {"all_edges": True, "refs": []})
     dump = SessionDump(
         head=_head_record(head),
         nodes=[
@@ -173,6 +195,10 @@ def read_dump(tx: Tx, *, live_only: bool) -> SessionDump:
         ],
         blobs=[_blob_record(row) for row in blob_rows],
         modules=[ModuleRecord(module_ref=r[0], blob_ref=r[1]) for r in tx.iter("module_rows")],
+        blob_edges=[EdgeRecord(parent_ref=r[0], child_ref=r[1]) for r in edge_rows],
+        staged_writes=[
+            StagedWriteRecord(**dict(zip(_STAGED_FIELDS, row, strict=True))) for row in tx.iter("staged_write_rows")
+        ],
     )
     if live_only:
         return dump
@@ -246,7 +272,17 @@ def write_dump(tx: Tx, dump: SessionDump, *, rebind: str | None, fork: bool) -> 
     )
     tx.run_many("pin_module", [{"module_ref": m.module_ref, "blob_ref": m.blob_ref} for m in dump.modules])
     tx.run("delete_graph")
-    tx.run_many("insert_node_row", [msgspec.structs.asdict(node) for node in dump.nodes])
+    indexed = [_indexed(node) for node in dump.nodes]
+    tx.run_many(
+        "insert_node_row",
+        [
+            {**msgspec.structs.asdict(node), "kind": one.kind, "lane": one.lane, "sort_key": one.sort_key}
+            for node, one in zip(dump.nodes, indexed, strict=True)
+        ],
+    )
+    write_node_index(tx, indexed)
+    tx.run_many("put_blob_edge", [msgspec.structs.asdict(edge) for edge in dump.blob_edges])
+    tx.run_many("insert_staged_write_row", [msgspec.structs.asdict(row) for row in dump.staged_writes])
     live = [node for node in dump.nodes if not node.tombstoned]
     head = dump.head
     if head is not None:
@@ -278,6 +314,23 @@ def write_dump(tx: Tx, dump: SessionDump, *, rebind: str | None, fork: bool) -> 
         raise InvalidInput("dump", "the imported store does not read back equal to the dump")
 
 
+def _indexed(node: NodeRecord) -> EncodedNode:
+    """A dumped node's index columns and rows, read from its body (the body is the truth; the index follows)."""
+    decoded = decode_node(node.node_id, node.body)
+    tags, refs = index_of(decoded)
+    return EncodedNode(
+        node.node_id,
+        node.parent_node_id,
+        node.body,
+        node.user_text,
+        decoded.kind,
+        decoded.lane,
+        decoded.sort_key,
+        tags,
+        refs,
+    )
+
+
 def same_content(a: SessionDump, b: SessionDump) -> bool:
     """Whether two dumps hold the same session, whatever order each backend lists its rows in."""
     return _normalised(a) == _normalised(b)
@@ -293,6 +346,7 @@ def _normalised(dump: SessionDump) -> SessionDump:
         fences=sorted(dump.fences, key=lambda row: row.session_id),
         attachments=sorted(dump.attachments, key=lambda row: row.attachment_id),
         modules=sorted(dump.modules, key=lambda row: row.module_ref),
+        blob_edges=sorted(dump.blob_edges, key=lambda row: (row.parent_ref, row.child_ref)),
         last_enqueue_seq=highest,
     )
 
@@ -314,6 +368,10 @@ def _check_dump(dump: SessionDump) -> None:
     _unique("dump.fences", [row.session_id for row in dump.fences])
     _unique("dump.turn_commits", [(row.session_id, row.turn_id) for row in dump.turn_commits])
     _unique("dump.batches (enqueue_seq)", [batch.enqueue_seq for batch in dump.batches])
+    _unique("dump.blob_edges", [(edge.parent_ref, edge.child_ref) for edge in dump.blob_edges])
+    _unique("dump.staged_writes", [(row.anchor_id, row.task_id, row.idx) for row in dump.staged_writes])
+    for row in dump.staged_writes:
+        codec.decode_any(f"staged write {row.anchor_id!r}/{row.task_id!r}/{row.idx}", row.value)
     contents = {
         blob.hash: codec.decode_blob(blob.hash, blob.encoding, blob.content, blob.raw_size) for blob in dump.blobs
     }
@@ -326,7 +384,7 @@ def _check_dump(dump: SessionDump) -> None:
         if ref is not None and ref in contents:
             decode_manifest(ref, contents[ref])
     if dump.meta is not None:
-        codec.decode("session meta relation", dump.meta.relation, SessionRelation)
+        codec.decode_relation(dump.meta.relation)
         SessionMeta(**{**msgspec.structs.asdict(dump.meta), "relation": SessionRelation()})
     for stamp in dump.turn_commits:
         codec.decode(f"turn commit {stamp.turn_id!r}", stamp.record, TurnCommitRecord)

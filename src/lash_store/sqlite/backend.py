@@ -99,6 +99,8 @@ class SqliteTx:
 class SqliteBackend:
     """Transactions of one database file (or a private in-memory database), running one query set."""
 
+    name = "sqlite"
+
     def __init__(self, connection: Connection, queries: QuerySet = SESSION_QUERIES) -> None:
         self.connection = connection
         self._options = connection.options

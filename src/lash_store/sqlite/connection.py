@@ -43,6 +43,7 @@ from lash_store.errors import (
     StoreNotFound,
 )
 from lash_store.options import StoreOptions
+from lash_store.sqlite.deletion import delete_session_file, is_marked
 from lash_store.sqlite.reader import ReadOnlyFile
 from lash_store.sqlite.schema import SESSION_SCHEMA, DatabaseSchema, IdentityView
 
@@ -52,6 +53,10 @@ T = TypeVar("T")
 
 # Connections inherited through fork() are parked here, never closed or used by the child.
 _ABANDONED_AFTER_FORK: list[sqlite3.Connection] = []
+
+# How often an open may find the file marked deleted and finish the deletion before it gives up.
+_DELETED_RETRIES = 3
+_READONLY_DBMOVED = sqlite3.SQLITE_READONLY_DBMOVED  # the file was unlinked since it was opened
 
 # Bumped in every forked child: comparing it costs nothing, unlike a getpid() system call per operation.
 _fork_generation = 0
@@ -151,11 +156,44 @@ class Connection:
             raise BackendError(f"cannot open {target}: {exc}") from exc
 
     def _connect_file(self, path: Path) -> sqlite3.Connection:
-        check_database_path(path, create=self.create)
-        # mode=rw: should the file vanish after the check above, SQLite fails instead of creating it.
-        conn = self._raw_connect(str(path)) if self.create else self._raw_connect(_rw_uri(path), uri=True)
+        for _ in range(_DELETED_RETRIES):
+            try:
+                inode = check_database_path(path, create=self.create)
+            except StoreNotFound:
+                if not self.create:
+                    raise
+                continue  # created, then deleted at once by a concurrent deletion: create it again
+            # mode=rw: should the file vanish after the check above, SQLite fails instead of creating it.
+            conn = self._raw_connect(str(path)) if self.create else self._raw_connect(_rw_uri(path), uri=True)
+            try:
+                identity = self._with_retry(lambda: _read_identity(conn, self.schema), opening=True)  # noqa: B023
+            except BackendError as exc:
+                conn.close()
+                if self.create and _deleted_meanwhile(exc, path, inode):
+                    continue
+                raise
+            except BaseException:
+                conn.close()
+                raise
+            if not (identity.is_deleted and self.create):
+                try:
+                    return self._set_up_file(conn, path, identity)
+                except (BackendError, StoreNotFound) as exc:
+                    if not (self.create and _deleted_meanwhile(exc, path, inode)):
+                        raise
+                    continue  # a deletion took the file while it was set up: open (create) it again
+            # A deletion marked the file and then failed (or is finishing right now): complete it, then create.
+            conn.close()
+            delete_session_file(
+                path,
+                timeout_s=self.options.busy_timeout_ms / 1000,
+                keep=lambda marked: not is_marked(marked),
+                stray_sidecars=False,  # once it is gone, a new session may already live at this path
+            )
+        raise StoreBusy(f"{path} kept being deleted while it was opened")
+
+    def _set_up_file(self, conn: sqlite3.Connection, path: Path, identity: IdentityView) -> sqlite3.Connection:
         try:
-            identity = self._with_retry(lambda: _read_identity(conn, self.schema), opening=True)
             identity.check(str(path), migrate=self.migrate)  # before anything could modify the file
             if not self.create and identity.needs_initialising:
                 raise NotAStoreDatabase(str(path), "it holds no lash-store schema")
@@ -332,6 +370,33 @@ def _read_identity(conn: sqlite3.Connection, schema: DatabaseSchema) -> Identity
         conn.rollback()
 
 
+def _deleted_meanwhile(exc: Exception, path: Path, inode: int) -> bool:
+    """A deletion marked or unlinked the file while it was being set up (see :mod:`.deletion`)."""
+    if isinstance(exc, StoreNotFound):
+        return True
+    cause = exc.__cause__
+    code = getattr(cause, "sqlite_errorcode", None) if isinstance(cause, sqlite3.Error) else None
+    if code == _READONLY_DBMOVED:
+        return True
+    if code is not None and code & 0xFF == sqlite3.SQLITE_IOERR:
+        # SQLite finds a file's log and journal by name: while a deletion removes them, an opener of the
+        # same name can meet them half gone.  Nothing was written yet, so the open is simply tried again.
+        return True
+    try:
+        if os.stat(path).st_ino != inode:
+            return True
+    except FileNotFoundError:
+        return True
+    try:  # the deletion marks the file before it removes the sidecars an opener may be using
+        probe = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=_BUSY_SLICE_S)
+        try:
+            return is_marked(probe)
+        finally:
+            probe.close()
+    except sqlite3.Error:
+        return False
+
+
 def _rw_uri(path: Path) -> str:
     """A URI that opens an existing database read-write and never creates one."""
     return f"{path.resolve().as_uri()}?mode=rw"
@@ -355,8 +420,10 @@ def _apply_pragmas(conn: sqlite3.Connection, options: StoreOptions) -> None:
 _MIN_DATABASE_BYTES = 512
 
 
-def check_database_path(path: Path, *, create: bool) -> None:
+def check_database_path(path: Path, *, create: bool) -> int:
     """Refuse paths that cannot hold a database before SQLite touches them; create a new file 0600.
+
+    Returns the file's inode, by which a deletion racing the open is recognised.
 
     Only ``stat`` looks at an existing file, never ``open``: closing any descriptor of a file drops
     every POSIX lock this process holds on it, SQLite's locks of other connections included, and
@@ -379,6 +446,7 @@ def check_database_path(path: Path, *, create: bool) -> None:
         raise InvalidInput("path", f"{text} is not a regular file")
     if 0 < st.st_size < _MIN_DATABASE_BYTES:
         raise NotAStoreDatabase(text, "it is not an SQLite database")
+    return st.st_ino
 
 
 def _create_private(path: Path) -> None:

@@ -125,6 +125,10 @@ class DeploymentIdentity:
         return self.user_version == 0 and not self.objects
 
     @property
+    def is_deleted(self) -> bool:
+        return False  # only session files are deleted by marking them (lash_store.sqlite.deletion)
+
+    @property
     def is_complete(self) -> bool:
         return self.components.get(PROCESSES) == PROCESSES_VERSION and self.objects >= PROCESS_TABLES
 

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 from pathlib import Path
 
-from lash_store.core.validate import check_id, check_instance, check_text
-from lash_store.errors import InvalidInput, NotAStoreDatabase, StoreError
+from lash_store.core.validate import check_id, check_instance, check_ms, check_text
+from lash_store.errors import InvalidInput, NotAStoreDatabase, StoreError, StoreNotFound
 from lash_store.model import DurabilityTier, SessionPickerInfo, SessionRelation
-from lash_store.options import StoreOptions, check_options
+from lash_store.options import StoreOptions, check_options, system_clock
 from lash_store.service.factory import check_page, new_session_meta, page
+from lash_store.sqlite import retention
+from lash_store.sqlite.deletion import delete_session_file
 from lash_store.sqlite.store import Store, check_directory_path
 
 _MAX_STEM = 80
@@ -44,9 +45,7 @@ class SqliteSessionStoreFactory:
 
     def path_for_session(self, session_id: str) -> Path:
         """Where ``session_id``'s database lives (the reference's file-name vectors, ``""`` included)."""
-        if check_text("session_id", session_id) and "\x00" in session_id:
-            raise InvalidInput("session_id", "must not contain NUL characters")
-        return self.root / safe_file_name(session_id)
+        return self.root / safe_file_name(check_text("session_id", session_id))
 
     def create_store(self, session_id: str, *, model: str = "", relation: SessionRelation | None = None) -> Store:
         """Open (creating if needed) the session's store; metadata is written once, never overwritten."""
@@ -71,13 +70,39 @@ class SqliteSessionStoreFactory:
             raise InvalidInput("root", f"{self.root} is not a directory")
 
     def delete_session(self, session_id: str) -> None:
-        """Remove the database and its sidecars; deleting a missing session is not an error."""
+        """Remove the database and its sidecars; deleting a missing session is not an error.
+
+        A session that a store has open (in this process or another) is never
+        unlinked under it, which would silently lose that store's later commits:
+        the deletion waits up to the busy timeout, then raises :class:`StoreBusy`.
+        See :mod:`lash_store.sqlite.deletion`.
+        """
         path = self.path_for_session(check_id("session_id", session_id))
         if self.root.exists() and not self.root.is_dir():
             raise InvalidInput("root", f"{self.root} is not a directory")
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(f"{path}{suffix}")
+        delete_session_file(path, timeout_s=(self.options or StoreOptions()).busy_timeout_ms / 1000)
+
+    def prune_idle_sessions(self, idle_ms: int | None = None, *, dry_run: bool = False) -> list[str]:
+        """Delete the sessions not written for ``idle_ms`` (else the options' ``retention.idle_sessions_ms``).
+
+        A session with queued work, or open in any process, is kept; so is one
+        written since it was found idle.  Returns the ids deleted (with
+        ``dry_run``, those that would be; nothing changes).  See
+        :mod:`lash_store.sqlite.retention`.
+        """
+        check_instance("dry_run", dry_run, bool)
+        horizon = (self.options or StoreOptions()).retention.idle_sessions_ms
+        if idle_ms is not None:
+            horizon = check_ms("idle_ms", idle_ms)
+        if horizon is None or not self.root.is_dir():
+            return []
+        cutoff = system_clock() - horizon  # file times are wall-clock times, whatever clock the stores use
+        pruned = []
+        for path, seen in retention.idle_session_files(self.root, cutoff):
+            session_id = retention.prune_file(path, seen, dry_run=dry_run)
+            if session_id is not None:
+                pruned.append(session_id)
+        return sorted(pruned)
 
     def list_sessions(self, *, limit: int | None = None, after: str | None = None) -> list[SessionPickerInfo]:
         """Picker info of the session databases under the root, by session id (a page: ``after``, ``limit``).
@@ -103,6 +128,8 @@ class SqliteSessionStoreFactory:
                     info = store.load_picker_info()
             except NotAStoreDatabase:
                 continue  # another application's file is no session of ours
+            except StoreNotFound:
+                continue  # deleted while the listing ran
             except StoreError as exc:
                 failures.append((str(path), exc))
                 continue

@@ -5,6 +5,9 @@ revision 1 kept graph counters in ``graph_stats`` and the usage ledger in
 ``usage_totals``; revision 2 moved both onto the head row; both maintained
 the counters with triggers.  Revision 3 records its revision and has no
 triggers (the service keeps the counters, the same way on every backend).
+Revision 4 adds the node index (kind, lane and sort key columns, tags, blob
+refs), blob children and staged writes; its migration adds the columns and
+tables and fills ``kind`` from the stored nodes.
 A migration recomputes the counters from the graph instead of trusting them.
 
 Migrating is always explicit: ``Store.open(path, migrate=True)``,
@@ -18,6 +21,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+from lash_store.core.graph import decode_node
 from lash_store.core.usage import Totals, encode_totals
 from lash_store.errors import CorruptData, InvalidInput, SchemaMigrationRequired
 from lash_store.model import TokenUsage
@@ -39,6 +43,7 @@ def migrate(conn: sqlite3.Connection, path: str) -> int | None:
     found = identity.revision
     for trigger in _OLD_TRIGGERS:
         conn.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+    _add_node_index_columns(conn)  # before anything runs the DDL, whose indexes name these columns
     if found == 1:
         _from_revision_1(conn, identity.objects)
     schema.initialise(conn)  # creates what is missing and stamps the current revision
@@ -90,6 +95,22 @@ def _from_revision_1(conn: sqlite3.Connection, objects: set[str]) -> None:
             "body = ?, usage_ledger = ?",
             (*head, encode_totals(totals) if totals else None),
         )
+
+
+def _add_node_index_columns(conn: sqlite3.Connection) -> None:
+    """Revision 4 indexes nodes by kind, lane and sort key: add the columns and fill ``kind`` from the bodies.
+
+    Nodes written before revision 4 have no lane, sort key, tags or blob
+    refs (their bodies cannot hold them), so only ``kind`` needs a value.
+    """
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(graph_nodes)")}
+    for column in ("kind", "lane", "sort_key"):
+        if column not in columns:
+            conn.execute(f"ALTER TABLE graph_nodes ADD COLUMN {column} TEXT")
+    updates = []
+    for seq, node_id, body in conn.execute("SELECT seq, node_id, body FROM graph_nodes WHERE kind IS NULL"):
+        updates.append((decode_node(node_id, body).kind, seq))  # an undecodable node fails the migration whole
+    conn.executemany("UPDATE graph_nodes SET kind = ? WHERE seq = ?", updates)
 
 
 def _recount(conn: sqlite3.Connection) -> None:

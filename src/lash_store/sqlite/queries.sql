@@ -55,12 +55,93 @@ SELECT node_id, tombstoned, user_text IS NOT NULL FROM graph_nodes
 WHERE node_id IN (SELECT value FROM json_each(:node_ids))
 
 -- name: upsert_node
-INSERT INTO graph_nodes (node_id, parent_node_id, user_text, body) VALUES (:node_id, :parent_node_id, :user_text, :body)
+INSERT INTO graph_nodes (node_id, parent_node_id, user_text, body, kind, lane, sort_key)
+VALUES (:node_id, :parent_node_id, :user_text, :body, :kind, :lane, :sort_key)
 ON CONFLICT (node_id) DO UPDATE SET parent_node_id = excluded.parent_node_id, user_text = excluded.user_text,
-    body = excluded.body, tombstoned = 0
+    body = excluded.body, tombstoned = 0, kind = excluded.kind, lane = excluded.lane, sort_key = excluded.sort_key
 
 -- name: delete_graph
+DELETE FROM node_tags;
+DELETE FROM node_blob_refs;
 DELETE FROM graph_nodes
+
+-- ===== node index (tags, blob refs, queries) ==============================
+
+-- name: delete_node_index
+DELETE FROM node_tags WHERE node_id IN (SELECT value FROM json_each(:node_ids));
+DELETE FROM node_blob_refs WHERE node_id IN (SELECT value FROM json_each(:node_ids))
+
+-- name: insert_node_tag
+INSERT OR IGNORE INTO node_tags (node_id, tag) VALUES (:node_id, :tag)
+
+-- name: insert_node_ref
+INSERT OR IGNORE INTO node_blob_refs (node_id, ref) VALUES (:node_id, :ref)
+
+-- Vacuum: the index rows and staged writes of tombstoned nodes go with them.
+-- name: delete_tombstoned_index
+DELETE FROM node_tags WHERE node_id IN (SELECT node_id FROM graph_nodes WHERE tombstoned = 1);
+DELETE FROM node_blob_refs WHERE node_id IN (SELECT node_id FROM graph_nodes WHERE tombstoned = 1);
+DELETE FROM staged_writes WHERE anchor_id IN (SELECT node_id FROM graph_nodes WHERE tombstoned = 1)
+
+-- Live nodes by kind, lane, sort key and tags (all of :tags must be present: the count of matches).
+-- Nodes without a sort key sort after those with one, then by insertion.
+-- name: query_nodes
+SELECT g.node_id, g.body FROM graph_nodes g
+WHERE g.tombstoned = 0
+  AND (:kind IS NULL OR g.kind = :kind)
+  AND (:any_lane OR g.lane = :lane)
+  AND (:sort_before IS NULL OR g.sort_key < :sort_before)
+  AND (:sort_key IS NULL OR g.sort_key = :sort_key)
+  AND (:tag_count = 0 OR (SELECT count(*) FROM node_tags t
+       WHERE t.node_id = g.node_id AND t.tag IN (SELECT value FROM json_each(:tags))) = :tag_count)
+ORDER BY g.sort_key DESC NULLS LAST, g.seq DESC
+LIMIT coalesce(:limit, -1)
+
+-- GC roots closed over blob children: the given roots, the blob refs of live nodes, and what they reach.
+-- name: reachable_refs
+WITH RECURSIVE reach(ref) AS (
+    SELECT value FROM json_each(:roots)
+    UNION
+    SELECT r.ref FROM node_blob_refs r JOIN graph_nodes g ON g.node_id = r.node_id WHERE g.tombstoned = 0
+    UNION
+    SELECT e.child_ref FROM blob_edges e JOIN reach ON e.parent_ref = reach.ref
+)
+SELECT ref FROM reach
+
+-- name: node_tag_rows
+SELECT node_id, tag FROM node_tags ORDER BY node_id, tag
+
+-- name: node_ref_rows
+SELECT node_id, ref FROM node_blob_refs ORDER BY node_id, ref
+
+-- ===== staged writes ======================================================
+
+-- name: put_staged_write
+INSERT INTO staged_writes (anchor_id, task_id, idx, task_path, channel, value)
+VALUES (:anchor_id, :task_id, :idx, :task_path, :channel, :value)
+ON CONFLICT (anchor_id, task_id, idx) DO NOTHING
+
+-- name: replace_staged_write
+INSERT INTO staged_writes (anchor_id, task_id, idx, task_path, channel, value)
+VALUES (:anchor_id, :task_id, :idx, :task_path, :channel, :value)
+ON CONFLICT (anchor_id, task_id, idx) DO UPDATE SET task_path = excluded.task_path, channel = excluded.channel,
+    value = excluded.value
+
+-- name: load_staged_writes
+SELECT anchor_id, task_id, idx, task_path, channel, value FROM staged_writes
+WHERE anchor_id IN (SELECT value FROM json_each(:anchor_ids))
+  AND (:any_channel OR channel IN (SELECT value FROM json_each(:channels)))
+ORDER BY seq
+
+-- name: delete_staged_writes
+DELETE FROM staged_writes WHERE anchor_id IN (SELECT value FROM json_each(:anchor_ids))
+
+-- name: staged_write_rows
+SELECT anchor_id, task_id, idx, task_path, channel, value FROM staged_writes ORDER BY seq
+
+-- name: insert_staged_write_row
+INSERT INTO staged_writes (anchor_id, task_id, idx, task_path, channel, value)
+VALUES (:anchor_id, :task_id, :idx, :task_path, :channel, :value)
 
 -- name: tombstone_node
 UPDATE graph_nodes SET tombstoned = 1 WHERE node_id = :node_id AND tombstoned = 0
@@ -75,8 +156,8 @@ SELECT user_text FROM graph_nodes WHERE user_text IS NOT NULL AND tombstoned = 0
 SELECT node_id, parent_node_id, tombstoned, user_text, body FROM graph_nodes ORDER BY seq
 
 -- name: insert_node_row
-INSERT INTO graph_nodes (node_id, parent_node_id, tombstoned, user_text, body)
-VALUES (:node_id, :parent_node_id, :tombstoned, :user_text, :body)
+INSERT INTO graph_nodes (node_id, parent_node_id, tombstoned, user_text, body, kind, lane, sort_key)
+VALUES (:node_id, :parent_node_id, :tombstoned, :user_text, :body, :kind, :lane, :sort_key)
 
 -- ===== turn commits =======================================================
 
@@ -90,6 +171,12 @@ VALUES (:session_id, :turn_id, :record, :committed_at_ms)
 -- name: turn_commit_rows
 SELECT session_id, turn_id, record, committed_at_ms FROM runtime_turn_commits ORDER BY committed_at_ms, session_id, turn_id
 
+-- name: count_old_turn_commits
+SELECT count(*) FROM runtime_turn_commits WHERE committed_at_ms < :cutoff_ms
+
+-- name: delete_old_turn_commits
+DELETE FROM runtime_turn_commits WHERE committed_at_ms < :cutoff_ms
+
 -- ===== blobs ==============================================================
 
 -- A re-put keeps the first writer's bytes and refreshes the GC grace clock.
@@ -101,6 +188,9 @@ ON CONFLICT (hash) DO UPDATE SET created_at_ms = max(created_at_ms, excluded.cre
 -- name: get_blob
 SELECT encoding, content, raw_size FROM blobs WHERE hash = :hash
 
+-- name: get_blobs
+SELECT hash, encoding, content, raw_size FROM blobs WHERE hash IN (SELECT value FROM json_each(:refs))
+
 -- name: count_blobs
 SELECT count(*) FROM blobs
 
@@ -109,6 +199,10 @@ DELETE FROM blobs
 WHERE created_at_ms <= :cutoff_ms
   AND hash NOT IN (SELECT value FROM json_each(:live))
   AND hash NOT IN (SELECT blob_ref FROM artifact_refs)
+
+-- Edges of blobs that are gone (after a sweep).
+-- name: sweep_edges
+DELETE FROM blob_edges WHERE parent_ref NOT IN (SELECT hash FROM blobs)
 
 -- name: sweep_candidates
 SELECT count(*), coalesce(sum(length(content)), 0) FROM blobs
@@ -126,6 +220,14 @@ SELECT hash, encoding, kind, raw_size, created_at_ms, length(content) FROM blobs
 
 -- name: all_blob_rows
 SELECT hash, encoding, kind, raw_size, created_at_ms, content FROM blobs ORDER BY id
+
+-- name: put_blob_edge
+INSERT OR IGNORE INTO blob_edges (parent_ref, child_ref) VALUES (:parent_ref, :child_ref)
+
+-- name: blob_edge_rows
+SELECT parent_ref, child_ref FROM blob_edges
+WHERE :all_edges OR parent_ref IN (SELECT value FROM json_each(:refs))
+ORDER BY parent_ref, child_ref
 
 -- name: insert_blob_row
 INSERT INTO blobs (hash, encoding, kind, raw_size, created_at_ms, content)
@@ -260,6 +362,10 @@ DELETE FROM queued_work_batches
 WHERE session_id = :session_id AND batch_id = :batch_id AND claim_id = :claim_id AND claim_token = :lease_token
   AND claim_fencing_token = :fencing_token
 
+-- Queued work of any session in the file: a session with work waiting is not idle.
+-- name: queued_batch_count
+SELECT count(*) FROM queued_work_batches
+
 -- name: list_batches
 SELECT enqueue_seq, batch_id, session_id, source_key, delivery_policy, slot_policy, merge_key, available_at_ms,
     enqueued_at_ms, payloads
@@ -304,8 +410,12 @@ SELECT 'queued_work_batches', :seq WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequen
 
 -- ===== emptiness (imports go into empty stores only) ======================
 
+-- A session file exists while it is open: a missing head row in it is damage, never a deleted session.
+-- name: session_exists
+SELECT 1
+
 -- name: holds_data
 SELECT (SELECT count(*) FROM graph_nodes) + (SELECT count(*) FROM blobs) + (SELECT count(*) FROM session_meta)
     + (SELECT count(*) FROM runtime_turn_commits) + (SELECT count(*) FROM queued_work_batches)
     + (SELECT count(*) FROM queued_work_sessions) + (SELECT count(*) FROM attachment_manifest)
-    + (SELECT count(*) FROM artifact_refs)
+    + (SELECT count(*) FROM artifact_refs) + (SELECT count(*) FROM staged_writes) + (SELECT count(*) FROM blob_edges)

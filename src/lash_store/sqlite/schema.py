@@ -14,10 +14,11 @@ from __future__ import annotations
 import sqlite3
 from typing import Protocol
 
-from lash_store.errors import NotAStoreDatabase, SchemaMigrationRequired, UnsupportedSchemaVersion
+from lash_store.errors import NotAStoreDatabase, SchemaMigrationRequired, StoreNotFound, UnsupportedSchemaVersion
+from lash_store.sqlite.deletion import DELETED_MARK
 
 SCHEMA_VERSION = 3
-LAYOUT_REVISION = 3  # 1: graph_stats + usage_totals tables; 2: counters on the head row, kept by triggers
+LAYOUT_REVISION = 4  # 1: graph_stats + usage_totals; 2: counters on the head row, by triggers; 3: no triggers
 APPLICATION_ID = 0x4C415348  # "LASH": marks a file as a lash-store session database
 SCHEMA_KIND = "session"
 
@@ -53,13 +54,52 @@ CREATE TABLE IF NOT EXISTS session_head (
 );
 INSERT OR IGNORE INTO session_head (singleton) VALUES (1);
 
+-- kind, lane and sort_key are copies of the body's fields for the node index (revision 4).
 CREATE TABLE IF NOT EXISTS graph_nodes (
     seq INTEGER PRIMARY KEY,
     node_id TEXT NOT NULL UNIQUE,
     parent_node_id TEXT,
     tombstoned INTEGER NOT NULL DEFAULT 0,
     user_text TEXT,
-    body BLOB NOT NULL
+    body BLOB NOT NULL,
+    kind TEXT,
+    lane TEXT,
+    sort_key TEXT
+);
+CREATE INDEX IF NOT EXISTS idx_graph_nodes_sort ON graph_nodes(kind, lane, sort_key) WHERE sort_key IS NOT NULL;
+
+-- One row per tag of a node: ``tag`` is the canonical JSON of [key, value] (core.graph.tag_text).
+CREATE TABLE IF NOT EXISTS node_tags (
+    node_id TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    PRIMARY KEY (node_id, tag)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idx_node_tags_tag ON node_tags(tag, node_id);
+
+-- Blobs a node keeps alive (GC roots while the node is live).
+CREATE TABLE IF NOT EXISTS node_blob_refs (
+    node_id TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    PRIMARY KEY (node_id, ref)
+) WITHOUT ROWID;
+
+-- Children of composite blobs: GC keeps what a reachable blob names.
+CREATE TABLE IF NOT EXISTS blob_edges (
+    parent_ref TEXT NOT NULL,
+    child_ref TEXT NOT NULL,
+    PRIMARY KEY (parent_ref, child_ref)
+) WITHOUT ROWID;
+
+-- Pending writes per anchor (no foreign key: they may be written before their anchor node).
+CREATE TABLE IF NOT EXISTS staged_writes (
+    seq INTEGER PRIMARY KEY,
+    anchor_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    task_path TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    value BLOB NOT NULL,
+    UNIQUE (anchor_id, task_id, idx)
 );
 
 CREATE TABLE IF NOT EXISTS session_meta (
@@ -137,6 +177,10 @@ EXPECTED_TABLES = frozenset(
         "queued_work_sessions",
         "attachment_manifest",
         "artifact_refs",
+        "node_tags",
+        "node_blob_refs",
+        "blob_edges",
+        "staged_writes",
     }
 )
 
@@ -160,6 +204,11 @@ class Identity:
         return 1 if "graph_stats" in self.objects else 2
 
     @property
+    def is_deleted(self) -> bool:
+        """Marked by :mod:`lash_store.sqlite.deletion` before it unlinks the file (see there)."""
+        return self.user_version == DELETED_MARK
+
+    @property
     def is_empty(self) -> bool:
         return self.user_version == 0 and not self.objects
 
@@ -181,6 +230,8 @@ class Identity:
         Then, inside version 3: a newer layout revision is refused, an older one
         needs ``migrate`` (nothing is modified before the caller agrees).
         """
+        if self.is_deleted:
+            raise StoreNotFound(path, "the session was deleted")
         if self.user_version not in (0, SCHEMA_VERSION):
             raise UnsupportedSchemaVersion(SCHEMA_KIND, SCHEMA_VERSION, self.user_version)
         if self.user_version == 0 and self.objects:
@@ -233,6 +284,9 @@ class IdentityView(Protocol):
 
     @property
     def is_empty(self) -> bool: ...
+
+    @property
+    def is_deleted(self) -> bool: ...
 
     @property
     def is_complete(self) -> bool: ...

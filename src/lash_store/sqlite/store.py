@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from lash_store.core.validate import check_instance
 from lash_store.errors import InvalidInput
 from lash_store.options import BlobProfile, StoreOptions, check_options
 from lash_store.service.session import SessionService
+from lash_store.sqlite import backup
 from lash_store.sqlite.backend import SqliteBackend
 from lash_store.sqlite.connection import Connection
 
@@ -57,6 +59,16 @@ class Store(SessionService):
     @property
     def path(self) -> Path | None:
         return self._sqlite.connection.path
+
+    def backup(self, dest: str | os.PathLike[str]) -> dict[str, Any]:
+        """Write a consistent copy of this store to the new file ``dest`` while writers keep committing.
+
+        The copy holds every commit acknowledged before it started and none
+        half-written; restoring is opening it with :meth:`open`.  ``dest`` must
+        not exist (a backup never overwrites); it is created with mode 0600.
+        Works on read-only and in-memory stores too.
+        """
+        return backup.backup(self._sqlite.connection, check_directory_path("dest", dest))
 
 
 def _check_path(path: object) -> Path:

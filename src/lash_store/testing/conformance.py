@@ -75,6 +75,7 @@ from lash_store.model import (
     GraphDelta,
     HydratedCheckpoint,
     MergeKey,
+    NewBlob,
     PersistedSessionRead,
     QueuedWorkBatch,
     QueuedWorkBatchDraft,
@@ -93,6 +94,7 @@ from lash_store.model import (
     SessionReadScope,
     SessionRelation,
     SlotPolicy,
+    StagedWrite,
     TextItem,
     TokenLedgerEntry,
     TokenUsage,
@@ -1274,6 +1276,81 @@ def test_failed_commit_adds_no_usage(store: SessionStore) -> None:
 
 
 # ===========================================================================
+# Retention: prune drops old turn stamps and nothing else
+
+
+def _three_stamped_turns(store: SessionStore, clock: ManualClock) -> list[RuntimeCommitResult]:
+    """Turns t1, t2, t3 committed 10 ms apart; the clock ends 5 ms after t3."""
+    results = []
+    for index in range(3):
+        if index:
+            clock.advance(10)
+        stamped = commit(expected=index, turn_commit=stamp(f"t{index + 1}", f"h{index + 1}"))
+        results.append(store.commit_runtime_state(stamped))
+    clock.advance(5)
+    return results
+
+
+def test_prune_drops_only_stamps_older_than_the_horizon(store: SessionStore, clock: ManualClock) -> None:
+    results = _three_stamped_turns(store, clock)
+    store.put_module_artifact("mod", b"pinned")
+    store.enqueue_queued_work(draft())
+    held = must_claim(store)
+    before = snapshot(store)
+    dry = store.prune(dry_run=True, turn_stamps_older_than_ms=15)
+    assert (dry.dry_run, dry.cutoff_epoch_ms, dry.turn_stamp_count) == (True, clock() - 15, 1)
+    assert snapshot(store) == before
+    assert store.commit_runtime_state(commit(expected=0, turn_commit=stamp("t1", "h1"))) == results[0]
+    report = store.prune(turn_stamps_older_than_ms=15)
+    assert (report.dry_run, report.turn_stamp_count) == (False, 1)
+    assert snapshot(store) == before, "pruning stamps changed live data"
+    assert store.get_module_artifact("mod") == b"pinned"
+    for index in (1, 2):  # younger stamps still make a retry a replay
+        again = commit(expected=index, turn_commit=stamp(f"t{index + 1}", f"h{index + 1}"))
+        assert store.commit_runtime_state(again) == results[index]
+    with pytest.raises(HeadRevisionConflict):  # t1's retry is no replay any more: its CAS revision judges it
+        store.commit_runtime_state(commit(expected=0, turn_commit=stamp("t1", "h1")))
+    assert snapshot(store) == before
+    assert store.prune(turn_stamps_older_than_ms=15).turn_stamp_count == 0
+    completed = store.commit_runtime_state(
+        commit(expected=3, completed_queue_claims=[held.completion()], turn_commit=stamp("t4", "h4"))
+    )
+    assert completed.head_revision == 4 and store.list_queued_work("root") == []
+
+
+def test_prune_with_horizon_zero_keeps_every_live_thing(store: SessionStore, clock: ManualClock) -> None:
+    _three_stamped_turns(store, clock)
+    before = snapshot(store)
+    assert store.prune(turn_stamps_older_than_ms=0).turn_stamp_count == 3
+    assert snapshot(store) == before
+    report, _bytes = store.gc_plan(dry_run=True, grace_ms=0)
+    assert report.skipped_reason is None
+
+
+def test_prune_without_a_horizon_prunes_nothing(store: SessionStore, clock: ManualClock) -> None:
+    _three_stamped_turns(store, clock)
+    report = store.prune()
+    assert (report.cutoff_epoch_ms, report.turn_stamp_count) == (None, 0)
+    assert store.prune(dry_run=True, turn_stamps_older_than_ms=0).turn_stamp_count == 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"turn_stamps_older_than_ms": -1}, "turn_stamps_older_than_ms"),
+        ({"turn_stamps_older_than_ms": "1d"}, "turn_stamps_older_than_ms"),
+        ({"dry_run": "yes"}, "dry_run"),
+    ],
+)
+def test_prune_rejects_bad_arguments(store: SessionStore, clock: ManualClock, kwargs: Any, field: str) -> None:
+    _three_stamped_turns(store, clock)
+    with pytest.raises(InvalidInput) as raised:
+        store.prune(**kwargs)
+    assert field in raised.value.what
+    assert store.prune(dry_run=True, turn_stamps_older_than_ms=0).turn_stamp_count == 3
+
+
+# ===========================================================================
 # Fork
 
 
@@ -2052,7 +2129,7 @@ def test_fencing_and_enqueue_seq_keep_growing_across_reopen(store: SessionStore,
 
 NOT_MSGPACK = b"\xc1"
 TRUNCATED = b"\x92\x01"  # an array announcing two items and holding one
-WRONG_SHAPE = msgspec.msgpack.encode(["an", "array", "where", "a", "map", "belongs"])
+WRONG_SHAPE = msgspec.msgpack.encode({"unexpected": ["shape"]})  # a map, but not a head, relation or record
 RECORD_DAMAGE = {"not-msgpack": NOT_MSGPACK, "truncated": TRUNCATED, "wrong-shape": WRONG_SHAPE}
 
 
@@ -2290,6 +2367,19 @@ HOSTILE_VALUES: list[tuple[str, Callable[[SessionStore], object], str]] = [
         ),
         "hints",
     ),
+    (
+        "usage-source-nul",
+        lambda s: s.commit_runtime_state(commit(expected=1, usage_deltas=[usage("s\x00", "m")])),
+        "source",
+    ),
+    ("merge-key-nul", lambda s: s.enqueue_queued_work(draft(merge=MergeKey.group("g\x00"), slot=JOIN)), "merge_key"),
+    ("meta-cwd-nul", lambda s: s.save_session_meta(msgspec.structs.replace(_meta(), cwd="/a\x00b")), "cwd"),
+    ("meta-model-nul", lambda s: s.save_session_meta(msgspec.structs.replace(_meta(), model="m\x00")), "model"),
+    (
+        "intent-uri-nul",
+        lambda s: s.record_intent(msgspec.structs.replace(intent("att", 1), canonical_uri="sha256:\x00")),
+        "canonical_uri",
+    ),
     ("scope-kind-unknown", lambda s: s.load_session(SessionReadScope(kind="weird")), "scope"),  # type: ignore[arg-type]
     ("config-unencodable", lambda s: s.commit_runtime_state(commit(expected=1, config={"x": object()})), "config"),
 ]
@@ -2308,6 +2398,33 @@ def test_hostile_values_are_invalid_input_naming_the_field_and_write_nothing(
         call(store)
     assert field in raised.value.what, f"{raised.value.what!r} does not name {field!r}"
     assert (snapshot(store), store.load_session_meta()) == before
+
+
+def test_ids_up_to_the_limit_work_and_longer_ones_are_invalid_input(store: SessionStore) -> None:
+    """Ids are index keys on every backend: 768 UTF-8 bytes work everywhere, more is InvalidInput."""
+    longest = "é" * 384  # 768 bytes
+    node = message(longest, "user", "hi")
+    stamped = commit(expected=0, graph=GraphDelta.append([node], longest), turn_commit=stamp(longest, "h"))
+    assert store.commit_runtime_state(stamped).head_revision == 1
+    assert store.load_node(longest) is not None
+    assert store.enqueue_queued_work(draft(key=longest)).source_key == longest
+    before = snapshot(store)
+    with pytest.raises(InvalidInput) as raised:
+        store.commit_runtime_state(
+            commit(expected=1, graph=GraphDelta.append([message(longest + "x", "user", "")], None))
+        )
+    assert "node_id" in raised.value.what
+    assert snapshot(store) == before
+
+
+def test_nul_in_a_message_payload_round_trips_and_reads_as_replacement_in_the_picker(store: SessionStore) -> None:
+    """Payloads are encoded, so any text fits; the picker text is a text column and shows NUL as U+FFFD."""
+    store.save_session_meta(_meta())
+    store.commit_runtime_state(commit(expected=0, graph=GraphDelta.append([message("u", "user", "a\x00b")], "u")))
+    loaded = store.load_node("u")
+    assert loaded is not None and loaded.payload["parts"][0]["text"] == "a\x00b"
+    info = store.load_picker_info()
+    assert info is not None and info.first_user_message == "a\ufffdb"
 
 
 def test_one_shot_iterables_in_a_commit_are_applied_in_full(store: SessionStore) -> None:
@@ -2330,6 +2447,272 @@ def test_one_shot_iterables_in_a_commit_are_applied_in_full(store: SessionStore)
 
 
 # Every test above, and what a backend's test module needs (kept last: it lists the tests defined above).
+
+
+# ===========================================================================
+# The node index, composite blobs, blobs and tombstones inside a commit, staged writes, ancestor walks
+# (layout revision 4 / PostgreSQL schema 2: what framework adapters build on)
+
+
+def record(node_id: str, lane: str, key: str, parent: str | None = None, **tags: Any) -> SessionNode:
+    """An indexed, non-message node (a checkpoint-like record)."""
+    return SessionNode(
+        node_id=node_id, parent_node_id=parent, kind="rec", payload={"k": key}, lane=lane, sort_key=key, tags=tags
+    )
+
+
+def queried(store: SessionStore, **query: Any) -> list[str]:
+    return [node.node_id for node in store.query_nodes(**query)]
+
+
+def _records(store: SessionStore) -> None:
+    nodes = [
+        record("a1", "", "0001", step=1, source="input"),
+        record("a2", "", "0002", "a1", step=2, source="loop", run="r1"),
+        record("a3", "", "0003", "a2", step=3, source="loop", run="r2"),
+        record("b1", "sub:x", "0002", step=1, source="loop", run="r1"),
+        message("m1", "user", "hello"),
+    ]
+    store.commit_runtime_state(commit(graph=GraphDelta.append(nodes, "a3")))
+
+
+def test_indexed_node_fields_round_trip(store: SessionStore) -> None:
+    node = SessionNode(
+        node_id="n1",
+        kind="rec",
+        lane="ns|a:b",
+        sort_key="ü-0001",
+        tags={"s": "x", "i": -(2**63), "f": 1.5, "b": True, "z": None},
+        blob_refs=["r" * 64],
+    )
+    store.commit_runtime_state(commit(graph=GraphDelta.append([node], "n1")))
+    assert store.load_node("n1") == node
+    assert loaded(store).graph.nodes == [node]
+    plain = message("m1", "user", "hi")
+    store.commit_runtime_state(commit(graph=GraphDelta.append([plain], "m1")))
+    assert store.load_node("m1") == plain  # defaults stay defaults
+
+
+def test_query_nodes_lists_the_largest_sort_key_first(store: SessionStore) -> None:
+    _records(store)
+    assert queried(store, kind="rec") == ["a3", "b1", "a2", "a1"]  # equal keys: later insertion first
+    assert queried(store) == ["a3", "b1", "a2", "a1", "m1"]  # no sort key: after the keyed ones
+    assert queried(store, kind="message") == ["m1"]
+    assert queried(store, kind="nothing") == []
+
+
+def test_query_nodes_filters_by_lane_sort_key_tags_and_limit(store: SessionStore) -> None:
+    _records(store)
+    assert queried(store, lane="") == ["a3", "a2", "a1"]
+    assert queried(store, lane="sub:x") == ["b1"]
+    assert queried(store, lane="none") == []
+    assert queried(store, sort_before="0003") == ["b1", "a2", "a1"]
+    assert queried(store, lane="", sort_before="0002") == ["a1"]
+    assert queried(store, sort_key="0002") == ["b1", "a2"]
+    assert queried(store, tags={"run": "r1"}) == ["b1", "a2"]
+    assert queried(store, tags={"run": "r1", "step": 2}) == ["a2"]
+    assert queried(store, tags={"run": "r1", "step": "2"}) == []  # values compare with their type
+    assert queried(store, tags={"step": True}) == []
+    assert queried(store, tags={"source": "loop"}, limit=2) == ["a3", "b1"]
+    assert queried(store, kind="rec", limit=0) == []
+    assert queried(store, kind="rec", limit=1) == ["a3"]
+
+
+def test_query_nodes_sees_only_live_nodes_and_current_tags(store: SessionStore) -> None:
+    _records(store)
+    store.tombstone_nodes(["a2"])
+    assert queried(store, tags={"run": "r1"}) == ["b1"]
+    store.commit_runtime_state(commit(graph=GraphDelta.append([record("a2", "", "0002", "a1", run="r9")], "a3")))
+    assert queried(store, tags={"run": "r1"}) == ["b1"]  # a re-append replaces the tags
+    assert queried(store, tags={"run": "r9"}) == ["a2"]
+    store.vacuum()
+    assert queried(store, tags={"run": "r9"}) == ["a2"]
+
+
+def test_query_nodes_rejects_bad_arguments(store: SessionStore) -> None:
+    bad_tags: list[Any] = [{"k": [1]}, {"k": {"a": 1}}, {1: "x"}, {"": 1}, {"k": float("nan")}, {"k": 2**64}]
+    for bad in bad_tags:
+        with pytest.raises(InvalidInput):
+            store.query_nodes(tags=bad)
+    for bad_node in (
+        SessionNode(node_id="x", tags={"k": [1]}),  # type: ignore[dict-item]
+        SessionNode(node_id="x", lane=3),  # type: ignore[arg-type]
+        SessionNode(node_id="x", sort_key=b"k"),  # type: ignore[arg-type]
+        SessionNode(node_id="x", blob_refs=[""]),
+    ):
+        with pytest.raises(InvalidInput):
+            store.commit_runtime_state(commit(graph=GraphDelta.append([bad_node], "x")))
+    with pytest.raises(InvalidInput):
+        store.query_nodes(limit=-1)
+    assert store.load_session() is None
+
+
+def test_commit_writes_new_blobs_and_tombstones_atomically(store: SessionStore) -> None:
+    store.commit_runtime_state(commit(expected=0, graph=GraphDelta.append(chain("u1", "u2", "u3"), "u3")))
+    blob = NewBlob(content=b"value" * 100, descriptor=BlobArtifactDescriptor.tool_state_snapshot())
+    result = store.commit_runtime_state(
+        commit(expected=1, graph=GraphDelta.unchanged("u2"), new_blobs=[blob], tombstone_node_ids=["u3", "zz"])
+    )
+    assert result.head_revision == 2
+    assert store.get_blob(sha256(blob.content)) == blob.content
+    assert store.load_node("u3") is None
+    assert store.graph_node_count() == 2
+    picker_before = store.load_session()
+    failed = NewBlob(content=b"never stored")
+    with pytest.raises(HeadRevisionConflict):
+        store.commit_runtime_state(commit(expected=1, new_blobs=[failed], tombstone_node_ids=["u1"]))
+    assert store.get_blob(sha256(failed.content)) is None
+    assert store.load_session() == picker_before
+    with pytest.raises(InvalidInput):
+        store.commit_runtime_state(commit(new_blobs=[NewBlob(content="text")]))  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput):
+        store.commit_runtime_state(commit(new_blobs=[NewBlob(content=b"x", children=[""])]))
+
+
+def test_tombstoning_in_a_commit_sees_the_commits_own_nodes(store: SessionStore) -> None:
+    store.commit_runtime_state(commit(graph=GraphDelta.append(chain("u1", "u2"), "u1"), tombstone_node_ids=["u2"]))
+    assert node_ids(loaded(store)) == ["u1"]
+    assert store.graph_node_count() == 1
+    assert store.load_picker_info() is None or store.load_picker_info() is not None  # no metadata: either is fine
+
+
+def test_gc_keeps_blobs_named_by_live_nodes_and_everything_they_reach(store: SessionStore, clock: ManualClock) -> None:
+    leaf, mid, root, orphan = b"leaf" * 50, b"mid" * 50, b"root" * 50, b"orphan" * 50
+    blobs = [
+        NewBlob(content=leaf),
+        NewBlob(content=mid, children=[sha256(leaf)]),
+        NewBlob(content=root, children=[sha256(mid), sha256(b"never stored")]),
+        NewBlob(content=orphan, children=[sha256(leaf)]),
+    ]
+    holder = SessionNode(node_id="h", kind="rec", blob_refs=[sha256(root)])
+    store.commit_runtime_state(commit(graph=GraphDelta.append([holder], "h"), new_blobs=blobs))
+    clock.advance(1)
+    report = store.gc_unreachable()
+    assert report.skipped_reason is None
+    assert [store.get_blob(sha256(c)) is not None for c in (leaf, mid, root, orphan)] == [True, True, True, False]
+    store.tombstone_nodes(["h"])
+    clock.advance(1)
+    store.gc_unreachable()
+    assert [store.get_blob(sha256(c)) for c in (leaf, mid, root)] == [None, None, None]
+
+
+def test_gc_keeps_a_blob_shared_by_a_tombstoned_and_a_live_node(store: SessionStore, clock: ManualClock) -> None:
+    shared = b"shared" * 40
+    nodes = [
+        SessionNode(node_id="a", kind="rec", blob_refs=[sha256(shared)]),
+        SessionNode(node_id="b", kind="rec", blob_refs=[sha256(shared)]),
+    ]
+    store.commit_runtime_state(commit(graph=GraphDelta.append(nodes, "b"), new_blobs=[NewBlob(content=shared)]))
+    store.commit_runtime_state(commit(tombstone_node_ids=["a"]))
+    store.vacuum()
+    clock.advance(1)
+    store.gc_unreachable()
+    assert store.get_blob(sha256(shared)) == shared
+
+
+def staged(anchor: str, task: str, idx: int, channel: str = "c", value: Any = None, path: str = "") -> StagedWrite:
+    return StagedWrite(anchor_id=anchor, task_id=task, idx=idx, channel=channel, value=value, task_path=path)
+
+
+def test_staged_writes_keep_the_first_and_replace_negative_indexes(store: SessionStore) -> None:
+    first = [staged("cp1", "t1", 0, "a", {"v": 1}), staged("cp1", "t1", 1, "b", [1, b"\x00"]), staged("cp1", "t1", -1)]
+    assert store.put_staged_writes(first) == 3
+    again = [staged("cp1", "t1", 0, "a", "changed"), staged("cp1", "t1", -1, "err", "replaced", "p")]
+    assert store.put_staged_writes(again) == 1
+    assert store.load_staged_writes(["cp1"]) == [
+        first[0],
+        first[1],
+        staged("cp1", "t1", -1, "err", "replaced", "p"),
+    ]
+    assert store.put_staged_writes([]) == 0
+
+
+def test_staged_writes_by_anchor_and_channel_and_their_deletion(store: SessionStore) -> None:
+    writes = [staged("x", "t", 0, "a", 1), staged("y", "t", 0, "b", 2), staged("x", "u", 0, "b", 3)]
+    store.put_staged_writes(writes)
+    assert store.load_staged_writes(["x"]) == [writes[0], writes[2]]
+    assert store.load_staged_writes(["x", "y"], channels=["b"]) == [writes[1], writes[2]]
+    assert store.load_staged_writes(["x"], channels=[]) == []
+    assert store.load_staged_writes(["nope"]) == []
+    assert store.delete_staged_writes(["x", "nope"]) == 2
+    assert store.load_staged_writes(["x", "y"]) == [writes[1]]
+    assert store.load_session() is None  # staged writes bind no session
+    with pytest.raises(InvalidInput):
+        store.put_staged_writes([staged("", "t", 0)])
+    with pytest.raises(InvalidInput):
+        store.put_staged_writes([staged("x", "t", 2**63)])
+    with pytest.raises(InvalidInput):
+        store.put_staged_writes([staged("x", "t", 0, value=object())])
+
+
+def test_vacuum_drops_the_index_and_staged_writes_of_tombstoned_nodes(store: SessionStore) -> None:
+    _records(store)
+    store.put_staged_writes([staged("a2", "t", 0), staged("a3", "t", 0), staged("unsaved", "t", 0)])
+    store.tombstone_nodes(["a2"])
+    assert len(store.load_staged_writes(["a2", "a3", "unsaved"])) == 3  # until the vacuum
+    assert store.vacuum().removed_node_count == 1
+    assert [w.anchor_id for w in store.load_staged_writes(["a2", "a3", "unsaved"])] == ["a3", "unsaved"]
+    assert queried(store, tags={"run": "r1"}) == ["b1"]
+
+
+def test_walk_ancestors_is_bounded_and_nearest_first(store: SessionStore) -> None:
+    store.commit_runtime_state(commit(graph=GraphDelta.append(chain("n1", "n2", "n3", "n4"), "n4")))
+    assert [n.node_id for n in store.walk_ancestors("n4", 10)] == ["n4", "n3", "n2", "n1"]
+    assert [n.node_id for n in store.walk_ancestors("n4", 2)] == ["n4", "n3", "n2"]
+    assert [n.node_id for n in store.walk_ancestors("n4", 0)] == ["n4"]
+    assert store.walk_ancestors("missing", 5) == []
+    store.tombstone_nodes(["n2"])
+    assert [n.node_id for n in store.walk_ancestors("n4", 10)] == ["n4", "n3"]
+    with pytest.raises(InvalidInput):
+        store.walk_ancestors("n4", -1)
+
+
+def test_walk_ancestors_terminates_on_a_parent_cycle(store: SessionStore) -> None:
+    nodes = [message("c1", "user", "x", "c2"), message("c2", "user", "y", "c1")]
+    store.commit_runtime_state(commit(graph=GraphDelta.append(nodes, "c2")))
+    assert [n.node_id for n in store.walk_ancestors("c2", 100)] == ["c2", "c1"]
+
+
+def test_fork_and_export_carry_the_index_blob_children_and_staged_writes(
+    store: SessionStore, backend: Backend, clock: ManualClock
+) -> None:
+    child, parent = b"child" * 30, b"parent" * 30
+    holder = record("h", "", "0001", kind_tag="x")
+    holder = msgspec.structs.replace(holder, blob_refs=[sha256(parent)])
+    store.commit_runtime_state(
+        commit(
+            graph=GraphDelta.append([holder], "h"),
+            new_blobs=[NewBlob(content=child), NewBlob(content=parent, children=[sha256(child)])],
+        )
+    )
+    store.put_staged_writes([staged("h", "t", 0, "c", {"x": 1})])
+    target = backend.open()
+    store.copy_session_into(target)
+    assert queried(target, tags={"kind_tag": "x"}) == ["h"]
+    assert target.load_staged_writes(["h"]) == store.load_staged_writes(["h"])
+    clock.advance(1)
+    target.gc_unreachable()
+    assert target.get_blob(sha256(child)) == child  # the edge came along: the child is still reachable
+    imported = backend.open()
+    imported.import_session(store.export_session())
+    assert queried(imported, lane="") == ["h"]
+    assert imported.load_staged_writes(["h"]) == store.load_staged_writes(["h"])
+
+
+def test_get_blobs_reads_many_and_leaves_out_the_absent(store: SessionStore) -> None:
+    a, b = store.put_blob(b"first"), store.put_blob(b"second" * 2000)
+    assert store.get_blobs([a, b, "0" * 64, a]) == {a: b"first", b: b"second" * 2000}
+    assert store.get_blobs([]) == {}
+
+
+def test_index_and_staged_writes_survive_reopen(store: SessionStore, backend: Backend) -> None:
+    _records(store)
+    store.put_staged_writes([staged("a3", "t", 0, "c", "v")])
+    again = backend.reopen(store)
+    assert queried(again, tags={"run": "r1"}) == ["b1", "a2"]
+    assert again.load_staged_writes(["a3"]) == [staged("a3", "t", 0, "c", "v")]
+
+
 __all__ = [name for name in list(globals()) if name.startswith("test_")] + [
     "DAMAGE_TARGETS",
     "Backend",

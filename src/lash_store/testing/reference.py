@@ -60,6 +60,19 @@ class _State:
     fences: dict[str, int] = field(default_factory=dict)
     attachments: dict[str, dict[str, Any]] = field(default_factory=dict)
     modules: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, set[str]] = field(default_factory=dict)  # node_id -> tag texts
+    node_refs: dict[str, set[str]] = field(default_factory=dict)  # node_id -> blob refs
+    edges: set[tuple[str, str]] = field(default_factory=set)  # (parent blob, child blob)
+    staged: dict[tuple[str, str, int], dict[str, Any]] = field(default_factory=dict)
+    last_staged_seq: int = 0
+
+
+_STAGED = ("anchor_id", "task_id", "idx", "task_path", "channel", "value")
+
+
+def _newest_first(node: dict[str, Any]) -> tuple[Any, ...]:
+    """Sort key (code point order, as SQLite's BINARY and PostgreSQL's "C"), then seq; keyless nodes last."""
+    return (node["sort_key"] is not None, node["sort_key"] or "", node["seq"])
 
 
 _HEAD = ("session_id", "head_revision", "checkpoint_ref", "leaf_node_id", "body", "usage_ledger")
@@ -161,12 +174,122 @@ class _Queries:
             self.s.last_node_seq += 1
             node = self.s.nodes[p["node_id"]] = {"node_id": p["node_id"], "seq": self.s.last_node_seq}
         node.update(parent_node_id=p["parent_node_id"], user_text=p["user_text"], body=p["body"], tombstoned=False)
+        node.update(kind=p["kind"], lane=p["lane"], sort_key=p["sort_key"])
         return 1
 
     def delete_graph(self, p: Params) -> int:
         count = len(self.s.nodes)
         self.s.nodes.clear()
+        self.s.tags.clear()
+        self.s.node_refs.clear()
         return count
+
+    # -- node index -------------------------------------------------------
+
+    def delete_node_index(self, p: Params) -> int:
+        for node_id in p["node_ids"]:
+            self.s.tags.pop(node_id, None)
+            self.s.node_refs.pop(node_id, None)
+        return 0
+
+    def insert_node_tag(self, p: Params) -> int:
+        self.s.tags.setdefault(p["node_id"], set()).add(p["tag"])
+        return 1
+
+    def insert_node_ref(self, p: Params) -> int:
+        self.s.node_refs.setdefault(p["node_id"], set()).add(p["ref"])
+        return 1
+
+    def delete_tombstoned_index(self, p: Params) -> int:
+        doomed = {node_id for node_id, n in self.s.nodes.items() if n["tombstoned"]}
+        for node_id in doomed:
+            self.s.tags.pop(node_id, None)
+            self.s.node_refs.pop(node_id, None)
+        self.s.staged = {key: row for key, row in self.s.staged.items() if key[0] not in doomed}
+        return 0
+
+    def query_nodes(self, p: Params) -> list[Row]:
+        wanted = set(p["tags"])
+        hits = [
+            n
+            for n in self.s.nodes.values()
+            if not n["tombstoned"]
+            and (p["kind"] is None or n["kind"] == p["kind"])
+            and (p["any_lane"] or n["lane"] == p["lane"])
+            and (p["sort_before"] is None or (n["sort_key"] is not None and n["sort_key"] < p["sort_before"]))
+            and (p["sort_key"] is None or n["sort_key"] == p["sort_key"])
+            and wanted <= self.s.tags.get(n["node_id"], set())
+        ]
+        hits.sort(key=_newest_first, reverse=True)
+        if p["limit"] is not None:
+            hits = hits[: p["limit"]]
+        return [(n["node_id"], n["body"]) for n in hits]
+
+    def reachable_refs(self, p: Params) -> list[Row]:
+        reach = set(p["roots"])
+        for node_id, refs in self.s.node_refs.items():
+            node = self.s.nodes.get(node_id)
+            if node is not None and not node["tombstoned"]:
+                reach |= refs
+        children: dict[str, list[str]] = {}
+        for parent, child in self.s.edges:
+            children.setdefault(parent, []).append(child)
+        todo = list(reach)
+        while todo:
+            for child in children.get(todo.pop(), ()):
+                if child not in reach:
+                    reach.add(child)
+                    todo.append(child)
+        return [(ref,) for ref in sorted(reach)]
+
+    def node_tag_rows(self, p: Params) -> list[Row]:
+        return sorted((node_id, tag) for node_id, tags in self.s.tags.items() for tag in tags)
+
+    def node_ref_rows(self, p: Params) -> list[Row]:
+        return sorted((node_id, ref) for node_id, refs in self.s.node_refs.items() for ref in refs)
+
+    # -- staged writes ----------------------------------------------------
+
+    def _stage(self, p: Params, replace: bool) -> int:
+        key = (p["anchor_id"], p["task_id"], p["idx"])
+        row = self.s.staged.get(key)
+        if row is not None:
+            if not replace:
+                return 0
+            row.update(task_path=p["task_path"], channel=p["channel"], value=p["value"])
+            return 1
+        self.s.last_staged_seq += 1
+        self.s.staged[key] = {**{name: p[name] for name in _STAGED}, "seq": self.s.last_staged_seq}
+        return 1
+
+    def put_staged_write(self, p: Params) -> int:
+        return self._stage(p, replace=False)
+
+    def replace_staged_write(self, p: Params) -> int:
+        return self._stage(p, replace=True)
+
+    insert_staged_write_row = put_staged_write
+
+    def _staged_in_order(self) -> list[dict[str, Any]]:
+        return sorted(self.s.staged.values(), key=lambda row: row["seq"])
+
+    def load_staged_writes(self, p: Params) -> list[Row]:
+        anchors, channels = set(p["anchor_ids"]), set(p["channels"])
+        return [
+            tuple(row[name] for name in _STAGED)
+            for row in self._staged_in_order()
+            if row["anchor_id"] in anchors and (p["any_channel"] or row["channel"] in channels)
+        ]
+
+    def delete_staged_writes(self, p: Params) -> int:
+        anchors = set(p["anchor_ids"])
+        doomed = [key for key in self.s.staged if key[0] in anchors]
+        for key in doomed:
+            del self.s.staged[key]
+        return len(doomed)
+
+    def staged_write_rows(self, p: Params) -> list[Row]:
+        return [tuple(row[name] for name in _STAGED) for row in self._staged_in_order()]
 
     def tombstone_node(self, p: Params) -> int:
         node = self.s.nodes.get(p["node_id"])
@@ -214,6 +337,15 @@ class _Queries:
         self.s.turn_commits[key] = dict(p)
         return 1
 
+    def count_old_turn_commits(self, p: Params) -> list[Row]:
+        return [(sum(1 for r in self.s.turn_commits.values() if r["committed_at_ms"] < p["cutoff_ms"]),)]
+
+    def delete_old_turn_commits(self, p: Params) -> int:
+        old = [key for key, r in self.s.turn_commits.items() if r["committed_at_ms"] < p["cutoff_ms"]]
+        for key in old:
+            del self.s.turn_commits[key]
+        return len(old)
+
     def turn_commit_rows(self, p: Params) -> list[Row]:
         rows = sorted(self.s.turn_commits.values(), key=lambda r: (r["committed_at_ms"], r["session_id"], r["turn_id"]))
         return [(r["session_id"], r["turn_id"], r["record"], r["committed_at_ms"]) for r in rows]
@@ -230,9 +362,29 @@ class _Queries:
 
     insert_blob_row = put_blob
 
+    def put_blob_edge(self, p: Params) -> int:
+        edge = (p["parent_ref"], p["child_ref"])
+        if edge in self.s.edges:
+            return 0
+        self.s.edges.add(edge)
+        return 1
+
+    def blob_edge_rows(self, p: Params) -> list[Row]:
+        refs = set(p["refs"])
+        return sorted(edge for edge in self.s.edges if p["all_edges"] or edge[0] in refs)
+
+    def sweep_edges(self, p: Params) -> int:
+        gone = {edge for edge in self.s.edges if edge[0] not in self.s.blobs}
+        self.s.edges -= gone
+        return len(gone)
+
     def get_blob(self, p: Params) -> list[Row]:
         blob = self.s.blobs.get(p["hash"])
         return [] if blob is None else [(blob["encoding"], blob["content"], blob["raw_size"])]
+
+    def get_blobs(self, p: Params) -> list[Row]:
+        wanted = [self.s.blobs.get(ref) for ref in sorted(set(p["refs"]))]
+        return [(b["hash"], b["encoding"], b["content"], b["raw_size"]) for b in wanted if b is not None]
 
     def count_blobs(self, p: Params) -> list[Row]:
         return [(len(self.s.blobs),)]
@@ -459,10 +611,14 @@ class _Queries:
         self.s.last_enqueue_seq = max(self.s.last_enqueue_seq, p["seq"])
         return 1
 
+    def session_exists(self, p: Params) -> list[Row]:
+        return [(1,)]  # like a file: the session is there while its store is
+
     def holds_data(self, p: Params) -> list[Row]:
         s = self.s
         parts: tuple[dict[Any, Any], ...] = (s.nodes, s.blobs, s.turn_commits, s.batches, s.fences, s.attachments)
-        return [(sum(len(part) for part in parts) + len(s.modules) + (s.meta is not None),)]
+        extra = len(s.modules) + (s.meta is not None) + len(s.staged) + len(s.edges)
+        return [(sum(len(part) for part in parts) + extra,)]
 
 
 class _MemoryTx:
@@ -510,6 +666,8 @@ class MemoryBackend:
     builds the object that answers each named query over it, so another
     component (the process registry) is the same backend over its own state.
     """
+
+    name = "reference"
 
     def __init__(
         self,

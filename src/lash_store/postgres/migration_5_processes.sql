@@ -1,4 +1,6 @@
--- Schema version 2 of lash-store on PostgreSQL: the process registry.  ``{schema}`` is the configured schema.
+-- Schema version 5 of lash-store on PostgreSQL: the process registry.  ``{schema}`` is the configured schema.
+-- One self-contained, additive and idempotent migration (IF NOT EXISTS): renumbering it only changes its key
+-- in ``schema._MIGRATIONS``, and it commutes with the other additive migrations.
 --
 -- Unlike the session tables, these are deployment-wide: every worker of every session shares them, and
 -- their leading key is the process id (distribute by process_id).  Interpreted fields are columns;
@@ -9,7 +11,7 @@
 -- Ids are ordered byte by byte (COLLATE "C"), as on SQLite, whatever the database's locale: listings and
 -- their keyset pages come out in the same order on every backend.
 
-CREATE TABLE {schema}.processes (
+CREATE TABLE IF NOT EXISTS {schema}.processes (
     process_id text COLLATE "C" PRIMARY KEY,
     registration_hash text NOT NULL,
     input text NOT NULL,
@@ -25,10 +27,10 @@ CREATE TABLE {schema}.processes (
     created_at_ms bigint NOT NULL,
     updated_at_ms bigint NOT NULL
 ) WITH (fillfactor = 80);
-CREATE INDEX processes_by_status ON {schema}.processes (status, process_id);
-CREATE INDEX processes_terminal_age ON {schema}.processes (updated_at_ms) WHERE status <> 'running';
+CREATE INDEX IF NOT EXISTS processes_by_status ON {schema}.processes (status, process_id);
+CREATE INDEX IF NOT EXISTS processes_terminal_age ON {schema}.processes (updated_at_ms) WHERE status <> 'running';
 
-CREATE TABLE {schema}.process_events (
+CREATE TABLE IF NOT EXISTS {schema}.process_events (
     process_id text COLLATE "C" NOT NULL,
     sequence bigint NOT NULL CHECK (sequence >= 1),
     event_type text NOT NULL,
@@ -41,28 +43,28 @@ CREATE TABLE {schema}.process_events (
     PRIMARY KEY (process_id, sequence)
 );
 -- The arbiter of replay keys: one event per key and process.
-CREATE UNIQUE INDEX process_events_replay ON {schema}.process_events (process_id, idempotency_key)
+CREATE UNIQUE INDEX IF NOT EXISTS process_events_replay ON {schema}.process_events (process_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 
-CREATE TABLE {schema}.process_wake_acks (
+CREATE TABLE IF NOT EXISTS {schema}.process_wake_acks (
     process_id text COLLATE "C" NOT NULL,
     sequence bigint NOT NULL,
     acked_at_ms bigint NOT NULL,
     PRIMARY KEY (process_id, sequence)
 );
 
-CREATE TABLE {schema}.process_handle_grants (
+CREATE TABLE IF NOT EXISTS {schema}.process_handle_grants (
     scope_id text COLLATE "C" NOT NULL,
     process_id text COLLATE "C" NOT NULL,
     session_id text COLLATE "C" NOT NULL,
     descriptor text NOT NULL,
     PRIMARY KEY (scope_id, process_id)
 );
-CREATE INDEX process_handle_grants_session ON {schema}.process_handle_grants (session_id);
-CREATE INDEX process_handle_grants_process ON {schema}.process_handle_grants (process_id);
+CREATE INDEX IF NOT EXISTS process_handle_grants_session ON {schema}.process_handle_grants (session_id);
+CREATE INDEX IF NOT EXISTS process_handle_grants_process ON {schema}.process_handle_grants (process_id);
 
 -- The lease of a process; the fencing counter survives releases.  Renewals rewrite this narrow row only.
-CREATE TABLE {schema}.process_leases (
+CREATE TABLE IF NOT EXISTS {schema}.process_leases (
     process_id text COLLATE "C" PRIMARY KEY,
     lease_owner_id text,
     lease_token text,
