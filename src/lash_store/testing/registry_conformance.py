@@ -764,6 +764,114 @@ def test_p30_registration_validation(registry: Registry, field: str, bad: Proces
     assert registry.list_processes() == []
 
 
+def _bad_input_process(registry: Registry) -> ProcessLease:
+    """A running process with a payload schema, a failed terminal type and a wake type with pointers; a lease."""
+    failed = ProcessEventType(
+        name="job.failed", semantics=ProcessEventSemantics(terminal=TerminalSpec.failed(Selector.pointer("/err")))
+    )
+    woken = ProcessEventType(
+        name="job.note", semantics=ProcessEventSemantics(wake=WakeSpec(input=Selector.pointer("/msg")))
+    )
+    registry.register_process(reg("proc-bad", _line_type(), failed, woken))
+    registry.grant_handle(S("holder"), "proc-bad")
+    return lease_of(registry, "proc-bad", "worker")
+
+
+BAD_CALLS: list[tuple[str, str, type[InvalidProcessInput], Callable[[Registry, ProcessLease], Any]]] = [
+    ("blank id: append", "process_id", InvalidProcessInput, lambda r, _: r.append_event("  ", request("x", {}))),
+    (
+        "blank id: complete",
+        "process_id",
+        InvalidProcessInput,
+        lambda r, _: r.complete_process("", ProcessAwaitOutput.success(None)),
+    ),
+    ("blank id: claim", "process_id", InvalidProcessInput, lambda r, _: r.claim_process_lease(" ", "w", TTL)),
+    ("blank owner: claim", "owner_id", InvalidProcessInput, lambda r, _: r.claim_process_lease("proc-bad", "\t", TTL)),
+    ("blank id: grant", "owner_scope.session_id", InvalidProcessInput, lambda r, _: r.grant_handle(S(" "), "proc-bad")),
+    (
+        "blank id: transfer",
+        "to_scope.session_id",
+        InvalidProcessInput,
+        lambda r, _: r.transfer_handle_grants(S("holder"), S(""), ["proc-bad"]),
+    ),
+    (
+        "blank id: delete",
+        "session_id",
+        InvalidProcessInput,
+        lambda r, _: r.delete_session_process_state(" ", reason="x"),
+    ),
+    (
+        "blank external ref",
+        "external_ref.id",
+        InvalidProcessInput,
+        lambda r, _: r.set_external_ref("proc-bad", ProcessExternalRef(backend="b", id=" ")),
+    ),
+    (
+        "payload breaks the schema",
+        "request.payload",
+        InvalidEventPayload,
+        lambda r, _: r.append_event("proc-bad", request("producer.line", {"line": 7})),
+    ),
+    (
+        "payload breaks the schema (fenced)",
+        "request.payload",
+        InvalidEventPayload,
+        lambda r, lease: r.append_event("proc-bad", request("producer.line", {}), lease=lease),
+    ),
+    (
+        "terminal pointer does not resolve",
+        "request.payload",
+        SelectorMismatch,
+        lambda r, _: r.append_event("proc-bad", request("job.failed", {"error": "x"}, key="f")),
+    ),
+    (
+        "wake pointer does not resolve",
+        "request.payload",
+        SelectorMismatch,
+        lambda r, _: r.append_event("proc-bad", request("job.note", {"text": "x"}, target=S("holder"))),
+    ),
+    (
+        "negative ttl: claim",
+        "lease_ttl_ms",
+        InvalidProcessInput,
+        lambda r, _: r.claim_process_lease("proc-bad", "w", -1),
+    ),
+    (
+        "oversized ttl: claim",
+        "lease_ttl_ms",
+        InvalidProcessInput,
+        lambda r, _: r.claim_process_lease("proc-bad", "worker", 2**63),
+    ),
+    (
+        "fractional ttl: claim",
+        "lease_ttl_ms",
+        InvalidProcessInput,
+        lambda r, _: r.claim_process_lease("proc-bad", "worker", 1.5),  # type: ignore[arg-type]
+    ),
+    ("negative ttl: renew", "lease_ttl_ms", InvalidProcessInput, lambda r, lease: r.renew_process_lease(lease, -5)),
+    (
+        "oversized ttl: renew",
+        "lease_ttl_ms",
+        InvalidProcessInput,
+        lambda r, lease: r.renew_process_lease(lease, 2**64),
+    ),
+    ("negative horizon: prune", "older_than_epoch_ms", InvalidProcessInput, lambda r, _: r.prune_processes(-1)),
+]
+
+
+@pytest.mark.parametrize(("field", "error", "call"), [c[1:] for c in BAD_CALLS], ids=[c[0] for c in BAD_CALLS])
+def test_bad_input_gets_a_typed_error_naming_the_field_and_writes_nothing(
+    registry: Registry, field: str, error: type[InvalidProcessInput], call: Callable[[Registry, ProcessLease], Any]
+) -> None:
+    lease = _bad_input_process(registry)
+    before = registry.raw_rows()
+    with pytest.raises(error) as raised:
+        call(registry, lease)
+    assert raised.value.what == field
+    assert registry.raw_rows() == before
+    assert registry.renew_process_lease(lease, TTL).fencing_token == lease.fencing_token  # the lease is intact
+
+
 def test_p31_terminal_wrapping(registry: Registry) -> None:
     failed = ProcessEventType(
         name="job.failed",

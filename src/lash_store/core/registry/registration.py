@@ -124,7 +124,7 @@ def check_provenance(what: str, provenance: Any) -> ProcessProvenance:
 def check_scope(what: str, scope: Any) -> ProcessScope:
     """A scope names a session (non-empty) and optionally one of its agent frames."""
     check_instance(what, scope, ProcessScope)
-    session_id = check_id(f"{what}.session_id", scope.session_id)
+    session_id = _not_blank(f"{what}.session_id", scope.session_id)
     frame = scope.agent_frame_id
     if frame is not None:
         check_text(f"{what}.agent_frame_id", frame)
@@ -261,8 +261,8 @@ def check_await_output(what: str, output: Any) -> ProcessAwaitOutput:
 def check_external_ref(what: str, ref: Any) -> ProcessExternalRef:
     check_instance(what, ref, ProcessExternalRef)
     return ProcessExternalRef(
-        backend=check_id(f"{what}.backend", ref.backend),
-        id=check_id(f"{what}.id", ref.id),
+        backend=_not_blank(f"{what}.backend", ref.backend),
+        id=_not_blank(f"{what}.id", ref.id),
         metadata=json_value(f"{what}.metadata", ref.metadata),
     )
 
@@ -279,12 +279,13 @@ def check_descriptor(what: str, descriptor: Any) -> ProcessHandleDescriptor:
 
 @registry_input
 def check_process_id(what: str, process_id: Any) -> str:
-    return check_id(what, process_id)
+    """Process ids (and lease owners) are non-empty, not blank, without NUL: a blank one can never exist."""
+    return _not_blank(what, process_id)
 
 
 @registry_input
 def check_process_ids(what: str, process_ids: Any) -> list[str]:
-    return [check_id(f"{what}[{index}]", value) for index, value in enumerate(check_list(what, process_ids))]
+    return [_not_blank(f"{what}[{index}]", value) for index, value in enumerate(check_list(what, process_ids))]
 
 
 @registry_input
