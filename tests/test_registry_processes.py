@@ -118,8 +118,15 @@ def test_workers_racing_for_leases_run_each_process_under_one_live_holder_at_a_t
     reports = run_processes(
         [(_race_worker, (target, worker, stall, seed)) for worker in range(WORKERS)], timeout_s=150, ctx=FORK
     )
-    entries = [entry for report in reports for entry in report[3]]
-    owner_of = {(entry[1], entry[2]): report[2] for report in reports for entry in report[3] if entry[0] == "claim"}
+    check_race(target, PROCESSES, [(report[2], report[3]) for report in reports], stall)
+
+
+def check_race(target: str, processes: int, reports: list[tuple[str, list[tuple[Any, ...]]]], stall: list[str]) -> None:
+    """What racing workers reported -- (owner, [("claim", pid, fence, claimed_at, expires_at), ("renew", pid,
+    fence, expires_at), ("completed", pid, fence), ("lost", pid, fence, stalled)]) each -- against the registry:
+    one live holder at a time, fences 1, 2, 3, ..., every process ended once by its last holder."""
+    entries = [entry for report in reports for entry in report[1]]
+    owner_of = {(entry[1], entry[2]): report[0] for report in reports for entry in report[1] if entry[0] == "claim"}
 
     claims: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
     for kind, pid, fence, *rest in entries:
@@ -132,10 +139,10 @@ def test_workers_racing_for_leases_run_each_process_under_one_live_holder_at_a_t
     completed = [(pid, fence) for kind, pid, fence, *_ in entries if kind == "completed"]
     lost = [(pid, fence, stalled) for kind, pid, fence, *rest in entries if kind == "lost" for stalled in rest[:1]]
 
-    assert sorted(pid for pid, _ in completed) == sorted(f"job-{i:02d}" for i in range(PROCESSES))
+    assert sorted(pid for pid, _ in completed) == sorted(f"job-{i:02d}" for i in range(processes))
     assert {pid for pid, _, stalled in lost if stalled} == set(stall), "every stalled first holder lost its lease"
     assert all(len(claims[pid]) >= 2 for pid in stall), "a stalled process was taken over by another worker"
-    assert len({report[2] for report in reports if report[3]}) > 1, "more than one worker ran processes"
+    assert len({report[0] for report in reports if report[1]}) > 1, "more than one worker ran processes"
     with open_registry(target) as registry:
         assert registry.list_non_terminal() == []
         for pid, rows in claims.items():
