@@ -8,6 +8,8 @@ service calls them before it opens a transaction, so bad input writes nothing.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -35,7 +37,6 @@ from lash_store.processes import (
     Selector,
     TerminalSpec,
     WakeSpec,
-    payload_hash,
     registration_hash,
 )
 
@@ -223,6 +224,11 @@ class PreparedAppend(Struct, frozen=True):
     target: ProcessScope | None
 
 
+def _canonical_plain(value: Any) -> str:
+    """:func:`canonical_text` of a value that is plain JSON data already."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 @registry_input
 def prepare_append(request: Any) -> PreparedAppend:
     check_instance("request", request, ProcessEventAppendRequest)
@@ -236,11 +242,15 @@ def prepare_append(request: Any) -> PreparedAppend:
         if request.wake_target_scope is None
         else check_scope("request.wake_target_scope", request.wake_target_scope)
     )
+    # ``payload`` is plain JSON data already (json_value), so its canonical text is one dumps, and the text of
+    # ``[event_type, payload]`` that payload_hash takes is that text in a list: one encoding for both.
+    payload_json = _canonical_plain(payload)
+    hashed = "[" + _canonical_plain(event_type) + "," + payload_json + "]"
     return PreparedAppend(
         event_type=event_type,
         payload=payload,
-        payload_json=canonical_text(payload),
-        payload_hash=payload_hash(event_type, payload),
+        payload_json=payload_json,
+        payload_hash=hashlib.sha256(hashed.encode("utf-8")).hexdigest(),
         replay_key=replay_key,
         target=target,
     )
