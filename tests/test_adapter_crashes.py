@@ -29,6 +29,7 @@ def _add_forever(root: str, start: int, pipe: Connection) -> None:
     async def run() -> None:
         session = LashSession.sqlite("crash", root)
         batch = start
+        pipe.send(None)  # ready: the kill's delay counts from here, not from a slow start on a loaded machine
         while True:
             await session.add_items([{"role": "user", "content": f"b{batch}-i{i}"} for i in range(BATCH)])
             pipe.send(batch)
@@ -52,6 +53,7 @@ def _invoke_forever(root: str, start: int, pipe: Connection) -> None:
     graph = builder.compile(checkpointer=saver)
     config = {"configurable": {"thread_id": "crash"}}
     turn = start
+    pipe.send(None)  # ready (importing LangGraph can take seconds on a loaded machine)
     while True:
         graph.invoke({"messages": [("user", f"turn {turn}")]}, config, durability="sync")
         pipe.send(turn)
@@ -59,13 +61,14 @@ def _invoke_forever(root: str, start: int, pipe: Connection) -> None:
 
 
 def _kill_after(target: Any, args: tuple[Any, ...], seconds: float) -> list[int]:
-    """Run ``target(*args, pipe)`` in a child, SIGKILL it after ``seconds``; returns what it acknowledged."""
+    """Run ``target(*args, pipe)`` in a child, SIGKILL it ``seconds`` after it is ready; what it acknowledged."""
     context = multiprocessing.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
     child = context.Process(target=target, args=(*args, sender))
     child.start()
     sender.close()
     acknowledged: list[int] = []
+    assert receiver.poll(120) and receiver.recv() is None, "the child never got ready"
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if receiver.poll(0.01):

@@ -272,6 +272,21 @@ def test_gc_json_deletes_exactly_the_unreachable_blobs(capsys: pytest.CaptureFix
     assert report["verification"] == {"ok": True, "problems": []}
 
 
+def test_list_sqlite_json_pages_a_root_through_its_catalogue(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["list", "--json", "--sessions", "24", "--limit", "5", "--repeat", "2", "--dir", str(tmp_path)]
+    code, report = run_json(capsys, argv)
+    assert code == 0
+    assert report["benchmark"] == "list" and report["backend"] == "sqlite"
+    assert report["config"] == {"sessions": 24, "limit": 5, "repeat": 2, "setup_threads": 4}
+    for key in ("first_page", "second_page", "by_id_page", "floor"):
+        assert report[key]["count"] == 2 and 0 < report[key]["p50_ms"] <= report[key]["max_ms"]
+    assert report["cold_ms"] > 0 and report["after_touch"]["touched"] == 1
+    assert report["target_ms"] == 100.0 and isinstance(report["pass"], bool)
+    assert report["verification"] == {"ok": True, "problems": [], "listed": 24}
+
+
 def test_gc_through_the_lash_store_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["bench", "gc", "--quick", "--blobs", "40"]) == 0
     out = capsys.readouterr().out

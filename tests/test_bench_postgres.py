@@ -142,7 +142,7 @@ def test_queue_postgres_quick_json_exactly_once(dsn: str) -> None:
 
 
 def test_list_postgres_on_a_throwaway_server(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["list", "--quick", "--json", "--sessions", "30", "--limit", "10", "--repeat", "2"]
+    argv = ["list", "--backend", "postgres", "--quick", "--json", "--sessions", "30", "--limit", "10", "--repeat", "2"]
     code, report = run_json(capsys, argv)
     assert code == 0
     assert report["benchmark"] == "list" and report["backend"] == "postgres"
@@ -150,7 +150,7 @@ def test_list_postgres_on_a_throwaway_server(capsys: pytest.CaptureFixture[str])
     assert report["server"]["origin"].startswith("throwaway")
     assert report["config"] == {"sessions": 30, "limit": 10, "repeat": 2, "setup_threads": 8}
     assert report["setup"]["seconds"] > 0 and report["setup"]["sessions_per_s"] > 0
-    for key in ("first_page", "middle_page", "floor"):
+    for key in ("first_page", "middle_page", "recent_page", "floor"):
         figures = report[key]
         assert figures["count"] == 2 and 0 < figures["p50_ms"] <= figures["max_ms"]
     assert report["ratio"] > 0 and report["target_ms"] == 50.0 and isinstance(report["pass"], bool)
@@ -168,7 +168,7 @@ def test_list_text_report_with_dsn(dsn: str, capsys: pytest.CaptureFixture[str])
 @pytest.mark.parametrize(
     "argv",
     [
-        ["list", "--backend", "sqlite"],
+        ["list", "--backend", "sqlite", "--dsn", "host=/nowhere"],
         ["commit", "--backend", "postgres", "--dir", "/tmp/x"],
         ["commit", "--backend", "postgres", "--plot", "x.png"],
         ["commit", "--dsn", "host=/nowhere"],

@@ -14,6 +14,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -347,6 +348,31 @@ def test_sessions_reports_a_session_it_cannot_read(
     data = run_json(capsys, "sessions", str(root), expect=EXIT_FAILED)
     assert [row["session_id"] for row in data["sessions"]] == [SESSION]
     assert [error["path"] for error in data["errors"]] == [str(broken.path_for_session("broken"))]
+
+
+def test_sessions_recent_pages_newest_first_and_refuses_mixed_paging(
+    capsys: pytest.CaptureFixture[str], root: Path, session_file: Path
+) -> None:
+    factory = SqliteSessionStoreFactory(root)
+    for name in ("older", "newer"):
+        factory.create_store(name).close()
+        os.utime(
+            factory.path_for_session(name), ns=(time.time_ns(), time.time_ns() + (10**9 if name == "newer" else 0))
+        )
+    os.utime(session_file, ns=(10**18, 10**18))  # the fixture's session: written long ago
+    first = run_json(capsys, "sessions", str(root), "--recent", "--limit", "2")
+    assert [row["session_id"] for row in first["sessions"]] == ["newer", "older"]
+    assert all(isinstance(row["updated_at_ms"], int) for row in first["sessions"]) and first["next_cursor"]
+    rest = run_json(capsys, "sessions", str(root), "--recent", "--cursor", first["next_cursor"])
+    assert [row["session_id"] for row in rest["sessions"]] == [SESSION] and rest["next_cursor"] is None
+    code, out, _err = run(capsys, "sessions", str(root), "--recent", "--limit", "1")
+    assert code == EXIT_OK and "more: --recent --cursor" in out
+    code, _out, err = run(capsys, "sessions", str(root), "--recent", "--after", "x")
+    assert code == EXIT_ERROR and "--cursor" in err
+    code, _out, err = run(capsys, "sessions", str(root), "--cursor", first["next_cursor"])
+    assert code == EXIT_ERROR and "--recent" in err
+    code, _out, err = run(capsys, "sessions", str(root), "--recent", "--cursor", "nonsense")
+    assert code != EXIT_OK and "cursor" in err
 
 
 def test_sessions_of_an_empty_directory(capsys: pytest.CaptureFixture[str], root: Path) -> None:

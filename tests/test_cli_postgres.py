@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from lash_store import SqliteSessionStoreFactory, Store
-from lash_store.model import SessionReadScope
+from lash_store.model import RuntimeCommit, SessionReadScope
 from lash_store.postgres import PostgresSessionStoreFactory, PostgresStore, close_shared_pools
 from lash_store.testing.pgserver import PostgresServer
 from tests.test_cli import EXIT_ERROR, EXIT_FAILED, EXIT_OK, SESSION, _build_session, run, run_json
@@ -128,6 +129,18 @@ def test_sessions_of_a_postgres_database_paginate(capsys: pytest.CaptureFixture[
     rest = run_json(capsys, "sessions", pg_dsn, "--after", "b")
     assert [row["session_id"] for row in rest["sessions"]] == ["c"]
     assert EXIT_FAILED != EXIT_OK  # (sessions exits 1 only when some session cannot be read)
+
+
+def test_sessions_recent_of_a_postgres_database(capsys: pytest.CaptureFixture[str], pg_dsn: str) -> None:
+    factory = PostgresSessionStoreFactory(pg_dsn)
+    for name in ("r1", "r2"):
+        with factory.create_store(name) as store:
+            store.commit_runtime_state(RuntimeCommit(session_id=name, expected_head_revision=0))
+        time.sleep(0.005)  # the database clock's milliseconds order them
+    first = run_json(capsys, "sessions", pg_dsn, "--recent", "--limit", "1")
+    assert [row["session_id"] for row in first["sessions"]] == ["r2"] and first["next_cursor"]
+    rest = run_json(capsys, "sessions", pg_dsn, "--recent", "--limit", "1", "--cursor", first["next_cursor"])
+    assert [row["session_id"] for row in rest["sessions"]] == ["r1"]
 
 
 def test_sqlite_factory_listing_paginates_too(tmp_path: Path) -> None:

@@ -302,7 +302,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
 
 def _cmd_sessions(args: argparse.Namespace) -> int:
-    data = tools.list_sessions(args.dir, limit=args.limit, after=args.after)
+    data = tools.list_sessions(args.dir, limit=args.limit, after=args.after, recent=args.recent, cursor=args.cursor)
     if args.json:
         _print_json(data)
         return EXIT_FAILED if data["errors"] else EXIT_OK
@@ -329,6 +329,8 @@ def _cmd_sessions(args: argparse.Namespace) -> int:
             _size(row.get("size_bytes")),
         )
     out.print(table)
+    if data.get("next_cursor"):
+        print(f"more: --recent --cursor {data['next_cursor']}")
     for error in data["errors"]:
         print(f"lash-store: error: cannot read {error['path']}: {error['error']}", file=sys.stderr)
     return EXIT_FAILED if data["errors"] else EXIT_OK
@@ -1006,6 +1008,10 @@ def build_parser() -> argparse.ArgumentParser:
     sessions.add_argument("dir", metavar="ROOT", help="factory root directory, or a PostgreSQL DSN")
     sessions.add_argument("--limit", type=positive, default=None, metavar="N", help="at most N sessions")
     sessions.add_argument("--after", default=None, metavar="ID", help="start after this session id (next page)")
+    sessions.add_argument(
+        "--recent", action="store_true", help="the most recently written first, a page of --limit (default 50)"
+    )
+    sessions.add_argument("--cursor", default=None, metavar="C", help="the next page of --recent (its next_cursor)")
     sessions.set_defaults(handler=_cmd_sessions)
 
     stats = commands.add_parser(

@@ -45,6 +45,8 @@ __all__ = [
     "SessionGraph",
     "SessionMeta",
     "SessionNode",
+    "SessionListing",
+    "SessionPage",
     "SessionPickerInfo",
     "SessionReadScope",
     "SessionRelation",
@@ -368,6 +370,28 @@ class SessionPickerInfo(Struct, kw_only=True, frozen=True):
     relation: SessionRelation
     first_user_message: str
     user_message_count: int
+
+
+class SessionListing(Struct, kw_only=True, frozen=True):
+    """One session of a listing by recency: its picker info and when it was last updated (epoch ms).
+
+    "Updated" is the last write to the session's file on SQLite and its last commit on PostgreSQL.
+    """
+
+    info: SessionPickerInfo
+    updated_at_epoch_ms: int
+
+
+class SessionPage(Struct, kw_only=True, frozen=True):
+    """A page of sessions, most recently updated first; ``next_cursor`` fetches the next page (None: last).
+
+    ``failures`` names sessions on this page's stretch that could not be read, one
+    ``(where, message)`` each: reported, never silently left out.
+    """
+
+    sessions: list[SessionListing]
+    next_cursor: str | None
+    failures: list[tuple[str, str]] = field(default_factory=list)
 
 
 class GcReport(Struct, kw_only=True, frozen=True):

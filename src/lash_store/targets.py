@@ -55,7 +55,7 @@ def open_store(
 
 
 def open_factory(target: str | os.PathLike[str], options: StoreOptions | None = None) -> Any:
-    """The session factory of a factory root directory or a PostgreSQL database."""
+    """The session factory of a factory root directory or a PostgreSQL database (its listings write nothing)."""
     text = os.fspath(target)
     if isinstance(text, str) and is_dsn(text):
         from lash_store.postgres import PostgresSessionStoreFactory

@@ -432,9 +432,22 @@ def history(
 
 
 def list_sessions(
-    root: str | os.PathLike[str], *, limit: int | None = None, after: str | None = None
+    root: str | os.PathLike[str],
+    *,
+    limit: int | None = None,
+    after: str | None = None,
+    recent: bool = False,
+    cursor: str | None = None,
 ) -> dict[str, Any]:
-    """The sessions of a factory root or a PostgreSQL database; unreadable ones are listed with their error."""
+    """The sessions of a factory root or a PostgreSQL database; unreadable ones are listed with their error.
+
+    By session id (``after``: the previous page's last id), or with ``recent`` the most recently written
+    first, a page of ``limit`` (default 50) at a time (``cursor``: the previous page's ``next_cursor``).
+    """
+    if recent and after is not None:
+        raise ToolError("--after pages the listing by id; with --recent pass --cursor")
+    if cursor is not None and not recent:
+        raise ToolError("--cursor pages the --recent listing")
     text = _text(root)
     if not is_dsn(text):
         directory = Path(text)
@@ -443,14 +456,23 @@ def list_sessions(
         if not directory.is_dir():
             raise ToolError(f"{text} is not a directory (sessions lists a factory root or a PostgreSQL database)")
     factory = open_factory(text)
-    errors: list[dict[str, str]] = []
+    shown = text if not is_dsn(text) else _redact(text)
+    if recent:
+        found = factory.recent_sessions(limit=50 if limit is None else limit, cursor=cursor)
+        sessions = [
+            {**_session_row(text, factory, item.info.session_id, item.info), "updated_at_ms": item.updated_at_epoch_ms}
+            for item in found.sessions
+        ]
+        errors = [{"path": where, "error": error} for where, error in found.failures]
+        return {"root": shown, "sessions": sessions, "errors": errors, "next_cursor": found.next_cursor}
+    errors = []
     try:
         infos = factory.list_sessions(limit=limit, after=after)
     except SessionsUnreadable as exc:
         infos = exc.sessions
         errors = [{"path": where, "error": " ".join(str(error).split())} for where, error in exc.failures]
     sessions = [_session_row(text, factory, info.session_id, info) for info in infos]
-    return {"root": text if not is_dsn(text) else _redact(text), "sessions": sessions, "errors": errors}
+    return {"root": shown, "sessions": sessions, "errors": errors}
 
 
 def _session_row(root: str, factory: Any, session_id: str, info: Any) -> dict[str, Any]:

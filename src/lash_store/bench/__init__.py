@@ -49,9 +49,13 @@ import shutil
 import statistics
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 __all__ = [
     "EXTRA_INSTALL_HINT",
@@ -130,6 +134,29 @@ def format_us(microseconds: float) -> str:
     if microseconds >= 1000:
         return f"{microseconds / 1000:,.2f} ms"
     return f"{microseconds:,.0f} us"
+
+
+def timed(call: Callable[[], T]) -> tuple[int, T]:
+    """``call()``'s duration in nanoseconds, and its value."""
+    started = time.perf_counter_ns()
+    value = call()
+    return time.perf_counter_ns() - started, value
+
+
+def ms_figures(samples_ns: Sequence[int]) -> dict[str, Any]:
+    """count, p50 / p90 / p99 / max of nanosecond samples, in milliseconds (the listing benchmarks' shape)."""
+    return {
+        "count": len(samples_ns),
+        "p50_ms": statistics.median(samples_ns) / 1e6,
+        "p90_ms": percentile(samples_ns, 0.90) / 1e6,
+        "p99_ms": percentile(samples_ns, 0.99) / 1e6,
+        "max_ms": max(samples_ns) / 1e6,
+    }
+
+
+def latency_row(label: str, figures: dict[str, Any]) -> list[str]:
+    """A table row of :func:`ms_figures`: label, p50, p90, p99, max."""
+    return [label, *(format_us(figures[key] * 1000) for key in ("p50_ms", "p90_ms", "p99_ms", "max_ms"))]
 
 
 def verdict(ok: bool) -> str:

@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     backend.add_argument(
         "--backend",
         choices=("sqlite", "postgres"),
-        default=None,  # resolved after parsing: list runs on postgres, the others default to sqlite
+        default=None,  # resolved after parsing: sqlite
         help="sqlite (vs plain sqlite3; the default) or postgres (vs plain psycopg, on a durable server)",
     )
     backend.add_argument(
@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--repeat", type=positive, default=None, help="runs on fresh files (default 3, --quick 1)")
 
     listing = commands.add_parser(
-        "list", parents=[common, backend], help="list_sessions first page with many sessions (postgres)"
+        "list", parents=[common, backend], help="the session list's first page with many sessions"
     )
     listing.add_argument(
         "--sessions",
@@ -313,7 +313,7 @@ def _commit(args: argparse.Namespace, verbose: bool) -> tuple[dict[str, Any], st
 def _check_backend(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Resolve the default backend; options that only make sense for the other one are refused before anything runs."""
     if getattr(args, "backend", None) is None:
-        args.backend = "postgres" if args.command == "list" else "sqlite"
+        args.backend = "postgres" if args.command == "list" and args.dsn is not None else "sqlite"
     backend = args.backend
     if backend == "postgres":
         if args.dir is not None:
@@ -323,8 +323,6 @@ def _check_backend(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         if args.command == "commit" and args.peer_sync != "match":
             parser.error("--peer-sync applies to --backend sqlite (the postgres peers use the server's setting)")
     else:
-        if args.command == "list":
-            parser.error("list runs on --backend postgres only")
         if getattr(args, "dsn", None) is not None:
             parser.error("--dsn applies to --backend postgres")
         if args.command == "queue" and args.workers is not None and len(args.workers) > 1:
@@ -360,6 +358,19 @@ def _queue_postgres(args: argparse.Namespace, verbose: bool) -> tuple[dict[str, 
     return report, pg_queue.format_report(report), _verified(report)
 
 
+def _list(args: argparse.Namespace, verbose: bool) -> tuple[dict[str, Any], str, int]:
+    from lash_store.bench import sqlite_list
+
+    report = sqlite_list.run(
+        sessions=args.sessions or (sqlite_list.QUICK_SESSIONS if args.quick else sqlite_list.FULL_SESSIONS),
+        repeat=args.repeat or (5 if args.quick else 30),
+        limit=args.limit,
+        base=args.dir,
+        verbose=verbose,
+    )
+    return report, sqlite_list.format_report(report), _verified(report)
+
+
 def _list_postgres(args: argparse.Namespace, verbose: bool) -> tuple[dict[str, Any], str, int]:
     report = list_bench.run(
         sessions=args.sessions or (list_bench.QUICK_SESSIONS if args.quick else list_bench.FULL_SESSIONS),
@@ -385,8 +396,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             report, text, exit_code = _commit_postgres(args, verbose)
         elif postgres and args.command == "queue":
             report, text, exit_code = _queue_postgres(args, verbose)
-        elif args.command == "list":
+        elif postgres and args.command == "list":
             report, text, exit_code = _list_postgres(args, verbose)
+        elif args.command == "list":
+            report, text, exit_code = _list(args, verbose)
         elif args.command == "commit":
             report, text, exit_code = _commit(args, verbose)
         elif args.command == "processes":

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from psycopg_pool import ConnectionPool
 
-from lash_store.core.validate import check_id, check_instance, check_ms
+from lash_store.core.validate import check_count, check_id, check_instance, check_ms
 from lash_store.errors import CorruptData, StoreError
-from lash_store.model import DurabilityTier, SessionPickerInfo, SessionRelation
+from lash_store.model import DurabilityTier, SessionListing, SessionPage, SessionPickerInfo, SessionRelation
 from lash_store.options import StoreOptions, check_options
 from lash_store.postgres import schema as schemas
 from lash_store.postgres.backend import PostgresBackend, PostgresTx
 from lash_store.postgres.store import PostgresStore, connect_target, ensure_schema
-from lash_store.service.factory import check_page, new_session_meta, page
+from lash_store.service.factory import check_page, decode_cursor, encode_cursor, new_session_meta, page
 from lash_store.service.ports import Row
 from lash_store.service.session import picker_info
+
+_MAX_MS = 2**63 - 1
 
 # One page of the listing when the caller asks for everything (the query pages by session id anyway).
 _PAGE = 1000
@@ -86,6 +88,30 @@ class PostgresSessionStoreFactory:
             pruned.extend(row[0] for row in rows)
             if len(rows) < _PRUNE_CHUNK:
                 return pruned
+
+    def recent_sessions(self, *, limit: int = 50, cursor: str | None = None) -> SessionPage:
+        """A page of sessions, the most recently committed first (by the database clock).
+
+        Pass the page's ``next_cursor`` for the next one.  A session committed
+        after the first page was taken moves to the front and is not repeated
+        on later pages; every session unchanged meanwhile appears exactly once.
+        """
+        size = check_count("limit", limit)
+        start = decode_cursor(cursor, int)
+        before_ms, before_id = start if start is not None else (_MAX_MS, "")
+        params = {"before_ms": before_ms, "before_id": before_id, "limit": size + 1}
+        rows = self._backend("").read(lambda tx: tx.all("recent_sessions", params))
+        sessions, failures = [], []
+        for meta_id, cwd, relation, first, users, partition, updated in rows[:size]:
+            try:
+                info = picker_info((meta_id, meta_id, "", "", cwd, relation), first, users)
+            except CorruptData as exc:
+                failures.append((f"session {partition!r}", " ".join(str(exc).split())))
+                continue
+            sessions.append(SessionListing(info=info, updated_at_epoch_ms=updated))
+        more = len(rows) > size
+        next_cursor = encode_cursor((rows[size - 1][6], rows[size - 1][5])) if more and size else None
+        return SessionPage(sessions=sessions, next_cursor=next_cursor, failures=failures)
 
     def list_sessions(self, *, limit: int | None = None, after: str | None = None) -> list[SessionPickerInfo]:
         """Picker info of the sessions, by session id (a page: ``after``, ``limit``), from keyset-paged queries.

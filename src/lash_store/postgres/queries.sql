@@ -91,6 +91,24 @@ WHERE m.session_id > %(after)s AND s.session_id > %(after)s
 ORDER BY m.session_id
 LIMIT %(limit)s
 
+-- Most recently committed first; keyset on (updated_at_ms, session_id), both descending.  The page is
+-- picked from the narrow sessions table first (a top-N sort, no index to maintain on every commit), then
+-- only its rows are joined to their metadata and first user message.
+-- name: recent_sessions
+WITH page AS (
+    SELECT s.session_id, s.updated_at_ms, s.user_message_count FROM {schema}.sessions s
+    WHERE (s.updated_at_ms, s.session_id) < (%(before_ms)s, %(before_id)s)
+    ORDER BY s.updated_at_ms DESC, s.session_id DESC
+    LIMIT %(limit)s
+)
+SELECT m.meta_session_id, m.cwd, m.relation,
+       (SELECT g.user_text FROM {schema}.graph_nodes g
+        WHERE g.session_id = m.session_id AND g.user_text IS NOT NULL AND NOT g.tombstoned
+        ORDER BY g.seq LIMIT 1),
+       p.user_message_count, m.session_id, p.updated_at_ms
+FROM page p JOIN {schema}.session_meta m ON m.session_id = p.session_id
+ORDER BY p.updated_at_ms DESC, p.session_id DESC
+
 -- ===== head ===============================================================
 
 -- name: read_head

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from lash_store.core.validate import check_count, check_id, check_optional_id, check_text
-from lash_store.errors import SessionsUnreadable, StoreError
+from lash_store.errors import InvalidInput, SessionsUnreadable, StoreError
 from lash_store.model import SessionMeta, SessionPickerInfo, SessionRelation
 from lash_store.service.session import meta_params
 
@@ -45,6 +45,23 @@ def page(
     if failures:
         raise SessionsUnreadable(list(selected), failures)
     return selected
+
+
+def encode_cursor(position: tuple[int, str]) -> str:
+    return f"{position[0]}:{position[1]}"
+
+
+def decode_cursor(cursor: object, kind: Callable[[str], int]) -> tuple[int, str] | None:
+    """A cursor from :func:`encode_cursor` (``None``: the first page)."""
+    if cursor is None:
+        return None
+    if not isinstance(cursor, str) or ":" not in cursor:
+        raise InvalidInput("cursor", "must be a next_cursor from a previous page")
+    moment, _, key = cursor.partition(":")
+    try:
+        return kind(moment), key
+    except ValueError as exc:
+        raise InvalidInput("cursor", "must be a next_cursor from a previous page") from exc
 
 
 def _cwd() -> str | None:

@@ -6,12 +6,13 @@ import hashlib
 import os
 from pathlib import Path
 
-from lash_store.core.validate import check_id, check_instance, check_ms, check_text
-from lash_store.errors import InvalidInput, NotAStoreDatabase, StoreError, StoreNotFound
-from lash_store.model import DurabilityTier, SessionPickerInfo, SessionRelation
+from lash_store.core.validate import check_count, check_id, check_instance, check_ms, check_text
+from lash_store.errors import InvalidInput
+from lash_store.model import DurabilityTier, SessionPage, SessionPickerInfo, SessionRelation
 from lash_store.options import StoreOptions, check_options, system_clock
 from lash_store.service.factory import check_page, new_session_meta, page
-from lash_store.sqlite import retention
+from lash_store.sqlite import listing, retention
+from lash_store.sqlite.catalog import Catalog, Entry
 from lash_store.sqlite.deletion import delete_session_file
 from lash_store.sqlite.store import Store, check_directory_path
 
@@ -30,14 +31,30 @@ class SqliteSessionStoreFactory:
     """Creates, lists and deletes per-session stores below ``root``."""
 
     def __init__(
-        self, root: str | os.PathLike[str], options: StoreOptions | None = None, *, migrate: bool = False
+        self,
+        root: str | os.PathLike[str],
+        options: StoreOptions | None = None,
+        *,
+        migrate: bool = False,
+        keep_catalog: bool = False,
     ) -> None:
         """``migrate``: :meth:`create_store` migrates a session file of an older layout revision when it
         opens it (one transaction; ``Store.open(path, migrate=True)``); without it such a file raises
-        :class:`SchemaMigrationRequired`, untouched."""
+        :class:`SchemaMigrationRequired`, untouched.
+
+        ``keep_catalog``: :meth:`create_store` and the listings keep the root's catalogue file
+        (``.lash-catalog.sqlite``, a cache of every file's picker info, see
+        :mod:`lash_store.sqlite.catalog`) up to date, so that a fresh process lists a large root fast
+        too.  Without it (the default) listings write nothing at all: they use the catalogue file
+        when one exists, and what this factory read before, kept in its memory."""
         self.root = check_directory_path("root", root)
         self.options = None if options is None else check_options(options)
         self.migrate: bool = check_instance("migrate", migrate, bool)
+        self.keep_catalog: bool = check_instance("keep_catalog", keep_catalog, bool)
+        self._remembered: dict[str, Entry] = {}
+
+    def _catalog(self) -> Catalog:
+        return Catalog(self.root, writable=self.keep_catalog, memory=self._remembered)
 
     @property
     def durability_tier(self) -> DurabilityTier:
@@ -51,12 +68,18 @@ class SqliteSessionStoreFactory:
         """Open (creating if needed) the session's store; metadata is written once, never overwritten."""
         meta = new_session_meta(session_id, model, relation)  # every argument checked before a file exists
         self._make_root()
-        store = Store.open(self.path_for_session(session_id), self.options, migrate=self.migrate)
+        path = self.path_for_session(session_id)
+        created = not path.exists()
+        store = Store.open(path, self.options, migrate=self.migrate)
         try:
             store.ensure_session_meta(meta)
         except BaseException:
             store.close()
             raise
+        if created:  # its id, so listing by id need not open it (the picker info is read when shown)
+            catalog = self._catalog()
+            catalog.remember(path.name, Entry(meta.session_id, None, 0, None))
+            catalog.flush()
         return store
 
     def _make_root(self) -> None:
@@ -107,32 +130,23 @@ class SqliteSessionStoreFactory:
     def list_sessions(self, *, limit: int | None = None, after: str | None = None) -> list[SessionPickerInfo]:
         """Picker info of the session databases under the root, by session id (a page: ``after``, ``limit``).
 
-        Files are opened read-only and nothing is created next to them.  Files of
-        other applications are not sessions and are passed over; a session file
-        that cannot be read (damaged, unreadable, written by a newer release)
-        raises :class:`SessionsUnreadable`, which carries the sessions that could
-        be read: nothing is silently left out.
+        Files are opened read-only and nothing is created next to them; the
+        catalogue spares opening the files that did not change (see
+        :mod:`lash_store.sqlite.listing`).  Files of other applications are not
+        sessions and are passed over; a session file that cannot be read
+        (damaged, unreadable, written by a newer release) raises
+        :class:`SessionsUnreadable`, which carries the sessions that could be
+        read: nothing is silently left out.
         """
         limit, after = check_page(limit, after)
-        sessions: list[SessionPickerInfo] = []
-        failures: list[tuple[str, StoreError]] = []
-        if not self.root.exists():
-            return []
-        if not self.root.is_dir():
-            raise InvalidInput("root", f"{self.root} is not a directory")
-        for path in sorted(self.root.glob("*.db")):
-            if not path.is_file():
-                continue
-            try:
-                with Store.open_readonly(path) as store:
-                    info = store.load_picker_info()
-            except NotAStoreDatabase:
-                continue  # another application's file is no session of ours
-            except StoreNotFound:
-                continue  # deleted while the listing ran
-            except StoreError as exc:
-                failures.append((str(path), exc))
-                continue
-            if info is not None:
-                sessions.append(info)
+        sessions, failures = listing.by_session_id(self.root, self._catalog(), limit, after)
         return page(sessions, failures, limit, after)
+
+    def recent_sessions(self, *, limit: int = 50, cursor: str | None = None) -> SessionPage:
+        """A page of sessions, the most recently written first (a file's last write: database or log).
+
+        Pass the page's ``next_cursor`` for the next one.  A session written
+        after the first page was taken moves to the front and is not repeated
+        on later pages; every session unchanged meanwhile appears exactly once.
+        """
+        return listing.by_recency(self.root, self._catalog(), check_count("limit", limit), cursor)

@@ -30,9 +30,13 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
+from lash_store.errors import StoreBusy, StoreNotFound
+
 _WAL_HEADER = 32  # a -wal no longer than its header holds no frames
 
 Key = tuple[int, int, int, int]
+
+_OPEN_ATTEMPTS = 5
 
 
 def _key(path: str) -> Key | None:
@@ -65,12 +69,20 @@ class ReadOnlyFile:
 
     def connection(self) -> sqlite3.Connection:
         """A connection that reads every committed transaction as of now."""
-        mode, state = self._observe()
-        if self._conn is None or mode != self._mode or state != self._state:
+        for _ in range(_OPEN_ATTEMPTS):
+            mode, state = self._observe()
+            if self._conn is not None and mode == self._mode and state == self._state:
+                return self._conn
             self.close()
-            self._conn = self._open(mode)
+            if _key(self._db) is None:
+                raise StoreNotFound(self._db, "it was deleted while it was read")
+            try:
+                self._conn = self._open(mode)
+            except FileNotFoundError:
+                continue  # the log went away between looking and copying (its writer closed): look again
             self._mode, self._state = mode, state
-        return self._conn
+            return self._conn
+        raise StoreBusy(f"{self._db} kept changing while it was opened")
 
     def unchanged(self) -> bool:
         """Whether what the last connection read is still what the files hold (immutable reads need this)."""
