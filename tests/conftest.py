@@ -7,11 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from lash_store import Store, StoreOptions
-from tests.helpers import ManualClock
+# Tests import the registry suite's builders too; its asserts are rewritten wherever it is first imported.
+pytest.register_assert_rewrite("lash_store.testing.registry_conformance")
+
+from lash_store import Store, StoreOptions  # noqa: E402
+from tests.helpers import ManualClock  # noqa: E402
 
 # PostgreSQL fixtures live in their own module; importing them here makes pytest see them everywhere.
-from tests.pg import pg_dsn, pg_server  # noqa: F401
+from tests.pg import pg_dsn, pg_server  # noqa: E402, F401
 
 
 @pytest.fixture

@@ -17,9 +17,13 @@ def test_async_twins_are_generated_from_the_protocol() -> None:
 
 
 def test_every_protocol_method_has_an_async_twin() -> None:
-    from lash_store.aio import AsyncStore
-    from lash_store.api import AsyncSessionStoreAPI, SessionStoreAPI
+    from lash_store.aio import AsyncProcessRegistry, AsyncStore
+    from lash_store.api import AsyncProcessRegistryAPI, AsyncSessionStoreAPI, ProcessRegistryAPI, SessionStoreAPI
 
-    sync_names = {name for name in vars(SessionStoreAPI) if not name.startswith("_")}
-    assert sync_names <= set(vars(AsyncSessionStoreAPI))
-    assert sync_names <= set(dir(AsyncStore))
+    for protocol, async_protocol, facade in (
+        (SessionStoreAPI, AsyncSessionStoreAPI, AsyncStore),
+        (ProcessRegistryAPI, AsyncProcessRegistryAPI, AsyncProcessRegistry),
+    ):
+        sync_names = {name for name in vars(protocol) if not name.startswith("_")}
+        assert sync_names <= set(vars(async_protocol))
+        assert sync_names <= set(dir(facade))

@@ -94,7 +94,12 @@ def _full_session(store: Any, session_id: str) -> None:
 
 
 def _rows_per_table(dsn: str, session_id: str) -> dict[str, int]:
-    """Rows of ``session_id`` in every table of the schema that has a session_id column."""
+    """Rows of ``session_id`` in every table of the schema that has a session_id column.
+
+    The process registry's tables are left out: they are deployment-wide, and a session's handles to
+    processes go with ``delete_session_process_state`` (which also cancels the processes nobody else
+    holds), not with the session's own data.
+    """
     with psycopg.connect(dsn) as conn:
         tables = [
             row[0]
@@ -102,6 +107,7 @@ def _rows_per_table(dsn: str, session_id: str) -> dict[str, int]:
                 "SELECT table_name FROM information_schema.columns"
                 " WHERE table_schema = 'lash' AND column_name = 'session_id'"
             )
+            if not row[0].startswith("process")
         ]
         return {
             table: conn.execute(f"SELECT count(*) FROM lash.{table} WHERE session_id = %s", (session_id,)).fetchone()[0]  # type: ignore[index]

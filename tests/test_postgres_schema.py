@@ -9,6 +9,7 @@ import pytest
 
 from lash_store.errors import InvalidInput, NotAStoreDatabase, SchemaMigrationRequired, UnsupportedSchemaVersion
 from lash_store.postgres import SCHEMA_VERSION, PostgresStore, close_shared_pools, migrate, setup
+from lash_store.postgres.schema import NODE_INDEX_VERSION, PROCESS_REGISTRY_VERSION
 from tests.helpers import commit_at
 
 pytestmark = pytest.mark.postgres
@@ -139,12 +140,14 @@ def test_version_1_migrates_to_version_2_keeping_every_node(pg_dsn: str) -> None
     with psycopg.connect(pg_dsn, autocommit=True) as conn:  # back to exactly what version 1 had
         conn.execute("DROP TABLE lash.node_tags, lash.node_blob_refs, lash.blob_edges, lash.staged_writes")
         conn.execute("DROP INDEX lash.graph_nodes_sort")
+        conn.execute(f"DROP TABLE {', '.join(f'lash.{table}' for table in REGISTRY_TABLES)}")
         conn.execute("ALTER TABLE lash.graph_nodes DROP COLUMN kind, DROP COLUMN lane, DROP COLUMN sort_key")
         conn.execute("UPDATE lash.schema_version SET version = 1")
     with pytest.raises(SchemaMigrationRequired):
         PostgresStore.open(pg_dsn, "old")
     assert migrate(pg_dsn) == 1
-    assert migrate(pg_dsn) == SCHEMA_VERSION == 3  # idempotent
+    assert migrate(pg_dsn) == SCHEMA_VERSION  # idempotent
+    assert set(REGISTRY_TABLES) <= set(_tables(pg_dsn, "lash"))  # every later migration ran too
     store = PostgresStore.open(pg_dsn, "old")
     assert [n.node_id for n in store.query_nodes(kind="tool")] == ["n2"]
     assert [n.node_id for n in store.query_nodes(kind="message")] == ["n1"]
@@ -191,7 +194,7 @@ def test_version_2_migrates_to_version_3_keeping_the_queue(pg_dsn: str) -> None:
     with pytest.raises(SchemaMigrationRequired):
         PostgresStore.open(pg_dsn, "old")
     assert migrate(pg_dsn) == 2
-    assert migrate(pg_dsn) == SCHEMA_VERSION == 3
+    assert migrate(pg_dsn) == SCHEMA_VERSION
     with psycopg.connect(pg_dsn) as conn:
         indexes = {row[0] for row in conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = 'lash'")}
         assert "queued_work_fifo" not in indexes and {"queued_work_live", "queued_work_dead"} <= indexes
@@ -207,3 +210,61 @@ def test_version_2_migrates_to_version_3_keeping_the_queue(pg_dsn: str) -> None:
     assert after is not None and after.batch_ids == [second.batch_id]
     assert [(letter.batch, letter.attempts) for letter in store.list_dead_letters("q")] == [(first, 1)]
     store.close()
+
+
+REGISTRY_TABLES = ["process_events", "process_handle_grants", "process_leases", "process_wake_acks", "processes"]
+
+
+def test_a_database_before_the_registry_migrates_keeping_its_sessions(pg_dsn: str) -> None:
+    """PROCESS_REGISTRY_VERSION adds the registry; a database of the release before is migrated, never rewritten."""
+    from lash_store.postgres import PostgresProcessRegistry
+    from lash_store.processes import ProcessRegistration
+
+    assert SCHEMA_VERSION >= PROCESS_REGISTRY_VERSION > NODE_INDEX_VERSION
+    setup(pg_dsn)
+    with PostgresStore.open(pg_dsn, "kept") as store:
+        store.commit_runtime_state(commit_at("kept", 0))
+    close_shared_pools()
+    # Exactly what the version before was: without the registry's tables, recorded as that version.
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        for table in REGISTRY_TABLES:
+            conn.execute(f"DROP TABLE lash.{table}")
+        conn.execute("UPDATE lash.schema_version SET version = %s", (NODE_INDEX_VERSION,))
+    with pytest.raises(SchemaMigrationRequired):
+        PostgresStore.open(pg_dsn, "kept")
+    with pytest.raises(SchemaMigrationRequired):
+        PostgresProcessRegistry.open(pg_dsn)
+    assert set(REGISTRY_TABLES).isdisjoint(_tables(pg_dsn, "lash"))
+
+    assert migrate(pg_dsn) == NODE_INDEX_VERSION
+    assert set(REGISTRY_TABLES) <= set(_tables(pg_dsn, "lash"))
+    assert migrate(pg_dsn) == SCHEMA_VERSION  # current now: nothing to do
+    close_shared_pools()
+    with PostgresStore.open(pg_dsn, "kept") as store:
+        read = store.load_session()
+        assert read is not None and read.head_revision == 1
+    with PostgresProcessRegistry.open(pg_dsn) as registry:
+        registry.register_process(ProcessRegistration.new("after-migration", {"type": "external"}))
+        assert [record.id for record in registry.list_non_terminal()] == ["after-migration"]
+
+
+def test_a_new_schema_is_the_migrated_schema(pg_dsn: str) -> None:
+    """Set-up runs schema.sql and every migration, so a new database and a migrated one cannot drift apart."""
+    setup(pg_dsn, schema="fresh")
+    setup(pg_dsn, schema="migrated")
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        for table in REGISTRY_TABLES:
+            conn.execute(f"DROP TABLE migrated.{table}")
+        conn.execute("UPDATE migrated.schema_version SET version = %s", (NODE_INDEX_VERSION,))
+    migrate(pg_dsn, schema="migrated")
+
+    def columns(schema: str) -> list[tuple[str, ...]]:
+        with psycopg.connect(pg_dsn) as conn:
+            rows = conn.execute(
+                "SELECT table_name, column_name, data_type, coalesce(collation_name, ''), is_nullable "
+                "FROM information_schema.columns WHERE table_schema = %s ORDER BY 1, 2",
+                (schema,),
+            ).fetchall()
+        return [tuple(str(value) for value in row) for row in rows]
+
+    assert columns("fresh") == columns("migrated")

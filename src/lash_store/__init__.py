@@ -1,7 +1,7 @@
-"""lash-store: a durable, crash-safe session store for LLM agent runtimes."""
+"""lash-store: a durable, crash-safe session store and process registry for LLM agent runtimes."""
 
-from lash_store import errors, model, options
-from lash_store.aio import AsyncStore
+from lash_store import errors, model, options, processes
+from lash_store.aio import AsyncProcessRegistry, AsyncStore
 from lash_store.options import (
     BlobProfile,
     Durability,
@@ -13,14 +13,17 @@ from lash_store.options import (
     TelemetryOptions,
 )
 from lash_store.sqlite import SqliteSessionStoreFactory, Store
+from lash_store.sqlite.registry import ProcessRegistry
 
 __all__ = [
+    "AsyncProcessRegistry",
     "AsyncStore",
     "BlobProfile",
     "Durability",
     "GcPolicy",
     "KeyRing",
     "PoisonPolicy",
+    "ProcessRegistry",
     "RetentionPolicy",
     "SqliteSessionStoreFactory",
     "Store",
@@ -29,5 +32,6 @@ __all__ = [
     "errors",
     "model",
     "options",
+    "processes",
 ]
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""``AsyncStore``: every store method as a coroutine, never blocking the event loop.
+"""``AsyncStore`` and ``AsyncProcessRegistry``: every method as a coroutine, never blocking the event loop.
 
 Calls run on one shared, bounded thread pool, so a process can hold thousands
 of stores open without thousands of threads.  Each store has a *lane*: its
@@ -8,8 +8,12 @@ therefore never lets a later call overtake an earlier one: a call that has not
 started yet is dropped (it never applies), and one that is already running
 finishes before anything after it starts, while its awaiter is released at once.
 
-The methods below the generated marker are written by ``scripts/generate_async.py``
-from :class:`lash_store.api.SessionStoreAPI`; do not edit them by hand.
+The methods below the generated markers are written by ``scripts/generate_async.py``
+from :class:`lash_store.api.SessionStoreAPI` and :class:`lash_store.api.ProcessRegistryAPI`;
+do not edit them by hand.  The registry's blocking waits are written here: a
+wait parks on the event loop (woken by the registry's notices, see
+:mod:`lash_store.service.registry.signals`) and only its reads run in the lane,
+so a waiting task holds no thread and cancelling it leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from lash_store.api import AsyncSessionStoreAPI, SessionStoreAPI
+from lash_store.api import AsyncSessionStoreAPI, ProcessRegistryAPI, SessionStoreAPI
 from lash_store.errors import BackendError
 from lash_store.model import (
     AttachmentIntent,
@@ -56,11 +60,31 @@ from lash_store.model import (
     VacuumReport,
 )
 from lash_store.options import KeyRing, StoreOptions
+from lash_store.processes import (
+    ProcessAwaitOutput,
+    ProcessEvent,
+    ProcessEventAppendRequest,
+    ProcessEventAppendResult,
+    ProcessExternalRef,
+    ProcessHandleDescriptor,
+    ProcessHandleGrant,
+    ProcessHandleGrantEntry,
+    ProcessLease,
+    ProcessLeaseCompletion,
+    ProcessPruneReport,
+    ProcessRecord,
+    ProcessRegistration,
+    ProcessScope,
+    ProcessSessionDeleteReport,
+)
 from lash_store.service.diagnostics import RawRows
+from lash_store.service.registry.service import ProcessRegistryService
+from lash_store.service.registry.waits import Checked, Wait, wait_async
 from lash_store.service.transfer import SessionDump
+from lash_store.sqlite.registry import ProcessRegistry
 from lash_store.sqlite.store import Store
 
-__all__ = ["AsyncStore", "run_in_lane"]
+__all__ = ["AsyncProcessRegistry", "AsyncStore", "run_in_lane"]
 
 T = TypeVar("T")
 
@@ -428,5 +452,195 @@ class AsyncStore:
     async def drop_dead_letter(self, session_id: str, batch_id: str) -> QueuedWorkDeadLetter | None:
         """Delete a dead letter and return it; ``None`` if it is not one."""
         return await self._call(self.sync.drop_dead_letter, session_id, batch_id)
+
+    # --- end of generated code ---
+
+
+class AsyncProcessRegistry:
+    """An asyncio facade over any synchronous process registry (SQLite, PostgreSQL, the reference).
+
+    Calls run in the registry's lane on the shared pool, in submission order.
+    ``wait_event_after`` and ``await_process`` park on the event loop: an
+    append through any registry of this process on the same data wakes them
+    within one loop iteration of its commit, and cancelling the awaiting task
+    (or ``timeout_ms`` passing: :class:`~lash_store.errors.WaitTimeout`) ends
+    the wait at once.  (A registry of another implementation waits in a
+    thread of its own.)
+    """
+
+    def __init__(self, registry: ProcessRegistryAPI) -> None:
+        self.sync = registry
+        self._lane = Lane()
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str], options: StoreOptions | None = None) -> AsyncProcessRegistry:
+        return cls(await run_in_lane(Lane(), ProcessRegistry.open, path, options))
+
+    @classmethod
+    async def memory(cls, options: StoreOptions | None = None) -> AsyncProcessRegistry:
+        return cls(await run_in_lane(Lane(), ProcessRegistry.memory, options))
+
+    async def _call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await run_in_lane(self._lane, func, *args, **kwargs)
+
+    async def __aenter__(self) -> AsyncProcessRegistry:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @property
+    def durability_tier(self) -> DurabilityTier:
+        return self.sync.durability_tier
+
+    async def wait_event_after(
+        self, process_id: str, event_type: str, after_sequence: int, *, timeout_ms: int | None = None
+    ) -> ProcessEvent:
+        """The first event of a type after a sequence, waiting for it (``WaitTimeout`` after ``timeout_ms``)."""
+        service = self.sync
+        if not isinstance(service, ProcessRegistryService):
+            return await asyncio.to_thread(
+                service.wait_event_after, process_id, event_type, after_sequence, timeout_ms=timeout_ms
+            )
+        wait, read = service.event_wait(process_id, event_type, after_sequence, timeout_ms)
+        return await self._wait(service, wait, read)
+
+    async def await_process(self, process_id: str, *, timeout_ms: int | None = None) -> ProcessAwaitOutput:
+        """The await output once the process is terminal, waiting for it (``WaitTimeout`` after ``timeout_ms``)."""
+        service = self.sync
+        if not isinstance(service, ProcessRegistryService):
+            return await asyncio.to_thread(service.await_process, process_id, timeout_ms=timeout_ms)
+        wait, read = service.terminal_wait(process_id, timeout_ms)
+        return await self._wait(service, wait, read)
+
+    async def _wait(self, service: ProcessRegistryService, wait: Wait[T], read: Callable[[Any], Checked[T]]) -> T:
+        return await wait_async(
+            wait,
+            lambda: self._call(service.run_read, read),
+            lambda: run_in_lane(Lane(), wait.signals.prepare),  # may start a change feed: off the loop
+        )
+
+    # --- generated by scripts/generate_async.py from ProcessRegistryAPI: do not edit ---
+    async def close(self) -> None:
+        """Close the registry; later calls raise ``StoreClosed``.  Closing twice is harmless."""
+        return await self._call(self.sync.close)
+
+    async def register_process(self, registration: ProcessRegistration) -> ProcessRecord:
+        """Register a process (idempotent by id and registration hash)."""
+        return await self._call(self.sync.register_process, registration)
+
+    async def set_external_ref(self, process_id: str, external_ref: ProcessExternalRef) -> ProcessRecord:
+        """Record where an external system runs the process."""
+        return await self._call(self.sync.set_external_ref, process_id, external_ref)
+
+    async def get_process(self, process_id: str) -> ProcessRecord | None:
+        """The record, or ``None``."""
+        return await self._call(self.sync.get_process, process_id)
+
+    async def list_non_terminal(self) -> list[ProcessRecord]:
+        """Every running process, by id (the recovery worklist)."""
+        return await self._call(self.sync.list_non_terminal)
+
+    async def list_processes(
+        self, *, state: str | None = None, after: str | None = None, limit: int | None = None
+    ) -> list[ProcessRecord]:
+        """Processes by id, a page at a time, optionally of one state (or ``"terminal"``)."""
+        return await self._call(self.sync.list_processes, state=state, after=after, limit=limit)
+
+    async def append_event(
+        self, process_id: str, request: ProcessEventAppendRequest, *, lease: ProcessLease | None = None
+    ) -> ProcessEventAppendResult:
+        """Append an event (a replay appends nothing); with ``lease``, a fenced write."""
+        return await self._call(self.sync.append_event, process_id, request, lease=lease)
+
+    async def complete_process(
+        self, process_id: str, await_output: ProcessAwaitOutput, *, lease: ProcessLease | None = None
+    ) -> ProcessRecord:
+        """Append the terminal event of ``await_output``; with ``lease``, a fenced write."""
+        return await self._call(self.sync.complete_process, process_id, await_output, lease=lease)
+
+    async def events_after(
+        self, process_id: str, after_sequence: int, *, limit: int | None = None
+    ) -> list[ProcessEvent]:
+        """Events after a sequence, ascending."""
+        return await self._call(self.sync.events_after, process_id, after_sequence, limit=limit)
+
+    async def wake_events_after(self, process_id: str, after_sequence: int) -> list[ProcessEvent]:
+        """Unacknowledged wake events after a sequence, ascending."""
+        return await self._call(self.sync.wake_events_after, process_id, after_sequence)
+
+    async def ack_wake(self, process_id: str, sequence: int) -> None:
+        """Acknowledge a wake event (idempotent)."""
+        return await self._call(self.sync.ack_wake, process_id, sequence)
+
+    async def grant_handle(
+        self, owner_scope: ProcessScope, process_id: str, descriptor: ProcessHandleDescriptor | None = None
+    ) -> ProcessHandleGrant:
+        """Give a scope a handle to the process."""
+        return await self._call(self.sync.grant_handle, owner_scope, process_id, descriptor)
+
+    async def revoke_handle(self, owner_scope: ProcessScope, process_id: str) -> None:
+        """Remove a scope's handle (never an error)."""
+        return await self._call(self.sync.revoke_handle, owner_scope, process_id)
+
+    async def transfer_handle_grants(
+        self, from_scope: ProcessScope, to_scope: ProcessScope, process_ids: Iterable[str]
+    ) -> None:
+        """Move handles between scopes, all or nothing."""
+        return await self._call(self.sync.transfer_handle_grants, from_scope, to_scope, process_ids)
+
+    async def list_handle_grants(self, owner_scope: ProcessScope) -> list[ProcessHandleGrantEntry]:
+        """Every handle of the scope with its process, by process id."""
+        return await self._call(self.sync.list_handle_grants, owner_scope)
+
+    async def list_live_handle_grants(self, owner_scope: ProcessScope) -> list[ProcessHandleGrantEntry]:
+        """The scope's handles to running processes."""
+        return await self._call(self.sync.list_live_handle_grants, owner_scope)
+
+    async def has_handle_grant(self, owner_scope: ProcessScope, process_id: str) -> bool:
+        """Whether the scope holds a handle to the process."""
+        return await self._call(self.sync.has_handle_grant, owner_scope, process_id)
+
+    async def handle_grants_for_process(self, process_id: str) -> list[ProcessHandleGrant]:
+        """Every scope's grant of the process."""
+        return await self._call(self.sync.handle_grants_for_process, process_id)
+
+    async def delete_session_process_state(
+        self, session_id: str, *, reason: str | None = "session deleted"
+    ) -> ProcessSessionDeleteReport:
+        """Revoke the session's handles and cancel the processes nobody else holds, in one transaction."""
+        return await self._call(self.sync.delete_session_process_state, session_id, reason=reason)
+
+    async def claim_process_lease(self, process_id: str, owner_id: str, lease_ttl_ms: int) -> ProcessLease:
+        """Lease a running process."""
+        return await self._call(self.sync.claim_process_lease, process_id, owner_id, lease_ttl_ms)
+
+    async def renew_process_lease(self, lease: ProcessLease, lease_ttl_ms: int) -> ProcessLease:
+        """Extend a live lease held by the caller."""
+        return await self._call(self.sync.renew_process_lease, lease, lease_ttl_ms)
+
+    async def complete_process_lease(self, completion: ProcessLeaseCompletion) -> None:
+        """Release a lease (a stale completion is a no-op)."""
+        return await self._call(self.sync.complete_process_lease, completion)
+
+    async def get_process_lease(self, process_id: str) -> ProcessLease | None:
+        """The process's stored lease, or ``None``."""
+        return await self._call(self.sync.get_process_lease, process_id)
+
+    async def prune_processes(
+        self, older_than_epoch_ms: int, *, limit: int | None = None, dry_run: bool = False
+    ) -> ProcessPruneReport:
+        """Delete terminal processes older than the instant, with everything they hold."""
+        return await self._call(self.sync.prune_processes, older_than_epoch_ms, limit=limit, dry_run=dry_run)
+
+    async def raw_rows(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every stored row, undecoded, from one snapshot."""
+        return await self._call(self.sync.raw_rows)
+
+    async def describe_backend(self) -> dict[str, Any]:
+        """What the backend is."""
+        return await self._call(self.sync.describe_backend)
 
     # --- end of generated code ---

@@ -44,12 +44,29 @@ from lash_store.model import (
     TagValue,
     VacuumReport,
 )
+from lash_store.processes import (
+    ProcessAwaitOutput,
+    ProcessEvent,
+    ProcessEventAppendRequest,
+    ProcessEventAppendResult,
+    ProcessExternalRef,
+    ProcessHandleDescriptor,
+    ProcessHandleGrant,
+    ProcessHandleGrantEntry,
+    ProcessLease,
+    ProcessLeaseCompletion,
+    ProcessPruneReport,
+    ProcessRecord,
+    ProcessRegistration,
+    ProcessScope,
+    ProcessSessionDeleteReport,
+)
 
 if TYPE_CHECKING:
     from lash_store.service.diagnostics import RawRows
     from lash_store.service.transfer import SessionDump
 
-__all__ = ["AsyncSessionStoreAPI", "SessionStoreAPI"]
+__all__ = ["AsyncProcessRegistryAPI", "AsyncSessionStoreAPI", "ProcessRegistryAPI", "SessionStoreAPI"]
 
 
 class SessionStoreAPI(Protocol):
@@ -303,6 +320,147 @@ class SessionStoreAPI(Protocol):
     # @generate-async-end
 
 
+class ProcessRegistryAPI(Protocol):
+    """A process registry (SPEC §9; reference (a) §a.4)."""
+
+    @property
+    def durability_tier(self) -> DurabilityTier: ...
+
+    # @generate-async-start ProcessRegistryAPI
+    def close(self) -> None:
+        """Close the registry; later calls raise ``StoreClosed``.  Closing twice is harmless."""
+        ...
+
+    def register_process(self, registration: ProcessRegistration) -> ProcessRecord:
+        """Register a process (idempotent by id and registration hash)."""
+        ...
+
+    def set_external_ref(self, process_id: str, external_ref: ProcessExternalRef) -> ProcessRecord:
+        """Record where an external system runs the process."""
+        ...
+
+    def get_process(self, process_id: str) -> ProcessRecord | None:
+        """The record, or ``None``."""
+        ...
+
+    def list_non_terminal(self) -> list[ProcessRecord]:
+        """Every running process, by id (the recovery worklist)."""
+        ...
+
+    def list_processes(
+        self, *, state: str | None = None, after: str | None = None, limit: int | None = None
+    ) -> list[ProcessRecord]:
+        """Processes by id, a page at a time, optionally of one state (or ``"terminal"``)."""
+        ...
+
+    def append_event(
+        self, process_id: str, request: ProcessEventAppendRequest, *, lease: ProcessLease | None = None
+    ) -> ProcessEventAppendResult:
+        """Append an event (a replay appends nothing); with ``lease``, a fenced write."""
+        ...
+
+    def complete_process(
+        self, process_id: str, await_output: ProcessAwaitOutput, *, lease: ProcessLease | None = None
+    ) -> ProcessRecord:
+        """Append the terminal event of ``await_output``; with ``lease``, a fenced write."""
+        ...
+
+    def events_after(self, process_id: str, after_sequence: int, *, limit: int | None = None) -> list[ProcessEvent]:
+        """Events after a sequence, ascending."""
+        ...
+
+    def wake_events_after(self, process_id: str, after_sequence: int) -> list[ProcessEvent]:
+        """Unacknowledged wake events after a sequence, ascending."""
+        ...
+
+    def ack_wake(self, process_id: str, sequence: int) -> None:
+        """Acknowledge a wake event (idempotent)."""
+        ...
+
+    def grant_handle(
+        self, owner_scope: ProcessScope, process_id: str, descriptor: ProcessHandleDescriptor | None = None
+    ) -> ProcessHandleGrant:
+        """Give a scope a handle to the process."""
+        ...
+
+    def revoke_handle(self, owner_scope: ProcessScope, process_id: str) -> None:
+        """Remove a scope's handle (never an error)."""
+        ...
+
+    def transfer_handle_grants(
+        self, from_scope: ProcessScope, to_scope: ProcessScope, process_ids: Iterable[str]
+    ) -> None:
+        """Move handles between scopes, all or nothing."""
+        ...
+
+    def list_handle_grants(self, owner_scope: ProcessScope) -> list[ProcessHandleGrantEntry]:
+        """Every handle of the scope with its process, by process id."""
+        ...
+
+    def list_live_handle_grants(self, owner_scope: ProcessScope) -> list[ProcessHandleGrantEntry]:
+        """The scope's handles to running processes."""
+        ...
+
+    def has_handle_grant(self, owner_scope: ProcessScope, process_id: str) -> bool:
+        """Whether the scope holds a handle to the process."""
+        ...
+
+    def handle_grants_for_process(self, process_id: str) -> list[ProcessHandleGrant]:
+        """Every scope's grant of the process."""
+        ...
+
+    def delete_session_process_state(
+        self, session_id: str, *, reason: str | None = "session deleted"
+    ) -> ProcessSessionDeleteReport:
+        """Revoke the session's handles and cancel the processes nobody else holds, in one transaction."""
+        ...
+
+    def claim_process_lease(self, process_id: str, owner_id: str, lease_ttl_ms: int) -> ProcessLease:
+        """Lease a running process."""
+        ...
+
+    def renew_process_lease(self, lease: ProcessLease, lease_ttl_ms: int) -> ProcessLease:
+        """Extend a live lease held by the caller."""
+        ...
+
+    def complete_process_lease(self, completion: ProcessLeaseCompletion) -> None:
+        """Release a lease (a stale completion is a no-op)."""
+        ...
+
+    def get_process_lease(self, process_id: str) -> ProcessLease | None:
+        """The process's stored lease, or ``None``."""
+        ...
+
+    def prune_processes(
+        self, older_than_epoch_ms: int, *, limit: int | None = None, dry_run: bool = False
+    ) -> ProcessPruneReport:
+        """Delete terminal processes older than the instant, with everything they hold."""
+        ...
+
+    def raw_rows(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every stored row, undecoded, from one snapshot."""
+        ...
+
+    def describe_backend(self) -> dict[str, Any]:
+        """What the backend is."""
+        ...
+
+    # @generate-async-end ProcessRegistryAPI
+
+    # @async-manual-start ProcessRegistryAPI: the facade awaits these on the event loop (see lash_store.aio)
+    def wait_event_after(
+        self, process_id: str, event_type: str, after_sequence: int, *, timeout_ms: int | None = None
+    ) -> ProcessEvent:
+        """The first event of a type after a sequence, waiting for it (``WaitTimeout`` after ``timeout_ms``)."""
+        ...
+
+    def await_process(self, process_id: str, *, timeout_ms: int | None = None) -> ProcessAwaitOutput:
+        """The await output once the process is terminal, waiting for it (``WaitTimeout`` after ``timeout_ms``)."""
+        ...
+
+    # @async-manual-end ProcessRegistryAPI
+
+
 # --- generated by scripts/generate_async.py: do not edit ---
 class AsyncSessionStoreAPI(Protocol):
     """:class:`SessionStoreAPI` as coroutines."""
@@ -545,6 +703,147 @@ class AsyncSessionStoreAPI(Protocol):
 
     async def drop_dead_letter(self, session_id: str, batch_id: str) -> QueuedWorkDeadLetter | None:
         """Delete a dead letter and return it; ``None`` if it is not one."""
+        ...
+
+
+# --- end of generated code ---
+
+
+# --- generated by scripts/generate_async.py from ProcessRegistryAPI: do not edit ---
+class AsyncProcessRegistryAPI(Protocol):
+    """:class:`ProcessRegistryAPI` as coroutines."""
+
+    @property
+    def durability_tier(self) -> DurabilityTier: ...
+
+    async def close(self) -> None:
+        """Close the registry; later calls raise ``StoreClosed``.  Closing twice is harmless."""
+        ...
+
+    async def register_process(self, registration: ProcessRegistration) -> ProcessRecord:
+        """Register a process (idempotent by id and registration hash)."""
+        ...
+
+    async def set_external_ref(self, process_id: str, external_ref: ProcessExternalRef) -> ProcessRecord:
+        """Record where an external system runs the process."""
+        ...
+
+    async def get_process(self, process_id: str) -> ProcessRecord | None:
+        """The record, or ``None``."""
+        ...
+
+    async def list_non_terminal(self) -> list[ProcessRecord]:
+        """Every running process, by id (the recovery worklist)."""
+        ...
+
+    async def list_processes(
+        self, *, state: str | None = None, after: str | None = None, limit: int | None = None
+    ) -> list[ProcessRecord]:
+        """Processes by id, a page at a time, optionally of one state (or ``"terminal"``)."""
+        ...
+
+    async def append_event(
+        self, process_id: str, request: ProcessEventAppendRequest, *, lease: ProcessLease | None = None
+    ) -> ProcessEventAppendResult:
+        """Append an event (a replay appends nothing); with ``lease``, a fenced write."""
+        ...
+
+    async def complete_process(
+        self, process_id: str, await_output: ProcessAwaitOutput, *, lease: ProcessLease | None = None
+    ) -> ProcessRecord:
+        """Append the terminal event of ``await_output``; with ``lease``, a fenced write."""
+        ...
+
+    async def events_after(
+        self, process_id: str, after_sequence: int, *, limit: int | None = None
+    ) -> list[ProcessEvent]:
+        """Events after a sequence, ascending."""
+        ...
+
+    async def wake_events_after(self, process_id: str, after_sequence: int) -> list[ProcessEvent]:
+        """Unacknowledged wake events after a sequence, ascending."""
+        ...
+
+    async def ack_wake(self, process_id: str, sequence: int) -> None:
+        """Acknowledge a wake event (idempotent)."""
+        ...
+
+    async def grant_handle(
+        self, owner_scope: ProcessScope, process_id: str, descriptor: ProcessHandleDescriptor | None = None
+    ) -> ProcessHandleGrant:
+        """Give a scope a handle to the process."""
+        ...
+
+    async def revoke_handle(self, owner_scope: ProcessScope, process_id: str) -> None:
+        """Remove a scope's handle (never an error)."""
+        ...
+
+    async def transfer_handle_grants(
+        self, from_scope: ProcessScope, to_scope: ProcessScope, process_ids: Iterable[str]
+    ) -> None:
+        """Move handles between scopes, all or nothing."""
+        ...
+
+    async def list_handle_grants(self, owner_scope: ProcessScope) -> list[ProcessHandleGrantEntry]:
+        """Every handle of the scope with its process, by process id."""
+        ...
+
+    async def list_live_handle_grants(self, owner_scope: ProcessScope) -> list[ProcessHandleGrantEntry]:
+        """The scope's handles to running processes."""
+        ...
+
+    async def has_handle_grant(self, owner_scope: ProcessScope, process_id: str) -> bool:
+        """Whether the scope holds a handle to the process."""
+        ...
+
+    async def handle_grants_for_process(self, process_id: str) -> list[ProcessHandleGrant]:
+        """Every scope's grant of the process."""
+        ...
+
+    async def delete_session_process_state(
+        self, session_id: str, *, reason: str | None = "session deleted"
+    ) -> ProcessSessionDeleteReport:
+        """Revoke the session's handles and cancel the processes nobody else holds, in one transaction."""
+        ...
+
+    async def claim_process_lease(self, process_id: str, owner_id: str, lease_ttl_ms: int) -> ProcessLease:
+        """Lease a running process."""
+        ...
+
+    async def renew_process_lease(self, lease: ProcessLease, lease_ttl_ms: int) -> ProcessLease:
+        """Extend a live lease held by the caller."""
+        ...
+
+    async def complete_process_lease(self, completion: ProcessLeaseCompletion) -> None:
+        """Release a lease (a stale completion is a no-op)."""
+        ...
+
+    async def get_process_lease(self, process_id: str) -> ProcessLease | None:
+        """The process's stored lease, or ``None``."""
+        ...
+
+    async def prune_processes(
+        self, older_than_epoch_ms: int, *, limit: int | None = None, dry_run: bool = False
+    ) -> ProcessPruneReport:
+        """Delete terminal processes older than the instant, with everything they hold."""
+        ...
+
+    async def raw_rows(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every stored row, undecoded, from one snapshot."""
+        ...
+
+    async def describe_backend(self) -> dict[str, Any]:
+        """What the backend is."""
+        ...
+
+    async def wait_event_after(
+        self, process_id: str, event_type: str, after_sequence: int, *, timeout_ms: int | None = None
+    ) -> ProcessEvent:
+        """The first event of a type after a sequence, waiting for it (``WaitTimeout`` after ``timeout_ms``)."""
+        ...
+
+    async def await_process(self, process_id: str, *, timeout_ms: int | None = None) -> ProcessAwaitOutput:
+        """The await output once the process is terminal, waiting for it (``WaitTimeout`` after ``timeout_ms``)."""
         ...
 
 

@@ -1,4 +1,5 @@
-"""The ``lash-store`` command line: the chaos demo, inspection and maintenance of session files.
+"""The ``lash-store`` command line: the chaos demo, inspection and maintenance of session files and of the
+process registry (``processes list|show|prune``).
 
 Every command prints human output or, with ``--json``, one JSON document on
 stdout.  Human output uses ``rich`` (the ``cli`` extra) when it is installed
@@ -552,6 +553,94 @@ def _duration(text: str) -> int:
     if value >= 2**63:
         raise argparse.ArgumentTypeError(f"duration too long: {text!r}")
     return value
+
+
+# ---------------------------------------------------------------------------
+# processes: the process registry
+
+
+def _cmd_processes_list(args: argparse.Namespace) -> int:
+    data = tools.processes_list(args.target, state=args.state, after=args.after, limit=args.limit, schema=args.schema)
+    if args.json:
+        _print_json(data)
+        return EXIT_OK
+    out = _output()
+    now = int(time.time() * 1000)
+    table = Table(title=f"{len(data['processes'])} processes in {out.text(data['target'])}")
+    for column in ("process", "state", "owner session", "host", "updated", "outcome"):
+        table.add_column(column, no_wrap=column in ("state", "updated"))
+    styles = {"running": "cyan", "completed": "green", "failed": "red", "cancelled": "yellow"}
+    for row in data["processes"]:
+        table.add_row(
+            out.text(row["process_id"]),
+            out.styled(row["state"], styles.get(row["state"], "white")),
+            out.text(row["owner_session_id"]),
+            out.text(row["host_profile_id"]),
+            _relative(row["updated_at_ms"], now),
+            out.text(_clip(row["message"] or row["outcome"] or "-", 48)),
+        )
+    out.print(table)
+    if data["next_after"] is not None:
+        out.print(f"more: --after {out.text(data['next_after'])}")
+    return EXIT_OK
+
+
+def _cmd_processes_show(args: argparse.Namespace) -> int:
+    data = tools.processes_show(args.target, args.process_id, events=args.events, schema=args.schema)
+    if args.json:
+        _print_json(data)
+        return EXIT_OK
+    out = _output()
+    process, lease = data["process"], data["lease"]
+    rows: list[tuple[str, Any]] = [
+        ("state", process["state"]),
+        ("owner session", process["owner_session_id"]),
+        ("host profile", process["host_profile_id"]),
+        ("created", _when(process["created_at_ms"])),
+        ("updated", _when(process["updated_at_ms"])),
+        ("outcome", _json_value(process["record"]["status"].get("await_output"))),
+        ("external ref", _json_value(process["external_ref"])),
+        ("grants", ", ".join(grant["session_id"] for grant in data["grants"]) or "-"),
+        (
+            "lease",
+            "-"
+            if lease is None
+            else f"{lease['owner_id']} fence {lease['fencing_token']} until {_when(lease['expires_at_epoch_ms'])}",
+        ),
+        ("events", f"{data['event_count']:,} (showing {len(data['events'])})"),
+    ]
+    out.print(_kv_table(out, f"process {process['process_id']}", rows))
+    table = Table(title="events")
+    for column in ("#", "type", "at", "payload"):
+        table.add_column(column, justify="right" if column == "#" else "left", fold=column == "payload")
+    for event in data["events"]:
+        table.add_row(
+            str(event["sequence"]),
+            out.text(event["event_type"]),
+            _when(event["occurred_at_ms"]),
+            out.text(_json_value(event["payload"])),
+        )
+    out.print(table)
+    return EXIT_OK
+
+
+def _cmd_processes_prune(args: argparse.Namespace) -> int:
+    data = tools.processes_prune(
+        args.target, args.older_than, dry_run=args.dry_run, limit=args.limit, schema=args.schema
+    )
+    if args.json:
+        _print_json(data)
+        return EXIT_OK
+    out = _output()
+    verb = "would prune" if args.dry_run else "pruned"
+    out.print(
+        f"processes prune{' (dry run)' if args.dry_run else ''}: {verb} {len(data['processes']):,} terminal "
+        f"processes last updated before {_when(data['horizon_epoch_ms'])} "
+        f"({data['events']:,} events, {data['grants']:,} grants)"
+    )
+    for process_id in data["processes"]:
+        out.print(f"  {out.text(process_id)}")
+    return EXIT_OK
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -1125,6 +1214,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rekey.add_argument("--batch", type=positive, default=500, metavar="N", help="rows per transaction (default 500)")
     rekey.set_defaults(handler=_cmd_rekey)
+    processes = commands.add_parser(
+        "processes",
+        help="the process registry: list, show and prune processes (a deployment file or a PostgreSQL DSN)",
+        description="Inspect the process registry of a deployment file or a PostgreSQL database (list, show: "
+        "read-only, nothing is created or written) and delete terminal processes older than a horizon (prune).",
+    )
+    registry_flags = argparse.ArgumentParser(add_help=False)
+    registry_flags.add_argument("target", metavar="TARGET", help="the deployment file, or a PostgreSQL DSN")
+    registry_flags.add_argument("--schema", default="lash", metavar="NAME", help="the PostgreSQL schema (default lash)")
+    process_commands = processes.add_subparsers(dest="processes_command", required=True, metavar="ACTION")
+    listing = process_commands.add_parser(
+        "list", parents=[json_flag, registry_flags], help="processes by id, a page at a time"
+    )
+    listing.add_argument(
+        "--state",
+        choices=("running", "completed", "failed", "cancelled", "terminal"),
+        default=None,
+        help="only processes in this state (terminal: every state but running)",
+    )
+    listing.add_argument("--after", default=None, metavar="ID", help="start after this process id (next page)")
+    listing.add_argument("--limit", type=positive, default=None, metavar="N", help="at most N processes")
+    listing.set_defaults(handler=_cmd_processes_list)
+    show = process_commands.add_parser(
+        "show", parents=[json_flag, registry_flags], help="one process: record, events, grants, lease"
+    )
+    show.add_argument("process_id", metavar="PROCESS", help="the process id")
+    show.add_argument(
+        "--events", type=non_negative, default=50, metavar="N", help="show the last N events (default 50)"
+    )
+    show.set_defaults(handler=_cmd_processes_show)
+    prune_processes = process_commands.add_parser(
+        "prune",
+        parents=[json_flag, registry_flags],
+        help="delete terminal processes older than a horizon, with their events, acks, grants and leases",
+    )
+    prune_processes.add_argument(
+        "--older-than", type=_duration, required=True, metavar="AGE", help="e.g. 30d: last updated longer ago"
+    )
+    prune_processes.add_argument("--limit", type=positive, default=None, metavar="N", help="at most N processes")
+    prune_processes.add_argument("--dry-run", action="store_true", help="count what would go; change nothing")
+    prune_processes.set_defaults(handler=_cmd_processes_prune)
 
     backup = commands.add_parser(
         "backup",

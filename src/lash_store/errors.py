@@ -8,19 +8,35 @@ __all__ = [
     "EncryptionError",
     "EncryptionKeyMismatch",
     "EncryptionKeyMissing",
+    "EventReplayConflict",
+    "HandleNotGranted",
     "HeadRevisionConflict",
+    "InvalidEventPayload",
     "InvalidInput",
+    "InvalidProcessInput",
+    "LeaseLost",
+    "MissingWakeTarget",
     "NotAStoreDatabase",
+    "NotAWakeEvent",
+    "ProcessAlreadyLeased",
+    "ProcessAlreadyTerminal",
+    "ProcessRegistryError",
     "QueuedWorkClaimExpired",
+    "RegistrationConflict",
+    "ReplayKeyRequired",
     "RuntimeTurnCommitConflict",
     "SchemaMigrationRequired",
+    "SelectorMismatch",
     "SessionBindingMismatch",
     "SessionsUnreadable",
     "StoreBusy",
     "StoreClosed",
     "StoreError",
     "StoreNotFound",
+    "UndeclaredEventType",
+    "UnknownProcess",
     "UnsupportedSchemaVersion",
+    "WaitTimeout",
 ]
 
 
@@ -203,3 +219,173 @@ class BackendError(StoreError):
 
 class StoreBusy(BackendError):
     """The write lock could not be taken within the busy timeout."""
+
+
+# ---------------------------------------------------------------------------
+# The process registry (SPEC §9): one base, typed subclasses carrying their fields.
+# The message substrings of the reference's §0.4 ("already leased", "missing or expired",
+# "without a wake target scope") are part of the contract.
+
+
+class ProcessRegistryError(StoreError):
+    """Base class of every error the process registry raises (backend failures stay :class:`BackendError`)."""
+
+
+class InvalidProcessInput(ProcessRegistryError, InvalidInput):
+    """A registry argument is invalid; ``.what`` names the field and nothing was written."""
+
+    def __init__(self, what: str, detail: str, message: str | None = None) -> None:
+        self.what = what
+        self.detail = detail
+        ProcessRegistryError.__init__(self, message or f"invalid {what}: {detail}")
+
+
+class UnknownProcess(ProcessRegistryError, LookupError):
+    """No process with that id is registered."""
+
+    def __init__(self, process_id: str) -> None:
+        self.process_id = process_id
+        super().__init__(f"unknown process {process_id!r}")
+
+
+class RegistrationConflict(ProcessRegistryError):
+    """The id is registered with another registration (a different hash)."""
+
+    def __init__(self, process_id: str, stored_hash: str, requested_hash: str) -> None:
+        self.process_id = process_id
+        self.stored_hash = stored_hash
+        self.requested_hash = requested_hash
+        super().__init__(
+            f"registration hash conflict for process {process_id!r}: stored {stored_hash}, requested {requested_hash}"
+        )
+
+
+class EventReplayConflict(ProcessRegistryError):
+    """A replay key is already used by an event with another type or payload."""
+
+    def __init__(self, process_id: str, replay_key: str) -> None:
+        self.process_id = process_id
+        self.replay_key = replay_key
+        super().__init__(f"event replay key {replay_key!r} conflicts with an existing event of process {process_id!r}")
+
+
+class UndeclaredEventType(InvalidProcessInput):
+    """The process did not declare the event type it tried to emit."""
+
+    def __init__(self, process_id: str, event_type: str) -> None:
+        self.process_id = process_id
+        self.event_type = event_type
+        super().__init__(
+            "request.event_type",
+            f"{event_type!r} is not declared",
+            f"process {process_id!r} emitted undeclared event type {event_type!r}",
+        )
+
+
+class ReplayKeyRequired(InvalidProcessInput):
+    """Terminal events and cancel requests must carry a replay key (so that a retry cannot append twice)."""
+
+    def __init__(self, process_id: str, event_type: str) -> None:
+        self.process_id = process_id
+        self.event_type = event_type
+        super().__init__(
+            "request.replay",
+            "a replay key is required",
+            f"event type {event_type!r} of process {process_id!r} requires a deterministic replay key",
+        )
+
+
+class InvalidEventPayload(InvalidProcessInput):
+    """The payload does not satisfy the event type's declared schema."""
+
+    def __init__(self, event_type: str, detail: str) -> None:
+        self.event_type = event_type
+        super().__init__("request.payload", detail, f"invalid {event_type!r} payload: {detail}")
+
+
+class SelectorMismatch(InvalidProcessInput):
+    """A selector of the event type's semantics does not resolve in the payload (a pointer that does not match)."""
+
+    def __init__(self, pointer: str) -> None:
+        self.pointer = pointer
+        super().__init__(
+            "request.payload", f"pointer {pointer!r} did not match", f"payload pointer {pointer!r} did not match"
+        )
+
+
+class MissingWakeTarget(InvalidProcessInput):
+    """The event wakes a session, but the request names none."""
+
+    def __init__(self, process_id: str, event_type: str) -> None:
+        self.process_id = process_id
+        self.event_type = event_type
+        super().__init__(
+            "request.wake_target_scope",
+            "a wake event needs a target scope",
+            f"process {process_id!r} emitted wake event {event_type!r} without a wake target scope",
+        )
+
+
+class NotAWakeEvent(InvalidProcessInput):
+    """An acknowledgement named a sequence that is not a wake event of the process."""
+
+    def __init__(self, process_id: str, sequence: int) -> None:
+        self.process_id = process_id
+        self.sequence = sequence
+        super().__init__("sequence", f"event {sequence} of process {process_id!r} is not a wake event")
+
+
+class ProcessAlreadyTerminal(ProcessRegistryError):
+    """The process already ended: it takes no second terminal event and no lease."""
+
+    def __init__(self, process_id: str, state: str) -> None:
+        self.process_id = process_id
+        self.state = state
+        super().__init__(f"process {process_id!r} is already terminal ({state})")
+
+
+class HandleNotGranted(ProcessRegistryError):
+    """A transfer named a process whose handle the source scope does not hold."""
+
+    def __init__(self, process_id: str, session_id: str) -> None:
+        self.process_id = process_id
+        self.session_id = session_id
+        super().__init__(f"process handle {process_id!r} is not granted to session {session_id!r}")
+
+
+class ProcessAlreadyLeased(ProcessRegistryError):
+    """Another owner holds a live lease on the process."""
+
+    def __init__(self, process_id: str, owner_id: str, expires_at_ms: int) -> None:
+        self.process_id = process_id
+        self.owner_id = owner_id
+        self.expires_at_ms = expires_at_ms
+        super().__init__(f"process {process_id!r} is already leased by {owner_id!r} until {expires_at_ms}")
+
+
+class LeaseLost(ProcessRegistryError):
+    """The caller's lease is no longer the process's live lease: expired, released or taken over.
+
+    Raised by renewals and by fenced writes; nothing was written.
+    """
+
+    def __init__(self, process_id: str, owner_id: str, fencing_token: int) -> None:
+        self.process_id = process_id
+        self.owner_id = owner_id
+        self.fencing_token = fencing_token
+        super().__init__(
+            f"the lease of process {process_id!r} held by {owner_id!r} (fencing token {fencing_token}) "
+            "is missing or expired"
+        )
+
+
+class WaitTimeout(ProcessRegistryError, TimeoutError):
+    """A blocking wait (``wait_event_after``, ``await_process``) ran out of time; nothing changed."""
+
+    def __init__(self, process_id: str, waited_for: str, timeout_ms: int) -> None:
+        self.process_id = process_id
+        self.waited_for = waited_for
+        self.timeout_ms = timeout_ms
+        ProcessRegistryError.__init__(
+            self, f"waiting for {waited_for} of process {process_id!r} timed out after {timeout_ms} ms"
+        )

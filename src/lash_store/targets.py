@@ -1,11 +1,12 @@
-"""Naming a store on any backend with one string: a SQLite file (or factory root) or a PostgreSQL DSN.
+"""Naming a store or a registry on any backend with one string: a SQLite file (or factory root) or a DSN.
 
 The command line, the chaos demo, the crash harness and the benchmarks all
 accept either, so everything they do runs on both backends:
 
 * a path: a session file (or, where a factory is meant, a factory root directory);
 * a PostgreSQL DSN, as a URI (``postgresql://...``) or a libpq ``key=value``
-  string; a store on PostgreSQL also needs the session id (the partition).
+  string; a store on PostgreSQL also needs the session id (the partition);
+* for the process registry: a deployment file, or a DSN (and a schema).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from lash_store.errors import InvalidInput
 from lash_store.options import StoreOptions
+from lash_store.service.registry.service import ProcessRegistryService
 from lash_store.service.session import SessionService
 
 _KEY_VALUE = re.compile(r"^\s*[a-z_]+\s*=")
@@ -62,3 +64,28 @@ def open_factory(target: str | os.PathLike[str], options: StoreOptions | None = 
     from lash_store.sqlite import SqliteSessionStoreFactory
 
     return SqliteSessionStoreFactory(Path(text), options)
+
+
+def open_registry(
+    target: str | os.PathLike[str],
+    *,
+    options: StoreOptions | None = None,
+    readonly: bool = False,
+    schema: str = "lash",
+) -> ProcessRegistryService:
+    """Open the process registry ``target`` names: a deployment file, or a PostgreSQL DSN (``schema``).
+
+    ``readonly`` never creates or writes anything (a missing file raises, a PostgreSQL schema is not set up).
+    """
+    text = os.fspath(target)
+    if not isinstance(text, str):
+        raise InvalidInput("target", "must be a text path or DSN")
+    if is_dsn(text):
+        from lash_store.postgres.registry import PostgresProcessRegistry  # the postgres extra only for a DSN
+
+        return PostgresProcessRegistry.open(text, options, schema=schema, auto_setup=not readonly)
+    from lash_store.sqlite.registry import ProcessRegistry
+
+    if readonly:
+        return ProcessRegistry.open_readonly(text)
+    return ProcessRegistry.open(text, options)

@@ -40,15 +40,17 @@ from lash_store.errors import (
 )
 from lash_store.model import QueuedWorkDeadLetter, SessionNode, SessionReadScope
 from lash_store.options import DEFAULT_FILE_GRACE_MS, KeyRing, StoreOptions, system_clock
+from lash_store.processes import ProcessRecord
 from lash_store.service.diagnostics import RawRows, detail
 from lash_store.service.head import head_from_row
+from lash_store.service.registry.service import ProcessRegistryService
 from lash_store.service.session import SessionService
 from lash_store.service.transfer import SessionDump, dump_from_json, dump_to_json, same_content
 from lash_store.sqlite import schema
 from lash_store.sqlite.factory import SqliteSessionStoreFactory
 from lash_store.sqlite.migrations import inspect_revision, migrate_file
 from lash_store.sqlite.store import Store
-from lash_store.targets import is_dsn, open_factory, open_store
+from lash_store.targets import is_dsn, open_factory, open_registry, open_store
 
 __all__ = [
     "ToolError",
@@ -66,6 +68,9 @@ __all__ = [
     "migrate",
     "requeue_dead_letter",
     "show_dead_letter",
+    "processes_list",
+    "processes_prune",
+    "processes_show",
     "stats",
     "vacuum",
     "verify",
@@ -1192,3 +1197,125 @@ def _session_files(path: Path) -> Iterator[tuple[Path, Exception | None]]:
         yield path, StoreNotFound(str(path))
     else:
         yield path, None
+
+
+# ---------------------------------------------------------------------------
+# The process registry: list, show, prune
+
+
+def open_registry_for_reading(target: str | os.PathLike[str], *, schema: str = "lash") -> ProcessRegistryService:
+    """The registry ``target`` names (a deployment file or a DSN), read-only: nothing is created or written."""
+    return open_registry(_text(target), readonly=True, schema=schema)
+
+
+def open_registry_for_maintenance(target: str | os.PathLike[str], *, schema: str = "lash") -> ProcessRegistryService:
+    """The existing registry ``target`` names, writable; a missing deployment file is never created."""
+    text = _text(target)
+    if not is_dsn(text):
+        path = Path(text)
+        if not path.exists():
+            raise StoreNotFound(text)
+        if path.is_dir():
+            raise InvalidInput("path", f"{text} is a directory")
+        return open_registry(text)
+    from lash_store.postgres.registry import PostgresProcessRegistry
+
+    return PostgresProcessRegistry.open(text, schema=schema, auto_setup=False)
+
+
+def _process_row(record: ProcessRecord) -> dict[str, Any]:
+    """One line of a process listing."""
+    output = record.status.await_output
+    return {
+        "process_id": record.id,
+        "state": record.status.state,
+        "owner_session_id": record.provenance.owner_scope.session_id,
+        "host_profile_id": record.provenance.host_profile_id,
+        "created_at_ms": record.created_at_ms,
+        "updated_at_ms": record.updated_at_ms,
+        "external_ref": None if record.external_ref is None else msgspec.to_builtins(record.external_ref),
+        "outcome": None if output is None else output.type,
+        "message": None if output is None else output.message,
+    }
+
+
+def processes_list(
+    target: str | os.PathLike[str],
+    *,
+    state: str | None = None,
+    after: str | None = None,
+    limit: int | None = None,
+    schema: str = "lash",
+) -> dict[str, Any]:
+    """A page of processes by id (``state``: running, completed, failed, cancelled or terminal); read-only."""
+    text = _text(target)
+    with open_registry_for_reading(text, schema=schema) as registry:
+        records = registry.list_processes(state=state, after=after, limit=None if limit is None else limit + 1)
+    more = limit is not None and len(records) > limit
+    shown = records[:limit] if limit is not None else records
+    return {
+        "target": text if not is_dsn(text) else _redact(text),
+        "state": state,
+        "processes": [_process_row(record) for record in shown],
+        "next_after": shown[-1].id if more and shown else None,
+    }
+
+
+def processes_show(
+    target: str | os.PathLike[str], process_id: str, *, events: int | None = 50, schema: str = "lash"
+) -> dict[str, Any]:
+    """One process: its record, its last ``events`` events (all with ``None``), grants and lease; read-only.
+
+    The lease's token is left out: it is what lets a holder write, and a report is no place for it.
+    """
+    text = _text(target)
+    with open_registry_for_reading(text, schema=schema) as registry:
+        record = registry.get_process(process_id)
+        if record is None:
+            raise ToolError(f"no process {process_id!r} in {text if not is_dsn(text) else _redact(text)}")
+        found = registry.events_after(process_id, 0)
+        grants = registry.handle_grants_for_process(process_id)
+        lease = registry.get_process_lease(process_id)
+    shown = found if events is None else found[len(found) - events :] if events else []
+    return {
+        "target": text if not is_dsn(text) else _redact(text),
+        "process": {**_process_row(record), "record": msgspec.to_builtins(record)},
+        "event_count": len(found),
+        "events": [msgspec.to_builtins(event) for event in shown],
+        "grants": [msgspec.to_builtins(grant) for grant in grants],
+        "lease": None
+        if lease is None
+        else {
+            "owner_id": lease.owner_id,
+            "fencing_token": lease.fencing_token,
+            "claimed_at_epoch_ms": lease.claimed_at_epoch_ms,
+            "expires_at_epoch_ms": lease.expires_at_epoch_ms,
+        },
+    }
+
+
+def processes_prune(
+    target: str | os.PathLike[str],
+    older_than_ms: int,
+    *,
+    dry_run: bool = False,
+    limit: int | None = None,
+    now_ms: int | None = None,
+    schema: str = "lash",
+) -> dict[str, Any]:
+    """Retention: delete terminal processes last updated more than ``older_than_ms`` ago, with their events,
+    acks, grants and leases (a dry run counts and changes nothing); never creates a registry."""
+    text = _text(target)
+    horizon = max(0, (system_clock() if now_ms is None else now_ms) - older_than_ms)
+    opened = open_registry_for_reading if dry_run else open_registry_for_maintenance
+    with opened(text, schema=schema) as registry:
+        report = registry.prune_processes(horizon, limit=limit, dry_run=dry_run)
+    return {
+        "target": text if not is_dsn(text) else _redact(text),
+        "dry_run": dry_run,
+        "older_than_ms": older_than_ms,
+        "horizon_epoch_ms": horizon,
+        "processes": report.process_ids,
+        "events": report.event_count,
+        "grants": report.grant_count,
+    }

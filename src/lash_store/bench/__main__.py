@@ -13,6 +13,7 @@ Examples::
     python -m lash_store.bench queue --backend postgres          # 1 / 4 / 8 processes, own and shared queues
     python -m lash_store.bench list --backend postgres           # list_sessions first page, 10,000 sessions
     python -m lash_store.bench telemetry         # commit latency with OpenTelemetry off / API only / SDK
+    python -m lash_store.bench processes --backend postgres   # the process registry: appends, leases, wakes
 
 Every benchmark measures plain ``sqlite3`` doing the same work in the same
 run and prints the ratio.  ``--backend postgres`` (``commit``, ``queue``,
@@ -62,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="{commit,resume,queue,gc,list,telemetry,langgraph-growth}"
+        dest="command", required=True, metavar="{commit,resume,queue,gc,list,telemetry,processes,langgraph-growth}"
     )
 
     common = argparse.ArgumentParser(add_help=False)
@@ -226,6 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     telemetry.add_argument(
         "--memory", action="store_true", help="in-memory stores (cheaper commits, so a larger relative cost)"
+    )
+
+    processes = commands.add_parser(
+        "processes",
+        parents=[common, backend],
+        help="process registry: appends, lease cycles with 1/4/8 worker processes, cross-process wake latency",
+    )
+    processes.add_argument(
+        "--workers", type=positive, nargs="+", default=None, help="worker counts (default 1 4 8, --quick 1 2)"
     )
 
     growth = commands.add_parser(
@@ -408,6 +418,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             report, text, exit_code = _list(args, verbose)
         elif args.command == "commit":
             report, text, exit_code = _commit(args, verbose)
+        elif args.command == "processes":
+            from lash_store.bench import processes as processes_bench
+
+            report = processes_bench.run(
+                backend=args.backend,
+                quick=args.quick,
+                dsn=args.dsn,
+                base_dir=args.dir,
+                workers=args.workers,
+                verbose=verbose,
+            )
+            text = processes_bench.format_report(report)
+            exit_code = _verified(report)
         elif args.command == "langgraph-growth":
             from lash_store.bench import langgraph_growth
 

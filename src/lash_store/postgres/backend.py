@@ -43,8 +43,9 @@ T = TypeVar("T")
 _RETRYABLE = (errors.SerializationFailure, errors.DeadlockDetected)
 _MAX_ATTEMPTS = 5
 
-# The lock queries: the service reads the clock after them, so its reading is queued right behind each.
-_LOCKS = frozenset({"lock_session", "lock_queue"})
+# The lock queries (every query named ``lock_*``): the service reads the clock after them, so its reading is
+# queued right behind each.
+_LOCK_PREFIX = "lock_"
 
 # Queries never run as prepared statements.  PostgreSQL gives a prepared statement a generic plan after five
 # executions and keeps it; made while a table was small and not yet analyzed, that plan can use the wrong
@@ -78,11 +79,11 @@ _lock_timeouts: weakref.WeakKeyDictionary[psycopg.Connection[Any], int] = weakre
 
 
 @cache
-def queries(schema: str) -> dict[str, tuple[str, ...]]:
-    """The named queries with the schema name filled in (``schema`` is a checked identifier)."""
+def queries(schema: str, file_name: str = "queries.sql") -> dict[str, tuple[str, ...]]:
+    """The named queries of ``file_name`` with the schema name filled in (``schema`` is a checked identifier)."""
     return {
         name: tuple(s.replace("{schema}", schema) for s in statements)
-        for name, statements in load(__package__ or "lash_store.postgres").items()
+        for name, statements in load(__package__ or "lash_store.postgres", file_name).items()
     }
 
 
@@ -94,22 +95,28 @@ def translate(exc: psycopg.Error) -> BackendError:
 
 
 class PostgresTx:
-    """A transaction on one pooled connection in pipeline mode; every query gets the store's partition as ``sid``."""
+    """A transaction on one pooled connection in pipeline mode.
 
-    __slots__ = ("_clock", "_conn", "_now", "_options", "_pipeline", "_queries", "_sid", "waited")
+    A session store's queries get its partition as the ``sid`` parameter; a
+    deployment-wide component (the process registry) has no partition (``sid`` is ``None``).
+    """
+
+    __slots__ = ("_clock", "_conn", "_now", "_options", "_pipeline", "_queries", "_sid", "_unprepared", "waited")
 
     def __init__(
         self,
         conn: psycopg.Connection[Any],
         pipeline: psycopg.Pipeline,
-        sid: str,
-        schema: str,
+        sid: str | None,
+        statements: dict[str, tuple[str, ...]],
         options: StoreOptions,
+        unprepared: frozenset[str] = _UNPREPARED,
     ) -> None:
         self._conn = conn
         self._pipeline = pipeline
         self._sid = sid
-        self._queries = queries(schema)
+        self._queries = statements
+        self._unprepared = unprepared
         self._options = options
         self._now: int | None = None
         self._clock: psycopg.Cursor[Any] | None = None
@@ -117,12 +124,14 @@ class PostgresTx:
         self.waited = False
 
     def _params(self, params: Params | None) -> Mapping[str, Any]:
+        if self._sid is None:
+            return params or {}
         merged = dict(params) if params else {}
         merged["sid"] = self._sid
         return merged
 
     def _execute(self, statement: str, params: Params | None, query: str = "") -> psycopg.Cursor[Any]:
-        prepare = False if query in _UNPREPARED else None  # None: psycopg's default (prepared after 5 runs)
+        prepare = False if query in self._unprepared else None  # None: psycopg's default (prepared after 5 runs)
         return self._conn.execute(statement, self._params(params), prepare=prepare)
 
     def _sync(self) -> None:
@@ -183,7 +192,7 @@ class PostgresTx:
 
     def send(self, query: str, params: Params | None = None) -> None:
         self._queue(query, params)
-        if query in _LOCKS and self._now is None and self._options.clock is None:
+        if query.startswith(_LOCK_PREFIX) and self._now is None and self._options.clock is None:
             # The service reads the clock after its locks: queue the reading behind this lock now,
             # so that it costs no round trip of its own (a later lock queues a newer reading).
             self._queue_clock()
@@ -197,7 +206,7 @@ class PostgresTx:
 
     def _queue_many(self, query: str, rows: Sequence[Params]) -> list[psycopg.Cursor[Any]]:
         (statement,) = self._queries[query]
-        if query in _UNPREPARED:
+        if query in self._unprepared:
             # executemany always prepares: one unprepared execute per row instead, pipelined all the same.
             return [self._execute(statement, row, query) for row in rows]
         # Not closed here: a queued batch's results arrive later, and psycopg hands them to this cursor.
@@ -207,17 +216,29 @@ class PostgresTx:
 
 
 class PostgresBackend:
-    """Transactions of one session partition, on a shared pool (by DSN) or a caller's pool."""
+    """Transactions of one session partition (or, with ``sid=None``, of deployment-wide tables), on a shared
+    pool (by DSN) or a caller's pool, running the named queries of ``query_file``."""
 
     name = "postgres"
 
-    def __init__(self, target: str | ConnectionPool, sid: str, schema: str, options: StoreOptions) -> None:
+    def __init__(
+        self,
+        target: str | ConnectionPool,
+        sid: str | None,
+        schema: str,
+        options: StoreOptions,
+        *,
+        query_file: str = "queries.sql",
+        unprepared: frozenset[str] = _UNPREPARED,
+    ) -> None:
         self._dsn = target if isinstance(target, str) else None
         self._given_pool = None if isinstance(target, str) else target
         self._generation = pools.generation()
         self.sid = sid
         self.schema = schema
         self._options = options
+        self._statements = queries(schema, query_file)
+        self._unprepared = unprepared
         self._closed = False
 
     @property
@@ -272,7 +293,7 @@ class PostgresBackend:
             self._set_lock_timeout(conn)
             with conn.pipeline() as pipeline:
                 conn.execute(_BEGIN_WRITE if write else _BEGIN_READ, prepare=False)
-                tx = PostgresTx(conn, pipeline, self.sid, self.schema, self._options)
+                tx = PostgresTx(conn, pipeline, self.sid, self._statements, self._options, self._unprepared)
                 result = body(tx)
                 committing = True
                 conn.execute(b"COMMIT", prepare=False)

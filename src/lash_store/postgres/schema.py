@@ -21,7 +21,7 @@ from psycopg_pool import ConnectionPool
 
 from lash_store.errors import InvalidInput, NotAStoreDatabase, SchemaMigrationRequired, UnsupportedSchemaVersion
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
 APPLICATION = "lash-store"
 SCHEMA_KIND = "postgres"
 DEFAULT_SCHEMA = "lash"
@@ -33,11 +33,24 @@ def _script(name: str) -> str:
     return resources.files(__package__ or "lash_store.postgres").joinpath(name).read_text(encoding="utf-8")
 
 
-# Forward migrations: version -> the DDL that brings version-1 to version.  Each is additive and
+# Forward migrations: version -> the DDL that brings the previous version to version.  Each is additive and
 # idempotent (IF NOT EXISTS), so it commutes with other additive migrations of the same version number.
+# Version numbers may have gaps: migrations run in key order (4 was reserved for encryption at rest, which
+# needed no schema change, and was never used).
 # 2: the node index (kind, lane, sort key, tags, blob refs), blob children and staged writes.
 # 3: the work queue's attempts, backoff instant, last claim and error, and dead letters (PoisonPolicy).
-_MIGRATIONS: dict[int, str] = {2: _script("schema_v2.sql"), 3: _script("schema_v3.sql")}
+# 5: the process registry (one self-contained file: renumbering it changes only its key here).
+NODE_INDEX_VERSION = 2
+QUEUE_POISON_VERSION = 3
+PROCESS_REGISTRY_VERSION = 5
+_MIGRATIONS: dict[int, str] = {
+    NODE_INDEX_VERSION: _script("schema_v2.sql"),
+    QUEUE_POISON_VERSION: _script("schema_v3.sql"),
+    PROCESS_REGISTRY_VERSION: _script("migration_5_processes.sql"),
+}
+# ``schema.sql`` (with version 2 spliced in) creates this version; a new schema then runs every later
+# migration too, so that a migrated database and a new one are the same by construction.
+_BASE_VERSION = NODE_INDEX_VERSION
 
 
 def check_schema_name(schema: object) -> str:
@@ -53,9 +66,7 @@ def _lock_key(schema: str) -> tuple[int, int]:
 
 
 def _ddl(schema: str) -> str:
-    """The whole current schema: version 2's script, then every later migration in order (each is additive)."""
-    text = _script("schema.sql").replace("{node_index}", _MIGRATIONS[2])
-    text += "".join(_MIGRATIONS[version] for version in range(3, SCHEMA_VERSION + 1))
+    text = _script("schema.sql").replace("{node_index}", _MIGRATIONS[NODE_INDEX_VERSION])
     return text.replace("{schema}", schema)
 
 
@@ -106,21 +117,27 @@ def _setup(conn: psycopg.Connection[Any], schema: str) -> int | None:
         if found is None:
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             conn.execute(_ddl(schema))
+            _migrate(conn, schema, _BASE_VERSION)
             conn.execute(
                 f"INSERT INTO {schema}.schema_version (application, version) VALUES (%s, %s)",
                 (APPLICATION, SCHEMA_VERSION),
             )
             return None
-        for version in range(found + 1, SCHEMA_VERSION + 1):
-            conn.execute(_MIGRATIONS[version].replace("{schema}", schema))
-            if version == 2:
-                _backfill_node_kinds(conn, schema)
+        _migrate(conn, schema, found)
         if found < SCHEMA_VERSION:
             conn.execute(
                 f"UPDATE {schema}.schema_version SET version = %s, upgraded_at = now()",
                 (SCHEMA_VERSION,),
             )
         return found
+
+
+def _migrate(conn: psycopg.Connection[Any], schema: str, found: int) -> None:
+    """Apply every forward migration after ``found``, in order (inside the caller's transaction)."""
+    for version in sorted(version for version in _MIGRATIONS if found < version <= SCHEMA_VERSION):
+        conn.execute(_MIGRATIONS[version].replace("{schema}", schema))
+        if version == NODE_INDEX_VERSION:
+            _backfill_node_kinds(conn, schema)
 
 
 def _backfill_node_kinds(conn: psycopg.Connection[Any], schema: str) -> None:

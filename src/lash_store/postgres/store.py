@@ -101,4 +101,6 @@ class PostgresStore(SessionService):
     @property
     def session_partition(self) -> str:
         """The session id this store is bound to (every row it reads or writes carries it)."""
-        return self._postgres.sid
+        sid = self._postgres.sid
+        assert sid is not None  # a session store's backend always has its partition
+        return sid

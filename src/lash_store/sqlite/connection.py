@@ -43,9 +43,9 @@ from lash_store.errors import (
     StoreNotFound,
 )
 from lash_store.options import StoreOptions
-from lash_store.sqlite import migrations, schema
 from lash_store.sqlite.deletion import delete_session_file, is_marked
 from lash_store.sqlite.reader import ReadOnlyFile
+from lash_store.sqlite.schema import SESSION_SCHEMA, DatabaseSchema, IdentityView
 
 log = logging.getLogger("lash_store")
 
@@ -92,7 +92,12 @@ def _is_busy(exc: sqlite3.Error) -> bool:
 
 
 class Connection:
-    """A lock-guarded sqlite3 connection to a file (reconnecting after fork) or to memory."""
+    """A lock-guarded sqlite3 connection to a file (reconnecting after fork) or to memory.
+
+    ``schema`` is the kind of file (a session file by default): its identity
+    is checked before anything is modified, and it is created or migrated
+    under the write lock.
+    """
 
     def __init__(
         self,
@@ -102,9 +107,11 @@ class Connection:
         readonly: bool = False,
         migrate: bool = False,
         create: bool = True,
+        schema: DatabaseSchema = SESSION_SCHEMA,
     ) -> None:
         self.path = path
         self.options = options
+        self.schema = schema
         self.readonly = readonly
         self.migrate = migrate
         # ``create=False``: open an existing lash-store file only; never create or initialise one
@@ -125,7 +132,7 @@ class Connection:
         if self.path is None:
             conn = self._raw_connect(":memory:")
             try:
-                self._in_transaction(conn, "BEGIN IMMEDIATE", schema.initialise)
+                self._in_transaction(conn, "BEGIN IMMEDIATE", self.schema.initialise)
                 _apply_pragmas(conn, self.options)
             except BaseException:
                 conn.close()
@@ -159,7 +166,7 @@ class Connection:
             # mode=rw: should the file vanish after the check above, SQLite fails instead of creating it.
             conn = self._raw_connect(str(path)) if self.create else self._raw_connect(_rw_uri(path), uri=True)
             try:
-                identity = self._with_retry(lambda: schema.Identity.read(conn), opening=True)  # noqa: B023
+                identity = self._with_retry(lambda: _read_identity(conn, self.schema), opening=True)  # noqa: B023
             except BackendError as exc:
                 conn.close()
                 if self.create and _deleted_meanwhile(exc, path, inode):
@@ -185,7 +192,7 @@ class Connection:
             )
         raise StoreBusy(f"{path} kept being deleted while it was opened")
 
-    def _set_up_file(self, conn: sqlite3.Connection, path: Path, identity: schema.Identity) -> sqlite3.Connection:
+    def _set_up_file(self, conn: sqlite3.Connection, path: Path, identity: IdentityView) -> sqlite3.Connection:
         try:
             identity.check(str(path), migrate=self.migrate)  # before anything could modify the file
             if not self.create and identity.needs_initialising:
@@ -193,14 +200,14 @@ class Connection:
             self._with_retry(lambda: _switch_to_wal(conn), opening=True)
             if identity.needs_migration:
                 found = self._with_retry(
-                    lambda: self._in_transaction(conn, "BEGIN IMMEDIATE", lambda c: migrations.migrate(c, str(path)))
+                    lambda: self._in_transaction(conn, "BEGIN IMMEDIATE", lambda c: self.schema.migrate(c, str(path)))
                 )
                 if found is not None:  # None: another process migrated the file first
                     self.migrated_from = found
             elif identity.needs_initialising:
                 self._with_retry(
                     lambda: self._in_transaction(
-                        conn, "BEGIN IMMEDIATE", lambda c: schema.initialise_checked(c, str(path))
+                        conn, "BEGIN IMMEDIATE", lambda c: self.schema.initialise_checked(c, str(path))
                     )
                 )
             _apply_pragmas(conn, self.options)
@@ -213,7 +220,7 @@ class Connection:
         check_database_path(path, create=False)
         source = self._source = ReadOnlyFile(path, min(_BUSY_SLICE_S, self.options.busy_timeout_ms / 1000))
         try:
-            identity = self._read_only(lambda conn: schema.Identity(conn), opening=True)
+            identity = self._read_only(lambda conn: self.schema.identity(conn), opening=True)
             identity.check(str(path))
             if identity.is_empty or not identity.is_complete:
                 raise NotAStoreDatabase(str(path), "it holds no lash-store schema")
@@ -352,6 +359,15 @@ class Connection:
     @property
     def closed(self) -> bool:
         return self._closed
+
+
+def _read_identity(conn: sqlite3.Connection, schema: DatabaseSchema) -> IdentityView:
+    """Read a file's identity in one read transaction, before anything is modified."""
+    conn.execute("BEGIN")
+    try:
+        return schema.identity(conn)
+    finally:
+        conn.rollback()
 
 
 def _deleted_meanwhile(exc: Exception, path: Path, inode: int) -> bool:

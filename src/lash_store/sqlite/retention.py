@@ -16,7 +16,7 @@ import sqlite3
 from pathlib import Path
 
 from lash_store.errors import StoreBusy, StoreError
-from lash_store.sqlite.backend import QUERIES
+from lash_store.sqlite.backend import SESSION_QUERIES
 from lash_store.sqlite.deletion import delete_session_file
 from lash_store.sqlite.store import Store
 
@@ -72,10 +72,10 @@ def _check(conn: sqlite3.Connection, path: Path, seen: Signature) -> str | None:
     """The session id if the file is still idle as seen and holds no queued work, else ``None``."""
     if _written_since(path, seen):
         return None
-    (count,) = conn.execute(QUERIES["queued_batch_count"][0]).fetchone()
+    (count,) = conn.execute(SESSION_QUERIES.statements["queued_batch_count"][0]).fetchone()
     if count:
         return None
-    meta = conn.execute(QUERIES["load_meta"][0]).fetchone()
+    meta = conn.execute(SESSION_QUERIES.statements["load_meta"][0]).fetchone()
     return str(meta[0]) if meta is not None else path.name
 
 

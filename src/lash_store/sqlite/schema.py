@@ -12,6 +12,7 @@ older revision opens only after an explicit migration
 from __future__ import annotations
 
 import sqlite3
+from typing import Protocol
 
 from lash_store.errors import NotAStoreDatabase, SchemaMigrationRequired, StoreNotFound, UnsupportedSchemaVersion
 from lash_store.sqlite.deletion import DELETED_MARK
@@ -212,15 +213,6 @@ class Identity:
             return None
         return 1 if "graph_stats" in self.objects else 2
 
-    @classmethod
-    def read(cls, conn: sqlite3.Connection) -> Identity:
-        """Read the identity in one read transaction, before anything is modified."""
-        conn.execute("BEGIN")
-        try:
-            return cls(conn)
-        finally:
-            conn.rollback()
-
     @property
     def is_deleted(self) -> bool:
         """Marked by :mod:`lash_store.sqlite.deletion` before it unlinks the file (see there)."""
@@ -291,3 +283,75 @@ def statements(script: str) -> list[str]:
             statements.append(joined)
             current = []
     return statements
+
+
+# ---------------------------------------------------------------------------
+# What a connection needs to know about the kind of file it opens
+
+
+class IdentityView(Protocol):
+    """What a file says about itself, read before anything is modified (see :class:`Identity`)."""
+
+    @property
+    def is_empty(self) -> bool: ...
+
+    @property
+    def is_deleted(self) -> bool: ...
+
+    @property
+    def is_complete(self) -> bool: ...
+
+    @property
+    def needs_migration(self) -> bool: ...
+
+    @property
+    def needs_initialising(self) -> bool: ...
+
+    def check(self, path: str, *, migrate: bool = False) -> None: ...
+
+
+class DatabaseSchema(Protocol):
+    """One kind of lash-store database file (a session file, a deployment file): its identity and set-up.
+
+    A :class:`~lash_store.sqlite.connection.Connection` opens a file of one
+    kind and applies the open rules of SPEC decision 4 with it: the identity is
+    read and checked before anything is modified, creation happens under
+    ``BEGIN IMMEDIATE`` after a re-check, and a migration only when asked for.
+    """
+
+    def identity(self, conn: sqlite3.Connection) -> IdentityView:
+        """Read the identity (the caller holds a transaction)."""
+        ...
+
+    def initialise(self, conn: sqlite3.Connection) -> None:
+        """Create the schema of a new private in-memory database (the caller holds the write transaction)."""
+        ...
+
+    def initialise_checked(self, conn: sqlite3.Connection, path: str) -> None:
+        """Create the schema under the write lock after re-checking the identity (another opener may have won)."""
+        ...
+
+    def migrate(self, conn: sqlite3.Connection, path: str) -> int | None:
+        """Bring an older file up to date under the write lock; the revision migrated from, or ``None``."""
+        ...
+
+
+class SessionSchema:
+    """The session file (``user_version`` 3, :data:`APPLICATION_ID`, layout revisions)."""
+
+    def identity(self, conn: sqlite3.Connection) -> Identity:
+        return Identity(conn)
+
+    def initialise(self, conn: sqlite3.Connection) -> None:
+        initialise(conn)
+
+    def initialise_checked(self, conn: sqlite3.Connection, path: str) -> None:
+        initialise_checked(conn, path)
+
+    def migrate(self, conn: sqlite3.Connection, path: str) -> int | None:
+        from lash_store.sqlite import migrations  # migrations build on this module
+
+        return migrations.migrate(conn, path)
+
+
+SESSION_SCHEMA = SessionSchema()

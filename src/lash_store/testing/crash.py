@@ -981,7 +981,10 @@ def verify_store(
     try:
         observer.check_integrity()
         with where.open_readonly() as store:
-            read = _read_head(store)
+            try:
+                read = _read_head(store)
+            except StoreError as exc:  # damage under the head (say, its checkpoint's blob) already shows here
+                raise HarnessError(f"stored data does not read back: {exc}") from exc
             head = read.head_revision if read is not None else 0
             _check_state(store, observer, seed, head, None)
             if full:

@@ -692,8 +692,8 @@ class _Queries:
 
 
 class _MemoryTx:
-    def __init__(self, state: _State, options: StoreOptions) -> None:
-        self._queries = _Queries(state)
+    def __init__(self, queries: Any, options: StoreOptions) -> None:
+        self._queries = queries  # an object with one method per query name, over one state
         self._clock = TransactionClock(options.now_ms)
 
     def now_ms(self) -> int:
@@ -730,34 +730,45 @@ class _MemoryTx:
 
 
 class MemoryBackend:
-    """The in-memory backend: a dict state, copied before each write and restored if the write raises."""
+    """The in-memory backend: a dict state, copied before each write and restored if the write raises.
+
+    ``state`` is the data (the session store's by default) and ``queries``
+    builds the object that answers each named query over it, so another
+    component (the process registry) is the same backend over its own state.
+    """
 
     name = "reference"
 
-    def __init__(self, options: StoreOptions) -> None:
+    def __init__(
+        self,
+        options: StoreOptions,
+        state: Any = None,
+        queries: Callable[[Any], Any] = _Queries,
+    ) -> None:
         self._options = options
-        self._state: _State | None = _State()
+        self._state: Any = _State() if state is None else state
+        self._make_queries = queries
         self._lock = threading.RLock()
 
     @property
     def in_memory(self) -> bool:
         return True
 
-    def _current(self) -> _State:
+    def _current(self) -> Any:
         if self._state is None:
             raise StoreClosed()
         return self._state
 
     def read(self, body: Callable[[_MemoryTx], T]) -> T:
         with self._lock:
-            return body(_MemoryTx(self._current(), self._options))
+            return body(_MemoryTx(self._make_queries(self._current()), self._options))
 
     def write(self, body: Callable[[_MemoryTx], T]) -> T:
         with self._lock:
             state = self._current()
             saved = copy.deepcopy(state)
             try:
-                return body(_MemoryTx(state, self._options))
+                return body(_MemoryTx(self._make_queries(state), self._options))
             except BaseException:
                 self._state = saved
                 raise

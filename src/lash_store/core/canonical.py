@@ -1,0 +1,115 @@
+"""Canonical JSON and the stable hash (reference §0.2): one rule, decided once, used for every derived id.
+
+``canonical_json(v)`` is the UTF-8 encoding of ``json.dumps(plain(v),
+sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)``
+and ``stable_hash(v)`` its lowercase hex SHA-256.  ``plain`` turns typed values
+(``msgspec.Struct``) into plain JSON data, leaving out every struct field whose
+value is ``None`` (so adding an optional field later does not change old
+hashes); tuples become arrays; opaque JSON values -- and ``null`` inside lists
+and objects -- are kept exactly as given.
+
+:func:`json_value` checks a caller's opaque value before anything is hashed or
+stored: JSON types only, text keys, finite numbers, valid UTF-8, bounded depth.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import math
+from typing import Any
+
+import msgspec
+
+from lash_store.errors import InvalidInput
+
+__all__ = ["MAX_JSON_DEPTH", "canonical_json", "canonical_text", "json_value", "plain", "stable_hash"]
+
+#: How deeply opaque JSON may nest; deeper values are refused (they would exhaust the encoders' recursion).
+MAX_JSON_DEPTH = 128
+
+
+def plain(value: Any) -> Any:
+    """``value`` as plain JSON data (see the module docstring for the rule)."""
+    if isinstance(value, msgspec.Struct):
+        custom = getattr(value, "__plain__", None)
+        if custom is not None:  # a type whose JSON shape is part of a contract (an await output)
+            return custom()
+        out: dict[str, Any] = {}
+        for name, encoded in zip(value.__struct_fields__, value.__struct_encode_fields__, strict=True):
+            field = getattr(value, name)
+            if field is not None:
+                out[encoded] = plain(field)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value
+
+
+def canonical_text(value: Any) -> str:
+    """The canonical JSON text of ``value`` (a ``str``; :func:`canonical_json` is its UTF-8 bytes)."""
+    return json.dumps(plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def canonical_json(value: Any) -> bytes:
+    """The bytes every hash of this project is taken over."""
+    return canonical_text(value).encode("utf-8")
+
+
+def stable_hash(value: Any) -> str:
+    """``H(value)``: lowercase hex SHA-256 of the canonical JSON."""
+    return hashlib.sha256(canonical_json(value)).hexdigest()
+
+
+def json_value(what: str, value: Any) -> Any:
+    """A caller's opaque value as plain JSON data, checked; :class:`InvalidInput` naming ``what`` otherwise.
+
+    Typed values inside are converted as :func:`plain` does; tuples become lists.
+    """
+    return _check(what, value, 0)
+
+
+def _check(what: str, value: Any, depth: int) -> Any:
+    if depth > MAX_JSON_DEPTH:
+        raise InvalidInput(what, f"nests deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, msgspec.Struct):
+        custom = getattr(value, "__plain__", None)
+        if custom is not None:
+            return _check(what, custom(), depth)
+        fields = zip(value.__struct_fields__, value.__struct_encode_fields__, strict=True)
+        return _check(what, {enc: getattr(value, n) for n, enc in fields if getattr(value, n) is not None}, depth)
+    if isinstance(value, enum.Enum):
+        return _check(what, value.value, depth)
+    if isinstance(value, tuple):
+        value = list(value)
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidInput(what, f"must be plain JSON: {value!r} is not a finite number")
+        return value
+    if isinstance(value, str):
+        return _text(what, value)
+    if isinstance(value, list):
+        return [_check(f"{what}[{index}]", item, depth + 1) for index, item in enumerate(value)]
+    if isinstance(value, dict):
+        checked: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidInput(what, f"must be plain JSON: object keys are strings, got {type(key).__name__}")
+            checked[_text(what, key)] = _check(f"{what}.{key}", item, depth + 1)
+        return checked
+    raise InvalidInput(what, f"must be plain JSON, got {type(value).__name__}")
+
+
+def _text(what: str, value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(what, "must be valid UTF-8 (lone surrogates are not)") from exc
+    return value

@@ -1,0 +1,328 @@
+"""Checking every registry argument once, at the boundary, and normalising registrations (reference §a.5.1).
+
+Each ``check_*`` returns the value the service works with (opaque JSON turned
+into plain data) or raises :class:`InvalidProcessInput` naming the field; the
+service calls them before it opens a transaction, so bad input writes nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from msgspec import Struct
+
+from lash_store.core.canonical import canonical_text, json_value
+from lash_store.core.registry import payload_schema
+from lash_store.core.registry.semantics import await_output_of, pointer_tokens
+from lash_store.core.validate import check_id, check_instance, check_list, check_ms, check_text
+from lash_store.errors import InvalidInput, InvalidProcessInput
+from lash_store.processes import (
+    CORE_EVENT_TYPES,
+    DedupeKey,
+    ProcessAwaitOutput,
+    ProcessEventAppendRequest,
+    ProcessEventSemantics,
+    ProcessEventType,
+    ProcessExternalRef,
+    ProcessHandleDescriptor,
+    ProcessLease,
+    ProcessLeaseCompletion,
+    ProcessProvenance,
+    ProcessRegistration,
+    ProcessScope,
+    Selector,
+    TerminalSpec,
+    WakeSpec,
+    registration_hash,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_SELECTOR_KINDS = ("payload", "pointer", "const", "template", "present")
+_STATES = ("completed", "failed", "cancelled")
+
+
+def registry_input(check: F) -> F:
+    """The shared validators raise :class:`InvalidInput`; the registry's callers get :class:`InvalidProcessInput`."""
+
+    @functools.wraps(check)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return check(*args, **kwargs)
+        except InvalidProcessInput:
+            raise
+        except InvalidInput as exc:
+            raise InvalidProcessInput(exc.what, exc.detail) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _not_blank(what: str, value: Any) -> str:
+    check_id(what, value)
+    if not value.strip():
+        raise InvalidProcessInput(what, "must not be blank")
+    return str(value)
+
+
+# ---------------------------------------------------------------------------
+# Registrations
+
+
+class NormalisedRegistration(Struct, frozen=True):
+    """A registration with the core event types added, every opaque value plain, and its hash."""
+
+    registration: ProcessRegistration
+    hash: str
+    input_json: str
+    event_types_json: str
+    caused_by_json: str | None
+
+
+@registry_input
+def normalise_registration(registration: Any) -> NormalisedRegistration:
+    """Validate, add the missing core event types (in order, after the caller's), hash."""
+    check_instance("registration", registration, ProcessRegistration)
+    process_id = _not_blank("registration.id", registration.id)
+    provenance = check_provenance("registration.provenance", registration.provenance)
+    declared = [
+        check_event_type(f"registration.event_types[{index}]", event_type)
+        for index, event_type in enumerate(check_list("registration.event_types", registration.event_types))
+    ]
+    names = [event_type.name for event_type in declared]
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            raise InvalidProcessInput(f"registration.event_types[{index}].name", f"{name!r} is declared twice")
+    declared += [core for core in CORE_EVENT_TYPES if core.name not in names]
+    normal = ProcessRegistration(
+        id=process_id,
+        input=json_value("registration.input", registration.input),
+        event_types=declared,
+        provenance=provenance,
+    )
+    return NormalisedRegistration(
+        registration=normal,
+        hash=registration_hash(normal),
+        input_json=canonical_text(normal.input),
+        event_types_json=canonical_text(declared),
+        caused_by_json=None if provenance.caused_by is None else canonical_text(provenance.caused_by),
+    )
+
+
+def check_provenance(what: str, provenance: Any) -> ProcessProvenance:
+    check_instance(what, provenance, ProcessProvenance)
+    return ProcessProvenance(
+        owner_scope=check_scope(f"{what}.owner_scope", provenance.owner_scope),
+        host_profile_id=_not_blank(f"{what}.host_profile_id", provenance.host_profile_id),
+        caused_by=json_value(f"{what}.caused_by", provenance.caused_by),
+    )
+
+
+@registry_input
+def check_scope(what: str, scope: Any) -> ProcessScope:
+    """A scope names a session (non-empty) and optionally one of its agent frames."""
+    check_instance(what, scope, ProcessScope)
+    session_id = _not_blank(f"{what}.session_id", scope.session_id)
+    frame = scope.agent_frame_id
+    if frame is not None:
+        check_text(f"{what}.agent_frame_id", frame)
+        if "\x00" in frame:
+            raise InvalidProcessInput(f"{what}.agent_frame_id", "must not contain NUL characters")
+    return ProcessScope(session_id=session_id, agent_frame_id=frame)
+
+
+def check_event_type(what: str, event_type: Any) -> ProcessEventType:
+    check_instance(what, event_type, ProcessEventType)
+    name = _not_blank(f"{what}.name", event_type.name)
+    schema = json_value(f"{what}.payload_schema", event_type.payload_schema)
+    try:
+        payload_schema.check_schema(schema)
+    except payload_schema.SchemaError as exc:
+        raise InvalidProcessInput(f"{what}.payload_schema", str(exc)) from None
+    semantics = _check_semantics(f"{what}.semantics", event_type.semantics)
+    return ProcessEventType(name=name, payload_schema=schema, semantics=semantics)
+
+
+def _check_semantics(what: str, semantics: Any) -> ProcessEventSemantics:
+    check_instance(what, semantics, ProcessEventSemantics)
+    terminal = None if semantics.terminal is None else _check_terminal(f"{what}.terminal", semantics.terminal)
+    wake = None if semantics.wake is None else _check_wake(f"{what}.wake", semantics.wake)
+    return ProcessEventSemantics(terminal=terminal, wake=wake)
+
+
+def _check_terminal(what: str, terminal: Any) -> TerminalSpec:
+    check_instance(what, terminal, TerminalSpec)
+    if terminal.state not in _STATES:
+        raise InvalidProcessInput(f"{what}.state", f"must be one of {', '.join(_STATES)}, got {terminal.state!r}")
+    selector = None if terminal.await_output is None else check_selector(f"{what}.await_output", terminal.await_output)
+    if selector is None and terminal.state != "completed":
+        raise InvalidProcessInput(f"{what}.await_output", f"a {terminal.state} terminal type needs an await selector")
+    return TerminalSpec(state=terminal.state, await_output=selector)
+
+
+def _check_wake(what: str, wake: Any) -> WakeSpec:
+    check_instance(what, wake, WakeSpec)
+    when = None if wake.when is None else check_selector(f"{what}.when", wake.when)
+    return WakeSpec(
+        input=check_selector(f"{what}.input", wake.input),
+        when=when,
+        dedupe_key=_check_dedupe(f"{what}.dedupe_key", wake.dedupe_key),
+    )
+
+
+def _check_dedupe(what: str, dedupe: Any) -> DedupeKey:
+    check_instance(what, dedupe, DedupeKey)
+    if dedupe.kind == "event_identity":
+        return DedupeKey.event_identity()
+    if dedupe.kind == "selector":
+        return DedupeKey.selector(check_selector(f"{what}.select", dedupe.select))
+    if dedupe.kind == "const":
+        return DedupeKey.const(check_text(f"{what}.value", dedupe.value))
+    raise InvalidProcessInput(f"{what}.kind", f"unknown dedupe key kind {dedupe.kind!r}")
+
+
+def check_selector(what: str, selector: Any) -> Selector:
+    check_instance(what, selector, Selector)
+    kind = selector.kind
+    if kind == "payload":
+        return Selector.payload()
+    if kind == "const":
+        return Selector.const(json_value(f"{what}.value", selector.value))
+    if kind in ("pointer", "present"):
+        path = check_text(f"{what}.path", selector.path)
+        if pointer_tokens(path) is None:
+            raise InvalidProcessInput(f"{what}.path", f"{path!r} is not a JSON Pointer ('' or starting with '/')")
+        return Selector.pointer(path) if kind == "pointer" else Selector.present(path)
+    if kind == "template":
+        text = check_text(f"{what}.text", selector.text)
+        fields = selector.fields
+        if not isinstance(fields, dict):
+            raise InvalidProcessInput(f"{what}.fields", f"must be a dict of selectors, got {type(fields).__name__}")
+        checked = {
+            check_text(f"{what}.fields", name): check_selector(f"{what}.fields.{name}", sub)
+            for name, sub in fields.items()
+        }
+        return Selector.template(text, checked)
+    raise InvalidProcessInput(f"{what}.kind", f"unknown selector kind {kind!r} (one of {', '.join(_SELECTOR_KINDS)})")
+
+
+# ---------------------------------------------------------------------------
+# Other arguments
+
+
+class PreparedAppend(Struct, frozen=True):
+    """An append request checked and encoded before any lock is taken."""
+
+    event_type: str
+    payload: Any
+    payload_json: str
+    payload_hash: str
+    replay_key: str | None
+    target: ProcessScope | None
+
+
+def _canonical_plain(value: Any) -> str:
+    """:func:`canonical_text` of a value that is plain JSON data already."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+@registry_input
+def prepare_append(request: Any) -> PreparedAppend:
+    check_instance("request", request, ProcessEventAppendRequest)
+    event_type = check_id("request.event_type", request.event_type)
+    payload = json_value("request.payload", request.payload)
+    replay_key = None
+    if request.replay is not None:
+        replay_key = check_id("request.replay.key", getattr(request.replay, "key", None))
+    target = (
+        None
+        if request.wake_target_scope is None
+        else check_scope("request.wake_target_scope", request.wake_target_scope)
+    )
+    # ``payload`` is plain JSON data already (json_value), so its canonical text is one dumps, and the text of
+    # ``[event_type, payload]`` that payload_hash takes is that text in a list: one encoding for both.
+    payload_json = _canonical_plain(payload)
+    hashed = "[" + _canonical_plain(event_type) + "," + payload_json + "]"
+    return PreparedAppend(
+        event_type=event_type,
+        payload=payload,
+        payload_json=payload_json,
+        payload_hash=hashlib.sha256(hashed.encode("utf-8")).hexdigest(),
+        replay_key=replay_key,
+        target=target,
+    )
+
+
+@registry_input
+def check_await_output(what: str, output: Any) -> ProcessAwaitOutput:
+    check_instance(what, output, ProcessAwaitOutput)
+    checked = await_output_of(json_value(what, output))
+    if checked is None:
+        raise InvalidProcessInput(
+            what, "success needs a value; failure needs class, code and message; cancelled a message"
+        )
+    return checked
+
+
+@registry_input
+def check_external_ref(what: str, ref: Any) -> ProcessExternalRef:
+    check_instance(what, ref, ProcessExternalRef)
+    return ProcessExternalRef(
+        backend=_not_blank(f"{what}.backend", ref.backend),
+        id=_not_blank(f"{what}.id", ref.id),
+        metadata=json_value(f"{what}.metadata", ref.metadata),
+    )
+
+
+@registry_input
+def check_descriptor(what: str, descriptor: Any) -> ProcessHandleDescriptor:
+    check_instance(what, descriptor, ProcessHandleDescriptor)
+    for name in ("kind", "label"):
+        value = getattr(descriptor, name)
+        if value is not None:
+            check_text(f"{what}.{name}", value)
+    return ProcessHandleDescriptor(kind=descriptor.kind, label=descriptor.label)
+
+
+@registry_input
+def check_process_id(what: str, process_id: Any) -> str:
+    """Process ids (and lease owners) are non-empty, not blank, without NUL: a blank one can never exist."""
+    return _not_blank(what, process_id)
+
+
+@registry_input
+def check_process_ids(what: str, process_ids: Any) -> list[str]:
+    return [_not_blank(f"{what}[{index}]", value) for index, value in enumerate(check_list(what, process_ids))]
+
+
+@registry_input
+def check_duration(what: str, value: Any) -> int:
+    """TTLs, sequences, instants: integers in ``0..2**63-1``."""
+    return check_ms(what, value)
+
+
+@registry_input
+def check_timeout(what: str, value: Any) -> int | None:
+    return None if value is None else check_ms(what, value)
+
+
+@registry_input
+def check_lease(what: str, lease: Any) -> ProcessLease:
+    check_instance(what, lease, ProcessLease)
+    check_id(f"{what}.process_id", lease.process_id)
+    check_id(f"{what}.owner_id", lease.owner_id)
+    check_id(f"{what}.lease_token", lease.lease_token)
+    for name in ("fencing_token", "claimed_at_epoch_ms", "expires_at_epoch_ms"):
+        check_ms(f"{what}.{name}", getattr(lease, name))
+    return lease  # type: ignore[no-any-return]
+
+
+@registry_input
+def check_completion(what: str, completion: Any) -> ProcessLeaseCompletion:
+    check_instance(what, completion, ProcessLeaseCompletion)
+    check_id(f"{what}.process_id", completion.process_id)
+    check_id(f"{what}.lease_token", completion.lease_token)
+    return completion  # type: ignore[no-any-return]

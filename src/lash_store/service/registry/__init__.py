@@ -1,0 +1,1 @@
+"""The process registry's behaviour, written once over the backend ports (see :mod:`.service`)."""
