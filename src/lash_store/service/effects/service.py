@@ -1,0 +1,484 @@
+"""The effect journal's behaviour, once: the host and its scoped controllers over any backend.
+
+:class:`EffectHostService` hands out :class:`ScopedEffectController` s; a
+controller's :meth:`~ScopedEffectController.execute_effect` is reference §c.5
+with the fixes of §7:
+
+* the journal key is the scope's full identity (kind and every id) plus the replay key (item 15);
+* a heartbeat thread renews the claim's lease while the executor runs (item 16), so a long effect is
+  never taken over while its runner is alive; a runner that dies stops renewing, and its claim is taken
+  over once the lease expires;
+* a retryable failure (:class:`RuntimeEffectControllerError` with ``retryable=True``, or any other
+  exception, an interrupt included) releases the row for a later attempt instead of journaling
+  ``failed``; rows count their attempts (item 17);
+* strict replay is a property of each controller, not of the host (item 18);
+* a caller waiting for another's live claim waits at most ``busy_timeout_ms`` (item 19), woken by the
+  holder's finalisation (local notices; other processes through the backend's change feed) with a
+  polling backstop;
+* owner ids are UUID4s (item 20).
+
+``EffectHost`` (SQLite), ``PostgresEffectHost`` and ``ReferenceEffectHost`` are
+this class over their backends.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, TypeVar
+
+from lash_store.core.canonical import json_value, stable_hash
+from lash_store.core.validate import MAX_MS
+from lash_store.effects import (
+    EFFECT_KINDS,
+    EffectJournalPruneReport,
+    EffectJournalRecord,
+    EffectReplayOptions,
+    EffectScope,
+    RuntimeEffectEnvelope,
+    RuntimeEffectLocalExecutor,
+    RuntimeEffectOutcome,
+)
+from lash_store.errors import (
+    BackendError,
+    EffectBusyTimeout,
+    EffectReplayCorrupt,
+    EffectReplayKeyMissing,
+    EffectStoreFailure,
+    InvalidEffectInput,
+    InvalidInput,
+    MissingEffectScopeId,
+    RuntimeEffectControllerError,
+    StoreClosed,
+)
+from lash_store.model import DurabilityTier
+from lash_store.options import StoreOptions, check_options
+from lash_store.service.effects import dispatch, journal
+from lash_store.service.ports import Backend, Tx
+from lash_store.service.registry.signals import Signals
+
+log = logging.getLogger("lash_store")
+
+H = TypeVar("H", bound="EffectHostService")
+T = TypeVar("T")
+
+#: A busy waiter re-reads after this long at first, doubling up to :data:`MAX_BACKSTOP_S`.
+FIRST_BACKSTOP_S = 0.025
+MAX_BACKSTOP_S = 0.25
+_STATUSES = ("in_progress", "released", "completed", "failed")
+
+LocalExecutor = RuntimeEffectLocalExecutor | Callable[[RuntimeEffectEnvelope], RuntimeEffectOutcome] | None
+
+
+def check_replay_options(options: EffectReplayOptions | None) -> EffectReplayOptions:
+    if options is None:
+        return EffectReplayOptions()
+    if not isinstance(options, EffectReplayOptions):
+        raise InvalidInput("replay_options", "must be an EffectReplayOptions")
+    for name in ("lease_ttl_ms", "heartbeat_interval_ms", "busy_timeout_ms"):
+        value = getattr(options, name)
+        if value is None and name != "lease_ttl_ms":
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_MS:
+            raise InvalidInput(f"replay_options.{name}", f"must be an integer in 0..{MAX_MS}")
+    return options
+
+
+def check_scope(scope: Any) -> EffectScope:
+    """A valid scope, or :class:`MissingEffectScopeId` (reference §c.2: every id field non-blank after trimming)."""
+    if not isinstance(scope, EffectScope):
+        raise MissingEffectScopeId(f"an effect scope is required, got {type(scope).__name__}")
+    fields = journal_fields(scope)
+    for name in fields:
+        value = getattr(scope, name)
+        if not isinstance(value, str) or not value.strip():
+            raise MissingEffectScopeId(f"effect scope {scope.type} requires a non-blank {name}")
+    return scope
+
+
+def journal_fields(scope: EffectScope) -> tuple[str, ...]:
+    try:
+        return scope.id_fields
+    except KeyError:
+        raise MissingEffectScopeId(f"unknown effect scope kind {scope.type!r}") from None
+
+
+def check_envelope(envelope: Any) -> tuple[str, int | None]:
+    """The envelope's hash and sleep duration; typed errors (nothing written) for what the journal cannot take."""
+    if not isinstance(envelope, RuntimeEffectEnvelope):
+        raise InvalidEffectInput(f"expected a RuntimeEffectEnvelope, got {type(envelope).__name__}")
+    replay = envelope.invocation.replay
+    key = getattr(replay, "key", None)
+    if not isinstance(key, str) or not key.strip():
+        raise EffectReplayKeyMissing("the envelope has no replay key (invocation.replay.key)")
+    command = envelope.command
+    if command.type not in EFFECT_KINDS:
+        raise InvalidEffectInput(f"unknown effect command type {command.type!r}")
+    if envelope.invocation.subject.kind != command.type:
+        raise InvalidEffectInput(
+            f"the subject kind {envelope.invocation.subject.kind!r} differs from the command type {command.type!r}"
+        )
+    sleep_ms = None
+    if command.type == "sleep":
+        sleep_ms = command.duration_ms
+        if not isinstance(sleep_ms, int) or isinstance(sleep_ms, bool) or not 0 <= sleep_ms <= MAX_MS:
+            raise InvalidEffectInput(f"a sleep needs duration_ms in 0..{MAX_MS}")
+    if command.type == "process" and command.process is None:
+        raise InvalidEffectInput("a process effect needs command.process")
+    try:
+        plain_envelope = json_value("envelope", envelope)
+    except InvalidInput as exc:
+        raise InvalidEffectInput(str(exc)) from exc
+    return stable_hash(plain_envelope), sleep_ms
+
+
+def _executor(local_executor: LocalExecutor) -> RuntimeEffectLocalExecutor:
+    if local_executor is None:
+        return RuntimeEffectLocalExecutor.unavailable()
+    if isinstance(local_executor, RuntimeEffectLocalExecutor):
+        return local_executor
+    if callable(local_executor):
+        return RuntimeEffectLocalExecutor.runner(local_executor)
+    raise InvalidEffectInput(f"local_executor must be a RuntimeEffectLocalExecutor or callable, got {local_executor!r}")
+
+
+class Heartbeat:
+    """Renews a claim's lease every ``interval_s`` until stopped; ``lost`` once a renewal finds the claim gone."""
+
+    def __init__(self, renew: Callable[[], bool], interval_s: float, name: str) -> None:
+        self._renew = renew
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self.lost = False
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                if not self._renew():
+                    self.lost = True
+                    return
+            except StoreClosed:
+                return
+            except Exception:  # a transient database failure: the next beat tries again before the lease runs out
+                log.warning("effect lease renewal failed; retrying", exc_info=True)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+
+
+class EffectHostService:
+    """An effect host over any backend (see the module docstring).
+
+    Every controller it hands out shares its backend, its owner id (a UUID4)
+    and its options; a host is safe to share between threads.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        options: StoreOptions,
+        signals: Signals,
+        replay_options: EffectReplayOptions | None = None,
+    ) -> None:
+        self._backend = backend
+        self.options = check_options(options)
+        self.signals = signals
+        self.replay_options = check_replay_options(replay_options)
+        self.owner_id = str(uuid.uuid4())
+        self._tokens = itertools.count(1)
+        self._replay_default = False
+
+    # -- lifecycle -------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the host; later calls raise :class:`~lash_store.errors.StoreClosed`.  Closing twice is harmless."""
+        self._backend.close()
+
+    def __enter__(self: H) -> H:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def durability_tier(self) -> DurabilityTier:
+        return DurabilityTier.INLINE if self._backend.in_memory else DurabilityTier.DURABLE
+
+    def requires_durable_attachment_store(self) -> bool:
+        """Journaled outcomes may name attachments by reference, so attachments must be durable too."""
+        return True
+
+    # -- controllers -----------------------------------------------------
+
+    def scoped(self, scope: EffectScope, *, replay: bool | None = None) -> ScopedEffectController:
+        """A controller journaling under ``scope``; :class:`MissingEffectScopeId` for a blank id.
+
+        ``replay`` (default: the host's :meth:`start_replay` setting when the
+        controller is made) puts the controller in strict replay mode.
+        """
+        checked = check_scope(scope)
+        return ScopedEffectController(self, checked, self._replay_default if replay is None else bool(replay))
+
+    def scoped_static(self, scope: EffectScope) -> ScopedEffectController:
+        """Same as :meth:`scoped` (this host supports every scope)."""
+        return self.scoped(scope)
+
+    def start_replay(self) -> None:
+        """Controllers scoped from now on start in strict replay mode (existing ones keep theirs)."""
+        self._replay_default = True
+
+    # -- listings and retention ------------------------------------------
+
+    def list_journal(
+        self,
+        *,
+        status: str | None = None,
+        scope: EffectScope | None = None,
+        limit: int | None = None,
+    ) -> list[EffectJournalRecord]:
+        """Journal rows, oldest update first, optionally of one status and/or one scope."""
+        if status is not None and status not in _STATUSES:
+            raise InvalidInput("status", f"must be one of {', '.join(_STATUSES)}")
+        identity = None if scope is None else check_scope(scope).identity
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= MAX_MS):
+            raise InvalidInput("limit", "must be a non-negative integer")
+        params = {"status": status, "scope_identity": identity, "limit": 2**62 if limit is None else limit}
+        found = self._read(lambda tx: tx.all("list_effects", params))
+        return [journal.record(row) for row in found]
+
+    def prune_journal(self, older_than_epoch_ms: int, *, dry_run: bool = False) -> EffectJournalPruneReport:
+        """Delete finished rows (completed, failed) last updated before ``older_than_epoch_ms``.
+
+        Claimed and released rows are never pruned: their effects have not finished.
+        """
+        value = older_than_epoch_ms
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_MS:
+            raise InvalidInput("older_than_epoch_ms", f"must be an integer in 0..{MAX_MS}")
+        params = {"before_ms": value}
+        if dry_run:
+            row = self._read(lambda tx: tx.one("count_prunable_effects", params))
+            count = 0 if row is None else int(row[0])
+        else:
+            count = self._write(lambda tx: tx.run("prune_effects", params))
+        return EffectJournalPruneReport(older_than_epoch_ms=value, dry_run=dry_run, row_count=count)
+
+    # -- internals ---------------------------------------------------------
+
+    def next_token(self) -> str:
+        return f"{self.owner_id}:{next(self._tokens)}:{secrets.token_hex(8)}"
+
+    def _read(self, body: Callable[[Tx], T]) -> T:
+        try:
+            return self._backend.read(body)
+        except (StoreClosed, RuntimeEffectControllerError, InvalidInput):
+            raise
+        except BackendError as exc:
+            raise EffectStoreFailure(f"effect journal database failure: {exc}") from exc
+
+    def _write(self, body: Callable[[Tx], T]) -> T:
+        try:
+            return self._backend.write(body)
+        except (StoreClosed, RuntimeEffectControllerError, InvalidInput):
+            raise
+        except BackendError as exc:
+            raise EffectStoreFailure(f"effect journal database failure: {exc}") from exc
+
+
+class ScopedEffectController:
+    """The journal of one scope (reference ``ScopedEffectController``); make one with ``host.scoped(scope)``."""
+
+    def __init__(self, host: EffectHostService, scope: EffectScope, replay: bool) -> None:
+        self._host = host
+        self._scope = scope
+        self._identity = scope.identity
+        self._replay = replay
+
+    @property
+    def effect_scope(self) -> EffectScope:
+        return self._scope
+
+    @property
+    def scope_id(self) -> str:
+        """The reference's scope id (the kind's last id); the journal keys on :attr:`scope_identity`."""
+        return self._scope.scope_id
+
+    @property
+    def scope_identity(self) -> str:
+        return self._identity
+
+    @property
+    def turn_id(self) -> str | None:
+        return self._scope.turn_id if self._scope.type == "turn" else None
+
+    @property
+    def controller(self) -> EffectHostService:
+        """The host this controller journals through."""
+        return self._host
+
+    @property
+    def replaying(self) -> bool:
+        return self._replay
+
+    def start_replay(self) -> None:
+        """Strict replay from now on, for this controller only: a missing record is an error, never executed."""
+        self._replay = True
+
+    def execute_effect(
+        self, envelope: RuntimeEffectEnvelope, local_executor: LocalExecutor = None
+    ) -> RuntimeEffectOutcome:
+        """Run ``envelope`` at most once per journal key and return its outcome (reference §c.5, see the module).
+
+        A journaled outcome is returned without running anything (a sleep's
+        due time is kept); a journaled failure is raised again.
+        """
+        digest, sleep_ms = check_envelope(envelope)
+        executor = _executor(local_executor)
+        host = self._host
+        options = host.replay_options
+        ttl = max(1, options.lease_ttl_ms)
+        key = journal.Key(self._identity, envelope.replay_key, self._scope.type, self._scope.scope_id)
+        deadline = None if options.busy_timeout_ms is None else time.monotonic() + options.busy_timeout_ms / 1000
+        signals = host.signals
+        backstop = FIRST_BACKSTOP_S
+        with signals.waiting():
+            watching = False
+            while True:
+                cursor = signals.cursor()
+                step = host._write(
+                    functools.partial(
+                        journal.prepare,
+                        key=key,
+                        digest=digest,
+                        sleep_ms=sleep_ms,
+                        owner_id=host.owner_id,
+                        token=host.next_token(),
+                        ttl_ms=ttl,
+                        strict=self._replay,
+                    )
+                )
+                if isinstance(step, journal.Replayed):
+                    _sleep_until(step.due_at_ms, step.now_ms)
+                    return step.outcome
+                if isinstance(step, journal.Failed):
+                    raise step.error
+                if isinstance(step, journal.Claimed):
+                    return self._run(envelope, executor, key, digest, step, ttl)
+                if not watching:
+                    signals.prepare()  # from here on, other processes' commits wake this wait
+                    watching = True
+                while True:  # busy: wait for the holder's finalisation, its lease's expiry, or the backstop
+                    wait_s = min(backstop, max(step.expires_at_ms - step.now_ms, 0) / 1000 + 0.001)
+                    if deadline is not None:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            raise EffectBusyTimeout(
+                                f"replay key {key.replay_key!r} stayed claimed by another caller for longer than "
+                                f"{options.busy_timeout_ms} ms"
+                            )
+                        wait_s = min(wait_s, left)
+                    signals.wait(cursor, wait_s)
+                    backstop = min(backstop * 2, MAX_BACKSTOP_S)
+                    cursor = signals.cursor()
+                    still = host._read(lambda tx: _still_busy(tx, key))
+                    if still is None:
+                        break
+                    step = still
+
+    def _run(
+        self,
+        envelope: RuntimeEffectEnvelope,
+        executor: RuntimeEffectLocalExecutor,
+        key: journal.Key,
+        digest: str,
+        claim: journal.Claimed,
+        ttl: int,
+    ) -> RuntimeEffectOutcome:
+        host = self._host
+        interval = host.replay_options.heartbeat_interval_ms
+        interval = max(1, ttl // 3) if interval is None else interval
+        heartbeat = None
+        if interval > 0:
+            heartbeat = Heartbeat(
+                lambda: host._write(lambda tx: journal.renew(tx, key, claim.token, ttl)),
+                interval / 1000,
+                f"lash-store effect heartbeat {key.replay_key[:40]}",
+            )
+        outcome: RuntimeEffectOutcome | None = None
+        failure: RuntimeEffectControllerError | None = None
+        try:
+            try:
+                if envelope.command.type == "sleep":
+                    _sleep_until(claim.due_at_ms, claim.now_ms)
+                    outcome = RuntimeEffectOutcome.sleep()
+                elif envelope.command.type == "process":
+                    outcome = dispatch.run_process_command(envelope, executor)
+                else:
+                    outcome = executor.execute(envelope)
+                if not isinstance(outcome, RuntimeEffectOutcome):
+                    raise RuntimeEffectControllerError(
+                        "sqlite_effect_replay_encode",
+                        f"the executor returned {type(outcome).__name__}, not a RuntimeEffectOutcome",
+                        retryable=True,
+                    )
+                try:
+                    json_value("outcome", outcome)
+                except InvalidInput as exc:
+                    raise EffectReplayCorrupt(
+                        f"the outcome cannot be journaled: {exc}", code="sqlite_effect_replay_encode"
+                    ) from exc
+            except RuntimeEffectControllerError as exc:
+                if exc.retryable:
+                    raise
+                failure, outcome = exc, None
+        except BaseException:
+            if heartbeat is not None:
+                heartbeat.stop()
+                heartbeat = None
+            self._release(key, claim.token)
+            raise
+        finally:
+            if heartbeat is not None:
+                heartbeat.stop()
+        host._write(lambda tx: journal.finalize(tx, key, digest, claim.token, outcome, failure))
+        host.signals.publish(None)
+        if failure is not None:
+            raise failure
+        assert outcome is not None
+        return outcome
+
+    def _release(self, key: journal.Key, token: str) -> None:
+        try:
+            released = self._host._write(lambda tx: journal.release(tx, key, token))
+        except BaseException:  # the claim then simply expires after its TTL
+            log.warning("releasing the claim on effect %r failed", key.replay_key, exc_info=True)
+            return
+        if released:
+            self._host.signals.publish(None)
+
+
+def _still_busy(tx: Tx, key: journal.Key) -> journal.Busy | None:
+    """The row's live claim, or ``None`` when the caller should prepare again (finished, released, expired)."""
+    row = tx.one("effect_row", key.params())
+    if row is None or journal.col(row, "status") != "in_progress":
+        return None
+    now = tx.now_ms()
+    expires = journal.col(row, "lease_expires_at_ms")
+    return journal.Busy(expires, now) if expires > now else None
+
+
+def _sleep_until(due_at_ms: int | None, now_ms: int) -> None:
+    if due_at_ms is not None and due_at_ms > now_ms:
+        time.sleep((due_at_ms - now_ms) / 1000)
