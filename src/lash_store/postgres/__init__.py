@@ -3,6 +3,7 @@
 Install with ``pip install 'lash-store[postgres]'`` (psycopg 3 and psycopg_pool).
 """
 
+from lash_store.postgres.effects import PostgresEffectHost
 from lash_store.postgres.factory import PostgresSessionStoreFactory
 from lash_store.postgres.pool import close_shared_pools, shared_pool
 from lash_store.postgres.registry import PostgresProcessRegistry
@@ -11,6 +12,7 @@ from lash_store.postgres.store import PostgresStore
 
 __all__ = [
     "SCHEMA_VERSION",
+    "PostgresEffectHost",
     "PostgresProcessRegistry",
     "PostgresSessionStoreFactory",
     "PostgresStore",

@@ -21,7 +21,7 @@ from psycopg_pool import ConnectionPool
 
 from lash_store.errors import InvalidInput, NotAStoreDatabase, SchemaMigrationRequired, UnsupportedSchemaVersion
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 6
 APPLICATION = "lash-store"
 SCHEMA_KIND = "postgres"
 DEFAULT_SCHEMA = "lash"
@@ -30,7 +30,10 @@ _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # ``schema.sql`` creates version 1; each forward migration brings version-1 to version.  A new schema runs
 # them all too, so that a migrated database and a new one are the same by construction.
 _BASE_VERSION = 1
-_MIGRATIONS: dict[int, str] = {2: "migration_2_processes.sql"}  # 2: the process registry
+_MIGRATIONS: dict[int, str] = {
+    2: "migration_2_processes.sql",  # 2: the process registry
+    6: "migration_6_effects.sql",  # 6: the effect journal and the host-event store
+}
 
 
 def check_schema_name(schema: object) -> str:
@@ -114,7 +117,7 @@ def _setup(conn: psycopg.Connection[Any], schema: str) -> int | None:
 
 def _migrate(conn: psycopg.Connection[Any], schema: str, found: int) -> None:
     """Apply every forward migration after ``found``, in order (inside the caller's transaction)."""
-    for version in range(found + 1, SCHEMA_VERSION + 1):
+    for version in sorted(v for v in _MIGRATIONS if found < v <= SCHEMA_VERSION):
         conn.execute(_ddl(schema, _MIGRATIONS[version]))
 
 
