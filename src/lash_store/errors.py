@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 __all__ = [
+    "HostEventStoreError",
+    "InvalidHostEventInput",
+    "OccurrenceConflict",
+    "UnknownDelivery",
+    "UnknownOccurrence",
     "EffectBusyTimeout",
     "EffectExecutorUnavailable",
     "EffectJournalError",
@@ -496,3 +501,48 @@ class EffectBusyTimeout(_CodedError, TimeoutError):
 
     code_name = "effect_replay_busy_timeout"
     is_retryable = True
+
+
+# ---------------------------------------------------------------------------
+# The host-event store (reference (b))
+
+
+class HostEventStoreError(StoreError):
+    """Base of the host-event store's errors."""
+
+
+class InvalidHostEventInput(HostEventStoreError, InvalidInput):
+    """A blank or malformed field of a draft, request or argument; nothing was written."""
+
+    def __init__(self, what: str, detail: str) -> None:
+        InvalidInput.__init__(self, what, detail)
+
+
+class OccurrenceConflict(HostEventStoreError):
+    """An idempotency key was reused with other content; the stored occurrence is unchanged."""
+
+    def __init__(self, idempotency_key: str, stored_hash: str, request_hash: str) -> None:
+        self.idempotency_key = idempotency_key
+        self.stored_hash = stored_hash
+        self.request_hash = request_hash
+        super().__init__(
+            f"host event occurrence idempotency conflict for `{idempotency_key}` "
+            f"(stored request hash {stored_hash}, this one {request_hash})"
+        )
+
+
+class UnknownOccurrence(HostEventStoreError, LookupError):
+    """No occurrence has this id; nothing was written."""
+
+    def __init__(self, occurrence_id: str) -> None:
+        self.occurrence_id = occurrence_id
+        super().__init__(f"unknown host event occurrence {occurrence_id!r}")
+
+
+class UnknownDelivery(HostEventStoreError, LookupError):
+    """No delivery of this occurrence to this subscription was reserved; nothing was written."""
+
+    def __init__(self, occurrence_id: str, subscription_id: str) -> None:
+        self.occurrence_id = occurrence_id
+        self.subscription_id = subscription_id
+        super().__init__(f"unknown host event delivery of {occurrence_id!r} to {subscription_id!r}")
