@@ -511,7 +511,7 @@ def __getattr__(name: str) -> Any:
 
         return ScopedEffectController
     if name == "AsyncEffectHost":
-        from lash_store.aio import AsyncEffectHost  # type: ignore[attr-defined]
+        from lash_store.aio import AsyncEffectHost
 
         return AsyncEffectHost
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

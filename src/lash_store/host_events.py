@@ -201,7 +201,7 @@ def __getattr__(name: str) -> Any:
 
         return HostEventStore
     if name == "AsyncHostEventStore":
-        from lash_store.aio import AsyncHostEventStore  # type: ignore[attr-defined]
+        from lash_store.aio import AsyncHostEventStore
 
         return AsyncHostEventStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
