@@ -12,6 +12,7 @@ Examples::
     python -m lash_store.bench commit --backend postgres --peers  # PostgreSQL vs plain psycopg, + LangGraph
     python -m lash_store.bench queue --backend postgres          # 1 / 4 / 8 processes, own and shared queues
     python -m lash_store.bench list --backend postgres           # list_sessions first page, 10,000 sessions
+    python -m lash_store.bench effects                           # effect journal and host-event routing
 
 Every benchmark measures plain ``sqlite3`` doing the same work in the same
 run and prints the ratio.  ``--backend postgres`` (``commit``, ``queue``,
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
             "doing the same work in the same run."
         ),
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{commit,resume,queue,gc,list}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{commit,resume,queue,gc,list,effects}")
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--quick", action="store_true", help="smaller sizes and fewer repetitions")
@@ -193,7 +194,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     listing.add_argument("--limit", type=positive, default=list_bench.DEFAULT_LIMIT, help="page size (default 50)")
     listing.add_argument("--repeat", type=positive, default=None, help="calls per side (default 30, --quick 5)")
+    effects = commands.add_parser(
+        "effects",
+        parents=[common, backend],
+        help="journaled effects/s (first execution, replay; 1 / 4 processes) and occurrences routed/s vs plain SQL",
+    )
+    effects.add_argument("--effects", type=positive, default=None, help="effects per run (default 2,000, --quick 200)")
+    effects.add_argument(
+        "--occurrences", type=positive, default=None, help="occurrences routed (default 200, --quick 30)"
+    )
+    effects.add_argument(
+        "--workers", type=positive, action="append", default=None, help="worker processes (repeatable; default 1 and 4)"
+    )
     return parser
+
+
+def _effects(args: argparse.Namespace, verbose: bool) -> tuple[dict[str, Any], str, int]:
+    from lash_store.bench import effects as effects_bench
+
+    report = effects_bench.run(
+        backend=args.backend,
+        effects=args.effects or (200 if args.quick else 2_000),
+        workers=tuple(args.workers or (1, 4)),
+        occurrences=args.occurrences or (30 if args.quick else 200),
+        dsn=args.dsn,
+        base_dir=args.dir,
+        verbose=verbose,
+    )
+    return report, effects_bench.format_report(report), 0
 
 
 def _json_safe(value: Any) -> Any:
@@ -341,7 +369,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     verbose = not args.json
     postgres = args.backend == "postgres"
     try:
-        if postgres and args.command == "commit":
+        if args.command == "effects":
+            report, text, exit_code = _effects(args, verbose)
+        elif postgres and args.command == "commit":
             report, text, exit_code = _commit_postgres(args, verbose)
         elif postgres and args.command == "queue":
             report, text, exit_code = _queue_postgres(args, verbose)

@@ -24,8 +24,11 @@ this class over their backends.
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
+import json
 import logging
+import os
 import secrets
 import threading
 import time
@@ -34,7 +37,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
-from lash_store.core.canonical import json_value, stable_hash
+from lash_store.core.canonical import json_value
 from lash_store.core.validate import MAX_MS
 from lash_store.effects import (
     EFFECT_KINDS,
@@ -136,7 +139,9 @@ def check_envelope(envelope: Any) -> tuple[str, int | None]:
         plain_envelope = json_value("envelope", envelope)
     except InvalidInput as exc:
         raise InvalidEffectInput(str(exc)) from exc
-    return stable_hash(plain_envelope), sleep_ms
+    # stable_hash of data that is plain already (json_value made it so): one walk instead of two.
+    text = json.dumps(plain_envelope, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest(), sleep_ms
 
 
 def _executor(local_executor: LocalExecutor) -> RuntimeEffectLocalExecutor:
@@ -149,32 +154,88 @@ def _executor(local_executor: LocalExecutor) -> RuntimeEffectLocalExecutor:
     raise InvalidEffectInput(f"local_executor must be a RuntimeEffectLocalExecutor or callable, got {local_executor!r}")
 
 
-class Heartbeat:
-    """Renews a claim's lease every ``interval_s`` until stopped; ``lost`` once a renewal finds the claim gone."""
+class Beat:
+    """One claim kept alive by a host's heartbeat thread; ``lost`` once a renewal finds the claim gone."""
 
-    def __init__(self, renew: Callable[[], bool], interval_s: float, name: str) -> None:
-        self._renew = renew
-        self._interval_s = interval_s
-        self._stop = threading.Event()
+    __slots__ = ("due", "interval_s", "lost", "renew")
+
+    def __init__(self, renew: Callable[[], bool], interval_s: float) -> None:
+        self.renew = renew
+        self.interval_s = interval_s
+        self.due = time.monotonic() + interval_s
         self.lost = False
-        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
-        self._thread.start()
+
+
+class Heartbeats:
+    """One thread per host renews every running claim's lease when it is due (reference §7 item 16).
+
+    Starting and stopping a thread per effect would cost more than the
+    effect's journal writes; this thread starts with the first claim and
+    ends after a while without any.  A renewal that fails transiently is
+    retried at the next beat (the interval is a third of the TTL, so two
+    beats fit before the lease expires).
+    """
+
+    IDLE_S = 5.0
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._cond = threading.Condition(threading.Lock())
+        self._beats: set[Beat] = set()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    def add(self, renew: Callable[[], bool], interval_s: float) -> Beat:
+        beat = Beat(renew, interval_s)
+        with self._cond:
+            if self._pid != os.getpid():  # a forked child: the parent's thread is not here
+                self._pid, self._thread = os.getpid(), None
+                self._beats = set()
+            was_idle = not self._beats
+            self._beats.add(beat)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._main, name=self._name, daemon=True)
+                self._thread.start()
+            elif was_idle:
+                # Otherwise the thread already waits for an earlier beat (every beat of a host has the same
+                # interval): waking it for nothing would cost the claim a thread switch.
+                self._cond.notify()
+        return beat
+
+    def remove(self, beat: Beat) -> None:
+        with self._cond:
+            self._beats.discard(beat)
 
     def _main(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            try:
-                if not self._renew():
-                    self.lost = True
-                    return
-            except StoreClosed:
-                return
-            except Exception:  # a transient database failure: the next beat tries again before the lease runs out
-                log.warning("effect lease renewal failed; retrying", exc_info=True)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join()
+        while True:
+            with self._cond:
+                idle_since = time.monotonic()
+                while not self._beats:
+                    if time.monotonic() - idle_since >= self.IDLE_S:
+                        self._thread = None
+                        return
+                    self._cond.wait(self.IDLE_S)
+                now = time.monotonic()
+                due = [beat for beat in self._beats if beat.due <= now]
+                if not due:
+                    self._cond.wait(min(beat.due for beat in self._beats) - now)
+                    continue
+                for beat in due:
+                    beat.due = now + beat.interval_s
+            for beat in due:
+                with self._cond:
+                    if beat not in self._beats:
+                        continue
+                try:
+                    alive = beat.renew()
+                except StoreClosed:
+                    alive = False
+                except Exception:  # a transient database failure: the next beat tries again before the lease runs out
+                    log.warning("effect lease renewal failed; retrying", exc_info=True)
+                    continue
+                if not alive:
+                    beat.lost = True
+                    self.remove(beat)
 
 
 class EffectHostService:
@@ -197,6 +258,7 @@ class EffectHostService:
         self.replay_options = check_replay_options(replay_options)
         self.owner_id = str(uuid.uuid4())
         self._tokens = itertools.count(1)
+        self.heartbeats = Heartbeats(f"lash-store effect heartbeats {self.owner_id[:8]}")
         self._replay_default = False
 
     # -- lifecycle -------------------------------------------------------
@@ -418,10 +480,8 @@ class ScopedEffectController:
         interval = max(1, ttl // 3) if interval is None else interval
         heartbeat = None
         if interval > 0:
-            heartbeat = Heartbeat(
-                lambda: host._write(lambda tx: journal.renew(tx, key, claim.token, ttl)),
-                interval / 1000,
-                f"lash-store effect heartbeat {key.replay_key[:40]}",
+            heartbeat = host.heartbeats.add(
+                lambda: host._write(lambda tx: journal.renew(tx, key, claim.token, ttl)), interval / 1000
             )
         outcome: RuntimeEffectOutcome | None = None
         failure: RuntimeEffectControllerError | None = None
@@ -452,13 +512,13 @@ class ScopedEffectController:
                 failure, outcome = exc, None
         except BaseException:
             if heartbeat is not None:
-                heartbeat.stop()
+                host.heartbeats.remove(heartbeat)
                 heartbeat = None
             self._release(key, claim.token)
             raise
         finally:
             if heartbeat is not None:
-                heartbeat.stop()
+                host.heartbeats.remove(heartbeat)
         host._write(lambda tx: journal.finalize(tx, key, digest, claim.token, outcome, failure))
         host.signals.publish(None)
         if failure is not None:
