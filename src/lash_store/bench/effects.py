@@ -5,10 +5,11 @@ Three workloads, on SQLite (a deployment file) or PostgreSQL:
 * **first execution** -- ``execute_effect`` of N distinct tool-call envelopes (a runner that returns at
   once), spread over 1 and 4 worker processes; the floor does the same rows with plain SQL in two
   transactions per effect (claim: insert the in-progress row; finish: update it to completed with the
-  outcome);
+  outcome).  Both floors hash the envelope (SHA-256 of its canonical JSON) as lash-store does: a journal
+  must notice a replay key reused with another envelope;
 * **replay** -- the same N envelopes again on strict-replay controllers (nothing runs); the floor reads
-  the row and decodes the outcome.  On SQLite the single-process replay latency is reported too
-  (target: p50 below 1 ms);
+  the row, compares the envelope hash and decodes the outcome.  On SQLite the single-process replay
+  latency is reported too (target: p50 below 1 ms);
 * **routing** -- ``HostEventRouter.route`` of M occurrences matching 2 subscriptions each (record,
   reserve, a journaled process start per delivery, mark started), one process; the floor inserts the
   occurrence, the deliveries, the journal rows, the process rows and grants, and updates the journal
@@ -178,10 +179,15 @@ def _floor_execute(floor: Floor, key: str) -> None:
 
 
 def _floor_replay(floor: Floor, key: str) -> None:
+    from lash_store.effects import envelope_hash
+
+    digest = envelope_hash(_envelope(key))  # a journal must notice a replay key reused with another envelope
     with floor.read():
-        row = floor.run("SELECT status, outcome FROM {s}floor_journal WHERE scope = %s AND key = %s", "bench", key)
-        status, outcome = row.fetchone()
-    assert status == "completed"
+        row = floor.run(
+            "SELECT status, outcome, hash FROM {s}floor_journal WHERE scope = %s AND key = %s", "bench", key
+        )
+        status, outcome, stored = row.fetchone()
+    assert status == "completed" and stored == digest
     json.loads(outcome)
 
 
