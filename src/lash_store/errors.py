@@ -508,11 +508,15 @@ class EffectBusyTimeout(_CodedError, TimeoutError):
 
 
 class HostEventStoreError(StoreError):
-    """Base of the host-event store's errors."""
+    """Base of the host-event store's errors; ``code`` names the kind (stable, for programs)."""
+
+    code: str = "host_event_store"
 
 
 class InvalidHostEventInput(HostEventStoreError, InvalidInput):
     """A blank or malformed field of a draft, request or argument; nothing was written."""
+
+    code = "host_event_invalid_input"
 
     def __init__(self, what: str, detail: str) -> None:
         InvalidInput.__init__(self, what, detail)
@@ -520,6 +524,8 @@ class InvalidHostEventInput(HostEventStoreError, InvalidInput):
 
 class OccurrenceConflict(HostEventStoreError):
     """An idempotency key was reused with other content; the stored occurrence is unchanged."""
+
+    code = "host_event_idempotency_conflict"
 
     def __init__(self, idempotency_key: str, stored_hash: str, request_hash: str) -> None:
         self.idempotency_key = idempotency_key
@@ -534,6 +540,8 @@ class OccurrenceConflict(HostEventStoreError):
 class UnknownOccurrence(HostEventStoreError, LookupError):
     """No occurrence has this id; nothing was written."""
 
+    code = "host_event_unknown_occurrence"
+
     def __init__(self, occurrence_id: str) -> None:
         self.occurrence_id = occurrence_id
         super().__init__(f"unknown host event occurrence {occurrence_id!r}")
@@ -541,6 +549,8 @@ class UnknownOccurrence(HostEventStoreError, LookupError):
 
 class UnknownDelivery(HostEventStoreError, LookupError):
     """No delivery of this occurrence to this subscription was reserved; nothing was written."""
+
+    code = "host_event_unknown_delivery"
 
     def __init__(self, occurrence_id: str, subscription_id: str) -> None:
         self.occurrence_id = occurrence_id

@@ -282,6 +282,7 @@ def test_h8_validation(store: Store, field: str, blank: str) -> None:
     with pytest.raises(InvalidHostEventInput) as caught:
         store.record_occurrence(HostEventOccurrenceRequest(**values))
     assert field in caught.value.what
+    assert caught.value.code == "host_event_invalid_input"
     assert isinstance(caught.value, InvalidInput) and isinstance(caught.value, HostEventStoreError)
     assert snapshot(store) == before
 
@@ -291,6 +292,7 @@ def test_h9_idempotency_conflict(store: Store) -> None:
     with pytest.raises(OccurrenceConflict) as caught:
         store.record_occurrence(occ(K, "x", payload={"button": "Red"}))
     assert "host event occurrence idempotency conflict for `x`" in str(caught.value)
+    assert caught.value.code == "host_event_idempotency_conflict"
     assert store.list_occurrences() == [stored]
 
 
@@ -299,6 +301,7 @@ def test_h10_unknown_occurrence(store: Store) -> None:
     with pytest.raises(UnknownOccurrence) as caught:
         store.reserve_matching_deliveries("host_event:doesnotexist")
     assert "unknown host event occurrence" in str(caught.value)
+    assert caught.value.code == "host_event_unknown_occurrence"
     assert snapshot(store) == before
 
 
@@ -432,8 +435,9 @@ def test_bad_opaque_values_are_refused(store: Store) -> None:
 def test_bad_unknown_delivery(store: Store) -> None:
     recorded = store.record_occurrence(occ(K, "x"))
     before = snapshot(store)
-    with pytest.raises(UnknownDelivery):
+    with pytest.raises(UnknownDelivery) as caught:
         store.mark_delivery_started(recorded.occurrence_id, "subscription:99")
+    assert caught.value.code == "host_event_unknown_delivery"
     with pytest.raises(InvalidHostEventInput):
         store.mark_delivery_started("", "subscription:1")
     assert snapshot(store) == before
