@@ -1,8 +1,8 @@
 """Differential, property-based stateful tests of the effect journal and the host-event store.
 
 Two hypothesis ``RuleBasedStateMachine`` s drive random operation sequences
-against a real backend (SQLite in memory, or a deployment file) and the
-reference implementation side by side, on one shared manual clock.  Every
+against a real backend (SQLite in memory, a deployment file, or PostgreSQL
+with a fresh schema per example) and the reference implementation side by side, on one shared manual clock.  Every
 result, every error (class and code) and, after every step, every stored row
 must be equal.
 
@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,11 @@ class EffectsMachine(RuleBasedStateMachine):
         if self.BACKEND == "file":
             self.tmp = tempfile.mkdtemp(prefix="lash-effects-stateful-")
             real: Any = EffectHost.open(Path(self.tmp) / "deployment.db", options, replay_options=replay)
+        elif self.BACKEND == "postgres":
+            from lash_store.postgres.effects import PostgresEffectHost
+
+            schema = f"eff_sm_{uuid.uuid4().hex[:12]}"
+            real = PostgresEffectHost.open(POSTGRES["dsn"], options, replay_options=replay, schema=schema)
         else:
             real = EffectHost.memory(options, replay_options=replay)
         self.hosts = (real, ReferenceEffectHost(options, replay_options=replay))
@@ -179,6 +185,10 @@ class FileEffectsMachine(EffectsMachine):
     BACKEND = "file"
 
 
+class PostgresEffectsMachine(EffectsMachine):
+    BACKEND = "postgres"
+
+
 # ===========================================================================
 # The host-event store
 
@@ -202,6 +212,11 @@ class HostEventsMachine(RuleBasedStateMachine):
         if self.BACKEND == "file":
             self.tmp = tempfile.mkdtemp(prefix="lash-hev-stateful-")
             real: Any = HostEventStore.open(Path(self.tmp) / "deployment.db", options)
+        elif self.BACKEND == "postgres":
+            from lash_store.postgres.host_events import PostgresHostEventStore
+
+            schema = f"hev_sm_{uuid.uuid4().hex[:12]}"
+            real = PostgresHostEventStore.open(POSTGRES["dsn"], options, schema=schema)
         else:
             real = HostEventStore.memory(options)
         self.stores = (real, ReferenceHostEventStore(options))
@@ -286,15 +301,43 @@ class FileHostEventsMachine(HostEventsMachine):
     BACKEND = "file"
 
 
+class PostgresHostEventsMachine(HostEventsMachine):
+    BACKEND = "postgres"
+
+
 MACHINES: dict[str, type[RuleBasedStateMachine]] = {
     "effects-memory": EffectsMachine,
     "effects-file": FileEffectsMachine,
     "host-events-memory": HostEventsMachine,
     "host-events-file": FileHostEventsMachine,
+    "effects-postgres": PostgresEffectsMachine,
+    "host-events-postgres": PostgresHostEventsMachine,
 }
+#: The database of the PostgreSQL machines (set by the fixture only when one of them runs).
+POSTGRES: dict[str, str] = {}
+
+
+@pytest.fixture
+def stateful_dsn(request: pytest.FixtureRequest) -> Iterator[None]:
+    if not request.node.callspec.params["machine"].endswith("postgres"):
+        yield
+        return
+    request.applymarker(pytest.mark.postgres)
+    server = request.getfixturevalue("pg_server")
+    name = f"lash_effects_sm_{uuid.uuid4().hex[:8]}"
+    POSTGRES["dsn"] = server.create_database(name)
+    try:
+        yield
+    finally:
+        from lash_store.postgres import close_shared_pools
+
+        close_shared_pools()
+        server.drop_database(name)
+        POSTGRES.clear()
 
 
 @pytest.mark.parametrize("machine", sorted(MACHINES))
+@pytest.mark.usefixtures("stateful_dsn")
 def test_real_backend_agrees_with_reference(machine: str, capsys: pytest.CaptureFixture[str]) -> None:
     TALLY.clear()
     run_state_machine_as_test(MACHINES[machine], settings=SHORT)
