@@ -422,33 +422,32 @@ class ScopedEffectController:
             return finished.outcome
         if isinstance(finished, journal.Failed):
             raise finished.error
-        with signals.waiting():
-            watching = False
-            while True:
-                cursor = signals.cursor()
-                step = host._write(
-                    functools.partial(
-                        journal.prepare,
-                        key=key,
-                        digest=digest,
-                        sleep_ms=sleep_ms,
-                        owner_id=host.owner_id,
-                        token=host.next_token(),
-                        ttl_ms=ttl,
-                        strict=self._replay,
-                    )
+        while True:
+            cursor = signals.cursor()
+            step = host._write(
+                functools.partial(
+                    journal.prepare,
+                    key=key,
+                    digest=digest,
+                    sleep_ms=sleep_ms,
+                    owner_id=host.owner_id,
+                    token=host.next_token(),
+                    ttl_ms=ttl,
+                    strict=self._replay,
                 )
-                if isinstance(step, journal.Replayed):
-                    _sleep_until(step.due_at_ms, step.now_ms)
-                    return step.outcome
-                if isinstance(step, journal.Failed):
-                    raise step.error
-                if isinstance(step, journal.Claimed):
-                    return self._run(envelope, executor, key, digest, step, ttl)
-                if not watching:
-                    signals.prepare()  # from here on, other processes' commits wake this wait
-                    watching = True
-                while True:  # busy: wait for the holder's finalisation, its lease's expiry, or the backstop
+            )
+            if isinstance(step, journal.Replayed):
+                _sleep_until(step.due_at_ms, step.now_ms)
+                return step.outcome
+            if isinstance(step, journal.Failed):
+                raise step.error
+            if isinstance(step, journal.Claimed):
+                return self._run(envelope, executor, key, digest, step, ttl)
+            # Busy: wait for the holder's finalisation, its lease's expiry, or the backstop.  Only a waiting
+            # caller counts as a waiter (the change feed runs while anyone waits).
+            with signals.waiting():
+                signals.prepare()
+                while True:
                     wait_s = min(backstop, max(step.expires_at_ms - step.now_ms, 0) / 1000 + 0.001)
                     if deadline is not None:
                         left = deadline - time.monotonic()
