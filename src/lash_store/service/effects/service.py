@@ -28,6 +28,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import os
 import secrets
 import threading
@@ -183,6 +184,7 @@ class Heartbeats:
         self._cond = threading.Condition(threading.Lock())
         self._beats: set[Beat] = set()
         self._thread: threading.Thread | None = None
+        self._wake_at = -math.inf  # when the thread wakes by itself (-inf: it is not waiting)
         self._pid = os.getpid()
 
     def add(self, renew: Callable[[], bool], interval_s: float) -> Beat:
@@ -191,14 +193,13 @@ class Heartbeats:
             if self._pid != os.getpid():  # a forked child: the parent's thread is not here
                 self._pid, self._thread = os.getpid(), None
                 self._beats = set()
-            was_idle = not self._beats
             self._beats.add(beat)
             if self._thread is None:
+                self._wake_at = -math.inf
                 self._thread = threading.Thread(target=self._main, name=self._name, daemon=True)
                 self._thread.start()
-            elif was_idle:
-                # Otherwise the thread already waits for an earlier beat (every beat of a host has the same
-                # interval): waking it for nothing would cost the claim a thread switch.
+            elif beat.due < self._wake_at:
+                # Only then: a thread woken for nothing would cost the claim a thread switch.
                 self._cond.notify()
         return beat
 
@@ -214,11 +215,11 @@ class Heartbeats:
                     if time.monotonic() - idle_since >= self.IDLE_S:
                         self._thread = None
                         return
-                    self._cond.wait(self.IDLE_S)
+                    self._sleep(self.IDLE_S)
                 now = time.monotonic()
                 due = [beat for beat in self._beats if beat.due <= now]
                 if not due:
-                    self._cond.wait(min(beat.due for beat in self._beats) - now)
+                    self._sleep(min(beat.due for beat in self._beats) - now)
                     continue
                 for beat in due:
                     beat.due = now + beat.interval_s
@@ -236,6 +237,14 @@ class Heartbeats:
                 if not alive:
                     beat.lost = True
                     self.remove(beat)
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait (holding the condition) until notified or ``seconds`` pass; ``add`` notifies only earlier beats."""
+        self._wake_at = time.monotonic() + seconds
+        try:
+            self._cond.wait(seconds)
+        finally:
+            self._wake_at = -math.inf
 
 
 class EffectHostService:
