@@ -82,3 +82,15 @@ def test_a_missing_deployment_file_is_an_error_and_is_not_created(
     assert main(["journal", str(missing)]) == EXIT_ERROR
     assert "no deployment file" in capsys.readouterr().err
     assert not missing.exists()
+
+
+@pytest.mark.parametrize("command", ["subscriptions", "occurrences", "pending-deliveries", "journal"])
+def test_every_command_renders_without_rich(
+    deployment: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    from lash_store import _output
+
+    monkeypatch.setattr(_output, "HAVE_RICH", False)
+    assert main([command, str(deployment)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert out.strip() and not any(tag in out for tag in ("[/", "[bold", "[red", "[green", "[dim"))
