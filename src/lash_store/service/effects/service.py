@@ -269,6 +269,11 @@ class EffectHostService:
         self._tokens = itertools.count(1)
         self.heartbeats = Heartbeats(f"lash-store effect heartbeats {self.owner_id[:8]}")
         self._replay_default = False
+        # Whether execute_effect looks for a finished row in a read transaction before the locked prepare.
+        # Only a hint (prepare answers every case): off after a lookup found nothing and the effect was
+        # claimed, back on once a prepare replays, so a run of first executions pays no extra transaction
+        # and a run of replays takes no write lock.
+        self.read_first = True
 
     # -- lifecycle -------------------------------------------------------
 
@@ -425,12 +430,15 @@ class ScopedEffectController:
         signals = host.signals
         backstop = FIRST_BACKSTOP_S
         # The replay fast path: a finished row is final, so a read transaction (no write lock) can answer it.
-        finished = host._read(lambda tx: _finished(tx, key, digest))
-        if isinstance(finished, journal.Replayed):
-            _sleep_until(finished.due_at_ms, finished.now_ms)
-            return finished.outcome
-        if isinstance(finished, journal.Failed):
-            raise finished.error
+        # Strict replay always takes it (nothing will be claimed); other controllers when the host's hint says so.
+        read_first = self._replay or host.read_first
+        if read_first:
+            finished = host._read(lambda tx: _finished(tx, key, digest))
+            if isinstance(finished, journal.Replayed):
+                _sleep_until(finished.due_at_ms, finished.now_ms)
+                return finished.outcome
+            if isinstance(finished, journal.Failed):
+                raise finished.error
         while True:
             cursor = signals.cursor()
             step = host._write(
@@ -446,11 +454,15 @@ class ScopedEffectController:
                 )
             )
             if isinstance(step, journal.Replayed):
+                host.read_first = True
                 _sleep_until(step.due_at_ms, step.now_ms)
                 return step.outcome
             if isinstance(step, journal.Failed):
+                host.read_first = True
                 raise step.error
             if isinstance(step, journal.Claimed):
+                if read_first:
+                    host.read_first = False
                 return self._run(envelope, executor, key, digest, step, ttl)
             # Busy: wait for the holder's finalisation, its lease's expiry, or the backstop.  Only a waiting
             # caller counts as a waiter (the change feed runs while anyone waits).
