@@ -20,6 +20,7 @@ from lash_store.errors import (
     StoreError,
 )
 from lash_store.processes import ProcessEventAppendRequest
+from lash_store.service.registry.service import ProcessRegistryService
 
 if TYPE_CHECKING:
     from lash_store.api import ProcessRegistryAPI
@@ -48,9 +49,13 @@ def _dispatch(reg: ProcessRegistryAPI, command: ProcessCommand) -> ProcessEffect
     if kind == "start":
         if command.registration is None:
             raise InvalidEffectInput("process start needs a registration")
+        grant = command.grant
+        if grant is not None and isinstance(reg, ProcessRegistryService):  # one transaction instead of two
+            record = reg.register_and_grant(command.registration, grant.owner_scope, grant.descriptor)
+            return ProcessEffectOutcome(type="start", record=record)
         record = reg.register_process(command.registration)
-        if command.grant is not None:
-            reg.grant_handle(command.grant.owner_scope, command.registration.id, command.grant.descriptor)
+        if grant is not None:
+            reg.grant_handle(grant.owner_scope, command.registration.id, grant.descriptor)
         return ProcessEffectOutcome(type="start", record=record)
     if kind == "list":
         if command.owner_scope is None:
