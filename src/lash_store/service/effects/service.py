@@ -511,21 +511,10 @@ class ScopedEffectController:
                     _sleep_until(claim.due_at_ms, claim.now_ms)
                     outcome = RuntimeEffectOutcome.sleep()
                 elif envelope.command.type == "process":
+                    # Built here from the registry's checked records: plain JSON already.
                     outcome = dispatch.run_process_command(envelope, executor)
                 else:
-                    outcome = executor.execute(envelope)
-                if not isinstance(outcome, RuntimeEffectOutcome):
-                    raise RuntimeEffectControllerError(
-                        "sqlite_effect_replay_encode",
-                        f"the executor returned {type(outcome).__name__}, not a RuntimeEffectOutcome",
-                        retryable=True,
-                    )
-                try:
-                    json_value("outcome", outcome)
-                except InvalidInput as exc:
-                    raise EffectReplayCorrupt(
-                        f"the outcome cannot be journaled: {exc}", code="sqlite_effect_replay_encode"
-                    ) from exc
+                    outcome = _checked_outcome(executor.execute(envelope))
             except RuntimeEffectControllerError as exc:
                 if exc.retryable:
                     raise
@@ -554,6 +543,22 @@ class ScopedEffectController:
             return
         if released:
             self._host.signals.publish(None)
+
+
+def _checked_outcome(outcome: Any) -> RuntimeEffectOutcome:
+    """An executor's result, if the journal can record it (plain JSON inside a :class:`RuntimeEffectOutcome`)."""
+    if not isinstance(outcome, RuntimeEffectOutcome):
+        raise RuntimeEffectControllerError(
+            "sqlite_effect_replay_encode",
+            f"the executor returned {type(outcome).__name__}, not a RuntimeEffectOutcome",
+            retryable=True,
+        )
+    try:
+        json_value("outcome", outcome)
+    except InvalidInput as exc:
+        message = f"the outcome cannot be journaled: {exc}"
+        raise EffectReplayCorrupt(message, code="sqlite_effect_replay_encode") from exc
+    return outcome
 
 
 def _finished(tx: Tx, key: journal.Key, digest: str) -> journal.Replayed | journal.Failed | None:
