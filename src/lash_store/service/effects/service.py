@@ -46,6 +46,7 @@ from lash_store.effects import (
     EffectJournalRecord,
     EffectReplayOptions,
     EffectScope,
+    ProcessEffectOutcome,
     RuntimeEffectEnvelope,
     RuntimeEffectLocalExecutor,
     RuntimeEffectOutcome,
@@ -65,7 +66,8 @@ from lash_store.errors import (
 from lash_store.model import DurabilityTier
 from lash_store.options import StoreOptions, check_options
 from lash_store.service.effects import dispatch, journal
-from lash_store.service.ports import Backend, Tx
+from lash_store.service.ports import Backend, Tx, joined
+from lash_store.service.registry.service import ProcessRegistryService
 from lash_store.service.registry.signals import Signals
 
 log = logging.getLogger("lash_store")
@@ -356,6 +358,11 @@ class EffectHostService:
     def next_token(self) -> str:
         return f"{self.owner_id}:{next(self._tokens)}:{secrets.token_hex(8)}"
 
+    @property
+    def backend(self) -> Backend:
+        """The backend the journal's transactions run on."""
+        return self._backend
+
     def _read(self, body: Callable[[Tx], T]) -> T:
         try:
             return self._backend.read(body)
@@ -420,6 +427,19 @@ class ScopedEffectController:
         A journaled outcome is returned without running anything (a sleep's
         due time is kept); a journaled failure is raised again.
         """
+        return self.execute_effect_with(envelope, local_executor)[0]
+
+    def execute_effect_with(
+        self,
+        envelope: RuntimeEffectEnvelope,
+        local_executor: LocalExecutor = None,
+        also: tuple[Backend, Callable[[Tx], object]] | None = None,
+    ) -> tuple[RuntimeEffectOutcome, bool]:
+        """:meth:`execute_effect`, and ``also = (backend, body)`` in the very transaction that journals the outcome
+        where that is one transaction (a process start whose registry, and ``backend``, share the journal's
+        database).  Returns the outcome and whether ``body`` ran and committed with it; when it did not, the
+        caller runs it itself.  The router closes a delivery this way.
+        """
         digest, sleep_ms = check_envelope(envelope)
         executor = _executor(local_executor)
         host = self._host
@@ -436,9 +456,24 @@ class ScopedEffectController:
             finished = host._read(lambda tx: _finished(tx, key, digest))
             if isinstance(finished, journal.Replayed):
                 _sleep_until(finished.due_at_ms, finished.now_ms)
-                return finished.outcome
+                return finished.outcome, False
             if isinstance(finished, journal.Failed):
                 raise finished.error
+        fused = self._start_in_one_transaction(envelope, executor, key, digest, ttl, also)
+        if fused is not None:
+            if isinstance(fused, tuple):
+                if read_first:
+                    host.read_first = False
+                host.signals.publish(None)
+                return fused
+            if isinstance(fused, journal.Replayed):
+                host.read_first = True
+                _sleep_until(fused.due_at_ms, fused.now_ms)
+                return fused.outcome, False
+            if isinstance(fused, journal.Failed):
+                host.read_first = True
+                raise fused.error
+            # Busy: the loop below waits for the holder as it would.
         while True:
             cursor = signals.cursor()
             step = host._write(
@@ -456,14 +491,14 @@ class ScopedEffectController:
             if isinstance(step, journal.Replayed):
                 host.read_first = True
                 _sleep_until(step.due_at_ms, step.now_ms)
-                return step.outcome
+                return step.outcome, False
             if isinstance(step, journal.Failed):
                 host.read_first = True
                 raise step.error
             if isinstance(step, journal.Claimed):
                 if read_first:
                     host.read_first = False
-                return self._run(envelope, executor, key, digest, step, ttl)
+                return self._run(envelope, executor, key, digest, step, ttl), False
             # Busy: wait for the holder's finalisation, its lease's expiry, or the backstop.  Only a waiting
             # caller counts as a waiter (the change feed runs while anyone waits).
             with signals.waiting():
@@ -535,6 +570,66 @@ class ScopedEffectController:
         assert outcome is not None
         return outcome
 
+    def _start_in_one_transaction(
+        self,
+        envelope: RuntimeEffectEnvelope,
+        executor: RuntimeEffectLocalExecutor,
+        key: journal.Key,
+        digest: str,
+        ttl: int,
+        also: tuple[Backend, Callable[[Tx], object]] | None,
+    ) -> tuple[RuntimeEffectOutcome, bool] | journal.Step | None:
+        """A process start whose registry shares the journal's database: claim, start, journal in one transaction.
+
+        Nothing runs outside the database, so nothing can happen between the claim and the result: the
+        claim, the registration, the grant and the journaled outcome commit together or not at all (a
+        crash leaves no claim to take over).  ``None`` when this does not apply, or when the start itself
+        fails (bad arguments, a registration conflict, a database error in it): everything is rolled back
+        and the caller takes the general path, which claims, runs and journals the failure as it always
+        does.  Returns the outcome, or the journal's answer when the row was not claimable.
+        """
+        process = envelope.command.process
+        if (
+            process is None
+            or process.type != "start"
+            or process.registration is None
+            or process.grant is None
+            or executor.label != "process_control"
+        ):
+            return None
+        registry = executor.into_process()
+        if not isinstance(registry, ProcessRegistryService):
+            return None
+        host = self._host
+        join = joined(host.backend, registry.backend)
+        if join is None:
+            return None
+        also_join = None if also is None else joined(host.backend, also[0])
+        try:
+            start = registry.start_body(process.registration, process.grant.owner_scope, process.grant.descriptor)
+        except InvalidInput:
+            return None
+        token = host.next_token()
+
+        def body(tx: Tx) -> tuple[RuntimeEffectOutcome, bool] | journal.Step:
+            step = journal.prepare(tx, key, digest, None, host.owner_id, token, ttl, self._replay)
+            if not isinstance(step, journal.Claimed):
+                return step
+            try:
+                record = start(join(tx))
+                if also is not None and also_join is not None:
+                    also[1](also_join(tx))
+            except Exception as exc:
+                raise _StartFailed() from exc
+            outcome = RuntimeEffectOutcome.process_outcome(ProcessEffectOutcome(type="start", record=record))
+            journal.finalize(tx, key, digest, token, outcome, None)
+            return outcome, also_join is not None
+
+        try:
+            return host._write(body)
+        except _StartFailed:
+            return None
+
     def _release(self, key: journal.Key, token: str) -> None:
         try:
             released = self._host._write(lambda tx: journal.release(tx, key, token))
@@ -543,6 +638,10 @@ class ScopedEffectController:
             return
         if released:
             self._host.signals.publish(None)
+
+
+class _StartFailed(Exception):
+    """A one-transaction process start failed inside its transaction (rolled back: take the general path)."""
 
 
 def _checked_outcome(outcome: Any) -> RuntimeEffectOutcome:

@@ -110,14 +110,28 @@ class ProcessRegistryService:
         What a journaled process start does.  A grant its checks refuse is refused as
         :meth:`grant_handle` would refuse it, after the registration (the two calls' behaviour).
         """
-        normal = checks.normalise_registration(registration)
         try:
-            scope = checks.check_scope("owner_scope", owner_scope)
-            handle = checks.check_descriptor("descriptor", descriptor or ProcessHandleDescriptor())
+            body = self.start_body(registration, owner_scope, descriptor)
         except InvalidInput:
             record = self.register_process(registration)
             self.grant_handle(owner_scope, registration.id, descriptor)
             return record  # pragma: no cover - grant_handle raised
+        return self._backend.write(body)
+
+    def start_body(
+        self,
+        registration: ProcessRegistration,
+        owner_scope: ProcessScope,
+        descriptor: ProcessHandleDescriptor | None = None,
+    ) -> Callable[[Tx], ProcessRecord]:
+        """:meth:`register_and_grant`'s transaction body, its arguments checked now (:class:`InvalidInput`).
+
+        A caller whose transaction is on this registry's database (see :attr:`backend`) runs it inside its own
+        transaction: an effect host journals a process start and performs it in one.
+        """
+        normal = checks.normalise_registration(registration)
+        scope = checks.check_scope("owner_scope", owner_scope)
+        handle = checks.check_descriptor("descriptor", descriptor or ProcessHandleDescriptor())
 
         def body(tx: Tx) -> ProcessRecord:
             record, inserted = _insert_or_compare(tx, normal)
@@ -127,7 +141,12 @@ class ProcessRegistryService:
                 handles.grant(tx, scope, record.id, handle)
             return record
 
-        return self._backend.write(body)
+        return body
+
+    @property
+    def backend(self) -> Backend:
+        """The backend this registry's transactions run on."""
+        return self._backend
 
     def set_external_ref(self, process_id: str, external_ref: ProcessExternalRef) -> ProcessRecord:
         """Record where an external system runs the process (any status); returns the updated record."""
