@@ -2,13 +2,16 @@
 
 :class:`HostEventRouter` ties the three deployment components together:
 
-1. ``record_occurrence`` (idempotent per source and idempotency key);
-2. ``reserve_matching_deliveries`` (each (occurrence, subscription) delivery handed out once, as ``reserved``);
+1. ``record_occurrence`` (idempotent per source and idempotency key) and
+2. ``reserve_matching_deliveries`` (each (occurrence, subscription) delivery handed out once, as ``reserved``),
+   in one transaction (``record_and_reserve``);
 3. for each reserved delivery, a ``process.start`` effect through the effect journal -- the process id is
    the delivery's deterministic id, the registration is derived from the stored subscription and
    occurrence only, so a re-run registers the very same process (registration is idempotent by id and
    hash) and the journal replays the recorded start instead of starting it again;
-4. ``mark_delivery_started``.
+4. ``mark_delivery_started`` -- in the transaction of step 3 when the registry, the journal and the
+   host-event store share one database (a deployment file, or one PostgreSQL schema): the journal row,
+   the registration, the grant and the closed delivery then commit together.
 
 A crash anywhere leaves a state that the next :meth:`~HostEventRouter.route` of the same occurrence or a
 :meth:`~HostEventRouter.sweep` finishes: reserved deliveries are listed by ``pending_deliveries``; a start
@@ -109,12 +112,8 @@ class HostEventRouter:
 
         Safe to repeat (after a crash, or a host that emits the same occurrence again).
         """
-        occurrence = self.host_events.record_occurrence(request)
-        self.host_events.reserve_matching_deliveries(occurrence.occurrence_id)
-        started = []
-        for delivery in self.host_events.list_deliveries(occurrence.occurrence_id):
-            started.append(self.start(delivery))
-        return started
+        # Record, reserve and list in one transaction (record_occurrence, reserve_matching_deliveries, list_deliveries).
+        return [self.start(delivery) for delivery in self.host_events.record_and_reserve(request)]
 
     def sweep(self) -> int:
         """Finish every delivery reserved but not started (a crashed router's); returns how many."""
@@ -139,11 +138,13 @@ class HostEventRouter:
             caused_by=registration.provenance.caused_by,
         )
         controller = self.effects.scoped(EffectScope.process(delivery.process_id))
-        outcome = controller.execute_effect(envelope, self._executor)
-        if delivery.state == "reserved":
-            self.host_events.mark_delivery_started(
-                delivery.occurrence.occurrence_id, delivery.subscription.subscription_id
-            )
+        occurrence_id, subscription_id = delivery.occurrence.occurrence_id, delivery.subscription.subscription_id
+        also = None
+        if delivery.state == "reserved":  # closed with the start when one transaction can hold both
+            also = (self.host_events.backend, self.host_events.mark_started_body(occurrence_id, subscription_id))
+        outcome, closed = controller.execute_effect_with(envelope, self._executor, also)
+        if also is not None and not closed:
+            self.host_events.mark_delivery_started(occurrence_id, subscription_id)
         assert outcome.process is not None and outcome.process.record is not None
         return outcome.process.record
 

@@ -20,6 +20,7 @@ Arguments are checked before any transaction, so bad input writes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -278,18 +279,18 @@ class HostEventStoreService:
         time); the same key with other content raises :class:`OccurrenceConflict`.
         """
         params = check_request(request)
+        return self._backend.write(lambda tx: _record(tx, params))
 
-        def body(tx: Tx) -> HostEventOccurrenceRecord:
-            now = tx.now_ms()
-            if tx.run("insert_occurrence", {**params, "now_ms": now}):
-                values = {**params, "occurred_at_ms": now}
-                return occurrence(tuple(values[name] for name in OCCURRENCE_COLUMNS))
-            row = tx.one("occurrence_row", {"occurrence_id": params["occurrence_id"]})
-            assert row is not None  # the primary key held it: it is committed and never updated
-            stored = dict(zip(OCCURRENCE_COLUMNS, row, strict=True))
-            if stored["request_hash"] != params["request_hash"]:
-                raise OccurrenceConflict(params["idempotency_key"], stored["request_hash"], params["request_hash"])
-            return occurrence(row)
+    def record_and_reserve(self, request: HostEventOccurrenceRequest) -> list[TriggerDeliveryReservation]:
+        """:meth:`record_occurrence`, :meth:`reserve_matching_deliveries` and :meth:`list_deliveries` of it,
+        in one transaction: every delivery of the occurrence, reserved or started (what the router starts).
+        """
+        params = check_request(request)
+
+        def body(tx: Tx) -> list[TriggerDeliveryReservation]:
+            found = _record(tx, params)
+            _reserve(tx, found.occurrence_id)
+            return _deliveries(tx, "deliveries_of_occurrence", {"occurrence_id": found.occurrence_id})
 
         return self._backend.write(body)
 
@@ -310,35 +311,8 @@ class HostEventStoreService:
         A repeated call returns ``[]``; reserved deliveries not yet started
         are listed by :meth:`pending_deliveries`.  Unknown id -> :class:`UnknownOccurrence`.
         """
-        key = {"occurrence_id": _text("occurrence_id", occurrence_id)}
-
-        def body(tx: Tx) -> list[TriggerDeliveryReservation]:
-            tx.send("lock_occurrence", key)
-            row = tx.one("occurrence_row", key)
-            if row is None:
-                raise UnknownOccurrence(occurrence_id)
-            found = occurrence(row)
-            now = tx.now_ms()
-            params = {"source_type": found.source_type, "source_key": found.source_key}
-            reserved = []
-            for sub_row in tx.all("matching_subscriptions", params):
-                sub = subscription(sub_row)
-                process_id = delivery_process_id(found.occurrence_id, sub.subscription_id)
-                values = {
-                    "occurrence_id": found.occurrence_id,
-                    "subscription_id": sub.subscription_id,
-                    "process_id": process_id,
-                    "now_ms": now,
-                }
-                if tx.run("insert_delivery", values):
-                    reserved.append(
-                        TriggerDeliveryReservation(
-                            occurrence=found, subscription=sub, process_id=process_id, reserved_at_ms=now
-                        )
-                    )
-            return reserved
-
-        return self._backend.write(body)
+        checked = _text("occurrence_id", occurrence_id)
+        return self._backend.write(lambda tx: _reserve(tx, checked))
 
     def pending_deliveries(self, *, limit: int | None = None) -> list[TriggerDeliveryReservation]:
         """Deliveries reserved but not started (what a crash left behind), oldest first."""
@@ -355,6 +329,14 @@ class HostEventStoreService:
 
         A delivery that was never reserved raises :class:`UnknownDelivery`.
         """
+        return self._backend.write(self.mark_started_body(occurrence_id, subscription_id))
+
+    def mark_started_body(self, occurrence_id: str, subscription_id: str) -> Callable[[Tx], bool]:
+        """:meth:`mark_delivery_started`'s transaction body, its arguments checked now.
+
+        A caller whose transaction is on this store's database (see :attr:`backend`) runs it inside its own:
+        the router closes a delivery in the transaction that journals its process start.
+        """
         key = {
             "occurrence_id": _text("occurrence_id", occurrence_id),
             "subscription_id": _text("subscription_id", subscription_id),
@@ -368,7 +350,12 @@ class HostEventStoreService:
                 raise UnknownDelivery(occurrence_id, subscription_id)
             return False
 
-        return self._backend.write(body)
+        return body
+
+    @property
+    def backend(self) -> Backend:
+        """The backend this store's transactions run on."""
+        return self._backend
 
     # -- retention -------------------------------------------------------
 
@@ -401,6 +388,47 @@ class HostEventStoreService:
             occurrence_count=occurrences,
             delivery_count=deliveries,
         )
+
+
+def _record(tx: Tx, params: dict[str, Any]) -> HostEventOccurrenceRecord:
+    now = tx.now_ms()
+    if tx.run("insert_occurrence", {**params, "now_ms": now}):
+        values = {**params, "occurred_at_ms": now}
+        return occurrence(tuple(values[name] for name in OCCURRENCE_COLUMNS))
+    row = tx.one("occurrence_row", {"occurrence_id": params["occurrence_id"]})
+    assert row is not None  # the primary key held it: it is committed and never updated
+    stored = dict(zip(OCCURRENCE_COLUMNS, row, strict=True))
+    if stored["request_hash"] != params["request_hash"]:
+        raise OccurrenceConflict(params["idempotency_key"], stored["request_hash"], params["request_hash"])
+    return occurrence(row)
+
+
+def _reserve(tx: Tx, occurrence_id: str) -> list[TriggerDeliveryReservation]:
+    key = {"occurrence_id": occurrence_id}
+    tx.send("lock_occurrence", key)
+    row = tx.one("occurrence_row", key)
+    if row is None:
+        raise UnknownOccurrence(occurrence_id)
+    found = occurrence(row)
+    now = tx.now_ms()
+    params = {"source_type": found.source_type, "source_key": found.source_key}
+    reserved = []
+    for sub_row in tx.all("matching_subscriptions", params):
+        sub = subscription(sub_row)
+        process_id = delivery_process_id(found.occurrence_id, sub.subscription_id)
+        values = {
+            "occurrence_id": found.occurrence_id,
+            "subscription_id": sub.subscription_id,
+            "process_id": process_id,
+            "now_ms": now,
+        }
+        if tx.run("insert_delivery", values):
+            reserved.append(
+                TriggerDeliveryReservation(
+                    occurrence=found, subscription=sub, process_id=process_id, reserved_at_ms=now
+                )
+            )
+    return reserved
 
 
 def _deliveries(tx: Tx, query: str, params: dict[str, Any]) -> list[TriggerDeliveryReservation]:
