@@ -167,3 +167,89 @@ def test_router_drill_with_random_kills(target: Target, tmp_path: Path) -> None:
     print(f"{target[0]}: router killed {router_kills} times, worker {worker_kills} times")
     for component in (store, effects, registry):
         component.close()
+
+
+# --------------------------------------------------------------------------
+# One transaction per delivery where the components share a database
+
+
+def _subscribe(store: Any, session: str = "session-a") -> None:
+    store.register_subscription(
+        TriggerSubscriptionDraft(session_id=session, source_type=SOURCE, source_key=KEY, name="one", process_name="one")
+    )
+
+
+def test_shared_file_starts_and_closes_each_delivery_in_the_journal_transaction(tmp_path: Path) -> None:
+    store, effects, registry = components(("sqlite", str(tmp_path / "deployment.db")))
+    _subscribe(store)
+    router = HostEventRouter(store, effects, registry)
+    writes = _count_writes(effects, registry, store)
+    (record,) = router.route(request(1))
+    # The journal's claim and outcome, the registration, the grant and the closed delivery: one transaction.
+    assert writes == {"effects": 1, "registry": 0, "host_events": 1}  # host events: record, reserve and list
+    (row,) = effects.list_journal()
+    assert (row.status, row.attempts, row.lease_owner_id) == ("completed", 1, None)
+    assert row.outcome is not None and row.outcome.process is not None
+    assert row.outcome.process.record == record
+    assert [d.state for d in store.list_deliveries(record.provenance.caused_by["occurrence_id"])] == ["started"]
+    assert [entry.grant.process_id for entry in registry.list_handle_grants(record.provenance.owner_scope)] == [
+        record.id
+    ]
+    assert router.route(request(1)) == [record]  # the same occurrence again: replayed, nothing new
+    assert len(effects.list_journal()) == 1 and len(registry.list_processes()) == 1
+
+
+def _count_writes(effects: Any, registry: Any, store: Any) -> dict[str, int]:
+    counts = {"effects": 0, "registry": 0, "host_events": 0}
+    for name, component in (("effects", effects), ("registry", registry), ("host_events", store)):
+        backend = component.backend
+        original = backend.write
+
+        def counted(body: Any, original: Any = original, name: str = name) -> Any:
+            counts[name] += 1
+            return original(body)
+
+        backend.write = counted
+    return counts
+
+
+def test_components_on_separate_files_take_the_general_path(tmp_path: Path) -> None:
+    from lash_store.sqlite.effects import EffectHost
+    from lash_store.sqlite.host_events import HostEventStore
+    from lash_store.sqlite.registry import ProcessRegistry
+
+    store = HostEventStore.open(tmp_path / "events.db")
+    effects = EffectHost.open(tmp_path / "journal.db")
+    registry = ProcessRegistry.open(tmp_path / "registry.db")
+    _subscribe(store)
+    writes = _count_writes(effects, registry, store)
+    (record,) = HostEventRouter(store, effects, registry).route(request(1))
+    assert writes == {"effects": 2, "registry": 1, "host_events": 2}  # claim + outcome; start; record + close
+    (row,) = effects.list_journal()
+    assert (row.status, row.attempts) == ("completed", 1)
+    assert registry.get_process(record.id) == record
+    assert [d.state for d in store.list_deliveries(record.provenance.caused_by["occurrence_id"])] == ["started"]
+
+
+def test_a_start_the_registry_refuses_is_journaled_as_failed_and_the_delivery_stays_reserved(tmp_path: Path) -> None:
+    from lash_store.errors import EffectPluginError
+    from lash_store.processes import ProcessRegistration
+
+    store, effects, registry = components(("sqlite", str(tmp_path / "deployment.db")))
+    _subscribe(store)
+    occurrence = store.record_occurrence(request(1))
+    (delivery,) = store.reserve_matching_deliveries(occurrence.occurrence_id)
+    registry.register_process(ProcessRegistration.new(delivery.process_id, {"something": "else"}))
+    with pytest.raises(EffectPluginError):
+        HostEventRouter(store, effects, registry).route(request(1))
+    (row,) = effects.list_journal()
+    assert (row.status, row.attempts) == ("failed", 1)
+    assert row.error is not None and row.error["code"] == "plugin"
+    assert [d.state for d in store.pending_deliveries()] == ["reserved"]
+    assert registry.list_handle_grants(_scope("session-a")) == []
+
+
+def _scope(session: str) -> Any:
+    from lash_store.processes import ProcessScope
+
+    return ProcessScope(session_id=session)
