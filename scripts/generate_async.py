@@ -53,6 +53,8 @@ _TIER = "def durability_tier(self) -> DurabilityTier: ..."
 TWINS = (
     Twin("SessionStoreAPI", "AsyncSessionStoreAPI", ("def path(self) -> Path | None: ...", _TIER), named=False),
     Twin("ProcessRegistryAPI", "AsyncProcessRegistryAPI", (_TIER,)),
+    Twin("EffectHostAPI", "AsyncEffectHostAPI", (_TIER,)),
+    Twin("HostEventStoreAPI", "AsyncHostEventStoreAPI", (_TIER,)),
 )
 
 

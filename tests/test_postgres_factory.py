@@ -98,7 +98,8 @@ def _rows_per_table(dsn: str, session_id: str) -> dict[str, int]:
 
     The process registry's tables are left out: they are deployment-wide, and a session's handles to
     processes go with ``delete_session_process_state`` (which also cancels the processes nobody else
-    holds), not with the session's own data.
+    holds), not with the session's own data; a session's trigger subscriptions likewise belong to the
+    host-event store (deployment-wide), which a runtime disables or deletes on its own.
     """
     with psycopg.connect(dsn) as conn:
         tables = [
@@ -107,7 +108,7 @@ def _rows_per_table(dsn: str, session_id: str) -> dict[str, int]:
                 "SELECT table_name FROM information_schema.columns"
                 " WHERE table_schema = 'lash' AND column_name = 'session_id'"
             )
-            if not row[0].startswith("process")
+            if not row[0].startswith(("process", "host_event"))  # deployment-wide: see the docstring
         ]
         return {
             table: conn.execute(f"SELECT count(*) FROM lash.{table} WHERE session_id = %s", (session_id,)).fetchone()[0]  # type: ignore[index]

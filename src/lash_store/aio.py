@@ -20,17 +20,36 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from lash_store.api import AsyncSessionStoreAPI, ProcessRegistryAPI, SessionStoreAPI
+from lash_store.api import AsyncSessionStoreAPI, EffectHostAPI, HostEventStoreAPI, ProcessRegistryAPI, SessionStoreAPI
+from lash_store.effects import (
+    EffectJournalPruneReport,
+    EffectJournalRecord,
+    EffectReplayOptions,
+    EffectScope,
+    RuntimeEffectEnvelope,
+    RuntimeEffectLocalExecutor,
+    RuntimeEffectOutcome,
+)
 from lash_store.errors import BackendError
+from lash_store.host_events import (
+    HostEventOccurrenceRecord,
+    HostEventOccurrenceRequest,
+    HostEventPruneReport,
+    TriggerDeliveryReservation,
+    TriggerSubscriptionDraft,
+    TriggerSubscriptionFilter,
+    TriggerSubscriptionRecord,
+)
 from lash_store.model import (
     AttachmentIntent,
     AttachmentManifestEntry,
@@ -78,13 +97,21 @@ from lash_store.processes import (
     ProcessSessionDeleteReport,
 )
 from lash_store.service.diagnostics import RawRows
+from lash_store.service.effects.service import ScopedEffectController
 from lash_store.service.registry.service import ProcessRegistryService
 from lash_store.service.registry.waits import Checked, Wait, wait_async
 from lash_store.service.transfer import SessionDump
 from lash_store.sqlite.registry import ProcessRegistry
 from lash_store.sqlite.store import Store
 
-__all__ = ["AsyncProcessRegistry", "AsyncStore", "run_in_lane"]
+__all__ = [
+    "AsyncEffectHost",
+    "AsyncHostEventStore",
+    "AsyncProcessRegistry",
+    "AsyncScopedEffectController",
+    "AsyncStore",
+    "run_in_lane",
+]
 
 T = TypeVar("T")
 
@@ -642,5 +669,253 @@ class AsyncProcessRegistry:
     async def describe_backend(self) -> dict[str, Any]:
         """What the backend is."""
         return await self._call(self.sync.describe_backend)
+
+    # --- end of generated code ---
+
+
+# ---------------------------------------------------------------------------
+# The effect journal and the host-event store
+
+AsyncRunner = Callable[[RuntimeEffectEnvelope], Awaitable[RuntimeEffectOutcome]]
+
+
+def _bridged(
+    local_executor: RuntimeEffectLocalExecutor
+    | AsyncRunner
+    | Callable[[RuntimeEffectEnvelope], RuntimeEffectOutcome]
+    | None,
+    loop: asyncio.AbstractEventLoop,
+) -> Any:
+    """A coroutine function becomes a runner that runs it on ``loop`` (the effect's own thread waits for it)."""
+    if local_executor is None or isinstance(local_executor, RuntimeEffectLocalExecutor):
+        return local_executor
+    if inspect.iscoroutinefunction(local_executor):
+        coroutine_function: AsyncRunner = local_executor
+
+        def run(envelope: RuntimeEffectEnvelope) -> RuntimeEffectOutcome:
+            future = asyncio.run_coroutine_threadsafe(_awaited(coroutine_function(envelope)), loop)
+            result: RuntimeEffectOutcome = future.result()
+            return result
+
+        return RuntimeEffectLocalExecutor.runner(run)
+    return local_executor
+
+
+async def _awaited(awaitable: Awaitable[T]) -> T:
+    return await awaitable
+
+
+class AsyncScopedEffectController:
+    """A scoped controller whose ``execute_effect`` is awaitable.
+
+    The effect runs in a thread of its own (an effect can run for minutes; it
+    must not hold a lane of the shared pool), so effects of one host run
+    concurrently.  The local executor may be a coroutine function: it runs on
+    the caller's event loop.  Cancelling the awaiting task does not stop an
+    effect that has started: it finishes and is journaled (its heartbeat keeps
+    its lease), and the next execution of the envelope replays its outcome.
+    """
+
+    def __init__(self, controller: ScopedEffectController) -> None:
+        self.sync = controller
+
+    @property
+    def effect_scope(self) -> EffectScope:
+        return self.sync.effect_scope
+
+    @property
+    def scope_id(self) -> str:
+        return self.sync.scope_id
+
+    @property
+    def turn_id(self) -> str | None:
+        return self.sync.turn_id
+
+    @property
+    def replaying(self) -> bool:
+        return self.sync.replaying
+
+    def start_replay(self) -> None:
+        self.sync.start_replay()
+
+    async def execute_effect(
+        self,
+        envelope: RuntimeEffectEnvelope,
+        local_executor: RuntimeEffectLocalExecutor
+        | AsyncRunner
+        | Callable[[RuntimeEffectEnvelope], RuntimeEffectOutcome]
+        | None = None,
+    ) -> RuntimeEffectOutcome:
+        executor = _bridged(local_executor, asyncio.get_running_loop())
+        return await asyncio.to_thread(self.sync.execute_effect, envelope, executor)
+
+
+class AsyncEffectHost:
+    """An asyncio facade over any synchronous effect host (SQLite, PostgreSQL, the reference)."""
+
+    def __init__(self, host: EffectHostAPI) -> None:
+        self.sync = host
+        self._lane = Lane()
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        options: StoreOptions | None = None,
+        *,
+        replay_options: EffectReplayOptions | None = None,
+    ) -> AsyncEffectHost:
+        from lash_store.sqlite.effects import EffectHost
+
+        return cls(
+            await run_in_lane(Lane(), functools.partial(EffectHost.open, replay_options=replay_options), path, options)
+        )
+
+    @classmethod
+    async def memory(
+        cls, options: StoreOptions | None = None, *, replay_options: EffectReplayOptions | None = None
+    ) -> AsyncEffectHost:
+        from lash_store.sqlite.effects import EffectHost
+
+        return cls(
+            await run_in_lane(Lane(), functools.partial(EffectHost.memory, replay_options=replay_options), options)
+        )
+
+    async def _call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await run_in_lane(self._lane, func, *args, **kwargs)
+
+    async def __aenter__(self) -> AsyncEffectHost:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @property
+    def durability_tier(self) -> DurabilityTier:
+        return self.sync.durability_tier
+
+    @property
+    def owner_id(self) -> str:
+        return self.sync.owner_id
+
+    def scoped(self, scope: EffectScope, *, replay: bool | None = None) -> AsyncScopedEffectController:
+        return AsyncScopedEffectController(self.sync.scoped(scope, replay=replay))
+
+    def scoped_static(self, scope: EffectScope) -> AsyncScopedEffectController:
+        return self.scoped(scope)
+
+    def start_replay(self) -> None:
+        self.sync.start_replay()
+
+    def requires_durable_attachment_store(self) -> bool:
+        return True
+
+    # --- generated by scripts/generate_async.py from EffectHostAPI: do not edit ---
+    async def close(self) -> None:
+        """Close the host; later calls raise ``StoreClosed``.  Closing twice is harmless."""
+        return await self._call(self.sync.close)
+
+    async def list_journal(
+        self, *, status: str | None = None, scope: EffectScope | None = None, limit: int | None = None
+    ) -> list[EffectJournalRecord]:
+        """Journal rows, oldest update first, optionally of one status and/or one scope."""
+        return await self._call(self.sync.list_journal, status=status, scope=scope, limit=limit)
+
+    async def prune_journal(self, older_than_epoch_ms: int, *, dry_run: bool = False) -> EffectJournalPruneReport:
+        """Delete finished rows last updated before the horizon."""
+        return await self._call(self.sync.prune_journal, older_than_epoch_ms, dry_run=dry_run)
+
+    # --- end of generated code ---
+
+
+class AsyncHostEventStore:
+    """An asyncio facade over any synchronous host-event store (SQLite, PostgreSQL, the reference)."""
+
+    def __init__(self, store: HostEventStoreAPI) -> None:
+        self.sync = store
+        self._lane = Lane()
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str], options: StoreOptions | None = None) -> AsyncHostEventStore:
+        from lash_store.sqlite.host_events import HostEventStore
+
+        return cls(await run_in_lane(Lane(), HostEventStore.open, path, options))
+
+    @classmethod
+    async def memory(cls, options: StoreOptions | None = None) -> AsyncHostEventStore:
+        from lash_store.sqlite.host_events import HostEventStore
+
+        return cls(await run_in_lane(Lane(), HostEventStore.memory, options))
+
+    async def _call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await run_in_lane(self._lane, func, *args, **kwargs)
+
+    async def __aenter__(self) -> AsyncHostEventStore:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @property
+    def durability_tier(self) -> DurabilityTier:
+        return self.sync.durability_tier
+
+    def source_key_for_subscription(self, source_type: str, source: Any) -> str:
+        return self.sync.source_key_for_subscription(source_type, source)
+
+    # --- generated by scripts/generate_async.py from HostEventStoreAPI: do not edit ---
+    async def close(self) -> None:
+        """Close the store; later calls raise ``StoreClosed``.  Closing twice is harmless."""
+        return await self._call(self.sync.close)
+
+    async def register_subscription(self, draft: TriggerSubscriptionDraft) -> TriggerSubscriptionRecord:
+        """Register a subscription with the next handle ``trigger:N``."""
+        return await self._call(self.sync.register_subscription, draft)
+
+    async def list_subscriptions(
+        self, filter: TriggerSubscriptionFilter | None = None
+    ) -> list[TriggerSubscriptionRecord]:
+        """Subscriptions matching the filter, by session then handle number."""
+        return await self._call(self.sync.list_subscriptions, filter)
+
+    async def cancel_subscription(self, session_id: str, handle: str) -> bool:
+        """Disable a session's subscription; returns whether it was enabled."""
+        return await self._call(self.sync.cancel_subscription, session_id, handle)
+
+    async def record_occurrence(self, request: HostEventOccurrenceRequest) -> HostEventOccurrenceRecord:
+        """Record an occurrence once per (source type, source key, idempotency key)."""
+        return await self._call(self.sync.record_occurrence, request)
+
+    async def get_occurrence(self, occurrence_id: str) -> HostEventOccurrenceRecord | None:
+        """The occurrence, or ``None``."""
+        return await self._call(self.sync.get_occurrence, occurrence_id)
+
+    async def list_occurrences(self, *, limit: int | None = None) -> list[HostEventOccurrenceRecord]:
+        """Occurrences, oldest first."""
+        return await self._call(self.sync.list_occurrences, limit=limit)
+
+    async def reserve_matching_deliveries(self, occurrence_id: str) -> list[TriggerDeliveryReservation]:
+        """Reserve a delivery per matching enabled subscription; returns only the new ones."""
+        return await self._call(self.sync.reserve_matching_deliveries, occurrence_id)
+
+    async def pending_deliveries(self, *, limit: int | None = None) -> list[TriggerDeliveryReservation]:
+        """Deliveries reserved but not started, oldest first."""
+        return await self._call(self.sync.pending_deliveries, limit=limit)
+
+    async def list_deliveries(self, occurrence_id: str) -> list[TriggerDeliveryReservation]:
+        """Every delivery of one occurrence."""
+        return await self._call(self.sync.list_deliveries, occurrence_id)
+
+    async def mark_delivery_started(self, occurrence_id: str, subscription_id: str) -> bool:
+        """Close a delivery (reserved -> started); ``False`` when it had already started."""
+        return await self._call(self.sync.mark_delivery_started, occurrence_id, subscription_id)
+
+    async def prune(self, older_than_epoch_ms: int, *, dry_run: bool = False) -> HostEventPruneReport:
+        """Delete old occurrences whose deliveries all started, with those deliveries."""
+        return await self._call(self.sync.prune, older_than_epoch_ms, dry_run=dry_run)
 
     # --- end of generated code ---

@@ -30,6 +30,7 @@ from lash_store import __version__, tools
 from lash_store._output import Output, Table
 from lash_store.bench import non_negative, positive
 from lash_store.demo import DemoConfig, DemoProgress, DemoResult, DemoSetupError, run_demo
+from lash_store.deployment_cli import add_deployment_commands
 from lash_store.errors import StoreError
 from lash_store.targets import is_dsn
 
@@ -1333,6 +1334,8 @@ def build_parser() -> argparse.ArgumentParser:
     copy.add_argument("--session", default=None, metavar="ID", help="the source's session id (PostgreSQL)")
     copy.add_argument("--to-session", default=None, metavar="ID", help="the destination's session id (default: same)")
     copy.set_defaults(handler=_cmd_copy)
+
+    add_deployment_commands(commands, json_flag)
 
     commands.add_parser("bench", add_help=False, help="benchmarks (python -m lash_store.bench; see bench --help)")
     return parser

@@ -3,6 +3,24 @@
 from __future__ import annotations
 
 __all__ = [
+    "HostEventStoreError",
+    "InvalidHostEventInput",
+    "OccurrenceConflict",
+    "UnknownDelivery",
+    "UnknownOccurrence",
+    "EffectBusyTimeout",
+    "EffectExecutorUnavailable",
+    "EffectJournalError",
+    "EffectLeaseLost",
+    "EffectPluginError",
+    "EffectReplayConflict",
+    "EffectReplayCorrupt",
+    "EffectReplayKeyMissing",
+    "EffectReplayMissing",
+    "EffectStoreFailure",
+    "InvalidEffectInput",
+    "MissingEffectScopeId",
+    "RuntimeEffectControllerError",
     "BackendError",
     "CorruptData",
     "EncryptionError",
@@ -389,3 +407,191 @@ class WaitTimeout(ProcessRegistryError, TimeoutError):
         ProcessRegistryError.__init__(
             self, f"waiting for {waited_for} of process {process_id!r} timed out after {timeout_ms} ms"
         )
+
+
+# ---------------------------------------------------------------------------
+# The effect journal (reference (c) §c.8: every error carries a ``code``)
+
+
+class EffectJournalError(StoreError):
+    """Base of the effect journal's errors; ``code`` is one of reference §c.8's codes."""
+
+    code: str = "effect_journal"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        if code is not None:
+            self.code = code
+        self.message = message
+        Exception.__init__(self, message)  # not super(): with InvalidInput in the MRO it takes other arguments
+
+
+class RuntimeEffectControllerError(EffectJournalError):
+    """An effect failed with ``code`` and ``message`` (reference ``RuntimeEffectControllerError``).
+
+    Executors raise it to report a failure: ``retryable=False`` (the default)
+    is journaled as ``failed`` and every replay raises it again;
+    ``retryable=True`` releases the journal row so that a later call runs the
+    effect again.  Replayed failures are raised as this class.
+    """
+
+    def __init__(self, code: str, message: str, *, retryable: bool = False) -> None:
+        self.retryable = retryable
+        super().__init__(message, code=code)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_effect_error, (self.code, self.message, self.retryable))
+
+
+def _rebuild_effect_error(code: str, message: str, retryable: bool) -> RuntimeEffectControllerError:
+    return RuntimeEffectControllerError(code, message, retryable=retryable)
+
+
+class _CodedError(RuntimeEffectControllerError):
+    code_name: str = "effect_journal"
+    is_retryable = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(self.code_name, message, retryable=self.is_retryable)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.message,))
+
+
+class MissingEffectScopeId(_CodedError, InvalidInput):
+    """A scope with a blank id field; nothing was written."""
+
+    code_name = "missing_effect_scope_id"
+
+    def __init__(self, message: str) -> None:
+        self.what = "scope"
+        self.detail = message
+        _CodedError.__init__(self, message)
+
+
+class InvalidEffectInput(_CodedError, InvalidInput):
+    """An envelope (or argument) the journal cannot accept; nothing was written."""
+
+    code_name = "invalid_effect_input"
+
+    def __init__(self, message: str) -> None:
+        self.what = "envelope"
+        self.detail = message
+        _CodedError.__init__(self, message)
+
+
+class EffectReplayKeyMissing(InvalidEffectInput):
+    """The envelope has no replay key."""
+
+    code_name = "sqlite_effect_replay_key_missing"
+
+
+class EffectReplayMissing(_CodedError):
+    """Strict replay found no journaled outcome for the effect (nothing was written)."""
+
+    code_name = "sqlite_effect_replay_missing"
+
+
+class EffectReplayConflict(_CodedError):
+    """The replay key was journaled with another envelope (the row is untouched)."""
+
+    code_name = "sqlite_effect_replay_hash_conflict"
+
+
+class EffectReplayCorrupt(_CodedError):
+    """A journal row does not decode (``code`` tells which: corrupt row, decode, encode)."""
+
+    code_name = "sqlite_effect_replay_corrupt_row"
+
+    def __init__(self, message: str, code: str = "sqlite_effect_replay_corrupt_row") -> None:
+        super().__init__(message)
+        self.code = code
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.message, self.code))
+
+
+class EffectLeaseLost(_CodedError):
+    """The claim was taken over before it finished: its result was not recorded (the new claimant's is)."""
+
+    code_name = "sqlite_effect_replay_lease_lost"
+
+
+class EffectStoreFailure(_CodedError):
+    """The journal's database failed (the driver's error is chained); retrying may succeed."""
+
+    code_name = "sqlite_effect_replay_store"
+    is_retryable = True
+
+
+class EffectExecutorUnavailable(_CodedError):
+    """The local executor cannot run this effect (a process command without a registry, ...)."""
+
+    code_name = "runtime_effect_local_executor_unavailable"
+
+
+class EffectPluginError(_CodedError):
+    """The process registry raised while a process command ran (its error is chained)."""
+
+    code_name = "plugin"
+
+
+class EffectBusyTimeout(_CodedError, TimeoutError):
+    """Another caller's claim stayed live longer than the busy timeout; nothing was written."""
+
+    code_name = "effect_replay_busy_timeout"
+    is_retryable = True
+
+
+# ---------------------------------------------------------------------------
+# The host-event store (reference (b))
+
+
+class HostEventStoreError(StoreError):
+    """Base of the host-event store's errors; ``code`` names the kind (stable, for programs)."""
+
+    code: str = "host_event_store"
+
+
+class InvalidHostEventInput(HostEventStoreError, InvalidInput):
+    """A blank or malformed field of a draft, request or argument; nothing was written."""
+
+    code = "host_event_invalid_input"
+
+    def __init__(self, what: str, detail: str) -> None:
+        InvalidInput.__init__(self, what, detail)
+
+
+class OccurrenceConflict(HostEventStoreError):
+    """An idempotency key was reused with other content; the stored occurrence is unchanged."""
+
+    code = "host_event_idempotency_conflict"
+
+    def __init__(self, idempotency_key: str, stored_hash: str, request_hash: str) -> None:
+        self.idempotency_key = idempotency_key
+        self.stored_hash = stored_hash
+        self.request_hash = request_hash
+        super().__init__(
+            f"host event occurrence idempotency conflict for `{idempotency_key}` "
+            f"(stored request hash {stored_hash}, this one {request_hash})"
+        )
+
+
+class UnknownOccurrence(HostEventStoreError, LookupError):
+    """No occurrence has this id; nothing was written."""
+
+    code = "host_event_unknown_occurrence"
+
+    def __init__(self, occurrence_id: str) -> None:
+        self.occurrence_id = occurrence_id
+        super().__init__(f"unknown host event occurrence {occurrence_id!r}")
+
+
+class UnknownDelivery(HostEventStoreError, LookupError):
+    """No delivery of this occurrence to this subscription was reserved; nothing was written."""
+
+    code = "host_event_unknown_delivery"
+
+    def __init__(self, occurrence_id: str, subscription_id: str) -> None:
+        self.occurrence_id = occurrence_id
+        self.subscription_id = subscription_id
+        super().__init__(f"unknown host event delivery of {occurrence_id!r} to {subscription_id!r}")

@@ -14,6 +14,7 @@ Examples::
     python -m lash_store.bench list --backend postgres           # list_sessions first page, 10,000 sessions
     python -m lash_store.bench telemetry         # commit latency with OpenTelemetry off / API only / SDK
     python -m lash_store.bench processes --backend postgres   # the process registry: appends, leases, wakes
+    python -m lash_store.bench effects                           # effect journal and host-event routing
 
 Every benchmark measures plain ``sqlite3`` doing the same work in the same
 run and prints the ratio.  ``--backend postgres`` (``commit``, ``queue``,
@@ -63,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="{commit,resume,queue,gc,list,telemetry,processes,langgraph-growth}"
+        dest="command",
+        required=True,
+        metavar="{commit,resume,queue,gc,list,telemetry,processes,effects,langgraph-growth}",
     )
 
     common = argparse.ArgumentParser(add_help=False)
@@ -244,7 +247,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="storage and invoke latency of a long MessagesState thread (SqliteSaver, or PostgresSaver, vs LashSaver)",
     )
     growth.add_argument("--turns", type=positive, default=None, help="turns (default 1,000; --quick 100)")
+
+    effects = commands.add_parser(
+        "effects",
+        parents=[common, backend],
+        help="journaled effects/s (first execution, replay; 1 / 4 processes) and occurrences routed/s vs plain SQL",
+    )
+    effects.add_argument("--effects", type=positive, default=None, help="effects per run (default 2,000, --quick 200)")
+    effects.add_argument(
+        "--occurrences", type=positive, default=None, help="occurrences routed (default 200, --quick 30)"
+    )
+    effects.add_argument(
+        "--workers", type=positive, action="append", default=None, help="worker processes (repeatable; default 1 and 4)"
+    )
     return parser
+
+
+def _effects(args: argparse.Namespace, verbose: bool) -> tuple[dict[str, Any], str, int]:
+    from lash_store.bench import effects as effects_bench
+
+    report = effects_bench.run(
+        backend=args.backend,
+        effects=args.effects or (200 if args.quick else 2_000),
+        workers=tuple(args.workers or (1, 4)),
+        occurrences=args.occurrences or (30 if args.quick else 200),
+        dsn=args.dsn,
+        base_dir=args.dir,
+        verbose=verbose,
+    )
+    return report, effects_bench.format_report(report), 0
 
 
 def _json_safe(value: Any) -> Any:
@@ -408,7 +439,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     verbose = not args.json
     postgres = args.backend == "postgres"
     try:
-        if postgres and args.command == "commit":
+        if args.command == "effects":
+            report, text, exit_code = _effects(args, verbose)
+        elif postgres and args.command == "commit":
             report, text, exit_code = _commit_postgres(args, verbose)
         elif postgres and args.command == "queue":
             report, text, exit_code = _queue_postgres(args, verbose)

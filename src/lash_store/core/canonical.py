@@ -71,7 +71,71 @@ def json_value(what: str, value: Any) -> Any:
 
     Typed values inside are converted as :func:`plain` does; tuples become lists.
     """
-    return _check(what, value, 0)
+    try:
+        return _convert(value, 0)
+    except _Refused:
+        pass
+    return _check(what, value, 0)  # the same walk again, naming the offending place in the error
+
+
+class _Refused(Exception):
+    """Raised by :func:`_convert` where :func:`_check` would raise; :func:`_check` then says where and why."""
+
+
+_REFUSED = _Refused()
+
+
+def _convert(value: Any, depth: int) -> Any:
+    """:func:`_check` without building a path for every node (the common case: nothing is wrong)."""
+    kind = type(value)
+    if kind is str:
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise _REFUSED from None
+        return value
+    if kind is dict:
+        if depth >= MAX_JSON_DEPTH:
+            if value:  # the items would nest deeper than allowed
+                raise _REFUSED
+            return {}
+        inner = depth + 1
+        checked: dict[str, Any] = {}
+        for key, item in value.items():
+            if type(key) is not str or not key.isascii():
+                if not isinstance(key, str):
+                    raise _REFUSED
+                try:
+                    key.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise _REFUSED from None
+            checked[key] = _convert(item, inner)
+        return checked
+    if value is None or kind is int or kind is bool:
+        return value
+    if kind is list or kind is tuple:
+        if depth >= MAX_JSON_DEPTH and value:
+            raise _REFUSED
+        inner = depth + 1
+        return [_convert(item, inner) for item in value]
+    if kind is float:
+        if not math.isfinite(value):
+            raise _REFUSED
+        return value
+    if isinstance(value, msgspec.Struct):
+        custom = getattr(value, "__plain__", None)
+        if custom is not None:
+            return _convert(custom(), depth)
+        out: dict[str, Any] = {}
+        for name, encoded in zip(value.__struct_fields__, value.__struct_encode_fields__, strict=True):
+            field = getattr(value, name)
+            if field is not None:
+                out[encoded] = field
+        return _convert(out, depth)
+    if isinstance(value, enum.Enum):
+        return _convert(value.value, depth)
+    raise _REFUSED  # anything rarer (subclasses of the JSON types included): _check decides
 
 
 def _check(what: str, value: Any, depth: int) -> Any:

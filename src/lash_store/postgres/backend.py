@@ -255,6 +255,18 @@ class PostgresBackend:
             raise BackendError("a connection pool passed to the store cannot be used after fork(); pass the DSN")
         return self._given_pool
 
+    def joined(self, other: object) -> Callable[[PostgresTx], PostgresTx] | None:
+        """``other``'s queries inside this backend's transactions, when both use one database and schema."""
+        if not isinstance(other, PostgresBackend) or other.schema != self.schema:
+            return None
+        if self._dsn is not None:
+            if other._dsn != self._dsn:
+                return None
+        elif other._given_pool is not self._given_pool:
+            return None
+        sid, statements, options, unprepared = other.sid, other._statements, other._options, other._unprepared
+        return lambda tx: PostgresTx(tx._conn, tx._pipeline, sid, statements, options, unprepared)
+
     def read(self, body: Callable[[PostgresTx], T]) -> T:
         return self._run(body, write=False)
 

@@ -21,7 +21,7 @@ from psycopg_pool import ConnectionPool
 
 from lash_store.errors import InvalidInput, NotAStoreDatabase, SchemaMigrationRequired, UnsupportedSchemaVersion
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 APPLICATION = "lash-store"
 SCHEMA_KIND = "postgres"
 DEFAULT_SCHEMA = "lash"
@@ -40,13 +40,16 @@ def _script(name: str) -> str:
 # 2: the node index (kind, lane, sort key, tags, blob refs), blob children and staged writes.
 # 3: the work queue's attempts, backoff instant, last claim and error, and dead letters (PoisonPolicy).
 # 5: the process registry (one self-contained file: renumbering it changes only its key here).
+# 6: the effect journal and the host-event store (likewise one file).
 NODE_INDEX_VERSION = 2
 QUEUE_POISON_VERSION = 3
 PROCESS_REGISTRY_VERSION = 5
+EFFECTS_VERSION = 6
 _MIGRATIONS: dict[int, str] = {
     NODE_INDEX_VERSION: _script("schema_v2.sql"),
     QUEUE_POISON_VERSION: _script("schema_v3.sql"),
     PROCESS_REGISTRY_VERSION: _script("migration_5_processes.sql"),
+    EFFECTS_VERSION: _script("migration_6_effects.sql"),
 }
 # ``schema.sql`` (with version 2 spliced in) creates this version; a new schema then runs every later
 # migration too, so that a migrated database and a new one are the same by construction.

@@ -112,3 +112,17 @@ class Backend(Protocol):
 
     @property
     def closed(self) -> bool: ...
+
+
+def joined(backend: object, other: object) -> Callable[[Tx], Tx] | None:
+    """How a transaction of ``backend`` runs ``other``'s named queries, when both are on one database.
+
+    A backend that can share its transactions has a ``joined(other)`` method returning a function from
+    one of its transactions to a transaction on the same connection with ``other``'s queries, or ``None``
+    when ``other`` is on another database (another file, server or schema).  Everything else: ``None``.
+    """
+    method = getattr(backend, "joined", None)
+    if method is None:
+        return None
+    found: Callable[[Tx], Tx] | None = method(other)
+    return found

@@ -116,6 +116,16 @@ class SqliteBackend:
     def write(self, body: Callable[[SqliteTx], T]) -> T:
         return self.connection.write(lambda conn: body(SqliteTx(conn, self._options, self._queries)))
 
+    def joined(self, other: object) -> Callable[[SqliteTx], SqliteTx] | None:
+        """``other``'s queries inside this backend's transactions, when both are on one database file."""
+        if not isinstance(other, SqliteBackend):
+            return None
+        mine, theirs = self.connection.path, other.connection.path
+        if mine is None or theirs is None or (mine != theirs and mine.resolve() != theirs.resolve()):
+            return None
+        options, queries = other._options, other._queries
+        return lambda tx: SqliteTx(tx._conn, options, queries)
+
     def close(self) -> None:
         self.connection.close()
 

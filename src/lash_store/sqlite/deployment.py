@@ -24,6 +24,7 @@ from __future__ import annotations
 import sqlite3
 
 from lash_store.errors import NotAStoreDatabase, UnsupportedSchemaVersion
+from lash_store.sqlite.components import COMPONENTS
 from lash_store.sqlite.schema import statements
 
 FILE_VERSION = 1
@@ -130,7 +131,12 @@ class DeploymentIdentity:
 
     @property
     def is_complete(self) -> bool:
-        return self.components.get(PROCESSES) == PROCESSES_VERSION and self.objects >= PROCESS_TABLES
+        if not (self.components.get(PROCESSES) == PROCESSES_VERSION and self.objects >= PROCESS_TABLES):
+            return False
+        return all(
+            self.components.get(name) == version and self.objects >= tables
+            for name, (version, _, tables) in COMPONENTS.items()
+        )
 
     @property
     def needs_migration(self) -> bool:
@@ -151,6 +157,10 @@ class DeploymentIdentity:
         found = self.components.get(PROCESSES)
         if found is not None and found > PROCESSES_VERSION:
             raise UnsupportedSchemaVersion("process registry", PROCESSES_VERSION, found)
+        for name, (version, _, _) in COMPONENTS.items():
+            found = self.components.get(name)
+            if found is not None and found > version:
+                raise UnsupportedSchemaVersion(name, version, found)
 
 
 class DeploymentSchema:
@@ -165,6 +175,10 @@ class DeploymentSchema:
         conn.execute(
             "INSERT OR REPLACE INTO lash_components (component, version) VALUES (?, ?)", (PROCESSES, PROCESSES_VERSION)
         )
+        for name, (version, ddl, _) in COMPONENTS.items():
+            for statement in statements(ddl):
+                conn.execute(statement)
+            conn.execute("INSERT OR REPLACE INTO lash_components (component, version) VALUES (?, ?)", (name, version))
         conn.execute(f"PRAGMA user_version = {FILE_VERSION}")
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
 

@@ -37,7 +37,6 @@ from lash_store.processes import (
     Selector,
     TerminalSpec,
     WakeSpec,
-    registration_hash,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -89,7 +88,10 @@ def normalise_registration(registration: Any) -> NormalisedRegistration:
     process_id = _not_blank("registration.id", registration.id)
     provenance = check_provenance("registration.provenance", registration.provenance)
     declared = [
-        check_event_type(f"registration.event_types[{index}]", event_type)
+        # The library's own core event types are valid as they are (frozen module constants).
+        event_type
+        if id(event_type) in _CORE_TEXT
+        else check_event_type(f"registration.event_types[{index}]", event_type)
         for index, event_type in enumerate(check_list("registration.event_types", registration.event_types))
     ]
     names = [event_type.name for event_type in declared]
@@ -103,13 +105,31 @@ def normalise_registration(registration: Any) -> NormalisedRegistration:
         event_types=declared,
         provenance=provenance,
     )
+    # registration_hash(normal) is H of {event_types, id, input, provenance}: its canonical text is built from
+    # the texts stored anyway, each part walked once (json_value left input and caused_by plain already).
+    input_json = _plain_text(normal.input)
+    event_types_json = "[" + ",".join(_CORE_TEXT.get(id(t)) or canonical_text(t) for t in declared) + "]"
+    parts = [f'"event_types":{event_types_json}', f'"id":{_plain_text(process_id)}']
+    if normal.input is not None:  # plain() leaves out fields that are None
+        parts.append(f'"input":{input_json}')
+    parts.append(f'"provenance":{canonical_text(provenance)}')
+    digest = hashlib.sha256(("{" + ",".join(parts) + "}").encode("utf-8")).hexdigest()
     return NormalisedRegistration(
         registration=normal,
-        hash=registration_hash(normal),
-        input_json=canonical_text(normal.input),
-        event_types_json=canonical_text(declared),
-        caused_by_json=None if provenance.caused_by is None else canonical_text(provenance.caused_by),
+        hash=digest,
+        input_json=input_json,
+        event_types_json=event_types_json,
+        caused_by_json=None if provenance.caused_by is None else _plain_text(provenance.caused_by),
     )
+
+
+#: The canonical text of each core event type, by identity (see normalise_registration).
+_CORE_TEXT: dict[int, str] = {id(core): canonical_text(core) for core in CORE_EVENT_TYPES}
+
+
+def _plain_text(value: Any) -> str:
+    """canonical_text of data that is plain JSON already (no typed values to convert)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def check_provenance(what: str, provenance: Any) -> ProcessProvenance:

@@ -39,11 +39,11 @@ def grant(tx: Tx, scope: ProcessScope, process_id: str, handle: ProcessHandleDes
     tx.send("lock_process_shared", key(process_id))
     if tx.one("process_row", key(process_id)) is None:
         raise UnknownProcess(process_id)
-    _put(tx, scope, process_id, canonical_text(handle))
+    put(tx, scope, process_id, canonical_text(handle))
     return ProcessHandleGrant(session_id=scope.session_id, process_id=process_id, descriptor=handle)
 
 
-def _put(tx: Tx, scope: ProcessScope, process_id: str, descriptor_json: str) -> None:
+def put(tx: Tx, scope: ProcessScope, process_id: str, descriptor_json: str) -> None:
     tx.send(
         "upsert_grant",
         {
@@ -62,7 +62,7 @@ def transfer(tx: Tx, source: ProcessScope, target: ProcessScope, process_ids: li
         if found is None:
             raise HandleNotGranted(process_id, source.session_id)
         tx.run("delete_grant", {"scope_id": source.scope_id, "process_id": process_id})
-        _put(tx, target, process_id, found[0])
+        put(tx, target, process_id, found[0])
 
 
 def entries(found: list[Row]) -> list[ProcessHandleGrantEntry]:

@@ -19,7 +19,7 @@ import msgspec
 from lash_store.core.canonical import canonical_text
 from lash_store.core.registry import registration as checks
 from lash_store.core.registry import rows
-from lash_store.errors import InvalidProcessInput, NotAWakeEvent, RegistrationConflict, UnknownProcess
+from lash_store.errors import InvalidInput, InvalidProcessInput, NotAWakeEvent, RegistrationConflict, UnknownProcess
 from lash_store.model import DurabilityTier
 from lash_store.options import StoreOptions, check_options
 from lash_store.processes import (
@@ -98,6 +98,55 @@ class ProcessRegistryService:
         """
         normal = checks.normalise_registration(registration)
         return self._backend.write(lambda tx: _register(tx, normal))
+
+    def register_and_grant(
+        self,
+        registration: ProcessRegistration,
+        owner_scope: ProcessScope,
+        descriptor: ProcessHandleDescriptor | None = None,
+    ) -> ProcessRecord:
+        """:meth:`register_process` then :meth:`grant_handle` of the same process, in one transaction.
+
+        What a journaled process start does.  A grant its checks refuse is refused as
+        :meth:`grant_handle` would refuse it, after the registration (the two calls' behaviour).
+        """
+        try:
+            body = self.start_body(registration, owner_scope, descriptor)
+        except InvalidInput:
+            record = self.register_process(registration)
+            self.grant_handle(owner_scope, registration.id, descriptor)
+            return record  # pragma: no cover - grant_handle raised
+        return self._backend.write(body)
+
+    def start_body(
+        self,
+        registration: ProcessRegistration,
+        owner_scope: ProcessScope,
+        descriptor: ProcessHandleDescriptor | None = None,
+    ) -> Callable[[Tx], ProcessRecord]:
+        """:meth:`register_and_grant`'s transaction body, its arguments checked now (:class:`InvalidInput`).
+
+        A caller whose transaction is on this registry's database (see :attr:`backend`) runs it inside its own
+        transaction: an effect host journals a process start and performs it in one.
+        """
+        normal = checks.normalise_registration(registration)
+        scope = checks.check_scope("owner_scope", owner_scope)
+        handle = checks.check_descriptor("descriptor", descriptor or ProcessHandleDescriptor())
+
+        def body(tx: Tx) -> ProcessRecord:
+            record, inserted = _insert_or_compare(tx, normal)
+            if inserted:  # this transaction created the row (and holds it): nothing to look up
+                handles.put(tx, scope, record.id, canonical_text(handle))
+            else:
+                handles.grant(tx, scope, record.id, handle)
+            return record
+
+        return body
+
+    @property
+    def backend(self) -> Backend:
+        """The backend this registry's transactions run on."""
+        return self._backend
 
     def set_external_ref(self, process_id: str, external_ref: ProcessExternalRef) -> ProcessRecord:
         """Record where an external system runs the process (any status); returns the updated record."""
@@ -429,6 +478,11 @@ def _read_process(tx: Tx, process_id: str, *extra: tuple[str, Any]) -> tuple[row
 
 
 def _register(tx: Tx, normal: checks.NormalisedRegistration) -> ProcessRecord:
+    return _insert_or_compare(tx, normal)[0]
+
+
+def _insert_or_compare(tx: Tx, normal: checks.NormalisedRegistration) -> tuple[ProcessRecord, bool]:
+    """The stored record, and whether this transaction inserted it."""
     registration = normal.registration
     now = tx.now_ms()
     owner = registration.provenance.owner_scope
@@ -445,7 +499,7 @@ def _register(tx: Tx, normal: checks.NormalisedRegistration) -> ProcessRecord:
     }
     # The primary key is the arbiter: the first registration wins, every later one compares hashes.
     if tx.run("insert_process", params) == 1:
-        return ProcessRecord(
+        record = ProcessRecord(
             id=registration.id,
             input=registration.input,
             event_types=registration.event_types,
@@ -454,10 +508,11 @@ def _register(tx: Tx, normal: checks.NormalisedRegistration) -> ProcessRecord:
             created_at_ms=now,
             updated_at_ms=now,
         )
+        return record, True
     stored = rows.process_row(_one(tx.one("process_row", key(registration.id))))
     if stored.registration_hash != normal.hash:
         raise RegistrationConflict(registration.id, stored.registration_hash, normal.hash)
-    return rows.record(stored)
+    return rows.record(stored), False
 
 
 def _set_external_ref(tx: Tx, process_id: str, ref: ProcessExternalRef) -> ProcessRecord:

@@ -1,0 +1,511 @@
+"""``bench effects``: journaled effects per second and occurrences routed per second, against plain SQL.
+
+Three workloads, on SQLite (a deployment file) or PostgreSQL:
+
+* **first execution** -- ``execute_effect`` of N distinct tool-call envelopes (a runner that returns at
+  once), spread over 1 and 4 worker processes; the floor does the same rows with plain SQL in two
+  transactions per effect (claim: insert the in-progress row; finish: update it to completed with the
+  outcome).  Both floors hash the envelope (SHA-256 of its canonical JSON) as lash-store does: a journal
+  must notice a replay key reused with another envelope;
+* **replay** -- the same N envelopes again on strict-replay controllers (nothing runs); the floor reads
+  the row, compares the envelope hash and decodes the outcome.  On SQLite the single-process replay
+  latency is reported too (target: p50 below 1 ms);
+* **routing** -- ``HostEventRouter.route`` of M occurrences matching 2 subscriptions each (record,
+  reserve, a journaled process start per delivery, mark started), one process, the three components on
+  one database; the floor inserts the occurrence, the deliveries, the journal rows, the process rows and
+  grants, and updates the journal and delivery rows in the transactions the router uses there: one to
+  record, reserve and list, one per delivery for its claim, process, grant, outcome and closing.
+
+Each ratio is lash-store's time over the floor's in the same run (target: at most 2x).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from queue import Empty
+from typing import Any
+
+from lash_store.bench import format_us, progress, render_table, summarise_ns, verdict, workdir
+
+__all__ = ["format_report", "run"]
+
+RATIO_TARGET = 2.0
+REPLAY_P50_TARGET_US = 1000.0
+_FORK = multiprocessing.get_context("fork")
+_SUBSCRIPTIONS = 2
+
+
+@dataclass(frozen=True)
+class Where:
+    """One side's data: a SQLite file, or a PostgreSQL DSN and schema."""
+
+    backend: str
+    target: str
+    schema: str = ""
+
+
+def _envelope(key: str) -> Any:
+    from lash_store.effects import RuntimeEffectCommand, RuntimeEffectEnvelope, RuntimeScope
+
+    command = RuntimeEffectCommand.tool_call({"name": "charge_card", "arguments": {"amount": 42, "id": key}})
+    return RuntimeEffectEnvelope.new(RuntimeScope(session_id="bench", turn_id="turn-1"), key, key, command)
+
+
+def _outcome(key: str) -> Any:
+    from lash_store.effects import RuntimeEffectOutcome
+
+    return RuntimeEffectOutcome.tool_call({"status": "charged", "receipt": f"receipt-{key}", "amount": 42})
+
+
+def _open_host(where: Where) -> Any:
+    from lash_store.effects import EffectReplayOptions
+
+    replay = EffectReplayOptions(lease_ttl_ms=30_000)
+    if where.backend == "sqlite":
+        from lash_store.sqlite.effects import EffectHost
+
+        return EffectHost.open(where.target, replay_options=replay)
+    from lash_store.postgres.effects import PostgresEffectHost
+
+    return PostgresEffectHost.open(where.target, replay_options=replay, schema=where.schema)
+
+
+# ---------------------------------------------------------------------------
+# The plain-SQL floor
+
+
+_FLOOR_DDL = [
+    "CREATE TABLE IF NOT EXISTS {s}floor_journal (scope text NOT NULL, key text NOT NULL, hash text NOT NULL, "
+    "status text NOT NULL, outcome text, owner text, token text, expires bigint NOT NULL, attempts int NOT NULL, "
+    "PRIMARY KEY (scope, key))",
+    "CREATE TABLE IF NOT EXISTS {s}floor_occurrences (id text PRIMARY KEY, source_type text NOT NULL, "
+    "source_key text NOT NULL, idem text NOT NULL, hash text NOT NULL, payload text NOT NULL, at bigint NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS {s}floor_subscriptions (id text PRIMARY KEY, session_id text NOT NULL, "
+    "source_key text NOT NULL, seq bigint NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS {s}floor_deliveries (occurrence_id text NOT NULL, subscription_id text NOT NULL, "
+    "process_id text NOT NULL, state text NOT NULL, PRIMARY KEY (occurrence_id, subscription_id))",
+    "CREATE TABLE IF NOT EXISTS {s}floor_processes (id text PRIMARY KEY, registration text NOT NULL, "
+    "status text NOT NULL, at bigint NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS {s}floor_grants (scope_id text NOT NULL, process_id text NOT NULL, "
+    "PRIMARY KEY (scope_id, process_id))",
+]
+
+
+class Floor:
+    """Plain ``sqlite3`` or ``psycopg`` with the same statements (``%s`` placeholders)."""
+
+    def __init__(self, where: Where) -> None:
+        self.where = where
+        self.prefix = f"{where.schema}." if where.backend == "postgres" else ""
+        self.conn: Any
+        if where.backend == "sqlite":
+            self.conn = sqlite3.connect(where.target, isolation_level=None, timeout=30)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+        else:
+            import psycopg
+
+            self.conn = psycopg.connect(where.target, autocommit=True)
+
+    def sql(self, text: str) -> str:
+        text = text.replace("{s}", self.prefix)
+        return text.replace("%s", "?") if self.where.backend == "sqlite" else text
+
+    def setup(self) -> None:
+        for statement in _FLOOR_DDL:
+            self.conn.execute(self.sql(statement))
+
+    @contextmanager
+    def write(self) -> Iterator[Any]:
+        self.conn.execute("BEGIN IMMEDIATE" if self.where.backend == "sqlite" else "BEGIN")
+        try:
+            yield self
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator[Any]:
+        self.conn.execute("BEGIN" if self.where.backend == "sqlite" else "BEGIN ISOLATION LEVEL REPEATABLE READ")
+        try:
+            yield self
+        finally:
+            self.conn.execute("COMMIT")
+
+    def run(self, text: str, *params: Any) -> Any:
+        return self.conn.execute(self.sql(text), params)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _floor_execute(floor: Floor, key: str) -> None:
+    envelope = _envelope(key)
+    from lash_store.effects import envelope_hash
+
+    digest = envelope_hash(envelope)
+    token = os.urandom(8).hex()
+    now = int(time.time() * 1000)
+    with floor.write():
+        found = floor.run("SELECT status, outcome FROM {s}floor_journal WHERE scope = %s AND key = %s", "bench", key)
+        assert found.fetchone() is None
+        floor.run(
+            "INSERT INTO {s}floor_journal VALUES (%s, %s, %s, 'in_progress', NULL, %s, %s, %s, 1)",
+            "bench",
+            key,
+            digest,
+            "owner",
+            token,
+            now + 30_000,
+        )
+    outcome = json.dumps({"type": "tool_call", "value": {"status": "charged", "receipt": f"receipt-{key}"}})
+    with floor.write():
+        floor.run(
+            "UPDATE {s}floor_journal SET status = 'completed', outcome = %s, owner = NULL, token = NULL, expires = 0 "
+            "WHERE scope = %s AND key = %s AND token = %s",
+            outcome,
+            "bench",
+            key,
+            token,
+        )
+
+
+def _floor_replay(floor: Floor, key: str) -> None:
+    from lash_store.effects import envelope_hash
+
+    digest = envelope_hash(_envelope(key))  # a journal must notice a replay key reused with another envelope
+    with floor.read():
+        row = floor.run(
+            "SELECT status, outcome, hash FROM {s}floor_journal WHERE scope = %s AND key = %s", "bench", key
+        )
+        status, outcome, stored = row.fetchone()
+    assert status == "completed" and stored == digest
+    json.loads(outcome)
+
+
+# ---------------------------------------------------------------------------
+# Workers (forked: module-level functions)
+
+
+def _worker(queue: Any, start: Any, where: Where, side: str, mode: str, keys: list[str], latencies: bool) -> None:
+    try:
+        from lash_store.effects import EffectScope, RuntimeEffectLocalExecutor
+
+        if side == "lash":
+            host = _open_host(where)
+            scope = EffectScope.turn("bench", "turn-1")
+            controller = host.scoped(scope, replay=(mode == "replay"))
+            executor = RuntimeEffectLocalExecutor.runner(lambda env: _outcome(env.replay_key))
+
+            def one(key: str) -> None:
+                controller.execute_effect(_envelope(key), executor)
+
+            close: Callable[[], None] = host.close
+        else:
+            floor = Floor(where)
+
+            def one(key: str) -> None:
+                (_floor_execute if mode == "first" else _floor_replay)(floor, key)
+
+            close = floor.close
+        one_key = keys[0]
+        envelopes = keys[1:]
+        one(one_key)  # warm: connections, prepared statements, caches
+        start.wait()
+        samples: list[int] = []
+        for key in envelopes:
+            begun = time.perf_counter_ns()
+            one(key)
+            if latencies:
+                samples.append(time.perf_counter_ns() - begun)
+        close()
+        queue.put(("ok", samples))
+    except BaseException as exc:
+        queue.put(("error", repr(exc)))
+
+
+def _parallel(where: Where, side: str, mode: str, keys: list[str], workers: int, latencies: bool) -> dict[str, Any]:
+    """Effects per second of ``workers`` processes over disjoint shares of ``keys`` (each warms on one key)."""
+    queue, start = _FORK.Queue(), _FORK.Event()
+    shares = [keys[index::workers] for index in range(workers)]
+    processes = [
+        _FORK.Process(target=_worker, args=(queue, start, where, side, mode, share, latencies), daemon=True)
+        for share in shares
+    ]
+    for process in processes:
+        process.start()
+    time.sleep(0.3 + 0.2 * workers)  # every worker is open and warm before the clock starts
+    began = time.perf_counter()
+    start.set()
+    results: list[Any] = []
+    try:
+        while len(results) < workers:
+            try:
+                results.append(queue.get(timeout=300))
+            except Empty as exc:
+                raise RuntimeError(f"bench effects: {side} {mode} workers did not report") from exc
+    finally:
+        for process in processes:
+            process.join(30)
+    elapsed = time.perf_counter() - began
+    errors = [r[1] for r in results if r[0] != "ok"]
+    if errors:
+        raise RuntimeError(f"bench effects: a worker failed: {errors[0]}")
+    measured = sum(len(share) - 1 for share in shares)
+    samples = [sample for result in results for sample in result[1]]
+    return {"effects": measured, "seconds": elapsed, "per_second": measured / elapsed, "latency": summarise_ns(samples)}
+
+
+# ---------------------------------------------------------------------------
+# Routing
+
+
+def _route_lash(where: Where, occurrences: int) -> float:
+    from lash_store.host_event_router import HostEventRouter
+    from lash_store.host_events import HostEventOccurrenceRequest, TriggerSubscriptionDraft, empty_source_key
+
+    key = empty_source_key("webhook.received")
+    if where.backend == "sqlite":
+        from lash_store.sqlite.host_events import HostEventStore
+        from lash_store.sqlite.registry import ProcessRegistry
+
+        store: Any = HostEventStore.open(where.target)
+        registry: Any = ProcessRegistry.open(where.target)
+    else:
+        from lash_store.postgres import PostgresHostEventStore, PostgresProcessRegistry
+
+        store = PostgresHostEventStore.open(where.target, schema=where.schema)
+        registry = PostgresProcessRegistry.open(where.target, schema=where.schema)
+    effects = _open_host(where)
+    for index in range(_SUBSCRIPTIONS):
+        store.register_subscription(
+            TriggerSubscriptionDraft(
+                session_id=f"session-{index}", source_type="webhook.received", source_key=key, process_name="on_hook"
+            )
+        )
+    router = HostEventRouter(store, effects, registry)
+
+    def request(index: int) -> HostEventOccurrenceRequest:
+        return HostEventOccurrenceRequest(
+            source_type="webhook.received", source_key=key, idempotency_key=f"hook-{index}", payload={"n": index}
+        )
+
+    router.route(request(-1))  # warm
+    began = time.perf_counter()
+    for index in range(occurrences):
+        assert len(router.route(request(index))) == _SUBSCRIPTIONS
+    elapsed = time.perf_counter() - began
+    for component in (store, registry, effects):
+        component.close()
+    return elapsed
+
+
+def _route_floor(where: Where, occurrences: int) -> float:
+    floor = Floor(where)
+    floor.setup()
+    with floor.write():
+        for index in range(_SUBSCRIPTIONS):
+            floor.run(
+                "INSERT INTO {s}floor_subscriptions VALUES (%s, %s, %s, %s)", f"sub-{index}", f"s{index}", "k", index
+            )
+
+    def route(index: int) -> None:
+        occurrence = f"occ-{index}"
+        now = int(time.time() * 1000)
+        with floor.write():  # record, reserve and list: one transaction
+            floor.run(
+                "INSERT INTO {s}floor_occurrences VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                occurrence,
+                "webhook.received",
+                "k",
+                f"hook-{index}",
+                "hash",
+                json.dumps({"n": index}),
+                now,
+            )
+            subs = floor.run(
+                "SELECT id, session_id FROM {s}floor_subscriptions WHERE source_key = %s ORDER BY seq", "k"
+            )
+            subscriptions = subs.fetchall()
+            for sub_id, _ in subscriptions:
+                floor.run(
+                    "INSERT INTO {s}floor_deliveries VALUES (%s, %s, %s, 'reserved') ON CONFLICT DO NOTHING",
+                    occurrence,
+                    sub_id,
+                    f"proc-{occurrence}-{sub_id}",
+                )
+            floor.run("SELECT process_id, state FROM {s}floor_deliveries WHERE occurrence_id = %s", occurrence)
+        for sub_id, session in subscriptions:
+            process = f"proc-{occurrence}-{sub_id}"
+            with floor.write():  # claim, process, grant, outcome and the closed delivery: one transaction
+                found = floor.run(
+                    "SELECT status FROM {s}floor_journal WHERE scope = %s AND key = 'start'", process
+                ).fetchone()
+                assert found is None
+                floor.run(
+                    "INSERT INTO {s}floor_journal VALUES (%s, 'start', 'h', 'in_progress', NULL, 'o', 't', %s, 1)",
+                    process,
+                    now + 30_000,
+                )
+                floor.run(
+                    "INSERT INTO {s}floor_processes VALUES (%s, %s, 'running', %s) ON CONFLICT DO NOTHING",
+                    process,
+                    json.dumps({"input": {"event": {"n": index}}, "owner": session}),
+                    now,
+                )
+                floor.run("INSERT INTO {s}floor_grants VALUES (%s, %s) ON CONFLICT DO NOTHING", session, process)
+                floor.run(
+                    "UPDATE {s}floor_journal SET status = 'completed', outcome = %s WHERE scope = %s AND key = 'start'",
+                    json.dumps({"record": process}),
+                    process,
+                )
+                floor.run(
+                    "UPDATE {s}floor_deliveries SET state = 'started' "
+                    "WHERE occurrence_id = %s AND subscription_id = %s",
+                    occurrence,
+                    sub_id,
+                )
+
+    route(-1)
+    began = time.perf_counter()
+    for index in range(occurrences):
+        route(index)
+    elapsed = time.perf_counter() - began
+    floor.close()
+    return elapsed
+
+
+# ---------------------------------------------------------------------------
+
+
+def _sides(backend: str, root: Path | None, pg: Any, name: str) -> tuple[Where, Where]:
+    if backend == "sqlite":
+        assert root is not None
+        return Where("sqlite", str(root / f"{name}-lash.db")), Where("sqlite", str(root / f"{name}-floor.db"))
+    return Where("postgres", pg.dsn, pg.new_schema(f"{name}_lash")), Where(
+        "postgres", pg.dsn, pg.new_schema(f"{name}_floor")
+    )
+
+
+def run(
+    *,
+    backend: str = "sqlite",
+    effects: int = 2_000,
+    workers: tuple[int, ...] = (1, 4),
+    occurrences: int = 200,
+    dsn: str | None = None,
+    base_dir: str | None = None,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """Run every workload once per worker count; returns the report."""
+    report: dict[str, Any] = {
+        "config": {"backend": backend, "effects": effects, "workers": list(workers), "occurrences": occurrences},
+        "effects": [],
+    }
+    with _place(backend, dsn, base_dir, verbose) as (root, pg):
+        if pg is not None:
+            report["server"] = pg.describe()
+        for count in workers:
+            lash, floor = _sides(backend, root, pg, f"w{count}")
+            _open_host(lash).close()  # schema created before the clock starts
+            Floor(floor).setup()
+            keys = [f"effect-{index}" for index in range(effects + count)]
+            entry: dict[str, Any] = {"workers": count}
+            for mode in ("first", "replay"):
+                progress(verbose, f"effects: {backend}, {count} worker(s), {mode}")
+                latencies = count == 1 and mode == "replay"
+                mine = _parallel(lash, "lash", mode, keys, count, latencies)
+                theirs = _parallel(floor, "floor", mode, keys, count, False)
+                entry[mode] = {
+                    "lash_per_second": mine["per_second"],
+                    "floor_per_second": theirs["per_second"],
+                    "ratio": theirs["per_second"] / mine["per_second"],
+                }
+                if latencies:
+                    entry[mode]["latency_us"] = mine["latency"]
+            report["effects"].append(entry)
+        progress(verbose, f"routing: {backend}, {occurrences} occurrences x {_SUBSCRIPTIONS} subscriptions")
+        lash, floor = _sides(backend, root, pg, "route")
+        mine_s = _route_lash(lash, occurrences)
+        floor_s = _route_floor(floor, occurrences)
+        report["routing"] = {
+            "lash_per_second": occurrences / mine_s,
+            "floor_per_second": occurrences / floor_s,
+            "ratio": mine_s / floor_s,
+        }
+    return report
+
+
+@contextmanager
+def _place(backend: str, dsn: str | None, base_dir: str | None, verbose: bool) -> Iterator[tuple[Path | None, Any]]:
+    if backend == "sqlite":
+        with workdir(base_dir, "effects") as root:
+            yield root, None
+        return
+    from lash_store.bench.pg import pg_target
+
+    with pg_target(dsn, verbose=verbose) as target:
+        try:
+            yield None, target
+        finally:
+            from lash_store.postgres import close_shared_pools
+
+            close_shared_pools()
+
+
+def format_report(report: dict[str, Any]) -> str:
+    config = report["config"]
+    rows = []
+    for entry in report["effects"]:
+        for mode in ("first", "replay"):
+            figures = entry[mode]
+            rows.append(
+                [
+                    f"{mode} execution" if mode == "first" else "replay",
+                    str(entry["workers"]),
+                    f"{figures['lash_per_second']:,.0f}",
+                    f"{figures['floor_per_second']:,.0f}",
+                    f"{figures['ratio']:.2f}x",
+                    verdict(figures["ratio"] <= RATIO_TARGET),
+                ]
+            )
+    routing = report["routing"]
+    rows.append(
+        [
+            f"routing ({_SUBSCRIPTIONS} deliveries)",
+            "1",
+            f"{routing['lash_per_second']:,.0f}",
+            f"{routing['floor_per_second']:,.0f}",
+            f"{routing['ratio']:.2f}x",
+            verdict(routing["ratio"] <= RATIO_TARGET),
+        ]
+    )
+    lines = [
+        f"bench effects on {config['backend']}: {config['effects']:,} effects, {config['occurrences']} occurrences "
+        f"(per second; ratio = lash-store time / plain-SQL floor time, target <= {RATIO_TARGET:.0f}x)",
+        render_table(["workload", "procs", "lash-store/s", "floor/s", "ratio", "target"], rows),
+    ]
+    replay = next((e["replay"] for e in report["effects"] if e["workers"] == 1), None)
+    if replay is not None and "latency_us" in replay:
+        p50 = replay["latency_us"]["p50"]
+        ok = p50 < REPLAY_P50_TARGET_US or config["backend"] != "sqlite"
+        lines.append(
+            f"replay latency (1 process): p50 {format_us(p50)}, p99 {format_us(replay['latency_us']['p99'])}"
+            + (f"  [target p50 < 1 ms: {verdict(ok)}]" if config["backend"] == "sqlite" else "")
+        )
+    if "server" in report:
+        server = report["server"]
+        lines.append(
+            f"server: PostgreSQL {server.get('server_version')}, fsync={server.get('fsync')}, "
+            f"synchronous_commit={server.get('synchronous_commit')}, {server.get('transport')}"
+        )
+    return "\n".join(lines)

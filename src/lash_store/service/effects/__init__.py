@@ -1,0 +1,1 @@
+"""The effect journal's behaviour, written once over the backend ports (see :mod:`.service`)."""

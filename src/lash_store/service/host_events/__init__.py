@@ -1,0 +1,1 @@
+"""The host-event store's behaviour, written once over the backend ports (see :mod:`.service`)."""
