@@ -86,8 +86,8 @@ def _kill_after(target: Any, args: tuple[Any, ...], seconds: float) -> list[int]
 
 def test_sigkill_during_add_items_leaves_whole_batches_only(tmp_path: Path) -> None:
     root, rng, acknowledged = str(tmp_path / "root"), random.Random(7), []
-    for kill in range(KILLS):  # every child writes batch numbers of its own
-        acknowledged += _kill_after(_add_forever, (root, 1000 * kill), rng.uniform(1.5, 3.0))
+    for kill in range(KILLS):  # every child writes batch numbers of its own (a million apart: never overlapping)
+        acknowledged += _kill_after(_add_forever, (root, 1_000_000 * kill), rng.uniform(1.5, 3.0))
     contents = [item["content"] for item in asyncio.run(LashSession.sqlite("crash", root).get_items())]
     batches = Counter(content.split("-")[0] for content in contents)
     assert all(count == BATCH for count in batches.values()), "a batch is half there"
@@ -100,7 +100,7 @@ def test_sigkill_during_add_items_leaves_whole_batches_only(tmp_path: Path) -> N
 def test_sigkill_during_put_and_put_writes_leaves_every_acknowledged_checkpoint_whole(tmp_path: Path) -> None:
     root, rng, acknowledged = str(tmp_path / "root"), random.Random(11), []
     for kill in range(KILLS):
-        acknowledged += _kill_after(_invoke_forever, (root, 1000 * kill), rng.uniform(2.0, 3.5))
+        acknowledged += _kill_after(_invoke_forever, (root, 1_000_000 * kill), rng.uniform(2.0, 3.5))
     assert acknowledged, "the child never finished a turn"
     with LashSaver.sqlite(root) as saver:
         config = {"configurable": {"thread_id": "crash"}}
