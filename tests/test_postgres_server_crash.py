@@ -44,7 +44,9 @@ SEED = 77
 PARTITION = "server-crash"
 # Three immediate stops (every backend is SIGQUIT, no shutdown checkpoint) and one SIGKILL of the postmaster.
 CRASHES = ("immediate", "immediate", "kill", "immediate")
-OUTAGE_S = 0.5
+# Longer than the writer's busy timeout (2 s): a call that starts during the outage and waits for a connection
+# gives up with StoreBusy and is retried, so every outage is seen even when no statement was in flight.
+OUTAGE_S = 2.5
 ACKS_BETWEEN_CRASHES = 15
 WRITER_DEADLINE_S = 80.0
 
