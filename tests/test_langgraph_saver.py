@@ -77,8 +77,9 @@ def test_storage_grows_with_the_new_messages_only(saver: LashSaver, tmp_path: Pa
         _run(graph, 20)
     late = _stored_bytes(tmp_path / "root")
     per_turn_late = (late - early) / 40
-    # A turn adds ~1.4 kB of messages; with the history rewritten each superstep it would add 20-60 kB here.
-    assert per_turn_late < 8_000, per_turn_late
+    # A turn adds ~1.4 kB of messages, measured in whole pages (7-8 kB per turn here: chunk boundaries follow
+    # LangGraph's random message ids); with the history rewritten each superstep it would add 20-60 kB.
+    assert per_turn_late < 12_000, per_turn_late
     assert len(graph.get_state(config).values["messages"]) == 120
 
 
