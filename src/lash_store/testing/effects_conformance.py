@@ -46,7 +46,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
@@ -77,6 +77,7 @@ from lash_store.errors import (
 from lash_store.model import DurabilityTier
 from lash_store.processes import CANCEL_REQUESTED, ProcessRegistration, ProcessScope
 from lash_store.service.effects.service import EffectHostService
+from lash_store.testing.harness import Handles, Harness
 from lash_store.testing.registry_reference import ReferenceProcessRegistry
 
 Host = EffectHostService
@@ -89,57 +90,36 @@ TURN = EffectScope.turn("effect-session", "effect-turn")
 # What a backend provides
 
 
-class EffectsHarness:
-    """How the suite obtains hosts of one backend.  Subclass it and provide an ``effects_harness`` fixture."""
+class EffectsHarness(Harness[Host]):
+    """How the suite obtains hosts of one backend.  Subclass it and provide an ``effects_harness`` fixture.
 
-    name: ClassVar[str] = "backend"
-    durable: ClassVar[bool] = False
+    ``reopen`` returns a NEW host on the same durable data as ``host`` (same options), or ``None`` if not durable.
+    """
 
     def open(self, replay_options: EffectReplayOptions | None) -> Host:
         """A fresh, empty host with ``replay_options``."""
         raise NotImplementedError(f"{type(self).__name__} must implement open(replay_options)")
 
-    def reopen(self, host: Host) -> Host | None:
-        """A NEW host on the same durable data as ``host`` (same options), or ``None`` if not durable."""
-        return None
-
     def registry(self, host: Host) -> ProcessRegistryAPI:
         """A process registry for process commands."""
         return ReferenceProcessRegistry()
 
-    def close(self, host: Any) -> None:
-        host.close()
 
-
-class Hosts:
+class Hosts(Handles[Host]):
     """Per-test access to a harness: opens hosts and registries, closes them all at teardown."""
 
+    harness: EffectsHarness
+
     def __init__(self, harness: EffectsHarness) -> None:
-        self.harness = harness
-        self._handles: list[Any] = []
+        super().__init__(harness)
 
     def open(self, **options: Any) -> Host:
-        host = self.harness.open(EffectReplayOptions(**options) if options else None)
-        self._handles.append(host)
+        host: Host = self.track(self.harness.open(EffectReplayOptions(**options) if options else None))
         return host
 
-    def reopen(self, host: Host) -> Host:
-        if not self.harness.durable:
-            return host
-        handle = self.harness.reopen(host)
-        assert handle is not None and handle is not host, "reopen() must return a new handle"
-        self._handles.append(handle)
-        return handle
-
     def registry(self, host: Host) -> ProcessRegistryAPI:
-        registry = self.harness.registry(host)
-        self._handles.append(registry)
+        registry: ProcessRegistryAPI = self.track(self.harness.registry(host))
         return registry
-
-    def close_all(self) -> None:
-        for handle in reversed(self._handles):
-            self.harness.close(handle)
-        self._handles.clear()
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ How a backend runs the suite -- in one of its test modules::
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
@@ -61,6 +61,7 @@ from lash_store.host_events import (
 from lash_store.model import DurabilityTier
 from lash_store.service.host_events.service import HostEventStoreService
 from lash_store.testing.clock import ManualClock
+from lash_store.testing.harness import Handles, Harness
 
 Clock = Callable[[], int]
 Store = HostEventStoreService
@@ -73,45 +74,23 @@ SURFACE_REF = "sha256:" + "2" * 64
 PROCESS_REF = "sha256:" + "3" * 64
 
 
-class HostEventsHarness:
+class HostEventsHarness(Harness[Store]):
     """How the suite obtains stores of one backend.  Subclass it and provide a ``host_events_harness`` fixture."""
-
-    name: ClassVar[str] = "backend"
-    durable: ClassVar[bool] = False
 
     def open(self, clock: Clock) -> Store:
         raise NotImplementedError(f"{type(self).__name__} must implement open(clock)")
 
-    def reopen(self, store: Store) -> Store | None:
-        return None
 
-    def close(self, store: Store) -> None:
-        store.close()
+class Stores(Handles[Store]):
+    harness: HostEventsHarness
 
-
-class Stores:
     def __init__(self, harness: HostEventsHarness, clock: ManualClock) -> None:
-        self.harness = harness
+        super().__init__(harness)
         self.clock = clock
-        self._handles: list[Store] = []
 
     def open(self) -> Store:
-        store = self.harness.open(self.clock)
-        self._handles.append(store)
+        store: Store = self.track(self.harness.open(self.clock))
         return store
-
-    def reopen(self, store: Store) -> Store:
-        if not self.harness.durable:
-            return store
-        handle = self.harness.reopen(store)
-        assert handle is not None and handle is not store, "reopen() must return a new handle"
-        self._handles.append(handle)
-        return handle
-
-    def close_all(self) -> None:
-        for handle in reversed(self._handles):
-            self.harness.close(handle)
-        self._handles.clear()
 
 
 @pytest.fixture

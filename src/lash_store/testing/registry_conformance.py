@@ -45,7 +45,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
@@ -91,6 +91,7 @@ from lash_store.processes import (
     wake_id,
 )
 from lash_store.testing.clock import ManualClock
+from lash_store.testing.harness import Handles, Harness
 
 Clock = Callable[[], int]
 """A zero-argument callable returning epoch milliseconds."""
@@ -107,54 +108,33 @@ EXTERNAL = {"type": "external", "metadata": None}
 # What a backend provides
 
 
-class RegistryHarness:
-    """How the suite obtains registries of one backend.  Subclass it and provide a ``registry_harness`` fixture."""
+class RegistryHarness(Harness[Registry]):
+    """How the suite obtains registries of one backend.  Subclass it and provide a ``registry_harness`` fixture.
 
-    name: ClassVar[str] = "backend"
-    durable: ClassVar[bool] = False
+    ``reopen`` returns a NEW handle on the same durable data (same clock), or None if not durable.
+    """
 
     def open(self, clock: Clock) -> Registry:
         """A fresh, empty registry reading time from ``clock``."""
         raise NotImplementedError(f"{type(self).__name__} must implement open(clock)")
 
-    def reopen(self, registry: Registry) -> Registry | None:
-        """A NEW handle on the same durable data as ``registry`` (same clock), or None if not durable."""
-        return None
-
     def restore_running(self, registry: Registry, process_id: str) -> None:
         """Set the stored status of a process back to ``running`` behind the registry's back (scenario P-25)."""
         raise NotImplementedError(f"{type(self).__name__} must implement restore_running(registry, process_id)")
 
-    def close(self, registry: Registry) -> None:
-        registry.close()
 
-
-class Registries:
+class Registries(Handles[Registry]):
     """Per-test access to a harness: opens and reopens handles and closes them all at teardown."""
 
+    harness: RegistryHarness
+
     def __init__(self, harness: RegistryHarness, clock: ManualClock) -> None:
-        self.harness = harness
+        super().__init__(harness)
         self.clock = clock
-        self._handles: list[Registry] = []
 
     def open(self) -> Registry:
-        registry = self.harness.open(self.clock)
-        self._handles.append(registry)
+        registry: Registry = self.track(self.harness.open(self.clock))
         return registry
-
-    def reopen(self, registry: Registry) -> Registry:
-        """A second handle on ``registry``'s data (the same handle for a non-durable harness)."""
-        if not self.harness.durable:
-            return registry
-        handle = self.harness.reopen(registry)
-        assert handle is not None and handle is not registry, "reopen() must return a new handle"
-        self._handles.append(handle)
-        return handle
-
-    def close_all(self) -> None:
-        for handle in reversed(self._handles):
-            self.harness.close(handle)
-        self._handles.clear()
 
 
 @pytest.fixture
