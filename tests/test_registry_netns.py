@@ -15,26 +15,20 @@ Needs root (CI runs as root); see ``tests/test_netns.py`` for the skip rule.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from lash_store.postgres import close_shared_pools, setup
 from lash_store.processes import ProcessAwaitOutput
 from lash_store.targets import open_registry
-from lash_store.testing import netns
 from lash_store.testing.netns import Topology
 from lash_store.testing.netns_registry_worker import decode_lease
-from lash_store.testing.pgserver import PostgresServer, PostgresUnavailable
+from lash_store.testing.pgserver import PostgresServer
 from lash_store.testing.registry_conformance import plain, reg
-from tests.pg import postgres_unavailable
-from tests.test_netns import require_netns
+from tests.netns_hosts import Workers, database, network, workers_factory
 from tests.test_registry_processes import check_race
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(150)]
@@ -43,103 +37,16 @@ HOSTS = 4
 WORKERS = 8
 PROCESSES = 50
 WORKER_BUDGET_S = 100.0
-NET_OPTIONS = (
-    "connect_timeout=3 tcp_user_timeout=3000 keepalives=1 keepalives_idle=1 keepalives_interval=1 keepalives_count=2"
-)
 
 
 @pytest.fixture(scope="module")
 def hosts() -> Iterator[tuple[Topology, PostgresServer]]:
-    require_netns()
-    with Topology(workers=HOSTS) as net:
-        assert netns.route_device(net.server_address) == "lo"
-        try:
-            server = net.start_postgres(settings={"log_connections": True})
-        except PostgresUnavailable as exc:
-            postgres_unavailable(exc)
-        yield net, server
-        close_shared_pools()
-
-
-def _database(server: PostgresServer, name: str) -> tuple[str, str]:
-    local = server.create_database(name)
-    setup(local)
-    return local, f"{server.dsn_for(name, tcp=True)} {NET_OPTIONS}"
-
-
-class Workers:
-    """Worker processes in the hosts' namespaces, and what they reported."""
-
-    def __init__(self, net: Topology, dsn: str, out_dir: Path) -> None:
-        self.net, self.dsn, self.out_dir = net, dsn, out_dir
-        self.control = out_dir / "control"
-        self.control.mkdir()
-        self.deadline = time.time() + WORKER_BUDGET_S
-        self.procs: dict[str, subprocess.Popen[str]] = {}
-
-    def start(self, name: str, host: int, mode: str, *extra: str) -> None:
-        argv = [sys.executable, "-m", "lash_store.testing.netns_registry_worker", mode, "--dsn", self.dsn]
-        argv += ["--name", name, "--out", str(self.out(name)), "--deadline", str(self.deadline)]
-        argv += ["--control", str(self.control), *extra]
-        self.procs[name] = self.net.popen_in(
-            self.net.worker(host), argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-
-    def out(self, name: str) -> Path:
-        return self.out_dir / f"{name}.jsonl"
-
-    def events(self, name: str, kind: str | None = None) -> list[dict[str, Any]]:
-        try:
-            lines = self.out(name).read_text().splitlines()
-        except FileNotFoundError:
-            return []
-        found = [json.loads(line) for line in lines if line.strip()]
-        return [event for event in found if kind is None or event["ev"] == kind]
-
-    def wait_for(self, name: str, kind: str, timeout_s: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        while not (found := self.events(name, kind)):
-            assert not self.events(name, "error"), self.events(name, "error")
-            proc = self.procs[name]
-            if proc.poll() is not None:
-                _, err = proc.communicate()
-                pytest.fail(f"{name} exited ({proc.returncode}) before reporting {kind!r}: {err[-2000:]}")
-            assert time.monotonic() < deadline, f"{name} did not report {kind!r} within {timeout_s} s"
-            time.sleep(0.02)
-        return found[0]
-
-    def signal(self, name: str) -> None:
-        (self.control / name).touch()
-
-    def finish(self, name: str, timeout_s: float) -> None:
-        proc = self.procs[name]
-        try:
-            _, err = proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, err = proc.communicate(timeout=10)
-            pytest.fail(f"{name} did not finish within {timeout_s} s: {err[-2000:]}")
-        assert proc.returncode == 0, f"{name} failed: {self.events(name, 'error')} {err[-2000:]}"
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-            proc.communicate(timeout=10)
+    yield from network(HOSTS)
 
 
 @pytest.fixture
-def make_workers(hosts: tuple[Topology, PostgresServer], tmp_path: Path) -> Iterator[Any]:
-    made: list[Workers] = []
-
-    def make(dsn: str) -> Workers:
-        made.append(Workers(hosts[0], dsn, tmp_path))
-        return made[-1]
-
-    yield make
-    for workers in made:
-        workers.stop_all()
-    close_shared_pools()
+def make_workers(hosts: tuple[Topology, PostgresServer], tmp_path: Path) -> Iterator[Callable[[str], Workers]]:
+    yield from workers_factory(hosts[0], "lash_store.testing.netns_registry_worker", tmp_path, WORKER_BUDGET_S)
 
 
 def _entry(event: dict[str, Any]) -> tuple[Any, ...]:
@@ -156,7 +63,7 @@ def _entry(event: dict[str, Any]) -> tuple[Any, ...]:
 def test_workers_on_several_hosts_race_for_leases(hosts: tuple[Topology, PostgresServer], make_workers: Any) -> None:
     started = time.monotonic()
     net, server = hosts
-    local, tcp = _database(server, "registry_race")
+    local, tcp = database(server, "registry_race")
     with open_registry(local) as registry:
         for index in range(PROCESSES):
             registry.register_process(reg(f"job-{index:02d}", plain("progress")))
@@ -182,7 +89,7 @@ def test_a_cut_off_holders_fenced_terminal_write_is_rejected_after_the_heal(
     hosts: tuple[Topology, PostgresServer], make_workers: Any
 ) -> None:
     net, server = hosts
-    local, tcp = _database(server, "registry_partition")
+    local, tcp = database(server, "registry_partition")
     with open_registry(local) as registry:
         registry.register_process(reg("stalled", plain("progress")))
     workers = make_workers(tcp)

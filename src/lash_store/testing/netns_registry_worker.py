@@ -1,11 +1,8 @@
 """A registry worker "host" for the network-namespace tests: ``python -m lash_store.testing.netns_registry_worker``.
 
-Like :mod:`lash_store.testing.netns_worker`, the test starts it inside a worker
-namespace, so it reaches PostgreSQL over the test network as a worker on another
-machine would; results go to a JSON-lines file (``--out``, one ``os.write``
-each), instructions come as files in ``--control``, and every mode stops at
-``--deadline`` (epoch seconds).  An unexpected error is an ``error`` line and
-exit code 1.
+Like :mod:`lash_store.testing.netns_worker`, it runs on
+:mod:`lash_store.testing.netns_host` (arguments, result file, retries, control
+files, the deadline).
 
 Modes:
 
@@ -29,32 +26,24 @@ Modes:
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from functools import partial
+from typing import Any, ClassVar
 
 import msgspec
 
 from lash_store.errors import BackendError, LeaseLost, ProcessAlreadyLeased, ProcessAlreadyTerminal, StoreBusy
 from lash_store.options import StoreOptions
-from lash_store.postgres import close_shared_pools
 from lash_store.postgres.registry import PostgresProcessRegistry
 from lash_store.processes import ProcessAwaitOutput, ProcessEventAppendRequest, ProcessLease
+from lash_store.testing.netns_host import BUSY_TIMEOUT_MS, NetnsHost, host_parser
 
 __all__ = ["main", "progress"]
 
-T = TypeVar("T")
-
-_BUSY_TIMEOUT_MS = 3000
 _STALL_PAST_LEASE_S = 0.3
-
-
-class Deadline(Exception):
-    """The worker ran out of time."""
 
 
 def progress(owner: str, fence: int, step: int) -> ProcessEventAppendRequest:
@@ -62,43 +51,23 @@ def progress(owner: str, fence: int, step: int) -> ProcessEventAppendRequest:
     return ProcessEventAppendRequest(event_type="progress", payload={"owner": owner, "fence": fence, "step": step})
 
 
-class RegistryWorker:
+class RegistryWorker(NetnsHost):
+    retried: ClassVar[tuple[type[BaseException], ...]] = (BackendError, StoreBusy)
+
     def __init__(self, args: argparse.Namespace) -> None:
-        self.name: str = args.name
-        self.deadline: float = args.deadline
-        self.out = os.open(args.out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        self.control = Path(args.control) if args.control else None
-        self.dsn: str = args.dsn
+        super().__init__(args)
         self._registry: PostgresProcessRegistry | None = None
 
     @property
     def registry(self) -> PostgresProcessRegistry:
         if self._registry is None:
-            options = StoreOptions(busy_timeout_ms=_BUSY_TIMEOUT_MS)
+            options = StoreOptions(busy_timeout_ms=BUSY_TIMEOUT_MS)
             self._registry = self.retrying(lambda: PostgresProcessRegistry.open(self.dsn, options, auto_setup=False))
         return self._registry
 
-    def report(self, event: str, **fields: Any) -> None:
-        os.write(self.out, msgspec.json.encode({"ev": event, "worker": self.name, **fields}) + b"\n")
-
-    def check_time(self) -> None:
-        if time.time() > self.deadline:
-            raise Deadline(f"worker {self.name} passed its deadline")
-
-    def retrying(self, action: Callable[[], T]) -> T:
-        while True:
-            self.check_time()
-            try:
-                return action()
-            except (BackendError, StoreBusy) as exc:
-                self.report("retry", error=type(exc).__name__, message=" ".join(str(exc).split())[:200])
-                time.sleep(0.1)
-
-    def wait_for(self, signal_name: str) -> None:
-        assert self.control is not None, "this mode needs --control"
-        while not (self.control / signal_name).exists():
-            self.check_time()
-            time.sleep(0.02)
+    def close_store(self) -> None:
+        if self._registry is not None:
+            self._registry.close()
 
     # -- modes ----------------------------------------------------------
 
@@ -174,12 +143,6 @@ class RegistryWorker:
         self.report("claimed", lease=msgspec.to_builtins(lease), attempts=attempts)
         self.report("completed")
 
-    def close(self) -> None:
-        if self._registry is not None:
-            self._registry.close()
-        close_shared_pools()
-        os.close(self.out)
-
 
 def decode_lease(value: Any) -> ProcessLease:
     """A lease as a worker reported it."""
@@ -187,32 +150,23 @@ def decode_lease(value: Any) -> ProcessLease:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lash_store.testing.netns_registry_worker")
-    parser.add_argument("mode", choices=("race", "hold", "reclaim"))
-    parser.add_argument("--dsn", required=True)
-    parser.add_argument("--name", required=True, help="this worker's name (its lease owner id)")
-    parser.add_argument("--out", required=True, help="JSON-lines result file (appended to)")
-    parser.add_argument("--deadline", type=float, required=True, help="stop by this instant (epoch seconds)")
-    parser.add_argument("--control", default=None, help="directory the test drops signal files into")
+    parser = host_parser(
+        "lash_store.testing.netns_registry_worker",
+        ("race", "hold", "reclaim"),
+        "this worker's name (its lease owner id)",
+    )
     parser.add_argument("--process", default="stalled", help="the process of hold and reclaim")
     parser.add_argument("--stall", default="", help="comma-separated processes whose first holder stalls (race)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lease-ms", type=int, default=1_000)
     args = parser.parse_args(argv)
     worker = RegistryWorker(args)
-    try:
-        if args.mode == "race":
-            worker.race(args.lease_ms, {pid for pid in args.stall.split(",") if pid}, args.seed)
-        elif args.mode == "hold":
-            worker.hold(args.process, args.lease_ms)
-        else:
-            worker.reclaim(args.process, args.lease_ms)
-    except BaseException as exc:
-        worker.report("error", type=type(exc).__name__, message=" ".join(str(exc).split()))
-        return 1
-    finally:
-        worker.close()
-    return 0
+    modes = {
+        "race": partial(worker.race, args.lease_ms, {pid for pid in args.stall.split(",") if pid}, args.seed),
+        "hold": partial(worker.hold, args.process, args.lease_ms),
+        "reclaim": partial(worker.reclaim, args.process, args.lease_ms),
+    }
+    return worker.run(modes[args.mode])
 
 
 if __name__ == "__main__":

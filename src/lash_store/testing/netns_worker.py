@@ -1,13 +1,7 @@
 """A worker "host" for the network-namespace tests: ``python -m lash_store.testing.netns_worker <mode> ...``.
 
-The test starts it inside a worker namespace (``ip netns exec <ns> python -m
-lash_store.testing.netns_worker ...``), so it reaches PostgreSQL over the
-test network (127.213.0.0/24) exactly as a worker on another machine would.
-``ip netns exec`` changes only the network namespace, so results go to a file
-(``--out``, JSON lines, one ``os.write`` each) and instructions come as files
-in a control directory.  Every mode stops at ``--deadline`` (epoch seconds)
-at the latest; an unexpected error is reported as an ``error`` line and exit
-code 1.
+The shared machinery (arguments, result file, retries, control files, the
+deadline) is :mod:`lash_store.testing.netns_host`'s.
 
 Modes:
 
@@ -32,13 +26,11 @@ Modes:
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 
@@ -57,21 +49,14 @@ from lash_store.model import (
     TurnCommitStamp,
 )
 from lash_store.options import StoreOptions
-from lash_store.postgres import PostgresStore, close_shared_pools
+from lash_store.postgres import PostgresStore
+from lash_store.testing.netns_host import BUSY_TIMEOUT_MS, NetnsHost, host_parser
 
 __all__ = ["USAGE", "main", "turn"]
-
-T = TypeVar("T")
 
 #: The usage every turn adds, so a session's total tells how many turns it holds.
 USAGE = TokenUsage(input_tokens=5, output_tokens=3, cached_input_tokens=0, reasoning_tokens=1)
 _IDLE = QueuedWorkClaimBoundary.IDLE
-# Short enough that a partitioned worker's call gives up (StoreBusy) within seconds, not minutes.
-_BUSY_TIMEOUT_MS = 3000
-
-
-class Deadline(Exception):
-    """The worker ran out of time."""
 
 
 def turn(
@@ -91,46 +76,22 @@ def turn(
     )
 
 
-class Worker:
+class Worker(NetnsHost):
     def __init__(self, args: argparse.Namespace) -> None:
-        self.name: str = args.name
+        super().__init__(args)
         self.session: str = args.session
-        self.deadline: float = args.deadline
-        self.out = os.open(args.out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        self.control = Path(args.control) if args.control else None
-        self.dsn: str = args.dsn
         self._store: PostgresStore | None = None
 
     @property
     def store(self) -> PostgresStore:
         if self._store is None:
-            options = StoreOptions(busy_timeout_ms=_BUSY_TIMEOUT_MS)
+            options = StoreOptions(busy_timeout_ms=BUSY_TIMEOUT_MS)
             self._store = self.retrying(partial(PostgresStore.open, self.dsn, self.session, options))
         return self._store
 
-    def report(self, event: str, **fields: Any) -> None:
-        line = msgspec.json.encode({"ev": event, "worker": self.name, **fields}) + b"\n"
-        os.write(self.out, line)
-
-    def check_time(self) -> None:
-        if time.time() > self.deadline:
-            raise Deadline(f"worker {self.name} passed its deadline")
-
-    def retrying(self, action: Callable[[], T]) -> T:
-        """``action`` until it succeeds; a BackendError (a network or server failure) is reported and retried."""
-        while True:
-            self.check_time()
-            try:
-                return action()
-            except BackendError as exc:
-                self.report("retry", error=type(exc).__name__, message=" ".join(str(exc).split())[:200])
-                time.sleep(0.1)
-
-    def wait_for(self, signal_name: str) -> None:
-        assert self.control is not None, "this mode needs --control"
-        while not (self.control / signal_name).exists():
-            self.check_time()
-            time.sleep(0.02)
+    def close_store(self) -> None:
+        if self._store is not None:
+            self._store.close()
 
     def snapshot(self) -> dict[str, Any]:
         read = self.retrying(lambda: self.store.load_session(SessionReadScope.full_graph()))
@@ -217,12 +178,6 @@ class Worker:
         result = self.retrying(lambda: self.store.commit_runtime_state(done))
         self.report("completed", revision=result.head_revision)
 
-    def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-        close_shared_pools()
-        os.close(self.out)
-
 
 def decode_claim(value: Any) -> QueuedWorkClaim:
     """A claim as a worker reported it."""
@@ -230,31 +185,20 @@ def decode_claim(value: Any) -> QueuedWorkClaim:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lash_store.testing.netns_worker")
-    parser.add_argument("mode", choices=("shared", "hold", "reclaim"))
-    parser.add_argument("--dsn", required=True)
+    parser = host_parser(
+        "lash_store.testing.netns_worker", ("shared", "hold", "reclaim"), "this worker's name (owner id, stamp prefix)"
+    )
     parser.add_argument("--session", required=True, help="the session (and partition) to work on")
-    parser.add_argument("--name", required=True, help="this worker's name (owner id, stamp prefix)")
-    parser.add_argument("--out", required=True, help="JSON-lines result file (appended to)")
-    parser.add_argument("--deadline", type=float, required=True, help="stop by this instant (epoch seconds)")
-    parser.add_argument("--control", default=None, help="directory the test drops signal files into")
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--lease-ms", type=int, default=60_000)
     args = parser.parse_args(argv)
     worker = Worker(args)
-    try:
-        if args.mode == "shared":
-            worker.shared(args.turns)
-        elif args.mode == "hold":
-            worker.hold(args.lease_ms)
-        else:
-            worker.reclaim(args.lease_ms)
-    except BaseException as exc:
-        worker.report("error", type=type(exc).__name__, message=" ".join(str(exc).split()))
-        return 1
-    finally:
-        worker.close()
-    return 0
+    modes = {
+        "shared": partial(worker.shared, args.turns),
+        "hold": partial(worker.hold, args.lease_ms),
+        "reclaim": partial(worker.reclaim, args.lease_ms),
+    }
+    return worker.run(modes[args.mode])
 
 
 if __name__ == "__main__":
