@@ -319,6 +319,18 @@ def test_of_four_concurrent_acquirers_exactly_one_holds_the_lease(where: tuple[s
         assert config["configurable"]["__lash_fence"][4] > results[winners[0]]  # released, and fenced higher
 
 
+def test_a_released_lease_is_no_failed_attempt(where: tuple[str, str]) -> None:
+    """Under a PoisonPolicy with a long backoff, the next writer still gets a released lease at once."""
+    from lash_store import PoisonPolicy, StoreOptions
+
+    backend, place = where
+    options = StoreOptions(poison=PoisonPolicy(max_attempts=5, backoff_base_ms=600_000, backoff_max_ms=600_000))
+    with _saver(backend, place, options=options) as saver:
+        for owner in ("A", "B", "C", "D", "E", "F", "G"):  # more writers than attempts
+            with saver.writer("t", owner, ttl_ms=TTL_MS, wait_s=2.0):  # a backoff would be WriterBusy here
+                pass
+
+
 def test_a_poison_policy_never_retires_the_writer_lease(where: tuple[str, str]) -> None:
     """Each acquisition counts as an attempt of the lease batch; the lease still works after max_attempts."""
     from lash_store import PoisonPolicy, StoreOptions

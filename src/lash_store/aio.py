@@ -448,9 +448,14 @@ class AsyncStore:
         """Extend every batch's lease, or raise ``QueuedWorkClaimExpired``."""
         return await self._call(self.sync.renew_queued_work_claim, claim, lease_ttl_ms)
 
-    async def abandon_queued_work_claim(self, claim: QueuedWorkClaim, error: str | None = None) -> int:
-        """Release a claim (a failed attempt, ``error`` kept for the dead-letter list); returns rows released."""
-        return await self._call(self.sync.abandon_queued_work_claim, claim, error)
+    async def abandon_queued_work_claim(
+        self, claim: QueuedWorkClaim, error: str | None = None, *, counts_as_attempt: bool = True
+    ) -> int:
+        """Release a claim (a failed attempt, ``error`` kept for the dead-letter list); returns rows released.
+
+        ``counts_as_attempt=False`` hands the batches back untried: the claim's attempt is uncounted and they
+        are offered again at once, with no backoff."""
+        return await self._call(self.sync.abandon_queued_work_claim, claim, error, counts_as_attempt=counts_as_attempt)
 
     async def cancel_queued_work_batch(self, session_id: str, batch_id: str) -> QueuedWorkBatch | None:
         """Remove a batch that is not live-claimed."""

@@ -296,8 +296,14 @@ class SessionStoreAPI(Protocol):
         """Extend every batch's lease, or raise ``QueuedWorkClaimExpired``."""
         ...
 
-    def abandon_queued_work_claim(self, claim: QueuedWorkClaim, error: str | None = None) -> int:
-        """Release a claim (a failed attempt, ``error`` kept for the dead-letter list); returns rows released."""
+    def abandon_queued_work_claim(
+        self, claim: QueuedWorkClaim, error: str | None = None, *, counts_as_attempt: bool = True
+    ) -> int:
+        """Release a claim (a failed attempt, ``error`` kept for the dead-letter list); returns rows released.
+
+        ``counts_as_attempt=False`` hands the batches back untried: the claim's attempt is uncounted and they
+        are offered again at once, with no backoff.
+        """
         ...
 
     def cancel_queued_work_batch(self, session_id: str, batch_id: str) -> QueuedWorkBatch | None:
@@ -781,8 +787,13 @@ class AsyncSessionStoreAPI(Protocol):
         """Extend every batch's lease, or raise ``QueuedWorkClaimExpired``."""
         ...
 
-    async def abandon_queued_work_claim(self, claim: QueuedWorkClaim, error: str | None = None) -> int:
-        """Release a claim (a failed attempt, ``error`` kept for the dead-letter list); returns rows released."""
+    async def abandon_queued_work_claim(
+        self, claim: QueuedWorkClaim, error: str | None = None, *, counts_as_attempt: bool = True
+    ) -> int:
+        """Release a claim (a failed attempt, ``error`` kept for the dead-letter list); returns rows released.
+
+        ``counts_as_attempt=False`` hands the batches back untried: the claim's attempt is uncounted and they
+        are offered again at once, with no backoff."""
         ...
 
     async def cancel_queued_work_batch(self, session_id: str, batch_id: str) -> QueuedWorkBatch | None:

@@ -9,13 +9,13 @@ claim as a *held* claim (``RuntimeCommit.held_queue_claims``,
 ``put_staged_writes(held_queue_claims=...)``): the store checks it in the
 write's own transaction, so a writer that lost its lease -- paused, partitioned,
 too slow to renew -- has its write refused with ``QueuedWorkClaimExpired`` and
-nothing of it stored.  Releasing the lease frees the batch for the next writer
-(it is never consumed; under a ``PoisonPolicy`` a release counts as an attempt,
-so the next writer waits out the policy's backoff, and a lease batch that was set
-aside as a dead letter is put back by the next acquisition).  On a session whose
-queue also carries other work,
-the lease batch is claimed only when it is the queue's next group, so a
-writer waits behind batches enqueued before it.
+nothing of it stored.  Releasing the lease hands the batch back untried
+(it is never consumed, and a release is no attempt: under a ``PoisonPolicy`` the
+next writer does not wait out a backoff).  Each acquisition still counts as an
+attempt, so a lease batch set aside as a dead letter after writers that died
+holding it is put back by the next acquisition.  On a session whose queue
+also carries other work, the lease batch is claimed only when it is the
+queue's next group, so a writer waits behind batches enqueued before it.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ class WriterLease:
         claim, self._claim = self._claim, None
         if claim is not None:
             with contextlib.suppress(QueuedWorkClaimExpired):
-                self._open_store().abandon_queued_work_claim(claim)
+                self._open_store().abandon_queued_work_claim(claim, counts_as_attempt=False)
 
 
 def fence_value(proof: QueuedWorkCompletion) -> list[Any]:

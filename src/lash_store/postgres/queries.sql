@@ -503,10 +503,11 @@ WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND batch_id = 
   AND claim_id = %(claim_id)s AND claim_token = %(lease_token)s AND claim_fencing_token = %(fencing_token)s
 
 -- An abandoned attempt failed now: the batch backs off from now; a given error replaces the last one.
+-- A hand-back (uncount = 1) takes the claim's attempt back.
 -- name: release_batch
 UPDATE {schema}.queued_work_batches SET claim_id = NULL, claim_owner_id = NULL, claim_token = NULL,
     claim_claimed_at_ms = 0, claim_expires_at_ms = 0, retry_at_ms = %(retry_at_ms)s,
-    last_error = coalesce(%(error)s, last_error)
+    last_error = coalesce(%(error)s, last_error), attempts = greatest(attempts - %(uncount)s, 0)
 WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND batch_id = %(batch_id)s
   AND claim_id = %(claim_id)s AND claim_token = %(lease_token)s
 

@@ -217,15 +217,27 @@ def renew(tx: Tx, held: QueuedWorkClaim, lease_ttl_ms: int, poison: PoisonPolicy
     return expires
 
 
-def abandon(tx: Tx, held: QueuedWorkClaim, error: str | None, poison: PoisonPolicy | None) -> int:
-    """Release the claim's rows (stale claims release nothing); the attempt failed now, with ``error`` if given."""
+def abandon(
+    tx: Tx, held: QueuedWorkClaim, error: str | None, poison: PoisonPolicy | None, *, uncount: bool = False
+) -> int:
+    """Release the claim's rows (stale claims release nothing); the attempt failed now, with ``error`` if given.
+
+    ``uncount``: the attempt never happened -- the claim's count is taken back and the rows are free at once
+    (the caller passes no poison policy, so no backoff).
+    """
     tx.send("lock_queue", {"session_id": held.session_id})
     now = tx.now_ms()
     key = {"session_id": held.session_id, "claim_id": held.claim_id, "lease_token": held.lease_token}
     return tx.run_many(
         "release_batch",
         [
-            {**key, "batch_id": row[0], "error": error, "retry_at_ms": _retry_at(poison, held.session_id, row, now)}
+            {
+                **key,
+                "batch_id": row[0],
+                "error": error,
+                "retry_at_ms": _retry_at(poison, held.session_id, row, now),
+                "uncount": int(uncount),
+            }
             for row in tx.all("claimed_batches", key)
         ],
     )

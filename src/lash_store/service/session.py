@@ -650,22 +650,30 @@ class SessionService:
             expires = self._backend.write(lambda tx: queue_ops.renew(tx, held, lease_ttl_ms, poison))
         return msgspec.structs.replace(held, expires_at_epoch_ms=expires)
 
-    def abandon_queued_work_claim(self, claim: QueuedWorkClaim, error: str | None = None) -> int:
+    def abandon_queued_work_claim(
+        self, claim: QueuedWorkClaim, error: str | None = None, *, counts_as_attempt: bool = True
+    ) -> int:
         """Release a claim so its batches are claimable again; stale claims are a no-op. Returns rows released.
 
-        The attempt counts as failed: under a poison policy the batches back
-        off before they are offered again, and ``error`` (if given) is kept as
-        the last error a dead letter reports.
+        By default the attempt counts as failed: under a poison policy the
+        batches back off before they are offered again, and ``error`` (if
+        given) is kept as the last error a dead letter reports.  With
+        ``counts_as_attempt=False`` the holder hands the batches back untried
+        (a lease given up on purpose, a worker shutting down before it began):
+        the claim's attempt is uncounted and they are offered again at once.
         """
         held = rules.check_claim(claim)
         reason = rules.check_error(error)
-        poison = self.options.poison
+        if not isinstance(counts_as_attempt, bool):
+            raise InvalidInput("counts_as_attempt", "must be a bool")
+        poison = self.options.poison if counts_as_attempt else None
+
+        def release(tx: Tx) -> int:
+            return queue_ops.abandon(tx, held, reason, poison, uncount=not counts_as_attempt)
+
         if self._telemetry is not None:
-            return self._telemetry.abandon(
-                held.session_id,
-                lambda: self._backend.write(lambda tx: queue_ops.abandon(tx, held, reason, poison)),
-            )
-        return self._backend.write(lambda tx: queue_ops.abandon(tx, held, reason, poison))
+            return self._telemetry.abandon(held.session_id, lambda: self._backend.write(release))
+        return self._backend.write(release)
 
     def cancel_queued_work_batch(self, session_id: str, batch_id: str) -> QueuedWorkBatch | None:
         """Remove a batch that is not live-claimed; ``None`` if claimed or gone."""

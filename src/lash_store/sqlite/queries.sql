@@ -355,10 +355,11 @@ WHERE session_id = :session_id AND batch_id = :batch_id AND claim_id = :claim_id
   AND claim_fencing_token = :fencing_token
 
 -- An abandoned attempt failed now: the batch backs off from now; a given error replaces the last one.
+-- A hand-back (uncount = 1) takes the claim's attempt back.
 -- name: release_batch
 UPDATE queued_work_batches SET claim_id = NULL, claim_owner_id = NULL, claim_token = NULL,
     claim_claimed_at_ms = 0, claim_expires_at_ms = 0, retry_at_ms = :retry_at_ms,
-    last_error = coalesce(:error, last_error)
+    last_error = coalesce(:error, last_error), attempts = max(attempts - :uncount, 0)
 WHERE session_id = :session_id AND batch_id = :batch_id AND claim_id = :claim_id AND claim_token = :lease_token
 
 -- name: free_batch

@@ -2022,6 +2022,45 @@ def test_abandon_is_a_failed_attempt_that_backs_off_from_now_and_keeps_the_error
     assert letter.last_error is not None and letter.last_error.startswith("xxx") and len(letter.last_error) < 10_000
 
 
+def test_a_hand_back_is_no_attempt_and_offers_the_batch_again_at_once(backend: Backend, clock: ManualClock) -> None:
+    store = backend.open(POISON)
+    batch = store.enqueue_queued_work(draft())
+    for round_ in range(5):  # more hand-backs than the policy allows attempts: none of them counts
+        held = must_claim(store, owner=f"h-{round_}")
+        assert store.abandon_queued_work_claim(held, counts_as_attempt=False) == 1
+        assert store.list_dead_letters("root") == []
+    clock.advance(10)
+    _fail_by_expiry(store, clock)
+    clock.advance(1_000)
+    _fail_by_expiry(store, clock)
+    clock.advance(1_500)
+    last = must_claim(store, owner="w-3")  # attempt 3 of 3: the hand-backs left every attempt to real work
+    assert store.abandon_queued_work_claim(last, "failed") == 1
+    assert claim(store) is None
+    letter = store.get_dead_letter("root", batch.batch_id)
+    assert letter is not None and letter.attempts == 3 and letter.last_error == "failed"
+
+
+def test_a_stale_hand_back_takes_nothing_back(backend: Backend, clock: ManualClock) -> None:
+    store = backend.open(POISON)
+    batch = store.enqueue_queued_work(draft())
+    stale = _fail_by_expiry(store, clock)  # attempt 1, lease run out
+    clock.advance(1_000)
+    current = must_claim(store, owner="w-2")  # attempt 2
+    assert store.abandon_queued_work_claim(stale, counts_as_attempt=False) == 0
+    assert claim(store, owner="w-3") is None  # still held by w-2
+    with pytest.raises(InvalidInput):
+        store.abandon_queued_work_claim(current, counts_as_attempt="no")  # type: ignore[arg-type]
+    assert claim(store, owner="w-3") is None  # the refused call released nothing
+    assert store.abandon_queued_work_claim(current, "boom") == 1  # attempt 2 failed
+    clock.advance(1_500)
+    must_claim(store, owner="w-3")  # attempt 3: had the stale hand-back uncounted one, this would not be the last
+    clock.advance(TTL)
+    assert claim(store) is None
+    letter = store.get_dead_letter("root", batch.batch_id)
+    assert letter is not None and letter.attempts == 3
+
+
 def test_renew_moves_the_backoff_with_the_lease(backend: Backend, clock: ManualClock) -> None:
     store = backend.open(POISON)
     store.enqueue_queued_work(draft())

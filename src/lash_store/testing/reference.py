@@ -592,6 +592,7 @@ class _Queries:
             return 0
         batch.update(claim_id=None, claim_owner_id=None, claim_token=None)
         batch.update(claim_claimed_at_ms=0, claim_expires_at_ms=0, retry_at_ms=p["retry_at_ms"])
+        batch["attempts"] = max(batch["attempts"] - p["uncount"], 0)
         if p["error"] is not None:
             batch["last_error"] = p["error"]
         return 1
