@@ -515,6 +515,55 @@ def test_cli_rekey_of_a_factory_root(tmp_path: Path) -> None:
     assert bad.returncode != 0 and "key ring" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_cli_reads_an_encrypted_store_with_its_key_ring(tmp_path: Path) -> None:
+    """inspect, history, sessions, stats, verify and export take --keys (or $LASH_STORE_KEYS); without it they
+    stop with EncryptionKeyMissing, and with the wrong ring with EncryptionKeyMismatch -- never a traceback."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "root"
+    factory = SqliteSessionStoreFactory(root, StoreOptions(encryption=RING))
+    with factory.create_store("chat") as store:
+        populate(store, "chat")
+    db = str(factory.path_for_session("chat"))
+    keys = tmp_path / "ring.json"
+    keys.write_text(RING.to_json())
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(KeyRing.generate("k1").to_json())
+    before = {path.name: path.read_bytes() for path in root.iterdir()}
+
+    def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        environment = {k: v for k, v in os.environ.items() if k != "LASH_STORE_KEYS"} | (env or {})
+        command = [sys.executable, "-m", "lash_store.cli", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, env=environment)
+
+    history = run("history", "--json", db, "--keys", str(keys))
+    assert history.returncode == 0, history.stderr
+    assert FRAGMENTS["user"] in history.stdout and FRAGMENTS["assistant"] in history.stdout
+    from_env = run("history", "--json", db, env={"LASH_STORE_KEYS": str(keys)})
+    assert from_env.returncode == 0 and from_env.stdout == history.stdout
+    inspected = run("inspect", "--json", db, "--keys", str(keys))
+    assert inspected.returncode == 0, inspected.stderr
+    listed = run("sessions", "--json", str(root), "--keys", str(keys))
+    assert listed.returncode == 0, listed.stderr
+    assert FRAGMENTS["user"] in listed.stdout
+    for command in (["stats", "--json", db], ["verify", "--json", db]):
+        done = run(*command, "--keys", str(keys))
+        assert done.returncode == 0, (command, done.stdout, done.stderr)
+    exported = run("export", "--json", db, "-o", str(tmp_path / "chat.json"), "--keys", str(keys))
+    assert exported.returncode == 0, exported.stderr
+    plain = str(tmp_path / "plain.db")  # exports are plaintext by design: imported without a ring, it reads
+    assert run("import", "--json", str(tmp_path / "chat.json"), plain).returncode == 0
+    assert FRAGMENTS["assistant"] in run("history", "--json", plain).stdout
+    missing = run("history", "--json", db)
+    assert missing.returncode != 0 and "EncryptionKeyMissing" in missing.stdout and "Traceback" not in missing.stderr
+    mismatched = run("history", "--json", db, "--keys", str(wrong))
+    assert mismatched.returncode != 0 and "EncryptionKeyMismatch" in mismatched.stdout
+    assert "Traceback" not in mismatched.stderr
+    assert FRAGMENTS["user"] not in mismatched.stdout
+    assert {path.name: path.read_bytes() for path in root.iterdir() if path.name in before} == before  # read only
+
+
 @pytest.mark.postgres
 @pytest.mark.timeout(240)
 def test_postgres_rotation_under_load(pg_dsn: str) -> None:

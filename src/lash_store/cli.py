@@ -1026,6 +1026,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     json_flag = argparse.ArgumentParser(add_help=False)
     json_flag.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
+    # Every command that opens session stores takes the key ring of an encrypted one.
+    keys_flag = argparse.ArgumentParser(add_help=False)
+    keys_flag.add_argument(
+        "--keys",
+        default=os.environ.get("LASH_STORE_KEYS"),
+        metavar="FILE",
+        help="the key ring of encrypted stores, as JSON (KeyRing.to_json); default: $LASH_STORE_KEYS",
+    )
 
     demo = commands.add_parser(
         "demo",
@@ -1105,7 +1113,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=_cmd_demo)
 
-    store_flags = argparse.ArgumentParser(add_help=False)
+    store_flags = argparse.ArgumentParser(add_help=False, parents=[keys_flag])
     store_flags.add_argument(
         "path", metavar="STORE", help="a session database file, or a PostgreSQL DSN (URI or key=value) with --session"
     )
@@ -1124,7 +1132,7 @@ def build_parser() -> argparse.ArgumentParser:
     history.set_defaults(handler=_cmd_history)
 
     sessions = commands.add_parser(
-        "sessions", parents=[json_flag], help="list the sessions of a factory root or a PostgreSQL database"
+        "sessions", parents=[json_flag, keys_flag], help="list the sessions of a factory root or a PostgreSQL database"
     )
     sessions.add_argument("dir", metavar="ROOT", help="factory root directory, or a PostgreSQL DSN")
     sessions.add_argument("--limit", type=positive, default=None, metavar="N", help="at most N sessions")
@@ -1137,7 +1145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     stats = commands.add_parser(
         "stats",
-        parents=[json_flag],
+        parents=[json_flag, keys_flag],
         help="sizes, counts and growth of a store, or summed over a factory root or a database",
         description="One store (a session file, or a DSN with --session): file and WAL sizes, row counts, content "
         "bytes by kind and growth per commit and per turn. A factory root directory or a DSN without --session: "
@@ -1177,7 +1185,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     prune = commands.add_parser(
         "prune",
-        parents=[json_flag],
+        parents=[json_flag, keys_flag],
         help="retention: drop old turn stamps; delete idle sessions of a root or database",
         description="Remove turn-commit stamps older than a horizon (a retry of a turn older than that is no "
         "longer recognised as a replay and is judged by its compare-and-set revision alone), from one store or "
@@ -1198,7 +1206,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rekey = commands.add_parser(
         "rekey",
-        parents=[json_flag],
+        parents=[json_flag, keys_flag],
         help="encryption at rest: re-seal stored data under the key ring's current key",
         description="Re-encrypt every value of one store, or of every session of a factory root or database, "
         "that is sealed under an older key of the ring, in bounded batches of short transactions (safe while "
@@ -1207,12 +1215,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rekey.add_argument("path", metavar="TARGET", help="a session file, factory root, or PostgreSQL DSN")
     rekey.add_argument("--session", default=None, metavar="ID", help="one session of a PostgreSQL database")
-    rekey.add_argument(
-        "--keys",
-        default=os.environ.get("LASH_STORE_KEYS"),
-        metavar="FILE",
-        help="the key ring as JSON (KeyRing.to_json); default: $LASH_STORE_KEYS",
-    )
     rekey.add_argument("--batch", type=positive, default=500, metavar="N", help="rows per transaction (default 500)")
     rekey.set_defaults(handler=_cmd_rekey)
     processes = commands.add_parser(
@@ -1259,7 +1261,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     backup = commands.add_parser(
         "backup",
-        parents=[json_flag],
+        parents=[json_flag, keys_flag],
         help="copy a SQLite session file while it is in use, then verify the copy",
         description="Take a consistent copy of a live session file (SQLite's online backup: writers keep "
         "committing) into DEST, which must not exist, then verify the copy. Restore by opening the copy. "
@@ -1294,7 +1296,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser(
         "migrate",
-        parents=[json_flag],
+        parents=[json_flag, keys_flag],
         help="bring session files of an earlier layout revision up to date (one transaction per file)",
         description="Migrate each session file that was written by an earlier release, in one transaction per "
         "file; a file that is current is left as it is, a file that is not a lash-store session file is reported "
@@ -1315,7 +1317,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=_cmd_export)
 
     import_ = commands.add_parser(
-        "import", parents=[json_flag], help="recreate an exported session in a new or empty store (never overwrites)"
+        "import",
+        parents=[json_flag, keys_flag],
+        help="recreate an exported session in a new or empty store (never overwrites)",
     )
     import_.add_argument("file", help="export file ('-' for stdin)")
     import_.add_argument("path", metavar="STORE", help="new session file, factory root directory, or PostgreSQL DSN")
@@ -1326,7 +1330,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     copy = commands.add_parser(
         "copy",
-        parents=[json_flag],
+        parents=[json_flag, keys_flag],
         help="copy a session between stores of any backend (SQLite <-> PostgreSQL), verified",
     )
     copy.add_argument("source", metavar="SOURCE", help="session file or PostgreSQL DSN (with --session)")
@@ -1367,7 +1371,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _bench(arguments[1:])
         args = build_parser().parse_args(arguments)
         handler: Callable[[argparse.Namespace], int] = args.handler
-        return handler(args)
+        keys: str | None = getattr(args, "keys", None)
+        with tools.using_key_ring(tools.load_key_ring(keys) if keys else None):
+            return handler(args)
     except KeyboardInterrupt:
         print("lash-store: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -50,7 +50,7 @@ def open_store(
     from lash_store.sqlite import Store
 
     if readonly:
-        return Store.open_readonly(text)
+        return Store.open_readonly(text, encryption=None if options is None else options.encryption)
     return Store.open(text, options, migrate=migrate)
 
 

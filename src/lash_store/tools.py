@@ -21,6 +21,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,7 @@ __all__ = [
     "processes_prune",
     "processes_show",
     "stats",
+    "using_key_ring",
     "vacuum",
     "verify",
 ]
@@ -84,10 +86,33 @@ class ToolError(StoreError):
 # ---------------------------------------------------------------------------
 # Opening stores: readers never write, maintenance never creates
 
+# The key ring of the stores the tools open (encryption at rest); the CLI sets it from --keys.
+_KEY_RING: ContextVar[KeyRing | None] = ContextVar("lash_store_tools_key_ring", default=None)
+
+
+@contextlib.contextmanager
+def using_key_ring(ring: KeyRing | None) -> Iterator[None]:
+    """Open every store inside the block with ``ring`` (``None``: without one, as outside any block)."""
+    token = _KEY_RING.set(ring)
+    try:
+        yield
+    finally:
+        _KEY_RING.reset(token)
+
+
+def _with_ring(options: StoreOptions | None = None) -> StoreOptions | None:
+    """``options`` with the block's key ring, unless they name their own."""
+    ring = _KEY_RING.get()
+    if ring is None:
+        return options
+    if options is None:
+        return StoreOptions(encryption=ring)
+    return options if options.encryption is not None else msgspec.structs.replace(options, encryption=ring)
+
 
 def open_for_reading(target: str | os.PathLike[str], session_id: str | None = None) -> SessionService:
     """The store ``target`` names, read-only (nothing is created or written, on any backend)."""
-    return open_store(_text(target), session_id, readonly=True)
+    return open_store(_text(target), session_id, options=_with_ring(), readonly=True)
 
 
 def open_for_maintenance(
@@ -95,6 +120,7 @@ def open_for_maintenance(
 ) -> SessionService:
     """The existing store ``target`` names, writable; a missing store is :class:`StoreNotFound`, never created."""
     text = _text(target)
+    options = _with_ring(options)
     if is_dsn(text):
         from lash_store.postgres import PostgresStore
 
@@ -466,7 +492,7 @@ def list_sessions(
             raise StoreNotFound(text)
         if not directory.is_dir():
             raise ToolError(f"{text} is not a directory (sessions lists a factory root or a PostgreSQL database)")
-    factory = open_factory(text)
+    factory = open_factory(text, _with_ring())
     shown = text if not is_dsn(text) else _redact(text)
     if recent:
         found = factory.recent_sessions(limit=50 if limit is None else limit, cursor=cursor)
@@ -681,7 +707,7 @@ def _root_sessions(root: str, errors: list[dict[str, str]]) -> list[tuple[str, s
             elif file.is_file():
                 found.append((str(file), None))
         return found
-    factory = open_factory(root)
+    factory = open_factory(root, _with_ring())
     try:
         infos = factory.list_sessions()
     except SessionsUnreadable as exc:
@@ -719,7 +745,7 @@ def prune(
         raise ToolError("--idle-sessions applies to a factory root or a database, not to one session")
     deleted: list[str] = []
     if not one_store and idle_sessions_ms is not None:
-        deleted = open_factory(text).prune_idle_sessions(idle_sessions_ms, dry_run=dry_run)
+        deleted = open_factory(text, _with_ring()).prune_idle_sessions(idle_sessions_ms, dry_run=dry_run)
     errors: list[dict[str, str]] = []
     stores = [(text, session_id)] if one_store else _root_sessions(text, errors)
     stamps = 0
@@ -1076,7 +1102,7 @@ def _import(dump: SessionDump, target: str, session_id: str | None) -> dict[str,
         partition = session_id or claimed
         if partition is None:
             raise ToolError("the export names no session id; give one with --session")
-        with open_store(target, partition) as store:
+        with open_store(target, partition, options=_with_ring()) as store:
             store.import_session(dump)
         return {"target": _redact(target), "session_id": partition, "created": True, **_counts(dump)}
     destination = Path(target)
@@ -1090,7 +1116,7 @@ def _import(dump: SessionDump, target: str, session_id: str | None) -> dict[str,
         raise ToolError(f"directory {destination.parent} does not exist")
     created = not destination.exists()
     try:
-        with open_store(str(destination)) as store:
+        with open_store(str(destination), options=_with_ring()) as store:
             store.import_session(dump)
     except BaseException:
         if created:  # a file this import made and nobody else can have opened yet
