@@ -253,3 +253,56 @@ def _scope(session: str) -> Any:
     from lash_store.processes import ProcessScope
 
     return ProcessScope(session_id=session)
+
+
+# --------------------------------------------------------------------------
+# Deleting a session from the deployment
+
+
+def _sessions(target: Target, tmp_path: Path) -> Any:
+    backend, where = target
+    if backend == "sqlite":
+        from lash_store import SqliteSessionStoreFactory
+
+        return SqliteSessionStoreFactory(tmp_path / "sessions")
+    from lash_store.postgres import PostgresSessionStoreFactory
+
+    return PostgresSessionStoreFactory(where)
+
+
+def test_delete_session_stops_its_triggers_and_processes_and_deletes_its_store(target: Target, tmp_path: Path) -> None:
+    from lash_store.model import RuntimeCommit
+
+    store, effects, registry = components(target)
+    sessions = _sessions(target, tmp_path)
+    for session in ("session-a", "session-b"):
+        with sessions.create_store(session) as conversation:
+            conversation.commit_runtime_state(RuntimeCommit(session_id=session, expected_head_revision=0))
+    for session, name in (("session-a", "one"), ("session-a", "two"), ("session-b", "three")):
+        store.register_subscription(
+            TriggerSubscriptionDraft(session_id=session, source_type=SOURCE, source_key=KEY, name=name)
+        )
+    router = HostEventRouter(store, effects, registry)
+    started = router.route(request(1))
+    assert len(started) == 3
+    crashed = store.record_and_reserve(request(2))  # a router that died before starting these
+    assert len(crashed) == 3
+
+    report = router.delete_session("session-a", sessions=sessions)
+
+    assert (report.subscriptions_cancelled, report.deliveries_finished, report.session_deleted) == (2, 2, True)
+    owned = {r.id for r in registry.list_processes() if r.provenance.owner_scope.session_id == "session-a"}
+    assert len(owned) == 4 and set(report.processes.cancel_process_ids) == owned  # both occurrences' processes
+    for process_id in owned:
+        assert any(e.event_type == "process.cancel_requested" for e in registry.events_after(process_id, 0))
+        assert registry.handle_grants_for_process(process_id) == []
+    assert [d.subscription.session_id for d in store.pending_deliveries()] == ["session-b"]  # b's untouched
+    assert {record.provenance.owner_scope.session_id for record in router.route(request(3))} == {"session-b"}
+    assert [info.session_id for info in sessions.list_sessions()] == ["session-b"]
+
+    again = router.delete_session("session-a", sessions=sessions)  # idempotent: finishing an interrupted run
+    assert (again.subscriptions_cancelled, again.deliveries_finished) == (0, 0)
+    assert again.processes.cancel_process_ids == []
+    assert len(registry.list_processes()) == 3 + 2 + 1  # occurrence 2 of session-b is still pending
+    for component in (store, effects, registry):
+        component.close()

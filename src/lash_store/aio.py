@@ -891,6 +891,10 @@ class AsyncHostEventStore:
         """Disable a session's subscription; returns whether it was enabled."""
         return await self._call(self.sync.cancel_subscription, session_id, handle)
 
+    async def cancel_session_subscriptions(self, session_id: str) -> int:
+        """Disable every enabled subscription of a session in one transaction; returns how many."""
+        return await self._call(self.sync.cancel_session_subscriptions, session_id)
+
     async def record_occurrence(self, request: HostEventOccurrenceRequest) -> HostEventOccurrenceRecord:
         """Record an occurrence once per (source type, source key, idempotency key)."""
         return await self._call(self.sync.record_occurrence, request)

@@ -540,6 +540,10 @@ class HostEventStoreAPI(Protocol):
         """Disable a session's subscription; returns whether it was enabled."""
         ...
 
+    def cancel_session_subscriptions(self, session_id: str) -> int:
+        """Disable every enabled subscription of a session in one transaction; returns how many."""
+        ...
+
     def record_occurrence(self, request: HostEventOccurrenceRequest) -> HostEventOccurrenceRecord:
         """Record an occurrence once per (source type, source key, idempotency key)."""
         ...
@@ -1017,6 +1021,10 @@ class AsyncHostEventStoreAPI(Protocol):
 
     async def cancel_subscription(self, session_id: str, handle: str) -> bool:
         """Disable a session's subscription; returns whether it was enabled."""
+        ...
+
+    async def cancel_session_subscriptions(self, session_id: str) -> int:
+        """Disable every enabled subscription of a session in one transaction; returns how many."""
         ...
 
     async def record_occurrence(self, request: HostEventOccurrenceRequest) -> HostEventOccurrenceRecord:

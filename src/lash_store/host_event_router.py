@@ -33,6 +33,9 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
+
+from msgspec import Struct
 
 from lash_store.api import ProcessRegistryAPI
 from lash_store.effects import (
@@ -53,14 +56,31 @@ from lash_store.processes import (
     ProcessRecord,
     ProcessRegistration,
     ProcessScope,
+    ProcessSessionDeleteReport,
 )
 from lash_store.service.effects.service import EffectHostService
 from lash_store.service.host_events.service import HostEventStoreService
 
-__all__ = ["START_REPLAY_KEY", "HostEventRouter", "delivery_registration", "run_worker"]
+__all__ = ["START_REPLAY_KEY", "HostEventRouter", "SessionDeletionReport", "delivery_registration", "run_worker"]
 
 #: The replay key of a delivery's start effect (its scope is the delivery's process).
 START_REPLAY_KEY = "host-event:start"
+
+
+class SessionDeletionReport(Struct, kw_only=True, frozen=True):
+    """What :meth:`HostEventRouter.delete_session` did, step by step."""
+
+    session_id: str
+    subscriptions_cancelled: int
+    deliveries_finished: int
+    processes: ProcessSessionDeleteReport
+    session_deleted: bool
+
+
+class SessionDeleter(Protocol):
+    """Deletes a session's conversation store: a session factory (SQLite root or PostgreSQL)."""
+
+    def delete_session(self, session_id: str) -> None: ...
 
 
 def delivery_registration(
@@ -147,6 +167,36 @@ class HostEventRouter:
             self.host_events.mark_delivery_started(occurrence_id, subscription_id)
         assert outcome.process is not None and outcome.process.record is not None
         return outcome.process.record
+
+    def delete_session(
+        self, session_id: str, *, sessions: SessionDeleter | None = None, reason: str = "session deleted"
+    ) -> SessionDeletionReport:
+        """Delete a session from the deployment: its triggers, its processes and (with ``sessions``) its store.
+
+        In this order, each step idempotent, so a crash anywhere is finished by calling it again:
+
+        1. cancel every subscription of the session (no occurrence matches it any more);
+        2. start the session's deliveries that were reserved before (a crashed or concurrent route's): each
+           starts once through the journal, which also waits out a start in flight elsewhere, so none can
+           start after step 3;
+        3. revoke the session's handles and request cancellation of every running process no other
+           session holds (``delete_session_process_state``);
+        4. delete the conversation store through ``sessions`` (a session factory), if given.
+        """
+        cancelled = self.host_events.cancel_session_subscriptions(session_id)
+        pending = [d for d in self.host_events.pending_deliveries() if d.subscription.session_id == session_id]
+        for delivery in pending:
+            self.start(delivery)
+        processes = self.registry.delete_session_process_state(session_id, reason=reason)
+        if sessions is not None:
+            sessions.delete_session(session_id)
+        return SessionDeletionReport(
+            session_id=session_id,
+            subscriptions_cancelled=cancelled,
+            deliveries_finished=len(pending),
+            processes=processes,
+            session_deleted=sessions is not None,
+        )
 
 
 def run_worker(

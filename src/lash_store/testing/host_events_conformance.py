@@ -388,6 +388,32 @@ def test_fix_retention_keeps_pending_deliveries(store: Store, host_events_clock:
 # Bad input
 
 
+def test_session_subscriptions_are_cancelled_together(stores: Stores, store: Store) -> None:
+    """A deleted session's triggers stop matching, all in one call; other sessions' stay; reserved ones stay."""
+    a1 = store.register_subscription(draft("session-a", K, "first"))
+    a2 = store.register_subscription(draft("session-a", K, "second"))
+    b1 = store.register_subscription(draft("session-b", K, "other"))
+    first = store.record_occurrence(occ(K, "before"))
+    assert len(store.reserve_matching_deliveries(first.occurrence_id)) == 3
+    assert store.cancel_subscription("session-a", a2.handle) is True  # already off: not counted again
+    assert store.cancel_session_subscriptions("session-a") == 1
+    assert store.cancel_session_subscriptions("session-a") == 0
+    assert store.cancel_session_subscriptions("session-unknown") == 0
+    store = stores.reopen(store)
+    enabled = store.list_subscriptions(TriggerSubscriptionFilter(enabled=True))
+    assert [(sub.session_id, sub.handle) for sub in enabled] == [("session-b", b1.handle)]
+    assert {sub.handle for sub in store.list_subscriptions(TriggerSubscriptionFilter(session_id="session-a"))} == {
+        a1.handle,
+        a2.handle,
+    }
+    later = store.record_occurrence(occ(K, "after"))
+    (only,) = store.reserve_matching_deliveries(later.occurrence_id)
+    assert only.subscription.session_id == "session-b"
+    assert len(store.pending_deliveries()) == 4  # the three reserved before the cancel are still to start
+    with pytest.raises(InvalidHostEventInput):
+        store.cancel_session_subscriptions(" ")
+
+
 @pytest.mark.parametrize("field", ["session_id", "source_type", "source_key"])
 def test_bad_blank_draft_fields(store: Store, field: str) -> None:
     values = {"session_id": "s", "source_type": SOURCE_TYPE, "source_key": K}

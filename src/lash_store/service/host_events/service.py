@@ -270,6 +270,23 @@ class HostEventStoreService:
 
         return self._backend.write(body)
 
+    def cancel_session_subscriptions(self, session_id: str) -> int:
+        """Disable every enabled subscription of ``session_id`` in one transaction (a deleted session's triggers
+        must not start anything more); returns how many were enabled.  Deliveries already reserved stay."""
+        session = _text("session_id", session_id)
+        params = _filter_params(TriggerSubscriptionFilter(session_id=session, enabled=True))
+
+        def body(tx: Tx) -> int:
+            now = tx.now_ms()
+            cancelled = 0
+            for row in tx.all("list_subscriptions", params):
+                handle = subscription(row).handle
+                tx.send("lock_subscription", {"session_id": session, "handle": handle})
+                cancelled += tx.run("disable_subscription", {"session_id": session, "handle": handle, "now_ms": now})
+            return cancelled
+
+        return self._backend.write(body)
+
     # -- occurrences and deliveries --------------------------------------
 
     def record_occurrence(self, request: HostEventOccurrenceRequest) -> HostEventOccurrenceRecord:
