@@ -7,8 +7,10 @@ turns that into a skip for machines that knowingly have no PostgreSQL.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import uuid
 from collections.abc import Iterator
 from typing import NoReturn
 
@@ -16,7 +18,7 @@ import pytest
 
 from lash_store.testing.pgserver import PostgresServer, PostgresUnavailable
 
-__all__ = ["pg_dsn", "pg_server", "postgres_unavailable"]
+__all__ = ["pg_dsn", "pg_server", "postgres_unavailable", "scratch_database"]
 
 _db_numbers = itertools.count(1)
 
@@ -52,3 +54,18 @@ def pg_dsn(pg_server: PostgresServer) -> Iterator[str]:
     finally:
         # FORCE: a test that leaked a connection must not make teardown fail.
         pg_server.drop_database(name)
+
+
+@contextlib.contextmanager
+def scratch_database(server: PostgresServer, prefix: str) -> Iterator[str]:
+    """A fresh database named ``<prefix>_<random>`` for a module or one test; the shared pools are closed and the
+    database dropped afterwards."""
+    from lash_store.postgres import close_shared_pools
+
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    dsn = server.create_database(name)
+    try:
+        yield dsn
+    finally:
+        close_shared_pools()
+        server.drop_database(name)

@@ -23,6 +23,7 @@ from lash_store.service.sealed import REF  # noqa: E402
 from lash_store.testing.conformance import *  # noqa: E402, F403  (collects the suite)
 from lash_store.testing.conformance import BackendHarness, Clock, SessionStore  # noqa: E402
 from lash_store.testing.pgserver import PostgresServer  # noqa: E402
+from tests.pg import scratch_database  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 
@@ -31,15 +32,8 @@ _UNDECODABLE = b"\xc1"
 
 @pytest.fixture(scope="module")
 def conformance_dsn(pg_server: PostgresServer) -> Iterator[str]:
-    name = f"lash_conf_{uuid.uuid4().hex[:8]}"
-    dsn = pg_server.create_database(name)
-    try:
+    with scratch_database(pg_server, "lash_conf") as dsn:
         yield dsn
-    finally:
-        from lash_store.postgres import close_shared_pools
-
-        close_shared_pools()
-        pg_server.drop_database(name)
 
 
 def _pg(store: SessionStore) -> PostgresStore:

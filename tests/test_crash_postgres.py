@@ -38,6 +38,7 @@ from lash_store.testing.crash import (
     verify_store,
 )
 from lash_store.testing.pgserver import PostgresServer
+from tests.pg import scratch_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(180)]
 
@@ -134,15 +135,10 @@ def test_a_sqlite_target_takes_no_partition() -> None:
 @pytest.fixture(scope="module")
 def crash_db(pg_server: PostgresServer) -> Iterator[str]:
     """A database whose partition ``campaign`` a short campaign left behind (seed 5)."""
-    name = f"lash_crash_{uuid.uuid4().hex[:8]}"
-    dsn = pg_server.create_database(name)
-    try:
+    with scratch_database(pg_server, "lash_crash") as dsn:
         report = run_crash_campaign(dsn, 6, 5, session_id="campaign", max_delay_ms=40)
         assert report.failures == [], report.summary()
         yield dsn
-    finally:
-        close_shared_pools()
-        pg_server.drop_database(name)
 
 
 def copy_of(dsn: str) -> str:

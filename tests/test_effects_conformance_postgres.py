@@ -17,25 +17,20 @@ pytest.register_assert_rewrite("lash_store.testing.effects_conformance")
 
 from lash_store.api import ProcessRegistryAPI  # noqa: E402
 from lash_store.effects import EffectReplayOptions  # noqa: E402
-from lash_store.postgres import close_shared_pools  # noqa: E402
 from lash_store.postgres.effects import PostgresEffectHost  # noqa: E402
 from lash_store.postgres.registry import PostgresProcessRegistry  # noqa: E402
 from lash_store.testing.effects_conformance import *  # noqa: E402, F403  (collects the suite)
 from lash_store.testing.effects_conformance import EffectsHarness, Host  # noqa: E402
 from lash_store.testing.pgserver import PostgresServer  # noqa: E402
+from tests.pg import scratch_database  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture(scope="module")
 def effects_dsn(pg_server: PostgresServer) -> Iterator[str]:
-    name = f"lash_effconf_{uuid.uuid4().hex[:8]}"
-    dsn = pg_server.create_database(name)
-    try:
+    with scratch_database(pg_server, "lash_effconf") as dsn:
         yield dsn
-    finally:
-        close_shared_pools()
-        pg_server.drop_database(name)
 
 
 class PostgresHarness(EffectsHarness):

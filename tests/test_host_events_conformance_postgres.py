@@ -14,24 +14,19 @@ import pytest
 pytest.register_assert_rewrite("lash_store.testing.host_events_conformance")
 
 from lash_store import StoreOptions  # noqa: E402
-from lash_store.postgres import close_shared_pools  # noqa: E402
 from lash_store.postgres.host_events import PostgresHostEventStore  # noqa: E402
 from lash_store.testing.host_events_conformance import *  # noqa: E402, F403  (collects the suite)
 from lash_store.testing.host_events_conformance import Clock, HostEventsHarness, Store  # noqa: E402
 from lash_store.testing.pgserver import PostgresServer  # noqa: E402
+from tests.pg import scratch_database  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture(scope="module")
 def host_events_dsn(pg_server: PostgresServer) -> Iterator[str]:
-    name = f"lash_hevconf_{uuid.uuid4().hex[:8]}"
-    dsn = pg_server.create_database(name)
-    try:
+    with scratch_database(pg_server, "lash_hevconf") as dsn:
         yield dsn
-    finally:
-        close_shared_pools()
-        pg_server.drop_database(name)
 
 
 class PostgresHarness(HostEventsHarness):

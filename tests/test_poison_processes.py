@@ -18,7 +18,6 @@ import multiprocessing
 import os
 import signal
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from lash_store.service.session import SessionService
 from lash_store.targets import open_store
 from lash_store.testing.pgserver import PostgresServer
 from tests.helpers import commit_at, draft
+from tests.pg import scratch_database
 
 QUEUE = "root"
 WORKERS = 3
@@ -211,13 +211,8 @@ def test_a_batch_that_kills_its_worker_ends_dead_lettered_on_sqlite(tmp_path: Pa
 def test_a_batch_that_kills_its_worker_ends_dead_lettered_on_postgres(
     tmp_path: Path, pg_server: PostgresServer
 ) -> None:
-    name = f"lash_poison_{uuid.uuid4().hex[:8]}"
-    dsn = pg_server.create_database(name)
-    from lash_store.postgres import close_shared_pools, setup
+    from lash_store.postgres import setup
 
-    try:
+    with scratch_database(pg_server, "lash_poison") as dsn:
         setup(dsn)
         _poison_campaign(dsn, "poison-session", tmp_path)
-    finally:
-        close_shared_pools()
-        pg_server.drop_database(name)

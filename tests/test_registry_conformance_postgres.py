@@ -17,24 +17,19 @@ import pytest
 pytest.register_assert_rewrite("lash_store.testing.registry_conformance")
 
 from lash_store import StoreOptions  # noqa: E402
-from lash_store.postgres import close_shared_pools  # noqa: E402
 from lash_store.postgres.registry import PostgresProcessRegistry  # noqa: E402
 from lash_store.testing.pgserver import PostgresServer  # noqa: E402
 from lash_store.testing.registry_conformance import *  # noqa: E402, F403  (collects the suite)
 from lash_store.testing.registry_conformance import Clock, Registry, RegistryHarness  # noqa: E402
+from tests.pg import scratch_database  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture(scope="module")
 def registry_dsn(pg_server: PostgresServer) -> Iterator[str]:
-    name = f"lash_regconf_{uuid.uuid4().hex[:8]}"
-    dsn = pg_server.create_database(name)
-    try:
+    with scratch_database(pg_server, "lash_regconf") as dsn:
         yield dsn
-    finally:
-        close_shared_pools()
-        pg_server.drop_database(name)
 
 
 def _pg(registry: Registry) -> PostgresProcessRegistry:
