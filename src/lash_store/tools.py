@@ -20,10 +20,10 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -77,6 +77,9 @@ __all__ = [
     "vacuum",
     "verify",
 ]
+
+
+T = TypeVar("T")
 
 
 class ToolError(StoreError):
@@ -145,11 +148,14 @@ def _text(target: str | os.PathLike[str]) -> str:
 def _where(store: SessionService, target: str) -> dict[str, Any]:
     """How a report names its store: the file, or the database and session."""
     info = store.describe_backend()
-    return {"target": target if not is_dsn(target) else _redact(target), **info}
+    return {"target": _shown(target), **info}
 
 
-def _redact(dsn: str) -> str:
-    """A DSN without its password, for reports."""
+def _shown(target: str) -> str:
+    """A target as reports name it: a path as given, a DSN without its password."""
+    if not is_dsn(target):
+        return target
+    dsn = target
     if dsn.startswith(("postgresql://", "postgres://")):
         scheme, _, rest = dsn.partition("://")
         credentials, at, host = rest.rpartition("@")
@@ -440,7 +446,7 @@ def history(
     total = len(nodes)
     start = max(0, total - limit) if limit is not None else 0
     return {
-        "target": text if not is_dsn(text) else _redact(text),
+        "target": _shown(text),
         "session_id": read.session_id if read is not None else (meta.session_id if meta else session_id),
         "head_revision": read.head_revision if read is not None else 0,
         "leaf_node_id": read.graph.leaf_node_id if read is not None else None,
@@ -493,7 +499,7 @@ def list_sessions(
         if not directory.is_dir():
             raise ToolError(f"{text} is not a directory (sessions lists a factory root or a PostgreSQL database)")
     factory = open_factory(text, _with_ring())
-    shown = text if not is_dsn(text) else _redact(text)
+    shown = _shown(text)
     if recent:
         found = factory.recent_sessions(limit=50 if limit is None else limit, cursor=cursor)
         sessions = [
@@ -670,7 +676,7 @@ def _root_stats(root: str, top: int) -> dict[str, Any]:
     commits = sum(entry["head_revision"] or 0 for entry in sessions)
     return {
         "kind": "root",
-        "root": root if not is_dsn(root) else _redact(root),
+        "root": _shown(root),
         "backend": "postgres" if is_dsn(root) else "sqlite",
         "sessions": len(sessions),
         "stored_bytes": sum(entry["stored_bytes"] for entry in sessions),
@@ -764,7 +770,7 @@ def prune(
                 {"path": store_target if partition is None else f"session {partition!r}", "error": _line(exc)}
             )
     return {
-        "target": text if not is_dsn(text) else _redact(text),
+        "target": _shown(text),
         "dry_run": dry_run,
         "stamps_older_than_ms": stamps_older_than_ms,
         "idle_sessions_ms": idle_sessions_ms,
@@ -831,7 +837,7 @@ def rekey(
             resealed[table] = resealed.get(table, 0) + changed
         remaining.update(report.remaining_key_ids)
     return {
-        "target": text if not is_dsn(text) else _redact(text),
+        "target": _shown(text),
         "key_id": ring.current,
         "stores": count,
         "resealed": resealed,
@@ -858,7 +864,7 @@ def gc(
     with opened as store:
         report, deleted_bytes = store.gc_plan(dry_run=dry_run, grace_ms=grace)
     return {
-        "target": text if not is_dsn(text) else _redact(text),
+        "target": _shown(text),
         "dry_run": dry_run,
         "grace_ms": grace,
         "root_count": report.root_count,
@@ -876,7 +882,7 @@ def vacuum(target: str | os.PathLike[str], session_id: str | None = None, *, com
         report = store.vacuum()
         space = store.compact() if compact else {"compacted": False}
     return {
-        "target": text if not is_dsn(text) else _redact(text),
+        "target": _shown(text),
         "removed_node_count": report.removed_node_count,
         **space,
     }
@@ -942,7 +948,7 @@ def dead_letters(
         name = _queue_of(store, session_id, queue)
         letters = store.list_dead_letters(name)
     return {
-        "target": text if not is_dsn(text) else _redact(text),
+        "target": _shown(text),
         "queue": name,
         "dead_letters": [_letter_summary(letter) for letter in letters],
     }
@@ -952,43 +958,46 @@ def show_dead_letter(
     target: str | os.PathLike[str], batch_id: str, session_id: str | None = None, *, queue: str | None = None
 ) -> dict[str, Any]:
     """One dead letter in full, payloads included (read-only); :class:`ToolError` if the batch is not one."""
-    text = _text(target)
-    with open_for_reading(text, session_id) as store:
-        name = _queue_of(store, session_id, queue)
-        letter = store.get_dead_letter(name, batch_id)
-    if letter is None:
-        raise ToolError(f"{batch_id} is not a dead letter of queue {name!r}")
-    return {"target": text if not is_dsn(text) else _redact(text), "queue": name, **_letter_detail(letter)}
+    shown, name, letter = _on_dead_letter(target, session_id, queue, batch_id, SessionService.get_dead_letter)
+    return {"target": shown, "queue": name, **_letter_detail(letter)}
 
 
 def requeue_dead_letter(
     target: str | os.PathLike[str], batch_id: str, session_id: str | None = None, *, queue: str | None = None
 ) -> dict[str, Any]:
     """Put a dead letter back in its queue (same id and place, attempts reset); :class:`ToolError` if not one."""
-    text = _text(target)
-    with open_for_maintenance(text, session_id) as store:
-        name = _queue_of(store, session_id, queue)
-        batch = store.requeue_dead_letter(name, batch_id)
-    if batch is None:
-        raise ToolError(f"{batch_id} is not a dead letter of queue {name!r}")
-    return {
-        "target": text if not is_dsn(text) else _redact(text),
-        "queue": name,
-        "requeued": {"batch_id": batch.batch_id, "enqueue_seq": batch.enqueue_seq},
-    }
+    act = SessionService.requeue_dead_letter
+    shown, name, batch = _on_dead_letter(target, session_id, queue, batch_id, act, write=True)
+    return {"target": shown, "queue": name, "requeued": {"batch_id": batch.batch_id, "enqueue_seq": batch.enqueue_seq}}
 
 
 def drop_dead_letter(
     target: str | os.PathLike[str], batch_id: str, session_id: str | None = None, *, queue: str | None = None
 ) -> dict[str, Any]:
     """Delete a dead letter for good; returns it as it was.  :class:`ToolError` if the batch is not one."""
+    act = SessionService.drop_dead_letter
+    shown, name, letter = _on_dead_letter(target, session_id, queue, batch_id, act, write=True)
+    return {"target": shown, "queue": name, "dropped": _letter_summary(letter)}
+
+
+def _on_dead_letter(
+    target: str | os.PathLike[str],
+    session_id: str | None,
+    queue: str | None,
+    batch_id: str,
+    act: Callable[[SessionService, str, str], T | None],
+    *,
+    write: bool = False,
+) -> tuple[str, str, T]:
+    """``act(store, queue, batch_id)`` on the store ``target`` names: (the target shown, the queue, the result);
+    :class:`ToolError` when the batch is not a dead letter of that queue."""
     text = _text(target)
-    with open_for_maintenance(text, session_id) as store:
+    with (open_for_maintenance if write else open_for_reading)(text, session_id) as store:
         name = _queue_of(store, session_id, queue)
-        letter = store.drop_dead_letter(name, batch_id)
-    if letter is None:
+        found = act(store, name, batch_id)
+    if found is None:
         raise ToolError(f"{batch_id} is not a dead letter of queue {name!r}")
-    return {"target": text if not is_dsn(text) else _redact(text), "queue": name, "dropped": _letter_summary(letter)}
+    return _shown(text), name, found
 
 
 def backup(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> dict[str, Any]:
@@ -1025,7 +1034,7 @@ def verify(target: str | os.PathLike[str], session_id: str | None = None) -> dic
         checks = store.verify()
     problems = [f"{check['name']}: {problem}" for check in checks for problem in check["problems"]]
     return {
-        "target": text if not is_dsn(text) else _redact(text),
+        "target": _shown(text),
         "ok": not problems,
         "checks": checks,
         "problems": problems,
@@ -1104,7 +1113,7 @@ def _import(dump: SessionDump, target: str, session_id: str | None) -> dict[str,
             raise ToolError("the export names no session id; give one with --session")
         with open_store(target, partition, options=_with_ring()) as store:
             store.import_session(dump)
-        return {"target": _redact(target), "session_id": partition, "created": True, **_counts(dump)}
+        return {"target": _shown(target), "session_id": partition, "created": True, **_counts(dump)}
     destination = Path(target)
     if destination.is_dir():
         if claimed is None:
@@ -1159,7 +1168,7 @@ def copy_store(
     copied = export_store(copied_target, result["session_id"] if is_dsn(dst) else None)
     if not same_content(copied, dump):
         raise ToolError("the copy does not read back equal to its source")
-    return {"source": src if not is_dsn(src) else _redact(src), **result, "verified": True}
+    return {"source": _shown(src), **result, "verified": True}
 
 
 # ---------------------------------------------------------------------------
@@ -1280,7 +1289,7 @@ def processes_list(
     more = limit is not None and len(records) > limit
     shown = records[:limit] if limit is not None else records
     return {
-        "target": text if not is_dsn(text) else _redact(text),
+        "target": _shown(text),
         "state": state,
         "processes": [_process_row(record) for record in shown],
         "next_after": shown[-1].id if more and shown else None,
@@ -1298,13 +1307,13 @@ def processes_show(
     with open_registry_for_reading(text, schema=schema) as registry:
         record = registry.get_process(process_id)
         if record is None:
-            raise ToolError(f"no process {process_id!r} in {text if not is_dsn(text) else _redact(text)}")
+            raise ToolError(f"no process {process_id!r} in {_shown(text)}")
         found = registry.events_after(process_id, 0)
         grants = registry.handle_grants_for_process(process_id)
         lease = registry.get_process_lease(process_id)
     shown = found if events is None else found[len(found) - events :] if events else []
     return {
-        "target": text if not is_dsn(text) else _redact(text),
+        "target": _shown(text),
         "process": {**_process_row(record), "record": msgspec.to_builtins(record)},
         "event_count": len(found),
         "events": [msgspec.to_builtins(event) for event in shown],
@@ -1337,7 +1346,7 @@ def processes_prune(
     with opened(text, schema=schema) as registry:
         report = registry.prune_processes(horizon, limit=limit, dry_run=dry_run)
     return {
-        "target": text if not is_dsn(text) else _redact(text),
+        "target": _shown(text),
         "dry_run": dry_run,
         "older_than_ms": older_than_ms,
         "horizon_epoch_ms": horizon,
