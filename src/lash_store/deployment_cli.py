@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -50,38 +50,26 @@ def _check_file(target: str) -> Path:
     return path
 
 
-@contextmanager
-def _host_events(args: argparse.Namespace) -> Iterator[HostEventStoreService]:
-    store: HostEventStoreService
+def _host_events(args: argparse.Namespace) -> closing[HostEventStoreService]:
+    """The host-event store of the deployment ``args`` names, closed when the ``with`` block ends."""
     if is_dsn(args.deployment):
         from lash_store.postgres.host_events import PostgresHostEventStore
 
-        store = PostgresHostEventStore.open(args.deployment, schema=args.schema, auto_setup=False)
-    else:
-        from lash_store.sqlite.host_events import HostEventStore
+        return closing(PostgresHostEventStore.open(args.deployment, schema=args.schema, auto_setup=False))
+    from lash_store.sqlite.host_events import HostEventStore
 
-        store = HostEventStore.open(_check_file(args.deployment))
-    try:
-        yield store
-    finally:
-        store.close()
+    return closing(HostEventStore.open(_check_file(args.deployment)))
 
 
-@contextmanager
-def _effects(args: argparse.Namespace) -> Iterator[EffectHostService]:
-    host: EffectHostService
+def _effects(args: argparse.Namespace) -> closing[EffectHostService]:
+    """The effect journal of the deployment ``args`` names, closed when the ``with`` block ends."""
     if is_dsn(args.deployment):
         from lash_store.postgres.effects import PostgresEffectHost
 
-        host = PostgresEffectHost.open(args.deployment, schema=args.schema, auto_setup=False)
-    else:
-        from lash_store.sqlite.effects import EffectHost
+        return closing(PostgresEffectHost.open(args.deployment, schema=args.schema, auto_setup=False))
+    from lash_store.sqlite.effects import EffectHost
 
-        host = EffectHost.open(_check_file(args.deployment))
-    try:
-        yield host
-    finally:
-        host.close()
+    return closing(EffectHost.open(_check_file(args.deployment)))
 
 
 def _when(ms: int | None) -> str:
