@@ -14,8 +14,7 @@ import functools
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -44,7 +43,6 @@ from lash_store.model import (
     AttachmentManifestEntry,
     BlobArtifactDescriptor,
     BlobRef,
-    DurabilityTier,
     GcReport,
     HydratedCheckpoint,
     PersistedSessionRead,
@@ -81,6 +79,7 @@ from lash_store.service.commit import (
     stamp_params,
 )
 from lash_store.service.head import read_head
+from lash_store.service.lifecycle import BackendService
 from lash_store.service.ports import Backend, Tx
 from lash_store.service.sealed import rekey as sealed_rekey
 from lash_store.service.sealed import sealed_backend
@@ -92,10 +91,8 @@ log = logging.getLogger("lash_store")
 
 _MODULE_DESCRIPTOR = BlobArtifactDescriptor.module_artifact()
 
-S = TypeVar("S", bound="SessionService")
 
-
-class SessionService:
+class SessionService(BackendService):
     """A session store over any backend (see the module docstring).
 
     A store is safe to share between threads; its backend serialises calls.
@@ -117,26 +114,10 @@ class SessionService:
 
     # -- lifecycle -------------------------------------------------------
 
-    def close(self) -> None:
-        """Close the store; later calls raise :class:`~lash_store.errors.StoreClosed`.  Closing twice is harmless."""
-        self._backend.close()
-
-    def __enter__(self: S) -> S:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
     @property
     def path(self) -> Path | None:
         """The database file, or ``None`` for stores that have none."""
         return None
-
-    @property
-    def durability_tier(self) -> DurabilityTier:
-        return DurabilityTier.INLINE if self._backend.in_memory else DurabilityTier.DURABLE
 
     # -- commits ---------------------------------------------------------
 

@@ -35,7 +35,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, TypeVar
 
 from lash_store.core.canonical import json_value
@@ -63,16 +62,15 @@ from lash_store.errors import (
     RuntimeEffectControllerError,
     StoreClosed,
 )
-from lash_store.model import DurabilityTier
 from lash_store.options import StoreOptions, check_options
 from lash_store.service.effects import dispatch, journal
+from lash_store.service.lifecycle import BackendService
 from lash_store.service.ports import Backend, Tx, joined
 from lash_store.service.registry.service import ProcessRegistryService
 from lash_store.service.registry.signals import Signals
 
 log = logging.getLogger("lash_store")
 
-H = TypeVar("H", bound="EffectHostService")
 T = TypeVar("T")
 
 #: A busy waiter re-reads after this long at first, doubling up to :data:`MAX_BACKSTOP_S`.
@@ -252,7 +250,7 @@ class Heartbeats:
             self._wake_at = -math.inf
 
 
-class EffectHostService:
+class EffectHostService(BackendService):
     """An effect host over any backend (see the module docstring).
 
     Every controller it hands out shares its backend, its owner id (a UUID4)
@@ -281,22 +279,6 @@ class EffectHostService:
         self.read_first = True
 
     # -- lifecycle -------------------------------------------------------
-
-    def close(self) -> None:
-        """Close the host; later calls raise :class:`~lash_store.errors.StoreClosed`.  Closing twice is harmless."""
-        self._backend.close()
-
-    def __enter__(self: H) -> H:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    @property
-    def durability_tier(self) -> DurabilityTier:
-        return DurabilityTier.INLINE if self._backend.in_memory else DurabilityTier.DURABLE
 
     def requires_durable_attachment_store(self) -> bool:
         """Journaled outcomes may name attachments by reference, so attachments must be durable too."""

@@ -21,7 +21,6 @@ Arguments are checked before any transaction, so bad input writes nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, TypeVar
 
 import msgspec
@@ -49,11 +48,10 @@ from lash_store.host_events import (
     request_hash,
     source_key_for_subscription,
 )
-from lash_store.model import DurabilityTier
 from lash_store.options import StoreOptions, check_options
+from lash_store.service.lifecycle import BackendService
 from lash_store.service.ports import Backend, Row, Tx
 
-S = TypeVar("S", bound="HostEventStoreService")
 T = TypeVar("T")
 
 SUBSCRIPTION_COLUMNS = (
@@ -202,30 +200,12 @@ def _check_ms(what: str, value: Any) -> int:
     return value
 
 
-class HostEventStoreService:
+class HostEventStoreService(BackendService):
     """A host-event store over any backend (see the module docstring); safe to share between threads."""
 
     def __init__(self, backend: Backend, options: StoreOptions) -> None:
         self._backend = backend
         self.options = check_options(options)
-
-    # -- lifecycle -------------------------------------------------------
-
-    def close(self) -> None:
-        """Close the store; later calls raise :class:`~lash_store.errors.StoreClosed`.  Closing twice is harmless."""
-        self._backend.close()
-
-    def __enter__(self: S) -> S:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    @property
-    def durability_tier(self) -> DurabilityTier:
-        return DurabilityTier.INLINE if self._backend.in_memory else DurabilityTier.DURABLE
 
     def source_key_for_subscription(self, source_type: str, source: Any) -> str:
         """The stable source key of ``(source_type, source)`` (pure: the same for every process and restart)."""

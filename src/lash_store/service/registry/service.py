@@ -11,7 +11,6 @@ over their backends.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from types import TracebackType
 from typing import Any, TypeVar
 
 import msgspec
@@ -20,7 +19,6 @@ from lash_store.core.canonical import canonical_text
 from lash_store.core.registry import registration as checks
 from lash_store.core.registry import rows
 from lash_store.errors import InvalidInput, InvalidProcessInput, NotAWakeEvent, RegistrationConflict, UnknownProcess
-from lash_store.model import DurabilityTier
 from lash_store.options import StoreOptions, check_options
 from lash_store.processes import (
     CANCELLED,
@@ -44,13 +42,13 @@ from lash_store.processes import (
     ProcessSessionDeleteReport,
     terminal_replay_key,
 )
+from lash_store.service.lifecycle import BackendService
 from lash_store.service.ports import Backend, Tx
 from lash_store.service.registry import events, handles, leases
 from lash_store.service.registry.events import key, locked_process
 from lash_store.service.registry.signals import Signals
 from lash_store.service.registry.waits import Checked, Wait, wait_sync
 
-R = TypeVar("R", bound="ProcessRegistryService")
 T = TypeVar("T")
 
 _TERMINAL_TYPE = {"success": COMPLETED, "failure": FAILED, "cancelled": CANCELLED}
@@ -58,7 +56,7 @@ _STATES = ("running", "completed", "failed", "cancelled", "terminal")
 _NO_LIMIT = 2**62
 
 
-class ProcessRegistryService:
+class ProcessRegistryService(BackendService):
     """A process registry over any backend (see the module docstring).
 
     A registry is safe to share between threads.  Several registries
@@ -70,24 +68,6 @@ class ProcessRegistryService:
         self._backend = backend
         self.options = check_options(options)
         self.signals = signals
-
-    # -- lifecycle -------------------------------------------------------
-
-    def close(self) -> None:
-        """Close the registry; later calls raise :class:`~lash_store.errors.StoreClosed`.  Closing twice is harmless."""
-        self._backend.close()
-
-    def __enter__(self: R) -> R:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    @property
-    def durability_tier(self) -> DurabilityTier:
-        return DurabilityTier.INLINE if self._backend.in_memory else DurabilityTier.DURABLE
 
     # -- registration ----------------------------------------------------
 
