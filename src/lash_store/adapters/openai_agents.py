@@ -25,6 +25,9 @@ any lash-store backend, through the public store API only:
   another branch still runs through it;
 * ``store_run_usage`` keeps one ``oa.usage`` node per (branch, user turn),
   replaced by a later call for the same turn;
+* ``get_conversation_by_turns`` and ``get_tool_usage`` walk the branch's path
+  and classify each item as they read it (:mod:`._openai_tools`): nothing
+  more is stored per item than its turn, so branches stay pointers;
 * with ``single_writer=True``, every mutation must run inside
   :meth:`LashSession.writer`, a fenced lease checked in the commit itself.
 
@@ -49,6 +52,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from lash_store.adapters._lease import WriterBusy, WriterLease, WriterLeaseRequired
+from lash_store.adapters._openai_tools import item_type, tool_name, tool_usage
 from lash_store.api import SessionStoreAPI
 from lash_store.errors import HeadRevisionConflict, InvalidInput
 from lash_store.model import GraphDelta, RuntimeCommit, SessionGraph, SessionNode
@@ -283,6 +287,27 @@ class LashSession:
         """Summed usage of one branch or of all (``requests``, tokens, ``total_turns``); ``None`` when there is none."""
         self._check_open()
         return await _in_pool(self._session_usage, branch_id)
+
+    async def get_conversation_by_turns(self, branch_id: str | None = None) -> dict[int, list[dict[str, str | None]]]:
+        """The items of a branch (default: the current one) grouped by user turn, in order.
+
+        Each item is ``{"type": ..., "tool_name": ...}``: ``user`` or
+        ``assistant`` by role, else the item's ``type`` (``other`` without one),
+        and the tool it names or ``None``.  Items before the first user message
+        are turn 0.
+        """
+        self._check_open()
+        return await _in_pool(self._by_turns, branch_id)
+
+    async def get_tool_usage(self, branch_id: str | None = None) -> list[tuple[str | None, int, int]]:
+        """``(tool_name, calls, turn)`` per tool and user turn of a branch, by turn then tool name.
+
+        Tool calls are the SDK's call item types (``function_call``, ``mcp_call``,
+        ``web_search_call``, ...); a ``tool_search_output`` counts only in a
+        turn that has no ``tool_search_call``.
+        """
+        self._check_open()
+        return await _in_pool(self._tool_usage, branch_id)
 
     # -- single writer --------------------------------------------------------
 
@@ -624,6 +649,32 @@ class LashSession:
                 }
             )
         return turns
+
+    def _turn_items(self, branch_id: str | None) -> list[tuple[int, Any]]:
+        """(user turn, item) along a branch's path, oldest first.
+
+        The turn is the one recorded with the item; an item written before
+        turns were recorded counts the user messages before it instead (the
+        same number, as a turn is that count).
+        """
+        _, leaf = self._leaf_of(branch_id)
+        counted = 0
+        pairs = []
+        for node in self._path(leaf):
+            item = node.payload["oa"]
+            if _is_user(item):
+                counted += 1
+            pairs.append((int(node.payload.get("turn", counted)), item))
+        return pairs
+
+    def _by_turns(self, branch_id: str | None) -> dict[int, list[dict[str, str | None]]]:
+        grouped: dict[int, list[dict[str, str | None]]] = {}
+        for turn, item in self._turn_items(branch_id):
+            grouped.setdefault(turn, []).append({"type": item_type(item), "tool_name": tool_name(item)})
+        return grouped
+
+    def _tool_usage(self, branch_id: str | None) -> list[tuple[str | None, int, int]]:
+        return tool_usage(self._turn_items(branch_id))
 
     def _store_usage(self, usage: dict[str, Any]) -> None:
         def build(view: _View) -> RuntimeCommit | None:
