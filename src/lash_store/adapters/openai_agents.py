@@ -370,34 +370,55 @@ class LashSession:
     # -- the store side (runs on the pool) -----------------------------------
 
     def _records(self) -> dict[str, dict[str, Any]]:
-        """The branch records by name (empty while the session never branched)."""
+        """Every branch record by name (empty for a session written before ``main`` was a pointer)."""
         return {node.payload["name"]: node.payload for node in self._store.query_nodes(lane=BRANCH_LANE)}
 
-    def _view(self, expected: int) -> _View:
+    def _records_of(self, *names: str) -> dict[str, dict[str, Any]]:
+        """The records of ``names`` only, each one key lookup (a lane query reads every node of the session).
+
+        ``main`` has a record whenever any branch has one, so its absence means
+        a session that never had records.
+        """
+        found = {}
+        for name in dict.fromkeys(names):
+            node = self._store.load_node(f"oab/{name}")
+            if node is not None:
+                found[name] = node.payload
+        return found
+
+    def _view(self, expected: int, *, complete: bool = True) -> _View:
         """What a mutation builds on: the branch records, this instance's branch and its newest item.
 
         The records come from the cache when it holds them as of ``expected``
         (the revision the commit will compare against: if that is stale, the
-        commit fails and the next attempt reads them again).
+        commit fails and the next attempt reads them again).  Otherwise an
+        ``add_items`` (``complete=False``) reads only its branch's and ``main``'s
+        records by key, so that its cost does not grow with the session.
         """
         cached = self._records_cache
-        records = cached[1] if cached is not None and cached[0] == expected else self._records()
-        if not records:  # never branched: one linear history, its newest item is the lane's newest
+        if cached is not None and cached[0] == expected:
+            records, complete = cached[1], True
+        elif complete:
+            records = self._records()
+        else:
+            records = self._records_of(self._branch, "main")
+        if not records:  # no pointer yet (new, or written before): one linear history, its newest item is the lane's
             newest = self._store.query_nodes(lane=LANE, limit=1)
             leaf = newest[0] if newest else None
-            return _View(records, "main", leaf, _seq(leaf))
+            return _View(records, "main", leaf, _seq(leaf), complete)
         record = records.get(self._branch)
         if record is None or record["deleted"]:  # deleted or cleared by another instance: back on main
             self._branch = "main"
             record = records["main"]
         leaf = None if record["leaf"] is None else self._store.load_node(record["leaf"])
-        newest = self._store.query_nodes(lane=LANE, limit=1)
-        return _View(records, self._branch, leaf, _seq(newest[0] if newest else None))
+        # Sort keys grow along a path (a branch's items sort after the ones it shares); no read needs them
+        # ordered across branches, so the next one is taken from the branch's own newest item.
+        return _View(records, self._branch, leaf, _seq(leaf), complete)
 
     def _leaf_of(self, branch_id: str | None) -> tuple[bool, str | None]:
-        """(the session branched, the newest item of ``branch_id`` or of the current branch)."""
-        records = self._records()
+        """(the session has branch records, the newest item of ``branch_id`` or of the current branch)."""
         name = self._branch if branch_id is None else branch_id
+        records = self._records_of(name, "main")
         if not records:
             if name != "main":
                 return False, None
@@ -427,13 +448,16 @@ class LashSession:
             nodes = self._path(leaf, limit)
         return [node.payload["oa"] for node in nodes]
 
-    def _commit(self, build: Callable[[_View], RuntimeCommit | None]) -> Any:
-        """Compare-and-set on the head revision, re-reading the state after every conflict (bounded, jittered)."""
+    def _commit(self, build: Callable[[_View], RuntimeCommit | None], *, complete: bool = True) -> Any:
+        """Compare-and-set on the head revision, re-reading the state after every conflict (bounded, jittered).
+
+        ``complete=False``: ``build`` needs only the current branch's record (see :meth:`_view`).
+        """
         for attempt in range(_MAX_ATTEMPTS):
             with self._lock:
                 expected = self._revision
             fence = self._fence()
-            view = self._view(expected)
+            view = self._view(expected, complete=complete)
             commit = build(view)
             if commit is None:
                 return None
@@ -455,7 +479,8 @@ class LashSession:
                 continue
             with self._lock:
                 self._revision = result.head_revision
-                self._records_cache = (result.head_revision, _records_after(view.records, commit.graph))
+                after = _records_after(view.records, commit.graph) if view.complete else None
+                self._records_cache = None if after is None else (result.head_revision, after)
             return commit
         raise TimeoutError(f"session {self.session_id!r}: gave up after {_MAX_ATTEMPTS} conflicting writers")
 
@@ -466,11 +491,13 @@ class LashSession:
             turn, depth = self._position(view.leaf)
             nodes = _chain(batch, view.leaf, items, view.seq, view.branch, turn=turn, depth=depth)
             leaf = nodes[-1].node_id
-            if view.records:
-                nodes.append(_record_node(view.records[view.branch], leaf=leaf))
+            # The branch pointer moves in the same commit.  A session without records gets main's now: finding the
+            # newest item of a pointer-less session takes a lane query, which reads every node.
+            record = view.records.get(view.branch) or _record("main", None, 0, None, None)
+            nodes.append(_record_node(record, leaf=leaf))
             return _commit_of(self.session_id, GraphDelta.append(nodes, leaf))
 
-        self._commit(build)
+        self._commit(build, complete=False)
 
     def _position(self, node: SessionNode | None) -> tuple[int, int]:
         """(user turns, items) on the path up to ``node`` inclusive."""
@@ -579,7 +606,7 @@ class LashSession:
             record = view.records.get(branch_id)
             if record is None or record["deleted"] or record["leaf"] is None:
                 raise ValueError(f"Branch '{branch_id}' does not exist")
-            others = _View(view.records, branch_id, None, view.seq)
+            others = _View(view.records, branch_id, None, view.seq, True)
             doomed: list[str] = []
             previous: str | None = None
             for node in self._store.walk_ancestors(record["leaf"], _DEPTH):  # newest first, up to a shared item
@@ -692,7 +719,7 @@ class LashSession:
             )
             return _commit_of(self.session_id, GraphDelta.append([node], view.leaf.node_id))
 
-        self._commit(build)
+        self._commit(build, complete=False)  # the current branch is all it needs
 
     def _usage_nodes(self, branch_id: str | None) -> list[SessionNode]:
         tags = None if branch_id is None else {"branch": branch_id}
@@ -723,13 +750,16 @@ class LashSession:
 class _View:
     """The state a mutation builds on (read after the revision it expects)."""
 
-    __slots__ = ("branch", "leaf", "records", "seq")
+    __slots__ = ("branch", "complete", "leaf", "records", "seq")
 
-    def __init__(self, records: dict[str, dict[str, Any]], branch: str, leaf: SessionNode | None, seq: int) -> None:
-        self.records = records
+    def __init__(
+        self, records: dict[str, dict[str, Any]], branch: str, leaf: SessionNode | None, seq: int, complete: bool
+    ) -> None:
+        self.records = records  # every branch's, or (complete=False) only the current branch's and main's
         self.branch = branch
         self.leaf = leaf
         self.seq = seq
+        self.complete = complete
 
 
 def _records_after(records: dict[str, dict[str, Any]], graph: GraphDelta) -> dict[str, dict[str, Any]]:
