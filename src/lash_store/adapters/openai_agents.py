@@ -95,8 +95,8 @@ class LashSession:
         self._store = store
         self._lease: WriterLease | None = None
         self._branch = "main"  # this instance's branch (as in the SDK's AdvancedSQLiteSession, per instance)
-        # The branch records as of a head revision this instance committed (saves a read per mutation).
-        self._records_cache: tuple[int, dict[str, dict[str, Any]]] | None = None
+        # What this instance's last commit left (saves the reads of the next mutation while no one else commits).
+        self._cache: _Cached | None = None
         self._revision = 0  # the last head revision seen: the compare-and-set guess of the next write
         self._lock = threading.Lock()
         self._closed = False
@@ -395,9 +395,12 @@ class LashSession:
         ``add_items`` (``complete=False``) reads only its branch's and ``main``'s
         records by key, so that its cost does not grow with the session.
         """
-        cached = self._records_cache
-        if cached is not None and cached[0] == expected:
-            records, complete = cached[1], True
+        wanted = complete  # the caller needs every record (and a leaf read from the store)
+        cached = self._cache if self._cache is not None and self._cache.revision == expected else None
+        if cached is not None and not cached.complete and (wanted or self._branch not in cached.records):
+            cached = None  # it lacks records this mutation needs (or this instance switched branches since)
+        if cached is not None:
+            records, complete = cached.records, cached.complete
         elif complete:
             records = self._records()
         else:
@@ -410,7 +413,11 @@ class LashSession:
         if record is None or record["deleted"]:  # deleted or cleared by another instance: back on main
             self._branch = "main"
             record = records["main"]
-        leaf = None if record["leaf"] is None else self._store.load_node(record["leaf"])
+        leaf_id = record["leaf"]
+        # An append needs of its leaf only the id, turn, depth and sort key: the node this instance wrote will do.
+        leaf = cached.items.get(leaf_id) if cached is not None and not wanted and leaf_id is not None else None
+        if leaf is None and leaf_id is not None:
+            leaf = self._store.load_node(leaf_id)
         # Sort keys grow along a path (a branch's items sort after the ones it shares); no read needs them
         # ordered across branches, so the next one is taken from the branch's own newest item.
         return _View(records, self._branch, leaf, _seq(leaf), complete)
@@ -479,8 +486,7 @@ class LashSession:
                 continue
             with self._lock:
                 self._revision = result.head_revision
-                after = _records_after(view.records, commit.graph) if view.complete else None
-                self._records_cache = None if after is None else (result.head_revision, after)
+                self._cache = _Cached(result.head_revision, view, commit.graph)
             return commit
         raise TimeoutError(f"session {self.session_id!r}: gave up after {_MAX_ATTEMPTS} conflicting writers")
 
@@ -760,6 +766,23 @@ class _View:
         self.leaf = leaf
         self.seq = seq
         self.complete = complete
+
+
+class _Cached:
+    """The state as of a head revision this instance committed: the branch records and the items it wrote.
+
+    Valid only while the head is still at ``revision``: a mutation built on it
+    compares against that revision, so if anyone else committed meanwhile the
+    commit fails and the next attempt reads the store again.
+    """
+
+    __slots__ = ("complete", "items", "records", "revision")
+
+    def __init__(self, revision: int, view: _View, graph: GraphDelta) -> None:
+        self.revision = revision
+        self.records = _records_after(view.records, graph)
+        self.complete = view.complete  # every branch's record, or only those the view read and the commit wrote
+        self.items = {node.node_id: node for node in graph.nodes if node.lane == LANE}
 
 
 def _records_after(records: dict[str, dict[str, Any]], graph: GraphDelta) -> dict[str, dict[str, Any]]:
