@@ -156,12 +156,12 @@ class LashSession:
         if not items:
             return
         normalised = _normalise(items)
-        await _settled(_in_pool(self._append, normalised))
+        await _settled(_submit(self._append, normalised))
 
     async def pop_item(self) -> Any | None:
         """Remove and return the newest item (``None`` when empty); each item is popped at most once."""
         self._check_open()
-        return await _settled(_in_pool(self._pop, None))
+        return await _settled(_submit(self._pop, None))
 
     async def pop_item_validated(self, validate: Callable[[Any], None] | None) -> Any | None:
         """:meth:`pop_item`, but ``validate(item)`` runs before the removal commits; if it raises, nothing changes.
@@ -170,14 +170,14 @@ class LashSession:
         wrong key never destroys a row (it probes ``_pop_item_with_validation``).
         """
         self._check_open()
-        return await _settled(_in_pool(self._pop, validate))
+        return await _settled(_submit(self._pop, validate))
 
     _pop_item_with_validation = pop_item_validated
 
     async def clear_session(self) -> None:
         """Forget every item, branch and usage record (branch names stay reserved; back on ``main``)."""
         self._check_open()
-        await _settled(_in_pool(self._clear))
+        await _settled(_submit(self._clear))
 
     def close(self) -> None:
         """Release the store; every later call raises ``RuntimeError``."""
@@ -203,7 +203,7 @@ class LashSession:
         self._check_open()
         if branch_name is not None and not branch_name.strip():
             raise ValueError("Branch name cannot be empty")
-        name: str = await _settled(_in_pool(self._branch_from_turn, turn_number, branch_name))
+        name: str = await _settled(_submit(self._branch_from_turn, turn_number, branch_name))
         return name
 
     async def create_branch_from_content(self, search_term: str, branch_name: str | None = None) -> str:
@@ -238,7 +238,7 @@ class LashSession:
             if not await _in_pool(self._branch_exists, branch_id):
                 raise ValueError(f"Branch '{branch_id}' does not exist")
             self._branch = "main"
-        await _settled(_in_pool(self._delete_branch, branch_id))
+        await _settled(_submit(self._delete_branch, branch_id))
 
     async def list_branches(self) -> list[dict[str, Any]]:
         """Every branch holding an item, oldest first.
@@ -274,7 +274,7 @@ class LashSession:
         usage = getattr(getattr(result, "context_wrapper", None), "usage", None)
         if usage is None:
             return
-        await _settled(_in_pool(self._store_usage, _usage_record(usage)))
+        await _settled(_submit(self._store_usage, _usage_record(usage)))
 
     async def get_turn_usage(
         self, user_turn_number: int | None = None, branch_id: str | None = None
@@ -1007,7 +1007,12 @@ def _resolve_limit(limit: int | None, settings: Any) -> int | None:
 
 
 async def _in_pool(call: Callable[..., T], *args: Any) -> T:
-    return await asyncio.get_running_loop().run_in_executor(_POOL, functools.partial(call, *args))
+    return await _submit(call, *args)
+
+
+def _submit(call: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    """``call(*args)`` on the pool, as a future (a mutation awaits it through :func:`_settled` without a task)."""
+    return asyncio.get_running_loop().run_in_executor(_POOL, functools.partial(call, *args))
 
 
 async def _settled(awaitable: Any) -> Any:
