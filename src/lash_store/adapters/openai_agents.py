@@ -6,8 +6,9 @@ any lash-store backend, through the public store API only:
 
 * a session is a lash-store session (one file per session on SQLite, one
   partition on PostgreSQL);
-* every item is a graph node whose parent is the previous item, with a
-  monotonic sort key, so the newest N items are one index read;
+* every item is a graph node whose parent is the previous item, and a
+  pointer node names the newest (see branches below), so the newest N items
+  are a key lookup and a walk of N parent links, whatever the session's length;
 * ``add_items`` is one commit for the whole batch, compare-and-set on the
   head revision: concurrent writers (threads, processes, hosts) never
   interleave inside a batch and never lose one -- the loser re-reads the tail
@@ -18,8 +19,9 @@ any lash-store backend, through the public store API only:
   settled, then ``CancelledError`` propagates), as the SDK's own sessions do.
 * branches (the API of the SDK's ``AdvancedSQLiteSession``) are pointers, not
   copies: a ``oa.branch`` node per branch name names the branch's newest item,
-  and a branch's history is the walk up the parent links from there; once a
-  session has branched, reads walk that path instead of the lane index.  Each
+  and a branch's history is the walk up the parent links from there.  ``main``
+  gets its pointer with the session's first ``add_items`` (a session written
+  before is read through the lane index until its next append).  Each
   item records its user turn and its place on the path, and is indexed by its
   predecessor (tag ``after``), so a pop or a branch delete can tell whether
   another branch still runs through it;
@@ -395,9 +397,9 @@ class LashSession:
         ``add_items`` (``complete=False``) reads only its branch's and ``main``'s
         records by key, so that its cost does not grow with the session.
         """
-        wanted = complete  # the caller needs every record (and a leaf read from the store)
+        need_all = complete  # the caller needs every record (and a leaf read from the store)
         cached = self._cache if self._cache is not None and self._cache.revision == expected else None
-        if cached is not None and not cached.complete and (wanted or self._branch not in cached.records):
+        if cached is not None and not cached.complete and (need_all or self._branch not in cached.records):
             cached = None  # it lacks records this mutation needs (or this instance switched branches since)
         if cached is not None:
             records, complete = cached.records, cached.complete
@@ -415,7 +417,7 @@ class LashSession:
             record = records["main"]
         leaf_id = record["leaf"]
         # An append needs of its leaf only the id, turn, depth and sort key: the node this instance wrote will do.
-        leaf = cached.items.get(leaf_id) if cached is not None and not wanted and leaf_id is not None else None
+        leaf = cached.items.get(leaf_id) if cached is not None and not need_all and leaf_id is not None else None
         if leaf is None and leaf_id is not None:
             leaf = self._store.load_node(leaf_id)
         # Sort keys grow along a path (a branch's items sort after the ones it shares); no read needs them
@@ -601,7 +603,7 @@ class LashSession:
 
     def _branch_exists(self, branch_id: str) -> bool:
         """A branch exists while it holds an item (as in the SDK's session)."""
-        records = self._records()
+        records = self._records_of(branch_id, "main")
         if not records:
             return branch_id == "main" and bool(self._store.query_nodes(lane=LANE, limit=1))
         record = records.get(branch_id)
