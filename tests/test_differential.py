@@ -213,6 +213,10 @@ item = st.one_of(
 FINAL_READS = [("by_turns", None), ("tools", None), ("tools", "main"), ("items", None, None)]
 add_op = st.tuples(st.just("add"), st.lists(item, min_size=1, max_size=4))
 turn_op = st.tuples(st.just("add"), st.tuples(st.sampled_from([{"role": "user", "content": "alpha"}]), item).map(list))
+# A turn searching for tools: its output must not count next to its call (rare if left to the item strategy).
+search_op = st.just(
+    ("add", [{"role": "user", "content": "find a tool"}, {"type": "tool_search_call"}, {"type": "tool_search_output"}])
+)
 branch_op = st.tuples(st.just("branch"), st.integers(0, 4), st.sampled_from(["b1", "b2", "b3", "b4", "main"]))
 session_ops = st.tuples(
     st.lists(turn_op, min_size=1, max_size=4),
@@ -220,6 +224,7 @@ session_ops = st.tuples(
         st.one_of(
             add_op,
             turn_op,
+            search_op,
             st.tuples(st.just("pop")),
             branch_op,
             branch_op,
