@@ -7,8 +7,9 @@
   threads) and ``delete_thread``; every answer must be equal.
 * The branching ``LashSession`` against the SDK's ``AdvancedSQLiteSession``:
   random sequences of adds, pops, branches from turns, switches, deletes,
-  usage records, reads and clears; every answer (values and ``ValueError``
-  messages) must be equal.
+  usage records, tool calls, reads (items, turns, items by turn, tool usage)
+  and clears; every answer (values and ``ValueError`` messages) must be
+  equal, on SQLite and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import types
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,9 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from lash_store.adapters.langgraph import LashSaver
 from lash_store.adapters.openai_agents import LashSession
+from lash_store.postgres import close_shared_pools
+
+FUNCTION_SCOPED = HealthCheck.function_scoped_fixture
 
 SETTINGS = settings(
     max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
@@ -192,9 +197,26 @@ item = st.one_of(
         lambda n: {"type": "function_call", "name": n, "call_id": f"c-{n}", "arguments": "{}"},
         st.sampled_from(["search", "calc"]),
     ),
+    # The other tool items get_tool_usage tells apart: outputs (not calls), namespaces, MCP, hosted, tool search.
+    st.sampled_from(
+        [
+            {"type": "function_call_output", "call_id": "c-calc", "output": "4"},
+            {"type": "function_call", "name": "calc", "namespace": "math", "call_id": "c-m", "arguments": "{}"},
+            {"type": "mcp_call", "id": "m", "server_label": "docs", "name": "fetch", "arguments": "{}"},
+            {"type": "web_search_call", "id": "w", "status": "completed"},
+            {"type": "tool_search_call", "id": "t"},
+            {"type": "tool_search_output", "id": "o"},
+        ]
+    ),
 )
+# Every script ends reading its tool calls, whatever came before (generated reads mostly hit empty branches).
+FINAL_READS = [("by_turns", None), ("tools", None), ("tools", "main"), ("items", None, None)]
 add_op = st.tuples(st.just("add"), st.lists(item, min_size=1, max_size=4))
 turn_op = st.tuples(st.just("add"), st.tuples(st.sampled_from([{"role": "user", "content": "alpha"}]), item).map(list))
+# A turn searching for tools: its output must not count next to its call (rare if left to the item strategy).
+search_op = st.just(
+    ("add", [{"role": "user", "content": "find a tool"}, {"type": "tool_search_call"}, {"type": "tool_search_output"}])
+)
 branch_op = st.tuples(st.just("branch"), st.integers(0, 4), st.sampled_from(["b1", "b2", "b3", "b4", "main"]))
 session_ops = st.tuples(
     st.lists(turn_op, min_size=1, max_size=4),
@@ -202,6 +224,7 @@ session_ops = st.tuples(
         st.one_of(
             add_op,
             turn_op,
+            search_op,
             st.tuples(st.just("pop")),
             branch_op,
             branch_op,
@@ -216,12 +239,14 @@ session_ops = st.tuples(
                 st.just("turn_usage"), st.one_of(st.none(), st.integers(0, 4)), st.sampled_from([None, *BRANCHES])
             ),
             st.tuples(st.just("session_usage"), st.sampled_from([None, *BRANCHES])),
+            st.tuples(st.just("by_turns"), st.sampled_from([None, *BRANCHES])),
+            st.tuples(st.just("tools"), st.sampled_from([None, *BRANCHES])),
             st.tuples(st.just("clear")),
         ),
         min_size=1,
         max_size=30,
     ),
-).map(lambda parts: [*parts[0], *parts[1]])  # a few turns first, so that branches have something to start from
+).map(lambda parts: [*parts[0], *parts[1], *FINAL_READS])  # a few turns first: branches have a start
 
 
 def _turn_rows(turns: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
@@ -264,13 +289,16 @@ async def _answer(session: Any, op: tuple[Any, ...]) -> Any:
             return await session.get_turn_usage(op[1], op[2])
         if kind == "session_usage":
             return await session.get_session_usage(op[1])
+        if kind == "by_turns":
+            return await session.get_conversation_by_turns(op[1])
+        if kind == "tools":
+            return await session.get_tool_usage(op[1])
         return await session.clear_session()
     except ValueError as exc:
         return ("ValueError", str(exc))
 
 
-async def _run_both(script: list[tuple[Any, ...]], directory: str) -> None:
-    mine = LashSession.sqlite("s", Path(directory) / "root")
+async def _run_both(script: list[tuple[Any, ...]], directory: str, mine: LashSession) -> None:
     theirs = AdvancedSQLiteSession(session_id="s", db_path=Path(directory) / "advanced.db", create_tables=True)
     try:
         for step, op in enumerate(script):
@@ -285,4 +313,18 @@ async def _run_both(script: list[tuple[Any, ...]], directory: str) -> None:
 @given(script=session_ops)
 def test_the_branching_session_answers_like_the_sdks_advanced_session(script: list[tuple[Any, ...]]) -> None:
     with tempfile.TemporaryDirectory() as directory:
-        asyncio.run(_run_both(script, directory))
+        asyncio.run(_run_both(script, directory, LashSession.sqlite("s", Path(directory) / "root")))
+
+
+@settings(SETTINGS, max_examples=40, suppress_health_check=[*SETTINGS.suppress_health_check, FUNCTION_SCOPED])
+@given(script=session_ops)
+def test_the_branching_session_on_postgres_answers_like_the_sdks_advanced_session(
+    script: list[tuple[Any, ...]], pg_dsn: str
+) -> None:
+    # One database for every example (the fixture is the test's): each example gets a session of its own.
+    try:
+        with tempfile.TemporaryDirectory() as directory:
+            mine = LashSession.postgres(f"s-{uuid.uuid4().hex}", pg_dsn)
+            asyncio.run(_run_both(script, directory, mine))
+    finally:
+        close_shared_pools()

@@ -6,8 +6,9 @@ any lash-store backend, through the public store API only:
 
 * a session is a lash-store session (one file per session on SQLite, one
   partition on PostgreSQL);
-* every item is a graph node whose parent is the previous item, with a
-  monotonic sort key, so the newest N items are one index read;
+* every item is a graph node whose parent is the previous item, and a
+  pointer node names the newest (see branches below), so the newest N items
+  are a key lookup and a walk of N parent links, whatever the session's length;
 * ``add_items`` is one commit for the whole batch, compare-and-set on the
   head revision: concurrent writers (threads, processes, hosts) never
   interleave inside a batch and never lose one -- the loser re-reads the tail
@@ -18,13 +19,17 @@ any lash-store backend, through the public store API only:
   settled, then ``CancelledError`` propagates), as the SDK's own sessions do.
 * branches (the API of the SDK's ``AdvancedSQLiteSession``) are pointers, not
   copies: a ``oa.branch`` node per branch name names the branch's newest item,
-  and a branch's history is the walk up the parent links from there; once a
-  session has branched, reads walk that path instead of the lane index.  Each
+  and a branch's history is the walk up the parent links from there.  ``main``
+  gets its pointer with the session's first ``add_items`` (a session written
+  before is read through the lane index until its next append).  Each
   item records its user turn and its place on the path, and is indexed by its
   predecessor (tag ``after``), so a pop or a branch delete can tell whether
   another branch still runs through it;
 * ``store_run_usage`` keeps one ``oa.usage`` node per (branch, user turn),
   replaced by a later call for the same turn;
+* ``get_conversation_by_turns`` and ``get_tool_usage`` walk the branch's path
+  and classify each item as they read it (:mod:`._openai_tools`): nothing
+  more is stored per item than its turn, so branches stay pointers;
 * with ``single_writer=True``, every mutation must run inside
   :meth:`LashSession.writer`, a fenced lease checked in the commit itself.
 
@@ -49,6 +54,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from lash_store.adapters._lease import WriterBusy, WriterLease, WriterLeaseRequired
+from lash_store.adapters._openai_tools import item_type, tool_name, tool_usage
 from lash_store.api import SessionStoreAPI
 from lash_store.errors import HeadRevisionConflict, InvalidInput
 from lash_store.model import GraphDelta, RuntimeCommit, SessionGraph, SessionNode
@@ -91,8 +97,8 @@ class LashSession:
         self._store = store
         self._lease: WriterLease | None = None
         self._branch = "main"  # this instance's branch (as in the SDK's AdvancedSQLiteSession, per instance)
-        # The branch records as of a head revision this instance committed (saves a read per mutation).
-        self._records_cache: tuple[int, dict[str, dict[str, Any]]] | None = None
+        # What this instance's last commit left (saves the reads of the next mutation while no one else commits).
+        self._cache: _Cached | None = None
         self._revision = 0  # the last head revision seen: the compare-and-set guess of the next write
         self._lock = threading.Lock()
         self._closed = False
@@ -152,12 +158,12 @@ class LashSession:
         if not items:
             return
         normalised = _normalise(items)
-        await _settled(_in_pool(self._append, normalised))
+        await _settled(_submit(self._append, normalised))
 
     async def pop_item(self) -> Any | None:
         """Remove and return the newest item (``None`` when empty); each item is popped at most once."""
         self._check_open()
-        return await _settled(_in_pool(self._pop, None))
+        return await _settled(_submit(self._pop, None))
 
     async def pop_item_validated(self, validate: Callable[[Any], None] | None) -> Any | None:
         """:meth:`pop_item`, but ``validate(item)`` runs before the removal commits; if it raises, nothing changes.
@@ -166,14 +172,14 @@ class LashSession:
         wrong key never destroys a row (it probes ``_pop_item_with_validation``).
         """
         self._check_open()
-        return await _settled(_in_pool(self._pop, validate))
+        return await _settled(_submit(self._pop, validate))
 
     _pop_item_with_validation = pop_item_validated
 
     async def clear_session(self) -> None:
         """Forget every item, branch and usage record (branch names stay reserved; back on ``main``)."""
         self._check_open()
-        await _settled(_in_pool(self._clear))
+        await _settled(_submit(self._clear))
 
     def close(self) -> None:
         """Release the store; every later call raises ``RuntimeError``."""
@@ -199,7 +205,7 @@ class LashSession:
         self._check_open()
         if branch_name is not None and not branch_name.strip():
             raise ValueError("Branch name cannot be empty")
-        name: str = await _settled(_in_pool(self._branch_from_turn, turn_number, branch_name))
+        name: str = await _settled(_submit(self._branch_from_turn, turn_number, branch_name))
         return name
 
     async def create_branch_from_content(self, search_term: str, branch_name: str | None = None) -> str:
@@ -234,7 +240,7 @@ class LashSession:
             if not await _in_pool(self._branch_exists, branch_id):
                 raise ValueError(f"Branch '{branch_id}' does not exist")
             self._branch = "main"
-        await _settled(_in_pool(self._delete_branch, branch_id))
+        await _settled(_submit(self._delete_branch, branch_id))
 
     async def list_branches(self) -> list[dict[str, Any]]:
         """Every branch holding an item, oldest first.
@@ -270,7 +276,7 @@ class LashSession:
         usage = getattr(getattr(result, "context_wrapper", None), "usage", None)
         if usage is None:
             return
-        await _settled(_in_pool(self._store_usage, _usage_record(usage)))
+        await _settled(_submit(self._store_usage, _usage_record(usage)))
 
     async def get_turn_usage(
         self, user_turn_number: int | None = None, branch_id: str | None = None
@@ -283,6 +289,27 @@ class LashSession:
         """Summed usage of one branch or of all (``requests``, tokens, ``total_turns``); ``None`` when there is none."""
         self._check_open()
         return await _in_pool(self._session_usage, branch_id)
+
+    async def get_conversation_by_turns(self, branch_id: str | None = None) -> dict[int, list[dict[str, str | None]]]:
+        """The items of a branch (default: the current one) grouped by user turn, in order.
+
+        Each item is ``{"type": ..., "tool_name": ...}``: ``user`` or
+        ``assistant`` by role, else the item's ``type`` (``other`` without one),
+        and the tool it names or ``None``.  Items before the first user message
+        are turn 0.
+        """
+        self._check_open()
+        return await _in_pool(self._by_turns, branch_id)
+
+    async def get_tool_usage(self, branch_id: str | None = None) -> list[tuple[str | None, int, int]]:
+        """``(tool_name, calls, turn)`` per tool and user turn of a branch, by turn then tool name.
+
+        Tool calls are the SDK's call item types (``function_call``, ``mcp_call``,
+        ``web_search_call``, ...); a ``tool_search_output`` counts only in a
+        turn that has no ``tool_search_call``.
+        """
+        self._check_open()
+        return await _in_pool(self._tool_usage, branch_id)
 
     # -- single writer --------------------------------------------------------
 
@@ -345,34 +372,62 @@ class LashSession:
     # -- the store side (runs on the pool) -----------------------------------
 
     def _records(self) -> dict[str, dict[str, Any]]:
-        """The branch records by name (empty while the session never branched)."""
+        """Every branch record by name (empty for a session written before ``main`` was a pointer)."""
         return {node.payload["name"]: node.payload for node in self._store.query_nodes(lane=BRANCH_LANE)}
 
-    def _view(self, expected: int) -> _View:
+    def _records_of(self, *names: str) -> dict[str, dict[str, Any]]:
+        """The records of ``names`` only, each one key lookup (a lane query reads every node of the session).
+
+        ``main`` has a record whenever any branch has one, so its absence means
+        a session that never had records.
+        """
+        found = {}
+        for name in dict.fromkeys(names):
+            node = self._store.load_node(f"oab/{name}")
+            if node is not None:
+                found[name] = node.payload
+        return found
+
+    def _view(self, expected: int, *, complete: bool = True) -> _View:
         """What a mutation builds on: the branch records, this instance's branch and its newest item.
 
         The records come from the cache when it holds them as of ``expected``
         (the revision the commit will compare against: if that is stale, the
-        commit fails and the next attempt reads them again).
+        commit fails and the next attempt reads them again).  Otherwise an
+        ``add_items`` (``complete=False``) reads only its branch's and ``main``'s
+        records by key, so that its cost does not grow with the session.
         """
-        cached = self._records_cache
-        records = cached[1] if cached is not None and cached[0] == expected else self._records()
-        if not records:  # never branched: one linear history, its newest item is the lane's newest
+        need_all = complete  # the caller needs every record (and a leaf read from the store)
+        cached = self._cache if self._cache is not None and self._cache.revision == expected else None
+        if cached is not None and not cached.complete and (need_all or self._branch not in cached.records):
+            cached = None  # it lacks records this mutation needs (or this instance switched branches since)
+        if cached is not None:
+            records, complete = cached.records, cached.complete
+        elif complete:
+            records = self._records()
+        else:
+            records = self._records_of(self._branch, "main")
+        if not records:  # no pointer yet (new, or written before): one linear history, its newest item is the lane's
             newest = self._store.query_nodes(lane=LANE, limit=1)
             leaf = newest[0] if newest else None
-            return _View(records, "main", leaf, _seq(leaf))
+            return _View(records, "main", leaf, _seq(leaf), complete)
         record = records.get(self._branch)
         if record is None or record["deleted"]:  # deleted or cleared by another instance: back on main
             self._branch = "main"
             record = records["main"]
-        leaf = None if record["leaf"] is None else self._store.load_node(record["leaf"])
-        newest = self._store.query_nodes(lane=LANE, limit=1)
-        return _View(records, self._branch, leaf, _seq(newest[0] if newest else None))
+        leaf_id = record["leaf"]
+        # An append needs of its leaf only the id, turn, depth and sort key: the node this instance wrote will do.
+        leaf = cached.items.get(leaf_id) if cached is not None and not need_all and leaf_id is not None else None
+        if leaf is None and leaf_id is not None:
+            leaf = self._store.load_node(leaf_id)
+        # Sort keys grow along a path (a branch's items sort after the ones it shares); no read needs them
+        # ordered across branches, so the next one is taken from the branch's own newest item.
+        return _View(records, self._branch, leaf, _seq(leaf), complete)
 
     def _leaf_of(self, branch_id: str | None) -> tuple[bool, str | None]:
-        """(the session branched, the newest item of ``branch_id`` or of the current branch)."""
-        records = self._records()
+        """(the session has branch records, the newest item of ``branch_id`` or of the current branch)."""
         name = self._branch if branch_id is None else branch_id
+        records = self._records_of(name, "main")
         if not records:
             if name != "main":
                 return False, None
@@ -402,13 +457,16 @@ class LashSession:
             nodes = self._path(leaf, limit)
         return [node.payload["oa"] for node in nodes]
 
-    def _commit(self, build: Callable[[_View], RuntimeCommit | None]) -> Any:
-        """Compare-and-set on the head revision, re-reading the state after every conflict (bounded, jittered)."""
+    def _commit(self, build: Callable[[_View], RuntimeCommit | None], *, complete: bool = True) -> Any:
+        """Compare-and-set on the head revision, re-reading the state after every conflict (bounded, jittered).
+
+        ``complete=False``: ``build`` needs only the current branch's record (see :meth:`_view`).
+        """
         for attempt in range(_MAX_ATTEMPTS):
             with self._lock:
                 expected = self._revision
             fence = self._fence()
-            view = self._view(expected)
+            view = self._view(expected, complete=complete)
             commit = build(view)
             if commit is None:
                 return None
@@ -430,7 +488,7 @@ class LashSession:
                 continue
             with self._lock:
                 self._revision = result.head_revision
-                self._records_cache = (result.head_revision, _records_after(view.records, commit.graph))
+                self._cache = _Cached(result.head_revision, view, commit.graph)
             return commit
         raise TimeoutError(f"session {self.session_id!r}: gave up after {_MAX_ATTEMPTS} conflicting writers")
 
@@ -441,11 +499,13 @@ class LashSession:
             turn, depth = self._position(view.leaf)
             nodes = _chain(batch, view.leaf, items, view.seq, view.branch, turn=turn, depth=depth)
             leaf = nodes[-1].node_id
-            if view.records:
-                nodes.append(_record_node(view.records[view.branch], leaf=leaf))
+            # The branch pointer moves in the same commit.  A session without records gets main's now: finding the
+            # newest item of a pointer-less session takes a lane query, which reads every node.
+            record = view.records.get(view.branch) or _record("main", None, 0, None, None)
+            nodes.append(_record_node(record, leaf=leaf))
             return _commit_of(self.session_id, GraphDelta.append(nodes, leaf))
 
-        self._commit(build)
+        self._commit(build, complete=False)
 
     def _position(self, node: SessionNode | None) -> tuple[int, int]:
         """(user turns, items) on the path up to ``node`` inclusive."""
@@ -543,7 +603,7 @@ class LashSession:
 
     def _branch_exists(self, branch_id: str) -> bool:
         """A branch exists while it holds an item (as in the SDK's session)."""
-        records = self._records()
+        records = self._records_of(branch_id, "main")
         if not records:
             return branch_id == "main" and bool(self._store.query_nodes(lane=LANE, limit=1))
         record = records.get(branch_id)
@@ -554,7 +614,7 @@ class LashSession:
             record = view.records.get(branch_id)
             if record is None or record["deleted"] or record["leaf"] is None:
                 raise ValueError(f"Branch '{branch_id}' does not exist")
-            others = _View(view.records, branch_id, None, view.seq)
+            others = _View(view.records, branch_id, None, view.seq, True)
             doomed: list[str] = []
             previous: str | None = None
             for node in self._store.walk_ancestors(record["leaf"], _DEPTH):  # newest first, up to a shared item
@@ -625,6 +685,32 @@ class LashSession:
             )
         return turns
 
+    def _turn_items(self, branch_id: str | None) -> list[tuple[int, Any]]:
+        """(user turn, item) along a branch's path, oldest first.
+
+        The turn is the one recorded with the item; an item written before
+        turns were recorded counts the user messages before it instead (the
+        same number, as a turn is that count).
+        """
+        _, leaf = self._leaf_of(branch_id)
+        counted = 0
+        pairs = []
+        for node in self._path(leaf):
+            item = node.payload["oa"]
+            if _is_user(item):
+                counted += 1
+            pairs.append((int(node.payload.get("turn", counted)), item))
+        return pairs
+
+    def _by_turns(self, branch_id: str | None) -> dict[int, list[dict[str, str | None]]]:
+        grouped: dict[int, list[dict[str, str | None]]] = {}
+        for turn, item in self._turn_items(branch_id):
+            grouped.setdefault(turn, []).append({"type": item_type(item), "tool_name": tool_name(item)})
+        return grouped
+
+    def _tool_usage(self, branch_id: str | None) -> list[tuple[str | None, int, int]]:
+        return tool_usage(self._turn_items(branch_id))
+
     def _store_usage(self, usage: dict[str, Any]) -> None:
         def build(view: _View) -> RuntimeCommit | None:
             if view.leaf is None:
@@ -641,7 +727,7 @@ class LashSession:
             )
             return _commit_of(self.session_id, GraphDelta.append([node], view.leaf.node_id))
 
-        self._commit(build)
+        self._commit(build, complete=False)  # the current branch is all it needs
 
     def _usage_nodes(self, branch_id: str | None) -> list[SessionNode]:
         tags = None if branch_id is None else {"branch": branch_id}
@@ -672,13 +758,33 @@ class LashSession:
 class _View:
     """The state a mutation builds on (read after the revision it expects)."""
 
-    __slots__ = ("branch", "leaf", "records", "seq")
+    __slots__ = ("branch", "complete", "leaf", "records", "seq")
 
-    def __init__(self, records: dict[str, dict[str, Any]], branch: str, leaf: SessionNode | None, seq: int) -> None:
-        self.records = records
+    def __init__(
+        self, records: dict[str, dict[str, Any]], branch: str, leaf: SessionNode | None, seq: int, complete: bool
+    ) -> None:
+        self.records = records  # every branch's, or (complete=False) only the current branch's and main's
         self.branch = branch
         self.leaf = leaf
         self.seq = seq
+        self.complete = complete
+
+
+class _Cached:
+    """The state as of a head revision this instance committed: the branch records and the items it wrote.
+
+    Valid only while the head is still at ``revision``: a mutation built on it
+    compares against that revision, so if anyone else committed meanwhile the
+    commit fails and the next attempt reads the store again.
+    """
+
+    __slots__ = ("complete", "items", "records", "revision")
+
+    def __init__(self, revision: int, view: _View, graph: GraphDelta) -> None:
+        self.revision = revision
+        self.records = _records_after(view.records, graph)
+        self.complete = view.complete  # every branch's record, or only those the view read and the commit wrote
+        self.items = {node.node_id: node for node in graph.nodes if node.lane == LANE}
 
 
 def _records_after(records: dict[str, dict[str, Any]], graph: GraphDelta) -> dict[str, dict[str, Any]]:
@@ -903,7 +1009,12 @@ def _resolve_limit(limit: int | None, settings: Any) -> int | None:
 
 
 async def _in_pool(call: Callable[..., T], *args: Any) -> T:
-    return await asyncio.get_running_loop().run_in_executor(_POOL, functools.partial(call, *args))
+    return await _submit(call, *args)
+
+
+def _submit(call: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    """``call(*args)`` on the pool, as a future (a mutation awaits it through :func:`_settled` without a task)."""
+    return asyncio.get_running_loop().run_in_executor(_POOL, functools.partial(call, *args))
 
 
 async def _settled(awaitable: Any) -> Any:

@@ -16,7 +16,9 @@ Run ``python -m lash_store.bench {commit,resume,queue,gc,list} [--quick] [--json
   blobs, against a plain ``DELETE ... NOT IN (live set)``;
 - :mod:`lash_store.bench.peers` -- LangGraph's ``SqliteSaver`` and the OpenAI
   Agents SDK's ``SQLiteSession`` on the commit workload (``commit --peers``);
-- :mod:`lash_store.bench.plot` -- the per-turn latency chart (``commit --plot``).
+- :mod:`lash_store.bench.plot` -- the per-turn latency chart (``commit --plot``);
+- :mod:`lash_store.bench.openai_session` -- ``LashSession.add_items`` per turn
+  against the OpenAI Agents SDK's ``SQLiteSession`` (``openai-session``).
 
 With ``--backend postgres`` the benchmarks run on PostgreSQL against plain
 psycopg, on a throwaway durable server or in fresh schemas of ``--dsn``

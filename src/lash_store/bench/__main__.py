@@ -15,6 +15,7 @@ Examples::
     python -m lash_store.bench telemetry         # commit latency with OpenTelemetry off / API only / SDK
     python -m lash_store.bench processes --backend postgres   # the process registry: appends, leases, wakes
     python -m lash_store.bench effects                           # effect journal and host-event routing
+    python -m lash_store.bench openai-session    # LashSession.add_items vs the SDK's SQLiteSession, per turn
 
 Every benchmark measures plain ``sqlite3`` doing the same work in the same
 run and prints the ratio.  ``--backend postgres`` (``commit``, ``queue``,
@@ -66,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         dest="command",
         required=True,
-        metavar="{commit,resume,queue,gc,list,telemetry,processes,effects,langgraph-growth}",
+        metavar="{commit,resume,queue,gc,list,telemetry,processes,effects,langgraph-growth,openai-session}",
     )
 
     common = argparse.ArgumentParser(add_help=False)
@@ -248,6 +249,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     growth.add_argument("--turns", type=positive, default=None, help="turns (default 1,000; --quick 100)")
 
+    openai = commands.add_parser(
+        "openai-session",
+        parents=[common],
+        help="LashSession.add_items per turn vs the OpenAI Agents SDK's SQLiteSession (matched synchronous level)",
+    )
+    openai.add_argument(
+        "--turns",
+        type=positive,
+        nargs="+",
+        metavar="N",
+        default=None,
+        help="checkpoint turns; the run lasts until the largest (default 10 100 1000, --quick: 10 100)",
+    )
+    openai.add_argument(
+        "--window", type=positive, default=50, help="turns ending at a checkpoint whose latencies are reported"
+    )
+    openai.add_argument("--warmup", type=non_negative, default=30, help="warm-up turns on throw-away sessions")
+    openai.add_argument(
+        "--reads", type=non_negative, default=30, help="get_items(limit) calls per side at each checkpoint"
+    )
+    openai.add_argument("--limit", type=positive, default=20, help="the limit of those get_items calls (default 20)")
+
     effects = commands.add_parser(
         "effects",
         parents=[common, backend],
@@ -276,6 +299,22 @@ def _effects(args: argparse.Namespace, verbose: bool) -> tuple[dict[str, Any], s
         verbose=verbose,
     )
     return report, effects_bench.format_report(report), 0
+
+
+def _openai_session(args: argparse.Namespace, verbose: bool) -> tuple[dict[str, Any], str, int]:
+    from lash_store.bench import openai_session
+
+    default = openai_session.QUICK_CHECKPOINTS if args.quick else openai_session.FULL_CHECKPOINTS
+    report = openai_session.run(
+        checkpoints=args.turns or list(default),
+        window=args.window,
+        warmup_turns=args.warmup,
+        reads=args.reads,
+        limit=args.limit,
+        base_dir=args.dir,
+        verbose=verbose,
+    )
+    return report, openai_session.format_report(report), _verified(report)
 
 
 def _json_safe(value: Any) -> Any:
@@ -441,6 +480,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "effects":
             report, text, exit_code = _effects(args, verbose)
+        elif args.command == "openai-session":
+            report, text, exit_code = _openai_session(args, verbose)
         elif postgres and args.command == "commit":
             report, text, exit_code = _commit_postgres(args, verbose)
         elif postgres and args.command == "queue":
