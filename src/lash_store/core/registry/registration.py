@@ -256,7 +256,7 @@ def prepare_append(request: Any) -> PreparedAppend:
     payload = json_value("request.payload", request.payload)
     replay_key = None
     if request.replay is not None:
-        replay_key = check_id("request.replay.key", getattr(request.replay, "key", None))
+        replay_key = _not_blank("request.replay.key", getattr(request.replay, "key", None))
     target = (
         None
         if request.wake_target_scope is None
