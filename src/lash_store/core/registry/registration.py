@@ -332,9 +332,9 @@ def check_timeout(what: str, value: Any) -> int | None:
 @registry_input
 def check_lease(what: str, lease: Any) -> ProcessLease:
     check_instance(what, lease, ProcessLease)
-    check_id(f"{what}.process_id", lease.process_id)
-    check_id(f"{what}.owner_id", lease.owner_id)
-    check_id(f"{what}.lease_token", lease.lease_token)
+    _not_blank(f"{what}.process_id", lease.process_id)
+    _not_blank(f"{what}.owner_id", lease.owner_id)
+    _not_blank(f"{what}.lease_token", lease.lease_token)
     for name in ("fencing_token", "claimed_at_epoch_ms", "expires_at_epoch_ms"):
         check_ms(f"{what}.{name}", getattr(lease, name))
     return lease  # type: ignore[no-any-return]
@@ -343,6 +343,6 @@ def check_lease(what: str, lease: Any) -> ProcessLease:
 @registry_input
 def check_completion(what: str, completion: Any) -> ProcessLeaseCompletion:
     check_instance(what, completion, ProcessLeaseCompletion)
-    check_id(f"{what}.process_id", completion.process_id)
-    check_id(f"{what}.lease_token", completion.lease_token)
+    _not_blank(f"{what}.process_id", completion.process_id)
+    _not_blank(f"{what}.lease_token", completion.lease_token)
     return completion  # type: ignore[no-any-return]
