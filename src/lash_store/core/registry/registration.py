@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from msgspec import Struct
 
-from lash_store.core.canonical import canonical_text, json_value
+from lash_store.core.canonical import MAX_JSON_DEPTH, canonical_text, json_value
 from lash_store.core.registry import payload_schema
 from lash_store.core.registry.semantics import await_output_of, pointer_tokens
 from lash_store.core.validate import check_id, check_instance, check_list, check_ms, check_text
@@ -204,8 +204,10 @@ def _check_dedupe(what: str, dedupe: Any) -> DedupeKey:
     raise InvalidProcessInput(f"{what}.kind", f"unknown dedupe key kind {dedupe.kind!r}")
 
 
-def check_selector(what: str, selector: Any) -> Selector:
+def check_selector(what: str, selector: Any, depth: int = 0) -> Selector:
     check_instance(what, selector, Selector)
+    if depth > MAX_JSON_DEPTH:  # templates nest selectors: refused before the walk exhausts the recursion limit
+        raise InvalidProcessInput(what, f"selectors nest deeper than {MAX_JSON_DEPTH} levels")
     kind = selector.kind
     if kind == "payload":
         return Selector.payload()
@@ -222,7 +224,7 @@ def check_selector(what: str, selector: Any) -> Selector:
         if not isinstance(fields, dict):
             raise InvalidProcessInput(f"{what}.fields", f"must be a dict of selectors, got {type(fields).__name__}")
         checked = {
-            check_text(f"{what}.fields", name): check_selector(f"{what}.fields.{name}", sub)
+            check_text(f"{what}.fields", name): check_selector(f"{what}.fields.{name}", sub, depth + 1)
             for name, sub in fields.items()
         }
         return Selector.template(text, checked)
