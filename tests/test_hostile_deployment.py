@@ -606,9 +606,9 @@ def registry_cases() -> list[Case]:
     add(("registry/delete-session/reason-blank", lambda w: w.registry.delete_session_process_state("root", reason=" "), R, "reason"))
 
     # -- value constructors: refused by the constructor (typed) or by the store (typed), never a raw error
-    add(("registry/ctor/cancel-requested-reason-nan", lambda w: w.registry.append_event("p1", ProcessEventAppendRequest.cancel_requested("p1", NAN)), R, "request"))  # type: ignore[arg-type]
-    add(("registry/ctor/cancel-requested-reason-object", lambda w: w.registry.append_event("p1", ProcessEventAppendRequest.cancel_requested("p1", object())), R, "request"))  # type: ignore[arg-type]
-    add(("registry/ctor/cancel-requested-reason-surrogate", lambda w: w.registry.append_event("p1", ProcessEventAppendRequest.cancel_requested("p1", SURROGATE)), R, "request"))
+    add(("registry/ctor/cancel-requested-reason-nan", lambda w: w.registry.append_event("p1", ProcessEventAppendRequest.cancel_requested("p1", NAN)), R, "reason"))  # type: ignore[arg-type]
+    add(("registry/ctor/cancel-requested-reason-object", lambda w: w.registry.append_event("p1", ProcessEventAppendRequest.cancel_requested("p1", object())), R, "reason"))  # type: ignore[arg-type]
+    add(("registry/ctor/cancel-requested-reason-surrogate", lambda w: w.registry.append_event("p1", ProcessEventAppendRequest.cancel_requested("p1", SURROGATE)), R, "reason"))
     add(("registry/ctor/cancel-requested-id-int", lambda w: w.registry.append_event(5, ProcessEventAppendRequest.cancel_requested(5)), R, "process_id"))  # type: ignore[arg-type]
     add(("registry/ctor/template-fields-none", lambda w: w.registry.register_process(waking(input=Selector.template("{a}", None))), R, "wake.input.fields"))  # type: ignore[arg-type]
     add(("registry/ctor/template-fields-list", lambda w: w.registry.register_process(waking(input=Selector.template("{a}", [1]))), R, "wake.input.fields"))  # type: ignore[arg-type]
