@@ -39,7 +39,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from lash_store.core.canonical import json_value
-from lash_store.core.validate import MAX_MS
+from lash_store.core.validate import MAX_MS, check_id
 from lash_store.effects import (
     EFFECT_KINDS,
     EffectJournalPruneReport,
@@ -106,13 +106,17 @@ def check_scope(scope: Any) -> EffectScope:
         value = getattr(scope, name)
         if not isinstance(value, str) or not value.strip():
             raise MissingEffectScopeId(f"effect scope {scope.type} requires a non-blank {name}")
+        try:
+            check_id(name, value)  # the scope's ids key the journal: every backend must store and index them
+        except InvalidInput as exc:
+            raise MissingEffectScopeId(f"effect scope {scope.type} has an invalid {name}: {exc.detail}") from None
     return scope
 
 
 def journal_fields(scope: EffectScope) -> tuple[str, ...]:
     try:
         return scope.id_fields
-    except KeyError:
+    except (KeyError, TypeError):  # an unknown kind, or one that is not even hashable
         raise MissingEffectScopeId(f"unknown effect scope kind {scope.type!r}") from None
 
 
