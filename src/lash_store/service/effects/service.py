@@ -87,14 +87,26 @@ def check_replay_options(options: EffectReplayOptions | None) -> EffectReplayOpt
     if options is None:
         return EffectReplayOptions()
     if not isinstance(options, EffectReplayOptions):
-        raise InvalidInput("replay_options", "must be an EffectReplayOptions")
+        raise InvalidEffectInput("replay_options must be an EffectReplayOptions", "replay_options")
     for name in ("lease_ttl_ms", "heartbeat_interval_ms", "busy_timeout_ms"):
         value = getattr(options, name)
         if value is None and name != "lease_ttl_ms":
             continue
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_MS:
-            raise InvalidInput(f"replay_options.{name}", f"must be an integer in 0..{MAX_MS}")
+        _check_count(f"replay_options.{name}", value)
     return options
+
+
+def _check_count(what: str, value: Any) -> int:
+    """An integer in ``0..2**63-1`` (never a bool), else :class:`InvalidEffectInput` naming ``what``."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_MS:
+        raise InvalidEffectInput(f"{what} must be an integer in 0..{MAX_MS}, got {value!r:.50}", what)
+    return value
+
+
+def _check_flag(what: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidEffectInput(f"{what} must be a bool, got {type(value).__name__}", what)
+    return value
 
 
 def check_scope(scope: Any) -> EffectScope:
@@ -158,7 +170,9 @@ def _executor(local_executor: LocalExecutor) -> RuntimeEffectLocalExecutor:
         return local_executor
     if callable(local_executor):
         return RuntimeEffectLocalExecutor.runner(local_executor)
-    raise InvalidEffectInput(f"local_executor must be a RuntimeEffectLocalExecutor or callable, got {local_executor!r}")
+    raise InvalidEffectInput(
+        f"local_executor must be a RuntimeEffectLocalExecutor or callable, got {local_executor!r:.50}", "local_executor"
+    )
 
 
 class Beat:
@@ -315,7 +329,8 @@ class EffectHostService:
         controller is made) puts the controller in strict replay mode.
         """
         checked = check_scope(scope)
-        return ScopedEffectController(self, checked, self._replay_default if replay is None else bool(replay))
+        strict = self._replay_default if replay is None else _check_flag("replay", replay)
+        return ScopedEffectController(self, checked, strict)
 
     def scoped_static(self, scope: EffectScope) -> ScopedEffectController:
         """Same as :meth:`scoped` (this host supports every scope)."""
@@ -335,11 +350,11 @@ class EffectHostService:
         limit: int | None = None,
     ) -> list[EffectJournalRecord]:
         """Journal rows, oldest update first, optionally of one status and/or one scope."""
-        if status is not None and status not in _STATUSES:
-            raise InvalidInput("status", f"must be one of {', '.join(_STATUSES)}")
+        if status is not None and (not isinstance(status, str) or status not in _STATUSES):
+            raise InvalidEffectInput(f"status must be one of {', '.join(_STATUSES)} or None, got {status!r:.50}", "status")
         identity = None if scope is None else check_scope(scope).identity
-        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= MAX_MS):
-            raise InvalidInput("limit", "must be a non-negative integer")
+        if limit is not None:
+            _check_count("limit", limit)
         params = {"status": status, "scope_identity": identity, "limit": 2**62 if limit is None else limit}
         found = self._read(lambda tx: tx.all("list_effects", params))
         return [journal.record(row) for row in found]
@@ -349,9 +364,8 @@ class EffectHostService:
 
         Claimed and released rows are never pruned: their effects have not finished.
         """
-        value = older_than_epoch_ms
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_MS:
-            raise InvalidInput("older_than_epoch_ms", f"must be an integer in 0..{MAX_MS}")
+        value = _check_count("older_than_epoch_ms", older_than_epoch_ms)
+        _check_flag("dry_run", dry_run)
         params = {"before_ms": value}
         if dry_run:
             row = self._read(lambda tx: tx.one("count_prunable_effects", params))
