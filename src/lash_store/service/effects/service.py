@@ -42,11 +42,16 @@ from lash_store.core.canonical import json_value
 from lash_store.core.validate import MAX_MS, check_id
 from lash_store.effects import (
     EFFECT_KINDS,
+    EffectInvocation,
+    EffectSubject,
+    ProcessCommand,
+    ProcessStartGrant,
     EffectJournalPruneReport,
     EffectJournalRecord,
     EffectReplayOptions,
     EffectScope,
     ProcessEffectOutcome,
+    RuntimeEffectCommand,
     RuntimeEffectEnvelope,
     RuntimeEffectLocalExecutor,
     RuntimeEffectOutcome,
@@ -64,6 +69,7 @@ from lash_store.errors import (
     StoreClosed,
 )
 from lash_store.model import DurabilityTier
+from lash_store.processes import ProcessEventAppendRequest, ProcessRegistration, ProcessScope
 from lash_store.options import StoreOptions, check_options
 from lash_store.service.effects import dispatch, journal
 from lash_store.service.ports import Backend, Tx, joined
@@ -133,27 +139,46 @@ def journal_fields(scope: EffectScope) -> tuple[str, ...]:
 
 
 def check_envelope(envelope: Any) -> tuple[str, int | None]:
-    """The envelope's hash and sleep duration; typed errors (nothing written) for what the journal cannot take."""
+    """The envelope's hash and sleep duration; typed errors (nothing written) for what the journal cannot take.
+
+    Its structure is checked here, before anything is claimed: the typed parts (invocation, subject, replay,
+    command, a process command's fields) must be what they claim to be -- a malformed process command is bad
+    input, never a journaled failure.  The runtime scope, the request and ``caused_by`` are opaque (hashed).
+    """
     if not isinstance(envelope, RuntimeEffectEnvelope):
         raise InvalidEffectInput(f"expected a RuntimeEffectEnvelope, got {type(envelope).__name__}")
-    replay = envelope.invocation.replay
+    invocation = envelope.invocation
+    if not isinstance(invocation, EffectInvocation):
+        raise InvalidEffectInput(f"invocation must be an EffectInvocation, got {type(invocation).__name__}")
+    replay = invocation.replay
     key = getattr(replay, "key", None)
     if not isinstance(key, str) or not key.strip():
         raise EffectReplayKeyMissing("the envelope has no replay key (invocation.replay.key)")
+    try:
+        check_id("invocation.replay.key", key)  # it keys the journal: every backend must store and index it
+    except InvalidInput as exc:
+        raise InvalidEffectInput(f"invalid replay key (invocation.replay.key): {exc.detail}") from None
+    subject = invocation.subject
+    if not isinstance(subject, EffectSubject):
+        raise InvalidEffectInput(f"invocation.subject must be an EffectSubject, got {type(subject).__name__}")
+    if not isinstance(subject.effect_id, str) or not subject.effect_id.strip():
+        raise InvalidEffectInput("invocation.subject.effect_id must be a non-blank string")
     command = envelope.command
-    if command.type not in EFFECT_KINDS:
-        raise InvalidEffectInput(f"unknown effect command type {command.type!r}")
-    if envelope.invocation.subject.kind != command.type:
+    if not isinstance(command, RuntimeEffectCommand):
+        raise InvalidEffectInput(f"command must be a RuntimeEffectCommand, got {type(command).__name__}")
+    if not isinstance(command.type, str) or command.type not in EFFECT_KINDS:
+        raise InvalidEffectInput(f"unknown effect command type {command.type!r:.50}")
+    if subject.kind != command.type:
         raise InvalidEffectInput(
-            f"the subject kind {envelope.invocation.subject.kind!r} differs from the command type {command.type!r}"
+            f"the subject kind {subject.kind!r:.50} differs from the command type {command.type!r}"
         )
     sleep_ms = None
     if command.type == "sleep":
         sleep_ms = command.duration_ms
         if not isinstance(sleep_ms, int) or isinstance(sleep_ms, bool) or not 0 <= sleep_ms <= MAX_MS:
             raise InvalidEffectInput(f"a sleep needs duration_ms in 0..{MAX_MS}")
-    if command.type == "process" and command.process is None:
-        raise InvalidEffectInput("a process effect needs command.process")
+    if command.type == "process":
+        check_process_command(command.process)
     try:
         plain_envelope = json_value("envelope", envelope)
     except InvalidInput as exc:
@@ -161,6 +186,53 @@ def check_envelope(envelope: Any) -> tuple[str, int | None]:
     # stable_hash of data that is plain already (json_value made it so): one walk instead of two.
     text = json.dumps(plain_envelope, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest(), sleep_ms
+
+
+_PROCESS_KINDS = ("start", "list", "transfer", "delete_session", "await", "cancel", "signal")
+
+
+def check_process_command(command: Any) -> None:
+    """The fields a process command of its kind needs, of the right types (the registry checks their values)."""
+    if not isinstance(command, ProcessCommand):
+        raise InvalidEffectInput(f"a process effect needs command.process, a ProcessCommand (got {type(command).__name__})")
+    kind = command.type
+    if not isinstance(kind, str) or kind not in _PROCESS_KINDS:
+        raise InvalidEffectInput(f"unknown process command {kind!r:.50}")
+
+    def need(name: str, expected: type, optional: bool = False) -> None:
+        value = getattr(command, name)
+        if value is None and optional:
+            return
+        if not isinstance(value, expected):
+            raise InvalidEffectInput(
+                f"process {kind} needs {name}, a {expected.__name__}{' or None' if optional else ''} "
+                f"(got {type(value).__name__})"
+            )
+
+    def need_id(name: str) -> None:
+        value = getattr(command, name)
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidEffectInput(f"process {kind} needs {name}, a non-blank string (got {value!r:.50})")
+
+    if kind == "start":
+        need("registration", ProcessRegistration)
+        need("grant", ProcessStartGrant, optional=True)
+    elif kind == "list":
+        need("owner_scope", ProcessScope)
+        if command.mode not in (None, "live", "all"):
+            raise InvalidEffectInput(f"process list needs mode 'live', 'all' or None (got {command.mode!r:.50})")
+    elif kind == "transfer":
+        need("from_scope", ProcessScope)
+        need("to_scope", ProcessScope)
+        need("process_ids", list, optional=True)
+    elif kind == "delete_session":
+        need_id("session_id")
+    elif kind in ("await", "cancel"):
+        need_id("process_id")
+        need("reason", str, optional=True)
+    else:  # signal
+        need_id("process_id")
+        need("request", ProcessEventAppendRequest)
 
 
 def _executor(local_executor: LocalExecutor) -> RuntimeEffectLocalExecutor:
