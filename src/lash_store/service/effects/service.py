@@ -335,6 +335,7 @@ class Heartbeats:
 
     def _sleep(self, seconds: float) -> None:
         """Wait (holding the condition) until notified or ``seconds`` pass; ``add`` notifies only earlier beats."""
+        seconds = min(seconds, MAX_SLEEP_SLICE_S)  # a TTL of 2**62 ms would overflow the lock's timeout
         self._wake_at = time.monotonic() + seconds
         try:
             self._cond.wait(seconds)
@@ -779,6 +780,14 @@ def _still_busy(tx: Tx, key: journal.Key) -> journal.Busy | None:
     return journal.Busy(expires, now) if expires > now else None
 
 
+#: The longest one time.sleep of a sleep effect lasts: the platform cannot represent 2**63-1 ms (OverflowError).
+MAX_SLEEP_SLICE_S = 3600.0
+
+
 def _sleep_until(due_at_ms: int | None, now_ms: int) -> None:
     if due_at_ms is not None and due_at_ms > now_ms:
-        time.sleep((due_at_ms - now_ms) / 1000)
+        remaining = (due_at_ms - now_ms) / 1000
+        end = time.monotonic() + remaining
+        while remaining > 0:
+            time.sleep(min(remaining, MAX_SLEEP_SLICE_S))
+            remaining = end - time.monotonic()
