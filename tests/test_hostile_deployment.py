@@ -898,3 +898,59 @@ def test_reject_table_has_unique_ids_and_component_errors() -> None:
     assert not duplicates, duplicates
     for case_id, _, expected, _ in REJECT:
         _check_store_family(case_id, expected)
+
+
+# ---------------------------------------------------------------------------
+# durations that are valid (0..2**63-1) but longer than the platform can sleep or wait in one go
+
+
+def _in_thread(call: Callable[[], object]) -> tuple[threading.Thread, dict[str, Any]]:
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ["memory", "file"])
+def test_wait_with_the_largest_timeout_waits_and_then_answers(tmp_path: Path, kind: str) -> None:
+    registry = ProcessRegistry.memory() if kind == "memory" else ProcessRegistry.open(tmp_path / "d.db")
+    with registry:
+        registry.register_process(registration("p1", ProcessEventType(name=LINE)))
+        thread, outcome = _in_thread(lambda: registry.wait_event_after("p1", LINE, 0, timeout_ms=MAX_I64))
+        thread.join(0.3)
+        assert thread.is_alive(), f"the wait ended at once: {outcome}"
+        registry.append_event("p1", append())
+        thread.join(10)
+        assert not thread.is_alive(), "the wait did not notice the event"
+        assert "error" not in outcome, _describe(outcome["error"])
+        assert outcome["value"].sequence == 1
+
+
+@pytest.mark.timeout(30)
+def test_sleep_effect_of_2_62_ms_sleeps_instead_of_raising(world: World) -> None:
+    controller = world.effects.scoped(EffectScope.runtime_operation("sleepy"))
+    sleep = envelope("k-sleep", RuntimeEffectCommand.sleep(2**62))
+    thread, outcome = _in_thread(lambda: controller.execute_effect(sleep, RuntimeEffectLocalExecutor.sleep_only()))
+    thread.join(0.5)
+    assert thread.is_alive(), f"the sleep ended at once: {_describe(outcome['error']) if 'error' in outcome else outcome}"
+    (row,) = world.effects.list_journal(scope=EffectScope.runtime_operation("sleepy"))
+    assert row.status == "in_progress" and row.due_at_ms == START_MS + 2**62  # (the daemon thread sleeps on)
+
+
+@pytest.mark.timeout(30)
+def test_huge_lease_ttl_keeps_the_heartbeat_thread_alive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    crashed: list[str] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: crashed.append(repr(args.exc_value)))
+    with EffectHost.open(tmp_path / "d.db", replay_options=EffectReplayOptions(lease_ttl_ms=2**62)) as host:
+        slow = RuntimeEffectLocalExecutor.runner(lambda env: (time.sleep(0.2), RuntimeEffectOutcome.exec_code(1))[1])
+        assert host.scoped(TURN).execute_effect(envelope("k"), slow).value == 1
+        time.sleep(0.1)
+    assert not crashed, f"the heartbeat thread died: {crashed}"
