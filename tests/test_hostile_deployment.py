@@ -954,3 +954,161 @@ def test_huge_lease_ttl_keeps_the_heartbeat_thread_alive(tmp_path: Path, monkeyp
         assert host.scoped(TURN).execute_effect(envelope("k"), slow).value == 1
         time.sleep(0.1)
     assert not crashed, f"the heartbeat thread died: {crashed}"
+
+
+# ---------------------------------------------------------------------------
+# every method after close(): StoreClosed, nothing written
+
+
+AFTER_CLOSE: list[tuple[str, Op]] = [
+    ("registry/register_process", lambda w: w.registry.register_process(registration("p-new"))),
+    ("registry/register_and_grant", lambda w: w.registry.register_and_grant(registration("p-new"), S("root"))),
+    ("registry/set_external_ref", lambda w: w.registry.set_external_ref("p1", ProcessExternalRef(backend="b", id="i"))),
+    ("registry/get_process", lambda w: w.registry.get_process("p1")),
+    ("registry/list_non_terminal", lambda w: w.registry.list_non_terminal()),
+    ("registry/list_processes", lambda w: w.registry.list_processes()),
+    ("registry/append_event", lambda w: w.registry.append_event("p1", append())),
+    ("registry/complete_process", lambda w: w.registry.complete_process("p1", ProcessAwaitOutput.success(1))),
+    ("registry/events_after", lambda w: w.registry.events_after("p1", 0)),
+    ("registry/wake_events_after", lambda w: w.registry.wake_events_after("p1", 0)),
+    ("registry/ack_wake", lambda w: w.registry.ack_wake("p1", 1)),
+    ("registry/wait_event_after", lambda w: w.registry.wait_event_after("p1", LINE, 2, timeout_ms=100)),
+    ("registry/await_process", lambda w: w.registry.await_process("p1", timeout_ms=100)),
+    ("registry/grant_handle", lambda w: w.registry.grant_handle(S("s-9"), "p1")),
+    ("registry/revoke_handle", lambda w: w.registry.revoke_handle(S("root"), "p1")),
+    ("registry/transfer_handle_grants", lambda w: w.registry.transfer_handle_grants(S("root"), S("s-9"), ["p1"])),
+    ("registry/list_handle_grants", lambda w: w.registry.list_handle_grants(S("root"))),
+    ("registry/list_live_handle_grants", lambda w: w.registry.list_live_handle_grants(S("root"))),
+    ("registry/has_handle_grant", lambda w: w.registry.has_handle_grant(S("root"), "p1")),
+    ("registry/handle_grants_for_process", lambda w: w.registry.handle_grants_for_process("p1")),
+    ("registry/delete_session_process_state", lambda w: w.registry.delete_session_process_state("root")),
+    ("registry/claim_process_lease", lambda w: w.registry.claim_process_lease("p1", "owner-1", TTL)),
+    ("registry/renew_process_lease", lambda w: w.registry.renew_process_lease(w.lease, TTL)),
+    ("registry/complete_process_lease", lambda w: w.registry.complete_process_lease(w.lease.completion())),
+    ("registry/get_process_lease", lambda w: w.registry.get_process_lease("p1")),
+    ("registry/prune_processes", lambda w: w.registry.prune_processes(START_MS + 10**9)),
+    ("registry/raw_rows", lambda w: w.registry.raw_rows()),
+    ("host-events/register_subscription", lambda w: w.events.register_subscription(draft())),
+    ("host-events/list_subscriptions", lambda w: w.events.list_subscriptions()),
+    ("host-events/cancel_subscription", lambda w: w.events.cancel_subscription("s-1", "trigger:1")),
+    ("host-events/record_occurrence", lambda w: w.events.record_occurrence(occurrence())),
+    ("host-events/record_and_reserve", lambda w: w.events.record_and_reserve(occurrence())),
+    ("host-events/get_occurrence", lambda w: w.events.get_occurrence(w.occurrence.occurrence_id)),
+    ("host-events/list_occurrences", lambda w: w.events.list_occurrences()),
+    ("host-events/reserve_matching_deliveries", lambda w: w.events.reserve_matching_deliveries(w.occurrence.occurrence_id)),
+    ("host-events/pending_deliveries", lambda w: w.events.pending_deliveries()),
+    ("host-events/list_deliveries", lambda w: w.events.list_deliveries(w.occurrence.occurrence_id)),
+    ("host-events/mark_delivery_started", lambda w: w.events.mark_delivery_started(w.occurrence.occurrence_id, w.subscription.subscription_id)),
+    ("host-events/prune", lambda w: w.events.prune(START_MS + 10**9)),
+    ("effects/execute_effect-new", lambda w: w.controller.execute_effect(envelope("k-new"), returning())),
+    ("effects/execute_effect-replay", lambda w: w.controller.execute_effect(envelope("k1"), returning())),
+    ("effects/execute_effect-new-controller", lambda w: w.effects.scoped(TURN).execute_effect(envelope("k-new"), returning())),
+    ("effects/list_journal", lambda w: w.effects.list_journal()),
+    ("effects/prune_journal", lambda w: w.effects.prune_journal(START_MS + 10**9)),
+]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("operation", [pytest.param(o, id=i) for i, o in AFTER_CLOSE])
+def test_every_method_after_close_is_store_closed_and_writes_nothing(world: World, operation: Op) -> None:
+    world.close()
+    world.close()  # closing twice is harmless
+    before = snapshot(world.path)
+    files_before = listing(world.tmp)
+    problem = typed_error_problem(lambda: operation(world), StoreClosed, "")
+    if problem is not None:
+        pytest.fail(problem)
+    assert snapshot(world.path) == before
+    assert listing(world.tmp) == files_before
+
+
+# ---------------------------------------------------------------------------
+# iterables that can be consumed only once: rejected, or every item applied (never consumed by validation and
+# then silently skipped)
+
+
+@dataclass(frozen=True)
+class OnceCase:
+    id: str
+    op: Op
+    applied: Callable[[World, object], bool]
+
+
+def _grants(w: World, session_id: str) -> list[str]:
+    return [entry.record.id for entry in w.registry.list_handle_grants(S(session_id))]
+
+
+ONCE: list[OnceCase] = [
+    OnceCase(
+        "registry/transfer-generator",
+        lambda w: (w.registry.grant_handle(S("root"), "p2"), w.registry.transfer_handle_grants(S("root"), S("s-9"), once(["p1", "p2"]))),
+        lambda w, r: _grants(w, "s-9") == ["p1", "p2"] and _grants(w, "root") == [],
+    ),
+    OnceCase(
+        "registry/transfer-tuple",
+        lambda w: w.registry.transfer_handle_grants(S("root"), S("s-9"), ("p1",)),
+        lambda w, r: _grants(w, "s-9") == ["p1"],
+    ),
+    OnceCase(
+        "registry/event-types-generator",
+        lambda w: w.registry.register_process(raw_registration(event_types=once([ProcessEventType(name="a"), ProcessEventType(name="b")]))),
+        lambda w, r: [t.name for t in r.event_types][:2] == ["a", "b"],  # type: ignore[attr-defined]
+    ),
+    OnceCase(
+        "registry/with-event-types-generator",
+        lambda w: w.registry.register_process(ProcessRegistration.new("p-new", 1).with_event_types(once([ProcessEventType(name="a")]))),
+        lambda w, r: "a" in [t.name for t in r.event_types],  # type: ignore[attr-defined]
+    ),
+    OnceCase(
+        "effects/transfer-generator",
+        lambda w: w.controller.execute_effect(
+            envelope("k-t", RuntimeEffectCommand.process_command(ProcessCommand.transfer(S("root"), S("s-9"), once(["p1"])))),
+            RuntimeEffectLocalExecutor.process_control(w.registry),
+        ),
+        lambda w, r: _grants(w, "s-9") == ["p1"],
+    ),
+]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("case", ONCE, ids=[case.id for case in ONCE])
+def test_once_only_iterable_is_rejected_or_fully_applied(world: World, case: OnceCase) -> None:
+    before = snapshot(world.path)
+    try:
+        result = case.op(world)
+    except InvalidInput:
+        assert snapshot(world.path) == before, "rejected, but the file changed"
+        return
+    except Exception as exc:
+        pytest.fail(f"raised {_describe(exc)}; expected a typed refusal or every item applied")
+    assert case.applied(world, result), f"accepted ({result!r:.200}) but not every item was applied"
+
+
+# ---------------------------------------------------------------------------
+# stale leases: expired, or taken over by another owner; fenced writes with them write nothing
+
+
+STALE: list[tuple[str, Callable[[World, ProcessLease], object]]] = [
+    ("append", lambda w, lease: w.registry.append_event("p1", append(), lease=lease)),
+    ("complete", lambda w, lease: w.registry.complete_process("p1", ProcessAwaitOutput.success(1), lease=lease)),
+    ("renew", lambda w, lease: w.registry.renew_process_lease(lease, TTL)),
+]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("taken_over", [False, True], ids=["expired", "taken-over"])
+@pytest.mark.parametrize("operation", [pytest.param(o, id=i) for i, o in STALE])
+def test_stale_lease_is_lease_lost_and_writes_nothing(
+    world: World, operation: Callable[[World, ProcessLease], object], taken_over: bool
+) -> None:
+    world.clock.now += TTL + 1
+    if taken_over:
+        assert world.registry.claim_process_lease("p1", "owner-2", TTL).fencing_token == world.lease.fencing_token + 1
+    before = snapshot(world.path)
+    problem = typed_error_problem(lambda: operation(world, world.lease), LeaseLost, "missing or expired")
+    if problem is not None:
+        pytest.fail(problem)
+    assert snapshot(world.path) == before
+    if taken_over:  # (the holder of an expired lease nobody took over may still release it)
+        world.registry.complete_process_lease(world.lease.completion())  # a superseded completion is a no-op
+        assert snapshot(world.path) == before
