@@ -1112,3 +1112,104 @@ def test_stale_lease_is_lease_lost_and_writes_nothing(
     if taken_over:  # (the holder of an expired lease nobody took over may still release it)
         world.registry.complete_process_lease(world.lease.completion())  # a superseded completion is a no-op
         assert snapshot(world.path) == before
+
+
+# ---------------------------------------------------------------------------
+# a representative subset on PostgreSQL: the typed error, and no table's row count changed
+
+PG_VALUES = ("nul", "huge", "surrogate", "int-5000-digits")
+PG_NAMED = {
+    "registry/append/lease-forged-token",
+    "registry/append/lease-future-fence",
+    "registry/renew/forged-token",
+    "registry/renew/future-fence",
+    "registry/register/template-deep",
+    "registry/register/conflict",
+    "registry/register-and-grant/scope-none",
+    "registry/ack/not-a-wake",
+    "registry/transfer/not-granted",
+    "registry/claim_lease/blank",
+    "registry/prune_horizon/2**63",
+    "host-events/record/conflict",
+    "host-events/filter/target-dict",
+    "host-events/prune/dry-run-str",
+    "host-events/mark-started/unknown",
+    "host-events/pending_limit/2**64",
+    "effects/execute/process-start-registration-none",
+    "effects/execute/process-transfer-ids-str",
+    "effects/execute/conflict",
+    "effects/execute/strict-missing",
+    "effects/execute/invocation-none",
+    "effects/execute/sleep-2**63",
+    "effects/prune-journal/dry-run-str",
+    "effects/list-journal/limit-2**63",
+}
+PG_CASES = [case for case in REJECT if case[0].rsplit("/", 1)[-1] in PG_VALUES or case[0] in PG_NAMED]
+PG_SCHEMA = "hostile"
+
+
+@pytest.fixture(scope="module")
+def pg_world(pg_server: Any) -> Iterator[tuple[World, Callable[[], dict[str, int]]]]:
+    import psycopg
+
+    from lash_store.postgres import (
+        PostgresEffectHost,
+        PostgresHostEventStore,
+        PostgresProcessRegistry,
+        close_shared_pools,
+    )
+
+    name = f"lash_hostile_{os.getpid()}"
+    dsn = pg_server.create_database(name)
+    clock = FakeClock()
+    options = StoreOptions(clock=clock)
+    stores: list[Any] = []
+    try:
+        registry = PostgresProcessRegistry.open(dsn, options, schema=PG_SCHEMA)
+        stores.append(registry)
+        events = PostgresHostEventStore.open(dsn, options, schema=PG_SCHEMA)
+        stores.append(events)
+        effects = PostgresEffectHost.open(
+            dsn, options, schema=PG_SCHEMA, replay_options=EffectReplayOptions(busy_timeout_ms=200)
+        )
+        stores.append(effects)
+        lease, subscription, recorded, controller = seed(registry, events, effects)
+        nowhere = Path("/nonexistent")
+        world = World(nowhere, nowhere, clock, registry, events, effects, lease, subscription, recorded, controller)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            tables = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY 1", (PG_SCHEMA,)
+                )
+            ]
+            assert {"processes", "effect_journal", "host_event_subscriptions"} <= set(tables), tables
+
+            def counts() -> dict[str, int]:
+                found = {}
+                for table in tables:
+                    row = conn.execute(f'SELECT count(*) FROM "{PG_SCHEMA}"."{table}"').fetchone()  # noqa: S608
+                    assert row is not None
+                    found[table] = int(row[0])
+                return found
+
+            yield world, counts
+    finally:
+        for store in stores:
+            store.close()
+        close_shared_pools()
+        pg_server.drop_database(name)
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("operation", "error", "field"), [pytest.param(o, e, f, id=i) for i, o, e, f in PG_CASES])
+def test_postgres_hostile_argument_is_a_typed_error_and_writes_nothing(
+    pg_world: tuple[World, Callable[[], dict[str, int]]], operation: Op, error: type[StoreError], field: str
+) -> None:
+    world, counts = pg_world
+    before = counts()
+    problem = typed_error_problem(lambda: operation(world), error, field)
+    if problem is not None:
+        pytest.fail(problem)
+    assert counts() == before, "a table's row count changed"
