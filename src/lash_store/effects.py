@@ -327,7 +327,7 @@ class RuntimeEffectEnvelope(Struct, kw_only=True, frozen=True):
     ) -> RuntimeEffectEnvelope:
         """An envelope whose subject kind is the command's kind."""
         # A command that is not one is kept as given: the journal refuses it with a typed error naming it.
-        subject = EffectSubject(effect_id=effect_id, kind=getattr(command, "type", None))
+        subject = EffectSubject(effect_id=effect_id, kind=getattr(command, "type", ""))
         invocation = EffectInvocation(
             scope=scope, subject=subject, replay=EffectReplay(key=replay_key), caused_by=caused_by
         )

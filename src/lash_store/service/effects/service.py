@@ -43,14 +43,14 @@ from lash_store.core.validate import MAX_MS, check_id
 from lash_store.effects import (
     EFFECT_KINDS,
     EffectInvocation,
-    EffectSubject,
-    ProcessCommand,
-    ProcessStartGrant,
     EffectJournalPruneReport,
     EffectJournalRecord,
     EffectReplayOptions,
     EffectScope,
+    EffectSubject,
+    ProcessCommand,
     ProcessEffectOutcome,
+    ProcessStartGrant,
     RuntimeEffectCommand,
     RuntimeEffectEnvelope,
     RuntimeEffectLocalExecutor,
@@ -69,8 +69,8 @@ from lash_store.errors import (
     StoreClosed,
 )
 from lash_store.model import DurabilityTier
-from lash_store.processes import ProcessEventAppendRequest, ProcessRegistration, ProcessScope
 from lash_store.options import StoreOptions, check_options
+from lash_store.processes import ProcessEventAppendRequest, ProcessRegistration, ProcessScope
 from lash_store.service.effects import dispatch, journal
 from lash_store.service.ports import Backend, Tx, joined
 from lash_store.service.registry.service import ProcessRegistryService
@@ -194,7 +194,9 @@ _PROCESS_KINDS = ("start", "list", "transfer", "delete_session", "await", "cance
 def check_process_command(command: Any) -> None:
     """The fields a process command of its kind needs, of the right types (the registry checks their values)."""
     if not isinstance(command, ProcessCommand):
-        raise InvalidEffectInput(f"a process effect needs command.process, a ProcessCommand (got {type(command).__name__})")
+        raise InvalidEffectInput(
+            f"a process effect needs command.process, a ProcessCommand (got {type(command).__name__})"
+        )
     kind = command.type
     if not isinstance(kind, str) or kind not in _PROCESS_KINDS:
         raise InvalidEffectInput(f"unknown process command {kind!r:.50}")
@@ -424,7 +426,9 @@ class EffectHostService:
     ) -> list[EffectJournalRecord]:
         """Journal rows, oldest update first, optionally of one status and/or one scope."""
         if status is not None and (not isinstance(status, str) or status not in _STATUSES):
-            raise InvalidEffectInput(f"status must be one of {', '.join(_STATUSES)} or None, got {status!r:.50}", "status")
+            raise InvalidEffectInput(
+                f"status must be one of {', '.join(_STATUSES)} or None, got {status!r:.50}", "status"
+            )
         identity = None if scope is None else check_scope(scope).identity
         if limit is not None:
             _check_count("limit", limit)
