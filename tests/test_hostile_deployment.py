@@ -2363,3 +2363,94 @@ def test_postgres_hostile_argument_is_a_typed_error_and_writes_nothing(
     if problem is not None:
         pytest.fail(problem)
     assert counts() == before, "a table's row count changed"
+
+
+# ---------------------------------------------------------------------------
+# opening with hostile options or paths: the typed error, and no file created
+
+OpenOp = Callable[[Path], object]
+
+OPEN: list[tuple[str, OpenOp, type[StoreError], str]] = [
+    *[
+        (f"effects/open/replay-options-{name}-{value_id}", op, InvalidEffectInput, f"replay_options.{name}")
+        for name in ("lease_ttl_ms", "heartbeat_interval_ms", "busy_timeout_ms")
+        for value_id, value in [("negative", -1), ("2**63", 2**63), ("bool", True), ("float", 1.5), ("str", "1")]
+        for op in [
+            lambda d, name=name, value=value: EffectHost.open(
+                d / "d.db", replay_options=EffectReplayOptions(**{name: value})
+            )
+        ]
+    ],
+    (
+        "effects/open/replay-options-none-ttl",
+        lambda d: EffectHost.open(d / "d.db", replay_options=EffectReplayOptions(lease_ttl_ms=None)),
+        InvalidEffectInput,
+        "replay_options.lease_ttl_ms",
+    ),
+    (
+        "effects/open/replay-options-dict",
+        lambda d: EffectHost.open(d / "d.db", replay_options={"lease_ttl_ms": 1}),
+        InvalidEffectInput,
+        "replay_options",
+    ),
+    (
+        "effects/memory/replay-options-str",
+        lambda d: EffectHost.memory(replay_options="fast"),
+        InvalidEffectInput,
+        "replay_options",
+    ),
+    ("effects/open/options-str", lambda d: EffectHost.open(d / "d.db", "fast"), InvalidInput, "options"),
+    ("effects/open/path-nul", lambda d: EffectHost.open(d / "a\x00b.db"), InvalidInput, "path"),
+    ("effects/open/path-none", lambda d: EffectHost.open(None), InvalidInput, "path"),
+    ("effects/open/path-directory", lambda d: EffectHost.open(d), InvalidInput, "path"),
+    ("registry/open/options-str", lambda d: ProcessRegistry.open(d / "d.db", "fast"), InvalidInput, "options"),
+    ("registry/open/path-nul", lambda d: ProcessRegistry.open(d / "a\x00b.db"), InvalidInput, "path"),
+    ("registry/open/path-int", lambda d: ProcessRegistry.open(5), InvalidInput, "path"),
+    ("registry/open/path-missing-parent", lambda d: ProcessRegistry.open(d / "missing" / "d.db"), InvalidInput, "path"),
+    ("registry/open-readonly/missing", lambda d: ProcessRegistry.open_readonly(d / "d.db"), StoreError, ""),
+    ("registry/memory/options-str", lambda d: ProcessRegistry.memory("fast"), InvalidInput, "options"),
+    ("host-events/open/options-str", lambda d: HostEventStore.open(d / "d.db", "fast"), InvalidInput, "options"),
+    ("host-events/open/path-surrogate", lambda d: HostEventStore.open(f"{d}/\ud800.db"), InvalidInput, "path"),
+    ("host-events/open/path-empty", lambda d: HostEventStore.open(""), InvalidInput, "path"),
+    ("host-events/memory/options-int", lambda d: HostEventStore.memory(5), InvalidInput, "options"),
+]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("operation", "error", "field"), [pytest.param(o, e, f, id=i) for i, o, e, f in OPEN])
+def test_hostile_open_is_a_typed_error_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, operation: OpenOp, error: type[StoreError], field: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    opened: list[Any] = []
+
+    def call() -> object:
+        opened.append(operation(tmp_path))
+        return opened[-1]
+
+    try:
+        problem = typed_error_problem(call, error, field)
+    finally:
+        for store in opened:
+            store.close()
+    if problem is not None:
+        pytest.fail(problem)
+    assert listing(tmp_path) == [], "files were created"
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(60)
+def test_postgres_open_with_hostile_replay_options_creates_no_schema(pg_dsn: str) -> None:
+    import psycopg
+
+    from lash_store.postgres import PostgresEffectHost, close_shared_pools
+
+    try:
+        with pytest.raises(InvalidEffectInput) as raised:
+            PostgresEffectHost.open(pg_dsn, replay_options=EffectReplayOptions(lease_ttl_ms=-1), schema="fresh")
+        assert raised.value.what == "replay_options.lease_ttl_ms"
+        with psycopg.connect(pg_dsn) as conn:
+            found = conn.execute("SELECT 1 FROM information_schema.schemata WHERE schema_name = 'fresh'").fetchall()
+        assert found == [], "the schema was created before the options were checked"
+    finally:
+        close_shared_pools()
