@@ -2454,3 +2454,93 @@ def test_postgres_open_with_hostile_replay_options_creates_no_schema(pg_dsn: str
         assert found == [], "the schema was created before the options were checked"
     finally:
         close_shared_pools()
+
+
+# ---------------------------------------------------------------------------
+# valid extremes: accepted, and they read back exactly (limits 0 and 2**63-1, TTL 0, NUL inside JSON text)
+
+
+@dataclass(frozen=True)
+class Extreme:
+    id: str
+    check: Callable[[World], bool]
+
+
+def _p1_payload(w: World, sequence: int) -> Any:
+    return [event.payload for event in w.registry.events_after("p1", sequence - 1, limit=1)]
+
+
+EXTREMES: list[Extreme] = [
+    Extreme(
+        "registry/limits-0",
+        lambda w: w.registry.events_after("p1", 0, limit=0) == [] == w.registry.list_processes(limit=0),
+    ),
+    Extreme(
+        "registry/limits-max",
+        lambda w: (
+            len(w.registry.events_after("p1", 0, limit=MAX_I64)) == 2
+            and len(w.registry.list_processes(limit=MAX_I64)) == 2
+        ),
+    ),
+    Extreme("registry/prune-limit-0", lambda w: w.registry.prune_processes(MAX_I64, limit=0).process_ids == []),
+    Extreme(
+        "registry/ttl-0-claims-an-expired-lease",
+        lambda w: (
+            w.registry.register_process(registration("p3")) is not None
+            and w.registry.claim_process_lease("p3", "o", 0).expires_at_epoch_ms == START_MS
+            and w.registry.claim_process_lease("p3", "o-2", TTL).fencing_token == 2
+        ),  # it expired at once
+    ),
+    Extreme(
+        "registry/ttl-max-saturates",
+        lambda w: w.registry.renew_process_lease(w.lease, MAX_I64).expires_at_epoch_ms == MAX_I64,
+    ),
+    Extreme(
+        "registry/nul-inside-json",
+        lambda w: (
+            w.registry.append_event("p1", append(payload={"line": "a\x00b", "k\x00": None})).event.sequence == 3
+            and _p1_payload(w, 3) == [{"line": "a\x00b", "k\x00": None}]
+        ),
+    ),
+    Extreme(
+        "host-events/limits-0",
+        lambda w: w.events.list_occurrences(limit=0) == [] == w.events.pending_deliveries(limit=0),
+    ),
+    Extreme("host-events/limits-max", lambda w: len(w.events.pending_deliveries(limit=MAX_I64)) == 1),
+    Extreme(
+        "host-events/nul-inside-json",
+        lambda w: (
+            w.events.get_occurrence(
+                w.events.record_occurrence(occurrence(idempotency_key="nul", payload=["a\x00b"])).occurrence_id
+            ).payload  # type: ignore[union-attr]
+            == ["a\x00b"]
+        ),
+    ),
+    Extreme("effects/limits-0", lambda w: w.effects.list_journal(limit=0) == []),
+    Extreme("effects/prune-max-dry", lambda w: w.effects.prune_journal(MAX_I64, dry_run=True).row_count == 1),
+    Extreme(
+        "effects/nul-inside-json",
+        lambda w: (
+            w.controller.execute_effect(exec_request("a\x00b"), returning("r\x00")).value == "r\x00"
+            and w.controller.execute_effect(exec_request("a\x00b"), returning("other")).value == "r\x00"
+        ),
+    ),
+    Extreme("effects/ttl-0-counts-as-1-ms", lambda w: _with_ttl_0(w)),
+]
+
+
+def _with_ttl_0(w: World) -> bool:
+    options = StoreOptions(clock=w.clock)
+    with EffectHost.open(w.path, options, replay_options=EffectReplayOptions(lease_ttl_ms=0)) as host:
+        outcome = host.scoped(TURN).execute_effect(envelope("k-ttl0"), returning("zero"))
+        return bool(outcome.value == "zero")
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("case", EXTREMES, ids=[case.id for case in EXTREMES])
+def test_valid_extreme_is_accepted_and_reads_back(world: World, case: Extreme) -> None:
+    try:
+        ok = case.check(world)
+    except Exception as exc:
+        pytest.fail(f"raised {_describe(exc)} for a valid extreme")
+    assert ok, "accepted, but it did not read back as written"
