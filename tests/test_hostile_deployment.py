@@ -1278,6 +1278,24 @@ def registry_cases() -> list[Case]:
     add(("registry/list/state-unknown", lambda w: w.registry.list_processes(state="zombie"), R, "state"))
     add(
         (
+            "registry/agent_frame/huge",
+            lambda w: w.registry.grant_handle(S("root", HUGE), "p1"),
+            R,
+            "owner_scope.agent_frame_id",
+        )
+    )
+    add(
+        (
+            "registry/wake_target_frame/huge",
+            lambda w: w.registry.append_event(
+                "p1", append(event_type=WAKE, payload={"msg": "m"}, wake_target_scope=S("root", HUGE))
+            ),
+            R,
+            "wake_target_scope.agent_frame_id",
+        )
+    )
+    add(
+        (
             "registry/delete-session/reason-blank",
             lambda w: w.registry.delete_session_process_state("root", reason=" "),
             R,

@@ -149,8 +149,8 @@ def check_scope(what: str, scope: Any) -> ProcessScope:
     frame = scope.agent_frame_id
     if frame is not None:
         check_text(f"{what}.agent_frame_id", frame)
-        if "\x00" in frame:
-            raise InvalidProcessInput(f"{what}.agent_frame_id", "must not contain NUL characters")
+        if frame:  # "" is no frame; any other is part of the scope id, an index key: an id's rules
+            check_id(f"{what}.agent_frame_id", frame)
     return ProcessScope(session_id=session_id, agent_frame_id=frame)
 
 
