@@ -38,6 +38,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
+import msgspec
+
 from lash_store.core.canonical import json_value
 from lash_store.core.validate import MAX_MS, check_id
 from lash_store.effects import (
@@ -751,8 +753,13 @@ def _checked_outcome(outcome: Any) -> RuntimeEffectOutcome:
             retryable=True,
         )
     try:
-        json_value("outcome", outcome)
+        plain_outcome = json_value("outcome", outcome)
     except InvalidInput as exc:
+        message = f"the outcome cannot be journaled: {exc}"
+        raise EffectReplayCorrupt(message, code="sqlite_effect_replay_encode") from exc
+    try:  # its typed fields must be of their types, or every replay would fail to decode the journaled row
+        msgspec.convert(plain_outcome, RuntimeEffectOutcome)
+    except msgspec.ValidationError as exc:
         message = f"the outcome cannot be journaled: {exc}"
         raise EffectReplayCorrupt(message, code="sqlite_effect_replay_encode") from exc
     return outcome
