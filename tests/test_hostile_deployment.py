@@ -2562,3 +2562,48 @@ def test_valid_extreme_is_accepted_and_reads_back(world: World, case: Extreme) -
     except Exception as exc:
         pytest.fail(f"raised {_describe(exc)} for a valid extreme")
     assert ok, "accepted, but it did not read back as written"
+
+
+# ---------------------------------------------------------------------------
+# hostile executors: an outcome the journal cannot record is a typed failure, journaled (as the conformance
+# suite's test_bad_outcome_that_cannot_be_journaled requires) so that every replay raises it again -- never a
+# completed row that no replay can decode
+
+
+HOSTILE_OUTCOMES: dict[str, Callable[[], Any]] = {
+    "type-int": lambda: RuntimeEffectOutcome(type=5, value=1),
+    "type-none": lambda: RuntimeEffectOutcome(type=None),
+    "process-str": lambda: RuntimeEffectOutcome(type="exec_code", process="x"),
+    "process-dict": lambda: RuntimeEffectOutcome(type="process", process={"type": "start"}),
+    "value-nan": lambda: RuntimeEffectOutcome.exec_code(NAN),
+    "value-deep": lambda: RuntimeEffectOutcome.exec_code(deep_list()),
+    "value-cyclic": lambda: RuntimeEffectOutcome.exec_code(cyclic_dict()),
+    "value-int-5000-digits": lambda: RuntimeEffectOutcome.exec_code(10**5000),
+    "value-surrogate": lambda: RuntimeEffectOutcome.exec_code({"k": SURROGATE}),
+    "value-int-key": lambda: RuntimeEffectOutcome.exec_code({1: "x"}),
+}
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("make", HOSTILE_OUTCOMES.values(), ids=HOSTILE_OUTCOMES.keys())
+def test_hostile_executor_outcome_is_a_journaled_typed_failure(world: World, make: Callable[[], Any]) -> None:
+    """Refused as a journaled failure (code ``sqlite_effect_replay_encode``), or recorded so that replays decode it."""
+    bad = RuntimeEffectLocalExecutor.runner(lambda env: make())
+    try:
+        world.controller.execute_effect(envelope("k-bad"), bad)
+    except EffectJournalError as exc:
+        assert exc.code == "sqlite_effect_replay_encode", _describe(exc)
+        (row,) = [r for r in world.effects.list_journal(scope=TURN) if r.replay_key == "k-bad"]
+        assert row.status == "failed" and row.error is not None, row
+        assert row.error["code"] == "sqlite_effect_replay_encode", row.error
+        with pytest.raises(EffectJournalError) as replayed:
+            world.controller.execute_effect(envelope("k-bad"), returning("late"))
+        assert replayed.value.code == "sqlite_effect_replay_encode", f"the replay raised {_describe(replayed.value)}"
+        return
+    except Exception as exc:
+        pytest.fail(f"raised {_describe(exc)}")
+    try:  # accepted: every replay must decode what was journaled
+        world.controller.execute_effect(envelope("k-bad"), returning("late"))
+        world.effects.list_journal(scope=TURN)
+    except Exception as exc:
+        pytest.fail(f"accepted, but the journaled outcome does not replay: {_describe(exc)}")
