@@ -22,6 +22,7 @@ Only the public API is used: ``lash_store.processes``, ``lash_store.host_events`
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import sqlite3
@@ -36,6 +37,7 @@ from typing import Any, TypeVar
 import pytest
 
 from lash_store import StoreOptions
+from lash_store.aio import AsyncEffectHost, AsyncHostEventStore, AsyncProcessRegistry
 from lash_store.effects import (
     EffectHost,
     EffectReplayOptions,
@@ -2607,3 +2609,80 @@ def test_hostile_executor_outcome_is_a_journaled_typed_failure(world: World, mak
         world.effects.list_journal(scope=TURN)
     except Exception as exc:
         pytest.fail(f"accepted, but the journaled outcome does not replay: {_describe(exc)}")
+
+
+# ---------------------------------------------------------------------------
+# the same through the asyncio facades (a sample: they run the services' checks)
+
+AsyncOp = Callable[[World], Any]
+
+ASYNC_CASES: list[tuple[str, AsyncOp, type[StoreError], str]] = [
+    (
+        "registry/append-nul",
+        lambda w: AsyncProcessRegistry(w.registry).append_event("p\x00", append()),
+        R,
+        "process_id",
+    ),
+    (
+        "registry/wait-timeout-nan",
+        lambda w: AsyncProcessRegistry(w.registry).wait_event_after("p1", LINE, 0, timeout_ms=NAN),
+        R,
+        "timeout_ms",
+    ),
+    (
+        "registry/await-timeout-2**64",
+        lambda w: AsyncProcessRegistry(w.registry).await_process("p1", timeout_ms=2**64),
+        R,
+        "timeout_ms",
+    ),
+    (
+        "registry/renew-forged",
+        lambda w: AsyncProcessRegistry(w.registry).renew_process_lease(lease_with(w.lease, lease_token="x"), TTL),
+        LeaseLost,
+        "missing or expired",
+    ),
+    (
+        "host-events/record-huge-key",
+        lambda w: AsyncHostEventStore(w.events).record_occurrence(occurrence(source_key=HUGE)),
+        H,
+        "request.source_key",
+    ),
+    (
+        "host-events/prune-dry-run-str",
+        lambda w: AsyncHostEventStore(w.events).prune(START_MS, dry_run="no"),
+        H,
+        "dry_run",
+    ),
+    (
+        "effects/execute-command-none",
+        lambda w: (
+            AsyncEffectHost(w.effects)
+            .scoped(TURN)
+            .execute_effect(RuntimeEffectEnvelope.new(runtime_scope(), "e", "k", None), returning())
+        ),
+        E,
+        "command",
+    ),
+    (
+        "effects/execute-deep-request",
+        lambda w: AsyncEffectHost(w.effects).scoped(TURN).execute_effect(exec_request(deep_dict()), returning()),
+        E,
+        "envelope",
+    ),
+    ("effects/list-limit-bool", lambda w: AsyncEffectHost(w.effects).list_journal(limit=True), E, "limit"),
+]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("operation", "error", "field"), [pytest.param(o, e, f, id=i) for i, o, e, f in ASYNC_CASES])
+def test_async_facade_hostile_argument_is_a_typed_error_and_writes_nothing(
+    world: World, operation: AsyncOp, error: type[StoreError], field: str
+) -> None:
+    async def call() -> object:
+        return await operation(world)
+
+    before = snapshot(world.path)
+    problem = typed_error_problem(lambda: asyncio.run(call()), error, field)
+    if problem is not None:
+        pytest.fail(problem)
+    assert snapshot(world.path) == before
