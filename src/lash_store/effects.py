@@ -22,7 +22,7 @@ the host.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
 from msgspec import Struct
@@ -37,6 +37,7 @@ from lash_store.errors import (
     EffectReplayCorrupt,
     EffectReplayKeyMissing,
     EffectReplayMissing,
+    InvalidEffectInput,
     MissingEffectScopeId,
     RuntimeEffectControllerError,
 )
@@ -240,6 +241,10 @@ class ProcessCommand(Struct, kw_only=True, frozen=True):
     def transfer(
         cls, from_scope: ProcessScope, to_scope: ProcessScope, process_ids: builtins.list[str]
     ) -> ProcessCommand:
+        if isinstance(process_ids, (str, bytes)) or not isinstance(process_ids, Iterable):
+            raise InvalidEffectInput(
+                f"process transfer needs process_ids, a list of ids (got {type(process_ids).__name__})", "process_ids"
+            )
         return cls(type="transfer", from_scope=from_scope, to_scope=to_scope, process_ids=list(process_ids))
 
     @classmethod
@@ -321,7 +326,8 @@ class RuntimeEffectEnvelope(Struct, kw_only=True, frozen=True):
         caused_by: Any = None,
     ) -> RuntimeEffectEnvelope:
         """An envelope whose subject kind is the command's kind."""
-        subject = EffectSubject(effect_id=effect_id, kind=command.type)
+        # A command that is not one is kept as given: the journal refuses it with a typed error naming it.
+        subject = EffectSubject(effect_id=effect_id, kind=getattr(command, "type", ""))
         invocation = EffectInvocation(
             scope=scope, subject=subject, replay=EffectReplay(key=replay_key), caused_by=caused_by
         )

@@ -469,14 +469,17 @@ class MissingEffectScopeId(_CodedError, InvalidInput):
 
 
 class InvalidEffectInput(_CodedError, InvalidInput):
-    """An envelope (or argument) the journal cannot accept; nothing was written."""
+    """An envelope (or argument, named by ``what``) the journal cannot accept; nothing was written."""
 
     code_name = "invalid_effect_input"
 
-    def __init__(self, message: str) -> None:
-        self.what = "envelope"
+    def __init__(self, message: str, what: str = "envelope") -> None:
+        self.what = what
         self.detail = message
         _CodedError.__init__(self, message)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.message, self.what))
 
 
 class EffectReplayKeyMissing(InvalidEffectInput):

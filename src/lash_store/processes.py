@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from msgspec import Struct, field
 
 from lash_store.core.canonical import canonical_json, canonical_text, plain, stable_hash
+from lash_store.errors import InvalidProcessInput
 
 if TYPE_CHECKING:
     from lash_store.aio import AsyncProcessRegistry
@@ -155,7 +156,8 @@ class Selector(Struct, kw_only=True, frozen=True):
     @classmethod
     def template(cls, text: str, fields: dict[str, Selector]) -> Selector:
         """``text`` with each ``{name}`` of ``fields`` replaced by the string form of that field's value."""
-        return cls(kind="template", text=text, fields=dict(fields))
+        # Anything but a dict is kept as given: the registry refuses it with a typed error naming the field.
+        return cls(kind="template", text=text, fields=dict(fields) if isinstance(fields, dict) else fields)
 
     @classmethod
     def present(cls, path: str) -> Selector:
@@ -263,6 +265,8 @@ class ProcessRegistration(Struct, kw_only=True, frozen=True):
 
     def with_event_types(self, event_types: Iterable[ProcessEventType]) -> ProcessRegistration:
         """The same registration declaring ``event_types`` too (after those it has)."""
+        if not isinstance(event_types, Iterable):
+            raise InvalidProcessInput("event_types", f"must be a list, got {type(event_types).__name__}")
         return ProcessRegistration(
             id=self.id, input=self.input, event_types=[*self.event_types, *event_types], provenance=self.provenance
         )
@@ -575,8 +579,14 @@ def wake_id(target_scope_id: str, dedupe_key: str) -> str:
 
 
 def cancel_replay_key(process_id: str, reason: str | None) -> str:
-    """The replay key of :meth:`ProcessEventAppendRequest.cancel_requested`."""
-    return f"process:{process_id}:cancel_requested:" + payload_hash(CANCEL_REQUESTED, {"reason": reason})
+    """The replay key of :meth:`ProcessEventAppendRequest.cancel_requested` (a reason is a string or ``None``)."""
+    if reason is not None and not isinstance(reason, str):
+        raise InvalidProcessInput("reason", f"must be a string or None, got {type(reason).__name__}")
+    try:
+        digest = payload_hash(CANCEL_REQUESTED, {"reason": reason})
+    except UnicodeEncodeError:
+        raise InvalidProcessInput("reason", "must be valid UTF-8 (lone surrogates are not)") from None
+    return f"process:{process_id}:cancel_requested:" + digest
 
 
 def terminal_replay_key(process_id: str, event_type: str) -> str:

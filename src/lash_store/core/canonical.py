@@ -29,6 +29,11 @@ __all__ = ["MAX_JSON_DEPTH", "canonical_json", "canonical_text", "json_value", "
 #: How deeply opaque JSON may nest; deeper values are refused (they would exhaust the encoders' recursion).
 MAX_JSON_DEPTH = 128
 
+#: How many bits an integer in opaque JSON may have (about 1,233 decimal digits): larger ones are refused, as
+#: the JSON encoder refuses to write integers past the interpreter's digit limit (4,300 by default) with a raw
+#: ``ValueError``, and no reader of the reference's JSON holds them anyway.
+MAX_JSON_INT_BITS = 4096
+
 
 def plain(value: Any) -> Any:
     """``value`` as plain JSON data (see the module docstring for the rule)."""
@@ -112,7 +117,11 @@ def _convert(value: Any, depth: int) -> Any:
                     raise _REFUSED from None
             checked[key] = _convert(item, inner)
         return checked
-    if value is None or kind is int or kind is bool:
+    if value is None or kind is bool:
+        return value
+    if kind is int:
+        if value.bit_length() > MAX_JSON_INT_BITS:
+            raise _REFUSED
         return value
     if kind is list or kind is tuple:
         if depth >= MAX_JSON_DEPTH and value:
@@ -151,7 +160,11 @@ def _check(what: str, value: Any, depth: int) -> Any:
         return _check(what, value.value, depth)
     if isinstance(value, tuple):
         value = list(value)
-    if value is None or isinstance(value, (bool, int)):
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if value.bit_length() > MAX_JSON_INT_BITS:
+            raise InvalidInput(what, f"must be plain JSON: an integer of {value.bit_length()} bits is too large")
         return value
     if isinstance(value, float):
         if not math.isfinite(value):

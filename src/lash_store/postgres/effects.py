@@ -26,7 +26,7 @@ from lash_store.postgres import schema as schemas
 from lash_store.postgres.backend import PostgresBackend, PostgresTx
 from lash_store.postgres.registry import _conninfo
 from lash_store.postgres.store import connect_target, ensure_schema
-from lash_store.service.effects.service import EffectHostService
+from lash_store.service.effects.service import EffectHostService, check_replay_options
 from lash_store.service.registry.signals import Signals, ThreadFeed, signals_for
 
 __all__ = ["EFFECTS_CHANNEL", "PostgresEffectHost"]
@@ -116,6 +116,7 @@ class PostgresEffectHost(EffectHostService):
         """Open the journal of ``schema`` (created when absent with ``auto_setup``); leases use the database clock."""
         target = connect_target(dsn_or_pool)
         options = check_options(StoreOptions() if options is None else options)
+        replay_options = check_replay_options(replay_options)  # before the schema is created
         schema = schemas.check_schema_name(schema)
         ensure_schema(target, schema, auto_setup=auto_setup)
         backend = PostgresEffectBackend(target, schema, options)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lash_store.effects import EffectReplayOptions
 from lash_store.options import StoreOptions, check_options
-from lash_store.service.effects.service import EffectHostService
+from lash_store.service.effects.service import EffectHostService, check_replay_options
 from lash_store.service.registry.signals import Signals, signals_for
 from lash_store.sqlite.backend import QuerySet
 from lash_store.sqlite.connection import Connection
@@ -63,6 +63,7 @@ class EffectHost(EffectHostService):
     ) -> EffectHost:
         """Open (or create, mode 0600) the deployment file at ``path``; a foreign file is never modified."""
         options = check_options(StoreOptions() if options is None else options)
+        replay_options = check_replay_options(replay_options)  # before the file is created
         checked = check_directory_path("path", path)
         backend = SqliteEffectBackend(Connection(checked, options, schema=DEPLOYMENT_SCHEMA))
         return cls(backend, options, _file_signals(checked, options), replay_options)
@@ -73,6 +74,7 @@ class EffectHost(EffectHostService):
     ) -> EffectHost:
         """A private in-memory journal (durability tier INLINE)."""
         options = check_options(StoreOptions() if options is None else options)
+        replay_options = check_replay_options(replay_options)
         backend = SqliteEffectBackend(Connection(None, options, schema=DEPLOYMENT_SCHEMA))
         return cls(backend, options, Signals(None), replay_options)
 

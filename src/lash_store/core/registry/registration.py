@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from msgspec import Struct
 
-from lash_store.core.canonical import canonical_text, json_value
+from lash_store.core.canonical import MAX_JSON_DEPTH, canonical_text, json_value
 from lash_store.core.registry import payload_schema
 from lash_store.core.registry.semantics import await_output_of, pointer_tokens
 from lash_store.core.validate import check_id, check_instance, check_list, check_ms, check_text
@@ -149,8 +149,8 @@ def check_scope(what: str, scope: Any) -> ProcessScope:
     frame = scope.agent_frame_id
     if frame is not None:
         check_text(f"{what}.agent_frame_id", frame)
-        if "\x00" in frame:
-            raise InvalidProcessInput(f"{what}.agent_frame_id", "must not contain NUL characters")
+        if frame:  # "" is no frame; any other is part of the scope id, an index key: an id's rules
+            check_id(f"{what}.agent_frame_id", frame)
     return ProcessScope(session_id=session_id, agent_frame_id=frame)
 
 
@@ -204,8 +204,10 @@ def _check_dedupe(what: str, dedupe: Any) -> DedupeKey:
     raise InvalidProcessInput(f"{what}.kind", f"unknown dedupe key kind {dedupe.kind!r}")
 
 
-def check_selector(what: str, selector: Any) -> Selector:
+def check_selector(what: str, selector: Any, depth: int = 0) -> Selector:
     check_instance(what, selector, Selector)
+    if depth > MAX_JSON_DEPTH:  # templates nest selectors: refused before the walk exhausts the recursion limit
+        raise InvalidProcessInput(what, f"selectors nest deeper than {MAX_JSON_DEPTH} levels")
     kind = selector.kind
     if kind == "payload":
         return Selector.payload()
@@ -222,7 +224,7 @@ def check_selector(what: str, selector: Any) -> Selector:
         if not isinstance(fields, dict):
             raise InvalidProcessInput(f"{what}.fields", f"must be a dict of selectors, got {type(fields).__name__}")
         checked = {
-            check_text(f"{what}.fields", name): check_selector(f"{what}.fields.{name}", sub)
+            check_text(f"{what}.fields", name): check_selector(f"{what}.fields.{name}", sub, depth + 1)
             for name, sub in fields.items()
         }
         return Selector.template(text, checked)
@@ -256,7 +258,7 @@ def prepare_append(request: Any) -> PreparedAppend:
     payload = json_value("request.payload", request.payload)
     replay_key = None
     if request.replay is not None:
-        replay_key = check_id("request.replay.key", getattr(request.replay, "key", None))
+        replay_key = _not_blank("request.replay.key", getattr(request.replay, "key", None))
     target = (
         None
         if request.wake_target_scope is None
@@ -332,9 +334,9 @@ def check_timeout(what: str, value: Any) -> int | None:
 @registry_input
 def check_lease(what: str, lease: Any) -> ProcessLease:
     check_instance(what, lease, ProcessLease)
-    check_id(f"{what}.process_id", lease.process_id)
-    check_id(f"{what}.owner_id", lease.owner_id)
-    check_id(f"{what}.lease_token", lease.lease_token)
+    _not_blank(f"{what}.process_id", lease.process_id)
+    _not_blank(f"{what}.owner_id", lease.owner_id)
+    _not_blank(f"{what}.lease_token", lease.lease_token)
     for name in ("fencing_token", "claimed_at_epoch_ms", "expires_at_epoch_ms"):
         check_ms(f"{what}.{name}", getattr(lease, name))
     return lease  # type: ignore[no-any-return]
@@ -343,6 +345,6 @@ def check_lease(what: str, lease: Any) -> ProcessLease:
 @registry_input
 def check_completion(what: str, completion: Any) -> ProcessLeaseCompletion:
     check_instance(what, completion, ProcessLeaseCompletion)
-    check_id(f"{what}.process_id", completion.process_id)
-    check_id(f"{what}.lease_token", completion.lease_token)
+    _not_blank(f"{what}.process_id", completion.process_id)
+    _not_blank(f"{what}.lease_token", completion.lease_token)
     return completion  # type: ignore[no-any-return]

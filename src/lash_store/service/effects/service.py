@@ -37,15 +37,22 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import msgspec
+
 from lash_store.core.canonical import json_value
-from lash_store.core.validate import MAX_MS
+from lash_store.core.validate import MAX_MS, check_id
 from lash_store.effects import (
     EFFECT_KINDS,
+    EffectInvocation,
     EffectJournalPruneReport,
     EffectJournalRecord,
     EffectReplayOptions,
     EffectScope,
+    EffectSubject,
+    ProcessCommand,
     ProcessEffectOutcome,
+    ProcessStartGrant,
+    RuntimeEffectCommand,
     RuntimeEffectEnvelope,
     RuntimeEffectLocalExecutor,
     RuntimeEffectOutcome,
@@ -63,6 +70,7 @@ from lash_store.errors import (
     StoreClosed,
 )
 from lash_store.options import StoreOptions, check_options
+from lash_store.processes import ProcessEventAppendRequest, ProcessRegistration, ProcessScope
 from lash_store.service.effects import dispatch, journal
 from lash_store.service.lifecycle import BackendService
 from lash_store.service.ports import Backend, Tx, joined
@@ -85,14 +93,26 @@ def check_replay_options(options: EffectReplayOptions | None) -> EffectReplayOpt
     if options is None:
         return EffectReplayOptions()
     if not isinstance(options, EffectReplayOptions):
-        raise InvalidInput("replay_options", "must be an EffectReplayOptions")
+        raise InvalidEffectInput("replay_options must be an EffectReplayOptions", "replay_options")
     for name in ("lease_ttl_ms", "heartbeat_interval_ms", "busy_timeout_ms"):
         value = getattr(options, name)
         if value is None and name != "lease_ttl_ms":
             continue
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_MS:
-            raise InvalidInput(f"replay_options.{name}", f"must be an integer in 0..{MAX_MS}")
+        _check_count(f"replay_options.{name}", value)
     return options
+
+
+def _check_count(what: str, value: Any) -> int:
+    """An integer in ``0..2**63-1`` (never a bool), else :class:`InvalidEffectInput` naming ``what``."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_MS:
+        raise InvalidEffectInput(f"{what} must be an integer in 0..{MAX_MS}, got {value!r:.50}", what)
+    return value
+
+
+def _check_flag(what: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidEffectInput(f"{what} must be a bool, got {type(value).__name__}", what)
+    return value
 
 
 def check_scope(scope: Any) -> EffectScope:
@@ -104,38 +124,61 @@ def check_scope(scope: Any) -> EffectScope:
         value = getattr(scope, name)
         if not isinstance(value, str) or not value.strip():
             raise MissingEffectScopeId(f"effect scope {scope.type} requires a non-blank {name}")
+        try:
+            check_id(name, value)  # the scope's ids key the journal: every backend must store and index them
+        except InvalidInput as exc:
+            raise MissingEffectScopeId(f"effect scope {scope.type} has an invalid {name}: {exc.detail}") from None
     return scope
 
 
 def journal_fields(scope: EffectScope) -> tuple[str, ...]:
     try:
         return scope.id_fields
-    except KeyError:
+    except (KeyError, TypeError):  # an unknown kind, or one that is not even hashable
         raise MissingEffectScopeId(f"unknown effect scope kind {scope.type!r}") from None
 
 
 def check_envelope(envelope: Any) -> tuple[str, int | None]:
-    """The envelope's hash and sleep duration; typed errors (nothing written) for what the journal cannot take."""
+    """The envelope's hash and sleep duration; typed errors (nothing written) for what the journal cannot take.
+
+    Its structure is checked here, before anything is claimed: the typed parts (invocation, subject, replay,
+    command, a process command's fields) must be what they claim to be -- a malformed process command is bad
+    input, never a journaled failure.  The runtime scope, the request and ``caused_by`` are opaque (hashed).
+    """
     if not isinstance(envelope, RuntimeEffectEnvelope):
         raise InvalidEffectInput(f"expected a RuntimeEffectEnvelope, got {type(envelope).__name__}")
-    replay = envelope.invocation.replay
+    invocation = envelope.invocation
+    if not isinstance(invocation, EffectInvocation):
+        raise InvalidEffectInput(f"invocation must be an EffectInvocation, got {type(invocation).__name__}")
+    replay = invocation.replay
     key = getattr(replay, "key", None)
     if not isinstance(key, str) or not key.strip():
         raise EffectReplayKeyMissing("the envelope has no replay key (invocation.replay.key)")
+    try:
+        check_id("invocation.replay.key", key)  # it keys the journal: every backend must store and index it
+    except InvalidInput as exc:
+        raise InvalidEffectInput(f"invalid replay key (invocation.replay.key): {exc.detail}") from None
+    subject = invocation.subject
+    if not isinstance(subject, EffectSubject):
+        raise InvalidEffectInput(f"invocation.subject must be an EffectSubject, got {type(subject).__name__}")
+    if not isinstance(subject.effect_id, str) or not subject.effect_id.strip():
+        raise InvalidEffectInput("invocation.subject.effect_id must be a non-blank string")
     command = envelope.command
-    if command.type not in EFFECT_KINDS:
-        raise InvalidEffectInput(f"unknown effect command type {command.type!r}")
-    if envelope.invocation.subject.kind != command.type:
+    if not isinstance(command, RuntimeEffectCommand):
+        raise InvalidEffectInput(f"command must be a RuntimeEffectCommand, got {type(command).__name__}")
+    if not isinstance(command.type, str) or command.type not in EFFECT_KINDS:
+        raise InvalidEffectInput(f"unknown effect command type {command.type!r:.50}")
+    if subject.kind != command.type:
         raise InvalidEffectInput(
-            f"the subject kind {envelope.invocation.subject.kind!r} differs from the command type {command.type!r}"
+            f"the subject kind {subject.kind!r:.50} differs from the command type {command.type!r}"
         )
     sleep_ms = None
     if command.type == "sleep":
         sleep_ms = command.duration_ms
         if not isinstance(sleep_ms, int) or isinstance(sleep_ms, bool) or not 0 <= sleep_ms <= MAX_MS:
             raise InvalidEffectInput(f"a sleep needs duration_ms in 0..{MAX_MS}")
-    if command.type == "process" and command.process is None:
-        raise InvalidEffectInput("a process effect needs command.process")
+    if command.type == "process":
+        check_process_command(command.process)
     try:
         plain_envelope = json_value("envelope", envelope)
     except InvalidInput as exc:
@@ -145,6 +188,55 @@ def check_envelope(envelope: Any) -> tuple[str, int | None]:
     return hashlib.sha256(text.encode("utf-8")).hexdigest(), sleep_ms
 
 
+_PROCESS_KINDS = ("start", "list", "transfer", "delete_session", "await", "cancel", "signal")
+
+
+def check_process_command(command: Any) -> None:
+    """The fields a process command of its kind needs, of the right types (the registry checks their values)."""
+    if not isinstance(command, ProcessCommand):
+        raise InvalidEffectInput(
+            f"a process effect needs command.process, a ProcessCommand (got {type(command).__name__})"
+        )
+    kind = command.type
+    if not isinstance(kind, str) or kind not in _PROCESS_KINDS:
+        raise InvalidEffectInput(f"unknown process command {kind!r:.50}")
+
+    def need(name: str, expected: type, optional: bool = False) -> None:
+        value = getattr(command, name)
+        if value is None and optional:
+            return
+        if not isinstance(value, expected):
+            raise InvalidEffectInput(
+                f"process {kind} needs {name}, a {expected.__name__}{' or None' if optional else ''} "
+                f"(got {type(value).__name__})"
+            )
+
+    def need_id(name: str) -> None:
+        value = getattr(command, name)
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidEffectInput(f"process {kind} needs {name}, a non-blank string (got {value!r:.50})")
+
+    if kind == "start":
+        need("registration", ProcessRegistration)
+        need("grant", ProcessStartGrant, optional=True)
+    elif kind == "list":
+        need("owner_scope", ProcessScope)
+        if command.mode not in (None, "live", "all"):
+            raise InvalidEffectInput(f"process list needs mode 'live', 'all' or None (got {command.mode!r:.50})")
+    elif kind == "transfer":
+        need("from_scope", ProcessScope)
+        need("to_scope", ProcessScope)
+        need("process_ids", list, optional=True)
+    elif kind == "delete_session":
+        need_id("session_id")
+    elif kind in ("await", "cancel"):
+        need_id("process_id")
+        need("reason", str, optional=True)
+    else:  # signal
+        need_id("process_id")
+        need("request", ProcessEventAppendRequest)
+
+
 def _executor(local_executor: LocalExecutor) -> RuntimeEffectLocalExecutor:
     if local_executor is None:
         return RuntimeEffectLocalExecutor.unavailable()
@@ -152,7 +244,9 @@ def _executor(local_executor: LocalExecutor) -> RuntimeEffectLocalExecutor:
         return local_executor
     if callable(local_executor):
         return RuntimeEffectLocalExecutor.runner(local_executor)
-    raise InvalidEffectInput(f"local_executor must be a RuntimeEffectLocalExecutor or callable, got {local_executor!r}")
+    raise InvalidEffectInput(
+        f"local_executor must be a RuntimeEffectLocalExecutor or callable, got {local_executor!r:.50}", "local_executor"
+    )
 
 
 class Beat:
@@ -243,6 +337,7 @@ class Heartbeats:
 
     def _sleep(self, seconds: float) -> None:
         """Wait (holding the condition) until notified or ``seconds`` pass; ``add`` notifies only earlier beats."""
+        seconds = min(seconds, MAX_SLEEP_SLICE_S)  # a TTL of 2**62 ms would overflow the lock's timeout
         self._wake_at = time.monotonic() + seconds
         try:
             self._cond.wait(seconds)
@@ -293,7 +388,8 @@ class EffectHostService(BackendService):
         controller is made) puts the controller in strict replay mode.
         """
         checked = check_scope(scope)
-        return ScopedEffectController(self, checked, self._replay_default if replay is None else bool(replay))
+        strict = self._replay_default if replay is None else _check_flag("replay", replay)
+        return ScopedEffectController(self, checked, strict)
 
     def scoped_static(self, scope: EffectScope) -> ScopedEffectController:
         """Same as :meth:`scoped` (this host supports every scope)."""
@@ -313,11 +409,13 @@ class EffectHostService(BackendService):
         limit: int | None = None,
     ) -> list[EffectJournalRecord]:
         """Journal rows, oldest update first, optionally of one status and/or one scope."""
-        if status is not None and status not in _STATUSES:
-            raise InvalidInput("status", f"must be one of {', '.join(_STATUSES)}")
+        if status is not None and (not isinstance(status, str) or status not in _STATUSES):
+            raise InvalidEffectInput(
+                f"status must be one of {', '.join(_STATUSES)} or None, got {status!r:.50}", "status"
+            )
         identity = None if scope is None else check_scope(scope).identity
-        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= MAX_MS):
-            raise InvalidInput("limit", "must be a non-negative integer")
+        if limit is not None:
+            _check_count("limit", limit)
         params = {"status": status, "scope_identity": identity, "limit": 2**62 if limit is None else limit}
         found = self._read(lambda tx: tx.all("list_effects", params))
         return [journal.record(row) for row in found]
@@ -327,9 +425,8 @@ class EffectHostService(BackendService):
 
         Claimed and released rows are never pruned: their effects have not finished.
         """
-        value = older_than_epoch_ms
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_MS:
-            raise InvalidInput("older_than_epoch_ms", f"must be an integer in 0..{MAX_MS}")
+        value = _check_count("older_than_epoch_ms", older_than_epoch_ms)
+        _check_flag("dry_run", dry_run)
         params = {"before_ms": value}
         if dry_run:
             row = self._read(lambda tx: tx.one("count_prunable_effects", params))
@@ -638,8 +735,13 @@ def _checked_outcome(outcome: Any) -> RuntimeEffectOutcome:
             retryable=True,
         )
     try:
-        json_value("outcome", outcome)
+        plain_outcome = json_value("outcome", outcome)
     except InvalidInput as exc:
+        message = f"the outcome cannot be journaled: {exc}"
+        raise EffectReplayCorrupt(message, code="sqlite_effect_replay_encode") from exc
+    try:  # its typed fields must be of their types, or every replay would fail to decode the journaled row
+        msgspec.convert(plain_outcome, RuntimeEffectOutcome)
+    except msgspec.ValidationError as exc:
         message = f"the outcome cannot be journaled: {exc}"
         raise EffectReplayCorrupt(message, code="sqlite_effect_replay_encode") from exc
     return outcome
@@ -671,6 +773,14 @@ def _still_busy(tx: Tx, key: journal.Key) -> journal.Busy | None:
     return journal.Busy(expires, now) if expires > now else None
 
 
+#: The longest one time.sleep of a sleep effect lasts: the platform cannot represent 2**63-1 ms (OverflowError).
+MAX_SLEEP_SLICE_S = 3600.0
+
+
 def _sleep_until(due_at_ms: int | None, now_ms: int) -> None:
     if due_at_ms is not None and due_at_ms > now_ms:
-        time.sleep((due_at_ms - now_ms) / 1000)
+        remaining = (due_at_ms - now_ms) / 1000
+        end = time.monotonic() + remaining
+        while remaining > 0:
+            time.sleep(min(remaining, MAX_SLEEP_SLICE_S))
+            remaining = end - time.monotonic()

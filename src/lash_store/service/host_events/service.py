@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from lash_store.core.canonical import canonical_text, json_value
-from lash_store.core.validate import MAX_MS
+from lash_store.core.validate import MAX_MS, check_id, check_text
 from lash_store.errors import (
     CorruptData,
     InvalidHostEventInput,
@@ -43,6 +43,7 @@ from lash_store.host_events import (
     TriggerSubscriptionDraft,
     TriggerSubscriptionFilter,
     TriggerSubscriptionRecord,
+    TriggerTarget,
     delivery_process_id,
     occurrence_id,
     request_hash,
@@ -90,9 +91,22 @@ _NO_LIMIT = 2**62
 
 
 def _text(what: str, value: Any) -> str:
+    """An id (session, source type and key, idempotency key, handle, occurrence, subscription): non-blank, and
+    one every backend stores and indexes (no NUL, valid UTF-8, at most 768 bytes: SPEC section 4)."""
     if not isinstance(value, str) or not value.strip():
         raise InvalidHostEventInput(what, "must be a non-blank string")
-    return value
+    try:
+        return check_id(what, value)
+    except InvalidInput as exc:
+        raise InvalidHostEventInput(what, exc.detail) from None
+
+
+def _name(what: str, value: Any) -> str:
+    """Free text (a subscription's name, a filter's field): a string without NUL, valid UTF-8."""
+    try:
+        return check_text(what, value)
+    except InvalidInput as exc:
+        raise InvalidHostEventInput(what, exc.detail) from None
 
 
 def _opaque(what: str, value: Any) -> str:
@@ -148,7 +162,7 @@ def check_draft(draft: Any) -> dict[str, Any]:
         "session_id": _text("draft.session_id", draft.session_id),
         "source_type": _text("draft.source_type", draft.source_type),
         "source_key": _text("draft.source_key", draft.source_key),
-        "name": None if draft.name is None else _text("draft.name", draft.name),
+        "name": None if draft.name is None else _name("draft.name", _text("draft.name", draft.name)),
     }
     for name in _OPAQUE:
         params[name] = _opaque(f"draft.{name}", getattr(draft, name))
@@ -181,13 +195,13 @@ def _filter_params(selection: TriggerSubscriptionFilter | None) -> dict[str, Any
     params: dict[str, Any] = {}
     for name in ("session_id", "handle", "name", "source_type", "source_key"):
         value = getattr(selection, name)
-        if value is not None and not isinstance(value, str):
-            raise InvalidHostEventInput(f"filter.{name}", "must be a string or None")
-        params[name] = value
+        params[name] = None if value is None else _name(f"filter.{name}", value)
     if selection.enabled is not None and not isinstance(selection.enabled, bool):
         raise InvalidHostEventInput("filter.enabled", "must be a bool or None")
     params["enabled"] = None if selection.enabled is None else int(selection.enabled)
     target = selection.target
+    if target is not None and not isinstance(target, TriggerTarget):
+        raise InvalidHostEventInput("filter.target", f"must be a TriggerTarget or None, got {type(target).__name__}")
     params["has_target"] = 0 if target is None else 1
     for name in _TARGET:
         params[name] = None if target is None else _opaque(f"filter.target.{name}", getattr(target, name))
@@ -209,7 +223,11 @@ class HostEventStoreService(BackendService):
 
     def source_key_for_subscription(self, source_type: str, source: Any) -> str:
         """The stable source key of ``(source_type, source)`` (pure: the same for every process and restart)."""
-        return source_key_for_subscription(_text("source_type", source_type), json_value("source", source))
+        try:
+            plain_source = json_value("source", source)
+        except InvalidInput as exc:
+            raise InvalidHostEventInput(exc.what, exc.detail) from None
+        return source_key_for_subscription(_text("source_type", source_type), plain_source)
 
     # -- subscriptions ---------------------------------------------------
 
@@ -364,6 +382,8 @@ class HostEventStoreService(BackendService):
         a new occurrence: keep the horizon longer than any retry of the host.
         """
         params = {"before_ms": _check_ms("older_than_epoch_ms", older_than_epoch_ms)}
+        if not isinstance(dry_run, bool):
+            raise InvalidHostEventInput("dry_run", f"must be a bool, got {type(dry_run).__name__}")
 
         def count(tx: Tx) -> tuple[int, int]:
             row = tx.one("count_prunable", params)

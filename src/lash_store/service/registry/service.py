@@ -18,7 +18,7 @@ import msgspec
 from lash_store.core.canonical import canonical_text
 from lash_store.core.registry import registration as checks
 from lash_store.core.registry import rows
-from lash_store.errors import InvalidInput, InvalidProcessInput, NotAWakeEvent, RegistrationConflict, UnknownProcess
+from lash_store.errors import InvalidProcessInput, NotAWakeEvent, RegistrationConflict, UnknownProcess
 from lash_store.options import StoreOptions, check_options
 from lash_store.processes import (
     CANCELLED,
@@ -87,16 +87,10 @@ class ProcessRegistryService(BackendService):
     ) -> ProcessRecord:
         """:meth:`register_process` then :meth:`grant_handle` of the same process, in one transaction.
 
-        What a journaled process start does.  A grant its checks refuse is refused as
-        :meth:`grant_handle` would refuse it, after the registration (the two calls' behaviour).
+        What a journaled process start does.  Every argument is checked first (the errors the two calls would
+        raise, in their order), so bad input -- a bad scope or descriptor too -- registers nothing.
         """
-        try:
-            body = self.start_body(registration, owner_scope, descriptor)
-        except InvalidInput:
-            record = self.register_process(registration)
-            self.grant_handle(owner_scope, registration.id, descriptor)
-            return record  # pragma: no cover - grant_handle raised
-        return self._backend.write(body)
+        return self._backend.write(self.start_body(registration, owner_scope, descriptor))
 
     def start_body(
         self,

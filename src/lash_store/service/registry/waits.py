@@ -26,6 +26,8 @@ T = TypeVar("T")
 #: The first backstop re-read comes after this long, then the interval doubles up to :data:`MAX_BACKSTOP_S`.
 FIRST_BACKSTOP_S = 0.1
 MAX_BACKSTOP_S = 1.0
+#: The longest a waiter parks in one go (see :meth:`Wait.next_slice`).
+MAX_PARK_S = 3600.0
 
 Checked = tuple[T | None, int]
 """What a wait's read returns: the answer (or ``None``) and the process's last sequence at that snapshot."""
@@ -72,7 +74,9 @@ class Wait(Generic[T]):
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise WaitTimeout(self.process_id, self.what, self.timeout_ms or 0)
-        return remaining if backstop is None else min(remaining, backstop)
+        # A park is at most MAX_PARK_S even for a deadline 2**63-1 ms away: the platform's lock timeouts cannot
+        # represent that (OverflowError), and a park that ends early only reads again.
+        return min(remaining, MAX_PARK_S) if backstop is None else min(remaining, backstop)
 
     def absorb(self) -> tuple[T | None, bool]:
         """After parking: ``(answer, False)``, ``(None, True)`` to read again, or ``(None, False)`` to park again."""
