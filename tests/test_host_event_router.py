@@ -253,3 +253,51 @@ def _scope(session: str) -> Any:
     from lash_store.processes import ProcessScope
 
     return ProcessScope(session_id=session)
+
+
+@pytest.mark.postgres
+def test_a_route_on_postgres_costs_few_round_trips(pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Record, reserve and list: 7 waits (the clock, the insert, the occurrence with its subscriptions, one
+    insert per delivery, the listing, COMMIT); each delivery: 5 (its journal row, the claim, the registration,
+    the closed delivery, COMMIT).  The journaled outcome of a claim this transaction made is sent without
+    waiting, and the transactions joined to the journal's read the database clock once: before, a route with
+    two deliveries waited 24 times (the plain-SQL floor of the bench runs 23 statements one at a time)."""
+    from psycopg import _pipeline_base
+
+    from lash_store.postgres import close_shared_pools
+
+    store, effects, registry = components(("postgres", pg_dsn))
+    try:
+        _subscribe(store, "session-a")
+        _subscribe(store, "session-b")
+        router = HostEventRouter(store, effects, registry)
+        router.route(request(0))  # warm: prepared statements, the pool
+        waits: list[str] = []
+        real_fetch = _pipeline_base.BasePipeline._fetch_gen
+        real_sync = _pipeline_base.BasePipeline._sync_gen
+
+        def fetch(self: Any, *, flush: bool) -> Any:
+            if flush:
+                waits.append("fetch")
+            return (yield from real_fetch(self, flush=flush))
+
+        def sync(self: Any) -> Any:
+            waits.append("sync")
+            return (yield from real_sync(self))
+
+        monkeypatch.setattr(_pipeline_base.BasePipeline, "_fetch_gen", fetch)
+        monkeypatch.setattr(_pipeline_base.BasePipeline, "_sync_gen", sync)
+        records = router.route(request(1))
+        monkeypatch.undo()
+        assert len(records) == 2
+        assert len(waits) == 7 + 5 + 5, waits
+        assert [d.state for d in store.list_deliveries(records[0].provenance.caused_by["occurrence_id"])] == [
+            "started",
+            "started",
+        ]
+        (first, second) = (effects.list_journal(scope=EffectScope.process(r.id))[0] for r in records)
+        assert first.status == second.status == "completed"
+    finally:
+        for component in (store, effects, registry):
+            component.close()
+        close_shared_pools()

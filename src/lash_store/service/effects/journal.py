@@ -195,21 +195,28 @@ def encode_result(outcome: RuntimeEffectOutcome | None, error: RuntimeEffectCont
     return Result("failed", None, _ENCODE.encode(_Error(code=error.code, message=error.message)).decode())
 
 
-def finalize(tx: Tx, key: Key, digest: str, token: str, result: Result) -> None:
-    """Record the result, only while ``token`` still owns the row (reference §c.5 step 5)."""
+def finalize(tx: Tx, key: Key, digest: str, token: str, result: Result, *, claimed_here: bool = False) -> None:
+    """Record the result, only while ``token`` still owns the row (reference §c.5 step 5).
+
+    ``claimed_here``: ``tx`` itself claimed the row and still holds its lock, so no one can have taken it
+    over: the update is sent without waiting for its row count (a round trip less on PostgreSQL).
+    """
+    params = {
+        **key.params(),
+        "envelope_hash": digest,
+        "lease_token": token,
+        "status": result.status,
+        "outcome": result.outcome,
+        "error": result.error,
+    }
+    if claimed_here:
+        params["now_ms"] = tx.now_ms()
+        tx.send("finalize_effect", params)
+        tx.send("notify_effect", {"payload": key.scope_identity})
+        return
     tx.send("lock_effect", key.params())
-    changed = tx.run(
-        "finalize_effect",
-        {
-            **key.params(),
-            "envelope_hash": digest,
-            "lease_token": token,
-            "status": result.status,
-            "outcome": result.outcome,
-            "error": result.error,
-            "now_ms": tx.now_ms(),
-        },
-    )
+    params["now_ms"] = tx.now_ms()
+    changed = tx.run("finalize_effect", params)
     if changed != 1:
         raise EffectLeaseLost(
             f"the claim on replay key {key.replay_key!r} was taken over before it finished; its result is discarded"

@@ -626,7 +626,7 @@ class ScopedEffectController:
             except Exception as exc:
                 raise _StartFailed() from exc
             outcome = RuntimeEffectOutcome.process_outcome(ProcessEffectOutcome(type="start", record=record))
-            journal.finalize(tx, key, digest, token, journal.encode_result(outcome, None))
+            journal.finalize(tx, key, digest, token, journal.encode_result(outcome, None), claimed_here=True)
             return outcome, also_join is not None
 
         try:

@@ -287,9 +287,11 @@ class HostEventStoreService:
         """
         params = check_request(request)
 
+        source = {"source_type": params["source_type"], "source_key": params["source_key"]}
+
         def body(tx: Tx) -> list[TriggerDeliveryReservation]:
             found = _record(tx, params)
-            _reserve(tx, found.occurrence_id)
+            _reserve(tx, found.occurrence_id, source)
             return _deliveries(tx, "deliveries_of_occurrence", {"occurrence_id": found.occurrence_id})
 
         return self._backend.write(body)
@@ -403,17 +405,26 @@ def _record(tx: Tx, params: dict[str, Any]) -> HostEventOccurrenceRecord:
     return occurrence(row)
 
 
-def _reserve(tx: Tx, occurrence_id: str) -> list[TriggerDeliveryReservation]:
+def _reserve(tx: Tx, occurrence_id: str, source: dict[str, Any] | None = None) -> list[TriggerDeliveryReservation]:
+    """Reserve the occurrence's deliveries.  ``source``: its source type and key when the caller knows them
+    (the occurrence id is derived from them), so that the subscriptions are read with the occurrence."""
     key = {"occurrence_id": occurrence_id}
     tx.send("lock_occurrence", key)
-    row = tx.one("occurrence_row", key)
+    if source is None:
+        row = tx.one("occurrence_row", key)
+        subscriptions = None
+    else:
+        rows, subscriptions = tx.fetch_many([("occurrence_row", key), ("matching_subscriptions", source)])
+        row = rows[0] if rows else None
     if row is None:
         raise UnknownOccurrence(occurrence_id)
     found = occurrence(row)
     now = tx.now_ms()
     params = {"source_type": found.source_type, "source_key": found.source_key}
+    if subscriptions is None or params != source:
+        subscriptions = tx.all("matching_subscriptions", params)
     reserved = []
-    for sub_row in tx.all("matching_subscriptions", params):
+    for sub_row in subscriptions:
         sub = subscription(sub_row)
         process_id = delivery_process_id(found.occurrence_id, sub.subscription_id)
         values = {
