@@ -35,14 +35,39 @@ MAX_JSON_DEPTH = 128
 MAX_JSON_INT_BITS = 4096
 
 
+# A struct type's (attribute name, JSON name) pairs, or None for a type with its own ``__plain__``; looked up
+# once per type instead of once per value.  ``()`` sends a type down the general path, which checks every key:
+# a type without fields, or (never in practice) one with a JSON name that is not valid UTF-8.
+_Fields = tuple[tuple[str, str], ...] | None
+_STRUCT_FIELDS: dict[type, _Fields] = {}
+
+
+def _struct_fields(kind: type[msgspec.Struct]) -> _Fields:
+    """``kind``'s entry of :data:`_STRUCT_FIELDS`, computed once."""
+    try:
+        return _STRUCT_FIELDS[kind]
+    except KeyError:
+        pass
+    pairs: _Fields = None
+    if getattr(kind, "__plain__", None) is None:  # else a type whose JSON shape is part of a contract
+        pairs = tuple(zip(kind.__struct_fields__, kind.__struct_encode_fields__, strict=True))
+        try:
+            for _, encoded in pairs:
+                encoded.encode("utf-8")
+        except UnicodeEncodeError:
+            pairs = ()
+    _STRUCT_FIELDS[kind] = pairs
+    return pairs
+
+
 def plain(value: Any) -> Any:
     """``value`` as plain JSON data (see the module docstring for the rule)."""
     if isinstance(value, msgspec.Struct):
-        custom = getattr(value, "__plain__", None)
-        if custom is not None:  # a type whose JSON shape is part of a contract (an await output)
-            return custom()
+        pairs = _struct_fields(type(value))
+        if pairs is None:  # an await output
+            return value.__plain__()  # type: ignore[attr-defined]
         out: dict[str, Any] = {}
-        for name, encoded in zip(value.__struct_fields__, value.__struct_encode_fields__, strict=True):
+        for name, encoded in pairs or zip(value.__struct_fields__, value.__struct_encode_fields__, strict=True):
             field = getattr(value, name)
             if field is not None:
                 out[encoded] = plain(field)
@@ -133,15 +158,26 @@ def _convert(value: Any, depth: int) -> Any:
             raise _REFUSED
         return value
     if isinstance(value, msgspec.Struct):
-        custom = getattr(value, "__plain__", None)
-        if custom is not None:
-            return _convert(custom(), depth)
-        out: dict[str, Any] = {}
-        for name, encoded in zip(value.__struct_fields__, value.__struct_encode_fields__, strict=True):
+        pairs = _struct_fields(kind)
+        if pairs is None:
+            return _convert(value.__plain__(), depth)  # type: ignore[attr-defined]
+        if not pairs:  # as a dict of its fields, every key checked
+            out: dict[str, Any] = {}
+            for name, encoded in zip(value.__struct_fields__, value.__struct_encode_fields__, strict=True):
+                field = getattr(value, name)
+                if field is not None:
+                    out[encoded] = field
+            return _convert(out, depth)
+        # The same as converting that dict, without building it first (its keys are known to be valid).
+        inner = depth + 1
+        converted: dict[str, Any] = {}
+        for name, encoded in pairs:
             field = getattr(value, name)
             if field is not None:
-                out[encoded] = field
-        return _convert(out, depth)
+                if inner > MAX_JSON_DEPTH:
+                    raise _REFUSED
+                converted[encoded] = _convert(field, inner)
+        return converted
     if isinstance(value, enum.Enum):
         return _convert(value.value, depth)
     raise _REFUSED  # anything rarer (subclasses of the JSON types included): _check decides

@@ -101,7 +101,19 @@ class PostgresTx:
     deployment-wide component (the process registry) has no partition (``sid`` is ``None``).
     """
 
-    __slots__ = ("_clock", "_conn", "_now", "_options", "_pipeline", "_queries", "_sid", "_unprepared", "waited")
+    __slots__ = (
+        "_clock",
+        "_conn",
+        "_db_now",
+        "_now",
+        "_options",
+        "_pipeline",
+        "_queries",
+        "_root",
+        "_sid",
+        "_unprepared",
+        "waited",
+    )
 
     def __init__(
         self,
@@ -111,6 +123,7 @@ class PostgresTx:
         statements: dict[str, tuple[str, ...]],
         options: StoreOptions,
         unprepared: frozenset[str] = _UNPREPARED,
+        root: PostgresTx | None = None,
     ) -> None:
         self._conn = conn
         self._pipeline = pipeline
@@ -119,9 +132,18 @@ class PostgresTx:
         self._unprepared = unprepared
         self._options = options
         self._now: int | None = None
+        # The database clock is read once per database transaction: a transaction joined to another
+        # (``PostgresBackend.joined``: another component's queries in the same transaction) uses its ``root``'s
+        # reading and queued reading, as a second lock of one component's transaction does.
+        self._root = self if root is None else root
+        self._db_now: int | None = None
         self._clock: psycopg.Cursor[Any] | None = None
         #: Whether the server has answered anything of this transaction yet (see ``PostgresBackend._attempt``).
         self.waited = False
+
+    def _answered(self) -> None:
+        self.waited = True
+        self._root.waited = True
 
     def _params(self, params: Params | None) -> Mapping[str, Any]:
         if self._sid is None:
@@ -137,20 +159,23 @@ class PostgresTx:
     def _sync(self) -> None:
         """Send everything queued and wait for every result (row counts are known after this)."""
         self._pipeline.sync()
-        self.waited = True
+        self._answered()
 
     def now_ms(self) -> int:
         """The injected test clock when there is one, else the database clock (one reading per transaction)."""
         if self._now is None:
-            if self._options.clock is not None:
-                self._now = self._options.now_ms()
-            else:
-                cursor = self._clock if self._clock is not None else self._queue_clock()
-                row = cursor.fetchone()
-                self.waited = True
-                assert row is not None
-                self._now = int(row[0])
+            self._now = self._options.now_ms() if self._options.clock is not None else self._database_now()
         return self._now
+
+    def _database_now(self) -> int:
+        root = self._root
+        if root._db_now is None:
+            cursor = root._clock if root._clock is not None else root._queue_clock()
+            row = cursor.fetchone()
+            self._answered()
+            assert row is not None
+            root._db_now = int(row[0])
+        return root._db_now
 
     def _queue_clock(self) -> psycopg.Cursor[Any]:
         (statement,) = self._queries["now"]
@@ -161,7 +186,7 @@ class PostgresTx:
         row: Row | None = None
         for statement in self._queries[query]:
             row = self._execute(statement, params, query).fetchone()
-            self.waited = True
+            self._answered()
         return row
 
     def all(self, query: str, params: Params | None = None) -> list[Row]:
@@ -170,7 +195,7 @@ class PostgresTx:
     def iter(self, query: str, params: Params | None = None) -> Iterator[Row]:
         (statement,) = self._queries[query]
         rows = self._execute(statement, params, query).fetchall()
-        self.waited = True
+        self._answered()
         return iter(rows)
 
     def run(self, query: str, params: Params | None = None) -> int:
@@ -192,10 +217,10 @@ class PostgresTx:
 
     def send(self, query: str, params: Params | None = None) -> None:
         self._queue(query, params)
-        if query.startswith(_LOCK_PREFIX) and self._now is None and self._options.clock is None:
+        if query.startswith(_LOCK_PREFIX) and self._options.clock is None and self._root._db_now is None:
             # The service reads the clock after its locks: queue the reading behind this lock now,
             # so that it costs no round trip of its own (a later lock queues a newer reading).
-            self._queue_clock()
+            self._root._queue_clock()
 
     def send_many(self, query: str, rows: Sequence[Params]) -> None:
         if rows:
@@ -265,7 +290,7 @@ class PostgresBackend:
         elif other._given_pool is not self._given_pool:
             return None
         sid, statements, options, unprepared = other.sid, other._statements, other._options, other._unprepared
-        return lambda tx: PostgresTx(tx._conn, tx._pipeline, sid, statements, options, unprepared)
+        return lambda tx: PostgresTx(tx._conn, tx._pipeline, sid, statements, options, unprepared, tx._root)
 
     def read(self, body: Callable[[PostgresTx], T]) -> T:
         return self._run(body, write=False)

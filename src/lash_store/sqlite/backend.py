@@ -17,7 +17,7 @@ from lash_store.options import StoreOptions
 from lash_store.service.clock import TransactionClock
 from lash_store.service.ports import Params, Row
 from lash_store.sqlite import inspection
-from lash_store.sqlite.connection import Connection
+from lash_store.sqlite.shared import Database
 
 T = TypeVar("T")
 
@@ -101,7 +101,7 @@ class SqliteBackend:
 
     name = "sqlite"
 
-    def __init__(self, connection: Connection, queries: QuerySet = SESSION_QUERIES) -> None:
+    def __init__(self, connection: Database, queries: QuerySet = SESSION_QUERIES) -> None:
         self.connection = connection
         self._options = connection.options
         self._queries = queries

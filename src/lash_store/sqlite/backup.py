@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from lash_store.errors import BackendError, InvalidInput
-from lash_store.sqlite.connection import Connection
 from lash_store.sqlite.inspection import file_bytes
+from lash_store.sqlite.shared import Database
 
 # A stale log or journal under the destination's name would be replayed into the new copy on its first open.
 _SIDECARS = ("-wal", "-shm", "-journal")
 
 
-def backup(connection: Connection, dest: Path) -> dict[str, Any]:
+def backup(connection: Database, dest: Path) -> dict[str, Any]:
     """Copy the database behind ``connection`` to the new file ``dest`` (mode 0600)."""
     check_backup_destination(dest)
     started = time.monotonic()

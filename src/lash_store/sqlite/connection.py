@@ -267,6 +267,11 @@ class Connection:
                 if commit:
                     raise BackendError(f"{self.path} was opened read-only; nothing was written")
                 return self._read_only(body)
+            if not self._reconnect and self._conn is not None and self._conn.in_transaction:
+                # Only this thread can hold the lock with a transaction open: a call from inside its own body
+                # (two components sharing this connection).  Refused before anything else, so that the
+                # cleanup below never rolls back the caller's transaction.
+                raise BackendError("a transaction cannot start inside another one on the same connection")
             return self._with_retry(lambda: self._in_transaction(self._current(), begin, body, commit=commit))
 
     def outside_transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:

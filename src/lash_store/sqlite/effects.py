@@ -20,6 +20,7 @@ from lash_store.sqlite.backend import QuerySet
 from lash_store.sqlite.connection import Connection
 from lash_store.sqlite.deployment import DEPLOYMENT_SCHEMA
 from lash_store.sqlite.registry import SqliteChangeFeed, SqliteRegistryBackend
+from lash_store.sqlite.shared import Database, open_shared
 from lash_store.sqlite.store import check_directory_path
 
 __all__ = ["EFFECT_QUERIES", "EffectHost"]
@@ -30,7 +31,7 @@ EFFECT_QUERIES = QuerySet("effects_queries.sql")
 class SqliteEffectBackend(SqliteRegistryBackend):
     """The journal's queries on a deployment file (it describes itself as the deployment file)."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Database) -> None:
         super().__init__(connection)
         self._queries = EFFECT_QUERIES
 
@@ -65,7 +66,7 @@ class EffectHost(EffectHostService):
         options = check_options(StoreOptions() if options is None else options)
         replay_options = check_replay_options(replay_options)  # before the file is created
         checked = check_directory_path("path", path)
-        backend = SqliteEffectBackend(Connection(checked, options, schema=DEPLOYMENT_SCHEMA))
+        backend = SqliteEffectBackend(open_shared(checked, options, DEPLOYMENT_SCHEMA))
         return cls(backend, options, _file_signals(checked, options), replay_options)
 
     @classmethod

@@ -16,6 +16,7 @@ from lash_store.sqlite.backend import QuerySet
 from lash_store.sqlite.connection import Connection
 from lash_store.sqlite.deployment import DEPLOYMENT_SCHEMA
 from lash_store.sqlite.registry import SqliteRegistryBackend
+from lash_store.sqlite.shared import Database, open_shared
 from lash_store.sqlite.store import check_directory_path
 
 __all__ = ["HOST_EVENT_QUERIES", "HostEventStore"]
@@ -26,7 +27,7 @@ HOST_EVENT_QUERIES = QuerySet("host_events_queries.sql")
 class SqliteHostEventBackend(SqliteRegistryBackend):
     """The store's queries on a deployment file (it describes itself as the deployment file)."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Database) -> None:
         super().__init__(connection)
         self._queries = HOST_EVENT_QUERIES
 
@@ -43,7 +44,7 @@ class HostEventStore(HostEventStoreService):
         """Open (or create, mode 0600) the deployment file at ``path``; a foreign file is never modified."""
         options = check_options(StoreOptions() if options is None else options)
         checked = check_directory_path("path", path)
-        return cls(SqliteHostEventBackend(Connection(checked, options, schema=DEPLOYMENT_SCHEMA)), options)
+        return cls(SqliteHostEventBackend(open_shared(checked, options, DEPLOYMENT_SCHEMA)), options)
 
     @classmethod
     def memory(cls, options: StoreOptions | None = None) -> HostEventStore:

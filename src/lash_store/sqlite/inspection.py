@@ -12,7 +12,7 @@ from typing import Any
 
 from lash_store.service.diagnostics import Problems, run_checks
 from lash_store.sqlite import schema
-from lash_store.sqlite.connection import Connection
+from lash_store.sqlite.shared import Database
 
 _DDL_OBJECT = re.compile(r"CREATE (?:UNIQUE )?(?:TABLE|INDEX|TRIGGER) IF NOT EXISTS (\w+)")
 
@@ -53,7 +53,7 @@ def file_bytes(path: Path | None) -> int:
     return total
 
 
-def describe(connection: Connection) -> dict[str, Any]:
+def describe(connection: Database) -> dict[str, Any]:
     def body(conn: sqlite3.Connection) -> dict[str, Any]:
         identity = schema.Identity(conn)
         pragma = {
@@ -79,7 +79,7 @@ def describe(connection: Connection) -> dict[str, Any]:
     return connection.read(body)
 
 
-def integrity_checks(connection: Connection) -> list[dict[str, Any]]:
+def integrity_checks(connection: Database) -> list[dict[str, Any]]:
     def body(conn: sqlite3.Connection) -> list[dict[str, Any]]:
         checks: list[tuple[str, Callable[[Problems], str]]] = [
             ("sqlite integrity", lambda problems: _integrity(conn, problems)),
@@ -127,7 +127,7 @@ def _types(conn: sqlite3.Connection, problems: Problems) -> str:
     return f"{checked} columns"
 
 
-def compact(connection: Connection) -> dict[str, Any]:
+def compact(connection: Database) -> dict[str, Any]:
     """Rebuild the file to release free pages, then fold the write-ahead log back and truncate it."""
     before = file_bytes(connection.path)
 

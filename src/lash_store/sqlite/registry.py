@@ -24,6 +24,7 @@ from lash_store.sqlite.backend import QuerySet, SqliteBackend
 from lash_store.sqlite.connection import Connection
 from lash_store.sqlite.deployment import DEPLOYMENT_SCHEMA, DeploymentIdentity
 from lash_store.sqlite.inspection import file_bytes
+from lash_store.sqlite.shared import Database, open_shared
 from lash_store.sqlite.store import check_directory_path
 
 __all__ = ["REGISTRY_QUERIES", "ProcessRegistry"]
@@ -37,7 +38,7 @@ _POLL_S = 0.01
 class SqliteRegistryBackend(SqliteBackend):
     """The registry's queries on a deployment file; what it says about itself is the deployment file's."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Database) -> None:
         super().__init__(connection, REGISTRY_QUERIES)
 
     def describe(self) -> dict[str, Any]:
@@ -111,7 +112,7 @@ class ProcessRegistry(ProcessRegistryService):
         """
         options = check_options(StoreOptions() if options is None else options)
         checked = check_directory_path("path", path)
-        backend = SqliteRegistryBackend(Connection(checked, options, schema=DEPLOYMENT_SCHEMA))
+        backend = SqliteRegistryBackend(open_shared(checked, options, DEPLOYMENT_SCHEMA))
         return cls(backend, options, _file_signals(checked, options))
 
     @classmethod

@@ -178,34 +178,45 @@ def prepare(
     return Claimed(token, due, now, int(col(row, "attempts")) + 1)
 
 
-def finalize(
-    tx: Tx,
-    key: Key,
-    digest: str,
-    token: str,
-    outcome: RuntimeEffectOutcome | None,
-    error: RuntimeEffectControllerError | None,
-) -> None:
-    """Record the result, only while ``token`` still owns the row (reference §c.5 step 5)."""
+@dataclass(frozen=True)
+class Result:
+    """A result as the row records it: its status and its outcome or error, encoded."""
+
+    status: str
+    outcome: str | None
+    error: str | None
+
+
+def encode_result(outcome: RuntimeEffectOutcome | None, error: RuntimeEffectControllerError | None) -> Result:
+    """The row's columns for a result (encoded before the transaction: its lock is not held for this)."""
     if outcome is not None:
-        status, outcome_text, error_text = "completed", _ENCODE.encode(outcome).decode(), None
-    else:
-        assert error is not None
-        status, outcome_text = "failed", None
-        error_text = _ENCODE.encode(_Error(code=error.code, message=error.message)).decode()
+        return Result("completed", _ENCODE.encode(outcome).decode(), None)
+    assert error is not None
+    return Result("failed", None, _ENCODE.encode(_Error(code=error.code, message=error.message)).decode())
+
+
+def finalize(tx: Tx, key: Key, digest: str, token: str, result: Result, *, claimed_here: bool = False) -> None:
+    """Record the result, only while ``token`` still owns the row (reference §c.5 step 5).
+
+    ``claimed_here``: ``tx`` itself claimed the row and still holds its lock, so no one can have taken it
+    over: the update is sent without waiting for its row count (a round trip less on PostgreSQL).
+    """
+    params = {
+        **key.params(),
+        "envelope_hash": digest,
+        "lease_token": token,
+        "status": result.status,
+        "outcome": result.outcome,
+        "error": result.error,
+    }
+    if claimed_here:
+        params["now_ms"] = tx.now_ms()
+        tx.send("finalize_effect", params)
+        tx.send("notify_effect", {"payload": key.scope_identity})
+        return
     tx.send("lock_effect", key.params())
-    changed = tx.run(
-        "finalize_effect",
-        {
-            **key.params(),
-            "envelope_hash": digest,
-            "lease_token": token,
-            "status": status,
-            "outcome": outcome_text,
-            "error": error_text,
-            "now_ms": tx.now_ms(),
-        },
-    )
+    params["now_ms"] = tx.now_ms()
+    changed = tx.run("finalize_effect", params)
     if changed != 1:
         raise EffectLeaseLost(
             f"the claim on replay key {key.replay_key!r} was taken over before it finished; its result is discarded"

@@ -645,7 +645,8 @@ class ScopedEffectController:
         finally:
             if heartbeat is not None:
                 host.heartbeats.remove(heartbeat)
-        host._write(lambda tx: journal.finalize(tx, key, digest, claim.token, outcome, failure))
+        result = journal.encode_result(outcome, failure)  # encoded before the write lock is taken
+        host._write(lambda tx: journal.finalize(tx, key, digest, claim.token, result))
         host.signals.publish(None)
         if failure is not None:
             raise failure
@@ -704,7 +705,7 @@ class ScopedEffectController:
             except Exception as exc:
                 raise _StartFailed() from exc
             outcome = RuntimeEffectOutcome.process_outcome(ProcessEffectOutcome(type="start", record=record))
-            journal.finalize(tx, key, digest, token, outcome, None)
+            journal.finalize(tx, key, digest, token, journal.encode_result(outcome, None), claimed_here=True)
             return outcome, also_join is not None
 
         try:

@@ -294,7 +294,7 @@ class HostEventStoreService(BackendService):
         time); the same key with other content raises :class:`OccurrenceConflict`.
         """
         params = check_request(request)
-        return self._backend.write(lambda tx: _record(tx, params))
+        return self._backend.write(lambda tx: _record(tx, params)[0])
 
     def record_and_reserve(self, request: HostEventOccurrenceRequest) -> list[TriggerDeliveryReservation]:
         """:meth:`record_occurrence`, :meth:`reserve_matching_deliveries` and :meth:`list_deliveries` of it,
@@ -302,9 +302,15 @@ class HostEventStoreService(BackendService):
         """
         params = check_request(request)
 
+        source = {"source_type": params["source_type"], "source_key": params["source_key"]}
+
         def body(tx: Tx) -> list[TriggerDeliveryReservation]:
-            found = _record(tx, params)
-            _reserve(tx, found.occurrence_id)
+            found, inserted = _record(tx, params)
+            matched: list[Row] = []
+            reserved = _reserve(tx, found.occurrence_id, source, matched)
+            if inserted and len(reserved) == len(matched):
+                # A new occurrence: its deliveries are exactly those just reserved (what the listing would read).
+                return sorted(reserved, key=lambda delivery: delivery.subscription.sequence)
             return _deliveries(tx, "deliveries_of_occurrence", {"occurrence_id": found.occurrence_id})
 
         return self._backend.write(body)
@@ -407,30 +413,45 @@ class HostEventStoreService(BackendService):
         )
 
 
-def _record(tx: Tx, params: dict[str, Any]) -> HostEventOccurrenceRecord:
+def _record(tx: Tx, params: dict[str, Any]) -> tuple[HostEventOccurrenceRecord, bool]:
+    """The occurrence, and whether this transaction inserted it."""
     now = tx.now_ms()
     if tx.run("insert_occurrence", {**params, "now_ms": now}):
         values = {**params, "occurred_at_ms": now}
-        return occurrence(tuple(values[name] for name in OCCURRENCE_COLUMNS))
+        return occurrence(tuple(values[name] for name in OCCURRENCE_COLUMNS)), True
     row = tx.one("occurrence_row", {"occurrence_id": params["occurrence_id"]})
     assert row is not None  # the primary key held it: it is committed and never updated
     stored = dict(zip(OCCURRENCE_COLUMNS, row, strict=True))
     if stored["request_hash"] != params["request_hash"]:
         raise OccurrenceConflict(params["idempotency_key"], stored["request_hash"], params["request_hash"])
-    return occurrence(row)
+    return occurrence(row), False
 
 
-def _reserve(tx: Tx, occurrence_id: str) -> list[TriggerDeliveryReservation]:
+def _reserve(
+    tx: Tx, occurrence_id: str, source: dict[str, Any] | None = None, matched: list[Row] | None = None
+) -> list[TriggerDeliveryReservation]:
+    """Reserve the occurrence's deliveries.  ``source``: its source type and key when the caller knows them
+    (the occurrence id is derived from them), so that the subscriptions are read with the occurrence;
+    ``matched`` receives the subscriptions that matched."""
     key = {"occurrence_id": occurrence_id}
     tx.send("lock_occurrence", key)
-    row = tx.one("occurrence_row", key)
+    if source is None:
+        row = tx.one("occurrence_row", key)
+        subscriptions = None
+    else:
+        rows, subscriptions = tx.fetch_many([("occurrence_row", key), ("matching_subscriptions", source)])
+        row = rows[0] if rows else None
     if row is None:
         raise UnknownOccurrence(occurrence_id)
     found = occurrence(row)
     now = tx.now_ms()
     params = {"source_type": found.source_type, "source_key": found.source_key}
+    if subscriptions is None or params != source:
+        subscriptions = tx.all("matching_subscriptions", params)
+    if matched is not None:
+        matched.extend(subscriptions)
     reserved = []
-    for sub_row in tx.all("matching_subscriptions", params):
+    for sub_row in subscriptions:
         sub = subscription(sub_row)
         process_id = delivery_process_id(found.occurrence_id, sub.subscription_id)
         values = {

@@ -106,11 +106,12 @@ class ProcessRegistryService(BackendService):
         normal = checks.normalise_registration(registration)
         scope = checks.check_scope("owner_scope", owner_scope)
         handle = checks.check_descriptor("descriptor", descriptor or ProcessHandleDescriptor())
+        handle_json = canonical_text(handle)  # encoded before the transaction takes its locks
 
         def body(tx: Tx) -> ProcessRecord:
             record, inserted = _insert_or_compare(tx, normal)
             if inserted:  # this transaction created the row (and holds it): nothing to look up
-                handles.put(tx, scope, record.id, canonical_text(handle))
+                handles.put(tx, scope, record.id, handle_json)
             else:
                 handles.grant(tx, scope, record.id, handle)
             return record
