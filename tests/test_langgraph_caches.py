@@ -129,6 +129,11 @@ def test_nested_content_is_copied_deeply() -> None:
     copied = _values.clone(message)
     assert copied == message and copied.model_dump() == copy.deepcopy(message).model_dump()
     assert copied.__pydantic_fields_set__ == message.__pydantic_fields_set__
+    assert list(copied.tool_calls[0]["args"]) == ["q"] and list(copied.additional_kwargs) == ["k"]
+    ordered = {"z": 1, "a": [1], "m": {"y": 2, "b": {}}, "b": None}
+    assert list(_values.clone(ordered)) == ["z", "a", "m", "b"] and _values.clone(ordered) == ordered
+    assert list(_values.clone(ordered)["m"]) == ["y", "b"]
+    assert list(copied.__dict__) == list(message.__dict__)  # the fields in their order, too
     copied.tool_calls[0]["args"]["q"][1]["b"] = 2
     copied.additional_kwargs["k"]["nested"].append(3)
     copied.content[0]["text"] = "changed"
@@ -154,6 +159,21 @@ def test_values_the_clone_does_not_know_are_decoded_afresh(tmp_path: Path) -> No
         first[0].tags.append("mutated")
         second = saver.get_tuple(config).checkpoint["channel_values"]["notes"]  # type: ignore[union-attr]
         assert second == notes and second[0] is not first[0]
+
+
+def test_the_decoded_leaf_cache_holds_no_object_the_collector_tracks() -> None:
+    import gc
+
+    serde = JsonPlusSerializer()
+    cache = _values.DecodedLeaves()
+    pairs = [serde.dumps_typed(AIMessage(content=f"m{i}", id=f"i{i}", additional_kwargs={"k": [i]})) for i in range(50)]
+    values: list[Any] = []
+    cache.read("leaf", pairs, serde.loads_typed, values, [])
+    for _ in range(10):  # each collection untracks the tuples whose items it has untracked: a level at a time
+        gc.collect()
+    leaf = cache._leaves["leaf"]
+    assert leaf[2] == (True,) * 50
+    assert not gc.is_tracked(leaf)
 
 
 def test_the_decoded_leaf_cache_is_bounded_by_elements() -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from threading import Lock
 from typing import cast
 
@@ -42,8 +42,8 @@ Pair = tuple[str, bytes]  # an element: its serializer's type tag and bytes
 CHUNK_DESCRIPTOR = BlobArtifactDescriptor(kind=ArtifactKind.GENERIC_BLOB, hints=frozenset({StorageHint.COMPRESSIBLE}))
 
 _encoder = msgspec.msgpack.Encoder()
-_leaf_decoder = msgspec.msgpack.Decoder(tuple[int, list[tuple[str, bytes]]])
-_index_decoder = msgspec.msgpack.Decoder(tuple[int, list[tuple[bytes, int]]])
+_leaf_decoder = msgspec.msgpack.Decoder(tuple[int, tuple[tuple[str, bytes], ...]])
+_index_decoder = msgspec.msgpack.Decoder(tuple[int, tuple[tuple[bytes, int], ...]])
 _kind_decoder = msgspec.msgpack.Decoder(tuple[int, msgspec.Raw])
 
 
@@ -73,7 +73,10 @@ class Tree(msgspec.Struct, frozen=True):
 
 
 Element = tuple[Pair, bytes]  # an element with its :func:`element_digest`
-Decoded = tuple[int, list[Pair] | list[tuple[bytes, int]]]
+# A decoded chunk: its kind and its items, as tuples of atoms (the garbage collector stops tracking them).
+Decoded = tuple[int, tuple[Pair, ...] | tuple[tuple[bytes, int], ...]]
+# A built chunk as the build cache keeps it (atoms only, too): ref, bytes, children, decoded form.
+_Built = tuple[str, bytes, tuple[str, ...], Decoded]
 
 
 class BuildCache:
@@ -84,14 +87,14 @@ class BuildCache:
     is the same chunk a rebuild would make.  Bounded (least recently used out).
     """
 
-    def __init__(self, capacity: int = 8192) -> None:
-        self._chunks: OrderedDict[bytes, tuple[str, NewBlob, Decoded]] = OrderedDict()
+    def __init__(self, capacity: int = 2048) -> None:
+        self._chunks: OrderedDict[bytes | tuple[tuple[str, int], ...], _Built] = OrderedDict()
         self._capacity = capacity
         self._lock = Lock()
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: bytes) -> tuple[str, NewBlob, Decoded] | None:
+    def get(self, key: bytes | tuple[tuple[str, int], ...]) -> _Built | None:
         with self._lock:
             found = self._chunks.get(key)
             if found is None:
@@ -101,7 +104,7 @@ class BuildCache:
             self._chunks.move_to_end(key)
             return found
 
-    def put(self, key: bytes, chunk: tuple[str, NewBlob, Decoded]) -> None:
+    def put(self, key: bytes | tuple[tuple[str, int], ...], chunk: _Built) -> None:
         with self._lock:
             self._chunks[key] = chunk
             self._chunks.move_to_end(key)
@@ -155,7 +158,7 @@ def build_elements(
         group_refs: list[tuple[str, int]] = []
         for entry in level:
             group_refs.append(entry)
-            if _hits_boundary(bytes.fromhex(entry[0]), AVG_FANOUT) or len(group_refs) >= MAX_FANOUT:
+            if int(entry[0][:8], 16) % AVG_FANOUT == AVG_FANOUT - 1 or len(group_refs) >= MAX_FANOUT:
                 parents.append(_index(chunks, group_refs, cache, decoded))
                 group_refs = []
         if group_refs:
@@ -171,12 +174,12 @@ def _leaf(
     key = b"L" + b"".join(digest for _, digest in group)
     found = cache.get(key) if cache is not None else None
     if found is None:
-        body: Decoded = (_LEAF, [pair for pair, _ in group])
+        body: Decoded = (_LEAF, tuple(pair for pair, _ in group))
         found = _new_chunk(_encoder.encode(body), (), body)
         if cache is not None:
             cache.put(key, found)
-    ref, blob, body = found
-    chunks[ref] = blob
+    ref, content, children, body = found
+    chunks[ref] = NewBlob(content=content, descriptor=CHUNK_DESCRIPTOR, children=list(children))
     if decoded is not None:
         decoded.put(ref, body)
     return ref, len(group)
@@ -185,24 +188,22 @@ def _leaf(
 def _index(
     chunks: dict[str, NewBlob], group: list[tuple[str, int]], cache: BuildCache | None, decoded: ChunkCache | None
 ) -> tuple[str, int]:
-    entries = [(bytes.fromhex(ref), count) for ref, count in group]
-    key = b"I" + b"".join(raw + count.to_bytes(8, "big") for raw, count in entries)
+    key = tuple(group)  # the children's refs and counts determine the chunk (a leaf's key is bytes: no clash)
     found = cache.get(key) if cache is not None else None
     if found is None:
-        body: Decoded = (_INDEX, entries)
-        found = _new_chunk(_encoder.encode(body), [ref for ref, _ in group], body)
+        body: Decoded = (_INDEX, tuple((bytes.fromhex(ref), count) for ref, count in group))
+        found = _new_chunk(_encoder.encode(body), tuple(ref for ref, _ in group), body)
         if cache is not None:
             cache.put(key, found)
-    ref, blob, body = found
-    chunks[ref] = blob
+    ref, content, children, body = found
+    chunks[ref] = NewBlob(content=content, descriptor=CHUNK_DESCRIPTOR, children=list(children))
     if decoded is not None:
         decoded.put(ref, body)
     return ref, sum(count for _, count in group)
 
 
-def _new_chunk(content: bytes, children: Iterable[str], body: Decoded) -> tuple[str, NewBlob, Decoded]:
-    blob = NewBlob(content=content, descriptor=CHUNK_DESCRIPTOR, children=list(children))
-    return hashlib.sha256(content).hexdigest(), blob, body
+def _new_chunk(content: bytes, children: tuple[str, ...], body: Decoded) -> _Built:
+    return hashlib.sha256(content).hexdigest(), content, children, body
 
 
 class ChunkCache:
@@ -235,22 +236,22 @@ def read(root: str, fetch: Callable[[list[str]], dict[str, bytes]], cache: Chunk
 
 def read_leaves(
     root: str, fetch: Callable[[list[str]], dict[str, bytes]], cache: ChunkCache
-) -> list[tuple[str, list[Pair]]]:
+) -> list[tuple[str, tuple[Pair, ...]]]:
     """The leaf chunks of the tree under ``root`` in order, each with its ref (what :func:`read` flattens)."""
     level = [root]
     while True:
         decoded = _decode_level(level, fetch, cache)
         kinds = {kind for kind, _ in decoded}
         if kinds == {_LEAF}:
-            return [(ref, cast("list[Pair]", items)) for ref, (_, items) in zip(level, decoded, strict=True)]
+            return [(ref, cast("tuple[Pair, ...]", items)) for ref, (_, items) in zip(level, decoded, strict=True)]
         if kinds != {_INDEX}:
             raise CorruptData(f"chunk tree {root}", "a level mixes leaf and index chunks")
-        level = [child.hex() for _, entries in decoded for child, _count in cast("list[tuple[bytes, int]]", entries)]
+        level = [
+            child.hex() for _, entries in decoded for child, _count in cast("tuple[tuple[bytes, int], ...]", entries)
+        ]
 
 
-def _decode_level(
-    refs: list[str], fetch: Callable[[list[str]], dict[str, bytes]], cache: ChunkCache
-) -> list[tuple[int, list[Pair] | list[tuple[bytes, int]]]]:
+def _decode_level(refs: list[str], fetch: Callable[[list[str]], dict[str, bytes]], cache: ChunkCache) -> list[Decoded]:
     found = {ref: cache.get(ref) for ref in refs}
     missing = sorted({ref for ref, chunk in found.items() if chunk is None})
     if missing:
@@ -262,10 +263,10 @@ def _decode_level(
             chunk = _decode_chunk(ref, content)
             cache.put(ref, chunk)
             found[ref] = chunk
-    return [cast("tuple[int, list[Pair] | list[tuple[bytes, int]]]", found[ref]) for ref in refs]
+    return [cast("Decoded", found[ref]) for ref in refs]
 
 
-def _decode_chunk(ref: str, content: bytes) -> tuple[int, list[Pair] | list[tuple[bytes, int]]]:
+def _decode_chunk(ref: str, content: bytes) -> Decoded:
     try:
         kind = _kind_decoder.decode(content)[0]  # the body stays raw until the kind is known
         if kind == _LEAF:

@@ -5,10 +5,12 @@ Two bounded caches sit between a saver's serializer and the chunk trees
 
 * :class:`DecodedLeaves` -- the decoded elements of a leaf chunk, by the
   chunk's ref.  A ref is the hash of the chunk's bytes, so an entry can never
-  go stale.  The cached objects are never handed out: a read gets a deep
-  :func:`clone` of each (a fraction of the cost of decoding), so mutating what
+  go stale.  The cache holds no live objects, only a :func:`freeze` form made of
+  tuples of atoms (which the garbage collector stops tracking, so thousands of
+  cached messages do not lengthen its full collections); a read gets a fresh
+  :func:`thaw` of each (a fraction of the cost of decoding), so mutating what
   a read returned cannot change what a later read returns.  Elements of a type
-  :func:`clone` does not know are decoded from their bytes again, as without
+  :func:`freeze` does not know are decoded from their bytes again, as without
   the cache.
 * :class:`Lists` -- the last list of each channel (per thread and namespace)
   that this process wrote or read, with the encoding of each element and the
@@ -28,7 +30,6 @@ Two bounded caches sit between a saver's serializer and the chunk trees
 
 from __future__ import annotations
 
-import copy
 import datetime
 import decimal
 import operator
@@ -85,39 +86,98 @@ def clonable(value: Any) -> bool:
 
 def clone(value: Any) -> Any:
     """A deep copy of a :func:`clonable` value (what ``copy.deepcopy`` makes, at a fraction of its cost)."""
+    return thaw(freeze(value))
+
+
+# A frozen value is made of tuples of atoms only, which the garbage collector stops
+# tracking: a cache of thousands of frozen messages adds nothing to a full collection's pause (live pydantic
+# objects would).  atom -> itself; list -> (0, items); dict -> (1, keys, atoms, deep) where ``atoms`` holds the
+# atom values (None for the others) and ``deep`` the (key, frozen value) of the others; tuple -> (2, items);
+# pydantic model -> (3, class number, keys, atoms, deep, fields set, frozen extra or None).  An empty list or
+# dict is (4,) or (5,).
+_LIST, _DICT, _TUPLE, _MODEL, _EMPTY_LIST, _EMPTY_DICT = 0, 1, 2, 3, 4, 5
+_classes: list[type[BaseModel]] = []
+_class_numbers: dict[type[BaseModel], int] = {}
+_classes_lock = threading.Lock()
+
+
+def freeze(value: Any) -> Any:
+    """The frozen form of a :func:`clonable` value (:func:`thaw` makes a fresh copy of it)."""
     kind = type(value)
     if kind in _ATOMS:
         return value
     if kind is list:
-        return [item if type(item) in _ATOMS else clone(item) for item in value] if value else []
-    if kind is dict:
-        return {key: item if type(item) in _ATOMS else clone(item) for key, item in value.items()} if value else {}
+        return (_LIST, tuple([freeze(item) for item in value])) if value else (_EMPTY_LIST,)
     if kind is tuple:
-        return tuple(clone(item) for item in value)
-    if isinstance(value, BaseModel):
-        # What BaseModel.__copy__ does (clonable() checked that the class keeps it), with the values deepened.
-        copied: Any = BaseModel.__new__(kind)
-        _set(copied, "__dict__", clone(value.__dict__))
-        extra = value.__pydantic_extra__
-        _set(copied, "__pydantic_extra__", None if extra is None else clone(extra))
-        _set(copied, "__pydantic_fields_set__", set(value.__pydantic_fields_set__))
+        return (_TUPLE, tuple([freeze(item) for item in value]))
+    if kind is dict:
+        return (_DICT, *_freeze_items(value)) if value else (_EMPTY_DICT,)
+    number = _class_numbers.get(kind)
+    if number is None:
+        with _classes_lock:
+            number = _class_numbers.get(kind)
+            if number is None:
+                number = len(_classes)
+                _classes.append(kind)
+                _class_numbers[kind] = number
+    extra = value.__pydantic_extra__
+    return (
+        _MODEL,
+        number,
+        *_freeze_items(value.__dict__),
+        tuple(value.__pydantic_fields_set__),
+        None if extra is None else freeze(extra),
+    )
+
+
+def _freeze_items(value: dict[Any, Any]) -> tuple[tuple[Any, ...], tuple[Any, ...], tuple[tuple[Any, Any], ...]]:
+    # Every key in order with its atom value (None for the others, put back in their places on thaw: a dict's
+    # order is kept).  Tuples, not a dict: a tuple holding a dict is never untracked.
+    keys = tuple(value)
+    atoms = tuple([item if type(item) in _ATOMS else None for item in value.values()])
+    deep = tuple([(key, freeze(item)) for key, item in value.items() if type(item) not in _ATOMS])
+    return keys, atoms, deep
+
+
+def thaw(frozen: Any) -> Any:
+    """A fresh value from its :func:`freeze` form (nothing of it is shared with any other thawed copy)."""
+    if type(frozen) is not tuple:
+        return frozen
+    tag = frozen[0]
+    if tag == _MODEL:
+        _, number, keys, atoms, deep, fields_set, extra = frozen
+        copied: Any = _new(_classes[number])
+        _set(copied, "__dict__", _thaw_items(keys, atoms, deep))
+        _set(copied, "__pydantic_extra__", None if extra is None else thaw(extra))
+        _set(copied, "__pydantic_fields_set__", set(fields_set))
         _set(copied, "__pydantic_private__", None)
         return copied
-    return copy.deepcopy(value)  # not reached for clonable values
+    if tag == _EMPTY_LIST:
+        return []
+    if tag == _EMPTY_DICT:
+        return {}
+    if tag == _DICT:
+        return _thaw_items(frozen[1], frozen[2], frozen[3])
+    if tag == _LIST:
+        return [item if type(item) is not tuple else thaw(item) for item in frozen[1]]
+    return tuple(thaw(item) for item in frozen[1])
+
+
+def _thaw_items(keys: tuple[Any, ...], atoms: tuple[Any, ...], deep: tuple[tuple[Any, Any], ...]) -> dict[Any, Any]:
+    thawed = dict(zip(keys, atoms))  # noqa: B905 - of one length by construction
+    for key, item in deep:
+        tag = item[0]
+        thawed[key] = [] if tag == _EMPTY_LIST else {} if tag == _EMPTY_DICT else thaw(item)
+    return thawed
 
 
 _set = object.__setattr__
+_new = BaseModel.__new__
 
 
-class _Leaf:
-    """The decoded elements of one leaf: the cached values (never handed out), their elements, and which clone."""
-
-    __slots__ = ("elements", "fast", "values")
-
-    def __init__(self, values: list[Any], elements: list[Element], fast: list[bool]) -> None:
-        self.values = values
-        self.elements = elements
-        self.fast = fast
+# A decoded leaf: the frozen values (``None``: decoded each time), their elements, and which are frozen -- a
+# tuple of tuples of atoms, which the garbage collector stops tracking.
+_Leaf = tuple[tuple[Any, ...], tuple[Element, ...], tuple[bool, ...]]
 
 
 class DecodedLeaves:
@@ -141,25 +201,28 @@ class DecodedLeaves:
                 self._leaves.move_to_end(ref)
                 self.hits += 1
         if leaf is None:
-            cached = [loads(pair) for pair in pairs]
-            leaf = _Leaf(cached, [(pair, element_digest(pair)) for pair in pairs], [clonable(v) for v in cached])
+            decoded = [loads(pair) for pair in pairs]
+            fast = [clonable(value) for value in decoded]
+            # Lists first, then tuples of them: a collection untracks a tuple whose items it has already untracked.
+            frozen = tuple([freeze(value) if ok else None for value, ok in zip(decoded, fast, strict=True)])
+            leaf = (frozen, tuple([(pair, element_digest(pair)) for pair in pairs]), tuple(fast))
             with self._lock:
                 self.misses += 1
                 if len(pairs) <= self._capacity:
                     old = self._leaves.pop(ref, None)
-                    self._held += len(pairs) - (0 if old is None else len(old.values))
+                    self._held += len(pairs) - (0 if old is None else len(old[0]))
                     self._leaves[ref] = leaf
                     while self._held > self._capacity:
                         _, evicted = self._leaves.popitem(last=False)
-                        self._held -= len(evicted.values)
-        # The cached values are never handed out: the first read gets clones like every later one.
+                        self._held -= len(evicted[0])
+        # No cached object is ever handed out: the first read gets fresh copies like every later one.
         values.extend(
             [
-                clone(value) if fast else loads(element[0])
-                for value, element, fast in zip(leaf.values, leaf.elements, leaf.fast, strict=True)
+                thaw(value) if fast else loads(element[0])
+                for value, element, fast in zip(leaf[0], leaf[1], leaf[2], strict=True)
             ]
         )
-        elements.extend(leaf.elements)
+        elements.extend(leaf[1])
 
     def __len__(self) -> int:
         return len(self._leaves)
