@@ -132,3 +132,5 @@ def test_the_growth_benchmark_runs_and_both_savers_agree(tmp_path: Path) -> None
     assert report["verification"]["ok"]
     assert report["bytes_ratio"] < 1  # already at 20 turns the stock saver has written more
     assert "LashSaver/SqliteSaver" in langgraph_growth.format_report(report)
+    assert all(row["gen2_collections"] >= 0 and row["gen2_total_s"] >= 0 for row in report["results"])
+    assert report["load_average"]["before"] >= 0 and "load average" in langgraph_growth.format_report(report)
