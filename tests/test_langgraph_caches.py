@@ -379,3 +379,18 @@ def _checkpoint(values: dict[str, Any], step: int = 0) -> dict[str, Any]:
     checkpoint["channel_values"] = values
     checkpoint["channel_versions"] = {channel: f"{step + 1:032}.0" for channel in values}
     return checkpoint
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+def test_an_in_place_change_is_stored_only_without_reuse(tmp_path: Path, reuse: bool) -> None:
+    """The documented limit of ``reuse_encodings``: elements are matched by identity, not re-encoded."""
+    with LashSaver.sqlite(tmp_path / "root", reuse_encodings=reuse) as saver:
+        config: Any = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+        history = [HumanMessage(content=f"m{i}", id=f"m{i}") for i in range(20)]
+        parent = saver.put(config, _checkpoint({"messages": history}, 0), {}, {})  # type: ignore[arg-type]
+        history[0].content = "changed in place"  # the same object, changed after it was checkpointed
+        history = [*history, HumanMessage(content="m20", id="m20")]
+        parent = saver.put(parent, _checkpoint({"messages": history}, 1), {}, {})  # type: ignore[arg-type]
+        stored = _messages(saver, parent)
+        assert len(stored) == 21
+        assert stored[0].content == ("m0" if reuse else "changed in place")

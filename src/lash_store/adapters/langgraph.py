@@ -19,6 +19,13 @@ so every backend works the same way):
   (they may arrive before their checkpoint: no foreign key), kept once per
   ``(task_id, idx)`` and replaced for LangGraph's negative special indexes.
 
+Long lists cost O(new elements) CPU per checkpoint, not O(history)
+(:mod:`lash_store.adapters._values`): a ``put`` reuses the encodings and
+leaves of the elements it already wrote or read (by identity; off with
+``reuse_encodings=False``), and a read decodes only chunks it has not seen,
+handing out fresh copies of cached elements (mutating them cannot change a
+later read).  A tree this process wrote reads back without a fetch.
+
 With a writer lease (:meth:`LashSaver.writer`, mandatory with
 ``write_policy="fenced"``) every ``put`` and ``put_writes`` carries the
 lease's claim and the store checks it in the write's own transaction, so a
@@ -246,6 +253,13 @@ class LashSaver(BaseCheckpointSaver[str]):
     one transaction with their blobs (a crash never leaves a checkpoint
     without its values), ``list`` filters on indexed metadata, and
     ``copy_thread``, ``delete_for_runs`` and ``prune`` are implemented.
+
+    ``reuse_encodings`` (default on): a ``put`` of a list that starts with the
+    element objects of the last list of that channel this saver wrote or read
+    reuses their encodings instead of serialising them again.  Elements are
+    matched by identity, so an element changed *in place* after it was
+    checkpointed is not re-encoded (LangGraph state is updated by returning
+    new values); pass ``False`` to encode every element of every put.
     """
 
     def __init__(
