@@ -77,8 +77,8 @@ def saver(tmp_path: Path, serde: CountingSerde) -> Iterator[LashSaver]:
         yield opened
 
 
-def _messages(saver: LashSaver, config: dict[str, Any]) -> list[Any]:
-    found = saver.get_tuple(config)  # type: ignore[arg-type]
+def _messages(saver: LashSaver, config: Any) -> list[Any]:
+    found = saver.get_tuple(config)
     assert found is not None
     messages: list[Any] = found.checkpoint["channel_values"]["messages"]
     return messages
