@@ -14,6 +14,13 @@ garbage collections that ran during each saver's turns (count, longest, sum:
 measured through ``gc.callbacks`` for both savers alike, the collector's
 settings untouched), the load average before and after, and that both end
 with the same conversation.
+
+``gc_freeze=True`` (``--gc-freeze``) calls ``gc.freeze()`` after building each
+saver's graph, before its first turn, and ``gc.unfreeze()`` after its last --
+for both savers alike.  It is a diagnostic, off by default: it moves the
+objects alive at that point (mostly LangGraph's, pydantic's and the SDKs'
+import-time objects) out of the full collections, which shows how much of the
+tail is the collector walking them.
 """
 
 from __future__ import annotations
@@ -100,7 +107,14 @@ def _disk_bytes(paths: list[Path]) -> int:
 
 
 def _drive(
-    name: str, saver: Any, measure: Any, turns: int, samples: list[int], seed: int, sizes: tuple[int, int]
+    name: str,
+    saver: Any,
+    measure: Any,
+    turns: int,
+    samples: list[int],
+    seed: int,
+    sizes: tuple[int, int],
+    gc_freeze: bool = False,
 ) -> dict[str, Any]:
     """Run the turns on one saver; ``measure()`` gives its bytes on disk (called at the sample turns only)."""
     user_bytes, ai_bytes = sizes
@@ -120,6 +134,9 @@ def _drive(
                 pauses.append(time.perf_counter() - clock[0])
 
     load_before = os.getloadavg()[0]
+    if gc_freeze:
+        gc.collect()
+        gc.freeze()
     gc.callbacks.append(watch)
     try:
         started = time.perf_counter()
@@ -135,6 +152,8 @@ def _drive(
         wall = time.perf_counter() - started
     finally:
         gc.callbacks.remove(watch)
+        if gc_freeze:
+            gc.unfreeze()
     final = [(m.type, m.content) for m in graph.get_state(config).values["messages"]]
     return {
         "saver": name,
@@ -158,7 +177,13 @@ def _p(values: list[float], q: float) -> float:
 
 
 def run(
-    *, turns: int = 1000, user_bytes: int = 300, ai_bytes: int = 1500, seed: int = 1, base_dir: str | None = None
+    *,
+    turns: int = 1000,
+    user_bytes: int = 300,
+    ai_bytes: int = 1500,
+    seed: int = 1,
+    base_dir: str | None = None,
+    gc_freeze: bool = False,
 ) -> dict[str, Any]:
     """Run both savers; returns the report (see the module docstring)."""
     try:
@@ -175,14 +200,25 @@ def run(
         stock_path = root / "sqlite-saver.db"
         conn = sqlite3.connect(stock_path, check_same_thread=False)
         sizes = (user_bytes, ai_bytes)
-        stock = _drive("SqliteSaver", SqliteSaver(conn), lambda: _disk_bytes([stock_path]), turns, samples, seed, sizes)
+        stock = _drive(
+            "SqliteSaver", SqliteSaver(conn), lambda: _disk_bytes([stock_path]), turns, samples, seed, sizes, gc_freeze
+        )
         conn.close()
         lash_root = root / "lash"
         with LashSaver.sqlite(lash_root) as saver:
             lash = _drive(
-                "LashSaver", saver, lambda: _disk_bytes(sorted(lash_root.glob("*.db"))), turns, samples, seed, sizes
+                "LashSaver",
+                saver,
+                lambda: _disk_bytes(sorted(lash_root.glob("*.db"))),
+                turns,
+                samples,
+                seed,
+                sizes,
+                gc_freeze,
             )
-    return _report(stock, lash, turns, samples, (user_bytes, ai_bytes, seed), early, late)
+    report = _report(stock, lash, turns, samples, (user_bytes, ai_bytes, seed), early, late)
+    report["gc_freeze"] = gc_freeze
+    return report
 
 
 def run_postgres(
@@ -193,6 +229,7 @@ def run_postgres(
     ai_bytes: int = 1500,
     seed: int = 1,
     verbose: bool = False,
+    gc_freeze: bool = False,
 ) -> dict[str, Any]:
     """The PostgreSQL pair: ``PostgresSaver`` and ``LashSaver.postgres``, each in a fresh schema of one database.
 
@@ -228,14 +265,23 @@ def run_postgres(
                 samples,
                 seed,
                 sizes,
+                gc_freeze,
             )
         with LashSaver.postgres(target.dsn, schema=lash_schema) as saver:
             lash = _drive(
-                "LashSaver", saver, lambda: _schema_bytes(target.dsn, lash_schema), turns, samples, seed, sizes
+                "LashSaver",
+                saver,
+                lambda: _schema_bytes(target.dsn, lash_schema),
+                turns,
+                samples,
+                seed,
+                sizes,
+                gc_freeze,
             )
         server = target.describe()
     report = _report(stock, lash, turns, samples, (user_bytes, ai_bytes, seed), early, late)
     report["server"] = server
+    report["gc_freeze"] = gc_freeze
     return report
 
 
@@ -332,6 +378,8 @@ def format_report(report: dict[str, Any]) -> str:
         from lash_store.bench.pg import server_line
 
         lines.append("  " + server_line(report["server"]))
+    if report.get("gc_freeze"):
+        lines.append("  gc.freeze() before each saver's first turn (both alike; a diagnostic)")
     load = report.get("load_average") or {}
     if load.get("before") is not None:
         lines.append(f"  load average (1 min) before {load['before']:.2f}, after {load['after']:.2f}")
