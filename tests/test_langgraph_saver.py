@@ -136,7 +136,7 @@ def test_the_growth_benchmark_runs_and_both_savers_agree(tmp_path: Path) -> None
     assert report["load_average"]["before"] >= 0 and "load average" in langgraph_growth.format_report(report)
     import gc
 
-    frozen = langgraph_growth.run(turns=5, base_dir=str(tmp_path), gc_freeze=True)
+    frozen = langgraph_growth.run(turns=12, base_dir=str(tmp_path), gc_freeze=True)
     assert frozen["verification"]["ok"] and frozen["gc_freeze"] is True
     assert gc.get_freeze_count() == 0  # unfrozen after each saver's run
     assert "gc.freeze()" in langgraph_growth.format_report(frozen)
