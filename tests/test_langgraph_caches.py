@@ -142,6 +142,16 @@ def test_nested_content_is_copied_deeply() -> None:
     assert message.content[0]["text"] == "hi"  # type: ignore[index]
 
 
+def test_the_class_registry_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import create_model
+
+    _values.freeze(AIMessage(content="x"))  # registered before the bound is reached
+    monkeypatch.setattr(_values, "MAX_CLASSES", len(_values._classes))
+    made = create_model("Made", text=(str, ""))
+    assert not _values.clonable(made(text="x"))  # a new class past the bound: decoded each time instead
+    assert _values.clonable(AIMessage(content="x"))  # a registered class still is
+
+
 @dataclasses.dataclass
 class Note:
     text: str

@@ -75,6 +75,8 @@ def clonable(value: Any) -> bool:
     if isinstance(value, BaseModel):
         if kind.__copy__ is not BaseModel.__copy__ or kind.__deepcopy__ is not BaseModel.__deepcopy__:
             return False
+        if kind not in _class_numbers and len(_classes) >= MAX_CLASSES:
+            return False  # classes made at run time (create_model) must not grow the registry without bound
         if getattr(value, "__pydantic_private__", None) is not None:
             return False
         extra = value.__pydantic_extra__ or {}
@@ -96,6 +98,7 @@ def clone(value: Any) -> Any:
 # pydantic model -> (3, class number, keys, atoms, deep, fields set, frozen extra or None).  An empty list or
 # dict is (4,) or (5,).
 _LIST, _DICT, _TUPLE, _MODEL, _EMPTY_LIST, _EMPTY_DICT = 0, 1, 2, 3, 4, 5
+MAX_CLASSES = 1024  # pydantic classes a frozen form may name (beyond them, values are decoded each time)
 _classes: list[type[BaseModel]] = []
 _class_numbers: dict[type[BaseModel], int] = {}
 _classes_lock = threading.Lock()
