@@ -132,3 +132,11 @@ def test_the_growth_benchmark_runs_and_both_savers_agree(tmp_path: Path) -> None
     assert report["verification"]["ok"]
     assert report["bytes_ratio"] < 1  # already at 20 turns the stock saver has written more
     assert "LashSaver/SqliteSaver" in langgraph_growth.format_report(report)
+    assert all(row["gen2_collections"] >= 0 and row["gen2_total_s"] >= 0 for row in report["results"])
+    assert report["load_average"]["before"] >= 0 and "load average" in langgraph_growth.format_report(report)
+    import gc
+
+    frozen = langgraph_growth.run(turns=12, base_dir=str(tmp_path), gc_freeze=True)
+    assert frozen["verification"]["ok"] and frozen["gc_freeze"] is True
+    assert gc.get_freeze_count() == 0  # unfrozen after each saver's run
+    assert "gc.freeze()" in langgraph_growth.format_report(frozen)

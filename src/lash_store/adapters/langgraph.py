@@ -19,6 +19,13 @@ so every backend works the same way):
   (they may arrive before their checkpoint: no foreign key), kept once per
   ``(task_id, idx)`` and replaced for LangGraph's negative special indexes.
 
+Long lists cost O(new elements) CPU per checkpoint, not O(history)
+(:mod:`lash_store.adapters._values`): a ``put`` reuses the encodings and
+leaves of the elements it already wrote or read (by identity; off with
+``reuse_encodings=False``), and a read decodes only chunks it has not seen,
+handing out fresh copies of cached elements (mutating them cannot change a
+later read).  A tree this process wrote reads back without a fetch.
+
 With a writer lease (:meth:`LashSaver.writer`, mandatory with
 ``write_policy="fenced"``) every ``put`` and ``put_writes`` carries the
 lease's claim and the store checks it in the write's own transaction, so a
@@ -58,7 +65,7 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from lash_store.adapters import _chunks
+from lash_store.adapters import _chunks, _values
 from lash_store.adapters._lease import WriterBusy, WriterLease, WriterLeaseRequired, fence_from, fence_value
 from lash_store.api import SessionStoreAPI
 from lash_store.errors import StoreNotFound
@@ -195,13 +202,14 @@ class _Known:
         self._refs: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._lock = threading.Lock()
 
-    def missing(self, thread_id: str, blobs: list[NewBlob]) -> list[NewBlob]:
+    def missing(self, thread_id: str, blobs: dict[str, NewBlob]) -> list[NewBlob]:
+        """The blobs (by ref) not stored by this process within the trusted period."""
         now = time.monotonic()
         with self._lock:
             return [
                 blob
-                for blob in blobs
-                if now - self._refs.get((thread_id, _ref(blob.content)), -_KNOWN_TTL_S) >= _KNOWN_TTL_S
+                for ref, blob in blobs.items()
+                if now - self._refs.get((thread_id, ref), -_KNOWN_TTL_S) >= _KNOWN_TTL_S
             ]
 
     def add(self, thread_id: str, refs: list[str]) -> None:
@@ -245,6 +253,13 @@ class LashSaver(BaseCheckpointSaver[str]):
     one transaction with their blobs (a crash never leaves a checkpoint
     without its values), ``list`` filters on indexed metadata, and
     ``copy_thread``, ``delete_for_runs`` and ``prune`` are implemented.
+
+    ``reuse_encodings`` (default on): a ``put`` of a list that starts with the
+    element objects of the last list of that channel this saver wrote or read
+    reuses their encodings instead of serialising them again.  Elements are
+    matched by identity, so an element changed *in place* after it was
+    checkpointed is not re-encoded (LangGraph state is updated by returning
+    new values); pass ``False`` to encode every element of every put.
     """
 
     def __init__(
@@ -253,6 +268,7 @@ class LashSaver(BaseCheckpointSaver[str]):
         *,
         serde: SerializerProtocol | None = None,
         write_policy: WritePolicy = "permissive",
+        reuse_encodings: bool = True,
     ) -> None:
         super().__init__(serde=serde)
         if write_policy not in ("permissive", "fenced"):
@@ -261,6 +277,9 @@ class LashSaver(BaseCheckpointSaver[str]):
         self._sessions = sessions
         self._known = _Known()
         self._chunk_cache = _chunks.ChunkCache()
+        self._build_cache = _chunks.BuildCache()
+        self._decoded = _values.DecodedLeaves()
+        self._lists = _values.Lists(capacity=64 if reuse_encodings else 0, ttl_s=_KNOWN_TTL_S)
 
     @classmethod
     def sqlite(
@@ -270,10 +289,13 @@ class LashSaver(BaseCheckpointSaver[str]):
         options: StoreOptions | None = None,
         serde: SerializerProtocol | None = None,
         write_policy: WritePolicy = "permissive",
+        reuse_encodings: bool = True,
     ) -> LashSaver:
         """Threads as session files under ``root`` (created if needed)."""
         Path(root).mkdir(parents=True, exist_ok=True)
-        return cls(_Sessions.sqlite(root, options), serde=serde, write_policy=write_policy)
+        return cls(
+            _Sessions.sqlite(root, options), serde=serde, write_policy=write_policy, reuse_encodings=reuse_encodings
+        )
 
     @classmethod
     def postgres(
@@ -284,9 +306,15 @@ class LashSaver(BaseCheckpointSaver[str]):
         schema: str = "lash",
         serde: SerializerProtocol | None = None,
         write_policy: WritePolicy = "permissive",
+        reuse_encodings: bool = True,
     ) -> LashSaver:
         """Threads as session partitions of a PostgreSQL database (a DSN or a ``psycopg_pool`` pool)."""
-        return cls(_Sessions.postgres(dsn_or_pool, options, schema), serde=serde, write_policy=write_policy)
+        return cls(
+            _Sessions.postgres(dsn_or_pool, options, schema),
+            serde=serde,
+            write_policy=write_policy,
+            reuse_encodings=reuse_encodings,
+        )
 
     # -- single writer ---------------------------------------------------------
 
@@ -342,19 +370,28 @@ class LashSaver(BaseCheckpointSaver[str]):
         kind, data = self.serde.dumps_typed(value)
         return kind, bytes(data)
 
-    def _value_ref(self, value: Any, blobs: list[NewBlob]) -> list[Any]:
+    def _element(self, value: Any) -> _chunks.Element:
+        pair = self._typed(value)
+        return pair, _chunks.element_digest(pair)
+
+    def _value_ref(self, key: tuple[str, str, str], value: Any, blobs: dict[str, NewBlob]) -> list[Any]:
         """How one channel value is stored: ``["i", type, bytes]``, ``["b", type, ref]`` or ``["l", root, n]``."""
         if type(value) is list and len(value) >= MIN_CHUNKED:
-            tree = _chunks.build([self._typed(item) for item in value])
-            blobs.extend(tree.blobs)
+            elements, keep = self._lists.elements(key, value, self._element)
+            tree = _chunks.build_elements(elements, self._build_cache, self._chunk_cache, keep)
+            self._lists.remember(key, value, elements, tree.leaves)
+            blobs.update(tree.chunks)
             return ["l", tree.root, tree.length]
         kind, data = self._typed(value)
         if len(data) <= INLINE_MAX:
             return ["i", kind, data]
-        blobs.append(NewBlob(content=data, descriptor=_chunks.CHUNK_DESCRIPTOR))
-        return ["b", kind, _ref(data)]
+        ref = _ref(data)
+        blobs[ref] = NewBlob(content=data, descriptor=_chunks.CHUNK_DESCRIPTOR)
+        return ["b", kind, ref]
 
-    def _load_values(self, store: SessionStoreAPI, channels: dict[str, list[Any]]) -> dict[str, Any]:
+    def _load_values(
+        self, store: SessionStoreAPI, thread_id: str, checkpoint_ns: str, channels: dict[str, list[Any]]
+    ) -> dict[str, Any]:
         refs = sorted({spec[2] for spec in channels.values() if spec[0] == "b"})
         contents = store.get_blobs(refs) if refs else {}
         values: dict[str, Any] = {}
@@ -369,8 +406,16 @@ class LashSaver(BaseCheckpointSaver[str]):
                     raise CorruptData(f"channel {channel!r}", f"value blob {spec[2]} is missing")
                 values[channel] = self.serde.loads_typed((spec[1], data))
             else:
-                pairs = _chunks.read(spec[1], store.get_blobs, self._chunk_cache)
-                values[channel] = [self.serde.loads_typed(pair) for pair in pairs]
+                items: list[Any] = []
+                elements: list[_chunks.Element] = []
+                leaves = _chunks.read_leaves(spec[1], store.get_blobs, self._chunk_cache)
+                for ref, pairs in leaves:
+                    self._decoded.read(ref, pairs, self.serde.loads_typed, items, elements)
+                # A put of a list that starts with these objects need not encode or chunk them again.
+                self._lists.remember(
+                    (thread_id, checkpoint_ns, channel), items, elements, [(ref, len(pairs)) for ref, pairs in leaves]
+                )
+                values[channel] = items
         return values
 
     # -- put -----------------------------------------------------------------
@@ -389,9 +434,9 @@ class LashSaver(BaseCheckpointSaver[str]):
         parent_id = configurable.get("checkpoint_id")
         skeleton: dict[str, Any] = dict(checkpoint)
         channel_values: dict[str, Any] = skeleton.pop("channel_values", {}) or {}
-        blobs: list[NewBlob] = []
+        blobs: dict[str, NewBlob] = {}
         channels = {
-            channel: self._value_ref(channel_values[channel], blobs)
+            channel: self._value_ref((thread_id, checkpoint_ns, channel), channel_values[channel], blobs)
             for channel in checkpoint["channel_versions"]
             if channel in channel_values
         }
@@ -414,8 +459,7 @@ class LashSaver(BaseCheckpointSaver[str]):
             blob_refs=sorted({spec[1] if spec[0] == "l" else spec[2] for spec in channels.values() if spec[0] != "i"}),
         )
         store = self._store(thread_id, create=True)
-        unique = list({_ref(blob.content): blob for blob in blobs}.values())
-        fresh = self._known.missing(thread_id, unique)
+        fresh = self._known.missing(thread_id, blobs)
         store.commit_runtime_state(
             RuntimeCommit(
                 session_id=thread_id,
@@ -425,7 +469,7 @@ class LashSaver(BaseCheckpointSaver[str]):
                 held_queue_claims=fence,
             )
         )
-        self._known.add(thread_id, [_ref(blob.content) for blob in unique])
+        self._known.add(thread_id, list(blobs))
         return {
             "configurable": {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": checkpoint["id"]}
         }
@@ -487,7 +531,7 @@ class LashSaver(BaseCheckpointSaver[str]):
     ) -> CheckpointTuple:
         manifest = node.payload
         checkpoint: Any = self.serde.loads_typed(tuple(manifest["cp"]))
-        checkpoint["channel_values"] = self._load_values(store, manifest["ch"])
+        checkpoint["channel_values"] = self._load_values(store, thread_id, manifest["ns"], manifest["ch"])
         metadata: Any = self.serde.loads_typed(tuple(manifest["md"]))
         checkpoint_ns = manifest["ns"]
         parent = manifest["parent"]
@@ -550,6 +594,7 @@ class LashSaver(BaseCheckpointSaver[str]):
     def delete_thread(self, thread_id: str) -> None:
         self._sessions.delete(str(thread_id))
         self._known.forget(str(thread_id))
+        self._lists.forget(lambda key: isinstance(key, tuple) and key[0] == str(thread_id))
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         source = self._sessions.open(str(source_thread_id), create=False)
@@ -599,6 +644,7 @@ class LashSaver(BaseCheckpointSaver[str]):
     def _drop(self, store: SessionStoreAPI, thread_id: str, doomed: Sequence[str], keep: Sequence[SessionNode]) -> None:
         """Tombstone ``doomed`` checkpoints (re-appending ``keep``) in one commit, then drop their writes and rows."""
         gone = set(doomed)
+        self._lists.forget(lambda key: isinstance(key, tuple) and key[0] == thread_id)  # its leaves may be collected
         # The session's leaf follows the newest surviving checkpoint of the root namespace (it is informational).
         root = store.query_nodes(kind=KIND, lane="", limit=len(gone) + 1)
         leaf = next((node.node_id for node in root if node.node_id not in gone), None)

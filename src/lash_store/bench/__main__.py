@@ -248,6 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="storage and invoke latency of a long MessagesState thread (SqliteSaver, or PostgresSaver, vs LashSaver)",
     )
     growth.add_argument("--turns", type=positive, default=None, help="turns (default 1,000; --quick 100)")
+    growth.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="gc.freeze() the heap before each saver's first turn (both savers alike; a diagnostic, off by default)",
+    )
 
     openai = commands.add_parser(
         "openai-session",
@@ -510,9 +515,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             growth_turns = args.turns or (100 if args.quick else 1000)
             if postgres:
-                report = langgraph_growth.run_postgres(dsn=args.dsn, turns=growth_turns, verbose=verbose)
+                report = langgraph_growth.run_postgres(
+                    dsn=args.dsn, turns=growth_turns, verbose=verbose, gc_freeze=args.gc_freeze
+                )
             else:
-                report = langgraph_growth.run(turns=growth_turns, base_dir=args.dir)
+                report = langgraph_growth.run(turns=growth_turns, base_dir=args.dir, gc_freeze=args.gc_freeze)
             text = langgraph_growth.format_report(report)
             exit_code = 0 if report["verification"]["ok"] else 1
         elif args.command == "resume":

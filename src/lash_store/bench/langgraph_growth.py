@@ -9,12 +9,24 @@ the same process, one after the other, on the same inputs.
 Recorded per saver: the bytes on disk at sample turns (SqliteSaver: its
 database after ``wal_checkpoint(TRUNCATE)``; LashSaver: every file of its
 root after a checkpoint), bytes added per turn in an early and a late window,
-``invoke`` latency p50/p99 per window, total wall time, and that both end
+``invoke`` latency p50/p99 per window, total wall time, the full (generation-2)
+garbage collections that ran during each saver's turns (count, longest, sum:
+measured through ``gc.callbacks`` for both savers alike, the collector's
+settings untouched), the load average before and after, and that both end
 with the same conversation.
+
+``gc_freeze=True`` (``--gc-freeze``) calls ``gc.freeze()`` after building each
+saver's graph, before its first turn, and ``gc.unfreeze()`` after its last --
+for both savers alike.  It is a diagnostic, off by default: it moves the
+objects alive at that point (mostly LangGraph's, pydantic's and the SDKs'
+import-time objects) out of the full collections, which shows how much of the
+tail is the collector walking them.
 """
 
 from __future__ import annotations
 
+import gc
+import os
 import random
 import sqlite3
 import statistics
@@ -95,7 +107,14 @@ def _disk_bytes(paths: list[Path]) -> int:
 
 
 def _drive(
-    name: str, saver: Any, measure: Any, turns: int, samples: list[int], seed: int, sizes: tuple[int, int]
+    name: str,
+    saver: Any,
+    measure: Any,
+    turns: int,
+    samples: list[int],
+    seed: int,
+    sizes: tuple[int, int],
+    gc_freeze: bool = False,
 ) -> dict[str, Any]:
     """Run the turns on one saver; ``measure()`` gives its bytes on disk (called at the sample turns only)."""
     user_bytes, ai_bytes = sizes
@@ -104,19 +123,48 @@ def _drive(
     config = {"configurable": {"thread_id": "growth"}}
     latencies: list[float] = []
     sizes_at: dict[int, int] = {}
-    started = time.perf_counter()
-    for turn in range(1, turns + 1):
-        message = ("user", _text(rng, user_bytes))
-        begin = time.perf_counter()
-        graph.invoke({"messages": [message]}, config, durability="sync")
-        latencies.append(time.perf_counter() - begin)
-        if turn in samples:
-            pause = time.perf_counter()
-            sizes_at[turn] = measure()
-            started += time.perf_counter() - pause  # measuring the files is not the saver's time
-    wall = time.perf_counter() - started
+    pauses: list[float] = []  # full collections during the turns (measured only; the collector is left as is)
+    clock = [0.0]
+
+    def watch(phase: str, info: dict[str, Any]) -> None:
+        if info.get("generation") == 2:
+            if phase == "start":
+                clock[0] = time.perf_counter()
+            else:
+                pauses.append(time.perf_counter() - clock[0])
+
+    load_before = os.getloadavg()[0]
+    if gc_freeze:
+        gc.collect()
+        gc.freeze()
+    gc.callbacks.append(watch)
+    try:
+        started = time.perf_counter()
+        for turn in range(1, turns + 1):
+            message = ("user", _text(rng, user_bytes))
+            begin = time.perf_counter()
+            graph.invoke({"messages": [message]}, config, durability="sync")
+            latencies.append(time.perf_counter() - begin)
+            if turn in samples:
+                pause = time.perf_counter()
+                sizes_at[turn] = measure()
+                started += time.perf_counter() - pause  # measuring the files is not the saver's time
+        wall = time.perf_counter() - started
+    finally:
+        gc.callbacks.remove(watch)
+        if gc_freeze:
+            gc.unfreeze()
     final = [(m.type, m.content) for m in graph.get_state(config).values["messages"]]
-    return {"saver": name, "bytes_at": sizes_at, "latencies": latencies, "wall_s": wall, "final": final}
+    return {
+        "saver": name,
+        "bytes_at": sizes_at,
+        "latencies": latencies,
+        "wall_s": wall,
+        "final": final,
+        "gen2_pauses": pauses,
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+    }
 
 
 def _window(values: list[float], first: int, last: int) -> list[float]:
@@ -129,7 +177,13 @@ def _p(values: list[float], q: float) -> float:
 
 
 def run(
-    *, turns: int = 1000, user_bytes: int = 300, ai_bytes: int = 1500, seed: int = 1, base_dir: str | None = None
+    *,
+    turns: int = 1000,
+    user_bytes: int = 300,
+    ai_bytes: int = 1500,
+    seed: int = 1,
+    base_dir: str | None = None,
+    gc_freeze: bool = False,
 ) -> dict[str, Any]:
     """Run both savers; returns the report (see the module docstring)."""
     try:
@@ -146,14 +200,25 @@ def run(
         stock_path = root / "sqlite-saver.db"
         conn = sqlite3.connect(stock_path, check_same_thread=False)
         sizes = (user_bytes, ai_bytes)
-        stock = _drive("SqliteSaver", SqliteSaver(conn), lambda: _disk_bytes([stock_path]), turns, samples, seed, sizes)
+        stock = _drive(
+            "SqliteSaver", SqliteSaver(conn), lambda: _disk_bytes([stock_path]), turns, samples, seed, sizes, gc_freeze
+        )
         conn.close()
         lash_root = root / "lash"
         with LashSaver.sqlite(lash_root) as saver:
             lash = _drive(
-                "LashSaver", saver, lambda: _disk_bytes(sorted(lash_root.glob("*.db"))), turns, samples, seed, sizes
+                "LashSaver",
+                saver,
+                lambda: _disk_bytes(sorted(lash_root.glob("*.db"))),
+                turns,
+                samples,
+                seed,
+                sizes,
+                gc_freeze,
             )
-    return _report(stock, lash, turns, samples, (user_bytes, ai_bytes, seed), early, late)
+    report = _report(stock, lash, turns, samples, (user_bytes, ai_bytes, seed), early, late)
+    report["gc_freeze"] = gc_freeze
+    return report
 
 
 def run_postgres(
@@ -164,6 +229,7 @@ def run_postgres(
     ai_bytes: int = 1500,
     seed: int = 1,
     verbose: bool = False,
+    gc_freeze: bool = False,
 ) -> dict[str, Any]:
     """The PostgreSQL pair: ``PostgresSaver`` and ``LashSaver.postgres``, each in a fresh schema of one database.
 
@@ -199,14 +265,23 @@ def run_postgres(
                 samples,
                 seed,
                 sizes,
+                gc_freeze,
             )
         with LashSaver.postgres(target.dsn, schema=lash_schema) as saver:
             lash = _drive(
-                "LashSaver", saver, lambda: _schema_bytes(target.dsn, lash_schema), turns, samples, seed, sizes
+                "LashSaver",
+                saver,
+                lambda: _schema_bytes(target.dsn, lash_schema),
+                turns,
+                samples,
+                seed,
+                sizes,
+                gc_freeze,
             )
         server = target.describe()
     report = _report(stock, lash, turns, samples, (user_bytes, ai_bytes, seed), early, late)
     report["server"] = server
+    report["gc_freeze"] = gc_freeze
     return report
 
 
@@ -259,6 +334,9 @@ def _report(
                 "p50_ms_late": 1000 * statistics.median(_window(lat, *late)),
                 "p99_ms_late": 1000 * _p(_window(lat, *late), 0.99),
                 "wall_s": result["wall_s"],
+                "gen2_collections": len(result["gen2_pauses"]),
+                "gen2_max_ms": 1000 * max(result["gen2_pauses"], default=0.0),
+                "gen2_total_s": sum(result["gen2_pauses"]),
             }
         )
     same = stock["final"] == lash["final"]
@@ -269,6 +347,7 @@ def _report(
         "bytes_ratio": rows[1]["total_bytes"] / rows[0]["total_bytes"],
         "wall_ratio": rows[1]["wall_s"] / rows[0]["wall_s"],
         "verification": {"ok": same, "same_final_messages": same},
+        "load_average": {"before": stock.get("load_before"), "after": lash.get("load_after")},
     }
 
 
@@ -291,13 +370,19 @@ def format_report(report: dict[str, Any]) -> str:
             f"  {row['saver']:<12} total {row['total_bytes'] / 1e6:9.2f} MB  growth "
             f"{row['early_window_bytes_per_turn']:>10.0f} -> {row['late_window_bytes_per_turn']:>10.0f} B/turn  "
             f"invoke p99 {row['p99_ms_early']:7.2f} -> "
-            f"{row['p99_ms_late']:7.2f} ms  wall {row['wall_s']:7.1f} s"
+            f"{row['p99_ms_late']:7.2f} ms  wall {row['wall_s']:7.1f} s  gen-2 GCs {row['gen2_collections']} "
+            f"(max {row['gen2_max_ms']:.0f} ms, sum {row['gen2_total_s']:.1f} s)"
         )
     stock_name = report["results"][0]["saver"]
     if "server" in report:
         from lash_store.bench.pg import server_line
 
         lines.append("  " + server_line(report["server"]))
+    if report.get("gc_freeze"):
+        lines.append("  gc.freeze() before each saver's first turn (both alike; a diagnostic)")
+    load = report.get("load_average") or {}
+    if load.get("before") is not None:
+        lines.append(f"  load average (1 min) before {load['before']:.2f}, after {load['after']:.2f}")
     lines.append(
         f"  LashSaver/{stock_name}: bytes {report['bytes_ratio']:.4f}x, wall time {report['wall_ratio']:.2f}x; "
         f"same final messages: {report['verification']['same_final_messages']}"
