@@ -13,87 +13,25 @@ with a polling backstop.
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable
-from typing import Any
-
-import psycopg
 from psycopg_pool import ConnectionPool
 
-from lash_store.options import StoreOptions, check_options
+from lash_store.options import StoreOptions
 from lash_store.postgres import schema as schemas
-from lash_store.postgres.backend import PostgresBackend, PostgresTx
-from lash_store.postgres.store import connect_target, ensure_schema
+from lash_store.postgres.deployment import ComponentBackend, listen_signals, open_component
 from lash_store.service.registry.service import ProcessRegistryService
-from lash_store.service.registry.signals import Signals, ThreadFeed, signals_for
+from lash_store.service.registry.signals import Signals
 
 __all__ = ["CHANNEL", "PostgresProcessRegistry"]
 
 #: The notification channel; a payload is ``"<schema>:<process id>"``.
 CHANNEL = "lash_processes"
-# How long the listener waits for notifications before it looks whether anyone still waits.
-_LISTEN_SLICE_S = 0.25
-_RECONNECT_S = (0.1, 0.25, 0.5, 1.0)
-# Listings with optional filters ("... IS NULL OR ..."): planned with their values every time.
-_UNPREPARED = frozenset({"list_processes", "prunable_processes"})
 
 
-class PostgresRegistryBackend(PostgresBackend):
+class PostgresRegistryBackend(ComponentBackend):
     """The registry's named queries, without a session partition."""
 
-    def __init__(self, target: str | ConnectionPool, schema: str, options: StoreOptions) -> None:
-        super().__init__(target, None, schema, options, query_file="registry_queries.sql", unprepared=_UNPREPARED)
-
-    def describe(self) -> dict[str, Any]:
-        def body(tx: PostgresTx) -> dict[str, Any]:
-            server, version = tx.fetch_many([("server_version", None), ("schema_version", None)])
-            return {
-                "backend": "postgres",
-                "server_version": server[0][0] if server else None,
-                "schema": {"name": self.schema, "version": version[0][0] if version else None},
-            }
-
-        return self.read(body)
-
-    def integrity_checks(self) -> list[dict[str, Any]]:
-        return []  # PostgreSQL checks its own pages; the rows are checked by decoding them
-
-
-class PostgresChangeFeed(ThreadFeed):
-    """Other processes' appends to this schema, from ``LISTEN`` on a connection of its own."""
-
-    def __init__(self, conninfo: str, schema: str) -> None:
-        super().__init__(f"lash-store registry listen {schema}")
-        self._conninfo = conninfo
-        self._prefix = f"{schema}:"
-
-    def watch(
-        self, publish: Callable[[str | None], None], ready: threading.Event, keep_going: Callable[[], bool]
-    ) -> None:
-        failures = 0
-        while keep_going():
-            try:
-                with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    ready.set()
-                    if failures:
-                        publish(None)  # notifications may have been missed while disconnected: read again
-                    failures = 0
-                    self._deliver(conn, publish, keep_going)
-            except psycopg.Error:
-                ready.set()  # waiters fall back on their polling backstop until the feed is back
-                publish(None)
-                time.sleep(_RECONNECT_S[min(failures, len(_RECONNECT_S) - 1)])
-                failures += 1
-
-    def _deliver(
-        self, conn: psycopg.Connection[Any], publish: Callable[[str | None], None], keep_going: Callable[[], bool]
-    ) -> None:
-        while keep_going():
-            for notice in conn.notifies(timeout=_LISTEN_SLICE_S):
-                if notice.payload.startswith(self._prefix):
-                    publish(notice.payload[len(self._prefix) :] or None)
+    query_file = "registry_queries.sql"
+    unprepared = frozenset({"list_processes", "prunable_processes"})
 
 
 class PostgresProcessRegistry(ProcessRegistryService):
@@ -119,24 +57,10 @@ class PostgresProcessRegistry(ProcessRegistryService):
         typed errors of SPEC section 4.  Lease instants come from the database
         clock unless ``options.clock`` injects one (tests).
         """
-        target = connect_target(dsn_or_pool)
-        options = check_options(StoreOptions() if options is None else options)
-        schema = schemas.check_schema_name(schema)
-        ensure_schema(target, schema, auto_setup=auto_setup)
-        backend = PostgresRegistryBackend(target, schema, options)
-        conninfo = _conninfo(target)
-        key = ("postgres", conninfo, schema)
-        return cls(backend, options, signals_for(key, lambda: PostgresChangeFeed(conninfo, schema)))
+        opened = open_component(dsn_or_pool, options, schema, auto_setup=auto_setup)
+        backend = PostgresRegistryBackend(opened.target, opened.schema, opened.options)
+        return cls(backend, opened.options, listen_signals(opened, CHANNEL, "registry"))
 
     @property
     def schema(self) -> str:
         return self._postgres.schema
-
-
-def _conninfo(target: str | ConnectionPool) -> str:
-    """Where the listener connects: the DSN, or the one the caller's pool connects with (it takes no pooled
-    connection: a LISTEN holds its connection for as long as anyone waits)."""
-    if isinstance(target, str):
-        return target
-    conninfo = target.conninfo
-    return conninfo() if callable(conninfo) else conninfo
