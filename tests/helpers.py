@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import stat
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -40,3 +44,25 @@ def draft(
     slot: SlotPolicy = SlotPolicy.EXCLUSIVE,
 ) -> QueuedWorkBatchDraft:
     return QueuedWorkBatchDraft.new(session_id, delivery, slot, [QueuedWorkPayload.turn_input(TurnInput.text(text))])
+
+
+def snapshot(path: Path) -> list[str]:
+    """Every schema object and row of a database file, through an independent read-only connection."""
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        dump = list(conn.iterdump())
+        dump.append(f"user_version={conn.execute('PRAGMA user_version').fetchone()[0]}")
+        dump.append(f"application_id={conn.execute('PRAGMA application_id').fetchone()[0]}")
+        return dump
+    finally:
+        conn.close()
+
+
+def listing(root: Path) -> list[str]:
+    """Every path below ``root`` with its type (files, directories, FIFOs...)."""
+    found = []
+    for directory, subdirs, files in os.walk(root):
+        for name in sorted(subdirs + files):
+            full = Path(directory) / name
+            found.append(f"{full.relative_to(root)} {stat.filemode(full.lstat().st_mode)[0]}")
+    return sorted(found)

@@ -25,8 +25,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import sqlite3
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -102,6 +100,7 @@ from lash_store.processes import (
     TerminalSpec,
     WakeSpec,
 )
+from tests.helpers import listing, snapshot
 
 T = TypeVar("T")
 
@@ -358,27 +357,6 @@ def world(tmp_path: Path, seeded_file: Path) -> Iterator[World]:
         registry.close()
         events.close()
         effects.close()
-
-
-def snapshot(path: Path) -> list[str]:
-    """Every schema object and row of the file, through an independent read-only connection."""
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        dump = list(conn.iterdump())
-        dump.append(f"user_version={conn.execute('PRAGMA user_version').fetchone()[0]}")
-        dump.append(f"application_id={conn.execute('PRAGMA application_id').fetchone()[0]}")
-        return dump
-    finally:
-        conn.close()
-
-
-def listing(root: Path) -> list[str]:
-    found = []
-    for directory, subdirs, files in os.walk(root):
-        for name in sorted(subdirs + files):
-            full = Path(directory) / name
-            found.append(f"{full.relative_to(root)} {stat.filemode(full.lstat().st_mode)[0]}")
-    return sorted(found)
 
 
 def usable(w: World) -> None:

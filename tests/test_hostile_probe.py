@@ -64,6 +64,7 @@ from lash_store.model import (
     TurnCommitStamp,
     TurnInput,
 )
+from tests.helpers import listing, snapshot
 
 T = TypeVar("T")
 
@@ -163,29 +164,6 @@ def world(tmp_path: Path) -> Iterator[World]:
     finally:
         store.close()
         other.close()
-
-
-def snapshot(path: Path) -> list[str]:
-    """Every schema object and row of the database, through an independent read-only connection."""
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        dump = list(conn.iterdump())
-        dump.append(f"user_version={conn.execute('PRAGMA user_version').fetchone()[0]}")
-        dump.append(f"application_id={conn.execute('PRAGMA application_id').fetchone()[0]}")
-        return dump
-    finally:
-        conn.close()
-
-
-def listing(root: Path) -> list[str]:
-    """Every path below ``root`` with its type (files, directories, FIFOs...)."""
-    found = []
-    for directory, subdirs, files in os.walk(root):
-        for name in sorted(subdirs + files):
-            full = Path(directory) / name
-            mode = full.lstat().st_mode
-            found.append(f"{full.relative_to(root)} {stat.filemode(mode)[0]}")
-    return sorted(found)
 
 
 # ---------------------------------------------------------------------------
