@@ -12,13 +12,13 @@ import itertools
 import os
 import uuid
 from collections.abc import Iterator
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
 from lash_store.testing.pgserver import PostgresServer, PostgresUnavailable
 
-__all__ = ["pg_dsn", "pg_server", "postgres_unavailable", "scratch_database"]
+__all__ = ["count_round_trips", "pg_dsn", "pg_server", "postgres_unavailable", "scratch_database"]
 
 _db_numbers = itertools.count(1)
 
@@ -69,3 +69,29 @@ def scratch_database(server: PostgresServer, prefix: str) -> Iterator[str]:
     finally:
         close_shared_pools()
         server.drop_database(name)
+
+
+def count_round_trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every point where the client waits for the server in pipeline mode (psycopg internals).
+
+    A pipeline waits when a result is fetched with a flush (a query's rows, or
+    leaving the pipeline) and when it is synced; everything else is queued.
+    """
+    from psycopg import _pipeline_base
+
+    waits: list[str] = []
+    real_fetch = _pipeline_base.BasePipeline._fetch_gen
+    real_sync = _pipeline_base.BasePipeline._sync_gen
+
+    def fetch(self: Any, *, flush: bool) -> Any:
+        if flush:
+            waits.append("fetch")
+        return (yield from real_fetch(self, flush=flush))
+
+    def sync(self: Any) -> Any:
+        waits.append("sync")
+        return (yield from real_sync(self))
+
+    monkeypatch.setattr(_pipeline_base.BasePipeline, "_fetch_gen", fetch)
+    monkeypatch.setattr(_pipeline_base.BasePipeline, "_sync_gen", sync)
+    return waits

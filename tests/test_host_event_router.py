@@ -31,6 +31,7 @@ from lash_store.host_events import (
     occurrence_id,
 )
 from lash_store.processes import COMPLETED, ProcessAwaitOutput
+from tests.pg import count_round_trips
 from tests.pgproc import FORK
 
 SOURCE = "ui.button.pressed"
@@ -316,8 +317,6 @@ def test_a_route_on_postgres_costs_few_round_trips(pg_dsn: str, monkeypatch: pyt
     journaled outcome of a claim this transaction made is sent without waiting, and the transactions joined
     to the journal's read the database clock once: before, a route with two deliveries waited 24 times (the
     plain-SQL floor of the bench runs 23 statements one at a time)."""
-    from psycopg import _pipeline_base
-
     from lash_store.postgres import close_shared_pools
 
     store, effects, registry = components(("postgres", pg_dsn))
@@ -326,21 +325,7 @@ def test_a_route_on_postgres_costs_few_round_trips(pg_dsn: str, monkeypatch: pyt
         _subscribe(store, "session-b")
         router = HostEventRouter(store, effects, registry)
         router.route(request(0))  # warm: prepared statements, the pool
-        waits: list[str] = []
-        real_fetch = _pipeline_base.BasePipeline._fetch_gen
-        real_sync = _pipeline_base.BasePipeline._sync_gen
-
-        def fetch(self: Any, *, flush: bool) -> Any:
-            if flush:
-                waits.append("fetch")
-            return (yield from real_fetch(self, flush=flush))
-
-        def sync(self: Any) -> Any:
-            waits.append("sync")
-            return (yield from real_sync(self))
-
-        monkeypatch.setattr(_pipeline_base.BasePipeline, "_fetch_gen", fetch)
-        monkeypatch.setattr(_pipeline_base.BasePipeline, "_sync_gen", sync)
+        waits = count_round_trips(monkeypatch)
         records = router.route(request(1))
         monkeypatch.undo()
         assert len(records) == 2

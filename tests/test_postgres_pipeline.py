@@ -23,7 +23,7 @@ from lash_store.options import StoreOptions
 from lash_store.postgres import PostgresStore, close_shared_pools
 from lash_store.postgres.backend import queries
 from lash_store.testing.pgserver import PostgresServer, PostgresUnavailable
-from tests.pg import postgres_unavailable
+from tests.pg import count_round_trips, postgres_unavailable
 
 pytestmark_pg = pytest.mark.postgres
 
@@ -38,32 +38,6 @@ def _turn(workload: Workload, index: int, revision: int | None) -> Any:
     return workload.commit(workload.turn(index), revision)
 
 
-def _count_round_trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record every point where the client waits for the server in pipeline mode (psycopg internals).
-
-    A pipeline waits when a result is fetched with a flush (a query's rows, or
-    leaving the pipeline) and when it is synced; everything else is queued.
-    """
-    from psycopg import _pipeline_base
-
-    waits: list[str] = []
-    real_fetch = _pipeline_base.BasePipeline._fetch_gen
-    real_sync = _pipeline_base.BasePipeline._sync_gen
-
-    def fetch(self: Any, *, flush: bool) -> Any:
-        if flush:
-            waits.append("fetch")
-        return (yield from real_fetch(self, flush=flush))
-
-    def sync(self: Any) -> Any:
-        waits.append("sync")
-        return (yield from real_sync(self))
-
-    monkeypatch.setattr(_pipeline_base.BasePipeline, "_fetch_gen", fetch)
-    monkeypatch.setattr(_pipeline_base.BasePipeline, "_sync_gen", sync)
-    return waits
-
-
 @pytestmark_pg
 def test_a_commit_costs_two_round_trips(dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """BEGIN + lock + clock + every read the checks need; blobs + nodes + head + stamp + COMMIT: two waits.
@@ -74,7 +48,7 @@ def test_a_commit_costs_two_round_trips(dsn: str, monkeypatch: pytest.MonkeyPatc
     workload = Workload(3)
     with PostgresStore.open(dsn, "rt") as store:
         revision = store.commit_runtime_state(_turn(workload, 1, 0)).head_revision
-        waits = _count_round_trips(monkeypatch)
+        waits = count_round_trips(monkeypatch)
         store.commit_runtime_state(_turn(workload, 2, revision))
         assert waits == ["sync", "fetch"]
         monkeypatch.undo()
