@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 from lash_store.api import AsyncSessionStoreAPI, EffectHostAPI, HostEventStoreAPI, ProcessRegistryAPI, SessionStoreAPI
 from lash_store.effects import (
@@ -187,12 +187,45 @@ def _unwrap(store: SessionStoreAPI | AsyncSessionStoreAPI) -> SessionStoreAPI:
     return store.sync if isinstance(store, AsyncStore) else store  # type: ignore[return-value]
 
 
-class AsyncStore:
-    """An asyncio facade over any synchronous store (SQLite, PostgreSQL, the reference)."""
+class _Wrapped(Protocol):
+    """What a facade needs of the synchronous object it wraps."""
 
-    def __init__(self, store: SessionStoreAPI) -> None:
-        self.sync = store
+    @property
+    def durability_tier(self) -> DurabilityTier: ...
+
+
+W = TypeVar("W", bound=_Wrapped)
+
+
+class _LaneFacade(Generic[W]):
+    """What every facade shares: the synchronous object it wraps (``sync``), the lane its calls run in, in
+    submission order, and ``async with`` (which closes it)."""
+
+    def __init__(self, sync: W) -> None:
+        self.sync = sync
         self._lane = Lane()
+
+    async def _call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await run_in_lane(self._lane, func, *args, **kwargs)
+
+    async def close(self) -> None:
+        raise NotImplementedError  # generated in each facade
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @property
+    def durability_tier(self) -> DurabilityTier:
+        return self.sync.durability_tier
+
+
+class AsyncStore(_LaneFacade[SessionStoreAPI]):
+    """An asyncio facade over any synchronous store (SQLite, PostgreSQL, the reference)."""
 
     @classmethod
     async def open(
@@ -208,24 +241,9 @@ class AsyncStore:
     async def open_readonly(cls, path: str | os.PathLike[str], *, encryption: KeyRing | None = None) -> AsyncStore:
         return cls(await run_in_lane(Lane(), Store.open_readonly, path, encryption=encryption))
 
-    async def _call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await run_in_lane(self._lane, func, *args, **kwargs)
-
-    async def __aenter__(self) -> AsyncStore:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
     @property
     def path(self) -> Path | None:
         return self.sync.path
-
-    @property
-    def durability_tier(self) -> DurabilityTier:
-        return self.sync.durability_tier
 
     async def backup(self, dest: str | os.PathLike[str]) -> dict[str, Any]:
         """:meth:`Store.backup`, on this store's lane (a SQLite store; PostgreSQL has pg_dump and export)."""
@@ -488,7 +506,7 @@ class AsyncStore:
     # --- end of generated code ---
 
 
-class AsyncProcessRegistry:
+class AsyncProcessRegistry(_LaneFacade[ProcessRegistryAPI]):
     """An asyncio facade over any synchronous process registry (SQLite, PostgreSQL, the reference).
 
     Calls run in the registry's lane on the shared pool, in submission order.
@@ -500,10 +518,6 @@ class AsyncProcessRegistry:
     thread of its own.)
     """
 
-    def __init__(self, registry: ProcessRegistryAPI) -> None:
-        self.sync = registry
-        self._lane = Lane()
-
     @classmethod
     async def open(cls, path: str | os.PathLike[str], options: StoreOptions | None = None) -> AsyncProcessRegistry:
         return cls(await run_in_lane(Lane(), ProcessRegistry.open, path, options))
@@ -511,21 +525,6 @@ class AsyncProcessRegistry:
     @classmethod
     async def memory(cls, options: StoreOptions | None = None) -> AsyncProcessRegistry:
         return cls(await run_in_lane(Lane(), ProcessRegistry.memory, options))
-
-    async def _call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await run_in_lane(self._lane, func, *args, **kwargs)
-
-    async def __aenter__(self) -> AsyncProcessRegistry:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    @property
-    def durability_tier(self) -> DurabilityTier:
-        return self.sync.durability_tier
 
     async def wait_event_after(
         self, process_id: str, event_type: str, after_sequence: int, *, timeout_ms: int | None = None
@@ -755,12 +754,8 @@ class AsyncScopedEffectController:
         return await asyncio.to_thread(self.sync.execute_effect, envelope, executor)
 
 
-class AsyncEffectHost:
+class AsyncEffectHost(_LaneFacade[EffectHostAPI]):
     """An asyncio facade over any synchronous effect host (SQLite, PostgreSQL, the reference)."""
-
-    def __init__(self, host: EffectHostAPI) -> None:
-        self.sync = host
-        self._lane = Lane()
 
     @classmethod
     async def open(
@@ -785,21 +780,6 @@ class AsyncEffectHost:
         return cls(
             await run_in_lane(Lane(), functools.partial(EffectHost.memory, replay_options=replay_options), options)
         )
-
-    async def _call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await run_in_lane(self._lane, func, *args, **kwargs)
-
-    async def __aenter__(self) -> AsyncEffectHost:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    @property
-    def durability_tier(self) -> DurabilityTier:
-        return self.sync.durability_tier
 
     @property
     def owner_id(self) -> str:
@@ -835,12 +815,8 @@ class AsyncEffectHost:
     # --- end of generated code ---
 
 
-class AsyncHostEventStore:
+class AsyncHostEventStore(_LaneFacade[HostEventStoreAPI]):
     """An asyncio facade over any synchronous host-event store (SQLite, PostgreSQL, the reference)."""
-
-    def __init__(self, store: HostEventStoreAPI) -> None:
-        self.sync = store
-        self._lane = Lane()
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str], options: StoreOptions | None = None) -> AsyncHostEventStore:
@@ -853,21 +829,6 @@ class AsyncHostEventStore:
         from lash_store.sqlite.host_events import HostEventStore
 
         return cls(await run_in_lane(Lane(), HostEventStore.memory, options))
-
-    async def _call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await run_in_lane(self._lane, func, *args, **kwargs)
-
-    async def __aenter__(self) -> AsyncHostEventStore:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    @property
-    def durability_tier(self) -> DurabilityTier:
-        return self.sync.durability_tier
 
     def source_key_for_subscription(self, source_type: str, source: Any) -> str:
         return self.sync.source_key_for_subscription(source_type, source)
