@@ -54,6 +54,10 @@ ORDER BY s.session_id, s.seq
 UPDATE {schema}.host_event_subscriptions SET enabled = false, updated_at_ms = %(now_ms)s
 WHERE session_id = %(session_id)s AND handle = %(handle)s AND enabled = true
 
+-- name: disable_session_subscriptions
+UPDATE {schema}.host_event_subscriptions SET enabled = false, updated_at_ms = %(now_ms)s
+WHERE session_id = %(session_id)s AND enabled = true
+
 -- name: matching_subscriptions
 SELECT s.subscription_id, s.handle, s.seq, s.session_id, s.name, s.source_type, s.source_key, s.enabled,
        s.source, s.event_ty, s.module_ref, s.required_surface_ref, s.process_ref, s.process_name,

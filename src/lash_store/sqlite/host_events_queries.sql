@@ -42,6 +42,10 @@ ORDER BY s.session_id, s.seq
 UPDATE host_event_subscriptions SET enabled = 0, updated_at_ms = :now_ms
 WHERE session_id = :session_id AND handle = :handle AND enabled = 1
 
+-- name: disable_session_subscriptions
+UPDATE host_event_subscriptions SET enabled = 0, updated_at_ms = :now_ms
+WHERE session_id = :session_id AND enabled = 1
+
 -- name: matching_subscriptions
 SELECT s.subscription_id, s.handle, s.seq, s.session_id, s.name, s.source_type, s.source_key, s.enabled,
        s.source, s.event_ty, s.module_ref, s.required_surface_ref, s.process_ref, s.process_name,

@@ -92,6 +92,12 @@ class HostEventQueries:
                 return 1
         return 0
 
+    def disable_session_subscriptions(self, p: Params) -> int:
+        found = [r for r in self.s.subscriptions.values() if r["session_id"] == p["session_id"] and r["enabled"]]
+        for row in found:
+            row.update(enabled=0, updated_at_ms=p["now_ms"])
+        return len(found)
+
     def matching_subscriptions(self, p: Params) -> list[Row]:
         return self._ordered(
             [

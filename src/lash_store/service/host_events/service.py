@@ -269,21 +269,12 @@ class HostEventStoreService(BackendService):
         return self._backend.write(body)
 
     def cancel_session_subscriptions(self, session_id: str) -> int:
-        """Disable every enabled subscription of ``session_id`` in one transaction (a deleted session's triggers
+        """Disable every enabled subscription of ``session_id`` in one statement (a deleted session's triggers
         must not start anything more); returns how many were enabled.  Deliveries already reserved stay."""
-        session = _text("session_id", session_id)
-        params = _filter_params(TriggerSubscriptionFilter(session_id=session, enabled=True))
-
-        def body(tx: Tx) -> int:
-            now = tx.now_ms()
-            cancelled = 0
-            for row in tx.all("list_subscriptions", params):
-                handle = subscription(row).handle
-                tx.send("lock_subscription", {"session_id": session, "handle": handle})
-                cancelled += tx.run("disable_subscription", {"session_id": session, "handle": handle, "now_ms": now})
-            return cancelled
-
-        return self._backend.write(body)
+        params = {"session_id": _text("session_id", session_id)}
+        return self._backend.write(
+            lambda tx: tx.run("disable_session_subscriptions", {**params, "now_ms": tx.now_ms()})
+        )
 
     # -- occurrences and deliveries --------------------------------------
 
