@@ -76,6 +76,7 @@ from lash_store.service.lifecycle import BackendService
 from lash_store.service.ports import Backend, Tx, joined
 from lash_store.service.registry.service import ProcessRegistryService
 from lash_store.service.registry.signals import Signals
+from lash_store.service.registry.waits import MAX_PARK_S
 
 log = logging.getLogger("lash_store")
 
@@ -337,7 +338,7 @@ class Heartbeats:
 
     def _sleep(self, seconds: float) -> None:
         """Wait (holding the condition) until notified or ``seconds`` pass; ``add`` notifies only earlier beats."""
-        seconds = min(seconds, MAX_SLEEP_SLICE_S)  # a TTL of 2**62 ms would overflow the lock's timeout
+        seconds = min(seconds, MAX_PARK_S)  # a TTL of 2**62 ms would overflow the lock's timeout
         self._wake_at = time.monotonic() + seconds
         try:
             self._cond.wait(seconds)
@@ -774,14 +775,10 @@ def _still_busy(tx: Tx, key: journal.Key) -> journal.Busy | None:
     return journal.Busy(expires, now) if expires > now else None
 
 
-#: The longest one time.sleep of a sleep effect lasts: the platform cannot represent 2**63-1 ms (OverflowError).
-MAX_SLEEP_SLICE_S = 3600.0
-
-
 def _sleep_until(due_at_ms: int | None, now_ms: int) -> None:
     if due_at_ms is not None and due_at_ms > now_ms:
         remaining = (due_at_ms - now_ms) / 1000
         end = time.monotonic() + remaining
         while remaining > 0:
-            time.sleep(min(remaining, MAX_SLEEP_SLICE_S))
+            time.sleep(min(remaining, MAX_PARK_S))
             remaining = end - time.monotonic()

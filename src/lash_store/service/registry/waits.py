@@ -26,7 +26,8 @@ T = TypeVar("T")
 #: The first backstop re-read comes after this long, then the interval doubles up to :data:`MAX_BACKSTOP_S`.
 FIRST_BACKSTOP_S = 0.1
 MAX_BACKSTOP_S = 1.0
-#: The longest a waiter parks in one go (see :meth:`Wait.next_slice`).
+#: The longest a waiter parks, or a sleep effect or heartbeat sleeps, in one go: the platform's lock and sleep
+#: timeouts cannot represent a deadline 2**63-1 ms away (OverflowError); ending early only reads or sleeps again.
 MAX_PARK_S = 3600.0
 
 Checked = tuple[T | None, int]
