@@ -45,7 +45,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -77,7 +77,7 @@ from lash_store.errors import (
 from lash_store.model import DurabilityTier
 from lash_store.processes import CANCEL_REQUESTED, ProcessRegistration, ProcessScope
 from lash_store.service.effects.service import EffectHostService
-from lash_store.testing.harness import Handles, Harness
+from lash_store.testing.harness import Handles, Harness, in_thread
 from lash_store.testing.registry_reference import ReferenceProcessRegistry
 
 Host = EffectHostService
@@ -179,29 +179,6 @@ class Failing:
     def _run(self, envelope: RuntimeEffectEnvelope) -> RuntimeEffectOutcome:
         self.calls.append(envelope.replay_key)
         raise RuntimeEffectControllerError("test_failing_executor", "the executor must not be called")
-
-
-def in_thread(call: Callable[[], Any]) -> Callable[[float], Any]:
-    """Run ``call`` in a thread now; the returned function joins it and returns its result (or raises)."""
-    result: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            result["value"] = call()
-        except BaseException as exc:
-            result["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-
-    def join(timeout_s: float) -> Any:
-        thread.join(timeout_s)
-        assert not thread.is_alive(), f"the thread did not finish within {timeout_s} s"
-        if "error" in result:
-            raise result["error"]
-        return result["value"]
-
-    return join
 
 
 def rows(host: Host) -> list[Any]:

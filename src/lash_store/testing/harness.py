@@ -8,6 +8,8 @@ all of them are closed at teardown, newest first.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
 H = TypeVar("H")
@@ -52,3 +54,26 @@ class Handles(Generic[H]):
         for handle in reversed(self._handles):
             self.harness.close(handle)
         self._handles.clear()
+
+
+def in_thread(call: Callable[[], Any]) -> Callable[[float], Any]:
+    """Run ``call`` in a thread now; the returned function joins it and returns its result (or raises)."""
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result["value"] = call()
+        except BaseException as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+
+    def join(timeout_s: float) -> Any:
+        thread.join(timeout_s)
+        assert not thread.is_alive(), f"the thread did not finish within {timeout_s} s"
+        if "error" in result:
+            raise result["error"]
+        return result["value"]
+
+    return join

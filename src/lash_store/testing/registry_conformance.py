@@ -91,7 +91,7 @@ from lash_store.processes import (
     wake_id,
 )
 from lash_store.testing.clock import ManualClock
-from lash_store.testing.harness import Handles, Harness
+from lash_store.testing.harness import Handles, Harness, in_thread
 
 Clock = Callable[[], int]
 """A zero-argument callable returning epoch milliseconds."""
@@ -203,29 +203,6 @@ def grant_sessions(registry: Registry, process_id: str) -> list[str]:
 
 def lease_of(registry: Registry, process_id: str, owner: str, ttl: int = TTL) -> ProcessLease:
     return registry.claim_process_lease(process_id, owner, ttl)
-
-
-def in_thread(call: Callable[[], Any]) -> Callable[[float], Any]:
-    """Run ``call`` in a thread now; the returned function joins it and returns its result (or raises)."""
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            outcome["value"] = call()
-        except BaseException as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-
-    def join(timeout_s: float) -> Any:
-        thread.join(timeout_s)
-        assert not thread.is_alive(), f"the thread did not finish within {timeout_s} s"
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["value"]
-
-    return join
 
 
 # ===========================================================================
