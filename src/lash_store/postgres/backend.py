@@ -64,7 +64,6 @@ _UNPREPARED = frozenset(
         "free_batch",
         "delete_batch",
         "release_batch",
-        "dead_letter_batch",
         "dead_letter_by_id",
         "requeue_dead_letter",
         "drop_dead_letter",

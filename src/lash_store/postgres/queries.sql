@@ -550,11 +550,15 @@ ORDER BY enqueue_seq
 -- ----- dead letters: batch columns, then attempts, dead_at_ms, last_owner_id, last_claimed_at_ms, last_error
 
 -- A claim that meets a batch whose every allowed attempt failed sets it aside instead of offering it.
--- name: dead_letter_batch
+-- A claim under a poison policy first moves every ready batch whose allowed attempts are all used up to the
+-- dead-letter list, in one statement, so which batches are dead letters never depends on how far the claim read
+-- (ready_batches stops at the claim's window).
+-- name: dead_letter_exhausted
 UPDATE {schema}.queued_work_batches SET dead_at_ms = %(now_ms)s, claim_id = NULL, claim_owner_id = NULL,
     claim_token = NULL, claim_claimed_at_ms = 0, claim_expires_at_ms = 0
-WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND batch_id = %(batch_id)s
-  AND dead_at_ms IS NULL AND (claim_token IS NULL OR claim_expires_at_ms <= %(now_ms)s)
+WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND dead_at_ms IS NULL
+  AND attempts >= %(max_attempts)s AND available_at_ms <= %(now_ms)s AND retry_at_ms <= %(now_ms)s
+  AND (claim_token IS NULL OR claim_expires_at_ms <= %(now_ms)s)
 
 -- name: dead_letters
 SELECT enqueue_seq, batch_id, queue_session_id, source_key, delivery_policy, slot_policy, merge_key,

@@ -9,8 +9,9 @@ Poison work (``PoisonPolicy``, ``None`` when off): every claim counts an
 attempt on each batch it takes and records, on the row, the instant the batch
 may be offered again should this attempt fail (``retry_at_ms``: the lease's
 end plus the backoff; renew moves it with the lease, abandon restarts it from
-now).  A claim that meets a ready batch whose ``max_attempts`` attempts are
-used up moves it to the dead-letter list instead and looks further.
+now).  A claim first moves every ready batch whose ``max_attempts`` attempts
+are used up to the dead-letter list (one set statement), then picks its
+group from the rest.
 """
 
 from __future__ import annotations
@@ -84,30 +85,26 @@ def claim(
 ) -> Claimed:
     """Claim the next group (or exactly ``wanted``); its claim is ``None`` when there is nothing to take.
 
-    Exhausted batches met on the way are dead-lettered in this transaction,
-    whatever the outcome (a claim by ids that then does not match included).
+    Under a poison policy every ready batch whose attempts are used up is
+    dead-lettered in this transaction first, whatever the outcome (a claim by
+    ids that then does not match included).
     """
     tx.send("lock_queue", {"session_id": session_id})
     now = tx.now_ms()
     dead_lettered = 0
-    while True:
-        ready, fences = tx.fetch_many(
-            [
-                ("ready_batches", {"session_id": session_id, "now_ms": now, "limit": max_batches}),
-                ("last_fence", {"session_id": session_id}),
-            ]
+    limit = None if poison is None else poison.max_attempts
+    if limit is not None:  # first, so the window read below holds only batches that may still be offered
+        dead_lettered = tx.run(
+            "dead_letter_exhausted", {"session_id": session_id, "now_ms": now, "max_attempts": limit}
         )
-        selection = _Selection(ready, poison)
-        group = rules.select_group(selection.candidates(), boundary, max_batches, selection.alone)
-        if not selection.exhausted:
-            break
-        dead_lettered += tx.run_many(
-            "dead_letter_batch",
-            [{"session_id": session_id, "batch_id": batch_id, "now_ms": now} for batch_id in selection.exhausted],
-        )
-        if len(ready) < max_batches:  # every candidate was seen (a backend may stop at max_batches rows)
-            break
-        # The rows set aside may have filled the backend's window: look again without them.
+    ready, fences = tx.fetch_many(
+        [
+            ("ready_batches", {"session_id": session_id, "now_ms": now, "limit": max_batches}),
+            ("last_fence", {"session_id": session_id}),
+        ]
+    )
+    selection = _Selection(ready, poison)
+    group = rules.select_group(selection.candidates(), boundary, max_batches, selection.alone)
     if not group or (wanted is not None and [batch.batch_id for batch in group] != list(wanted)):
         if wanted is not None:
             find_corrupt(tx, session_id, wanted)
@@ -156,25 +153,20 @@ def claim(
 
 
 class _Selection:
-    """The ready rows of one claim, read lazily: exhausted ones are set aside, retries claimed alone."""
+    """The ready rows of one claim, decoded lazily, with their attempt counts: under a poison policy retries go
+    alone."""
 
     def __init__(self, ready: list[Row], poison: PoisonPolicy | None) -> None:
         self.ready = ready
-        self.limit = None if poison is None else poison.max_attempts
         self.attempts: dict[str, int] = {}
-        self.exhausted: list[str] = []
         # A retry goes alone only when retries can end in the dead-letter list: then a poisoned batch never
         # takes the batches it was grouped with there.  Without a policy, grouping is as it always was.
         self.alone = None if poison is None else self._is_retry
 
     def candidates(self) -> Iterator[QueuedWorkBatch]:
         for row in self.ready:
-            attempts = int(row[10])
-            if self.limit is not None and attempts >= self.limit:
-                self.exhausted.append(row[1])  # every allowed attempt failed: a dead letter, never offered
-                continue
             for batch in rules.decode_batches([row[:10]]):
-                self.attempts[batch.batch_id] = attempts
+                self.attempts[batch.batch_id] = int(row[10])
                 yield batch
 
     def _is_retry(self, batch: QueuedWorkBatch) -> bool:

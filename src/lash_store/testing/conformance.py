@@ -1985,6 +1985,26 @@ def test_a_poisoned_batch_delays_nothing_behind_it(backend: Backend, clock: Manu
     assert store.list_queued_work("root") == [poison]
 
 
+@pytest.mark.parametrize("slot", [EXCL, JOIN])
+def test_a_claim_dead_letters_every_exhausted_batch_not_only_those_it_reads(
+    backend: Backend, clock: ManualClock, slot: SlotPolicy
+) -> None:
+    # Which batches are dead letters must not depend on how far a backend reads ready rows for the claim's
+    # group (PostgreSQL reads max_batches of them, SQLite until the group is decided): every claim under a
+    # policy dead-letters all exhausted ready batches first, also those queued behind the group it takes.
+    store = backend.open(PoisonPolicy(max_attempts=1, backoff_base_ms=1_000, backoff_max_ms=1_000, jitter=0.0))
+    later = clock() + 10_000
+    fresh = store.enqueue_queued_work(draft(text="fresh", slot=slot, available_at_ms=later))
+    exhausted = [store.enqueue_queued_work(draft(text=f"poison-{i}", slot=slot)) for i in range(2)]
+    for batch in exhausted:  # the only attempt of each fails
+        assert _fail_by_expiry(store, clock, ttl=100).batches == [batch]
+    clock.advance(later - clock())
+    taken = must_claim(store, max_batches=1)
+    assert taken.batches == [fresh]
+    assert [letter.batch for letter in store.list_dead_letters("root")] == exhausted
+    assert store.list_queued_work("root") == [fresh]
+
+
 def test_a_successful_attempt_completes_and_leaves_no_dead_letter(backend: Backend, clock: ManualClock) -> None:
     store = backend.open(POISON)
     batch = store.enqueue_queued_work(draft())
