@@ -559,6 +559,7 @@ UPDATE {schema}.queued_work_batches SET dead_at_ms = %(now_ms)s, claim_id = NULL
 WHERE session_id = %(sid)s AND queue_session_id = %(session_id)s AND dead_at_ms IS NULL
   AND attempts >= %(max_attempts)s AND available_at_ms <= %(now_ms)s AND retry_at_ms <= %(now_ms)s
   AND (claim_token IS NULL OR claim_expires_at_ms <= %(now_ms)s)
+RETURNING batch_id
 
 -- name: dead_letters
 SELECT enqueue_seq, batch_id, queue_session_id, source_key, delivery_policy, slot_policy, merge_key,

@@ -30,7 +30,7 @@ from lash_store.model import (
     QueuedWorkDeadLetter,
 )
 from lash_store.options import PoisonPolicy
-from lash_store.service.ports import Row, Tx
+from lash_store.service.ports import Params, Row, Tx
 
 
 class LostRace(Exception):
@@ -91,18 +91,15 @@ def claim(
     """
     tx.send("lock_queue", {"session_id": session_id})
     now = tx.now_ms()
-    dead_lettered = 0
+    reads: list[tuple[str, Params | None]] = [
+        ("ready_batches", {"session_id": session_id, "now_ms": now, "limit": max_batches}),
+        ("last_fence", {"session_id": session_id}),
+    ]
     limit = None if poison is None else poison.max_attempts
-    if limit is not None:  # first, so the window read below holds only batches that may still be offered
-        dead_lettered = tx.run(
-            "dead_letter_exhausted", {"session_id": session_id, "now_ms": now, "max_attempts": limit}
-        )
-    ready, fences = tx.fetch_many(
-        [
-            ("ready_batches", {"session_id": session_id, "now_ms": now, "limit": max_batches}),
-            ("last_fence", {"session_id": session_id}),
-        ]
-    )
+    if limit is not None:  # first, so the window read after it holds only batches that may still be offered
+        reads.insert(0, ("dead_letter_exhausted", {"session_id": session_id, "now_ms": now, "max_attempts": limit}))
+    *dead, ready, fences = tx.fetch_many(reads)  # one round trip for all three on PostgreSQL
+    dead_lettered = len(dead[0]) if dead else 0
     selection = _Selection(ready, poison)
     group = rules.select_group(selection.candidates(), boundary, max_batches, selection.alone)
     if not group or (wanted is not None and [batch.batch_id for batch in group] != list(wanted)):

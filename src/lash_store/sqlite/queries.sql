@@ -408,6 +408,7 @@ UPDATE queued_work_batches SET dead_at_ms = :now_ms, claim_id = NULL, claim_owne
     claim_claimed_at_ms = 0, claim_expires_at_ms = 0
 WHERE session_id = :session_id AND dead_at_ms IS NULL AND attempts >= :max_attempts
   AND available_at_ms <= :now_ms AND retry_at_ms <= :now_ms AND (claim_token IS NULL OR claim_expires_at_ms <= :now_ms)
+RETURNING batch_id
 
 -- name: dead_letters
 SELECT enqueue_seq, batch_id, session_id, source_key, delivery_policy, slot_policy, merge_key, available_at_ms,

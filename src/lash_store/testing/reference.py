@@ -633,12 +633,12 @@ class _Queries:
             return None
         return batch
 
-    def dead_letter_exhausted(self, p: Params) -> int:
-        now, exhausted = p["now_ms"], self.ready_batches(p)
-        dead = [self.s.batches[row[1]] for row in exhausted if row[10] >= p["max_attempts"]]
-        for batch in dead:
-            batch.update(_NO_CLAIM | {"claim_fencing_token": batch["claim_fencing_token"], "dead_at_ms": now})
-        return len(dead)
+    def dead_letter_exhausted(self, p: Params) -> list[Row]:
+        dead = [row[1] for row in self.ready_batches(p) if row[10] >= p["max_attempts"]]
+        for batch_id in dead:
+            batch = self.s.batches[batch_id]
+            batch.update(_NO_CLAIM | {"claim_fencing_token": batch["claim_fencing_token"], "dead_at_ms": p["now_ms"]})
+        return [(batch_id,) for batch_id in dead]
 
     def dead_letters(self, p: Params) -> list[Row]:
         return [_dead_letter_row(b) for b in self._session_batches(p["session_id"]) if not _live(b)]
