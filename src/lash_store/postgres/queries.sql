@@ -457,7 +457,8 @@ RETURNING enqueue_seq, batch_id, queue_session_id, source_key, delivery_policy, 
 
 -- Candidates never wait: SKIP LOCKED passes over a row some other transaction holds (the queue lock
 -- means nothing of ours can; a foreign writer's row is treated as taken, never waited for).  Live, ready
--- (available, not backing off) and free rows, each with its attempts so far.
+-- (available, not backing off) and free rows, each with its attempts so far; at most the given limit of them (the
+-- service reads further past undecodable rows).
 -- name: ready_batches
 SELECT enqueue_seq, batch_id, queue_session_id, source_key, delivery_policy, slot_policy, merge_key,
        available_at_ms, enqueued_at_ms, payloads, attempts

@@ -100,8 +100,15 @@ def claim(
         reads.insert(0, ("dead_letter_exhausted", {"session_id": session_id, "now_ms": now, "max_attempts": limit}))
     *dead, ready, fences = tx.fetch_many(reads)  # one round trip for all three on PostgreSQL
     dead_lettered = len(dead[0]) if dead else 0
-    selection = _Selection(ready, poison)
-    group = rules.select_group(selection.candidates(), boundary, max_batches, selection.alone)
+    window = max_batches
+    while True:
+        selection = _Selection(ready, poison)
+        group = rules.select_group(selection.candidates(), boundary, max_batches, selection.alone)
+        if not (selection.skipped and selection.drained and len(ready) >= window):
+            break
+        # Undecodable rows took places in a full window and the group wanted more: one bad row blocks nobody.
+        window *= 2
+        ready = tx.all("ready_batches", {"session_id": session_id, "now_ms": now, "limit": window})
     if not group or (wanted is not None and [batch.batch_id for batch in group] != list(wanted)):
         if wanted is not None:
             find_corrupt(tx, session_id, wanted)
@@ -150,21 +157,27 @@ def claim(
 
 
 class _Selection:
-    """The ready rows of one claim, decoded lazily, with their attempt counts: under a poison policy retries go
-    alone."""
+    """The ready rows of one claim, decoded lazily, with their attempt counts (under a poison policy retries go
+    alone) and how many rows could not be decoded."""
 
     def __init__(self, ready: list[Row], poison: PoisonPolicy | None) -> None:
         self.ready = ready
         self.attempts: dict[str, int] = {}
+        self.skipped = 0  # undecodable rows met (logged and left in place)
+        self.drained = False  # every row was offered: the group might have grown with more of them
         # A retry goes alone only when retries can end in the dead-letter list: then a poisoned batch never
         # takes the batches it was grouped with there.  Without a policy, grouping is as it always was.
         self.alone = None if poison is None else self._is_retry
 
     def candidates(self) -> Iterator[QueuedWorkBatch]:
         for row in self.ready:
+            decoded = False
             for batch in rules.decode_batches([row[:10]]):
+                decoded = True
                 self.attempts[batch.batch_id] = int(row[10])
                 yield batch
+            self.skipped += not decoded
+        self.drained = True
 
     def _is_retry(self, batch: QueuedWorkBatch) -> bool:
         return self.attempts.get(batch.batch_id, 0) > 0

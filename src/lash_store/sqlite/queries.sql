@@ -315,14 +315,14 @@ RETURNING enqueue_seq, batch_id, session_id, source_key, delivery_policy, slot_p
     enqueued_at_ms, payloads
 
 -- Ready (available, not backing off) and free (unclaimed, or the lease ran out) live batches in FIFO order,
--- each with its attempts so far.  No LIMIT: an undecodable or exhausted row the service skips must not count.
+-- each with its attempts so far; at most :limit of them (the service reads further past undecodable rows).
 -- name: ready_batches
 SELECT enqueue_seq, batch_id, session_id, source_key, delivery_policy, slot_policy, merge_key, available_at_ms,
     enqueued_at_ms, payloads, attempts
 FROM queued_work_batches
 WHERE session_id = :session_id AND dead_at_ms IS NULL AND available_at_ms <= :now_ms AND retry_at_ms <= :now_ms
   AND (claim_token IS NULL OR claim_expires_at_ms <= :now_ms)
-ORDER BY enqueue_seq
+ORDER BY enqueue_seq LIMIT :limit
 
 -- name: last_fence
 SELECT last_fencing_token FROM queued_work_sessions WHERE session_id = :session_id

@@ -517,11 +517,12 @@ class _Queries:
 
     def ready_batches(self, p: Params) -> list[Row]:
         now = p["now_ms"]
-        return [
+        rows = [
             (*_batch_row(b), b["attempts"])
             for b in self._session_batches(p["session_id"])
             if _live(b) and b["available_at_ms"] <= now and b["retry_at_ms"] <= now and _free(b, now)
         ]
+        return rows if p.get("limit") is None else rows[: p["limit"]]
 
     def last_fence(self, p: Params) -> list[Row]:
         fence = self.s.fences.get(p["session_id"])
