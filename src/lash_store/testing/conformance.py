@@ -2589,6 +2589,17 @@ def test_damaged_queued_row_blocks_nobody_and_is_named(
         store.claim_ready_queued_work_by_batch_ids("root", "w", IDLE, TTL, [bad.batch_id])
 
 
+def test_many_damaged_queued_rows_ahead_block_nobody(store: SessionStore, harness: BackendHarness) -> None:
+    bad = [store.enqueue_queued_work(draft("root", f"bad-{i}", slot=JOIN)) for i in range(11)]
+    good = [store.enqueue_queued_work(draft("root", f"good-{i}", slot=JOIN)) for i in range(3)]
+    for batch in bad:
+        harness.damage(store, "batch.payloads", batch.batch_id, NOT_MSGPACK)
+    assert must_claim(store, max_batches=1).batch_ids == [good[0].batch_id]
+    assert must_claim(store, max_batches=2).batch_ids == [good[1].batch_id, good[2].batch_id]
+    assert claim(store, max_batches=1) is None
+    assert store.list_queued_work("root") == good
+
+
 def test_a_damaged_store_still_exports_nothing_silently(store: SessionStore, harness: BackendHarness) -> None:
     result = _populate(store)
     harness.damage(store, "blob.content", result.checkpoint_ref, b"tampered")
