@@ -321,3 +321,33 @@ def test_by_default_nothing_is_written_and_the_factory_remembers_what_it_read(
     opened.clear()
     assert _ids(SqliteSessionStoreFactory(factory.root).list_sessions(limit=3)) == ["s00", "s01", "s02"]
     assert opened == []
+
+
+def test_a_fresh_factory_learns_plain_ids_from_file_names_and_opens_only_the_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = SqliteSessionStoreFactory(tmp_path / "root")
+    plain = [f"chat-{number:02d}" for number in range(20)] + ["3f2b7c1e-9a4d-4e8b-b1c2-0d5e6f7a8b9c", "a_b"]
+    other = ["Ünïcode", "with space", "_leading", "x" * 81]  # their names do not give the id back
+    for session_id in plain + other:
+        _create(made, session_id, "x")
+    for name in os.listdir(made.root):  # as long ago as a real root's files: entries are current at once
+        os.utime(made.root / name, ns=(10**18, 10**18))
+    opened = _counting_opens(monkeypatch)
+    cold = SqliteSessionStoreFactory(made.root)  # a new process: nothing remembered, no catalogue file
+    page = sorted(plain + other)[:3]
+    assert _ids(cold.list_sessions(limit=3)) == page
+    # Read: each file of an id its name cannot give back (once), and the page's files; nothing else.
+    expected = {made.path_for_session(session_id).name for session_id in other + page}
+    assert sorted(path.name for path in opened) == sorted(expected)
+    assert _ids(SqliteSessionStoreFactory(made.root).list_sessions()) == sorted(plain + other)
+
+
+def test_a_forged_name_cannot_put_another_session_on_a_page(tmp_path: Path) -> None:
+    made = SqliteSessionStoreFactory(tmp_path / "root")
+    _create(made, "real", "x")
+    _create(made, "zeta", "x")
+    # The file of "real" renamed as the file "alpha" would have: the name says alpha, the file says real.
+    os.rename(made.path_for_session("real"), made.path_for_session("alpha"))
+    listed = SqliteSessionStoreFactory(made.root).list_sessions()
+    assert _ids(listed) == ["real", "zeta"]  # what the file holds is shown, never what its name claims

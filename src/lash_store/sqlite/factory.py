@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -14,17 +13,8 @@ from lash_store.service.factory import check_page, new_session_meta, page
 from lash_store.sqlite import listing, retention
 from lash_store.sqlite.catalog import Catalog, Entry
 from lash_store.sqlite.deletion import delete_session_file
+from lash_store.sqlite.file_names import safe_file_name
 from lash_store.sqlite.store import Store, check_directory_path
-
-_MAX_STEM = 80
-
-
-def safe_file_name(session_id: str) -> str:
-    """A deterministic, separator-free file name: sanitised id + 16 hex chars of its SHA-256 + ``.db``."""
-    kept = "".join(c if (c.isascii() and c.isalnum()) or c in "-_" else "_" for c in session_id)
-    stem = kept.strip("_") or "session"
-    digest = hashlib.sha256(session_id.encode("utf-8")).hexdigest()[:16]
-    return f"{stem[:_MAX_STEM]}-{digest}.db"
 
 
 class SqliteSessionStoreFactory:

@@ -1,10 +1,11 @@
 """Listing the sessions of a factory root fast: one directory scan, the catalogue, and only the page's files.
 
-By session id: the directory's names (no stat) and the catalogue give every
-file's session id, so the order is known without opening anything; only the
-files on the requested page are checked against their signature and read again
-when they changed.  Files the catalogue does not know yet are read once (the
-first listing of a root made without this factory reads every file).
+By session id: the directory's names (no stat) give every file's session id
+when the id is made of letters, digits, ``-`` and ``_`` (the name's stem is
+then the id, confirmed by the name's digest), and the catalogue gives the rest,
+so the order is known without opening anything; only the files on the
+requested page are checked against their signature and read again when they
+changed.  Files of other ids the catalogue does not know yet are read once.
 
 By recency: the order needs every file's last write time, so every session file
 (and its log) is ``stat``-ed, a few microseconds each; again only the page's
@@ -21,6 +22,7 @@ from lash_store.errors import InvalidInput, NotAStoreDatabase, StoreError, Store
 from lash_store.model import SessionListing, SessionPage, SessionPickerInfo
 from lash_store.service.factory import decode_cursor, encode_cursor
 from lash_store.sqlite.catalog import Catalog, Entry, Signature, last_write_ns, now_ns, signature_of
+from lash_store.sqlite.file_names import session_id_in_name
 from lash_store.sqlite.store import Store
 
 Failures = list[tuple[str, StoreError]]
@@ -115,7 +117,7 @@ def by_session_id(
     catalog.forget(name for name in remembered if name not in present)
     ids: list[tuple[str, str]] = []
     for name in names:  # a file's name is derived from its id, so a remembered id stays right for that name
-        session_id = remembered[name] if name in remembered else _read_id(reader, name)
+        session_id = remembered.get(name) or session_id_in_name(name) or _read_id(reader, name)
         if session_id is not None and (after is None or session_id > after):
             ids.append((session_id, name))
     ids.sort()
