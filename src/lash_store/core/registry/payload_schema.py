@@ -11,7 +11,9 @@ is never silently half-enforced.
 * objects: ``properties``, ``required``, ``additionalProperties`` (boolean or schema),
   ``minProperties``, ``maxProperties``;
 * arrays: ``items`` (one schema for every item), ``minItems``, ``maxItems``, ``uniqueItems``;
-* strings: ``minLength``, ``maxLength`` (code points), ``pattern`` (Python ``re``, searched);
+* strings: ``minLength``, ``maxLength`` (code points), ``pattern`` (searched, in the linear-time subset of
+  :mod:`.pattern`: ``^``/``$`` anchor, ``$`` is the end of the text; lookaround, backreferences and the like
+  are refused at registration, so a payload cannot make the check backtrack for minutes);
 * numbers: ``minimum``, ``maximum``, ``exclusiveMinimum``, ``exclusiveMaximum`` (numbers), ``multipleOf``;
 * combinators: ``allOf``, ``anyOf``, ``oneOf``, ``not``;
 * annotations, ignored: ``title``, ``description``, ``default``, ``examples``, ``format``, ``$schema``,
@@ -21,11 +23,11 @@ is never silently half-enforced.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from typing import Any
 
 from lash_store.core.canonical import canonical_text
+from lash_store.core.registry.pattern import PatternError, compile_pattern
 
 __all__ = ["SchemaError", "check_schema", "problem"]
 
@@ -119,9 +121,9 @@ def _check_pattern(keyword: str, value: Any, where: str) -> None:
     if not isinstance(value, str):
         raise SchemaError(where, "must be a string")
     try:
-        re.compile(value)
-    except re.error as exc:
-        raise SchemaError(where, f"is not a regular expression ({exc})") from None
+        compile_pattern(value)
+    except PatternError as exc:
+        raise SchemaError(where, f"is not a pattern the registry can check in linear time: {exc}") from None
 
 
 def _check_schema_list(keyword: str, value: Any, where: str) -> None:
@@ -284,9 +286,13 @@ def _unique(expected: Any, value: Any, where: str, schema: dict[str, Any]) -> st
 
 
 def _pattern(expected: Any, value: Any, where: str, schema: dict[str, Any]) -> str | None:
-    if not isinstance(value, str) or re.search(expected, value):
+    if not isinstance(value, str):
         return None
-    return _at(where, f"does not match the pattern {expected!r}")
+    try:
+        matched = compile_pattern(expected).search(value)
+    except PatternError as exc:  # a schema registered before patterns were held to the linear-time subset
+        return _at(where, f"the pattern {expected!r} cannot be checked ({exc})")
+    return None if matched else _at(where, f"does not match the pattern {expected!r}")
 
 
 def _number(value: Any) -> float | int | None:
