@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import lash_store
-from lash_store.core.registry.payload_schema import SchemaError, check_schema, problem
+from lash_store.core.registry.payload_schema import SchemaError, check_schema, json_equal, json_key, problem
 from lash_store.errors import InvalidProcessInput
 from lash_store.processes import ProcessEventType, ProcessRegistration
 from lash_store.sqlite.registry import ProcessRegistry
@@ -187,3 +189,82 @@ def test_a_refused_pattern_is_a_typed_error_at_register_and_writes_nothing(tmp_p
         assert "/properties/name/pattern" in str(caught.value)
         assert snapshot(path) == before and listing(tmp_path) == files
         assert registry.get_process("p-1") is None
+
+
+# ---------------------------------------------------------------------------
+# uniqueItems: one canonical text per item, with exactly json_equal's notion of equality
+
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.sampled_from([0, 1, -1, 2, 2**53, 2**53 + 1, 10**300, 2**1000]),
+    st.sampled_from([0.0, -0.0, 1.0, -1.0, 1.5, 2.0, 2.0**53, 1e300, 2.0**1000, 5e-324]),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.integers(-3, 3),
+    st.text(alphabet="ab1\u00e9", max_size=2),
+)
+JSON_VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["a", "b", "c"]), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def reordered(value: Any) -> Any:
+    """The same JSON value with every object's keys in reverse order."""
+    if isinstance(value, dict):
+        return {key: reordered(value[key]) for key in reversed(list(value))}
+    if isinstance(value, list):
+        return [reordered(item) for item in value]
+    return value
+
+
+def pairwise_first_duplicate(items: list[Any]) -> int | None:
+    """The earlier implementation: the first item equal to one before it, comparing every pair."""
+    for index, item in enumerate(items):
+        if any(json_equal(item, other) for other in items[:index]):
+            return index
+    return None
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(JSON_VALUES, max_size=6), st.lists(st.integers(0, 5), max_size=3))
+def test_unique_items_agrees_with_the_pairwise_comparison(items: list[Any], copies: list[int]) -> None:
+    items = items + [reordered(items[i]) for i in copies if i < len(items)]
+    found = problem({"uniqueItems": True}, items)
+    expected = pairwise_first_duplicate(items)
+    assert found == (None if expected is None else f"/{expected}: items must be unique")
+
+
+@settings(max_examples=500, deadline=None)
+@given(JSON_VALUES, JSON_VALUES)
+def test_json_key_is_json_equal(a: Any, b: Any) -> None:
+    assert (json_key(a) == json_key(b)) is json_equal(a, b)
+    assert json_key(a) == json_key(reordered(a))
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "equal"),
+    [
+        (1, 1.0, True),
+        (True, 1, False),
+        (False, 0.0, False),
+        (-0.0, 0, True),
+        (2**53 + 1, 2.0**53, False),
+        ({"a": 1, "b": [1.0, {"c": True}]}, {"b": [1, {"c": True}], "a": 1.0}, True),
+        ({"a": 1}, {"a": 1, "b": None}, False),
+        ("1", 1, False),
+        ([1, [2.0]], [1.0, [2]], True),
+    ],
+)
+def test_json_key_on_the_edge_cases(a: Any, b: Any, equal: bool) -> None:
+    assert json_equal(a, b) is equal
+    assert (json_key(a) == json_key(b)) is equal
+
+
+def test_unique_items_over_100000_items_finishes() -> None:
+    items: list[Any] = [{"id": i, "tags": ["x", i * 1.0]} for i in range(100_000)]
+    schema = {"type": "array", "uniqueItems": True}
+    assert isolated(CHECK, [schema, items]) is None
+    duplicate = {"tags": ["x", 5], "id": 5.0}  # item 5 again: 1.0 is 1, key order does not count
+    assert isolated(CHECK, [schema, [*items, duplicate]]) == "/100000: items must be unique"

@@ -22,6 +22,7 @@ is never silently half-enforced.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from typing import Any
@@ -29,7 +30,7 @@ from typing import Any
 from lash_store.core.canonical import canonical_text
 from lash_store.core.registry.pattern import PatternError, compile_pattern
 
-__all__ = ["SchemaError", "check_schema", "problem"]
+__all__ = ["SchemaError", "check_schema", "json_equal", "json_key", "problem"]
 
 _TYPES = ("null", "boolean", "integer", "number", "string", "array", "object")
 _ANNOTATIONS = frozenset(
@@ -207,6 +208,23 @@ def json_equal(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
+def json_key(value: Any) -> str:
+    """A text two JSON values share exactly when :func:`json_equal` holds between them (one per value: linear)."""
+    return json.dumps(_integral_as_int(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _integral_as_int(value: Any) -> Any:
+    # 1 and 1.0 are one JSON number, and an integral float's int is exact, so both are written as the int;
+    # booleans stay booleans (``true`` is written "true", not 1); object keys are sorted by json.dumps.
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, list):
+        return [_integral_as_int(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _integral_as_int(item) for key, item in value.items()}
+    return value
+
+
 def _enum(expected: Any, value: Any, where: str, schema: dict[str, Any]) -> str | None:
     if any(json_equal(value, option) for option in expected):
         return None
@@ -279,9 +297,13 @@ def _bound(kind: type, low: bool) -> Callable[[Any, Any, str, dict[str, Any]], s
 def _unique(expected: Any, value: Any, where: str, schema: dict[str, Any]) -> str | None:
     if not expected or not isinstance(value, list):
         return None
+    # One canonical text per item and a set, not every pair: 100,000 items would be 5e9 comparisons.
+    seen: set[str] = set()
     for index, item in enumerate(value):
-        if any(json_equal(item, other) for other in value[:index]):
+        key = json_key(item)
+        if key in seen:
             return _at(f"{where}/{index}", "items must be unique")
+        seen.add(key)
     return None
 
 
