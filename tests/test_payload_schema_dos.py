@@ -268,3 +268,58 @@ def test_unique_items_over_100000_items_finishes() -> None:
     assert isolated(CHECK, [schema, items]) is None
     duplicate = {"tags": ["x", 5], "id": 5.0}  # item 5 again: 1.0 is 1, key order does not count
     assert isolated(CHECK, [schema, [*items, duplicate]]) == "/100000: items must be unique"
+
+
+# ---------------------------------------------------------------------------
+# JSON pointers and messages are written once, for the failure reported
+
+SCHEMA_WHERE = """
+import json, sys
+from lash_store.core.registry.payload_schema import SchemaError, check_schema
+try:
+    check_schema(json.load(sys.stdin))
+    print("null")
+except SchemaError as exc:
+    print(json.dumps([exc.where, exc.detail]))
+"""
+
+
+def test_a_long_key_above_many_failing_nodes_is_not_copied_once_per_node() -> None:
+    """Written at every node, the 900 kB key's pointer would be copied 300,000 times (270 GB)."""
+    key = "k/~" * 300_000
+    schema = {"additionalProperties": {"items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}}}
+    pointer = "/" + key.replace("~", "~0").replace("/", "~1")
+    assert isolated(CHECK, [schema, {key: [0] * 100_000}]) is None
+    found = isolated(CHECK, [schema, {key: [0] * 99_999 + [None]}])
+    assert found == f"{pointer}/99999: matches none of the anyOf schemas"
+
+
+def test_a_long_property_name_above_many_schema_nodes_is_not_copied_once_per_node() -> None:
+    """The same at registration: 500,000 keywords under a 4 MB property name (2 TB if copied each time)."""
+    name = "n" * 4_000_000
+    inner: dict[str, Any] = {
+        str(i): {"type": "string", "minLength": 0, "maxLength": 9, "title": "t"} for i in range(100_000)
+    }
+    assert isolated(SCHEMA_WHERE, {"properties": {name: {"properties": inner}}}) is None
+    inner["99999"] = {"type": "float"}
+    where, detail = isolated(SCHEMA_WHERE, {"properties": {name: {"properties": inner}}})
+    assert where == f"/properties/{name}/properties/99999/type" and detail.startswith("must name types")
+
+
+@pytest.mark.parametrize(
+    ("schema", "value", "message"),
+    [
+        ({"properties": {"a/b": {"items": {"const": 1}}}}, {"a/b": [1, 2]}, "/a~1b/1: must be 1"),
+        ({"additionalProperties": False}, {"x~": 1}, "/: property 'x~' is not allowed"),
+        ({"items": {"enum": ["x", True]}}, ["x", 1], '/1: must be one of ["x",true]'),
+        ({"not": {"items": {"type": "string"}}}, ["a"], "/: matches the schema under 'not'"),
+        ({"oneOf": [{"minLength": 1}, {"maxLength": 3}]}, "ab", "/: must match exactly one oneOf schema, matches 2"),
+        ({"items": {"items": {"minimum": 2}}}, [[3], [1]], "/1/0: must be at least 2, got 1"),
+        ({"uniqueItems": True, "items": {"type": "object"}}, [{"a": 1}, {"a": 1.0}], "/1: items must be unique"),
+    ],
+)
+def test_messages_name_the_json_pointer_of_the_failure(schema: Any, value: Any, message: str) -> None:
+    check_schema(schema)
+    assert problem(schema, value) == message
+    inside = message.removeprefix("/") if message.startswith("/:") else message  # "/" alone is the root
+    assert problem(schema, value, where="/payload") == "/payload" + inside
