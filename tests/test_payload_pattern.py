@@ -251,3 +251,31 @@ def test_threads_sharing_a_pattern_whose_cache_overflows_get_the_same_answers(mo
 
     joins = [in_thread(lambda seed=seed: disagreements(seed)) for seed in range(8)]
     assert [join(60) for join in joins] == [[]] * 8
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text", "matches"),
+    [
+        ("(a+)+$", "a" * 5_000 + "!", False),
+        ("(a|aa)*c", "a" * 5_000, False),
+        ("^(\\w+\\s?)*$", "ab " * 2_000 + "!", False),
+        ("(a|b)*a(a|b){12}$", "ab" * 2_000 + "a" * 13, True),
+        ("(.*a){30}x", "a" * 5_000, False),
+    ],
+)
+def test_a_search_makes_at_most_one_set_step_per_character(
+    monkeypatch: pytest.MonkeyPatch, pattern: str, text: str, matches: bool
+) -> None:
+    """Counted, not timed: each character costs at most one step over at most ``states`` NFA states."""
+    compiled = Pattern(pattern)
+    steps: list[int] = []
+    step = compiled._step
+
+    def counted(state: object, ch: str) -> object:
+        steps.append(len(state.consumers))  # type: ignore[attr-defined]
+        return step(state, ch)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(compiled, "_step", counted)
+    assert compiled.search(text) is matches  # (re.search would backtrack for ages on most of these)
+    assert 0 < len(steps) <= len(text)
+    assert all(size <= compiled.states for size in steps)

@@ -52,8 +52,10 @@ MAX_LENGTH = 10_000
 #: The deepest group nesting a pattern may have (the parser recurses once per level).
 MAX_NESTING = 50
 #: Entries (set members, transitions) one pattern's lazy DFA may cache, and as many for the NFA states'
-#: successor sets, before starting afresh: memory stays bounded, a search only slows down.
-_CACHE_BUDGET = 50_000
+#: successor sets, before starting afresh: a search only slows down.  About 1.5 MB at most, per pattern.
+_CACHE_BUDGET = 20_000
+#: Compiled patterns kept (with their caches: at most ~100 MB however many patterns the schemas hold).
+_COMPILED = 64
 
 
 class PatternError(ValueError):
@@ -589,7 +591,7 @@ class Pattern:
         return frozenset(consumers), frozenset(ends)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=_COMPILED)
 def compile_pattern(source: str) -> Pattern:
     """``source`` compiled (cached: a payload check does not parse its schema's patterns again)."""
     return Pattern(source)
