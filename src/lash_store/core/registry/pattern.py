@@ -1,11 +1,11 @@
 r"""A linear-time matcher for the ``pattern`` keyword of payload schemas.
 
-Why: ``re.search`` backtracks, so a pattern such as ``(a+)+$`` takes exponential time on ``"a" * 40 + "!"``,
-and the payload check runs while the append holds its process row's lock: one crafted payload would stall
-the process for minutes.  This matcher parses a pattern into a Thompson NFA and runs it over the text with a
-set of states, building the DFA lazily (each state set met is kept, with its transitions, up to a budget), so
-a search costs at most O(len(text) x states) whatever the pattern and the text, and in practice one dictionary
-lookup per character.
+Why: ``re.search`` backtracks, so a pattern such as ``(a+)+$`` takes minutes on ``"a" * 30 + "!"`` (twice as
+long for each further ``a``), and the payload check runs while the append holds its process row's lock: one
+crafted payload would stall the process.  This matcher parses a pattern into a Thompson NFA and runs it over
+the text with a set of states, building the DFA lazily (each state set met is kept, with its transitions, up
+to a budget), so a search costs at most O(len(text) x states) whatever the pattern and the text, and in
+practice one dictionary lookup per character.
 
 The subset is the common ground of ECMA-262 (the dialect JSON Schema names) and Python's ``re``, and a pattern
 means what ``re.search`` makes of it, except ``$``:
