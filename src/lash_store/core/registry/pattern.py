@@ -167,7 +167,8 @@ _LETTER_ESCAPES = {
     "p": "Unicode property escapes are not supported",
     "P": "Unicode property escapes are not supported",
 }
-_GROUP_REFUSALS = (
+# What may follow "(?": a non-capturing group (no reason), or a reason to refuse, longest prefixes first.
+_GROUP_KINDS = (
     ("?:", ""),
     ("?=", "lookahead is not supported"),
     ("?!", "lookahead is not supported"),
@@ -250,7 +251,7 @@ class _Parser:
         if depth >= MAX_NESTING:
             self.fail(f"groups nest more than {MAX_NESTING} levels deep", start)
         if self.peek() == "?":
-            for prefix, refusal in _GROUP_REFUSALS:
+            for prefix, refusal in _GROUP_KINDS:
                 if self.source.startswith(prefix, self.pos):
                     if refusal:
                         self.fail(refusal, start)
