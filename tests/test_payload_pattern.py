@@ -23,6 +23,7 @@ from lash_store.core.registry.pattern import (
     MAX_STATES,
     Pattern,
     PatternError,
+    TooCostly,
     compile_pattern,
 )
 from lash_store.testing.harness import in_thread
@@ -279,3 +280,15 @@ def test_a_search_makes_at_most_one_set_step_per_character(
     assert compiled.search(text) is matches  # (re.search would backtrack for ages on most of these)
     assert 0 < len(steps) <= len(text)
     assert all(size <= compiled.states for size in steps)
+
+
+def test_a_search_that_would_exceed_its_work_budget_stops_with_too_costly() -> None:
+    # State sets that never settle: about 2,000 NFA states visited per character of random a/b text.
+    unsettled = Pattern("(a|b)*a.{2000}$")
+    rng = random.Random(1)
+    text = "".join(rng.choice("ab") for _ in range(100_000))
+    with pytest.raises(TooCostly, match="100,000 characters"):
+        unsettled.search(text)
+    assert isinstance(TooCostly(1), PatternError)  # a payload check reports it like any unusable pattern
+    settling = Pattern(r"(a|b)*a.{20}$")  # the same shape, small: it stays within its budget
+    assert settling.search(text) == (text[-21] == "a")  # (re itself backtracks for minutes over this text)

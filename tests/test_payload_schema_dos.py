@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -107,6 +108,13 @@ def test_a_stored_pattern_outside_the_subset_refuses_the_payload() -> None:
     """A schema stored before the subset existed is not checked half-way: every string is refused, saying why."""
     found = problem({"pattern": "(?=a)a"}, "a")
     assert found is not None and "cannot be checked" in found and "lookahead" in found
+
+
+def test_a_payload_over_the_pattern_work_budget_is_refused_not_checked_for_seconds() -> None:
+    rng = random.Random(3)
+    text = "".join(rng.choice("ab") for _ in range(100_000))
+    found = within_limit(lambda: problem({"pattern": "(a|b)*a.{2000}$"}, text))
+    assert found is not None and "cannot be checked" in found and "100,000 characters" in found
 
 
 @pytest.mark.parametrize(

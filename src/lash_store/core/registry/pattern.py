@@ -43,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
-__all__ = ["MAX_LENGTH", "MAX_NESTING", "MAX_STATES", "Pattern", "PatternError", "compile_pattern"]
+__all__ = ["MAX_LENGTH", "MAX_NESTING", "MAX_STATES", "Pattern", "PatternError", "TooCostly", "compile_pattern"]
 
 #: The most states a pattern's NFA may have: a search costs at most this many steps per character.
 MAX_STATES = 10_000
@@ -51,6 +51,12 @@ MAX_STATES = 10_000
 MAX_LENGTH = 10_000
 #: The deepest group nesting a pattern may have (the parser recurses once per level).
 MAX_NESTING = 50
+#: What one search may spend on NFA states outside the lazy DFA's cache: a fixed allowance plus so many per
+#: character.  Ordinary patterns stay far below it (their DFA is small and soon cached); a huge counted repeat
+#: meeting text that keeps it out of the cache would cost up to MAX_STATES per character, seconds per 100 kB,
+#: so such a search stops early with :class:`TooCostly` instead (the payload is refused, never half-checked).
+WORK_ALLOWANCE = 1_000_000
+WORK_PER_CHARACTER = 32
 #: Entries (set members, transitions) one pattern's lazy DFA may cache, and as many for the NFA states'
 #: successor sets, before starting afresh: a search only slows down.  About 1.5 MB at most, per pattern.
 _CACHE_BUDGET = 20_000
@@ -65,6 +71,15 @@ class PatternError(ValueError):
         self.position = position
         self.reason = reason
         super().__init__(f"{reason} (at position {position})")
+
+
+class TooCostly(PatternError):
+    """A search would spend more than its work budget (see :data:`WORK_ALLOWANCE`) on this text."""
+
+    def __init__(self, length: int) -> None:
+        self.position = 0
+        self.reason = f"a text of {length:,} characters needs more automaton steps than a check may take"
+        ValueError.__init__(self, self.reason)
 
 
 # ---------------------------------------------------------------------------
@@ -494,11 +509,15 @@ class Pattern:
         if not text:
             return self._matches_empty
         state = self._first
+        budget = WORK_ALLOWANCE + WORK_PER_CHARACTER * len(text)
         for ch in text:
             if state.final is not None:
                 return state.final
             following = state.steps.get(ch)
             if following is None:
+                budget -= len(state.consumers) + 1
+                if budget < 0:
+                    raise TooCostly(len(text))
                 with self._lock:  # threads share a compiled pattern: one at a time grows (or drops) its cache
                     following = self._step(state, ch)
             state = following
