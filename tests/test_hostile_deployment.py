@@ -821,6 +821,15 @@ def registry_cases() -> list[Case]:
             "payload_schema",
         )
     )
+    for case_id, pattern in [("lookahead", "a(?=b)"), ("backreference", "(a)\\1"), ("states", "(a{100}){101}")]:
+        add(
+            (
+                f"registry/register/schema-pattern-{case_id}",
+                lambda w, pattern=pattern: w.registry.register_process(typed(schema={"pattern": pattern})),
+                R,
+                "payload_schema",
+            )
+        )
     add(
         (
             "registry/register/schema-deep",
