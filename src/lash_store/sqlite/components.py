@@ -44,8 +44,10 @@ CREATE TABLE IF NOT EXISTS effect_journal (
     updated_at_ms INTEGER NOT NULL,
     PRIMARY KEY (scope_identity, replay_key)
 );
--- Retention (count_prunable_effects, prune_effects).
-CREATE INDEX IF NOT EXISTS effect_journal_age ON effect_journal(status, updated_at_ms);
+-- Retention (count_prunable_effects, prune_effects) reads finished rows only: a claim never enters this index
+-- (version 1 indexed every row by status and age, so a claim and its result each moved an entry).
+CREATE INDEX IF NOT EXISTS effect_journal_finished ON effect_journal(updated_at_ms)
+    WHERE status IN ('completed', 'failed');
 """
 
 EFFECT_TABLES = frozenset({"effect_journal"})
@@ -148,7 +150,7 @@ def _rebuild(conn: sqlite3.Connection, table: str, columns: str, ddl: str) -> No
 
 
 def _effects_from_1(conn: sqlite3.Connection) -> None:
-    conn.execute("DROP INDEX IF EXISTS effect_journal_age")  # index names are global: created again below
+    conn.execute("DROP INDEX IF EXISTS effect_journal_age")  # replaced by effect_journal_finished
     _rebuild(conn, "effect_journal", _EFFECT_COLUMNS, EFFECTS_DDL)
 
 
