@@ -137,6 +137,11 @@ def _encoded(value: Any, mark: int) -> str:
 
 def canonical_text(value: Any) -> str:
     """The canonical JSON text of ``value`` (a ``str``; :func:`canonical_json` is its UTF-8 bytes)."""
+    if type(value) is str:  # an id, most often: a regular leaf, nothing to walk
+        try:
+            return _SORTED.encode(value).decode("utf-8")
+        except UnicodeError:
+            return _dumps(value)  # a lone surrogate (see _encoded)
     mark = next(_IRREGULAR)
     return _encoded(plain(value), mark)
 
