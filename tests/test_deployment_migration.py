@@ -158,3 +158,39 @@ def test_the_fixture_is_checkpointed_and_untouched() -> None:
     directory = FIXTURES / "v1"
     assert sorted(p.name for p in directory.iterdir()) == ["deployment.db"]
     assert (directory / "deployment.db").read_bytes()[:16] == b"SQLite format 3\x00"
+
+
+def test_a_v1_registry_file_without_the_other_components_gains_them(tmp_path: Path) -> None:
+    # What a release before the effect journal and the host-event store wrote: processes 1 only.
+    path = _copy("v1", tmp_path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    for table in ("effect_journal", "host_event_deliveries", "host_event_occurrences", "host_event_subscriptions"):
+        conn.execute(f"DROP TABLE {table}")
+    conn.execute("DROP TABLE host_event_counters")
+    conn.execute("DELETE FROM lash_components WHERE component <> 'processes'")
+    conn.close()
+    before = sqlite3.connect(path)
+    try:
+        registry_rows = sorted(before.execute("SELECT * FROM processes"), key=repr)
+    finally:
+        before.close()
+    HostEventStore.open(path).close()
+    assert _components(path) == CURRENT
+    assert _schema(path) == _schema(_fresh(tmp_path))
+    after = sqlite3.connect(path)
+    try:
+        assert sorted(after.execute("SELECT * FROM processes"), key=repr) == registry_rows
+    finally:
+        after.close()
+
+
+def test_a_v1_file_opens_read_only_as_it_is(tmp_path: Path) -> None:
+    path = _copy("v1", tmp_path)
+    before = path.read_bytes()
+    registry = ProcessRegistry.open_readonly(path)
+    try:
+        assert "proc-frame" in [record.id for record in registry.list_processes()]
+    finally:
+        registry.close()
+    assert path.read_bytes() == before  # nothing migrated
+    assert _components(path) == {"processes": 1, "effects": 1, "host_events": 1}

@@ -133,14 +133,23 @@ class DeploymentIdentity:
     def is_deleted(self) -> bool:
         return False  # only session files are deleted by marking them (lash_store.sqlite.deletion)
 
+    def _components_found(self, *, current: bool) -> bool:
+        """Every component recorded (at this release's version with ``current``, else at any it can read)
+        with its tables."""
+        expected = {PROCESSES: (PROCESSES_VERSION, PROCESS_TABLES)}
+        expected.update({name: (version, tables) for name, (version, _, tables) in COMPONENTS.items()})
+        for name, (version, tables) in expected.items():
+            recorded = self.components.get(name)
+            if recorded is None or not self.objects >= tables:
+                return False
+            if recorded != version if current else not 0 < recorded <= version:
+                return False
+        return True
+
     @property
     def is_complete(self) -> bool:
-        if not (self.components.get(PROCESSES) == PROCESSES_VERSION and self.objects >= PROCESS_TABLES):
-            return False
-        return all(
-            self.components.get(name) == version and self.objects >= tables
-            for name, (version, _, tables) in COMPONENTS.items()
-        )
+        """Every component's tables are there (an older layout's too: a read-only open reads it as it is)."""
+        return self._components_found(current=False)
 
     def older(self) -> dict[str, int]:
         """The components recorded at an older version than this release's (with their tables), by name."""
@@ -159,7 +168,7 @@ class DeploymentIdentity:
 
     @property
     def needs_initialising(self) -> bool:
-        return self.user_version == 0 or not self.is_complete
+        return not self.needs_migration and (self.user_version == 0 or not self._components_found(current=True))
 
     def check(self, path: str, *, migrate: bool = False) -> None:
         """Raise unless this is an empty file or a deployment file this release can open (see the module)."""
