@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from lash_store.errors import NotAStoreDatabase, UnsupportedSchemaVersion
-from lash_store.sqlite.components import EFFECT_TABLES, HOST_EVENT_TABLES
-from lash_store.sqlite.deployment import PROCESS_TABLES
+from lash_store.sqlite.components import EFFECT_TABLES, EFFECTS_VERSION, HOST_EVENT_TABLES, HOST_EVENTS_VERSION
+from lash_store.sqlite.deployment import PROCESS_TABLES, PROCESSES_VERSION
 from lash_store.sqlite.effects import EffectHost
 from lash_store.sqlite.host_events import HostEventStore
 from lash_store.sqlite.registry import ProcessRegistry
@@ -32,12 +32,15 @@ def _components(path: Path) -> dict[str, int]:
         conn.close()
 
 
+CURRENT = {"processes": PROCESSES_VERSION, "effects": EFFECTS_VERSION, "host_events": HOST_EVENTS_VERSION}
+
+
 def test_one_file_holds_all_three_components(tmp_path: Path) -> None:
     path = tmp_path / "deployment.db"
     for opener in (EffectHost.open, HostEventStore.open, ProcessRegistry.open):
         opener(path).close()
     assert _tables(path) >= PROCESS_TABLES | EFFECT_TABLES | HOST_EVENT_TABLES
-    assert _components(path) == {"processes": 1, "effects": 1, "host_events": 1}
+    assert _components(path) == CURRENT
     assert (path.stat().st_mode & 0o777) == 0o600
 
 
@@ -52,7 +55,7 @@ def test_a_registry_file_of_the_previous_release_gains_the_new_tables(tmp_path: 
     with EffectHost.open(path) as host:
         assert host.list_journal() == []
     assert _tables(path) >= EFFECT_TABLES | HOST_EVENT_TABLES
-    assert _components(path) == {"processes": 1, "effects": 1, "host_events": 1}
+    assert _components(path) == CURRENT
 
 
 @pytest.mark.parametrize("opener", [EffectHost.open, HostEventStore.open], ids=["effects", "host-events"])
@@ -65,7 +68,7 @@ def test_a_newer_component_version_is_refused_and_the_file_left_alone(tmp_path: 
     before = hashlib.sha256(path.read_bytes()).hexdigest()
     with pytest.raises(UnsupportedSchemaVersion) as caught:
         opener(path)  # type: ignore[operator]
-    assert (caught.value.expected, caught.value.found) == (1, 99)
+    assert (caught.value.expected, caught.value.found) == (EFFECTS_VERSION, 99)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
 
 

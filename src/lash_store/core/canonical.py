@@ -10,12 +10,20 @@ and objects -- are kept exactly as given.
 
 :func:`json_value` checks a caller's opaque value before anything is hashed or
 stored: JSON types only, text keys, finite numbers, valid UTF-8, bounded depth.
+:func:`json_value_text` returns that value and its canonical text from one walk.
+
+The text is written by ``msgspec`` (sorted keys) when the walk met nothing but exact ``str`` keys and
+exact ``str``/``int``/``bool``/``None`` leaves in dicts and lists: for those its bytes are
+``json.dumps``'s (proved by tests/test_canonical_fast.py, a differential test over arbitrary values).
+Anything else -- a float (``msgspec`` writes ``1e16`` where ``json`` writes ``1e+16``), a subclass, an
+object ``json`` would refuse -- takes ``json.dumps`` itself.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
+import itertools
 import json
 import math
 from typing import Any
@@ -24,7 +32,15 @@ import msgspec
 
 from lash_store.errors import InvalidInput
 
-__all__ = ["MAX_JSON_DEPTH", "canonical_json", "canonical_text", "json_value", "plain", "stable_hash"]
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "canonical_json",
+    "canonical_text",
+    "json_value",
+    "json_value_text",
+    "plain",
+    "stable_hash",
+]
 
 #: How deeply opaque JSON may nest; deeper values are refused (they would exhaust the encoders' recursion).
 MAX_JSON_DEPTH = 128
@@ -60,30 +76,74 @@ def _struct_fields(kind: type[msgspec.Struct]) -> _Fields:
     return pairs
 
 
+# Every walk counts here what the fast encoder cannot take (see the module docstring): a caller takes the
+# fast path only when the count moved by exactly its own two marks.  ``next`` on a count is atomic, so a
+# concurrent walk can only send a caller down the slow path, never hide what its own walk met.
+_IRREGULAR = itertools.count()
+_SORTED = msgspec.json.Encoder(order="sorted")
+_REGULAR_LEAVES = frozenset({str, int, bool, type(None)})
+
+
+def _irregular_leaf(value: Any) -> None:
+    kind = type(value)
+    if kind not in _REGULAR_LEAVES or (kind is int and value.bit_length() > MAX_JSON_INT_BITS):
+        next(_IRREGULAR)
+
+
 def plain(value: Any) -> Any:
     """``value`` as plain JSON data (see the module docstring for the rule)."""
     if isinstance(value, msgspec.Struct):
         pairs = _struct_fields(type(value))
         if pairs is None:  # an await output
+            next(_IRREGULAR)  # returned as its __plain__ gives it, not walked
             return value.__plain__()  # type: ignore[attr-defined]
         out: dict[str, Any] = {}
         for name, encoded in pairs or zip(value.__struct_fields__, value.__struct_encode_fields__, strict=True):
             field = getattr(value, name)
             if field is not None:
                 out[encoded] = plain(field)
+        if not pairs:
+            next(_IRREGULAR)  # field names not known to be valid text
         return out
     if isinstance(value, (list, tuple)):
         return [plain(item) for item in value]
     if isinstance(value, dict):
-        return {key: plain(item) for key, item in value.items()}
+        converted = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                next(_IRREGULAR)
+            converted[key] = plain(item)
+        return converted
     if isinstance(value, enum.Enum):
+        _irregular_leaf(value.value)
         return value.value
+    _irregular_leaf(value)
     return value
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _encoded(value: Any, mark: int) -> str:
+    """The canonical text of ``value``, a walk's result; ``mark``: the count taken before the walk."""
+    if next(_IRREGULAR) == mark + 1:
+        try:
+            return _SORTED.encode(value).decode("utf-8")
+        except (UnicodeError, TypeError, ValueError, OverflowError):
+            pass  # e.g. a lone surrogate, which only the UTF-8 encoding after json.dumps refuses
+    return _dumps(value)
 
 
 def canonical_text(value: Any) -> str:
     """The canonical JSON text of ``value`` (a ``str``; :func:`canonical_json` is its UTF-8 bytes)."""
-    return json.dumps(plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if type(value) is str:  # an id, most often: a regular leaf, nothing to walk
+        try:
+            return _SORTED.encode(value).decode("utf-8")
+        except UnicodeError:
+            return _dumps(value)  # a lone surrogate (see _encoded)
+    mark = next(_IRREGULAR)
+    return _encoded(plain(value), mark)
 
 
 def canonical_json(value: Any) -> bytes:
@@ -106,6 +166,17 @@ def json_value(what: str, value: Any) -> Any:
     except _Refused:
         pass
     return _check(what, value, 0)  # the same walk again, naming the offending place in the error
+
+
+def json_value_text(what: str, value: Any) -> tuple[Any, str]:
+    """:func:`json_value` and the canonical text of what it returns, from one walk."""
+    mark = next(_IRREGULAR)
+    try:
+        converted = _convert(value, 0)
+    except _Refused:
+        checked = _check(what, value, 0)
+        return checked, _dumps(checked)
+    return converted, _encoded(converted, mark)
 
 
 class _Refused(Exception):
@@ -136,6 +207,8 @@ def _convert(value: Any, depth: int) -> Any:
             if type(key) is not str or not key.isascii():
                 if not isinstance(key, str):
                     raise _REFUSED
+                if type(key) is not str:
+                    next(_IRREGULAR)
                 try:
                     key.encode("utf-8")
                 except UnicodeEncodeError:
@@ -156,12 +229,17 @@ def _convert(value: Any, depth: int) -> Any:
     if kind is float:
         if not math.isfinite(value):
             raise _REFUSED
+        next(_IRREGULAR)  # json and msgspec write some floats differently (1e+16, 1e16)
         return value
     if isinstance(value, msgspec.Struct):
+        known = _CONSTANTS.get(id(value))
+        if known is not None and known[0] is value and depth + known[2] < MAX_JSON_DEPTH:
+            return _DECODE(known[1])  # a fresh copy of what the walk below would return
         pairs = _struct_fields(kind)
         if pairs is None:
             return _convert(value.__plain__(), depth)  # type: ignore[attr-defined]
         if not pairs:  # as a dict of its fields, every key checked
+            next(_IRREGULAR)
             out: dict[str, Any] = {}
             for name, encoded in zip(value.__struct_fields__, value.__struct_encode_fields__, strict=True):
                 field = getattr(value, name)
@@ -181,6 +259,33 @@ def _convert(value: Any, depth: int) -> Any:
     if isinstance(value, enum.Enum):
         return _convert(value.value, depth)
     raise _REFUSED  # anything rarer (subclasses of the JSON types included): _check decides
+
+
+# Frozen structs that live as long as the program (the registry's core event types, in every registration):
+# id -> (the constant, its conversion as JSON in field order, how deeply that nests).  Only constants whose
+# conversion is regular (see _IRREGULAR) are kept, so a copy decoded from the JSON is equal to a new walk's
+# result, key order included.
+_CONSTANTS: dict[int, tuple[Any, bytes, int]] = {}
+_DECODE = msgspec.json.Decoder().decode
+
+
+def _nesting(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_nesting, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_nesting, value), default=0)
+    return 0
+
+
+def register_constant(value: msgspec.Struct) -> None:
+    """Convert the frozen, never-collected struct ``value`` once: later walks copy the result instead.
+
+    For module constants only (the id must never be reused, and the value never change).
+    """
+    mark = next(_IRREGULAR)
+    converted = _convert(value, 0)
+    if next(_IRREGULAR) == mark + 1:
+        _CONSTANTS[id(value)] = (value, msgspec.json.encode(converted), _nesting(converted))
 
 
 def _check(what: str, value: Any, depth: int) -> Any:

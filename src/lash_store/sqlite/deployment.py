@@ -14,7 +14,10 @@ the effect journal) can join the same file.  The open rules are SPEC decision
   -> :class:`NotAStoreDatabase`;
 * a component recorded at a newer version than this release's -> :class:`UnsupportedSchemaVersion`;
 * an empty file -> initialised, version, identity and tables in one ``BEGIN IMMEDIATE`` transaction
-  (concurrent first opens all succeed: the loser re-checks under the lock and finds it done).
+  (concurrent first opens all succeed: the loser re-checks under the lock and finds it done);
+* a component recorded at an older version -> migrated at open, in one ``BEGIN IMMEDIATE`` transaction
+  (every step is a layout change that keeps every row: indexes dropped or made partial, a table
+  rebuilt with the same columns), then stamped; a concurrent opener re-checks under the lock.
 
 Nothing is modified before the checks pass.
 """
@@ -24,13 +27,13 @@ from __future__ import annotations
 import sqlite3
 
 from lash_store.errors import NotAStoreDatabase, UnsupportedSchemaVersion
-from lash_store.sqlite.components import COMPONENTS
+from lash_store.sqlite.components import COMPONENTS, migrate_component
 from lash_store.sqlite.schema import statements
 
 FILE_VERSION = 1
 APPLICATION_ID = 0x4C415344  # "LASD": a lash-store deployment database
 PROCESSES = "processes"
-PROCESSES_VERSION = 1
+PROCESSES_VERSION = 2  # 2: no index by status (nothing read it), grants deleted by session through the key
 FILE_KIND = "deployment database"
 
 _COMPONENTS_DDL = """
@@ -58,7 +61,7 @@ CREATE TABLE IF NOT EXISTS processes (
     created_at_ms INTEGER NOT NULL,
     updated_at_ms INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS processes_by_status ON processes(status, process_id);
+-- Retention: finished processes only (a running one never enters it).
 CREATE INDEX IF NOT EXISTS processes_terminal_age ON processes(updated_at_ms) WHERE status <> 'running';
 
 CREATE TABLE IF NOT EXISTS process_events (
@@ -84,6 +87,8 @@ CREATE TABLE IF NOT EXISTS process_wake_acks (
     PRIMARY KEY (process_id, sequence)
 ) WITHOUT ROWID;
 
+-- A scope id starts with its session's ('session:<id>', 'session:<id>/frame:<frame>'), so a session's grants
+-- are two ranges of the key (delete_session_grants); only the lookups by process need an index.
 CREATE TABLE IF NOT EXISTS process_handle_grants (
     scope_id TEXT NOT NULL,
     process_id TEXT NOT NULL,
@@ -91,7 +96,6 @@ CREATE TABLE IF NOT EXISTS process_handle_grants (
     descriptor TEXT NOT NULL,
     PRIMARY KEY (scope_id, process_id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS process_handle_grants_session ON process_handle_grants(session_id);
 CREATE INDEX IF NOT EXISTS process_handle_grants_process ON process_handle_grants(process_id);
 
 -- The lease of a process; the fencing counter survives releases.
@@ -129,22 +133,42 @@ class DeploymentIdentity:
     def is_deleted(self) -> bool:
         return False  # only session files are deleted by marking them (lash_store.sqlite.deletion)
 
+    def _components_found(self, *, current: bool) -> bool:
+        """Every component recorded (at this release's version with ``current``, else at any it can read)
+        with its tables."""
+        expected = {PROCESSES: (PROCESSES_VERSION, PROCESS_TABLES)}
+        expected.update({name: (version, tables) for name, (version, _, tables) in COMPONENTS.items()})
+        for name, (version, tables) in expected.items():
+            recorded = self.components.get(name)
+            if recorded is None or not self.objects >= tables:
+                return False
+            if recorded != version if current else not 0 < recorded <= version:
+                return False
+        return True
+
     @property
     def is_complete(self) -> bool:
-        if not (self.components.get(PROCESSES) == PROCESSES_VERSION and self.objects >= PROCESS_TABLES):
-            return False
-        return all(
-            self.components.get(name) == version and self.objects >= tables
-            for name, (version, _, tables) in COMPONENTS.items()
-        )
+        """Every component's tables are there (an older layout's too: a read-only open reads it as it is)."""
+        return self._components_found(current=False)
+
+    def older(self) -> dict[str, int]:
+        """The components recorded at an older version than this release's (with their tables), by name."""
+        current = {PROCESSES: (PROCESSES_VERSION, PROCESS_TABLES)}
+        current.update({name: (version, tables) for name, (version, _, tables) in COMPONENTS.items()})
+        found = {}
+        for name, (version, tables) in current.items():
+            recorded = self.components.get(name)
+            if recorded is not None and 0 < recorded < version and self.objects >= tables:
+                found[name] = recorded
+        return found
 
     @property
     def needs_migration(self) -> bool:
-        return False  # version 1 is the first: nothing older exists yet
+        return self.user_version == FILE_VERSION and bool(self.older())
 
     @property
     def needs_initialising(self) -> bool:
-        return self.user_version == 0 or not self.is_complete
+        return not self.needs_migration and (self.user_version == 0 or not self._components_found(current=True))
 
     def check(self, path: str, *, migrate: bool = False) -> None:
         """Raise unless this is an empty file or a deployment file this release can open (see the module)."""
@@ -189,7 +213,26 @@ class DeploymentSchema:
             self.initialise(conn)
 
     def migrate(self, conn: sqlite3.Connection, path: str) -> int | None:
-        return None
+        """Bring older components up to date (the caller holds ``BEGIN IMMEDIATE``); the oldest version found,
+        ``None`` when another opener migrated the file first."""
+        identity = DeploymentIdentity(conn)  # re-read under the write lock
+        identity.check(path)
+        older = identity.older() if identity.user_version == FILE_VERSION else {}
+        if not older:
+            return None
+        for name, found in older.items():
+            if name == PROCESSES:
+                _processes_from_1(conn)
+            else:
+                migrate_component(conn, name, found)
+        self.initialise(conn)  # creates what is missing and stamps every version
+        return min(older.values())
+
+
+def _processes_from_1(conn: sqlite3.Connection) -> None:
+    """Version 1 -> 2: drop the two indexes no query read (see PROCESSES_DDL)."""
+    conn.execute("DROP INDEX IF EXISTS processes_by_status")
+    conn.execute("DROP INDEX IF EXISTS process_handle_grants_session")
 
 
 DEPLOYMENT_SCHEMA = DeploymentSchema()

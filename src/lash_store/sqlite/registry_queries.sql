@@ -112,8 +112,14 @@ SELECT session_id, scope_id, descriptor FROM process_handle_grants WHERE process
 ORDER BY session_id, scope_id
 
 -- Every grant a session holds (its own scope and its agent frames'), removed; the removed rows are returned.
+-- Found through the key: a session's scope ids are 'session:<id>' and 'session:<id>/frame:<frame>' (';' follows
+-- ':'), and session_id tells a session apart from another whose id merely looks like '<id>/frame:...'.
 -- name: delete_session_grants
-DELETE FROM process_handle_grants WHERE session_id = :session_id RETURNING scope_id, process_id
+DELETE FROM process_handle_grants
+WHERE (scope_id = 'session:' || :session_id
+       OR (scope_id > 'session:' || :session_id || '/frame:' AND scope_id < 'session:' || :session_id || '/frame;'))
+  AND session_id = :session_id
+RETURNING scope_id, process_id
 
 -- name: grant_counts
 SELECT process_id, count(*) FROM process_handle_grants

@@ -166,7 +166,7 @@ def _still_complete(view: SharedConnection, path: Path, schema: DatabaseSchema) 
     """Apply the open rules to the file again, as every open does (another program may have changed it)."""
     identity = view.read(schema.identity)
     identity.check(str(path))
-    return not identity.needs_initialising
+    return not (identity.needs_initialising or identity.needs_migration)
 
 
 def _inode(path: Path) -> int | None:

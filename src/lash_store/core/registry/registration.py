@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from msgspec import Struct
 
-from lash_store.core.canonical import MAX_JSON_DEPTH, canonical_text, json_value
+from lash_store.core.canonical import (
+    MAX_JSON_DEPTH,
+    canonical_text,
+    json_value,
+    json_value_text,
+    register_constant,
+)
 from lash_store.core.registry import payload_schema
 from lash_store.core.registry.semantics import await_output_of, pointer_tokens
 from lash_store.core.validate import check_id, check_instance, check_list, check_ms, check_text
@@ -86,7 +91,7 @@ def normalise_registration(registration: Any) -> NormalisedRegistration:
     """Validate, add the missing core event types (in order, after the caller's), hash."""
     check_instance("registration", registration, ProcessRegistration)
     process_id = _not_blank("registration.id", registration.id)
-    provenance = check_provenance("registration.provenance", registration.provenance)
+    provenance, provenance_json, caused_by_json = _provenance_texts("registration.provenance", registration.provenance)
     declared = [
         # The library's own core event types are valid as they are (frozen module constants).
         event_type
@@ -99,37 +104,43 @@ def normalise_registration(registration: Any) -> NormalisedRegistration:
         if name in names[:index]:
             raise InvalidProcessInput(f"registration.event_types[{index}].name", f"{name!r} is declared twice")
     declared += [core for core in CORE_EVENT_TYPES if core.name not in names]
-    normal = ProcessRegistration(
-        id=process_id,
-        input=json_value("registration.input", registration.input),
-        event_types=declared,
-        provenance=provenance,
-    )
+    process_input, input_json = json_value_text("registration.input", registration.input)
+    normal = ProcessRegistration(id=process_id, input=process_input, event_types=declared, provenance=provenance)
     # registration_hash(normal) is H of {event_types, id, input, provenance}: its canonical text is built from
-    # the texts stored anyway, each part walked once (json_value left input and caused_by plain already).
-    input_json = _plain_text(normal.input)
+    # the texts stored anyway, each part walked once (json_value_text checked and encoded input and caused_by).
     event_types_json = "[" + ",".join(_CORE_TEXT.get(id(t)) or canonical_text(t) for t in declared) + "]"
-    parts = [f'"event_types":{event_types_json}', f'"id":{_plain_text(process_id)}']
+    parts = [f'"event_types":{event_types_json}', f'"id":{canonical_text(process_id)}']
     if normal.input is not None:  # plain() leaves out fields that are None
         parts.append(f'"input":{input_json}')
-    parts.append(f'"provenance":{canonical_text(provenance)}')
+    parts.append(f'"provenance":{provenance_json}')
     digest = hashlib.sha256(("{" + ",".join(parts) + "}").encode("utf-8")).hexdigest()
     return NormalisedRegistration(
         registration=normal,
         hash=digest,
         input_json=input_json,
         event_types_json=event_types_json,
-        caused_by_json=None if provenance.caused_by is None else _plain_text(provenance.caused_by),
+        caused_by_json=caused_by_json,
     )
 
 
 #: The canonical text of each core event type, by identity (see normalise_registration).
 _CORE_TEXT: dict[int, str] = {id(core): canonical_text(core) for core in CORE_EVENT_TYPES}
+for _core in CORE_EVENT_TYPES:  # every registration holds them: json_value copies their conversion
+    register_constant(_core)
 
 
-def _plain_text(value: Any) -> str:
-    """canonical_text of data that is plain JSON already (no typed values to convert)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+def _provenance_texts(what: str, provenance: Any) -> tuple[ProcessProvenance, str, str | None]:
+    """:func:`check_provenance`, its canonical text and that of ``caused_by`` (``None`` when absent)."""
+    check_instance(what, provenance, ProcessProvenance)
+    owner_scope = check_scope(f"{what}.owner_scope", provenance.owner_scope)
+    host_profile_id = _not_blank(f"{what}.host_profile_id", provenance.host_profile_id)
+    caused_by, caused_by_json = json_value_text(f"{what}.caused_by", provenance.caused_by)
+    checked = ProcessProvenance(owner_scope=owner_scope, host_profile_id=host_profile_id, caused_by=caused_by)
+    # canonical_text(checked), from the parts (keys in sorted order; plain() leaves out fields that are None).
+    fields = [] if caused_by is None else [f'"caused_by":{caused_by_json}']
+    fields.append(f'"host_profile_id":{canonical_text(host_profile_id)}')
+    fields.append(f'"owner_scope":{canonical_text(owner_scope)}')
+    return checked, "{" + ",".join(fields) + "}", None if caused_by is None else caused_by_json
 
 
 def check_provenance(what: str, provenance: Any) -> ProcessProvenance:
@@ -246,16 +257,11 @@ class PreparedAppend(Struct, frozen=True):
     target: ProcessScope | None
 
 
-def _canonical_plain(value: Any) -> str:
-    """:func:`canonical_text` of a value that is plain JSON data already."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
 @registry_input
 def prepare_append(request: Any) -> PreparedAppend:
     check_instance("request", request, ProcessEventAppendRequest)
     event_type = check_id("request.event_type", request.event_type)
-    payload = json_value("request.payload", request.payload)
+    payload, payload_json = json_value_text("request.payload", request.payload)
     replay_key = None
     if request.replay is not None:
         replay_key = _not_blank("request.replay.key", getattr(request.replay, "key", None))
@@ -264,10 +270,9 @@ def prepare_append(request: Any) -> PreparedAppend:
         if request.wake_target_scope is None
         else check_scope("request.wake_target_scope", request.wake_target_scope)
     )
-    # ``payload`` is plain JSON data already (json_value), so its canonical text is one dumps, and the text of
-    # ``[event_type, payload]`` that payload_hash takes is that text in a list: one encoding for both.
-    payload_json = _canonical_plain(payload)
-    hashed = "[" + _canonical_plain(event_type) + "," + payload_json + "]"
+    # The text of ``[event_type, payload]`` that payload_hash takes is the payload's text in a list: one
+    # encoding for both.
+    hashed = "[" + canonical_text(event_type) + "," + payload_json + "]"
     return PreparedAppend(
         event_type=event_type,
         payload=payload,

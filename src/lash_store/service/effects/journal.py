@@ -118,14 +118,19 @@ def prepare(
     ttl_ms: int,
     strict: bool,
 ) -> Step:
-    """Claim, replay, or report busy (reference §c.5 step 1).  Raises with nothing written on a conflict."""
+    """Claim, replay, or report busy (reference §c.5 step 1).  Raises with nothing written on a conflict.
+
+    The claim is tried first (the primary key arbitrates): a first execution, the common case here, then
+    takes one statement instead of a read and an insert; only a row that exists is read.
+    """
     tx.send("lock_effect", key.params())
-    row = tx.one("effect_row", key.params())
     now = tx.now_ms()
     due = None if sleep_ms is None else saturating_add(now, sleep_ms)
-    if row is None:
-        if strict:
+    if strict:
+        row = tx.one("effect_row", key.params())
+        if row is None:
             raise EffectReplayMissing(f"strict replay found no journaled outcome for replay key {key.replay_key!r}")
+    else:
         inserted = tx.run(
             "insert_effect",
             {
@@ -142,9 +147,9 @@ def prepare(
         )
         if inserted:
             return Claimed(token, due, now, 1)
-        tx.send("lock_effect", key.params())  # another claimant won the insert: read its row under the lock
+        tx.send("lock_effect", key.params())  # the row exists (another claimant's insert): read it under the lock
         row = tx.one("effect_row", key.params())
-        if row is None:  # pragma: no cover - the winner committed before our insert returned
+        if row is None:  # pragma: no cover - the primary key refused the insert, so the row is there
             raise EffectReplayCorrupt(f"journal row for {key.replay_key!r} vanished during a claim")
     if col(row, "envelope_hash") != digest:
         raise EffectReplayConflict(

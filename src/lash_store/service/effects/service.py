@@ -26,7 +26,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
-import json
 import logging
 import math
 import os
@@ -39,7 +38,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from lash_store.core.canonical import json_value
+from lash_store.core.canonical import json_value, json_value_text
 from lash_store.core.validate import MAX_MS, check_id
 from lash_store.effects import (
     EFFECT_KINDS,
@@ -181,11 +180,9 @@ def check_envelope(envelope: Any) -> tuple[str, int | None]:
     if command.type == "process":
         check_process_command(command.process)
     try:
-        plain_envelope = json_value("envelope", envelope)
+        _, text = json_value_text("envelope", envelope)  # checked and encoded in one walk: stable_hash's text
     except InvalidInput as exc:
         raise InvalidEffectInput(str(exc)) from exc
-    # stable_hash of data that is plain already (json_value made it so): one walk instead of two.
-    text = json.dumps(plain_envelope, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest(), sleep_ms
 
 

@@ -20,12 +20,13 @@ Arguments are checked before any transaction, so bad input writes nothing.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgspec
 
-from lash_store.core.canonical import canonical_text, json_value
+from lash_store.core.canonical import canonical_text, json_value, json_value_text
 from lash_store.core.validate import MAX_MS, check_id, check_text
 from lash_store.errors import (
     CorruptData,
@@ -46,7 +47,6 @@ from lash_store.host_events import (
     TriggerTarget,
     delivery_process_id,
     occurrence_id,
-    request_hash,
     source_key_for_subscription,
 )
 from lash_store.options import StoreOptions, check_options
@@ -111,7 +111,7 @@ def _name(what: str, value: Any) -> str:
 
 def _opaque(what: str, value: Any) -> str:
     try:
-        return canonical_text(json_value(what, value))
+        return json_value_text(what, value)[1]
     except InvalidInput as exc:
         raise InvalidHostEventInput(what, exc.detail) from exc
 
@@ -176,12 +176,15 @@ def check_request(request: Any) -> dict[str, Any]:
     source_key = _text("request.source_key", request.source_key)
     key = _text("request.idempotency_key", request.idempotency_key)
     payload, source = _opaque("request.payload", request.payload), _opaque("request.source", request.source)
+    # request_hash(request): H([source_type, source_key, payload, source]), whose canonical text is the
+    # parts' texts in a list -- the payload and source encoded once for both.
+    parts = (canonical_text(source_type), canonical_text(source_key), payload, source)
     return {
         "occurrence_id": occurrence_id(source_type, source_key, key),
         "source_type": source_type,
         "source_key": source_key,
         "idempotency_key": key,
-        "request_hash": request_hash(request),
+        "request_hash": hashlib.sha256(("[" + ",".join(parts) + "]").encode("utf-8")).hexdigest(),
         "payload": payload,
         "source": source,
     }
@@ -298,7 +301,7 @@ class HostEventStoreService(BackendService):
         def body(tx: Tx) -> list[TriggerDeliveryReservation]:
             found, inserted = _record(tx, params)
             matched: list[Row] = []
-            reserved = _reserve(tx, found.occurrence_id, source, matched)
+            reserved = _reserve(tx, found.occurrence_id, source, matched, found)
             if inserted and len(reserved) == len(matched):
                 # A new occurrence: its deliveries are exactly those just reserved (what the listing would read).
                 return sorted(reserved, key=lambda delivery: delivery.subscription.sequence)
@@ -419,22 +422,32 @@ def _record(tx: Tx, params: dict[str, Any]) -> tuple[HostEventOccurrenceRecord, 
 
 
 def _reserve(
-    tx: Tx, occurrence_id: str, source: dict[str, Any] | None = None, matched: list[Row] | None = None
+    tx: Tx,
+    occurrence_id: str,
+    source: dict[str, Any] | None = None,
+    matched: list[Row] | None = None,
+    recorded: HostEventOccurrenceRecord | None = None,
 ) -> list[TriggerDeliveryReservation]:
     """Reserve the occurrence's deliveries.  ``source``: its source type and key when the caller knows them
     (the occurrence id is derived from them), so that the subscriptions are read with the occurrence;
-    ``matched`` receives the subscriptions that matched."""
+    ``matched`` receives the subscriptions that matched; ``recorded``: the occurrence as this transaction
+    recorded or read it (then it is not read again)."""
     key = {"occurrence_id": occurrence_id}
     tx.send("lock_occurrence", key)
-    if source is None:
-        row = tx.one("occurrence_row", key)
-        subscriptions = None
+    subscriptions = None
+    if recorded is not None:
+        found = recorded
+        if source is not None:
+            subscriptions = tx.all("matching_subscriptions", source)
     else:
-        rows, subscriptions = tx.fetch_many([("occurrence_row", key), ("matching_subscriptions", source)])
-        row = rows[0] if rows else None
-    if row is None:
-        raise UnknownOccurrence(occurrence_id)
-    found = occurrence(row)
+        if source is None:
+            row = tx.one("occurrence_row", key)
+        else:
+            rows, subscriptions = tx.fetch_many([("occurrence_row", key), ("matching_subscriptions", source)])
+            row = rows[0] if rows else None
+        if row is None:
+            raise UnknownOccurrence(occurrence_id)
+        found = occurrence(row)
     now = tx.now_ms()
     params = {"source_type": found.source_type, "source_key": found.source_key}
     if subscriptions is None or params != source:
