@@ -25,6 +25,7 @@ Nothing is modified before the checks pass.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 
 from lash_store.errors import NotAStoreDatabase, UnsupportedSchemaVersion
 from lash_store.sqlite.components import COMPONENTS, migrate_component
@@ -133,16 +134,20 @@ class DeploymentIdentity:
     def is_deleted(self) -> bool:
         return False  # only session files are deleted by marking them (lash_store.sqlite.deletion)
 
-    def _components_found(self, *, current: bool) -> bool:
-        """Every component recorded (at this release's version with ``current``, else at any it can read)
-        with its tables."""
+    def _recorded(self) -> Iterator[tuple[str, int | None, int]]:
+        """Per component: its name, the version the file records (None: absent or its tables missing), and
+        this release's version."""
         expected = {PROCESSES: (PROCESSES_VERSION, PROCESS_TABLES)}
         expected.update({name: (version, tables) for name, (version, _, tables) in COMPONENTS.items()})
         for name, (version, tables) in expected.items():
-            recorded = self.components.get(name)
-            if recorded is None or not self.objects >= tables:
-                return False
-            if recorded != version if current else not 0 < recorded <= version:
+            recorded = self.components.get(name) if self.objects >= tables else None
+            yield name, recorded, version
+
+    def _components_found(self, *, current: bool) -> bool:
+        """Every component recorded with its tables: at this release's version with ``current``, else at any
+        version this release can read."""
+        for _, recorded, version in self._recorded():
+            if recorded is None or (recorded != version if current else not 0 < recorded <= version):
                 return False
         return True
 
@@ -153,14 +158,11 @@ class DeploymentIdentity:
 
     def older(self) -> dict[str, int]:
         """The components recorded at an older version than this release's (with their tables), by name."""
-        current = {PROCESSES: (PROCESSES_VERSION, PROCESS_TABLES)}
-        current.update({name: (version, tables) for name, (version, _, tables) in COMPONENTS.items()})
-        found = {}
-        for name, (version, tables) in current.items():
-            recorded = self.components.get(name)
-            if recorded is not None and 0 < recorded < version and self.objects >= tables:
-                found[name] = recorded
-        return found
+        return {
+            name: recorded
+            for name, recorded, version in self._recorded()
+            if recorded is not None and 0 < recorded < version
+        }
 
     @property
     def needs_migration(self) -> bool:
