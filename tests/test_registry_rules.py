@@ -115,6 +115,16 @@ OBJECT = {
         ({"not": {"type": "null"}}, None, "matches the schema under 'not'"),
         ({"multipleOf": 3}, 9, None),
         ({"multipleOf": 0.5}, 1.25, "multiple of"),
+        # multipleOf divides the decimals the JSON says, exactly (not their nearest binary fractions):
+        ({"multipleOf": 0.1}, 0.3, None),  # 0.3 / 0.1 is 2.9999999999999996 in floats
+        ({"multipleOf": 0.01}, 19.99, None),
+        ({"multipleOf": 3}, 1e17, "multiple of"),  # 1e17 / 3 rounds to a whole float
+        ({"multipleOf": 3}, 3e17, None),
+        ({"multipleOf": 2**4000}, 0.0, None),  # the float division overflowed
+        ({"multipleOf": 2**4000}, 2**4001, None),
+        ({"multipleOf": 1e-300}, 1e300, None),
+        ({"multipleOf": 0.7}, 2**4095, "multiple of"),
+        ({"multipleOf": 1.5}, 4.5, None),
         (True, {"anything": 1}, None),
         (False, 1, "no value is allowed"),
         ({"title": "annotations are ignored", "description": "x"}, 1, None),

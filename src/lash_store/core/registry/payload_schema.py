@@ -36,8 +36,9 @@ each option, which is within the bound; depth is bounded by the JSON checks.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any, NamedTuple
 
 from lash_store.core.canonical import canonical_text
@@ -395,16 +396,21 @@ def _multiple(expected: Any, value: Any, path: _Path | None, schema: dict[str, A
     if number is None:
         return None
     if isinstance(number, int) and isinstance(expected, int):
-        if number % expected == 0:
+        if number % expected == 0:  # the common case, without fractions
             return None
-    else:
-        try:
-            quotient = number / expected
-        except OverflowError:
-            quotient = math.inf
-        if math.isfinite(quotient) and quotient.is_integer():
-            return None
+    elif (_decimal(number) / _decimal(expected)).denominator == 1:
+        return None
     return _Miss(path, lambda: f"must be a multiple of {expected}")
+
+
+def _decimal(number: float | int) -> Fraction:
+    """``number`` as the decimal it is written as in JSON, exactly.
+
+    ``multipleOf`` divides the JSON numbers, which are decimals: a float is taken as its shortest repr (what
+    the payload's text said, ``0.3`` and not the binary fraction nearest to it), so ``0.3`` is a multiple of
+    ``0.1``, ``1e17`` is not one of ``3``, and nothing overflows (integers are bounded by the JSON checks).
+    """
+    return Fraction(Decimal(repr(number))) if isinstance(number, float) else Fraction(number)
 
 
 def _all_of(expected: Any, value: Any, path: _Path | None, schema: dict[str, Any]) -> _Miss | None:
