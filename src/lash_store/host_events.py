@@ -19,11 +19,12 @@ plain JSON.
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, Any, Literal
 
 from msgspec import Struct
 
-from lash_store.core.canonical import stable_hash
+from lash_store.core.canonical import canonical_text, stable_hash
 
 if TYPE_CHECKING:
     from lash_store.sqlite.host_events import HostEventStore
@@ -187,7 +188,15 @@ def occurrence_id(source_type: str, source_key: str, idempotency_key: str) -> st
 
 def request_hash(request: HostEventOccurrenceRequest) -> str:
     """``H([source_type, source_key, payload, source])``: a reused idempotency key must carry the same content."""
-    return stable_hash([request.source_type, request.source_key, request.payload, request.source])
+    payload_json, source_json = canonical_text(request.payload), canonical_text(request.source)
+    return request_hash_of_texts(request.source_type, request.source_key, payload_json, source_json)
+
+
+def request_hash_of_texts(source_type: str, source_key: str, payload_json: str, source_json: str) -> str:
+    """:func:`request_hash` from the payload's and the source's canonical texts (a store encodes them anyway):
+    the canonical text of a list is its items' texts, comma-separated, in brackets."""
+    parts = (canonical_text(source_type), canonical_text(source_key), payload_json, source_json)
+    return hashlib.sha256(("[" + ",".join(parts) + "]").encode("utf-8")).hexdigest()
 
 
 def delivery_process_id(occurrence: str, subscription_id: str) -> str:

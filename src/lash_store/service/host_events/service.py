@@ -20,13 +20,12 @@ Arguments are checked before any transaction, so bad input writes nothing.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgspec
 
-from lash_store.core.canonical import canonical_text, json_value, json_value_text
+from lash_store.core.canonical import json_value, json_value_text
 from lash_store.core.validate import MAX_MS, check_id, check_text
 from lash_store.errors import (
     CorruptData,
@@ -47,6 +46,7 @@ from lash_store.host_events import (
     TriggerTarget,
     delivery_process_id,
     occurrence_id,
+    request_hash_of_texts,
     source_key_for_subscription,
 )
 from lash_store.options import StoreOptions, check_options
@@ -176,15 +176,12 @@ def check_request(request: Any) -> dict[str, Any]:
     source_key = _text("request.source_key", request.source_key)
     key = _text("request.idempotency_key", request.idempotency_key)
     payload, source = _opaque("request.payload", request.payload), _opaque("request.source", request.source)
-    # request_hash(request): H([source_type, source_key, payload, source]), whose canonical text is the
-    # parts' texts in a list -- the payload and source encoded once for both.
-    parts = (canonical_text(source_type), canonical_text(source_key), payload, source)
     return {
         "occurrence_id": occurrence_id(source_type, source_key, key),
         "source_type": source_type,
         "source_key": source_key,
         "idempotency_key": key,
-        "request_hash": hashlib.sha256(("[" + ",".join(parts) + "]").encode("utf-8")).hexdigest(),
+        "request_hash": request_hash_of_texts(source_type, source_key, payload, source),  # encoded once, for both
         "payload": payload,
         "source": source,
     }
@@ -296,12 +293,11 @@ class HostEventStoreService(BackendService):
         """
         params = check_request(request)
 
-        source = {"source_type": params["source_type"], "source_key": params["source_key"]}
-
         def body(tx: Tx) -> list[TriggerDeliveryReservation]:
             found, inserted = _record(tx, params)
+            tx.send("lock_occurrence", {"occurrence_id": found.occurrence_id})
             matched: list[Row] = []
-            reserved = _reserve(tx, found.occurrence_id, source, matched, found)
+            reserved = _reserve(tx, found, matched)
             if inserted and len(reserved) == len(matched):
                 # A new occurrence: its deliveries are exactly those just reserved (what the listing would read).
                 return sorted(reserved, key=lambda delivery: delivery.subscription.sequence)
@@ -326,8 +322,16 @@ class HostEventStoreService(BackendService):
         A repeated call returns ``[]``; reserved deliveries not yet started
         are listed by :meth:`pending_deliveries`.  Unknown id -> :class:`UnknownOccurrence`.
         """
-        checked = _text("occurrence_id", occurrence_id)
-        return self._backend.write(lambda tx: _reserve(tx, checked))
+        key = {"occurrence_id": _text("occurrence_id", occurrence_id)}
+
+        def body(tx: Tx) -> list[TriggerDeliveryReservation]:
+            tx.send("lock_occurrence", key)
+            row = tx.one("occurrence_row", key)
+            if row is None:
+                raise UnknownOccurrence(key["occurrence_id"])
+            return _reserve(tx, occurrence(row))
+
+        return self._backend.write(body)
 
     def pending_deliveries(self, *, limit: int | None = None) -> list[TriggerDeliveryReservation]:
         """Deliveries reserved but not started (what a crash left behind), oldest first."""
@@ -422,36 +426,12 @@ def _record(tx: Tx, params: dict[str, Any]) -> tuple[HostEventOccurrenceRecord, 
 
 
 def _reserve(
-    tx: Tx,
-    occurrence_id: str,
-    source: dict[str, Any] | None = None,
-    matched: list[Row] | None = None,
-    recorded: HostEventOccurrenceRecord | None = None,
+    tx: Tx, found: HostEventOccurrenceRecord, matched: list[Row] | None = None
 ) -> list[TriggerDeliveryReservation]:
-    """Reserve the occurrence's deliveries.  ``source``: its source type and key when the caller knows them
-    (the occurrence id is derived from them), so that the subscriptions are read with the occurrence;
-    ``matched`` receives the subscriptions that matched; ``recorded``: the occurrence as this transaction
-    recorded or read it (then it is not read again)."""
-    key = {"occurrence_id": occurrence_id}
-    tx.send("lock_occurrence", key)
-    subscriptions = None
-    if recorded is not None:
-        found = recorded
-        if source is not None:
-            subscriptions = tx.all("matching_subscriptions", source)
-    else:
-        if source is None:
-            row = tx.one("occurrence_row", key)
-        else:
-            rows, subscriptions = tx.fetch_many([("occurrence_row", key), ("matching_subscriptions", source)])
-            row = rows[0] if rows else None
-        if row is None:
-            raise UnknownOccurrence(occurrence_id)
-        found = occurrence(row)
+    """Reserve a delivery of the occurrence ``found`` (whose lock ``tx`` holds) for every enabled subscription
+    matching it now (the new ones are returned); ``matched`` receives the subscriptions that matched."""
     now = tx.now_ms()
-    params = {"source_type": found.source_type, "source_key": found.source_key}
-    if subscriptions is None or params != source:
-        subscriptions = tx.all("matching_subscriptions", params)
+    subscriptions = tx.all("matching_subscriptions", {"source_type": found.source_type, "source_key": found.source_key})
     if matched is not None:
         matched.extend(subscriptions)
     reserved = []
