@@ -130,7 +130,7 @@ for _core in CORE_EVENT_TYPES:  # every registration holds them: json_value copi
 
 
 def _provenance_texts(what: str, provenance: Any) -> tuple[ProcessProvenance, str, str | None]:
-    """:func:`check_provenance`, its canonical text and that of ``caused_by`` (``None`` when absent)."""
+    """``provenance`` checked, its canonical text and that of ``caused_by`` (``None`` when absent)."""
     check_instance(what, provenance, ProcessProvenance)
     owner_scope = check_scope(f"{what}.owner_scope", provenance.owner_scope)
     host_profile_id = _not_blank(f"{what}.host_profile_id", provenance.host_profile_id)
@@ -141,15 +141,6 @@ def _provenance_texts(what: str, provenance: Any) -> tuple[ProcessProvenance, st
     fields.append(f'"host_profile_id":{canonical_text(host_profile_id)}')
     fields.append(f'"owner_scope":{canonical_text(owner_scope)}')
     return checked, "{" + ",".join(fields) + "}", None if caused_by is None else caused_by_json
-
-
-def check_provenance(what: str, provenance: Any) -> ProcessProvenance:
-    check_instance(what, provenance, ProcessProvenance)
-    return ProcessProvenance(
-        owner_scope=check_scope(f"{what}.owner_scope", provenance.owner_scope),
-        host_profile_id=_not_blank(f"{what}.host_profile_id", provenance.host_profile_id),
-        caused_by=json_value(f"{what}.caused_by", provenance.caused_by),
-    )
 
 
 @registry_input
