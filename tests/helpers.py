@@ -66,3 +66,12 @@ def listing(root: Path) -> list[str]:
             full = Path(directory) / name
             found.append(f"{full.relative_to(root)} {stat.filemode(full.lstat().st_mode)[0]}")
     return sorted(found)
+
+
+def deployment_components(path: Path) -> dict[str, int]:
+    """The component versions a deployment file records, read with plain sqlite3."""
+    conn = sqlite3.connect(path)
+    try:
+        return dict(conn.execute("SELECT component, version FROM lash_components"))
+    finally:
+        conn.close()

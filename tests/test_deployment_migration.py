@@ -23,6 +23,7 @@ from lash_store.sqlite.deployment import PROCESSES_VERSION
 from lash_store.sqlite.effects import EffectHost
 from lash_store.sqlite.host_events import HostEventStore
 from lash_store.sqlite.registry import ProcessRegistry
+from tests.helpers import deployment_components
 
 FIXTURES = Path(__file__).parent / "fixtures" / "deployment"
 GENERATOR = FIXTURES / "generate.py"
@@ -62,14 +63,6 @@ def _rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
         conn.close()
 
 
-def _components(path: Path) -> dict[str, int]:
-    conn = sqlite3.connect(path)
-    try:
-        return dict(conn.execute("SELECT component, version FROM lash_components"))
-    finally:
-        conn.close()
-
-
 def _generator() -> Any:
     """The fixture generator as a module (its envelopes and requests are the ones stored in the fixture)."""
     spec = importlib.util.spec_from_file_location("deployment_fixture_generator", GENERATOR)
@@ -90,9 +83,9 @@ def _fresh(tmp_path: Path) -> Path:
 def test_v1_opens_as_the_current_layout_with_every_row(tmp_path: Path, opener: object) -> None:
     path = _copy("v1", tmp_path)
     before = _rows(path)
-    assert _components(path) == {"processes": 1, "effects": 1, "host_events": 1}
+    assert deployment_components(path) == {"processes": 1, "effects": 1, "host_events": 1}
     opener(path).close()  # type: ignore[operator]
-    assert _components(path) == CURRENT
+    assert deployment_components(path) == CURRENT
     assert _schema(path) == _schema(_fresh(tmp_path))  # exactly a new file's tables and indexes
     assert _rows(path) == before
     conn = sqlite3.connect(path)
@@ -150,7 +143,7 @@ def test_concurrent_first_opens_migrate_once(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
     assert errors == []
-    assert _components(path) == CURRENT
+    assert deployment_components(path) == CURRENT
     assert _schema(path) == _schema(_fresh(tmp_path))
 
 
@@ -175,7 +168,7 @@ def test_a_v1_registry_file_without_the_other_components_gains_them(tmp_path: Pa
     finally:
         before.close()
     HostEventStore.open(path).close()
-    assert _components(path) == CURRENT
+    assert deployment_components(path) == CURRENT
     assert _schema(path) == _schema(_fresh(tmp_path))
     after = sqlite3.connect(path)
     try:
@@ -193,4 +186,4 @@ def test_a_v1_file_opens_read_only_as_it_is(tmp_path: Path) -> None:
     finally:
         registry.close()
     assert path.read_bytes() == before  # nothing migrated
-    assert _components(path) == {"processes": 1, "effects": 1, "host_events": 1}
+    assert deployment_components(path) == {"processes": 1, "effects": 1, "host_events": 1}

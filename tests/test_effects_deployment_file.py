@@ -14,6 +14,7 @@ from lash_store.sqlite.deployment import PROCESS_TABLES, PROCESSES_VERSION
 from lash_store.sqlite.effects import EffectHost
 from lash_store.sqlite.host_events import HostEventStore
 from lash_store.sqlite.registry import ProcessRegistry
+from tests.helpers import deployment_components
 
 
 def _tables(path: Path) -> set[str]:
@@ -24,23 +25,15 @@ def _tables(path: Path) -> set[str]:
         conn.close()
 
 
-def _components(path: Path) -> dict[str, int]:
-    conn = sqlite3.connect(path)
-    try:
-        return dict(conn.execute("SELECT component, version FROM lash_components"))
-    finally:
-        conn.close()
-
-
 CURRENT = {"processes": PROCESSES_VERSION, "effects": EFFECTS_VERSION, "host_events": HOST_EVENTS_VERSION}
 
 
-def test_one_file_holds_all_three_components(tmp_path: Path) -> None:
+def test_one_file_holds_all_threedeployment_components(tmp_path: Path) -> None:
     path = tmp_path / "deployment.db"
     for opener in (EffectHost.open, HostEventStore.open, ProcessRegistry.open):
         opener(path).close()
     assert _tables(path) >= PROCESS_TABLES | EFFECT_TABLES | HOST_EVENT_TABLES
-    assert _components(path) == CURRENT
+    assert deployment_components(path) == CURRENT
     assert (path.stat().st_mode & 0o777) == 0o600
 
 
@@ -55,7 +48,7 @@ def test_a_registry_file_of_the_previous_release_gains_the_new_tables(tmp_path: 
     with EffectHost.open(path) as host:
         assert host.list_journal() == []
     assert _tables(path) >= EFFECT_TABLES | HOST_EVENT_TABLES
-    assert _components(path) == CURRENT
+    assert deployment_components(path) == CURRENT
 
 
 @pytest.mark.parametrize("opener", [EffectHost.open, HostEventStore.open], ids=["effects", "host-events"])
