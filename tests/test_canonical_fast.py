@@ -194,3 +194,128 @@ def test_an_occurrence_request_hash_is_request_hash(payload: Any, source: Any, k
         source_type="t", source_key="k", idempotency_key=key, payload=payload, source=source
     )
     assert check_request(request)["request_hash"] == request_hash(request)
+
+
+# ---------------------------------------------------------------------------
+# A process start's envelope is encoded around its normalised registration's text (check_envelope)
+
+
+class Name(str):
+    pass
+
+
+def _start_envelope(registration: Any, caused_by: Any = None) -> Any:
+    from lash_store.effects import (
+        ProcessCommand,
+        ProcessStartGrant,
+        RuntimeEffectCommand,
+        RuntimeEffectEnvelope,
+        RuntimeScope,
+    )
+    from lash_store.processes import ProcessHandleDescriptor, ProcessScope
+
+    grant = ProcessStartGrant(owner_scope=ProcessScope(session_id="s"), descriptor=ProcessHandleDescriptor())
+    command = RuntimeEffectCommand.process_command(ProcessCommand.start(registration, grant))
+    return RuntimeEffectEnvelope.new(RuntimeScope(session_id="s"), "e", "k", command, caused_by=caused_by)
+
+
+def _custom_type() -> Any:
+    from lash_store.processes import ProcessEventType
+
+    return ProcessEventType(name="custom", payload_schema={"type": "object"})
+
+
+EVENT_TYPES = st.sampled_from(["core", "none", "custom first", "core then custom", "half the core", "tuple"])
+IDS = st.sampled_from(["p", "process:x", Name("p")])
+
+
+@settings(max_examples=500, deadline=None)
+@given(JSON_ANY, JSON_ANY, JSON_ANY, st.sampled_from(["", "f1", None]), EVENT_TYPES, IDS)
+def test_a_start_envelope_hash_is_the_hash_of_the_envelope(
+    process_input: Any, caused_by: Any, envelope_caused_by: Any, frame: str | None, kinds: str, process_id: str
+) -> None:
+    """Whatever the registration (already normal or not, exact types or subclasses), the digest is H(envelope)."""
+    from lash_store.core.canonical import stable_hash
+    from lash_store.processes import CORE_EVENT_TYPES, ProcessProvenance, ProcessRegistration, ProcessScope
+    from lash_store.service.effects.service import check_envelope
+
+    event_types: Any = {
+        "core": list(CORE_EVENT_TYPES),
+        "none": [],
+        "custom first": [_custom_type()],
+        "core then custom": [*CORE_EVENT_TYPES, _custom_type()],
+        "half the core": list(CORE_EVENT_TYPES[:2]),
+        "tuple": tuple(CORE_EVENT_TYPES),
+    }[kinds]
+    provenance = ProcessProvenance(owner_scope=ProcessScope(session_id="s", agent_frame_id=frame), caused_by=caused_by)
+    registration = ProcessRegistration(
+        id=process_id, input=process_input, event_types=event_types, provenance=provenance
+    )
+    envelope = _start_envelope(registration, envelope_caused_by)
+    checked = check_envelope(envelope)
+    assert checked.digest == stable_hash(envelope)
+    assert checked.registration is not None
+    assert checked.registration.as_given == (kinds in ("core", "tuple") and type(process_id) is str)
+
+
+def test_a_start_envelope_near_the_depth_limit_is_refused_as_a_whole_walk_would() -> None:
+    """The spliced text's nesting counts: an input deep enough for a registration but too deep inside an
+    envelope is refused, exactly as before; one just within both is accepted with the same digest."""
+    from lash_store.core.canonical import MAX_JSON_DEPTH, stable_hash
+    from lash_store.errors import InvalidEffectInput
+    from lash_store.processes import ProcessRegistration
+    from lash_store.service.effects.service import check_envelope
+
+    def nested(levels: int) -> Any:
+        value: Any = 1
+        for _ in range(levels):
+            value = [value]
+        return value
+
+    accepted = refused = 0
+    for levels in range(MAX_JSON_DEPTH - 12, MAX_JSON_DEPTH + 1):
+        envelope = _start_envelope(ProcessRegistration.new("p", nested(levels)))
+        try:
+            expected = stable_hash(envelope) if _accepted(envelope) else None
+        except (InvalidInput, ValueError, RecursionError):
+            expected = None
+        if expected is None:
+            with pytest.raises(InvalidEffectInput):
+                check_envelope(envelope)
+            refused += 1
+        else:
+            assert check_envelope(envelope).digest == expected
+            accepted += 1
+    assert accepted and refused
+
+
+def test_a_verbatim_text_is_refused_in_a_callers_values() -> None:
+    """Only the library's own splice writes a stand-in's text; anywhere else it is not JSON."""
+    from lash_store.core.canonical import Verbatim, spliced_text
+
+    forged = {"amount": Verbatim('1,"admin":true')}
+    with pytest.raises(InvalidInput):
+        json_value("payload", forged)
+    with pytest.raises(InvalidInput):
+        json_value_text("payload", forged)
+    with pytest.raises(TypeError):
+        canonical_text(forged)
+    stand_in = Verbatim("[1,2]")
+    assert spliced_text({"a": stand_in, "b": 1.5}, stand_in) == '{"a":[1,2],"b":1.5}'  # the slow path too
+    with pytest.raises(InvalidInput):  # another stand-in than the one named: a forged one
+        spliced_text({"a": stand_in, "b": Verbatim("2")}, stand_in)
+    assert json_value("after", {"a": 1}) == {"a": 1}  # the splice is over
+    with pytest.raises(TypeError):
+        canonical_text({"a": msgspec.Raw(b"1")})  # a raw text from outside is no JSON value either
+
+
+def test_a_forged_stand_in_inside_a_start_envelope_is_refused() -> None:
+    """A caller's ``caused_by`` holding a Verbatim is no JSON: the envelope is refused, spliced or not."""
+    from lash_store.core.canonical import Verbatim
+    from lash_store.errors import InvalidEffectInput
+    from lash_store.processes import ProcessRegistration
+    from lash_store.service.effects.service import check_envelope
+
+    envelope = _start_envelope(ProcessRegistration.new("p", {}), caused_by={"x": Verbatim('1,"y":2')})
+    with pytest.raises(InvalidEffectInput):
+        check_envelope(envelope)

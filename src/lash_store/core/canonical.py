@@ -26,6 +26,7 @@ import hashlib
 import itertools
 import json
 import math
+import threading
 from typing import Any
 
 import msgspec
@@ -34,6 +35,7 @@ from lash_store.errors import InvalidInput
 
 __all__ = [
     "MAX_JSON_DEPTH",
+    "Verbatim",
     "canonical_json",
     "canonical_text",
     "json_value",
@@ -122,7 +124,17 @@ def plain(value: Any) -> Any:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_spliced
+    )
+
+
+def _spliced(value: Any) -> Any:
+    """``json.dumps`` meets a :class:`Verbatim`'s text only on the slow path: it writes the text's value, whose
+    canonical text is that text again (canonical text decodes to the data it was written from)."""
+    if type(value) is msgspec.Raw and getattr(_SPLICING, "stand_in", None) is not None:
+        return _DECODE(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _encoded(value: Any, mark: int) -> str:
@@ -177,6 +189,55 @@ def json_value_text(what: str, value: Any) -> tuple[Any, str]:
         checked = _check(what, value, 0)
         return checked, _dumps(checked)
     return converted, _encoded(converted, mark)
+
+
+class Verbatim:
+    """The canonical text of a value, standing in for that value in a walk of :func:`json_value_text`.
+
+    The text is written as it is, not walked again: a caller that has just checked and encoded a part of a
+    bigger value (the registration inside a process start's envelope) encodes the whole without walking the
+    part twice.  The caller vouches that ``text`` is the canonical text of the value it replaces; the
+    library makes these itself, and a walk accepts only the one its caller names (any other, in a caller's
+    opaque values say, is refused like every object that is not JSON).
+    """
+
+    __slots__ = ("nesting", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.nesting = text.count("{") + text.count("[")  # at least how deeply it nests (brackets in strings too)
+
+
+def spliced_text(value: Any, stand_in: Verbatim) -> str:
+    """The canonical text of ``value``, in which ``stand_in`` (and no other :class:`Verbatim`) is its text.
+
+    Checked as :func:`json_value_text` checks (:class:`InvalidInput`, without naming the place: a caller
+    that needs the place walks the value without its stand-in).
+    """
+    mark = next(_IRREGULAR)
+    _SPLICING.stand_in = stand_in
+    try:
+        try:
+            converted = _convert(value, 0)
+        except _Refused:
+            raise InvalidInput("value", "must be plain JSON") from None
+        return _encoded(converted, mark)
+    finally:
+        _SPLICING.stand_in = None
+
+
+def _stand_in_text(stand_in: Verbatim, depth: int) -> msgspec.Raw:
+    """The text of the splice's stand-in; any other :class:`Verbatim` is refused (it is not JSON)."""
+    if stand_in is not getattr(_SPLICING, "stand_in", None):
+        raise _REFUSED
+    if depth + stand_in.nesting + 1 >= MAX_JSON_DEPTH:
+        raise _REFUSED  # near the depth limit: the caller walks the value itself, which decides exactly
+    return msgspec.Raw(stand_in.text)
+
+
+# The stand-in of this thread's splice, if one runs (read only where a walk meets a type it does not know, so
+# it costs the walks of plain data nothing).
+_SPLICING = threading.local()
 
 
 class _Refused(Exception):
@@ -258,6 +319,8 @@ def _convert(value: Any, depth: int) -> Any:
         return converted
     if isinstance(value, enum.Enum):
         return _convert(value.value, depth)
+    if kind is Verbatim:
+        return _stand_in_text(value, depth)
     raise _REFUSED  # anything rarer (subclasses of the JSON types included): _check decides
 
 

@@ -77,13 +77,20 @@ def _not_blank(what: str, value: Any) -> str:
 
 
 class NormalisedRegistration(Struct, frozen=True):
-    """A registration with the core event types added, every opaque value plain, and its hash."""
+    """A registration with the core event types added, every opaque value plain, and its hash.
+
+    ``text`` is the normal registration's canonical text (what ``hash`` is taken over); ``as_given`` says
+    that it is also the canonical text of the registration as the caller gave it -- nothing was added or
+    rebuilt in another shape -- so an envelope holding that registration can be encoded around ``text``.
+    """
 
     registration: ProcessRegistration
     hash: str
     input_json: str
     event_types_json: str
     caused_by_json: str | None
+    text: str
+    as_given: bool
 
 
 @registry_input
@@ -113,13 +120,35 @@ def normalise_registration(registration: Any) -> NormalisedRegistration:
     if normal.input is not None:  # plain() leaves out fields that are None
         parts.append(f'"input":{input_json}')
     parts.append(f'"provenance":{provenance_json}')
-    digest = hashlib.sha256(("{" + ",".join(parts) + "}").encode("utf-8")).hexdigest()
+    text = "{" + ",".join(parts) + "}"
     return NormalisedRegistration(
         registration=normal,
-        hash=digest,
+        hash=hashlib.sha256(text.encode("utf-8")).hexdigest(),
         input_json=input_json,
         event_types_json=event_types_json,
         caused_by_json=caused_by_json,
+        text=text,
+        as_given=_as_given(registration, len(declared)),
+    )
+
+
+def _as_given(registration: ProcessRegistration, normal_count: int) -> bool:
+    """Whether ``registration``'s own canonical text is its normal form's: exact types throughout (a subclass
+    could carry fields of its own) and every event type one of the core constants, none of them added."""
+    provenance = registration.provenance
+    scope = provenance.owner_scope
+    given = registration.event_types
+    return (
+        type(registration) is ProcessRegistration
+        and type(registration.id) is str
+        and type(provenance) is ProcessProvenance
+        and type(provenance.host_profile_id) is str
+        and type(scope) is ProcessScope
+        and type(scope.session_id) is str
+        and (scope.agent_frame_id is None or type(scope.agent_frame_id) is str)
+        and type(given) in (list, tuple)
+        and len(given) == normal_count
+        and all(id(event_type) in _CORE_TEXT for event_type in given)
     )
 
 

@@ -34,11 +34,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
-from lash_store.core.canonical import json_value, json_value_text
+from lash_store.core.canonical import Verbatim, json_value, json_value_text, spliced_text
+from lash_store.core.registry.registration import NormalisedRegistration, normalise_registration
 from lash_store.core.validate import MAX_MS, check_id
 from lash_store.effects import (
     EFFECT_KINDS,
@@ -138,12 +139,22 @@ def journal_fields(scope: EffectScope) -> tuple[str, ...]:
         raise MissingEffectScopeId(f"unknown effect scope kind {scope.type!r}") from None
 
 
-def check_envelope(envelope: Any) -> tuple[str, int | None]:
+class CheckedEnvelope(NamedTuple):
+    """What :func:`check_envelope` found: the hash, a sleep's duration, a process start's registration."""
+
+    digest: str
+    sleep_ms: int | None
+    registration: NormalisedRegistration | None  # a process start's, when it is valid
+
+
+def check_envelope(envelope: Any) -> CheckedEnvelope:
     """The envelope's hash and sleep duration; typed errors (nothing written) for what the journal cannot take.
 
     Its structure is checked here, before anything is claimed: the typed parts (invocation, subject, replay,
     command, a process command's fields) must be what they claim to be -- a malformed process command is bad
     input, never a journaled failure.  The runtime scope, the request and ``caused_by`` are opaque (hashed).
+    A process start's registration is normalised here too (the registry would, and an invalid one is left
+    to it, which journals the failure); the envelope is then encoded around its text, not walked twice.
     """
     if not isinstance(envelope, RuntimeEffectEnvelope):
         raise InvalidEffectInput(f"expected a RuntimeEffectEnvelope, got {type(envelope).__name__}")
@@ -177,13 +188,43 @@ def check_envelope(envelope: Any) -> tuple[str, int | None]:
         sleep_ms = command.duration_ms
         if not isinstance(sleep_ms, int) or isinstance(sleep_ms, bool) or not 0 <= sleep_ms <= MAX_MS:
             raise InvalidEffectInput(f"a sleep needs duration_ms in 0..{MAX_MS}")
+    registration = None
     if command.type == "process":
         check_process_command(command.process)
+        registration = _start_registration(command.process)
+    text = None
+    if registration is not None and registration.as_given:
+        text = _spliced_envelope_text(envelope, registration.text)
+    if text is None:
+        try:
+            _, text = json_value_text("envelope", envelope)  # checked and encoded in one walk: stable_hash's text
+        except InvalidInput as exc:
+            raise InvalidEffectInput(str(exc)) from exc
+    return CheckedEnvelope(hashlib.sha256(text.encode("utf-8")).hexdigest(), sleep_ms, registration)
+
+
+def _spliced_envelope_text(envelope: RuntimeEffectEnvelope, registration_text: str) -> str | None:
+    """A process start's envelope text around its registration's (``None``: walk it all, which says why)."""
+    command = envelope.command
+    assert command.process is not None
+    stand_in = Verbatim(registration_text)
+    process = msgspec.structs.replace(command.process, registration=stand_in)
     try:
-        _, text = json_value_text("envelope", envelope)  # checked and encoded in one walk: stable_hash's text
-    except InvalidInput as exc:
-        raise InvalidEffectInput(str(exc)) from exc
-    return hashlib.sha256(text.encode("utf-8")).hexdigest(), sleep_ms
+        return spliced_text(
+            msgspec.structs.replace(envelope, command=msgspec.structs.replace(command, process=process)), stand_in
+        )
+    except InvalidInput:
+        return None
+
+
+def _start_registration(command: ProcessCommand | None) -> NormalisedRegistration | None:
+    """A process start's registration, normalised; ``None`` for another command or an invalid registration."""
+    if command is None or command.type != "start" or command.registration is None:
+        return None
+    try:
+        return normalise_registration(command.registration)
+    except InvalidInput:  # the start fails in the registry, and the journal records that failure
+        return None
 
 
 _PROCESS_KINDS = ("start", "list", "transfer", "delete_session", "await", "cancel", "signal")
@@ -520,7 +561,7 @@ class ScopedEffectController:
         database).  Returns the outcome and whether ``body`` ran and committed with it; when it did not, the
         caller runs it itself.  The router closes a delivery this way.
         """
-        digest, sleep_ms = check_envelope(envelope)
+        digest, sleep_ms, registration = check_envelope(envelope)
         executor = _executor(local_executor)
         host = self._host
         options = host.replay_options
@@ -539,7 +580,7 @@ class ScopedEffectController:
                 return finished.outcome, False
             if isinstance(finished, journal.Failed):
                 raise finished.error
-        fused = self._start_in_one_transaction(envelope, executor, key, digest, ttl, also)
+        fused = self._start_in_one_transaction(envelope, registration, executor, key, digest, ttl, also)
         if fused is not None:
             if isinstance(fused, tuple):
                 if read_first:
@@ -654,6 +695,7 @@ class ScopedEffectController:
     def _start_in_one_transaction(
         self,
         envelope: RuntimeEffectEnvelope,
+        registration: NormalisedRegistration | None,
         executor: RuntimeEffectLocalExecutor,
         key: journal.Key,
         digest: str,
@@ -673,7 +715,7 @@ class ScopedEffectController:
         if (
             process is None
             or process.type != "start"
-            or process.registration is None
+            or registration is None  # none, or an invalid one: the general path journals the failure
             or process.grant is None
             or executor.label != "process_control"
         ):
@@ -687,7 +729,7 @@ class ScopedEffectController:
             return None
         also_join = None if also is None else joined(host.backend, also[0])
         try:
-            start = registry.start_body(process.registration, process.grant.owner_scope, process.grant.descriptor)
+            start = registry.start_body(registration, process.grant.owner_scope, process.grant.descriptor)
         except InvalidInput:
             return None
         token = host.next_token()

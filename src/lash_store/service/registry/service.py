@@ -94,16 +94,20 @@ class ProcessRegistryService(BackendService):
 
     def start_body(
         self,
-        registration: ProcessRegistration,
+        registration: ProcessRegistration | checks.NormalisedRegistration,
         owner_scope: ProcessScope,
         descriptor: ProcessHandleDescriptor | None = None,
     ) -> Callable[[Tx], ProcessRecord]:
         """:meth:`register_and_grant`'s transaction body, its arguments checked now (:class:`InvalidInput`).
 
         A caller whose transaction is on this registry's database (see :attr:`backend`) runs it inside its own
-        transaction: an effect host journals a process start and performs it in one.
+        transaction: an effect host journals a process start and performs it in one (passing the registration
+        it has already normalised).
         """
-        normal = checks.normalise_registration(registration)
+        if isinstance(registration, checks.NormalisedRegistration):
+            normal = registration
+        else:
+            normal = checks.normalise_registration(registration)
         scope = checks.check_scope("owner_scope", owner_scope)
         handle = checks.check_descriptor("descriptor", descriptor or ProcessHandleDescriptor())
         handle_json = canonical_text(handle)  # encoded before the transaction takes its locks
