@@ -716,3 +716,28 @@ def test_a_missing_head_row_is_corrupt_data_and_blocks_commits(populated: Popula
             store.commit_runtime_state(commit)
     assert query(populated.path, "SELECT count(*) FROM graph_nodes UNION ALL SELECT count(*) FROM blobs") == before
     assert query(populated.path, "SELECT count(*) FROM session_head") == [(0,)]
+
+
+@pytest.mark.parametrize("column", ["event_ty", "input_template", "process_name"])
+def test_a_damaged_subscription_column_is_corrupt_data_naming_it(tmp_path: Path, column: str) -> None:
+    """An opaque subscription column that is no JSON: listing it raises CorruptData naming the subscription and
+    the column, and routing an occurrence that matches it writes nothing."""
+    import sqlite3
+
+    from lash_store.host_events import HostEventOccurrenceRequest, TriggerSubscriptionDraft
+    from lash_store.sqlite.host_events import HostEventStore
+
+    path = tmp_path / "deployment.lash"
+    with HostEventStore.open(path) as store:
+        draft = TriggerSubscriptionDraft(session_id="s", source_type="t", source_key="k", process_name="p")
+        record = store.register_subscription(draft)
+    with sqlite3.connect(path) as raw:
+        raw.execute(f"UPDATE host_event_subscriptions SET {column} = '{{oops'")
+    with HostEventStore.open(path) as store:
+        with pytest.raises(CorruptData) as raised:
+            store.list_subscriptions()
+        assert record.subscription_id in str(raised.value) and column in str(raised.value)
+        request = HostEventOccurrenceRequest(source_type="t", source_key="k", idempotency_key="i", payload=None)
+        with pytest.raises(CorruptData):
+            store.record_and_reserve(request)
+        assert store.list_occurrences() == []

@@ -116,16 +116,22 @@ def _opaque(what: str, value: Any) -> str:
         raise InvalidHostEventInput(what, exc.detail) from exc
 
 
+_DECODE = msgspec.json.Decoder().decode
+
+
 def _decode(what: str, text: str) -> Any:
     try:
-        return msgspec.json.decode(text)
+        return _DECODE(text)
     except msgspec.DecodeError as exc:
         raise CorruptData(what, str(exc)) from exc
 
 
 def subscription(row: Row) -> TriggerSubscriptionRecord:
     found = dict(zip(SUBSCRIPTION_COLUMNS, row, strict=True))
-    opaque = {name: _decode(f"subscription {found['subscription_id']} {name}", found[name]) for name in _OPAQUE}
+    try:
+        opaque = {name: _DECODE(found[name]) for name in _OPAQUE}
+    except msgspec.DecodeError:  # again, naming the damaged column
+        opaque = {name: _decode(f"subscription {found['subscription_id']} {name}", found[name]) for name in _OPAQUE}
     return TriggerSubscriptionRecord(
         subscription_id=found["subscription_id"],
         handle=found["handle"],
