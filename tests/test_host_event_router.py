@@ -313,10 +313,9 @@ def test_delete_session_stops_its_triggers_and_processes_and_deletes_its_store(t
 def test_a_route_on_postgres_costs_few_round_trips(pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Record, reserve and list: 6 waits (the clock, the insert, the occurrence with its subscriptions, one
     insert per delivery, COMMIT: a new occurrence's deliveries are the ones just reserved, nothing to list);
-    each delivery: 5 (its journal row, the claim, the registration, the closed delivery, COMMIT).  The
-    journaled outcome of a claim this transaction made is sent without waiting, and the transactions joined
-    to the journal's read the database clock once: before, a route with two deliveries waited 24 times (the
-    plain-SQL floor of the bench runs 23 statements one at a time)."""
+    each delivery: 5 (the clock, the registration, the closed delivery, the journal row -- written once,
+    finished, its primary key the arbiter -- and COMMIT).  The transactions joined to the journal's read the
+    database clock once: before, a route with two deliveries waited 24 times."""
     from lash_store.postgres import close_shared_pools
 
     store, effects, registry = components(("postgres", pg_dsn))
@@ -368,3 +367,110 @@ def test_record_and_reserve_returns_what_the_listing_reads(target: Target) -> No
             from lash_store.postgres import close_shared_pools
 
             close_shared_pools()
+
+
+# ---------------------------------------------------------------------------
+# A journaled process start on the journal's database: one transaction, the journal row written once
+
+
+def _start(process_id: str, replay_key: str = "start") -> Any:
+    from lash_store.effects import (
+        ProcessCommand,
+        ProcessStartGrant,
+        RuntimeEffectCommand,
+        RuntimeEffectEnvelope,
+        RuntimeScope,
+    )
+    from lash_store.processes import ProcessHandleDescriptor, ProcessProvenance, ProcessRegistration, ProcessScope
+
+    scope = ProcessScope(session_id="s")
+    registration = ProcessRegistration.new(process_id, {"n": 1}).with_provenance(ProcessProvenance(owner_scope=scope))
+    grant = ProcessStartGrant(owner_scope=scope, descriptor=ProcessHandleDescriptor(kind="trigger", label="t"))
+    command = RuntimeEffectCommand.process_command(ProcessCommand.start(registration, grant))
+    return RuntimeEffectEnvelope.new(RuntimeScope(session_id="s"), process_id, replay_key, command)
+
+
+def _journal(effects: Any, scope: EffectScope) -> Any:
+    (row,) = effects.list_journal(scope=scope)
+    return row
+
+
+def test_a_start_is_journaled_finished_in_its_own_transaction(target: Target) -> None:
+    """No claim is ever visible: the row is written once, completed, with one attempt and no lease."""
+    from uuid import uuid4
+
+    from lash_store.effects import RuntimeEffectLocalExecutor
+
+    store, effects, registry = components(target)
+    try:
+        process_id = f"p-{uuid4().hex}"
+        scope = EffectScope.turn("s", f"t-{uuid4().hex}")
+        outcome = effects.scoped(scope).execute_effect(
+            _start(process_id), RuntimeEffectLocalExecutor.process_control(registry)
+        )
+        assert outcome.process is not None and outcome.process.record is not None
+        row = _journal(effects, scope)
+        assert (row.status, row.attempts, row.lease_owner_id, row.lease_expires_at_ms) == ("completed", 1, None, 0)
+        assert row.outcome == outcome
+        assert registry.get_process(process_id) is not None
+    finally:
+        for component in (store, effects, registry):
+            component.close()
+
+
+def test_a_start_whose_journal_row_exists_writes_nothing_of_its_own(target: Target) -> None:
+    """The same replay key with another start (another process): the one-transaction attempt registers the
+    process and grants its handle, meets the journal row, and rolls all of it back; the journal's answer is
+    a replay conflict, and the other process was never registered."""
+    from uuid import uuid4
+
+    from lash_store.effects import RuntimeEffectLocalExecutor
+    from lash_store.errors import EffectReplayConflict
+
+    store, effects, registry = components(target)
+    try:
+        first, second = f"p-{uuid4().hex}", f"p-{uuid4().hex}"
+        scope = EffectScope.turn("s", f"t-{uuid4().hex}")
+        controller = effects.scoped(scope)
+        executor = RuntimeEffectLocalExecutor.process_control(registry)
+        controller.execute_effect(_start(first), executor)
+        effects.read_first = False  # as after a claim: the next start tries its own transaction first
+        with pytest.raises(EffectReplayConflict):
+            controller.execute_effect(_start(second), executor)
+        assert registry.get_process(second) is None
+        assert second not in {record.id for record in registry.list_processes()}
+        assert _journal(effects, scope).attempts == 1
+    finally:
+        for component in (store, effects, registry):
+            component.close()
+
+
+def test_an_expired_claim_on_a_start_is_taken_over_and_the_process_started_once(target: Target) -> None:
+    """A crashed runner's claim (in progress, its lease expired) blocks the one-transaction insert, which
+    rolls back; the general path takes the claim over and starts the process: one process, two attempts."""
+    from uuid import uuid4
+
+    from lash_store.effects import RuntimeEffectLocalExecutor
+    from lash_store.service.effects import journal
+    from lash_store.service.effects.service import check_envelope
+
+    store, effects, registry = components(target)
+    try:
+        process_id = f"p-{uuid4().hex}"
+        scope = EffectScope.turn("s", f"t-{uuid4().hex}")
+        controller = effects.scoped(scope)
+        envelope = _start(process_id)
+        key = journal.Key(controller.scope_identity, envelope.replay_key, scope.type, scope.scope_id)
+        digest = check_envelope(envelope).digest
+        claim = effects._write(lambda tx: journal.prepare(tx, key, digest, None, "crashed", "token", 1, False))
+        assert isinstance(claim, journal.Claimed)
+        time.sleep(0.05)  # its 1 ms lease is over
+        effects.read_first = False
+        outcome = controller.execute_effect(envelope, RuntimeEffectLocalExecutor.process_control(registry))
+        row = _journal(effects, scope)
+        assert (row.status, row.attempts) == ("completed", 2)
+        assert outcome.process is not None and outcome.process.record is not None
+        assert [record.id for record in registry.list_processes() if record.id == process_id] == [process_id]
+    finally:
+        for component in (store, effects, registry):
+            component.close()

@@ -33,6 +33,14 @@ VALUES (%(scope_identity)s, %(replay_key)s, %(scope_kind)s, %(scope_id)s, %(enve
         %(owner_id)s, %(lease_token)s, %(expires_at_ms)s, %(due_at_ms)s, 1, %(now_ms)s, %(now_ms)s)
 ON CONFLICT (scope_identity, replay_key) DO NOTHING
 
+-- name: insert_finished_effect
+INSERT INTO {schema}.effect_journal (scope_identity, replay_key, scope_kind, scope_id, envelope_hash, status,
+                                     outcome, error, lease_owner_id, lease_token, lease_expires_at_ms, due_at_ms,
+                                     attempts, created_at_ms, updated_at_ms)
+VALUES (%(scope_identity)s, %(replay_key)s, %(scope_kind)s, %(scope_id)s, %(envelope_hash)s, %(status)s,
+        %(outcome)s, %(error)s, NULL, NULL, 0, NULL, 1, %(now_ms)s, %(now_ms)s)
+ON CONFLICT (scope_identity, replay_key) DO NOTHING
+
 -- name: take_over_effect
 UPDATE {schema}.effect_journal
 SET status = 'in_progress', lease_owner_id = %(owner_id)s, lease_token = %(lease_token)s,

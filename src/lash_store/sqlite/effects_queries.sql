@@ -20,6 +20,14 @@ VALUES (:scope_identity, :replay_key, :scope_kind, :scope_id, :envelope_hash, 'i
         :lease_token, :expires_at_ms, :due_at_ms, 1, :now_ms, :now_ms)
 ON CONFLICT (scope_identity, replay_key) DO NOTHING
 
+-- name: insert_finished_effect
+INSERT INTO effect_journal (scope_identity, replay_key, scope_kind, scope_id, envelope_hash, status, outcome, error,
+                            lease_owner_id, lease_token, lease_expires_at_ms, due_at_ms, attempts, created_at_ms,
+                            updated_at_ms)
+VALUES (:scope_identity, :replay_key, :scope_kind, :scope_id, :envelope_hash, :status, :outcome, :error,
+        NULL, NULL, 0, NULL, 1, :now_ms, :now_ms)
+ON CONFLICT (scope_identity, replay_key) DO NOTHING
+
 -- name: take_over_effect
 UPDATE effect_journal
 SET status = 'in_progress', lease_owner_id = :owner_id, lease_token = :lease_token,

@@ -78,6 +78,28 @@ class EffectQueries:
         }
         return 1
 
+    def insert_finished_effect(self, p: Params) -> int:
+        if _key(p) in self.s.rows:
+            return 0
+        self.s.rows[_key(p)] = {
+            "scope_identity": p["scope_identity"],
+            "replay_key": p["replay_key"],
+            "scope_kind": p["scope_kind"],
+            "scope_id": p["scope_id"],
+            "envelope_hash": p["envelope_hash"],
+            "status": p["status"],
+            "outcome": p["outcome"],
+            "error": p["error"],
+            "lease_owner_id": None,
+            "lease_token": None,
+            "lease_expires_at_ms": 0,
+            "due_at_ms": None,
+            "attempts": 1,
+            "created_at_ms": p["now_ms"],
+            "updated_at_ms": p["now_ms"],
+        }
+        return 1
+
     def take_over_effect(self, p: Params) -> int:
         row = self.s.rows.get(_key(p))
         if row is None:

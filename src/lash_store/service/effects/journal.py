@@ -200,12 +200,8 @@ def encode_result(outcome: RuntimeEffectOutcome | None, error: RuntimeEffectCont
     return Result("failed", None, _ENCODE.encode(_Error(code=error.code, message=error.message)).decode())
 
 
-def finalize(tx: Tx, key: Key, digest: str, token: str, result: Result, *, claimed_here: bool = False) -> None:
-    """Record the result, only while ``token`` still owns the row (reference §c.5 step 5).
-
-    ``claimed_here``: ``tx`` itself claimed the row and still holds its lock, so no one can have taken it
-    over: the update is sent without waiting for its row count (a round trip less on PostgreSQL).
-    """
+def finalize(tx: Tx, key: Key, digest: str, token: str, result: Result) -> None:
+    """Record the result, only while ``token`` still owns the row (reference §c.5 step 5)."""
     params = {
         **key.params(),
         "envelope_hash": digest,
@@ -214,11 +210,6 @@ def finalize(tx: Tx, key: Key, digest: str, token: str, result: Result, *, claim
         "outcome": result.outcome,
         "error": result.error,
     }
-    if claimed_here:
-        params["now_ms"] = tx.now_ms()
-        tx.send("finalize_effect", params)
-        tx.send("notify_effect", {"payload": key.scope_identity})
-        return
     tx.send("lock_effect", key.params())
     params["now_ms"] = tx.now_ms()
     changed = tx.run("finalize_effect", params)
@@ -227,6 +218,27 @@ def finalize(tx: Tx, key: Key, digest: str, token: str, result: Result, *, claim
             f"the claim on replay key {key.replay_key!r} was taken over before it finished; its result is discarded"
         )
     tx.send("notify_effect", {"payload": key.scope_identity})
+
+
+def record_finished(tx: Tx, key: Key, digest: str, result: Result) -> bool:
+    """Journal an effect that ran inside ``tx`` itself, claim and result in one row: ``False`` (nothing written)
+    when the row exists -- another run's claim or result, which the caller reads in a transaction of its own
+    after rolling ``tx`` back.
+
+    Only for an effect whose every write is in ``tx`` (a process start on the journal's database): nothing
+    outside the transaction can have happened, so there is no claim for anyone to wait on or take over.
+    """
+    params = {
+        **key.params(),
+        "scope_kind": key.scope_kind,
+        "scope_id": key.scope_id,
+        "envelope_hash": digest,
+        "status": result.status,
+        "outcome": result.outcome,
+        "error": result.error,
+        "now_ms": tx.now_ms(),
+    }
+    return tx.run("insert_finished_effect", params) == 1
 
 
 def renew(tx: Tx, key: Key, token: str, ttl_ms: int) -> bool:

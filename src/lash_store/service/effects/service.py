@@ -580,21 +580,12 @@ class ScopedEffectController:
                 return finished.outcome, False
             if isinstance(finished, journal.Failed):
                 raise finished.error
-        fused = self._start_in_one_transaction(envelope, registration, executor, key, digest, ttl, also)
+        fused = self._start_in_one_transaction(envelope, registration, executor, key, digest, also)
         if fused is not None:
-            if isinstance(fused, tuple):
-                if read_first:
-                    host.read_first = False
-                host.signals.publish(None)
-                return fused
-            if isinstance(fused, journal.Replayed):
-                host.read_first = True
-                _sleep_until(fused.due_at_ms, fused.now_ms)
-                return fused.outcome, False
-            if isinstance(fused, journal.Failed):
-                host.read_first = True
-                raise fused.error
-            # Busy: the loop below waits for the holder as it would.
+            if read_first:
+                host.read_first = False
+            host.signals.publish(None)
+            return fused
         while True:
             cursor = signals.cursor()
             step = host._write(
@@ -699,21 +690,23 @@ class ScopedEffectController:
         executor: RuntimeEffectLocalExecutor,
         key: journal.Key,
         digest: str,
-        ttl: int,
         also: tuple[Backend, Callable[[Tx], object]] | None,
-    ) -> tuple[RuntimeEffectOutcome, bool] | journal.Step | None:
-        """A process start whose registry shares the journal's database: claim, start, journal in one transaction.
+    ) -> tuple[RuntimeEffectOutcome, bool] | None:
+        """A process start whose registry shares the journal's database: start and journal in one transaction.
 
-        Nothing runs outside the database, so nothing can happen between the claim and the result: the
-        claim, the registration, the grant and the journaled outcome commit together or not at all (a
-        crash leaves no claim to take over).  ``None`` when this does not apply, or when the start itself
-        fails (bad arguments, a registration conflict, a database error in it): everything is rolled back
-        and the caller takes the general path, which claims, runs and journals the failure as it always
-        does.  Returns the outcome, or the journal's answer when the row was not claimable.
+        Nothing runs outside the database, so nothing can happen between a claim and its result: the
+        registration, the grant and the journaled outcome commit together or not at all, and the journal
+        row is written once, finished (no claim exists for anyone to wait on or take over; a crash leaves
+        nothing behind).  The row's primary key still arbitrates: when a row exists -- a replay, or another
+        run's claim -- the insert writes nothing, everything is rolled back and the caller's general path
+        reads the row.  ``None`` then, and when this does not apply (strict replay, another command, a
+        registry elsewhere) or the start itself fails (bad arguments, a registration conflict, a database
+        error in it): the general path claims, runs and journals the failure as it always does.
         """
         process = envelope.command.process
         if (
-            process is None
+            self._replay  # strict replay never writes
+            or process is None
             or process.type != "start"
             or registration is None  # none, or an invalid one: the general path journals the failure
             or process.grant is None
@@ -732,12 +725,8 @@ class ScopedEffectController:
             start = registry.start_body(registration, process.grant.owner_scope, process.grant.descriptor)
         except InvalidInput:
             return None
-        token = host.next_token()
 
-        def body(tx: Tx) -> tuple[RuntimeEffectOutcome, bool] | journal.Step:
-            step = journal.prepare(tx, key, digest, None, host.owner_id, token, ttl, self._replay)
-            if not isinstance(step, journal.Claimed):
-                return step
+        def body(tx: Tx) -> tuple[RuntimeEffectOutcome, bool]:
             try:
                 record = start(join(tx))
                 if also is not None and also_join is not None:
@@ -745,7 +734,8 @@ class ScopedEffectController:
             except Exception as exc:
                 raise _StartFailed() from exc
             outcome = RuntimeEffectOutcome.process_outcome(ProcessEffectOutcome(type="start", record=record))
-            journal.finalize(tx, key, digest, token, journal.encode_result(outcome, None), claimed_here=True)
+            if not journal.record_finished(tx, key, digest, journal.encode_result(outcome, None)):
+                raise _StartFailed()  # the row exists: the general path reads it
             return outcome, also_join is not None
 
         try:
@@ -764,7 +754,7 @@ class ScopedEffectController:
 
 
 class _StartFailed(Exception):
-    """A one-transaction process start failed inside its transaction (rolled back: take the general path)."""
+    """A one-transaction process start failed, or found its journal row (rolled back: take the general path)."""
 
 
 def _checked_outcome(outcome: Any) -> RuntimeEffectOutcome:
