@@ -23,7 +23,10 @@ and listing by age, pending deliveries, a process's handle grants, matching subs
 are part of storing the same rows.  Routing is also measured against tables with primary keys only, and
 that ratio is reported beside the target's.
 
-Each ratio is lash-store's time over the floor's in the same run (target: at most 2x).
+Each ratio is lash-store's time over the floor's in the same run (target: at most 2x).  Every workload is
+cut into segments, and lash-store and its floors take turns segment by segment, so that a machine whose
+speed drifts during a run slows both sides alike; worker processes start the clock once all of them are
+open and warm.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ RATIO_TARGET = 2.0
 REPLAY_P50_TARGET_US = 1000.0
 _FORK = multiprocessing.get_context("fork")
 _SUBSCRIPTIONS = 2
+#: How many segments each workload is cut into: lash-store and its floors take turns, segment by segment,
+#: so that a machine whose speed drifts during the run (a shared VM) slows them alike.
+_SEGMENTS = 8
 
 
 @dataclass(frozen=True)
@@ -249,6 +255,7 @@ def _worker(queue: Any, start: Any, where: Where, side: str, mode: str, keys: li
         one_key = keys[0]
         envelopes = keys[1:]
         one(one_key)  # warm: connections, prepared statements, caches
+        queue.put(("ready", None))
         start.wait()
         samples: list[int] = []
         for key in envelopes:
@@ -272,26 +279,66 @@ def _parallel(where: Where, side: str, mode: str, keys: list[str], workers: int,
     ]
     for process in processes:
         process.start()
-    time.sleep(0.3 + 0.2 * workers)  # every worker is open and warm before the clock starts
-    began = time.perf_counter()
-    start.set()
-    results: list[Any] = []
     try:
-        while len(results) < workers:
-            try:
-                results.append(queue.get(timeout=300))
-            except Empty as exc:
-                raise RuntimeError(f"bench effects: {side} {mode} workers did not report") from exc
+        for _ in range(workers):  # every worker is open and warm before the clock starts
+            _report(queue, side, mode, "ready")
+        began = time.perf_counter()
+        start.set()
+        results = [_report(queue, side, mode, "ok") for _ in range(workers)]
+        elapsed = time.perf_counter() - began
     finally:
+        start.set()  # a worker still waiting is let go (to report or exit)
         for process in processes:
             process.join(30)
-    elapsed = time.perf_counter() - began
-    errors = [r[1] for r in results if r[0] != "ok"]
-    if errors:
-        raise RuntimeError(f"bench effects: a worker failed: {errors[0]}")
     measured = sum(len(share) - 1 for share in shares)
     samples = [sample for result in results for sample in result[1]]
-    return {"effects": measured, "seconds": elapsed, "per_second": measured / elapsed, "latency": summarise_ns(samples)}
+    return {"effects": measured, "seconds": elapsed, "samples": samples}
+
+
+def _segments(effects: int, workers: int) -> list[list[str]]:
+    """Each segment's keys: its share of ``effects``, and one more per worker (each warms up on one)."""
+    segments: list[list[str]] = []
+    first = 0
+    for index in range(_SEGMENTS):
+        size = effects // _SEGMENTS + (index < effects % _SEGMENTS)
+        if size:
+            segments.append([f"effect-{key}" for key in range(first, first + size + workers)])
+            first += size + workers
+    return segments
+
+
+def _report(queue: Any, side: str, mode: str, expected: str) -> Any:
+    """A worker's next message, which must be ``expected`` ("ready" or "ok"); a failure raises."""
+    try:
+        message = queue.get(timeout=300)
+    except Empty as exc:
+        raise RuntimeError(f"bench effects: {side} {mode} workers did not report") from exc
+    if message[0] != expected:
+        raise RuntimeError(f"bench effects: a worker failed: {message[1]}")
+    return message
+
+
+def _alternating(
+    lash: Where, floor: Where, mode: str, segments: list[list[str]], workers: int, latencies: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """lash-store and its floor take turns, segment by segment (see :data:`_SEGMENTS`); both totals."""
+    results: dict[str, list[dict[str, Any]]] = {"lash": [], "floor": []}
+    for keys in segments:
+        for side, where in (("lash", lash), ("floor", floor)):
+            results[side].append(_parallel(where, side, mode, keys, workers, latencies and side == "lash"))
+
+    def total(parts: list[dict[str, Any]]) -> dict[str, Any]:
+        effects = sum(part["effects"] for part in parts)
+        seconds = sum(part["seconds"] for part in parts)
+        samples = [sample for part in parts for sample in part["samples"]]
+        return {
+            "effects": effects,
+            "seconds": seconds,
+            "per_second": effects / seconds,
+            "latency": summarise_ns(samples),
+        }
+
+    return total(results["lash"]), total(results["floor"])
 
 
 # ---------------------------------------------------------------------------
@@ -539,13 +586,12 @@ def run(
             lash, floor = _sides(backend, root, pg, f"w{count}")
             _open_host(lash).close()  # schema created before the clock starts
             Floor(floor).setup()
-            keys = [f"effect-{index}" for index in range(effects + count)]
+            segments = _segments(effects, count)
             entry: dict[str, Any] = {"workers": count}
             for mode in ("first", "replay"):
                 progress(verbose, f"effects: {backend}, {count} worker(s), {mode}")
                 latencies = count == 1 and mode == "replay"
-                mine = _parallel(lash, "lash", mode, keys, count, latencies)
-                theirs = _parallel(floor, "floor", mode, keys, count, False)
+                mine, theirs = _alternating(lash, floor, mode, segments, count, latencies)
                 entry[mode] = {
                     "lash_per_second": mine["per_second"],
                     "floor_per_second": theirs["per_second"],
@@ -557,11 +603,6 @@ def run(
         progress(verbose, f"routing: {backend}, {occurrences} occurrences x {_SUBSCRIPTIONS} subscriptions")
         report["routing"] = _routing(backend, root, pg, occurrences)
     return report
-
-
-#: How many segments the routing workload is cut into: lash-store and the two floors take turns, segment by
-#: segment, so that a machine whose speed drifts during the run (a shared VM) slows all three alike.
-_SEGMENTS = 8
 
 
 def _routing(backend: str, root: Path | None, pg: Any, occurrences: int) -> dict[str, float]:
