@@ -149,7 +149,13 @@ def _encoded(value: Any, mark: int) -> str:
 
 def canonical_text(value: Any) -> str:
     """The canonical JSON text of ``value`` (a ``str``; :func:`canonical_json` is its UTF-8 bytes)."""
-    if type(value) is str:  # an id, most often: a regular leaf, nothing to walk
+    kind = type(value)
+    # An id, or ids in a list or a dict (what derived ids hash): regular leaves, nothing to walk.
+    if (
+        kind is str
+        or ((kind is list or kind is tuple) and all(type(item) is str for item in value))
+        or (kind is dict and all(type(k) is str and type(v) is str for k, v in value.items()))
+    ):
         try:
             return _SORTED.encode(value).decode("utf-8")
         except UnicodeError:

@@ -17,7 +17,7 @@ from lash_store.options import StoreOptions
 from lash_store.service.clock import TransactionClock
 from lash_store.service.ports import Params, Row
 from lash_store.sqlite import inspection
-from lash_store.sqlite.shared import Database
+from lash_store.sqlite.shared import Database, SharedConnection
 
 T = TypeVar("T")
 
@@ -121,7 +121,10 @@ class SqliteBackend:
         if not isinstance(other, SqliteBackend):
             return None
         mine, theirs = self.connection.path, other.connection.path
-        if mine is None or theirs is None or (mine != theirs and mine.resolve() != theirs.resolve()):
+        if mine is None or theirs is None:
+            return None
+        same_share = isinstance(self.connection, SharedConnection) and self.connection.shares_with(other.connection)
+        if not same_share and mine != theirs and mine.resolve() != theirs.resolve():
             return None
         options, queries = other._options, other._queries
         return lambda tx: SqliteTx(tx._conn, options, queries)

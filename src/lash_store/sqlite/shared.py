@@ -79,6 +79,10 @@ class SharedConnection:
         self.path: Path | None = path
         self.options = options
 
+    def shares_with(self, other: object) -> bool:
+        """Whether ``other`` is a view of the same connection (so of the same file)."""
+        return isinstance(other, SharedConnection) and other._share is self._share
+
     @property
     def shared(self) -> Connection:
         """The connection itself (tests look at it)."""
