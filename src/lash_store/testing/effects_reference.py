@@ -40,6 +40,18 @@ def _key(p: Params) -> Key:
     return (p["scope_identity"], p["replay_key"])
 
 
+def _finished(p: Params) -> dict[str, Any]:
+    """A finished row's result columns: its status, outcome or error, and no lease."""
+    return {
+        "status": p["status"],
+        "outcome": p["outcome"],
+        "error": p["error"],
+        "lease_owner_id": None,
+        "lease_token": None,
+        "lease_expires_at_ms": 0,
+    }
+
+
 class EffectQueries:
     """Every named query of ``effects_queries.sql``, in Python."""
 
@@ -57,28 +69,22 @@ class EffectQueries:
         return [] if row is None else [_row(row)]
 
     def insert_effect(self, p: Params) -> int:
-        if _key(p) in self.s.rows:
-            return 0
-        self.s.rows[_key(p)] = {
-            "scope_identity": p["scope_identity"],
-            "replay_key": p["replay_key"],
-            "scope_kind": p["scope_kind"],
-            "scope_id": p["scope_id"],
-            "envelope_hash": p["envelope_hash"],
-            "status": "in_progress",
-            "outcome": None,
-            "error": None,
-            "lease_owner_id": p["owner_id"],
-            "lease_token": p["lease_token"],
-            "lease_expires_at_ms": p["expires_at_ms"],
-            "due_at_ms": p["due_at_ms"],
-            "attempts": 1,
-            "created_at_ms": p["now_ms"],
-            "updated_at_ms": p["now_ms"],
-        }
-        return 1
+        return self._insert(
+            p,
+            status="in_progress",
+            outcome=None,
+            error=None,
+            lease_owner_id=p["owner_id"],
+            lease_token=p["lease_token"],
+            lease_expires_at_ms=p["expires_at_ms"],
+            due_at_ms=p["due_at_ms"],
+        )
 
     def insert_finished_effect(self, p: Params) -> int:
+        return self._insert(p, **_finished(p), due_at_ms=None)
+
+    def _insert(self, p: Params, **columns: Any) -> int:
+        """A new row (its first attempt) with ``columns``; 0 when the key's row exists (ON CONFLICT DO NOTHING)."""
         if _key(p) in self.s.rows:
             return 0
         self.s.rows[_key(p)] = {
@@ -87,13 +93,7 @@ class EffectQueries:
             "scope_kind": p["scope_kind"],
             "scope_id": p["scope_id"],
             "envelope_hash": p["envelope_hash"],
-            "status": p["status"],
-            "outcome": p["outcome"],
-            "error": p["error"],
-            "lease_owner_id": None,
-            "lease_token": None,
-            "lease_expires_at_ms": 0,
-            "due_at_ms": None,
+            **columns,
             "attempts": 1,
             "created_at_ms": p["now_ms"],
             "updated_at_ms": p["now_ms"],
@@ -130,15 +130,7 @@ class EffectQueries:
         row = self._owned(p)
         if row is None or row["envelope_hash"] != p["envelope_hash"]:
             return 0
-        row.update(
-            status=p["status"],
-            outcome=p["outcome"],
-            error=p["error"],
-            lease_owner_id=None,
-            lease_token=None,
-            lease_expires_at_ms=0,
-            updated_at_ms=p["now_ms"],
-        )
+        row.update(**_finished(p), updated_at_ms=p["now_ms"])
         return 1
 
     def renew_effect(self, p: Params) -> int:
