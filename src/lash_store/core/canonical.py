@@ -27,6 +27,7 @@ import itertools
 import json
 import math
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -123,28 +124,21 @@ def plain(value: Any) -> Any:
     return value
 
 
-def _dumps(value: Any) -> str:
+def _dumps(value: Any, default: Callable[[Any], Any] | None = None) -> str:
     return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_spliced
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=default
     )
 
 
-def _spliced(value: Any) -> Any:
-    """``json.dumps`` meets a :class:`Verbatim`'s text only on the slow path: it writes the text's value, whose
-    canonical text is that text again (canonical text decodes to the data it was written from)."""
-    if type(value) is msgspec.Raw and getattr(_SPLICING, "stand_in", None) is not None:
-        return _DECODE(value)
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-def _encoded(value: Any, mark: int) -> str:
-    """The canonical text of ``value``, a walk's result; ``mark``: the count taken before the walk."""
+def _encoded(value: Any, mark: int, default: Callable[[Any], Any] | None = None) -> str:
+    """The canonical text of ``value``, a walk's result; ``mark``: the count taken before the walk; ``default``:
+    what ``json.dumps`` does with an object it does not know, on the slow path."""
     if next(_IRREGULAR) == mark + 1:
         try:
             return _SORTED.encode(value).decode("utf-8")
         except (UnicodeError, TypeError, ValueError, OverflowError):
             pass  # e.g. a lone surrogate, which only the UTF-8 encoding after json.dumps refuses
-    return _dumps(value)
+    return _dumps(value, default)
 
 
 def canonical_text(value: Any) -> str:
@@ -227,9 +221,17 @@ def spliced_text(value: Any, stand_in: Verbatim) -> str:
             converted = _convert(value, 0)
         except _Refused:
             raise InvalidInput("value", "must be plain JSON") from None
-        return _encoded(converted, mark)
+        return _encoded(converted, mark, _raw_value)
     finally:
         _SPLICING.stand_in = None
+
+
+def _raw_value(value: Any) -> Any:
+    """On the slow path ``json.dumps`` meets the stand-in's text: it writes the text's value, whose canonical
+    text is that text again (canonical text decodes to the data it was written from)."""
+    if type(value) is msgspec.Raw:
+        return _DECODE(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _stand_in_text(stand_in: Verbatim, depth: int) -> msgspec.Raw:
