@@ -555,13 +555,16 @@ class _FloorRouting:
 # ---------------------------------------------------------------------------
 
 
-def _sides(backend: str, root: Path | None, pg: Any, name: str) -> tuple[Where, Where]:
+def _where(backend: str, root: Path | None, pg: Any, name: str) -> Where:
+    """One side's fresh database: a file under ``root``, or a new schema of the PostgreSQL target."""
     if backend == "sqlite":
         assert root is not None
-        return Where("sqlite", str(root / f"{name}-lash.db")), Where("sqlite", str(root / f"{name}-floor.db"))
-    return Where("postgres", pg.dsn, pg.new_schema(f"{name}_lash")), Where(
-        "postgres", pg.dsn, pg.new_schema(f"{name}_floor")
-    )
+        return Where("sqlite", str(root / f"{name}.db"))
+    return Where("postgres", pg.dsn, pg.new_schema(name))
+
+
+def _sides(backend: str, root: Path | None, pg: Any, name: str) -> tuple[Where, Where]:
+    return _where(backend, root, pg, f"{name}_lash"), _where(backend, root, pg, f"{name}_floor")
 
 
 def run(
@@ -607,7 +610,7 @@ def run(
 
 def _routing(backend: str, root: Path | None, pg: Any, occurrences: int) -> dict[str, float]:
     lash_where, floor_where = _sides(backend, root, pg, "route")
-    _, bare_where = _sides(backend, root, pg, "route_pk_only")
+    bare_where = _where(backend, root, pg, "route_pk_only_floor")
     lash = _LashRouting(lash_where)
     (warm,) = _stored_routes(lash_where, range(-1, 0))
     floors = [_FloorRouting(floor_where, warm), _FloorRouting(bare_where, warm, indexed=False)]
