@@ -74,6 +74,16 @@ class Key:
     def params(self) -> dict[str, Any]:
         return {"scope_identity": self.scope_identity, "replay_key": self.replay_key}
 
+    def new_row(self, digest: str, now_ms: int) -> dict[str, Any]:
+        """The parameters every insert of this key's row takes (its status and lease come on top)."""
+        return {
+            **self.params(),
+            "scope_kind": self.scope_kind,
+            "scope_id": self.scope_id,
+            "envelope_hash": digest,
+            "now_ms": now_ms,
+        }
+
 
 @dataclass(frozen=True)
 class Claimed:
@@ -134,15 +144,11 @@ def prepare(
         inserted = tx.run(
             "insert_effect",
             {
-                **key.params(),
-                "scope_kind": key.scope_kind,
-                "scope_id": key.scope_id,
-                "envelope_hash": digest,
+                **key.new_row(digest, now),
                 "owner_id": owner_id,
                 "lease_token": token,
                 "expires_at_ms": saturating_add(now, ttl_ms),
                 "due_at_ms": due,
-                "now_ms": now,
             },
         )
         if inserted:
@@ -229,14 +235,10 @@ def record_finished(tx: Tx, key: Key, digest: str, result: Result) -> bool:
     outside the transaction can have happened, so there is no claim for anyone to wait on or take over.
     """
     params = {
-        **key.params(),
-        "scope_kind": key.scope_kind,
-        "scope_id": key.scope_id,
-        "envelope_hash": digest,
+        **key.new_row(digest, tx.now_ms()),
         "status": result.status,
         "outcome": result.outcome,
         "error": result.error,
-        "now_ms": tx.now_ms(),
     }
     return tx.run("insert_finished_effect", params) == 1
 
