@@ -25,9 +25,7 @@ def session_id_in_name(name: str) -> str | None:
     stem, dash, rest = name.rpartition("-")
     if not dash or len(rest) != _DIGEST + 3 or not rest.endswith(".db"):
         return None
-    if rest[:_DIGEST] != _digest(stem) or safe_file_name(stem) != name:
-        return None
-    return stem
+    return stem if safe_file_name(stem) == name else None  # the digest and the unchanged stem, in one hash
 
 
 def _digest(session_id: str) -> str:
