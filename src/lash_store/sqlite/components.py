@@ -7,7 +7,7 @@ the component existed gains its tables at the next open).
 Version 2 of both (and of the registry's tables, see :mod:`lash_store.sqlite.deployment`) keeps only the
 secondary indexes a query uses, and lays the tables out for what a route writes: each routed delivery
 commits a journal row, a process, a grant and the closed delivery, and every b-tree a commit touches is
-at least one more page in the log.  :func:`migrate_component` brings version 1 up to date.
+at least one more page in the log.  :data:`STEPS` brings version 1 up to date.
 """
 
 from __future__ import annotations
@@ -160,15 +160,9 @@ def _host_events_from_1(conn: sqlite3.Connection) -> None:
     _rebuild(conn, "host_event_occurrences", _OCCURRENCE_COLUMNS, HOST_EVENTS_DDL)
 
 
-#: name -> the step from each older version to the next (run under the caller's write transaction).
-_STEPS: dict[str, dict[int, Callable[[sqlite3.Connection], None]]] = {
+#: name -> the step from each older version to the next (run under the caller's write transaction; the
+#: deployment file adds the registry's and runs them).
+STEPS: dict[str, dict[int, Callable[[sqlite3.Connection], None]]] = {
     EFFECTS: {1: _effects_from_1},
     HOST_EVENTS: {1: _host_events_from_1},
 }
-
-
-def migrate_component(conn: sqlite3.Connection, name: str, found: int) -> None:
-    """Bring component ``name`` from version ``found`` to this release's (the caller stamps the version)."""
-    version = COMPONENTS[name][0]
-    for step in range(found, version):
-        _STEPS[name][step](conn)

@@ -25,10 +25,10 @@ Nothing is modified before the checks pass.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from lash_store.errors import NotAStoreDatabase, UnsupportedSchemaVersion
-from lash_store.sqlite.components import COMPONENTS, migrate_component
+from lash_store.sqlite.components import COMPONENTS, STEPS
 from lash_store.sqlite.schema import statements
 
 FILE_VERSION = 1
@@ -137,9 +137,7 @@ class DeploymentIdentity:
     def _recorded(self) -> Iterator[tuple[str, int | None, int]]:
         """Per component: its name, the version the file records (None: absent or its tables missing), and
         this release's version."""
-        expected = {PROCESSES: (PROCESSES_VERSION, PROCESS_TABLES)}
-        expected.update({name: (version, tables) for name, (version, _, tables) in COMPONENTS.items()})
-        for name, (version, tables) in expected.items():
+        for name, (version, tables) in _expected().items():
             recorded = self.components.get(name) if self.objects >= tables else None
             yield name, recorded, version
 
@@ -222,11 +220,10 @@ class DeploymentSchema:
         older = identity.older() if identity.user_version == FILE_VERSION else {}
         if not older:
             return None
+        expected = _expected()
         for name, found in older.items():
-            if name == PROCESSES:
-                _processes_from_1(conn)
-            else:
-                migrate_component(conn, name, found)
+            for step in range(found, expected[name][0]):
+                _STEPS[name][step](conn)
         self.initialise(conn)  # creates what is missing and stamps every version
         return min(older.values())
 
@@ -235,6 +232,17 @@ def _processes_from_1(conn: sqlite3.Connection) -> None:
     """Version 1 -> 2: drop the two indexes no query read (see PROCESSES_DDL)."""
     conn.execute("DROP INDEX IF EXISTS processes_by_status")
     conn.execute("DROP INDEX IF EXISTS process_handle_grants_session")
+
+
+#: name -> the step from each older version to the next, for every component of the file.
+_STEPS: dict[str, dict[int, Callable[[sqlite3.Connection], None]]] = {PROCESSES: {1: _processes_from_1}, **STEPS}
+
+
+def _expected() -> dict[str, tuple[int, frozenset[str]]]:
+    """Every component of the file: this release's version and its tables."""
+    expected = {PROCESSES: (PROCESSES_VERSION, PROCESS_TABLES)}
+    expected.update({name: (version, tables) for name, (version, _, tables) in COMPONENTS.items()})
+    return expected
 
 
 DEPLOYMENT_SCHEMA = DeploymentSchema()
